@@ -1,0 +1,143 @@
+//! Types shared by the eBPF programs (`profiler-ebpf`) and the loader (`profiler-user`).
+//!
+//! Every type here crosses the kernel/user boundary as raw bytes, so all of them are
+//! `#[repr(C)]`, contain no pointers and have explicit padding: one definition serves both
+//! sides and a layout change breaks both builds at once instead of silently corrupting data.
+#![no_std]
+
+/// Frames kept per stack; the kernel's own limit for `bpf_get_stackid` (PERF_MAX_STACK_DEPTH).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Length of a task's `comm`, including the trailing NUL (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// Names of the maps and programs in the eBPF object, so the loader never spells them twice.
+pub mod names {
+    pub const PROGRAM_CPU_SAMPLE: &str = "cpu_sample";
+    pub const MAP_EVENTS: &str = "EVENTS";
+    pub const MAP_STACKS: &str = "STACKS";
+    pub const MAP_TARGETS: &str = "TARGETS";
+    pub const MAP_COUNTERS: &str = "COUNTERS";
+}
+
+/// Default sizes, overridable at load time.
+pub mod defaults {
+    /// Ring buffer bytes. A plain sample is 56 bytes, so 8 MiB hold ~150k samples: several
+    /// seconds of every CPU at 10 kHz, which covers any stall of the reader.
+    pub const EVENTS_BYTES: u32 = 8 << 20;
+    /// Distinct stacks. Each entry preallocates 8 * 127 bytes: 16k entries cost 16 MiB.
+    pub const STACK_ENTRIES: u32 = 16 << 10;
+    /// Processes that may be sampled at once.
+    pub const MAX_TARGETS: u32 = 4096;
+}
+
+/// Discriminant at the start of every ring buffer record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A [`SampleEvent`]: its stacks are ids into the stack map.
+    Sample = 1,
+    /// A [`SampleInlineEvent`]: the stack map could not take a stack (full, or a hash
+    /// collision with a different stack), so the frames travel in the record itself.
+    SampleInline = 2,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Sample),
+            2 => Some(Self::SampleInline),
+            _ => None,
+        }
+    }
+}
+
+/// One CPU-clock sample of a target thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SampleEvent {
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    pub cpu: u32,
+    /// CLOCK_BOOTTIME nanoseconds (Perfetto's default clock).
+    pub timestamp_ns: u64,
+    /// Process id (kernel tgid) in the initial PID namespace.
+    pub pid: u32,
+    /// Thread id (kernel pid) in the initial PID namespace.
+    pub tid: u32,
+    /// Id in the stack map, or a negative errno from `bpf_get_stackid`.
+    pub user_stack_id: i32,
+    /// Id in the stack map, or a negative errno (`-EFAULT` when the sample hit user mode).
+    pub kernel_stack_id: i32,
+    /// The thread's name at the time of the sample, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A sample whose stacks did not fit in the stack map: frames are carried inline.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SampleInlineEvent {
+    pub header: SampleEvent,
+    /// Number of valid entries in `user`.
+    pub user_len: u32,
+    /// Number of valid entries in `kernel`.
+    pub kernel_len: u32,
+    /// Leaf first.
+    pub user: [u64; MAX_STACK_DEPTH],
+    /// Leaf first.
+    pub kernel: [u64; MAX_STACK_DEPTH],
+}
+
+/// Indices into the per-CPU `COUNTERS` array. Every sample the program sees ends in exactly one
+/// of `EMITTED` or `LOST_RINGBUF_FULL`; the others qualify emitted samples.
+pub mod counter {
+    /// Samples of a target thread seen by the program.
+    pub const SEEN: u32 = 0;
+    /// Samples written to the ring buffer.
+    pub const EMITTED: u32 = 1;
+    /// Samples dropped because the ring buffer had no room.
+    pub const LOST_RINGBUF_FULL: u32 = 2;
+    /// Samples whose user stack could not be walked (emitted with an empty user stack).
+    pub const USER_STACK_ERROR: u32 = 3;
+    /// Samples whose stacks the stack map could not take because it was full (sent inline).
+    pub const STACK_MAP_FULL: u32 = 4;
+    /// Samples whose stack collided with another stack in the map (sent inline).
+    pub const STACK_MAP_COLLISION: u32 = 5;
+    /// Samples whose kernel stack walk failed while in kernel mode (emitted without it).
+    pub const KERNEL_STACK_ERROR: u32 = 6;
+    /// Size of the array.
+    pub const COUNT: u32 = 8;
+}
+
+/// Errno values the program distinguishes (the kernel returns them negated).
+pub mod errno {
+    pub const EFAULT: i32 = 14;
+    pub const EEXIST: i32 = 17;
+    pub const ENOMEM: i32 = 12;
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<SampleEvent>(), 48);
+        assert_eq!(
+            size_of::<SampleInlineEvent>(),
+            48 + 8 + 2 * 8 * MAX_STACK_DEPTH
+        );
+        // The ring buffer hands out 8-byte aligned records.
+        assert!(align_of::<SampleInlineEvent>() <= 8);
+    }
+
+    #[test]
+    fn event_kind_round_trips() {
+        for k in [EventKind::Sample, EventKind::SampleInline] {
+            assert_eq!(EventKind::from_u32(k as u32), Some(k));
+        }
+        assert_eq!(EventKind::from_u32(0), None);
+    }
+}

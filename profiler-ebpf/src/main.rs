@@ -1,0 +1,160 @@
+//! Kernel side of the profiler.
+//!
+//! `cpu_sample` runs on every software CPU-clock tick of every CPU. It keeps only ticks that hit
+//! a thread of a target process (the `TARGETS` map, filled by the loader), deduplicates their
+//! stacks in `STACKS`, and sends one record per sample through the `EVENTS` ring buffer, so
+//! that userspace gets every sample with its time, thread and CPU rather than only counts.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{
+        EbpfContext,
+        bindings::BPF_F_USER_STACK,
+        helpers::{
+            bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+            generated::{bpf_get_stack, bpf_ktime_get_boot_ns},
+        },
+        macros::{map, perf_event},
+        maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
+        programs::{PerfEventContext, tracing::StackIdContext},
+    };
+    use profiler_common::{
+        COMM_LEN, EventKind, MAX_STACK_DEPTH, SampleEvent, SampleInlineEvent, counter, defaults,
+        errno,
+    };
+
+    #[map(name = "EVENTS")]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::EVENTS_BYTES, 0);
+
+    #[map(name = "STACKS")]
+    static STACKS: StackTrace = StackTrace::with_max_entries(defaults::STACK_ENTRIES, 0);
+
+    /// Process ids (tgid) to sample; the value is reserved for per-target flags.
+    #[map(name = "TARGETS")]
+    static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(defaults::MAX_TARGETS, 0);
+
+    /// Per-CPU, so the hot path needs no atomics (64-bit atomic add is not available on bpfel
+    /// in stable core); userspace sums the CPUs.
+    #[map(name = "COUNTERS")]
+    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+    #[inline(always)]
+    fn bump(index: u32) {
+        if let Some(v) = COUNTERS.get_ptr_mut(index) {
+            // SAFETY: per-CPU slot, and BPF programs are not preempted on their CPU.
+            unsafe { *v += 1 };
+        }
+    }
+
+    /// True when the stack map refused the stack for lack of room or a hash collision: the
+    /// sample is then sent with its frames inline instead of being lost.
+    #[inline(always)]
+    fn map_refused(ret: i64) -> bool {
+        ret == -(errno::EEXIST as i64) || ret == -(errno::ENOMEM as i64)
+    }
+
+    #[perf_event]
+    pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let pid = (pid_tgid >> 32) as u32;
+        let tid = pid_tgid as u32;
+        // SAFETY: the value is only tested for presence.
+        if unsafe { TARGETS.get(&pid) }.is_none() {
+            return 0;
+        }
+        bump(counter::SEEN);
+
+        let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => id,
+            Err(e) => e as i64,
+        };
+        let kernel = match ctx.get_stackid(&STACKS, 0) {
+            Ok(id) => id,
+            Err(e) => e as i64,
+        };
+        if user == -(errno::EFAULT as i64) {
+            bump(counter::USER_STACK_ERROR);
+        }
+        // -EFAULT for the kernel stack is the normal case of a tick in user mode.
+        if kernel < 0 && kernel != -(errno::EFAULT as i64) && !map_refused(kernel) {
+            bump(counter::KERNEL_STACK_ERROR);
+        }
+
+        let header = SampleEvent {
+            kind: EventKind::Sample as u32,
+            // SAFETY: plain helper calls without arguments.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid,
+            tid,
+            user_stack_id: user as i32,
+            kernel_stack_id: kernel as i32,
+            comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+        };
+
+        if map_refused(user) || map_refused(kernel) {
+            if user == -(errno::ENOMEM as i64) || kernel == -(errno::ENOMEM as i64) {
+                bump(counter::STACK_MAP_FULL);
+            } else {
+                bump(counter::STACK_MAP_COLLISION);
+            }
+            return send_inline(&ctx, header);
+        }
+
+        match EVENTS.reserve::<SampleEvent>(0) {
+            Some(mut entry) => {
+                entry.write(header);
+                entry.submit(0);
+                bump(counter::EMITTED);
+            }
+            None => bump(counter::LOST_RINGBUF_FULL),
+        }
+        0
+    }
+
+    /// Emits a sample with both stacks copied into the record. The frames are written by
+    /// `bpf_get_stack` straight into ring buffer memory: a 2 KiB record would not fit on the
+    /// 512-byte BPF stack.
+    #[inline(always)]
+    fn send_inline(ctx: &PerfEventContext, mut header: SampleEvent) -> u32 {
+        let Some(mut entry) = EVENTS.reserve::<SampleInlineEvent>(0) else {
+            bump(counter::LOST_RINGBUF_FULL);
+            return 0;
+        };
+        header.kind = EventKind::SampleInline as u32;
+        let rec = entry.as_mut_ptr();
+        const BYTES: u32 = (MAX_STACK_DEPTH * 8) as u32;
+        // SAFETY: `rec` points to a reserved record of the right size; the helper writes at
+        // most BYTES into each array.
+        unsafe {
+            (*rec).header = header;
+            let user = bpf_get_stack(
+                ctx.as_ptr(),
+                (*rec).user.as_mut_ptr().cast(),
+                BYTES,
+                BPF_F_USER_STACK as u64,
+            );
+            let kernel = bpf_get_stack(ctx.as_ptr(), (*rec).kernel.as_mut_ptr().cast(), BYTES, 0);
+            (*rec).user_len = if user > 0 { (user / 8) as u32 } else { 0 };
+            (*rec).kernel_len = if kernel > 0 { (kernel / 8) as u32 } else { 0 };
+        }
+        entry.submit(0);
+        bump(counter::EMITTED);
+        0
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        // The verifier rejects any reachable panic path, so this is never executed.
+        loop {}
+    }
+
+    #[unsafe(link_section = "license")]
+    #[unsafe(no_mangle)]
+    static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,304 @@
+//! The `profiler` command line: argument parsing and the glue between collect, symbolize and
+//! outputs. Library code below stays free of terminal concerns.
+use std::{
+    io::{IsTerminal, Write},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use profiler_common::defaults;
+
+use crate::{
+    collect::{self, RecordOptions, Status},
+    error::{Error, Result},
+    outputs::{self, OutputDir, Parts},
+    symbolize,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "profiler",
+    version,
+    about = "eBPF CPU profiler: flame graphs of running processes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample the stacks of a running process.
+    Record(RecordArgs),
+    /// Regenerate the outputs of a recording directory (no root, no target needed).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Process to profile.
+    #[arg(long, short)]
+    pub pid: u32,
+    /// Stop after this long (`10`, `2.5s`, `500ms`, `1m`). Default: until Ctrl-C or the
+    /// target exits.
+    #[arg(long, short, value_parser = parse_duration, value_name = "SECS")]
+    pub duration: Option<Duration>,
+    /// Samples per second per CPU.
+    #[arg(long, short = 'F', default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..))]
+    pub frequency: u64,
+    /// Output directory. Default: ./profile-COMM-PID-TIMESTAMP.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    #[arg(long, default_value_t = defaults::EVENTS_BYTES, value_parser = parse_ring_size)]
+    pub ring_buffer_size: u32,
+    /// Distinct stacks the kernel keeps; stacks beyond it travel inline (slower, not lost).
+    #[arg(long, default_value_t = defaults::STACK_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stack_map_entries: u32,
+    /// No live status line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Test hook: pause between loading and attaching (milliseconds).
+    #[arg(long, hide = true)]
+    pub test_hold_before_attach_ms: Option<u64>,
+    /// Test hook: leave the ring buffer unread after attaching (milliseconds).
+    #[arg(long, hide = true)]
+    pub test_stall_consumer_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A directory written by `profiler record`.
+    pub dir: PathBuf,
+    /// Write the outputs here instead of into DIR.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Durations as people type them; zero and garbage are refused with the reason.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 10, 2.5s, 500ms or 1m)"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("`{s}`: the duration must be greater than zero"));
+    }
+    let secs = v * scale;
+    if secs > 365.0 * 24.0 * 3600.0 {
+        return Err(format!("`{s}` is longer than a year"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_ring_size(s: &str) -> std::result::Result<u32, String> {
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if v < 4096 || !v.is_power_of_two() {
+        return Err(format!("{v} is not a power of two of at least 4096"));
+    }
+    Ok(v)
+}
+
+/// The most the kernel lets a perf event sample per second.
+fn max_sample_rate() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `2026-11-23T21-08-01Z` from a Unix time, without a date crate.
+pub fn utc_stamp(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn default_output_dir(comm: &str, pid: u32) -> PathBuf {
+    let safe: String = comm
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let now = collect::unix_ns() / 1_000_000_000;
+    PathBuf::from(format!("profile-{safe}-{pid}-{}", utc_stamp(now)))
+}
+
+struct StatusLine {
+    enabled: bool,
+    shown: bool,
+}
+
+impl StatusLine {
+    fn new(quiet: bool) -> Self {
+        Self {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            shown: false,
+        }
+    }
+
+    fn show(&mut self, pid: u32, s: Status) {
+        if !self.enabled {
+            return;
+        }
+        let mut e = std::io::stderr().lock();
+        let _ = write!(
+            e,
+            "\r\x1b[Krecording pid {pid}: {:.1} s, {} samples, {} lost (Ctrl-C to stop)",
+            s.elapsed.as_secs_f64(),
+            s.samples,
+            s.lost
+        );
+        let _ = e.flush();
+        self.shown = true;
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
+pub async fn record(args: RecordArgs) -> Result<()> {
+    if let Some(max) = max_sample_rate() {
+        if args.frequency > max {
+            return Err(Error::InvalidArgument {
+                what: "--frequency",
+                reason: format!(
+                    "{} Hz is above the kernel's limit of {max} Hz (kernel.perf_event_max_sample_rate)",
+                    args.frequency
+                ),
+            });
+        }
+    }
+    // Everything the user can get wrong is checked before the output directory exists.
+    let (info, _, _) = collect::preflight(args.pid)?;
+    let out_path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output_dir(&info.comm, args.pid));
+    let dir = OutputDir::prepare(&out_path)?;
+    let opts = RecordOptions {
+        pid: args.pid,
+        duration: args.duration,
+        frequency_hz: args.frequency,
+        ring_buffer_bytes: args.ring_buffer_size,
+        stack_map_entries: args.stack_map_entries,
+        hold_before_attach: args.test_hold_before_attach_ms.map(Duration::from_millis),
+        stall_consumer: args.test_stall_consumer_ms.map(Duration::from_millis),
+    };
+    let mut status = StatusLine::new(args.quiet);
+    let raw = collect::record(&opts, |s| status.show(args.pid, s)).await;
+    status.clear();
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => {
+            dir.abandon();
+            return Err(e);
+        }
+    };
+    let rec = symbolize::symbolize(&raw);
+    drop(raw);
+    finish(&rec, &dir, args.quiet)
+}
+
+fn finish(rec: &crate::model::Recording, dir: &OutputDir, quiet: bool) -> Result<()> {
+    let written = match outputs::write_outputs(rec, dir, Parts::ALL) {
+        Ok(w) => w,
+        Err(e) => {
+            dir.abandon();
+            return Err(e);
+        }
+    };
+    if !quiet {
+        let summary = outputs::summary::Summary::new(rec);
+        print!("{}", summary.to_text());
+    }
+    println!("\nwrote {}:", dir.path().display());
+    for w in written {
+        println!("  {}", w.display());
+    }
+    Ok(())
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    let rec = outputs::recording::read(&args.dir.join(outputs::RECORDING_FILE))?;
+    let out = args.output.as_deref().unwrap_or(Path::new(&args.dir));
+    let dir = OutputDir::prepare(out)?;
+    finish(&rec, &dir, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_people_type() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        for bad in ["0", "0s", "-1", "abc", "", "1x", "nan", "inf"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn ring_sizes_are_powers_of_two() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert!(parse_ring_size("4095").is_err());
+        assert!(parse_ring_size("1024").is_err());
+        assert!(parse_ring_size("lots").is_err());
+    }
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000Z");
+        assert_eq!(utc_stamp(1_795_467_600), "20261123-150000Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000Z");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,527 @@
+//! Kernel → events: loads the eBPF programs, attaches them to the software CPU clock of every
+//! CPU, and turns ring buffer records into [`RawSample`]s until the recording stops.
+pub mod privileges;
+pub mod procfs;
+
+use std::{
+    collections::HashMap,
+    os::fd::{FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        PerfEvent,
+        perf_event::{
+            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
+        },
+    },
+};
+use profiler_common::{COMM_LEN, EventKind, SampleEvent, SampleInlineEvent, counter, names};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    error::{Error, Result},
+    model::Counters,
+};
+pub use procfs::{AddressSpace, ProcessInfo};
+
+/// The eBPF object built by build.rs, embedded so the binary needs no files at run time.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf"));
+
+#[derive(Clone, Debug)]
+pub struct RecordOptions {
+    pub pid: u32,
+    /// None: until Ctrl-C, SIGTERM or the target's exit.
+    pub duration: Option<Duration>,
+    pub frequency_hz: u64,
+    pub ring_buffer_bytes: u32,
+    pub stack_map_entries: u32,
+    /// Test hook: wait this long between loading and attaching.
+    pub hold_before_attach: Option<Duration>,
+    /// Test hook: leave the ring buffer unread this long after attaching.
+    pub stall_consumer: Option<Duration>,
+}
+
+/// A stack as the kernel reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RawStack {
+    /// Id in the stack map.
+    Id(u32),
+    /// Frames sent inline (the stack map refused them), leaf first.
+    Inline(Vec<u64>),
+    /// No stack: the kernel stack of a tick in user mode, or a failed walk.
+    Empty,
+}
+
+impl RawStack {
+    fn from_id(id: i32) -> Self {
+        u32::try_from(id).map_or(Self::Empty, Self::Id)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RawSample {
+    pub timestamp_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub cpu: u32,
+    pub user: RawStack,
+    pub kernel: RawStack,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Duration,
+    Signal(&'static str),
+    TargetExited,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Duration => f.write_str("duration elapsed"),
+            Self::Signal(s) => write!(f, "{s} received"),
+            Self::TargetExited => f.write_str("target exited"),
+        }
+    }
+}
+
+/// Everything collected, before symbolization.
+#[derive(Debug)]
+pub struct RawRecording {
+    pub info: ProcessInfo,
+    pub space: AddressSpace,
+    pub samples: Vec<RawSample>,
+    /// Frames of every stack id the samples reference, leaf first.
+    pub stacks: HashMap<u32, Vec<u64>>,
+    pub counters: Counters,
+    /// Thread names: from /proc at the start and end, and from the samples themselves.
+    pub threads: HashMap<u32, String>,
+    pub start_boottime_ns: u64,
+    pub end_boottime_ns: u64,
+    pub start_unix_ns: u64,
+    pub frequency_hz: u64,
+    pub stop_reason: StopReason,
+    pub load_attach: Duration,
+    pub bpf_run_count: u64,
+    pub bpf_run_time_ns: u64,
+    pub cpus: u32,
+}
+
+/// Progress shown while recording.
+#[derive(Clone, Copy, Debug)]
+pub struct Status {
+    pub elapsed: Duration,
+    pub samples: u64,
+    pub lost: u64,
+}
+
+pub fn boottime_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+pub fn unix_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; both clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A pidfd becomes readable when its process exits, whoever its parent is.
+fn open_pidfd(pid: u32) -> Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::ESRCH) {
+            Error::NoSuchProcess(pid)
+        } else {
+            Error::io(format!("pidfd_open({pid})"), e)
+        });
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones charge the cgroup, and
+/// raising the limit may be refused without CAP_SYS_RESOURCE, so failure is harmless.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to a rlimit.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |e| Error::Map {
+        map,
+        source: Box::new(e),
+    }
+}
+
+fn prog_err(e: aya::programs::ProgramError) -> Error {
+    Error::Program {
+        program: names::PROGRAM_CPU_SAMPLE,
+        source: Box::new(e),
+    }
+}
+
+/// Checks everything the user can get wrong before anything is loaded.
+pub fn preflight(pid: u32) -> Result<(ProcessInfo, AddressSpace, OwnedFd)> {
+    let pidfd = open_pidfd(pid)?;
+    let info = ProcessInfo::capture(pid)?;
+    privileges::check_sampling()?;
+    let mut space = AddressSpace::new(pid);
+    space.refresh()?;
+    if procfs::has_exited(pid) {
+        return Err(Error::ExitedBeforeAttach(pid));
+    }
+    Ok((info, space, pidfd))
+}
+
+/// Records `opts.pid` until the duration, a signal or the target's exit; calls `on_status`
+/// about four times a second.
+pub async fn record(
+    opts: &RecordOptions,
+    mut on_status: impl FnMut(Status),
+) -> Result<RawRecording> {
+    // Registered first: a Ctrl-C while loading then ends the recording cleanly.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
+
+    let pid = opts.pid;
+    let (info, mut space, pidfd) = preflight(pid)?;
+    let mut threads: HashMap<u32, String> = procfs::thread_names(pid).into_iter().collect();
+
+    raise_memlock();
+    let started = Instant::now();
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
+        .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
+        .load(EBPF_OBJECT)?;
+    {
+        let map = ebpf
+            .map_mut(names::MAP_TARGETS)
+            .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
+        let mut targets: BpfHashMap<_, u32, u32> =
+            BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))?;
+        targets
+            .insert(pid, 0, 0)
+            .map_err(map_err(names::MAP_TARGETS))?;
+    }
+    let ring = ebpf
+        .take_map(names::MAP_EVENTS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the EVENTS map".into()))?;
+    let ring: RingBuf<MapData> = RingBuf::try_from(ring).map_err(map_err(names::MAP_EVENTS))?;
+    // Run-time statistics stay on while this descriptor lives.
+    let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+
+    let program: &mut PerfEvent = ebpf
+        .program_mut(names::PROGRAM_CPU_SAMPLE)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the sampling program".into()))?
+        .try_into()
+        .map_err(prog_err)?;
+    program.load().map_err(prog_err)?;
+    if let Some(hold) = opts.hold_before_attach {
+        std::thread::sleep(hold);
+    }
+    let cpus =
+        aya::util::online_cpus().map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
+    let mut links: Vec<PerfEventLinkId> = Vec::with_capacity(cpus.len());
+    for &cpu in &cpus {
+        let link = program
+            .attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(opts.frequency_hz),
+                false,
+            )
+            .map_err(prog_err)?;
+        links.push(link);
+    }
+    let load_attach = started.elapsed();
+    let start_boottime_ns = boottime_ns();
+    let start_unix_ns = unix_ns();
+
+    // The target may have died while we loaded: nothing of it could then be recorded.
+    if procfs::has_exited(pid) || space.refresh().is_err() {
+        return Err(Error::ExitedBeforeAttach(pid));
+    }
+
+    // SAFETY: both values own their descriptor, which stays open and unchanged while the
+    // AsyncFd owns them.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| Error::io("polling the ring buffer", e.into()))?;
+    let pidfd = unsafe { AsyncFd::register(pidfd) }
+        .map_err(|e| Error::io("polling the target's pidfd", e.into()))?;
+    if let Some(stall) = opts.stall_consumer {
+        std::thread::sleep(stall);
+    }
+
+    let mut samples = Vec::new();
+    let mut malformed = 0u64;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks = 0u64;
+    let stop_reason = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|e| Error::io("polling the ring buffer", e))?;
+                drain(guard.get_inner_mut(), &mut samples, &mut threads, &mut malformed);
+                guard.clear_ready();
+            }
+            _ = sigint.recv() => break StopReason::Signal("SIGINT"),
+            _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
+            _ = pidfd.readable() => break StopReason::TargetExited,
+            _ = async { match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            } } => break StopReason::Duration,
+            _ = tick.tick() => {
+                ticks += 1;
+                let lost = read_counters(&ebpf).map(|c| c.lost_ringbuf_full).unwrap_or(0);
+                on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: samples.len() as u64, lost });
+                // Libraries loaded later (dlopen) must be captured while the target lives.
+                if ticks % 4 == 0 {
+                    let _ = space.refresh();
+                }
+            }
+        }
+    };
+
+    // Detach first so the counters are final, then take what is still in the ring buffer.
+    let program: &mut PerfEvent = ebpf
+        .program_mut(names::PROGRAM_CPU_SAMPLE)
+        .ok_or_else(|| Error::Internal("sampling program vanished".into()))?
+        .try_into()
+        .map_err(prog_err)?;
+    for link in links {
+        program.detach(link).map_err(prog_err)?;
+    }
+    let end_boottime_ns = boottime_ns();
+    let (bpf_run_count, bpf_run_time_ns) = program
+        .info()
+        .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+        .unwrap_or((0, 0));
+    drop(stats_fd);
+    drain(ring.get_mut(), &mut samples, &mut threads, &mut malformed);
+    if !procfs::has_exited(pid) {
+        let _ = space.refresh();
+        threads.extend(procfs::thread_names(pid));
+    }
+
+    let mut counters = read_counters(&ebpf)?;
+    counters.received = samples.len() as u64;
+    counters.malformed_events = malformed;
+    let stacks = read_stacks(&ebpf, &samples)?;
+
+    Ok(RawRecording {
+        info,
+        space,
+        samples,
+        stacks,
+        counters,
+        threads,
+        start_boottime_ns,
+        end_boottime_ns,
+        start_unix_ns,
+        frequency_hz: opts.frequency_hz,
+        stop_reason,
+        load_attach,
+        bpf_run_count,
+        bpf_run_time_ns,
+        cpus: cpus.len() as u32,
+    })
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    samples: &mut Vec<RawSample>,
+    threads: &mut HashMap<u32, String>,
+    malformed: &mut u64,
+) {
+    while let Some(item) = ring.next() {
+        match parse_event(&item) {
+            Some((sample, comm)) => {
+                if !threads.contains_key(&sample.tid) {
+                    threads.insert(sample.tid, comm);
+                }
+                samples.push(sample);
+            }
+            None => *malformed += 1,
+        }
+    }
+}
+
+/// Decodes one ring buffer record; None for a record of unknown kind or size.
+pub fn parse_event(bytes: &[u8]) -> Option<(RawSample, String)> {
+    let kind = EventKind::from_u32(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))?;
+    let (header, user, kernel) = match kind {
+        EventKind::Sample => {
+            if bytes.len() < size_of::<SampleEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; SampleEvent is plain old data, read unaligned.
+            let h: SampleEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            (
+                h,
+                RawStack::from_id(h.user_stack_id),
+                RawStack::from_id(h.kernel_stack_id),
+            )
+        }
+        EventKind::SampleInline => {
+            if bytes.len() < size_of::<SampleInlineEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; SampleInlineEvent is plain old data, read unaligned.
+            let e: SampleInlineEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let frames = |all: &[u64], len: u32| {
+                let v: Vec<u64> = all[..(len as usize).min(all.len())].to_vec();
+                if v.is_empty() {
+                    RawStack::Empty
+                } else {
+                    RawStack::Inline(v)
+                }
+            };
+            (
+                e.header,
+                frames(&e.user, e.user_len),
+                frames(&e.kernel, e.kernel_len),
+            )
+        }
+    };
+    let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+    let comm = String::from_utf8_lossy(&header.comm[..comm_len]).into_owned();
+    Some((
+        RawSample {
+            timestamp_ns: header.timestamp_ns,
+            pid: header.pid,
+            tid: header.tid,
+            cpu: header.cpu,
+            user,
+            kernel,
+        },
+        comm,
+    ))
+}
+
+fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
+    let map = ebpf
+        .map(names::MAP_COUNTERS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the COUNTERS map".into()))?;
+    let array: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(map).map_err(map_err(names::MAP_COUNTERS))?;
+    let sum = |index: u32| -> Result<u64> {
+        let values = array.get(&index, 0).map_err(map_err(names::MAP_COUNTERS))?;
+        Ok(values.iter().sum())
+    };
+    Ok(Counters {
+        seen: sum(counter::SEEN)?,
+        emitted: sum(counter::EMITTED)?,
+        received: 0,
+        lost_ringbuf_full: sum(counter::LOST_RINGBUF_FULL)?,
+        user_stack_errors: sum(counter::USER_STACK_ERROR)?,
+        kernel_stack_errors: sum(counter::KERNEL_STACK_ERROR)?,
+        stack_map_full: sum(counter::STACK_MAP_FULL)?,
+        stack_map_collisions: sum(counter::STACK_MAP_COLLISION)?,
+        malformed_events: 0,
+    })
+}
+
+fn read_stacks(ebpf: &aya::Ebpf, samples: &[RawSample]) -> Result<HashMap<u32, Vec<u64>>> {
+    let map = ebpf
+        .map(names::MAP_STACKS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the STACKS map".into()))?;
+    let traces = StackTraceMap::try_from(map).map_err(map_err(names::MAP_STACKS))?;
+    let mut out = HashMap::new();
+    for s in samples {
+        for stack in [&s.user, &s.kernel] {
+            if let RawStack::Id(id) = stack {
+                if out.contains_key(id) {
+                    continue;
+                }
+                // An id the map no longer holds yields an empty stack, shown as such.
+                let frames = traces
+                    .get(id, 0)
+                    .map(|t| t.frames().iter().map(|f| f.ip).collect())
+                    .unwrap_or_default();
+                out.insert(*id, frames);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: EventKind) -> SampleEvent {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..6].copy_from_slice(b"worker");
+        SampleEvent {
+            kind: kind as u32,
+            cpu: 1,
+            timestamp_ns: 123,
+            pid: 10,
+            tid: 11,
+            user_stack_id: 5,
+            kernel_stack_id: -14,
+            comm,
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-old-data value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn parses_plain_sample() {
+        let (s, comm) = parse_event(&bytes_of(&header(EventKind::Sample))).expect("valid record");
+        assert_eq!((s.pid, s.tid, s.cpu, s.timestamp_ns), (10, 11, 1, 123));
+        assert_eq!(s.user, RawStack::Id(5));
+        assert_eq!(s.kernel, RawStack::Empty);
+        assert_eq!(comm, "worker");
+    }
+
+    #[test]
+    fn parses_inline_sample() {
+        let mut e = SampleInlineEvent {
+            header: header(EventKind::SampleInline),
+            user_len: 2,
+            kernel_len: 0,
+            user: [0; profiler_common::MAX_STACK_DEPTH],
+            kernel: [0; profiler_common::MAX_STACK_DEPTH],
+        };
+        e.user[0] = 0x1000;
+        e.user[1] = 0x2000;
+        let (s, _) = parse_event(&bytes_of(&e)).expect("valid record");
+        assert_eq!(s.user, RawStack::Inline(vec![0x1000, 0x2000]));
+        assert_eq!(s.kernel, RawStack::Empty);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        let b = bytes_of(&header(EventKind::Sample));
+        assert!(parse_event(&b[..20]).is_none());
+        assert!(parse_event(&[9, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(parse_event(&[]).is_none());
+    }
+}

@@ -1,0 +1,277 @@
+//! What the profiler learns about a target from /proc while it is alive: names, command line
+//! and memory mappings, with an open handle on every mapped file so that symbolization still
+//! works after the target exits or its binary is replaced.
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    io,
+    path::PathBuf,
+};
+
+use crate::error::{Error, Result};
+
+/// One executable mapping of a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// Path as the target sees it, or a pseudo name (`[vdso]`), or empty for anonymous memory.
+    pub path: String,
+}
+
+impl Mapping {
+    pub fn is_file(&self) -> bool {
+        self.path.starts_with('/')
+    }
+}
+
+/// Parses the executable mappings of a `/proc/PID/maps` text.
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms), Some(offset)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if !perms.contains('x') {
+            continue;
+        }
+        let (_dev, _inode) = (fields.next(), fields.next());
+        // The path is the rest of the line and may contain spaces; " (deleted)" stays part of
+        // it because the open handle, not the name, is what symbolization uses.
+        let path = fields.collect::<Vec<_>>().join(" ");
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end), Ok(offset)) = (
+            u64::from_str_radix(start, 16),
+            u64::from_str_radix(end, 16),
+            u64::from_str_radix(offset, 16),
+        ) else {
+            continue;
+        };
+        out.push(Mapping {
+            start,
+            end,
+            offset,
+            path,
+        });
+    }
+    out
+}
+
+/// Static facts about a process.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub command: Vec<String>,
+    pub exe: String,
+}
+
+fn proc_path(pid: u32, leaf: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{leaf}"))
+}
+
+/// Maps "file vanished" to "process exited": /proc entries disappear with the process.
+fn exited_or(pid: u32, e: io::Error, other: impl FnOnce(io::Error) -> Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) {
+        Error::ExitedBeforeAttach(pid)
+    } else {
+        other(e)
+    }
+}
+
+impl ProcessInfo {
+    pub fn capture(pid: u32) -> Result<Self> {
+        let read = |leaf: &str| {
+            fs::read(proc_path(pid, leaf)).map_err(|e| {
+                exited_or(pid, e, |source| Error::Read {
+                    path: proc_path(pid, leaf),
+                    source,
+                })
+            })
+        };
+        let comm = String::from_utf8_lossy(&read("comm")?)
+            .trim_end()
+            .to_string();
+        let command = read("cmdline")?
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let exe = fs::read_link(proc_path(pid, "exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            pid,
+            comm,
+            command,
+            exe,
+        })
+    }
+}
+
+/// Names of a process's threads, read from /proc/PID/task/*/comm.
+pub fn thread_names(pid: u32) -> Vec<(u32, String)> {
+    let Ok(dir) = fs::read_dir(proc_path(pid, "task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = fs::read_to_string(e.path().join("comm")).ok()?;
+        Some((tid, comm.trim_end().to_string()))
+    })
+    .collect()
+}
+
+/// A mapped file kept open for symbolization.
+#[derive(Debug)]
+pub struct OpenModule {
+    pub path: String,
+    pub file: File,
+}
+
+impl OpenModule {
+    /// A path that reaches the open file even after the original is deleted or replaced, and
+    /// that blazesym can open like any other.
+    pub fn fd_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+/// Every executable mapping seen in a process during the recording, and its files.
+#[derive(Debug, Default)]
+pub struct AddressSpace {
+    pub pid: u32,
+    pub mappings: Vec<Mapping>,
+    /// By target path.
+    pub files: HashMap<String, OpenModule>,
+}
+
+impl AddressSpace {
+    pub fn new(pid: u32) -> Self {
+        Self {
+            pid,
+            ..Default::default()
+        }
+    }
+
+    /// Rereads /proc/PID/maps, keeping mappings seen earlier (a library unloaded during the
+    /// recording still symbolizes the samples taken while it was there).
+    pub fn refresh(&mut self) -> Result<()> {
+        let pid = self.pid;
+        let text = fs::read_to_string(proc_path(pid, "maps")).map_err(|e| {
+            exited_or(pid, e, |source| {
+                if source.kind() == io::ErrorKind::PermissionDenied {
+                    Error::NoAccessToTarget { pid, source }
+                } else {
+                    Error::Read {
+                        path: proc_path(pid, "maps"),
+                        source,
+                    }
+                }
+            })
+        })?;
+        for m in parse_maps(&text) {
+            if m.is_file() && !self.files.contains_key(&m.path) {
+                if let Some(file) = open_mapped_file(pid, &m) {
+                    self.files.insert(
+                        m.path.clone(),
+                        OpenModule {
+                            path: m.path.clone(),
+                            file,
+                        },
+                    );
+                }
+            }
+            // Newest first, so a range that was remapped resolves to its latest file.
+            if !self.mappings.contains(&m) {
+                self.mappings.insert(0, m);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn find(&self, addr: u64) -> Option<&Mapping> {
+        self.mappings
+            .iter()
+            .find(|m| m.start <= addr && addr < m.end)
+    }
+}
+
+/// Opens a mapped file through the target's eyes: map_files reaches deleted files and files in
+/// other mount namespaces; /proc/PID/root/PATH is the fallback where map_files is refused.
+fn open_mapped_file(pid: u32, m: &Mapping) -> Option<File> {
+    let by_range = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    File::open(by_range)
+        .or_else(|_| File::open(format!("/proc/{pid}/root{}", m.path)))
+        .or_else(|_| File::open(&m.path))
+        .ok()
+}
+
+/// Whether the process has exited (gone, or a zombie waiting to be reaped).
+pub fn has_exited(pid: u32) -> bool {
+    match fs::read_to_string(proc_path(pid, "stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_ascii_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_executable_mappings_only() {
+        let text = "\
+55d0c0000000-55d0c0001000 r--p 00000000 fd:01 123 /usr/bin/app
+55d0c0001000-55d0c0005000 r-xp 00001000 fd:01 123 /usr/bin/app
+7f0000000000-7f0000100000 r-xp 00028000 fd:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f0000200000-7f0000201000 rwxp 00000000 00:00 0 
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+7f0000300000-7f0000301000 r-xp 00000000 fd:01 789 /tmp/my lib.so (deleted)
+";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 5);
+        assert_eq!(maps[0].start, 0x55d0c0001000);
+        assert_eq!(maps[0].offset, 0x1000);
+        assert_eq!(maps[0].path, "/usr/bin/app");
+        assert_eq!(maps[2].path, "");
+        assert!(!maps[2].is_file());
+        assert_eq!(maps[3].path, "[vdso]");
+        assert_eq!(maps[4].path, "/tmp/my lib.so (deleted)");
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let pid = std::process::id();
+        let info = ProcessInfo::capture(pid).expect("own /proc entry");
+        assert!(!info.comm.is_empty());
+        let mut space = AddressSpace::new(pid);
+        space.refresh().expect("own maps");
+        let here = reads_own_process as *const () as u64;
+        let m = space.find(here).expect("own code is mapped");
+        assert!(space.files.contains_key(&m.path), "{m:?} was opened");
+        assert!(!has_exited(pid));
+    }
+
+    #[test]
+    fn missing_process_reads_as_exited() {
+        // PID 0 never has a /proc entry.
+        assert!(matches!(
+            ProcessInfo::capture(0),
+            Err(Error::ExitedBeforeAttach(0))
+        ));
+        assert!(has_exited(0));
+    }
+}

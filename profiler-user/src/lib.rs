@@ -1,0 +1,11 @@
+//! The profiler as a library: collect (kernel → raw samples), symbolize (addresses → frames),
+//! model (the recording every output reads) and outputs (one module per format). The
+//! `profiler` binary is a thin CLI over it.
+pub mod cli;
+pub mod collect;
+pub mod error;
+pub mod model;
+pub mod outputs;
+pub mod symbolize;
+
+pub use error::{Error, Result};

@@ -1,0 +1,23 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use profiler::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| profiler::Error::io("starting the async runtime", e))
+            .and_then(|rt| rt.block_on(cli::record(args))),
+        Command::Report(args) => cli::report(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("profiler: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

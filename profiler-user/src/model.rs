@@ -1,0 +1,529 @@
+//! The profile data model: one [`Recording`] holds everything every output needs, with no
+//! reference to the live target, so outputs can be regenerated anywhere (`profiler report`).
+//!
+//! Its shape follows pprof's (modules → locations → lines → functions, stacks of locations,
+//! timestamped samples) because pprof, Perfetto and speedscope all want interned frames, and
+//! timestamps per sample are what a timeline (Perfetto, span attribution) needs. The structs
+//! are prost messages: the recording file is this model, serialized.
+use prost::Message;
+
+/// Bumped whenever a field changes meaning; readers refuse other versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Recording {
+    #[prost(uint32, tag = "1")]
+    pub format_version: u32,
+    #[prost(message, optional, tag = "2")]
+    pub meta: Option<Meta>,
+    #[prost(message, repeated, tag = "3")]
+    pub modules: Vec<Module>,
+    #[prost(message, repeated, tag = "4")]
+    pub functions: Vec<Function>,
+    #[prost(message, repeated, tag = "5")]
+    pub locations: Vec<Location>,
+    #[prost(message, repeated, tag = "6")]
+    pub stacks: Vec<Stack>,
+    #[prost(message, repeated, tag = "7")]
+    pub threads: Vec<Thread>,
+    #[prost(message, repeated, tag = "8")]
+    pub samples: Vec<Sample>,
+    #[prost(message, optional, tag = "9")]
+    pub counters: Option<Counters>,
+    #[prost(message, repeated, tag = "10")]
+    pub processes: Vec<Process>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Meta {
+    /// The process the user asked for.
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(string, repeated, tag = "2")]
+    pub command: Vec<String>,
+    #[prost(string, tag = "3")]
+    pub comm: String,
+    /// CLOCK_BOOTTIME, the clock of every sample timestamp.
+    #[prost(uint64, tag = "4")]
+    pub start_boottime_ns: u64,
+    #[prost(uint64, tag = "5")]
+    pub end_boottime_ns: u64,
+    /// Wall clock at the start, to name things for humans.
+    #[prost(uint64, tag = "6")]
+    pub start_unix_ns: u64,
+    #[prost(uint64, tag = "7")]
+    pub frequency_hz: u64,
+    #[prost(string, tag = "8")]
+    pub stop_reason: String,
+    #[prost(string, tag = "9")]
+    pub kernel_release: String,
+    #[prost(string, tag = "10")]
+    pub profiler_version: String,
+    /// From the start of loading the eBPF object to the last perf event attached.
+    #[prost(uint64, tag = "11")]
+    pub load_attach_ns: u64,
+    /// Kernel BPF run-time statistics of the sampling program over the recording.
+    #[prost(uint64, tag = "12")]
+    pub bpf_run_count: u64,
+    #[prost(uint64, tag = "13")]
+    pub bpf_run_time_ns: u64,
+    #[prost(uint32, tag = "14")]
+    pub cpus: u32,
+    /// Path of the target's main executable.
+    #[prost(string, tag = "15")]
+    pub exe: String,
+    /// Problems the user should know about (stripped binary, lost samples, ...).
+    #[prost(string, repeated, tag = "16")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Process {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(string, tag = "2")]
+    pub comm: String,
+    #[prost(string, repeated, tag = "3")]
+    pub command: Vec<String>,
+    #[prost(string, tag = "4")]
+    pub exe: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration)]
+#[repr(i32)]
+pub enum ModuleKind {
+    /// A file mapped into the process.
+    File = 0,
+    Kernel = 1,
+    /// A mapping with no file: `[vdso]`, `[anon]` (JIT code), ...
+    Special = 2,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Module {
+    /// Path as the target sees it.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(enumeration = "ModuleKind", tag = "2")]
+    pub kind: i32,
+    /// GNU build id, raw bytes; empty when the module has none.
+    #[prost(bytes = "vec", tag = "3")]
+    pub build_id: Vec<u8>,
+    /// False when the file has neither a symbol table nor debug info (stripped).
+    #[prost(bool, tag = "4")]
+    pub has_symbols: bool,
+}
+
+impl Module {
+    /// Short name used in `module+0xOFFSET` frames.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Message)]
+pub struct Function {
+    /// Demangled name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub file: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Location {
+    /// Index into `modules` plus one; 0 when no module covers the address.
+    #[prost(uint32, tag = "1")]
+    pub module: u32,
+    /// File offset for file modules, the address itself for the kernel.
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    /// The address in the target when it was sampled.
+    #[prost(uint64, tag = "3")]
+    pub address: u64,
+    /// Innermost (most deeply inlined) first, the outer function last, as in pprof.
+    /// Empty when the address could not be symbolized.
+    #[prost(message, repeated, tag = "4")]
+    pub lines: Vec<Line>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Line {
+    /// Index into `functions`.
+    #[prost(uint32, tag = "1")]
+    pub function: u32,
+    #[prost(uint32, tag = "2")]
+    pub line: u32,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Message)]
+pub struct Stack {
+    /// Indices into `locations`, leaf first: kernel frames, then user frames.
+    #[prost(uint32, repeated, tag = "1")]
+    pub locations: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Thread {
+    #[prost(uint32, tag = "1")]
+    pub tid: u32,
+    #[prost(uint32, tag = "2")]
+    pub pid: u32,
+    #[prost(string, tag = "3")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Sample {
+    /// CLOCK_BOOTTIME nanoseconds.
+    #[prost(uint64, tag = "1")]
+    pub timestamp_ns: u64,
+    #[prost(uint32, tag = "2")]
+    pub pid: u32,
+    #[prost(uint32, tag = "3")]
+    pub tid: u32,
+    #[prost(uint32, tag = "4")]
+    pub cpu: u32,
+    /// Index into `stacks`.
+    #[prost(uint32, tag = "5")]
+    pub stack: u32,
+}
+
+/// What happened to every sample the kernel program saw. `seen = emitted + lost_ringbuf_full`
+/// and, after a complete drain, `received = emitted`.
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct Counters {
+    #[prost(uint64, tag = "1")]
+    pub seen: u64,
+    #[prost(uint64, tag = "2")]
+    pub emitted: u64,
+    #[prost(uint64, tag = "3")]
+    pub received: u64,
+    #[prost(uint64, tag = "4")]
+    pub lost_ringbuf_full: u64,
+    #[prost(uint64, tag = "5")]
+    pub user_stack_errors: u64,
+    #[prost(uint64, tag = "6")]
+    pub kernel_stack_errors: u64,
+    #[prost(uint64, tag = "7")]
+    pub stack_map_full: u64,
+    #[prost(uint64, tag = "8")]
+    pub stack_map_collisions: u64,
+    /// Records userspace could not parse; always 0 unless kernel and user sides disagree.
+    #[prost(uint64, tag = "9")]
+    pub malformed_events: u64,
+}
+
+impl Counters {
+    /// Samples of the target that never reached the outputs.
+    pub fn lost(&self) -> u64 {
+        self.lost_ringbuf_full + self.emitted.saturating_sub(self.received)
+    }
+}
+
+/// One frame of a stack as outputs name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub name: FrameName<'a>,
+    pub kind: FrameKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    User,
+    /// A function inlined into its caller: same address, separate frame.
+    Inlined,
+    Kernel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameName<'a> {
+    Function(&'a str),
+    /// An address that could not be symbolized, inside a known module.
+    ModuleOffset {
+        module: &'a str,
+        offset: u64,
+    },
+    /// An address outside every known mapping.
+    Unknown,
+}
+
+impl std::fmt::Display for Frame<'_> {
+    /// Names with the suffixes flame graph tools understand: `_[k]` kernel, `_[i]` inlined.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            FrameName::Function(name) => f.write_str(name)?,
+            FrameName::ModuleOffset { module, offset } => write!(f, "{module}+{offset:#x}")?,
+            FrameName::Unknown => f.write_str("[unknown]")?,
+        }
+        match self.kind {
+            FrameKind::User => Ok(()),
+            FrameKind::Inlined => f.write_str("_[i]"),
+            FrameKind::Kernel => f.write_str("_[k]"),
+        }
+    }
+}
+
+impl Recording {
+    pub fn meta(&self) -> &Meta {
+        static EMPTY: std::sync::OnceLock<Meta> = std::sync::OnceLock::new();
+        self.meta
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Meta::default))
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters.clone().unwrap_or_default()
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        let m = self.meta();
+        m.end_boottime_ns.saturating_sub(m.start_boottime_ns)
+    }
+
+    /// Frames of a stack, leaf first, inlined functions expanded into frames of their own.
+    /// Indices that do not resolve (a corrupt file) yield `[unknown]` frames, not panics.
+    pub fn frames(&self, stack: u32) -> Vec<Frame<'_>> {
+        let mut out = Vec::new();
+        let Some(stack) = self.stacks.get(stack as usize) else {
+            return out;
+        };
+        for &loc in &stack.locations {
+            let Some(loc) = self.locations.get(loc as usize) else {
+                out.push(Frame {
+                    name: FrameName::Unknown,
+                    kind: FrameKind::User,
+                });
+                continue;
+            };
+            let module = loc
+                .module
+                .checked_sub(1)
+                .and_then(|m| self.modules.get(m as usize));
+            let kernel = module.is_some_and(|m| m.kind == ModuleKind::Kernel as i32);
+            let outer_kind = if kernel {
+                FrameKind::Kernel
+            } else {
+                FrameKind::User
+            };
+            if loc.lines.is_empty() {
+                let name = match module {
+                    Some(m) if !kernel => FrameName::ModuleOffset {
+                        module: m.name(),
+                        offset: loc.offset,
+                    },
+                    _ => FrameName::Unknown,
+                };
+                out.push(Frame {
+                    name,
+                    kind: outer_kind,
+                });
+                continue;
+            }
+            let last = loc.lines.len() - 1;
+            for (i, line) in loc.lines.iter().enumerate() {
+                let name = match self.functions.get(line.function as usize) {
+                    Some(f) => FrameName::Function(&f.name),
+                    None => FrameName::Unknown,
+                };
+                let kind = if i == last {
+                    outer_kind
+                } else {
+                    FrameKind::Inlined
+                };
+                out.push(Frame { name, kind });
+            }
+        }
+        out
+    }
+
+    /// Name shown as the root frame of a process's stacks.
+    pub fn process_name(&self, pid: u32) -> &str {
+        self.processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.comm.as_str())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| self.meta().comm.as_str())
+    }
+
+    pub fn thread_name(&self, tid: u32) -> Option<&str> {
+        self.threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .map(|t| t.name.as_str())
+    }
+
+    /// The command line as one string, for titles.
+    pub fn command_line(&self) -> String {
+        let m = self.meta();
+        if m.command.is_empty() {
+            m.comm.clone()
+        } else {
+            m.command.join(" ")
+        }
+    }
+
+    pub fn encode_to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small recording: main → compute → {hot_a, hot_b} plus a kernel frame and an
+    /// unsymbolized frame of a stripped library.
+    pub fn sample_recording() -> Recording {
+        let modules = vec![
+            Module {
+                path: "/usr/bin/app".into(),
+                kind: ModuleKind::File as i32,
+                build_id: vec![],
+                has_symbols: true,
+            },
+            Module {
+                path: "/lib/libstripped.so".into(),
+                kind: ModuleKind::File as i32,
+                build_id: vec![],
+                has_symbols: false,
+            },
+            Module {
+                path: "[kernel.kallsyms]".into(),
+                kind: ModuleKind::Kernel as i32,
+                build_id: vec![],
+                has_symbols: true,
+            },
+        ];
+        let f = |name: &str| Function {
+            name: name.into(),
+            file: String::new(),
+        };
+        let functions = vec![
+            f("main"),
+            f("compute"),
+            f("hot_a"),
+            f("hot_b"),
+            f("inlined_helper"),
+            f("asm_sysvec_apic_timer_interrupt"),
+        ];
+        let line = |function| Line { function, line: 0 };
+        let loc = |module, offset, lines: Vec<Line>| Location {
+            module,
+            offset,
+            address: offset,
+            lines,
+        };
+        let locations = vec![
+            loc(1, 0x100, vec![line(0)]),                 // 0 main
+            loc(1, 0x200, vec![line(1)]),                 // 1 compute
+            loc(1, 0x300, vec![line(4), line(2)]),        // 2 hot_a with inlined_helper
+            loc(1, 0x400, vec![line(3)]),                 // 3 hot_b
+            loc(2, 0x1234, vec![]),                       // 4 libstripped.so+0x1234
+            loc(3, 0xffff_ffff_8100_0000, vec![line(5)]), // 5 kernel
+        ];
+        let stacks = vec![
+            Stack {
+                locations: vec![2, 1, 0],
+            },
+            Stack {
+                locations: vec![3, 1, 0],
+            },
+            Stack {
+                locations: vec![5, 4, 0],
+            },
+        ];
+        let mut samples = Vec::new();
+        for (i, stack) in [0, 0, 0, 0, 0, 0, 1, 1, 1, 2].into_iter().enumerate() {
+            samples.push(Sample {
+                timestamp_ns: 1_000_000_000 + i as u64 * 10_000_000,
+                pid: 42,
+                tid: 42,
+                cpu: 0,
+                stack,
+            });
+        }
+        Recording {
+            format_version: FORMAT_VERSION,
+            meta: Some(Meta {
+                pid: 42,
+                command: vec!["/usr/bin/app".into(), "--fast".into()],
+                comm: "app".into(),
+                start_boottime_ns: 1_000_000_000,
+                end_boottime_ns: 1_100_000_000,
+                frequency_hz: 99,
+                ..Default::default()
+            }),
+            modules,
+            functions,
+            locations,
+            stacks,
+            threads: vec![Thread {
+                tid: 42,
+                pid: 42,
+                name: "app".into(),
+            }],
+            samples,
+            counters: Some(Counters {
+                seen: 12,
+                emitted: 10,
+                received: 10,
+                lost_ringbuf_full: 2,
+                ..Default::default()
+            }),
+            processes: vec![Process {
+                pid: 42,
+                comm: "app".into(),
+                command: vec![],
+                exe: "/usr/bin/app".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn frames_expand_inlines_and_mark_kernel_and_unsymbolized() {
+        let r = sample_recording();
+        let names: Vec<String> = r.frames(0).iter().map(|f| f.to_string()).collect();
+        assert_eq!(names, ["inlined_helper_[i]", "hot_a", "compute", "main"]);
+        let names: Vec<String> = r.frames(2).iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "asm_sysvec_apic_timer_interrupt_[k]",
+                "libstripped.so+0x1234",
+                "main"
+            ]
+        );
+    }
+
+    #[test]
+    fn corrupt_indices_do_not_panic() {
+        let mut r = sample_recording();
+        r.stacks.push(Stack {
+            locations: vec![999],
+        });
+        let names: Vec<String> = r.frames(3).iter().map(|f| f.to_string()).collect();
+        assert_eq!(names, ["[unknown]"]);
+        assert!(r.frames(1000).is_empty());
+    }
+
+    #[test]
+    fn lost_counts_ringbuf_drops_and_undelivered_records() {
+        let c = Counters {
+            seen: 100,
+            emitted: 90,
+            received: 85,
+            lost_ringbuf_full: 10,
+            ..Default::default()
+        };
+        assert_eq!(c.lost(), 15);
+    }
+
+    #[test]
+    fn recording_round_trips_through_bytes() {
+        let r = sample_recording();
+        let bytes = r.encode_to_bytes();
+        assert_eq!(Recording::decode(bytes.as_slice()).ok(), Some(r));
+    }
+}

@@ -1,0 +1,250 @@
+//! Writers, one module per format, and the output directory they share.
+pub mod flamegraph;
+pub mod folded;
+pub mod recording;
+pub mod summary;
+
+use std::{
+    fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    error::{Error, Result},
+    model::Recording,
+};
+
+/// The user who ran `sudo`, who should own what we write for them.
+pub fn sudo_owner() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    Some((uid, gid))
+}
+
+/// A directory the outputs go to. Created (and checked writable) before the recording starts,
+/// so a bad path fails in a second, not after a long recording; removed again if we created
+/// it and then failed, so nothing half-written is left.
+#[derive(Debug)]
+pub struct OutputDir {
+    path: PathBuf,
+    /// The topmost directory we created, if any.
+    created: Option<PathBuf>,
+    owner: Option<(u32, u32)>,
+}
+
+impl OutputDir {
+    pub fn prepare(path: &Path) -> Result<Self> {
+        let err = |source| Error::OutputDir {
+            path: path.to_path_buf(),
+            source,
+        };
+        let owner = sudo_owner();
+        // Find the first missing ancestor: that is what we create and may have to remove.
+        let mut created = None;
+        let mut p = path;
+        while !p.as_os_str().is_empty() && !p.exists() {
+            created = Some(p.to_path_buf());
+            match p.parent() {
+                Some(parent) => p = parent,
+                None => break,
+            }
+        }
+        fs::create_dir_all(path).map_err(err)?;
+        let dir = Self {
+            path: path.to_path_buf(),
+            created,
+            owner,
+        };
+        if let Some(top) = &dir.created {
+            let mut p = path;
+            loop {
+                dir.chown(p)?;
+                if p == top {
+                    break;
+                }
+                match p.parent() {
+                    Some(parent) => p = parent,
+                    None => break,
+                }
+            }
+        }
+        // Permission bits do not tell root the truth (read-only mounts, immutable dirs):
+        // writing is the only reliable check.
+        let probe = path.join(".profiler-write-test");
+        if let Err(e) = fs::write(&probe, b"") {
+            dir.abandon();
+            return Err(err(e));
+        }
+        let _ = fs::remove_file(&probe);
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn chown(&self, path: &Path) -> Result<()> {
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| {
+                Error::Write {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes `name` through a temporary file and a rename, so readers never see half a file.
+    pub fn write_with(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let target = self.path.join(name);
+        let tmp = self.path.join(format!(".{name}.tmp"));
+        let werr = |source: io::Error| Error::Write {
+            path: target.clone(),
+            source,
+        };
+        let result = (|| {
+            let file = fs::File::create(&tmp).map_err(werr)?;
+            let mut w = io::BufWriter::new(file);
+            fill(&mut w)?;
+            let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
+            file.sync_all().map_err(werr)?;
+            self.chown(&tmp)?;
+            fs::rename(&tmp, &target).map_err(werr)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map(|()| target)
+    }
+
+    pub fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        self.write_with(name, |w| {
+            w.write_all(bytes).map_err(|source| Error::Write {
+                path: self.path.join(name),
+                source,
+            })
+        })
+    }
+
+    /// Removes the directory if this run created it.
+    pub fn abandon(&self) {
+        if let Some(top) = &self.created {
+            let _ = fs::remove_dir_all(top);
+        }
+    }
+}
+
+/// Which outputs `write_outputs` produces.
+#[derive(Clone, Copy, Debug)]
+pub struct Parts {
+    pub recording: bool,
+    pub folded: bool,
+    pub flame_graph: bool,
+    pub summary: bool,
+}
+
+impl Parts {
+    pub const ALL: Self = Self {
+        recording: true,
+        folded: true,
+        flame_graph: true,
+        summary: true,
+    };
+}
+
+pub const RECORDING_FILE: &str = "recording.pb";
+pub const FOLDED_FILE: &str = "profile.folded";
+pub const FLAMEGRAPH_FILE: &str = "flamegraph.svg";
+pub const SUMMARY_TXT_FILE: &str = "summary.txt";
+pub const SUMMARY_JSON_FILE: &str = "summary.json";
+
+/// Writes the selected outputs of `rec` into `dir`; returns the files written.
+pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    if parts.recording {
+        written.push(dir.write_bytes(RECORDING_FILE, &recording::encode(rec))?);
+    }
+    let lines = folded::folded_lines(rec);
+    if parts.folded {
+        written.push(dir.write_with(FOLDED_FILE, |w| {
+            folded::write(&lines, w).map_err(|source| Error::Write {
+                path: dir.path().join(FOLDED_FILE),
+                source,
+            })
+        })?);
+    }
+    if parts.flame_graph {
+        written.push(dir.write_with(FLAMEGRAPH_FILE, |w| flamegraph::write(rec, &lines, w))?);
+    }
+    if parts.summary {
+        let summary = summary::Summary::new(rec);
+        written.push(dir.write_bytes(SUMMARY_TXT_FILE, summary.to_text().as_bytes())?);
+        let json = serde_json::to_vec_pretty(&summary)
+            .map_err(|e| Error::Internal(format!("summary JSON: {e}")))?;
+        written.push(dir.write_bytes(SUMMARY_JSON_FILE, &json)?);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("profiler-outputs-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
+    }
+
+    #[test]
+    fn prepare_creates_and_abandon_removes_only_what_it_created() {
+        let base = scratch("abandon");
+        let dir = OutputDir::prepare(&base.join("a/b")).expect("writable temp dir");
+        dir.write_bytes("x.txt", b"hello").expect("write");
+        assert_eq!(
+            fs::read(base.join("a/b/x.txt")).ok().as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert!(!base.join("a/b/.x.txt.tmp").exists());
+        dir.abandon();
+        assert!(!base.exists());
+
+        fs::create_dir_all(&base).expect("mkdir");
+        let dir = OutputDir::prepare(&base).expect("existing dir");
+        dir.abandon();
+        assert!(base.exists(), "an existing directory is never removed");
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn prepare_fails_under_a_file() {
+        let base = scratch("file");
+        fs::create_dir_all(&base).expect("mkdir");
+        fs::write(base.join("f"), b"").expect("file");
+        let e = OutputDir::prepare(&base.join("f/sub")).expect_err("cannot mkdir under a file");
+        assert!(matches!(e, Error::OutputDir { .. }), "{e}");
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn failed_write_leaves_no_file() {
+        let base = scratch("failed");
+        let dir = OutputDir::prepare(&base).expect("dir");
+        let r = dir.write_with("y.txt", |_| Err(Error::Internal("boom".into())));
+        assert!(r.is_err());
+        assert!(!base.join("y.txt").exists());
+        assert!(!base.join(".y.txt.tmp").exists());
+        dir.abandon();
+    }
+}

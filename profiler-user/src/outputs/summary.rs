@@ -1,0 +1,412 @@
+//! `summary.txt` for people and `summary.json`, its machine-readable twin (schema in the
+//! README): sample accounting, top functions by self and total share, and the hot paths drawn
+//! as an ASCII flame chart.
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::model::{Counters, ModuleKind, Recording};
+
+pub const SCHEMA: &str = "profiler-summary/1";
+const TOP: usize = 15;
+const BAR_WIDTH: usize = 40;
+/// Hot-path nodes below this share of all samples are left out.
+const HOT_PATH_MIN_SHARE: f64 = 0.01;
+const HOT_PATH_MAX_DEPTH: usize = 40;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub schema: &'static str,
+    pub command: String,
+    pub pid: u32,
+    pub process_name: String,
+    pub duration_s: f64,
+    pub frequency_hz: u64,
+    pub cpus: u32,
+    pub stop_reason: String,
+    pub samples: SampleAccounting,
+    pub threads: Vec<ThreadShare>,
+    pub top_self: Vec<FunctionShare>,
+    pub top_total: Vec<FunctionShare>,
+    pub hot_paths: Vec<HotPath>,
+    pub overhead: Overhead,
+    pub modules_without_symbols: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SampleAccounting {
+    /// Samples in this profile.
+    pub recorded: u64,
+    /// Samples of the target the kernel program saw.
+    pub seen_by_kernel: u64,
+    pub lost: u64,
+    pub lost_by_cause: LostByCause,
+    /// Not lost, but partial or rerouted.
+    pub user_stack_errors: u64,
+    pub kernel_stack_errors: u64,
+    pub stack_map_full_sent_inline: u64,
+    pub stack_map_collisions_sent_inline: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LostByCause {
+    pub ring_buffer_full: u64,
+    /// Emitted by the kernel but never read (should be 0: the ring buffer is drained at stop).
+    pub undelivered: u64,
+    pub malformed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadShare {
+    pub tid: u32,
+    pub name: String,
+    pub samples: u64,
+    pub percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionShare {
+    pub name: String,
+    pub samples: u64,
+    pub percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HotPath {
+    pub depth: usize,
+    pub name: String,
+    pub samples: u64,
+    pub percent: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Overhead {
+    pub load_attach_ms: f64,
+    pub bpf_runs: u64,
+    /// Mean run time of the sampling program, from the kernel's BPF statistics.
+    pub bpf_ns_per_run: Option<f64>,
+}
+
+fn percent(n: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        n as f64 * 100.0 / total as f64
+    }
+}
+
+/// A bar of `BAR_WIDTH` cells for `pct` percent, in eighths of a cell.
+pub fn bar(pct: f64) -> String {
+    const EIGHTHS: [char; 8] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    let eighths = ((pct.clamp(0.0, 100.0) / 100.0) * (BAR_WIDTH * 8) as f64).round() as usize;
+    let mut s = "█".repeat(eighths / 8);
+    if eighths % 8 != 0 {
+        s.push(EIGHTHS[eighths % 8]);
+    }
+    format!("{s:<BAR_WIDTH$}")
+}
+
+#[derive(Default)]
+struct Node {
+    samples: u64,
+    children: BTreeMap<String, Node>,
+}
+
+fn lost_by_cause(c: &Counters) -> LostByCause {
+    LostByCause {
+        ring_buffer_full: c.lost_ringbuf_full,
+        undelivered: c.emitted.saturating_sub(c.received),
+        malformed: c.malformed_events,
+    }
+}
+
+impl Summary {
+    pub fn new(rec: &Recording) -> Self {
+        let m = rec.meta();
+        let c = rec.counters();
+        let total = rec.samples.len() as u64;
+
+        // Per distinct stack first: the frames of a stack are rendered once.
+        let mut per_stack: HashMap<(u32, u32), u64> = HashMap::new();
+        let mut per_thread: HashMap<u32, u64> = HashMap::new();
+        for s in &rec.samples {
+            *per_stack.entry((s.pid, s.stack)).or_default() += 1;
+            *per_thread.entry(s.tid).or_default() += 1;
+        }
+        let mut self_counts: HashMap<String, u64> = HashMap::new();
+        let mut total_counts: HashMap<String, u64> = HashMap::new();
+        let mut root = Node::default();
+        for (&(pid, stack), &n) in &per_stack {
+            let frames: Vec<String> = rec.frames(stack).iter().map(|f| f.to_string()).collect();
+            let leaf = frames
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "[no stack]".to_string());
+            *self_counts.entry(leaf).or_default() += n;
+            // Recursion must not count a function twice in one sample.
+            let unique: HashSet<&String> = frames.iter().collect();
+            for f in unique {
+                *total_counts.entry(f.clone()).or_default() += n;
+            }
+            let mut node = root
+                .children
+                .entry(rec.process_name(pid).to_string())
+                .or_default();
+            node.samples += n;
+            for f in frames.iter().rev() {
+                node = node.children.entry(f.clone()).or_default();
+                node.samples += n;
+            }
+        }
+        let top = |counts: HashMap<String, u64>| {
+            let mut v: Vec<FunctionShare> = counts
+                .into_iter()
+                .map(|(name, samples)| FunctionShare {
+                    percent: percent(samples, total),
+                    name,
+                    samples,
+                })
+                .collect();
+            v.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.name.cmp(&b.name)));
+            v.truncate(TOP);
+            v
+        };
+        let mut hot_paths = Vec::new();
+        walk_hot_paths(&root, 0, total, &mut hot_paths);
+
+        let mut threads: Vec<ThreadShare> = per_thread
+            .into_iter()
+            .map(|(tid, samples)| ThreadShare {
+                tid,
+                name: rec.thread_name(tid).unwrap_or_default().to_string(),
+                samples,
+                percent: percent(samples, total),
+            })
+            .collect();
+        threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
+
+        let modules_without_symbols = rec
+            .modules
+            .iter()
+            .filter(|md| md.kind == ModuleKind::File as i32 && !md.has_symbols)
+            .map(|md| md.path.clone())
+            .collect();
+
+        Self {
+            schema: SCHEMA,
+            command: rec.command_line(),
+            pid: m.pid,
+            process_name: rec.process_name(m.pid).to_string(),
+            duration_s: rec.duration_ns() as f64 / 1e9,
+            frequency_hz: m.frequency_hz,
+            cpus: m.cpus,
+            stop_reason: m.stop_reason.clone(),
+            samples: SampleAccounting {
+                recorded: total,
+                seen_by_kernel: c.seen,
+                lost: c.lost() + c.malformed_events,
+                lost_by_cause: lost_by_cause(&c),
+                user_stack_errors: c.user_stack_errors,
+                kernel_stack_errors: c.kernel_stack_errors,
+                stack_map_full_sent_inline: c.stack_map_full,
+                stack_map_collisions_sent_inline: c.stack_map_collisions,
+            },
+            threads,
+            top_self: top(self_counts),
+            top_total: top(total_counts),
+            hot_paths,
+            overhead: Overhead {
+                load_attach_ms: m.load_attach_ns as f64 / 1e6,
+                bpf_runs: m.bpf_run_count,
+                bpf_ns_per_run: (m.bpf_run_count > 0)
+                    .then(|| m.bpf_run_time_ns as f64 / m.bpf_run_count as f64),
+            },
+            modules_without_symbols,
+            warnings: m.warnings.clone(),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut t = String::new();
+        let s = &self.samples;
+        let _ = writeln!(t, "profile of {} (pid {})", self.command, self.pid);
+        let _ = writeln!(
+            t,
+            "duration {:.2} s at {} Hz on {} CPUs; stopped: {}",
+            self.duration_s, self.frequency_hz, self.cpus, self.stop_reason
+        );
+        let _ = writeln!(
+            t,
+            "samples: {} recorded, {} lost (ring buffer full {}, undelivered {}, malformed {}); {} seen by the kernel",
+            s.recorded,
+            s.lost,
+            s.lost_by_cause.ring_buffer_full,
+            s.lost_by_cause.undelivered,
+            s.lost_by_cause.malformed,
+            s.seen_by_kernel
+        );
+        if s.user_stack_errors + s.kernel_stack_errors > 0 {
+            let _ = writeln!(
+                t,
+                "stack walks failed: {} user, {} kernel (samples kept without that stack)",
+                s.user_stack_errors, s.kernel_stack_errors
+            );
+        }
+        if let Some(ns) = self.overhead.bpf_ns_per_run {
+            let _ = writeln!(
+                t,
+                "overhead: load+attach {:.1} ms; BPF program {:.0} ns per run over {} runs",
+                self.overhead.load_attach_ms, ns, self.overhead.bpf_runs
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(t, "warning: {w}");
+        }
+        if self.threads.len() > 1 {
+            let _ = writeln!(t, "\nThreads");
+            for th in self.threads.iter().take(TOP) {
+                let _ = writeln!(
+                    t,
+                    "  {:5.1}% {} {} ({})",
+                    th.percent,
+                    bar(th.percent),
+                    th.tid,
+                    th.name
+                );
+            }
+        }
+        for (title, list) in [
+            ("Top functions by self time", &self.top_self),
+            ("Top functions by total time", &self.top_total),
+        ] {
+            let _ = writeln!(t, "\n{title}");
+            for f in list {
+                let _ = writeln!(t, "  {:5.1}% {} {}", f.percent, bar(f.percent), f.name);
+            }
+        }
+        let _ = writeln!(
+            t,
+            "\nHot paths (ASCII flame chart: callers above callees, paths under {:.0}% left out)",
+            HOT_PATH_MIN_SHARE * 100.0
+        );
+        for h in &self.hot_paths {
+            let _ = writeln!(
+                t,
+                "  {:5.1}% {} {}{}",
+                h.percent,
+                bar(h.percent),
+                "  ".repeat(h.depth),
+                h.name
+            );
+        }
+        t
+    }
+}
+
+fn walk_hot_paths(node: &Node, depth: usize, total: u64, out: &mut Vec<HotPath>) {
+    if depth >= HOT_PATH_MAX_DEPTH {
+        return;
+    }
+    let mut children: Vec<(&String, &Node)> = node.children.iter().collect();
+    children.sort_by(|a, b| b.1.samples.cmp(&a.1.samples).then(a.0.cmp(b.0)));
+    for (name, child) in children {
+        if (child.samples as f64) < HOT_PATH_MIN_SHARE * total as f64 {
+            continue;
+        }
+        out.push(HotPath {
+            depth,
+            name: name.clone(),
+            samples: child.samples,
+            percent: percent(child.samples, total),
+        });
+        walk_hot_paths(child, depth + 1, total, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::sample_recording;
+
+    #[test]
+    fn shares_by_self_and_total() {
+        let s = Summary::new(&sample_recording());
+        assert_eq!(s.samples.recorded, 10);
+        assert_eq!(s.samples.lost, 2);
+        assert_eq!(s.samples.lost_by_cause.ring_buffer_full, 2);
+        let self_of = |n: &str| s.top_self.iter().find(|f| f.name == n).map(|f| f.percent);
+        let total_of = |n: &str| s.top_total.iter().find(|f| f.name == n).map(|f| f.percent);
+        assert_eq!(self_of("inlined_helper_[i]"), Some(60.0));
+        assert_eq!(self_of("hot_b"), Some(30.0));
+        assert_eq!(self_of("main"), None);
+        assert_eq!(total_of("main"), Some(100.0));
+        assert_eq!(total_of("compute"), Some(90.0));
+        assert_eq!(total_of("hot_a"), Some(60.0));
+        assert_eq!(s.modules_without_symbols, ["/lib/libstripped.so"]);
+    }
+
+    #[test]
+    fn recursion_counts_once_in_total() {
+        let mut rec = sample_recording();
+        rec.stacks[0].locations = vec![2, 1, 1, 1, 0];
+        let s = Summary::new(&rec);
+        let compute = s.top_total.iter().find(|f| f.name == "compute");
+        assert_eq!(compute.map(|f| f.samples), Some(9));
+    }
+
+    #[test]
+    fn hot_paths_nest_callers_above_callees() {
+        let s = Summary::new(&sample_recording());
+        let names: Vec<(usize, &str)> = s
+            .hot_paths
+            .iter()
+            .map(|h| (h.depth, h.name.as_str()))
+            .collect();
+        assert_eq!(
+            &names[..5],
+            [
+                (0, "app"),
+                (1, "main"),
+                (2, "compute"),
+                (3, "hot_a"),
+                (4, "inlined_helper_[i]")
+            ]
+        );
+        let text = s.to_text();
+        assert!(text.contains("Top functions by self time"));
+        assert!(text.contains("2 lost (ring buffer full 2"));
+    }
+
+    #[test]
+    fn bars_scale_with_percent() {
+        assert_eq!(bar(0.0).trim_end(), "");
+        assert_eq!(bar(100.0).chars().filter(|&c| c == '█').count(), BAR_WIDTH);
+        assert_eq!(
+            bar(50.0).chars().filter(|&c| c == '█').count(),
+            BAR_WIDTH / 2
+        );
+        assert_eq!(bar(50.0).chars().count(), BAR_WIDTH);
+    }
+
+    #[test]
+    fn json_has_documented_fields() {
+        let v = serde_json::to_value(Summary::new(&sample_recording())).expect("serializable");
+        for key in [
+            "schema",
+            "command",
+            "duration_s",
+            "frequency_hz",
+            "samples",
+            "top_self",
+            "top_total",
+            "hot_paths",
+            "overhead",
+            "warnings",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["samples"]["lost_by_cause"]["ring_buffer_full"], 2);
+    }
+}

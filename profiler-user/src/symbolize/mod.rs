@@ -1,0 +1,378 @@
+//! Raw addresses → named frames, with blazesym: user addresses through the files captured
+//! while the target was alive (so a target that has exited still symbolizes), kernel
+//! addresses through kallsyms.
+pub mod elf;
+
+use std::collections::HashMap;
+
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer,
+    source::{Elf, Kernel, Source},
+};
+
+use crate::{
+    collect::{RawRecording, RawStack},
+    model::{
+        FORMAT_VERSION, Function, Line, Location, Meta, Module, ModuleKind, Process, Recording,
+        Sample, Stack, Thread,
+    },
+};
+
+pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
+
+/// Builds the model's interned tables.
+#[derive(Default)]
+struct Interner {
+    modules: Vec<Module>,
+    module_ids: HashMap<String, u32>,
+    functions: Vec<Function>,
+    function_ids: HashMap<(String, String), u32>,
+    locations: Vec<Location>,
+    location_ids: HashMap<(u32, u64), u32>,
+    stacks: Vec<Stack>,
+    stack_ids: HashMap<Vec<u32>, u32>,
+}
+
+impl Interner {
+    fn module(&mut self, path: &str, kind: ModuleKind) -> u32 {
+        if let Some(&id) = self.module_ids.get(path) {
+            return id;
+        }
+        self.modules.push(Module {
+            path: path.to_string(),
+            kind: kind as i32,
+            build_id: Vec::new(),
+            has_symbols: true,
+        });
+        let id = self.modules.len() as u32; // one-based: 0 means "no module"
+        self.module_ids.insert(path.to_string(), id);
+        id
+    }
+
+    fn function(&mut self, name: &str, file: &str) -> u32 {
+        let key = (name.to_string(), file.to_string());
+        if let Some(&id) = self.function_ids.get(&key) {
+            return id;
+        }
+        let id = self.functions.len() as u32;
+        self.functions.push(Function {
+            name: key.0.clone(),
+            file: key.1.clone(),
+        });
+        self.function_ids.insert(key, id);
+        id
+    }
+
+    fn location(&mut self, module: u32, offset: u64, address: u64) -> u32 {
+        *self
+            .location_ids
+            .entry((module, offset))
+            .or_insert_with(|| {
+                self.locations.push(Location {
+                    module,
+                    offset,
+                    address,
+                    lines: Vec::new(),
+                });
+                self.locations.len() as u32 - 1
+            })
+    }
+
+    fn stack(&mut self, locations: Vec<u32>) -> u32 {
+        if let Some(&id) = self.stack_ids.get(&locations) {
+            return id;
+        }
+        let id = self.stacks.len() as u32;
+        self.stacks.push(Stack {
+            locations: locations.clone(),
+        });
+        self.stack_ids.insert(locations, id);
+        id
+    }
+}
+
+/// A return address points after its call; looking up the byte before it names the caller's
+/// line and inline context (and the right function when the call was the last instruction).
+fn lookup_addr(addr: u64, is_leaf: bool) -> u64 {
+    if is_leaf {
+        addr
+    } else {
+        addr.saturating_sub(1)
+    }
+}
+
+fn frames<'a>(stack: &'a RawStack, table: &'a HashMap<u32, Vec<u64>>) -> &'a [u64] {
+    match stack {
+        RawStack::Id(id) => table.get(id).map(Vec::as_slice).unwrap_or_default(),
+        RawStack::Inline(v) => v,
+        RawStack::Empty => &[],
+    }
+}
+
+pub fn symbolize(raw: &RawRecording) -> Recording {
+    let mut t = Interner::default();
+    let kernel_module = t.module(KERNEL_MODULE, ModuleKind::Kernel);
+    let mut samples = Vec::with_capacity(raw.samples.len());
+    // Raw stack → interned stack, so each distinct stack is resolved once.
+    let mut resolved: HashMap<(&RawStack, &RawStack), u32> = HashMap::new();
+
+    for s in &raw.samples {
+        let stack = match resolved.get(&(&s.kernel, &s.user)) {
+            Some(&id) => id,
+            None => {
+                let mut locs = Vec::new();
+                let kernel = frames(&s.kernel, &raw.stacks);
+                for (i, &addr) in kernel.iter().enumerate() {
+                    let a = lookup_addr(addr, i == 0);
+                    locs.push(t.location(kernel_module, a, addr));
+                }
+                let user = frames(&s.user, &raw.stacks);
+                for (i, &addr) in user.iter().enumerate() {
+                    // The user leaf is a return address too when the tick hit kernel mode.
+                    let a = lookup_addr(addr, i == 0 && kernel.is_empty());
+                    let (module, offset) = match raw.space.find(a) {
+                        Some(m) if m.is_file() => {
+                            (t.module(&m.path, ModuleKind::File), a - m.start + m.offset)
+                        }
+                        Some(m) => {
+                            let name = if m.path.is_empty() { "[anon]" } else { &m.path };
+                            (t.module(name, ModuleKind::Special), a - m.start)
+                        }
+                        None => (0, a),
+                    };
+                    locs.push(t.location(module, offset, addr));
+                }
+                let id = t.stack(locs);
+                resolved.insert((&s.kernel, &s.user), id);
+                id
+            }
+        };
+        samples.push(Sample {
+            timestamp_ns: s.timestamp_ns,
+            pid: s.pid,
+            tid: s.tid,
+            cpu: s.cpu,
+            stack,
+        });
+    }
+
+    resolve_names(&mut t, raw);
+
+    let mut threads: Vec<Thread> = raw
+        .threads
+        .iter()
+        .map(|(&tid, name)| Thread {
+            tid,
+            pid: raw.info.pid,
+            name: name.clone(),
+        })
+        .collect();
+    threads.sort_by_key(|t| t.tid);
+
+    let mut warnings = Vec::new();
+    if let Some(main) = t.modules.iter().find(|m| m.path == raw.info.exe) {
+        if !main.has_symbols {
+            warnings.push(format!(
+                "{} has no symbols (stripped): its frames are shown as {}+0xOFFSET",
+                main.path,
+                main.name()
+            ));
+        }
+    }
+    let c = &raw.counters;
+    if c.lost() > 0 {
+        warnings.push(format!(
+            "{} of {} samples lost ({} with the ring buffer full): raise --ring-buffer-size",
+            c.lost(),
+            c.seen,
+            c.lost_ringbuf_full
+        ));
+    }
+    if c.stack_map_full > 0 {
+        warnings.push(format!(
+            "the stack map was full for {} samples (sent inline, not lost): raise --stack-map-entries",
+            c.stack_map_full
+        ));
+    }
+
+    Recording {
+        format_version: FORMAT_VERSION,
+        meta: Some(Meta {
+            pid: raw.info.pid,
+            command: raw.info.command.clone(),
+            comm: raw.info.comm.clone(),
+            start_boottime_ns: raw.start_boottime_ns,
+            end_boottime_ns: raw.end_boottime_ns,
+            start_unix_ns: raw.start_unix_ns,
+            frequency_hz: raw.frequency_hz,
+            stop_reason: raw.stop_reason.to_string(),
+            kernel_release: kernel_release(),
+            profiler_version: env!("CARGO_PKG_VERSION").to_string(),
+            load_attach_ns: raw.load_attach.as_nanos() as u64,
+            bpf_run_count: raw.bpf_run_count,
+            bpf_run_time_ns: raw.bpf_run_time_ns,
+            cpus: raw.cpus,
+            exe: raw.info.exe.clone(),
+            warnings,
+        }),
+        modules: t.modules,
+        functions: t.functions,
+        locations: t.locations,
+        stacks: t.stacks,
+        threads,
+        samples,
+        counters: Some(raw.counters.clone()),
+        processes: vec![Process {
+            pid: raw.info.pid,
+            comm: raw.info.comm.clone(),
+            command: raw.info.command.clone(),
+            exe: raw.info.exe.clone(),
+        }],
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Fills `lines` of every location, one blazesym batch per module.
+fn resolve_names(t: &mut Interner, raw: &RawRecording) {
+    let symbolizer = Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build();
+
+    let mut by_module: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, loc) in t.locations.iter().enumerate() {
+        if loc.module != 0 {
+            by_module.entry(loc.module).or_default().push(i);
+        }
+    }
+    for (module_id, locs) in by_module {
+        let module = &t.modules[module_id as usize - 1];
+        let offsets: Vec<u64> = locs.iter().map(|&i| t.locations[i].offset).collect();
+        let results = match ModuleKind::try_from(module.kind) {
+            Ok(ModuleKind::Kernel) => {
+                let src = Source::Kernel(Kernel {
+                    debug_syms: false,
+                    ..Default::default()
+                });
+                symbolizer.symbolize(&src, Input::AbsAddr(&offsets))
+            }
+            Ok(ModuleKind::File) => {
+                let Some(open) = raw.space.files.get(&module.path) else {
+                    continue;
+                };
+                let path = open.fd_path();
+                let has_symbols = elf::has_symbols(&path);
+                let build_id = blazesym::helper::read_elf_build_id(&path)
+                    .ok()
+                    .flatten()
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
+                let m = &mut t.modules[module_id as usize - 1];
+                m.has_symbols = has_symbols;
+                m.build_id = build_id;
+                let src = Source::Elf(Elf::new(path));
+                symbolizer.symbolize(&src, Input::FileOffset(&offsets))
+            }
+            _ => continue,
+        };
+        // A module blazesym cannot read keeps its frames as module+offset.
+        let Ok(results) = results else { continue };
+        for (&loc, sym) in locs.iter().zip(results) {
+            let Symbolized::Sym(sym) = sym else { continue };
+            let file_of = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+                ci.map(|c| c.to_path().to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let line_of = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+                ci.and_then(|c| c.line).unwrap_or(0)
+            };
+            // blazesym lists inlined calls outermost first; the model wants innermost first.
+            let mut lines = Vec::with_capacity(sym.inlined.len() + 1);
+            for inl in sym.inlined.iter().rev() {
+                let f = t.function(&inl.name, &file_of(inl.code_info.as_ref()));
+                lines.push(Line {
+                    function: f,
+                    line: line_of(inl.code_info.as_ref()),
+                });
+            }
+            let f = t.function(&sym.name, &file_of(sym.code_info.as_deref()));
+            lines.push(Line {
+                function: f,
+                line: line_of(sym.code_info.as_deref()),
+            });
+            t.locations[loc].lines = lines;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{AddressSpace, ProcessInfo, RawSample, StopReason};
+    use crate::model::Counters;
+
+    #[inline(never)]
+    fn marker_function_for_symbolization() -> u64 {
+        std::hint::black_box(marker_function_for_symbolization as *const () as u64)
+    }
+
+    fn raw_with(user: Vec<u64>) -> RawRecording {
+        let pid = std::process::id();
+        let mut space = AddressSpace::new(pid);
+        space.refresh().expect("own maps");
+        let info = ProcessInfo::capture(pid).expect("own info");
+        RawRecording {
+            info,
+            space,
+            samples: vec![RawSample {
+                timestamp_ns: 1,
+                pid,
+                tid: pid,
+                cpu: 0,
+                user: RawStack::Inline(user),
+                kernel: RawStack::Empty,
+            }],
+            stacks: HashMap::new(),
+            counters: Counters::default(),
+            threads: HashMap::new(),
+            start_boottime_ns: 0,
+            end_boottime_ns: 1,
+            start_unix_ns: 0,
+            frequency_hz: 99,
+            stop_reason: StopReason::Duration,
+            load_attach: Default::default(),
+            bpf_run_count: 0,
+            bpf_run_time_ns: 0,
+            cpus: 1,
+        }
+    }
+
+    #[test]
+    fn symbolizes_own_function_and_falls_back_to_module_offset() {
+        let addr = marker_function_for_symbolization();
+        // An address past the last function of our own executable's text mapping.
+        let exe_map = {
+            let raw = raw_with(vec![]);
+            raw.space.find(addr).expect("mapped").clone()
+        };
+        let raw = raw_with(vec![addr, exe_map.end - 1, 0x10]);
+        let rec = symbolize(&raw);
+        let names: Vec<String> = rec.frames(0).iter().map(|f| f.to_string()).collect();
+        assert!(
+            names[0].contains("marker_function_for_symbolization"),
+            "{names:?}"
+        );
+        // Demangled, not _ZN...
+        assert!(!names[0].starts_with("_ZN"), "{names:?}");
+        assert!(names[2] == "[unknown]", "{names:?}");
+        let exe_name = exe_map.path.rsplit('/').next().unwrap_or_default();
+        // The tail of the text mapping is either a real symbol or exe+0xOFFSET; never a bare address.
+        assert!(!names[1].starts_with("0x"), "{names:?} ({exe_name})");
+    }
+}

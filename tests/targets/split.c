@@ -1,0 +1,43 @@
+/* CPU split between two functions by thread CPU time: hot_a gets 70%, hot_b 30%.
+ * Usage: split [seconds]  (default 30). Prints "ready <pid>" once running. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile unsigned long sink;
+
+static double now(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Each function spins on its own loop so that the sampled leaf is the function itself. */
+__attribute__((noinline)) void hot_a(double budget) {
+    double end = now(CLOCK_THREAD_CPUTIME_ID) + budget;
+    unsigned long x = sink;
+    while (now(CLOCK_THREAD_CPUTIME_ID) < end)
+        for (int i = 0; i < 20000; i++) x = x * 6364136223846793005UL + 1442695040888963407UL;
+    sink = x;
+}
+
+__attribute__((noinline)) void hot_b(double budget) {
+    double end = now(CLOCK_THREAD_CPUTIME_ID) + budget;
+    unsigned long x = sink;
+    while (now(CLOCK_THREAD_CPUTIME_ID) < end)
+        for (int i = 0; i < 20000; i++) x = x * 2862933555777941757UL + 3037000493UL;
+    sink = x;
+}
+
+int main(int argc, char **argv) {
+    double seconds = argc > 1 ? atof(argv[1]) : 30;
+    double stop = now(CLOCK_MONOTONIC) + seconds;
+    printf("ready %d\n", getpid());
+    fflush(stdout);
+    while (now(CLOCK_MONOTONIC) < stop) {
+        hot_a(0.007);
+        hot_b(0.003);
+    }
+    return 0;
+}
