@@ -1,1 +1,372 @@
-fn main() {}
+//! `cargo xtask <setup|build|test|lint|demo>`: everything a fresh machine needs, driven from
+//! the repository. Deliberately dependency-free so it compiles in seconds on a clean clone.
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// bpf-linker version known to work with the installed nightly (see shared/SETUP-NOTES.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup().map(|_| ()),
+        Some("build") => setup().and_then(|env| build(&env)),
+        Some("test") => test(&args[1..]),
+        Some("lint") => setup().and_then(|env| lint(&env)),
+        Some("demo") => demo(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 setup   install what this machine lacks (rust-src, bpf-linker, gcc)\n\
+                 build   setup, then build everything (release)\n\
+                 test    setup, build, then run every test (unit, integration as root, lint)\n\
+                 lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
+                 demo    setup, build, profile a bundled workload, write a flame graph"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn step(what: &str) {
+    eprintln!("xtask: {what}");
+}
+
+/// Runs a command with inherited stdio; an error names the command.
+fn run(cmd: &mut Command) -> Result {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What later steps need from setup: a PATH on which bpf-linker is found.
+struct Env {
+    path: OsString,
+}
+
+impl Env {
+    fn cargo(&self) -> Command {
+        let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        c.env("PATH", &self.path).current_dir(workspace_root());
+        c
+    }
+}
+
+fn home() -> Result<PathBuf> {
+    env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| "HOME is not set".to_string())
+}
+
+fn cargo_home() -> Result<PathBuf> {
+    match env::var_os("CARGO_HOME") {
+        Some(h) => Ok(PathBuf::from(h)),
+        None => Ok(home()?.join(".cargo")),
+    }
+}
+
+/// Idempotent: each step checks before it acts, so a set-up machine passes in about a second.
+fn setup() -> Result<Env> {
+    let started = Instant::now();
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .map_err(|e| format!("{e}\nthe nightly toolchain is needed for the eBPF build: rustup toolchain install nightly"))?;
+    let sysroot = PathBuf::from(sysroot.trim());
+
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        step("installing rust-src for nightly (needed by -Z build-std=core)");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+
+    let bin_dir = cargo_home()?.join("bin");
+    let path = prepend_path(&bin_dir);
+    ensure_bpf_linker(&sysroot, &bin_dir, &path)?;
+
+    if Command::new("gcc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        step("installing gcc (builds the C programs the tests profile)");
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get").args(["install", "-y", "-q", "gcc", "libc6-dev"]))?;
+    }
+    if Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        step("installing util-linux (setpriv: tests run the profiler without privileges)");
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get").args(["install", "-y", "-q", "util-linux"]))?;
+    }
+    step(&format!(
+        "setup done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Env { path })
+}
+
+fn prepend_path(dir: &Path) -> OsString {
+    let current = env::var_os("PATH").unwrap_or_default();
+    let mut parts: Vec<PathBuf> = vec![dir.to_path_buf()];
+    parts.extend(env::split_paths(&current).filter(|p| p != dir));
+    env::join_paths(parts).unwrap_or(current)
+}
+
+/// bpf-linker must link against the very LLVM that nightly's rustc uses, so it is built from
+/// source against the libLLVM shipped in nightly's sysroot, and rebuilt when nightly changes.
+fn ensure_bpf_linker(sysroot: &Path, bin_dir: &Path, path: &OsString) -> Result {
+    let lib = sysroot.join("lib");
+    let soname = fs::read_dir(&lib)
+        .map_err(|e| format!("reading {}: {e}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so")))
+        .ok_or_else(|| {
+            format!(
+                "no libLLVM in {}: is nightly installed fully?",
+                lib.display()
+            )
+        })?;
+    let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm_major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .ok_or("rustc +nightly -vV prints no LLVM version")?
+        .to_string();
+
+    let cache = home()?.join(".cache/profiler-xtask");
+    let stamp = cache.join("bpf-linker.stamp");
+    let want = format!("{BPF_LINKER_VERSION} {soname}");
+    let linker = bin_dir.join("bpf-linker");
+    let works = Command::new(&linker)
+        .arg("--version")
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
+        return Ok(());
+    }
+
+    step(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against nightly's {soname} (about a minute)"
+    ));
+    // The linked binary finds libLLVM through its RUNPATH under the soname, while the build
+    // looks for plain libLLVM.so: the prefix provides both names for the same file.
+    let prefix = cache.join(format!("llvm-{soname}"));
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib).map_err(|e| format!("{}: {e}", prefix_lib.display()))?;
+    for name in ["libLLVM.so", soname.as_str()] {
+        let link = prefix_lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&soname), &link)
+            .map_err(|e| format!("{}: {e}", link.display()))?;
+    }
+    let root = bin_dir
+        .parent()
+        .ok_or("cargo bin directory has no parent")?
+        .to_path_buf();
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
+        .arg("--root")
+        .arg(&root)
+        .env("LLVM_PREFIX", &prefix)
+        .env("PATH", path))?;
+    fs::write(&stamp, want).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    Ok(())
+}
+
+fn build(env: &Env) -> Result {
+    step("building (release)");
+    run(env.cargo().args(["build", "--release"]))
+}
+
+fn profiler_bin() -> PathBuf {
+    workspace_root().join("target/release/profiler")
+}
+
+fn test(args: &[String]) -> Result {
+    let started = Instant::now();
+    let env = setup()?;
+    build(&env)?;
+    // SAFETY: geteuid cannot fail. Integration tests attach real probes and need root.
+    if unsafe { geteuid() } != 0 {
+        return Err(
+            "the integration tests attach real eBPF probes: run as root (sudo -E cargo xtask test)"
+                .into(),
+        );
+    }
+    step("running the tests (unit and integration)");
+    let mut cmd = env.cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "profiler-ebpf",
+    ])
+    .env("PROFILER_BIN", profiler_bin());
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    run(&mut cmd)?;
+    lint(&env)?;
+    step(&format!(
+        "all tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn lint(env: &Env) -> Result {
+    step("cargo fmt --check");
+    run(env.cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("clippy (host crates)");
+    run(env.cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "profiler-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("clippy (eBPF crate, bpfel-unknown-none)");
+    run(env.cargo().args([
+        "+nightly",
+        "clippy",
+        "--release",
+        "-p",
+        "profiler-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
+fn demo() -> Result {
+    let env = setup()?;
+    build(&env)?;
+    let root = workspace_root();
+    let out_dir = root.join("demo-output");
+    let build_dir = root.join("target/demo");
+    fs::create_dir_all(&build_dir).map_err(|e| format!("{}: {e}", build_dir.display()))?;
+    let workload = build_dir.join("demo-workload");
+    step("compiling the demo workload (C, with frame pointers)");
+    run(Command::new("gcc")
+        .args([
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+        ])
+        .arg("-fno-optimize-sibling-calls")
+        .arg("-o")
+        .arg(&workload)
+        .arg(root.join("tests/targets/demo.c")))?;
+
+    let mut child = Command::new(&workload)
+        .arg("8")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", workload.display()))?;
+    // Let the workload reach its steady state before attaching.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = fs::remove_dir_all(&out_dir);
+    let mut record = Command::new(profiler_bin());
+    record
+        .args(["record", "--duration", "5", "--frequency", "499", "--pid"])
+        .arg(child.id().to_string())
+        .arg("--output")
+        .arg(&out_dir);
+    // SAFETY: geteuid cannot fail.
+    if unsafe { geteuid() } != 0 {
+        step("sampling needs CAP_BPF and CAP_PERFMON: running the profiler with sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg(record.get_program()).args(record.get_args());
+        record = sudo;
+    }
+    let result = run(&mut record);
+    let _ = child.kill();
+    let _ = child.wait();
+    result?;
+    eprintln!(
+        "\nxtask: demo done.\n  flame graph: {}\n  summary:     {}\n  folded:      {}\n  (Perfetto trace output is not implemented yet.)",
+        out_dir.join("flamegraph.svg").display(),
+        out_dir.join("summary.txt").display(),
+        out_dir.join("profile.folded").display()
+    );
+    Ok(())
+}
