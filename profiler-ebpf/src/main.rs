@@ -61,7 +61,7 @@ mod programs {
         let pid = (pid_tgid >> 32) as u32;
         let tid = pid_tgid as u32;
         // SAFETY: the value is only tested for presence.
-        if unsafe { TARGETS.get(&pid) }.is_none() {
+        if unsafe { TARGETS.get(pid) }.is_none() {
             return 0;
         }
         bump(counter::SEEN);

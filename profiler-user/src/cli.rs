@@ -198,16 +198,16 @@ impl StatusLine {
 }
 
 pub async fn record(args: RecordArgs) -> Result<()> {
-    if let Some(max) = max_sample_rate() {
-        if args.frequency > max {
-            return Err(Error::InvalidArgument {
-                what: "--frequency",
-                reason: format!(
-                    "{} Hz is above the kernel's limit of {max} Hz (kernel.perf_event_max_sample_rate)",
-                    args.frequency
-                ),
-            });
-        }
+    if let Some(max) = max_sample_rate()
+        && args.frequency > max
+    {
+        return Err(Error::InvalidArgument {
+            what: "--frequency",
+            reason: format!(
+                "{} Hz is above the kernel's limit of {max} Hz (kernel.perf_event_max_sample_rate)",
+                args.frequency
+            ),
+        });
     }
     // Everything the user can get wrong is checked before the output directory exists.
     let (info, _, _) = collect::preflight(args.pid)?;
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn utc_stamps() {
         assert_eq!(utc_stamp(0), "19700101-000000Z");
-        assert_eq!(utc_stamp(1_795_467_600), "20261123-150000Z");
+        assert_eq!(utc_stamp(1_795_467_600), "20261123-210000Z");
         assert_eq!(utc_stamp(951_782_400), "20000229-000000Z");
     }
 

@@ -258,19 +258,32 @@ fn test(args: &[String]) -> Result {
                 .into(),
         );
     }
-    step("running the tests (unit and integration)");
+    step("unit tests");
+    let mut cmd = env.cargo();
+    cmd.args(["test", "--release", "--workspace"]).args([
+        "--exclude",
+        "profiler-ebpf",
+        "--exclude",
+        "profiler-tests",
+    ]);
+    if !args.is_empty() {
+        cmd.arg("--").args(args);
+    }
+    run(&mut cmd)?;
+    // One at a time: each test measures a CPU split, which concurrent targets on two cores
+    // would distort.
+    step("integration tests (real probes, one at a time)");
     let mut cmd = env.cargo();
     cmd.args([
         "test",
         "--release",
-        "--workspace",
-        "--exclude",
-        "profiler-ebpf",
+        "-p",
+        "profiler-tests",
+        "--",
+        "--test-threads=1",
     ])
+    .args(args)
     .env("PROFILER_BIN", profiler_bin());
-    if !args.is_empty() {
-        cmd.arg("--").args(args);
-    }
     run(&mut cmd)?;
     lint(&env)?;
     step(&format!(

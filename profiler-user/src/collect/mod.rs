@@ -298,7 +298,7 @@ pub async fn record(
                 let lost = read_counters(&ebpf).map(|c| c.lost_ringbuf_full).unwrap_or(0);
                 on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: samples.len() as u64, lost });
                 // Libraries loaded later (dlopen) must be captured while the target lives.
-                if ticks % 4 == 0 {
+                if ticks.is_multiple_of(4) {
                     let _ = space.refresh();
                 }
             }
@@ -359,9 +359,7 @@ fn drain(
     while let Some(item) = ring.next() {
         match parse_event(&item) {
             Some((sample, comm)) => {
-                if !threads.contains_key(&sample.tid) {
-                    threads.insert(sample.tid, comm);
-                }
+                threads.entry(sample.tid).or_insert(comm);
                 samples.push(sample);
             }
             None => *malformed += 1,

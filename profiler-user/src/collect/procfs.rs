@@ -180,16 +180,17 @@ impl AddressSpace {
             })
         })?;
         for m in parse_maps(&text) {
-            if m.is_file() && !self.files.contains_key(&m.path) {
-                if let Some(file) = open_mapped_file(pid, &m) {
-                    self.files.insert(
-                        m.path.clone(),
-                        OpenModule {
-                            path: m.path.clone(),
-                            file,
-                        },
-                    );
-                }
+            if m.is_file()
+                && !self.files.contains_key(&m.path)
+                && let Some(file) = open_mapped_file(pid, &m)
+            {
+                self.files.insert(
+                    m.path.clone(),
+                    OpenModule {
+                        path: m.path.clone(),
+                        file,
+                    },
+                );
             }
             // Newest first, so a range that was remapped resolves to its latest file.
             if !self.mappings.contains(&m) {

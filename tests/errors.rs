@@ -1,0 +1,172 @@
+//! Bad input and faults: each gets one clear line on stderr, a non-zero exit, and leaves no
+//! output directory behind.
+use std::{path::Path, process::Command};
+
+use profiler_tests::*;
+
+fn assert_fails(out: &std::process::Output, code: i32, needles: &[&str]) {
+    let err = stderr_of(out);
+    eprintln!("stderr: {err}");
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+}
+
+/// A PID that is certainly unused: one above pid_max.
+fn unused_pid() -> u32 {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304);
+    max + 1
+}
+
+#[test]
+fn nonexistent_pid() {
+    let out_dir = scratch("nopid");
+    let pid = unused_pid();
+    let out = record(pid, &out_dir, &["--duration", "1"]);
+    assert_fails(&out, 1, &[&format!("no process with PID {pid}")]);
+    assert_eq!(stderr_of(&out).lines().count(), 1, "one line");
+    assert!(!out_dir.exists(), "no output directory");
+
+    // A PID that existed and was reaped.
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("reaped");
+    let out = record(pid, &out_dir, &["--duration", "1"]);
+    assert_fails(&out, 1, &[&format!("no process with PID {pid}")]);
+}
+
+#[test]
+fn pid_that_exits_before_attach() {
+    let bin = build_c("split-early", "split.c", C_FP);
+    let target = Target::start(&bin, &["0.5"]);
+    let out_dir = scratch("early");
+    // The test hook holds the profiler between load and attach while the target exits.
+    let out = record(
+        target.pid(),
+        &out_dir,
+        &["--duration", "5", "--test-hold-before-attach-ms", "1500"],
+    );
+    assert_fails(
+        &out,
+        1,
+        &[&format!(
+            "process {} exited before the profiler could attach",
+            target.pid()
+        )],
+    );
+    assert!(!out_dir.exists(), "no output directory");
+}
+
+#[test]
+fn unprivileged_user_is_told_which_capabilities_and_sudo() {
+    let bin = build_c("split-nopriv", "split.c", C_FP);
+    let target = Target::start(&bin, &["20"]);
+    let out = as_nobody(&profiler_bin())
+        .args([
+            "record",
+            "--duration",
+            "1",
+            "--output",
+            "/tmp/profiler-nopriv-never",
+            "--pid",
+        ])
+        .arg(target.pid().to_string())
+        .output()
+        .expect("profiler runs");
+    assert_fails(&out, 1, &["CAP_BPF", "CAP_PERFMON", "sudo"]);
+    assert!(!Path::new("/tmp/profiler-nopriv-never").exists());
+}
+
+#[test]
+fn root_without_cap_bpf_is_told_exactly_that() {
+    let bin = build_c("split-nobpf", "split.c", C_FP);
+    let target = Target::start(&bin, &["20"]);
+    let out = Command::new("setpriv")
+        .args([
+            "--bounding-set=-bpf,-sys_admin",
+            "--inh-caps=-bpf,-sys_admin",
+        ])
+        .arg(profiler_bin())
+        .args([
+            "record",
+            "--duration",
+            "1",
+            "--output",
+            "/tmp/profiler-nobpf-never",
+            "--pid",
+        ])
+        .arg(target.pid().to_string())
+        .output()
+        .expect("profiler runs");
+    assert_fails(&out, 1, &["missing CAP_BPF:", "sudo"]);
+    assert!(!stderr_of(&out).contains("missing CAP_BPF and CAP_PERFMON"));
+}
+
+#[test]
+fn output_dir_not_writable() {
+    let bin = build_c("split-ro", "split.c", C_FP);
+    let target = Target::start(&bin, &["20"]);
+    let mnt = scratch("ro");
+    std::fs::create_dir_all(&mnt).expect("mount point");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "read-only tmpfs mounted (tests run as root)"
+    );
+    let out = record(target.pid(), &mnt.join("out"), &["--duration", "1"]);
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_fails(&out, 1, &["output directory", "Read-only file system"]);
+    let _ = std::fs::remove_dir_all(&mnt);
+
+    // A path under a regular file.
+    let out = record(
+        target.pid(),
+        Path::new("/etc/hostname/out"),
+        &["--duration", "1"],
+    );
+    assert_fails(&out, 1, &["output directory /etc/hostname/out"]);
+}
+
+#[test]
+fn bad_durations_and_frequencies_are_usage_errors() {
+    for (args, needle) in [
+        (&["--duration", "0"][..], "greater than zero"),
+        (&["--duration", "soon"][..], "not a duration"),
+        (&["--duration=-3"][..], "greater than zero"),
+        (&["--frequency", "0"][..], "--frequency"),
+        (&["--frequency", "fast"][..], "--frequency"),
+    ] {
+        let out = profiler()
+            .args(["record", "--pid", "1"])
+            .args(args)
+            .output()
+            .expect("profiler runs");
+        assert_fails(&out, 2, &[needle]);
+    }
+    let out = profiler()
+        .args(["record", "--pid", "1", "--frequency", "100000000"])
+        .output()
+        .expect("profiler runs");
+    assert_fails(&out, 1, &["perf_event_max_sample_rate"]);
+}
+
+#[test]
+fn report_on_a_directory_without_a_recording() {
+    let dir = scratch("norec");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let out = profiler().arg("report").arg(&dir).output().expect("runs");
+    assert_fails(&out, 1, &["recording.pb"]);
+    std::fs::write(dir.join("recording.pb"), b"garbage").expect("write");
+    let out = profiler().arg("report").arg(&dir).output().expect("runs");
+    assert_fails(&out, 1, &["not a recording"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

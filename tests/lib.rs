@@ -1,0 +1,252 @@
+//! Helpers for the integration tests: build the target programs, run them, run the real
+//! `profiler` binary on them (real eBPF, real kernel, as root) and read what it wrote.
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The binary under test: $PROFILER_BIN (set by `cargo xtask test`) or the release build.
+pub fn profiler_bin() -> PathBuf {
+    let bin = std::env::var_os("PROFILER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/profiler"));
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo xtask test` (it builds the release binary first)",
+        bin.display()
+    );
+    bin
+}
+
+fn targets_dir() -> PathBuf {
+    let d = workspace_root().join("target/test-targets");
+    std::fs::create_dir_all(&d).expect("create target/test-targets");
+    d
+}
+
+/// Flags that give gcc output complete frame-pointer stacks (see SETUP-NOTES).
+pub const C_FP: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-fno-optimize-sibling-calls",
+];
+/// What distributions build with: no frame pointers.
+pub const C_NOFP: &[&str] = &["-O2", "-g"];
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Compiles `tests/targets/<source>` into `target/test-targets/<name>` (once per test run).
+pub fn build_c(name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let out = targets_dir().join(format!("{name}-{}", std::process::id()));
+    if !out.exists() {
+        let status = Command::new("gcc")
+            .args(flags)
+            .arg("-o")
+            .arg(&out)
+            .arg(workspace_root().join("tests/targets").join(source))
+            .arg("-lpthread")
+            .status()
+            .expect("gcc runs");
+        assert!(status.success(), "gcc failed for {source}");
+    }
+    out
+}
+
+/// A stripped copy of a built binary.
+pub fn stripped(bin: &Path) -> PathBuf {
+    let out = bin.with_file_name(format!(
+        "{}-stripped",
+        bin.file_name().and_then(|n| n.to_str()).unwrap_or("bin")
+    ));
+    let status = Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(bin)
+        .status()
+        .expect("strip runs");
+    assert!(status.success(), "strip failed");
+    out
+}
+
+/// Builds tests/targets/rust-split with frame pointers.
+pub fn build_rust_split() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target_dir = targets_dir().join("rust");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(workspace_root().join("tests/targets/rust-split/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C force-frame-pointers=yes")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building rust-split failed");
+        target_dir.join("release/rust-split")
+    })
+    .clone()
+}
+
+/// A running target program, killed when dropped.
+pub struct Target {
+    pub child: Child,
+}
+
+impl Target {
+    /// Starts `bin args…` and waits for its "ready" line.
+    pub fn start(bin: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("target prints ready");
+        assert!(line.starts_with("ready"), "unexpected first line {line:?}");
+        // Past start-up, into the steady state.
+        std::thread::sleep(Duration::from_millis(100));
+        Self { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh, empty scratch directory path (not created).
+pub fn scratch(name: &str) -> PathBuf {
+    static N: Mutex<u32> = Mutex::new(0);
+    let n = {
+        let mut g = N.lock().unwrap_or_else(|e| e.into_inner());
+        *g += 1;
+        *g
+    };
+    let p = std::env::temp_dir().join(format!("profiler-it-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+pub fn profiler() -> Command {
+    Command::new(profiler_bin())
+}
+
+/// Runs `profiler record --pid PID -o OUT args…`.
+pub fn record(pid: u32, out: &Path, args: &[&str]) -> Output {
+    let out = profiler()
+        .args(["record", "--quiet", "--pid", &pid.to_string(), "--output"])
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("profiler runs");
+    eprintln!(
+        "profiler stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+/// `profile.folded` as (frames root first, count).
+pub fn folded(dir: &Path) -> Vec<(Vec<String>, u64)> {
+    let text = std::fs::read_to_string(dir.join("profile.folded")).expect("profile.folded exists");
+    text.lines()
+        .map(|l| {
+            let (stack, n) = l.rsplit_once(' ').expect("`stack count` lines");
+            (
+                stack.split(';').map(str::to_string).collect(),
+                n.parse().expect("count is a number"),
+            )
+        })
+        .collect()
+}
+
+pub fn total(folded: &[(Vec<String>, u64)]) -> u64 {
+    folded.iter().map(|(_, n)| n).sum()
+}
+
+/// Percent of samples whose stack contains a frame matching `pred`.
+pub fn share(folded: &[(Vec<String>, u64)], pred: impl Fn(&str) -> bool) -> f64 {
+    let hit: u64 = folded
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|f| pred(f)))
+        .map(|(_, n)| n)
+        .sum();
+    100.0 * hit as f64 / total(folded).max(1) as f64
+}
+
+/// Percent of samples whose leaf-most user frame (the last frame that is not `_[k]`) matches.
+pub fn self_share(folded: &[(Vec<String>, u64)], pred: impl Fn(&str) -> bool) -> f64 {
+    let hit: u64 = folded
+        .iter()
+        .filter(|(frames, _)| {
+            frames
+                .iter()
+                .rev()
+                .find(|f| !f.ends_with("_[k]"))
+                .is_some_and(|f| pred(f))
+        })
+        .map(|(_, n)| n)
+        .sum();
+    100.0 * hit as f64 / total(folded).max(1) as f64
+}
+
+/// Samples per thread id from the summary.
+pub fn thread_samples(summary: &serde_json::Value) -> HashMap<String, u64> {
+    summary["threads"]
+        .as_array()
+        .expect("threads array")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or_default().to_string(),
+                t["samples"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a command as `nobody` with no capabilities.
+pub fn as_nobody(cmd: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(cmd);
+    c
+}
