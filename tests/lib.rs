@@ -170,6 +170,30 @@ pub fn record(pid: u32, out: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// An output directory, removed when dropped.
+pub struct OutDir(PathBuf);
+
+impl std::ops::Deref for OutDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Records a running target into a fresh directory and asserts the profiler succeeded.
+pub fn record_ok(target: &Target, name: &str, args: &[&str]) -> OutDir {
+    let dir = OutDir(scratch(name));
+    let out = record(target.pid(), &dir, args);
+    assert!(out.status.success(), "profiler failed: {}", stderr_of(&out));
+    dir
+}
+
 pub fn summary(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");
     serde_json::from_str(&text).expect("summary.json is JSON")

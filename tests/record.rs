@@ -28,13 +28,7 @@ fn assert_split(folded: &[(Vec<String>, u64)], a: &str, b: &str) {
 fn c_with_frame_pointers_splits_70_30_and_stacks_reach_main() {
     let bin = build_c("split-fp", "split.c", C_FP);
     let target = Target::start(&bin, &["20"]);
-    let out_dir = scratch("c-fp");
-    let out = record(
-        target.pid(),
-        &out_dir,
-        &["--duration", "3", "--frequency", FREQ],
-    );
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out_dir = record_ok(&target, "c-fp", &["--duration", "3", "--frequency", FREQ]);
 
     let f = folded(&out_dir);
     assert!(total(&f) > 1000, "only {} samples", total(&f));
@@ -65,20 +59,13 @@ fn c_with_frame_pointers_splits_70_30_and_stacks_reach_main() {
         svg.contains(&format!("{} samples", total(&f))),
         "title has the count"
     );
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
 fn c_without_frame_pointers_still_splits_by_leaf() {
     let bin = build_c("split-nofp", "split.c", C_NOFP);
     let target = Target::start(&bin, &["20"]);
-    let out_dir = scratch("c-nofp");
-    let out = record(
-        target.pid(),
-        &out_dir,
-        &["--duration", "3", "--frequency", FREQ],
-    );
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out_dir = record_ok(&target, "c-nofp", &["--duration", "3", "--frequency", FREQ]);
     let f = folded(&out_dir);
     // The frame-pointer walk loses callers here, but the sampled leaf is exact.
     let (a, b) = (
@@ -97,7 +84,6 @@ fn c_without_frame_pointers_still_splits_by_leaf() {
         "hot_a {a_rel:.1}% of hot_a+hot_b"
     );
     assert!(other < 10.0, "{other:.1}% of leaves elsewhere");
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
@@ -109,13 +95,11 @@ fn stripped_binary_shows_module_offsets_and_says_so() {
         .expect("utf-8 name")
         .to_string();
     let target = Target::start(&bin, &["20"]);
-    let out_dir = scratch("stripped");
-    let out = record(
-        target.pid(),
-        &out_dir,
+    let out_dir = record_ok(
+        &target,
+        "stripped",
         &["--duration", "2", "--frequency", FREQ],
     );
-    assert!(out.status.success(), "{}", stderr_of(&out));
     let f = folded(&out_dir);
     let prefix = format!("{name}+0x");
     let in_module = self_share(&f, |fr| fr.starts_with(&prefix));
@@ -136,20 +120,13 @@ fn stripped_binary_shows_module_offsets_and_says_so() {
     assert!(missing.contains(&name), "{missing}");
     let text = std::fs::read_to_string(out_dir.join("summary.txt")).expect("summary.txt");
     assert!(text.contains("has no symbols (stripped)"), "{text}");
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
 fn rust_with_frame_pointers_splits_70_30_with_demangled_names() {
     let bin = build_rust_split();
     let target = Target::start(&bin, &["20"]);
-    let out_dir = scratch("rust");
-    let out = record(
-        target.pid(),
-        &out_dir,
-        &["--duration", "3", "--frequency", FREQ],
-    );
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out_dir = record_ok(&target, "rust", &["--duration", "3", "--frequency", FREQ]);
     let f = folded(&out_dir);
     assert!(
         f.iter()
@@ -167,20 +144,17 @@ fn rust_with_frame_pointers_splits_70_30_with_demangled_names() {
     let reach_main = share(&f, |fr| fr == "rust_split::main");
     eprintln!("stacks reaching rust_split::main: {reach_main:.1}%");
     assert!(reach_main >= 95.0, "only {reach_main:.1}% reach main");
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
 fn multithreaded_program_has_both_threads_named() {
     let bin = build_c("threads", "threads.c", C_FP);
     let target = Target::start(&bin, &["20"]);
-    let out_dir = scratch("threads");
-    let out = record(
-        target.pid(),
-        &out_dir,
+    let out_dir = record_ok(
+        &target,
+        "threads",
         &["--duration", "3", "--frequency", FREQ],
     );
-    assert!(out.status.success(), "{}", stderr_of(&out));
     let f = folded(&out_dir);
     let (one, two) = (
         share(&f, |fr| fr == "worker_one"),
@@ -198,18 +172,16 @@ fn multithreaded_program_has_both_threads_named() {
     }
     // Two CPU-bound threads on two CPUs: about twice the samples of one thread.
     assert!(total(&f) > 2 * 1000, "{} samples", total(&f));
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
 fn lost_samples_are_counted_exactly() {
     let bin = build_c("threads-lost", "threads.c", C_FP);
     let target = Target::start(&bin, &["20"]);
-    let out_dir = scratch("lost");
     // One page of ring buffer left unread for 1.5 s at 4 kHz on two threads must overflow.
-    let out = record(
-        target.pid(),
-        &out_dir,
+    let out_dir = record_ok(
+        &target,
+        "lost",
         &[
             "--duration",
             "2.5",
@@ -221,7 +193,6 @@ fn lost_samples_are_counted_exactly() {
             "1500",
         ],
     );
-    assert!(out.status.success(), "{}", stderr_of(&out));
     let s = summary(&out_dir);
     let n = |k: &str| s["samples"][k].as_u64().unwrap_or(u64::MAX);
     let lost = n("lost");
@@ -237,17 +208,15 @@ fn lost_samples_are_counted_exactly() {
     assert_eq!(total(&folded(&out_dir)), n("recorded"));
     let text = std::fs::read_to_string(out_dir.join("summary.txt")).expect("summary.txt");
     assert!(text.contains("raise --ring-buffer-size"), "{text}");
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
 fn stacks_the_stack_map_refuses_travel_inline() {
     let bin = build_c("split-inline", "split.c", C_FP);
     let target = Target::start(&bin, &["20"]);
-    let out_dir = scratch("inline");
-    let out = record(
-        target.pid(),
-        &out_dir,
+    let out_dir = record_ok(
+        &target,
+        "inline",
         &[
             "--duration",
             "2",
@@ -257,7 +226,6 @@ fn stacks_the_stack_map_refuses_travel_inline() {
             "1",
         ],
     );
-    assert!(out.status.success(), "{}", stderr_of(&out));
     let s = summary(&out_dir);
     let refused = s["samples"]["stack_map_full_sent_inline"]
         .as_u64()
@@ -270,22 +238,15 @@ fn stacks_the_stack_map_refuses_travel_inline() {
     assert_eq!(s["samples"]["lost"], 0);
     let f = folded(&out_dir);
     assert_split(&f, "hot_a", "hot_b");
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
 fn target_exit_stops_the_recording_with_full_names() {
     let bin = build_c("split-exit", "split.c", C_FP);
     let target = Target::start(&bin, &["1.5"]);
-    let out_dir = scratch("exit");
     let started = Instant::now();
-    let out = record(
-        target.pid(),
-        &out_dir,
-        &["--duration", "30", "--frequency", FREQ],
-    );
+    let out_dir = record_ok(&target, "exit", &["--duration", "30", "--frequency", FREQ]);
     let took = started.elapsed();
-    assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(
         took.as_secs() < 20,
         "stopped at the target's exit, not the duration ({took:?})"
@@ -299,7 +260,6 @@ fn target_exit_stops_the_recording_with_full_names() {
     );
     assert!(share(&f, |fr| fr == "main") >= 95.0);
     drop(target);
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]
@@ -423,13 +383,7 @@ fn kernel_frames_are_marked() {
             "echo ready; exec dd if=/dev/zero of=/dev/null bs=1M count=1000000000",
         ],
     );
-    let out_dir = scratch("kernel");
-    let out = record(
-        target.pid(),
-        &out_dir,
-        &["--duration", "2", "--frequency", FREQ],
-    );
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out_dir = record_ok(&target, "kernel", &["--duration", "2", "--frequency", FREQ]);
     let f = folded(&out_dir);
     let in_kernel = share(&f, |fr| fr.ends_with("_[k]"));
     eprintln!("{in_kernel:.1}% of samples have kernel frames");
@@ -443,5 +397,4 @@ fn kernel_frames_are_marked() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&out_dir);
 }

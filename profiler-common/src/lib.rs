@@ -18,6 +18,7 @@ pub mod names {
     pub const MAP_STACKS: &str = "STACKS";
     pub const MAP_TARGETS: &str = "TARGETS";
     pub const MAP_COUNTERS: &str = "COUNTERS";
+    pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
 }
 
 /// Default sizes, overridable at load time.

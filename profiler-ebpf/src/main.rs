@@ -11,7 +11,7 @@
 mod programs {
     use aya_ebpf::{
         EbpfContext,
-        bindings::BPF_F_USER_STACK,
+        bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
             generated::{bpf_get_stack, bpf_ktime_get_boot_ns},
@@ -39,6 +39,23 @@ mod programs {
     /// in stable core); userspace sums the CPUs.
     #[map(name = "COUNTERS")]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+    /// Bytes of unread records above which a submit wakes the reader; set by the loader.
+    /// Below it the reader is not woken (it drains on a timer): every wakeup is an irq_work
+    /// self-IPI, which in a VM costs an exit and dominated the program's run time.
+    #[unsafe(no_mangle)]
+    static WAKEUP_BYTES: u64 = 0;
+
+    #[inline(always)]
+    fn submit_flags() -> u64 {
+        // SAFETY: a read-only global the loader fills in before the program runs.
+        let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+        if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            BPF_RB_NO_WAKEUP as u64
+        }
+    }
 
     #[inline(always)]
     fn bump(index: u32) {
@@ -106,7 +123,7 @@ mod programs {
         match EVENTS.reserve::<SampleEvent>(0) {
             Some(mut entry) => {
                 entry.write(header);
-                entry.submit(0);
+                entry.submit(submit_flags());
                 bump(counter::EMITTED);
             }
             None => bump(counter::LOST_RINGBUF_FULL),
@@ -140,7 +157,7 @@ mod programs {
             (*rec).user_len = if user > 0 { (user / 8) as u32 } else { 0 };
             (*rec).kernel_len = if kernel > 0 { (kernel / 8) as u32 } else { 0 };
         }
-        entry.submit(0);
+        entry.submit(submit_flags());
         bump(counter::EMITTED);
         0
     }

@@ -59,6 +59,10 @@ pub struct RecordArgs {
     /// No live status line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Benchmark hook: unread ring buffer bytes that make the kernel wake the reader (0: every
+    /// sample, as without adaptive wakeups). Default: a quarter of the ring buffer.
+    #[arg(long, hide = true)]
+    pub wakeup_bytes: Option<u64>,
     /// Test hook: pause between loading and attaching (milliseconds).
     #[arg(long, hide = true)]
     pub test_hold_before_attach_ms: Option<u64>,
@@ -222,6 +226,7 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         frequency_hz: args.frequency,
         ring_buffer_bytes: args.ring_buffer_size,
         stack_map_entries: args.stack_map_entries,
+        wakeup_bytes: args.wakeup_bytes,
         hold_before_attach: args.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: args.test_stall_consumer_ms.map(Duration::from_millis),
     };

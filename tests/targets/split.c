@@ -35,9 +35,14 @@ int main(int argc, char **argv) {
     double stop = now(CLOCK_MONOTONIC) + seconds;
     printf("ready %d\n", getpid());
     fflush(stdout);
+    /* The cycle length varies pseudo-randomly (5-15 ms): a fixed cycle would phase-lock with
+     * the sampling period and bias the measured split. */
+    unsigned long seed = 12345;
     while (now(CLOCK_MONOTONIC) < stop) {
-        hot_a(0.007);
-        hot_b(0.003);
+        seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+        double cycle = 0.005 + 0.010 * (double)(seed >> 11) / (double)(1UL << 53);
+        hot_a(0.7 * cycle);
+        hot_b(0.3 * cycle);
     }
     return 0;
 }

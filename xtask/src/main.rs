@@ -84,6 +84,16 @@ struct Env {
 }
 
 impl Env {
+    /// The nightly cargo through rustup: `$CARGO` names a toolchain's own binary, which does
+    /// not understand `+nightly`.
+    fn nightly_cargo(&self) -> Command {
+        let mut c = Command::new("rustup");
+        c.args(["run", "nightly", "cargo"])
+            .env("PATH", &self.path)
+            .current_dir(workspace_root());
+        c
+    }
+
     fn cargo(&self) -> Command {
         let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         c.env("PATH", &self.path).current_dir(workspace_root());
@@ -269,7 +279,7 @@ fn test(args: &[String]) -> Result {
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
-    run(&mut cmd)?;
+    let mut counts = run_tests(&mut cmd)?;
     // One at a time: each test measures a CPU split, which concurrent targets on two cores
     // would distort.
     step("integration tests (real probes, one at a time)");
@@ -284,13 +294,66 @@ fn test(args: &[String]) -> Result {
     ])
     .args(args)
     .env("PROFILER_BIN", profiler_bin());
-    run(&mut cmd)?;
-    lint(&env)?;
-    step(&format!(
-        "all tests passed in {:.0} s",
-        started.elapsed().as_secs_f64()
-    ));
+    let integration = run_tests(&mut cmd);
+    if let Ok(c) = &integration {
+        counts.passed += c.passed;
+        counts.failed += c.failed;
+    }
+    let lint_result = integration.and_then(|_| lint(&env));
+    if lint_result.is_ok() {
+        step(&format!(
+            "all tests and lints passed in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    // The closing line CI reads: totals over every test binary.
+    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
+    lint_result?;
     Ok(())
+}
+
+#[derive(Default)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs `cargo test`, echoing its output, and totals its `test result:` lines.
+fn run_tests(cmd: &mut Command) -> Result<TestCounts> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let mut counts = TestCounts::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let number_before = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(word))
+                        .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                counts.passed += number_before(" passed");
+                counts.failed += number_before(" failed");
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(counts)
+    } else {
+        println!(
+            "tests: {} passed, {} failed",
+            counts.passed,
+            counts.failed.max(1)
+        );
+        Err(format!("{cmd:?} failed: {status}"))
+    }
 }
 
 fn lint(env: &Env) -> Result {
@@ -309,8 +372,7 @@ fn lint(env: &Env) -> Result {
         "warnings",
     ]))?;
     step("clippy (eBPF crate, bpfel-unknown-none)");
-    run(env.cargo().args([
-        "+nightly",
+    run(env.nightly_cargo().args([
         "clippy",
         "--release",
         "-p",

@@ -42,6 +42,8 @@ pub struct RecordOptions {
     pub frequency_hz: u64,
     pub ring_buffer_bytes: u32,
     pub stack_map_entries: u32,
+    /// Unread bytes above which the kernel wakes the reader; None: a quarter of the buffer.
+    pub wakeup_bytes: Option<u64>,
     /// Test hook: wait this long between loading and attaching.
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
@@ -195,7 +197,7 @@ pub fn preflight(pid: u32) -> Result<(ProcessInfo, AddressSpace, OwnedFd)> {
 }
 
 /// Records `opts.pid` until the duration, a signal or the target's exit; calls `on_status`
-/// about four times a second.
+/// about ten times a second.
 pub async fn record(
     opts: &RecordOptions,
     mut on_status: impl FnMut(Status),
@@ -211,7 +213,12 @@ pub async fn record(
 
     raise_memlock();
     let started = Instant::now();
+    // A quarter full wakes the reader early; otherwise it drains on its timer tick.
+    let wakeup_bytes = opts
+        .wakeup_bytes
+        .unwrap_or(u64::from(opts.ring_buffer_bytes / 4));
     let mut ebpf = EbpfLoader::new()
+        .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
         .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
         .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
         .load(EBPF_OBJECT)?;
@@ -277,7 +284,8 @@ pub async fn record(
     let mut samples = Vec::new();
     let mut malformed = 0u64;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // Also the drain period while the ring buffer stays below its wakeup threshold.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ticks = 0u64;
     let stop_reason = loop {
         tokio::select! {
@@ -295,10 +303,11 @@ pub async fn record(
             } } => break StopReason::Duration,
             _ = tick.tick() => {
                 ticks += 1;
+                drain(ring.get_mut(), &mut samples, &mut threads, &mut malformed);
                 let lost = read_counters(&ebpf).map(|c| c.lost_ringbuf_full).unwrap_or(0);
                 on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: samples.len() as u64, lost });
                 // Libraries loaded later (dlopen) must be captured while the target lives.
-                if ticks.is_multiple_of(4) {
+                if ticks.is_multiple_of(10) {
                     let _ = space.refresh();
                 }
             }

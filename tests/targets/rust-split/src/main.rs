@@ -50,8 +50,15 @@ fn main() {
         .unwrap_or(30.0);
     let stop = Instant::now() + Duration::from_secs_f64(secs);
     println!("ready {}", std::process::id());
+    // The cycle length varies pseudo-randomly (5-15 ms): a fixed cycle would phase-lock with
+    // the sampling period and bias the measured split.
+    let mut seed: u64 = 12345;
     while Instant::now() < stop {
-        hot_a(Duration::from_millis(7));
-        hot_b(Duration::from_millis(3));
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let cycle = 0.005 + 0.010 * (seed >> 11) as f64 / (1u64 << 53) as f64;
+        hot_a(Duration::from_secs_f64(0.7 * cycle));
+        hot_b(Duration::from_secs_f64(0.3 * cycle));
     }
 }
