@@ -214,14 +214,13 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         });
     }
     // Everything the user can get wrong is checked before the output directory exists.
-    let (info, _, _) = collect::preflight(args.pid)?;
+    let target = collect::preflight(args.pid)?;
     let out_path = args
         .output
         .clone()
-        .unwrap_or_else(|| default_output_dir(&info.comm, args.pid));
+        .unwrap_or_else(|| default_output_dir(&target.info.comm, args.pid));
     let dir = OutputDir::prepare(&out_path)?;
     let opts = RecordOptions {
-        pid: args.pid,
         duration: args.duration,
         frequency_hz: args.frequency,
         ring_buffer_bytes: args.ring_buffer_size,
@@ -231,7 +230,7 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         stall_consumer: args.test_stall_consumer_ms.map(Duration::from_millis),
     };
     let mut status = StatusLine::new(args.quiet);
-    let raw = collect::record(&opts, |s| status.show(args.pid, s)).await;
+    let raw = collect::record(target, &opts, |s| status.show(args.pid, s)).await;
     status.clear();
     let raw = match raw {
         Ok(raw) => raw,

@@ -36,7 +36,6 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
-    pub pid: u32,
     /// None: until Ctrl-C, SIGTERM or the target's exit.
     pub duration: Option<Duration>,
     pub frequency_hz: u64,
@@ -183,8 +182,16 @@ fn prog_err(e: aya::programs::ProgramError) -> Error {
     }
 }
 
+/// A process checked by [`preflight`], ready to be recorded.
+#[derive(Debug)]
+pub struct Target {
+    pub info: ProcessInfo,
+    space: AddressSpace,
+    pidfd: OwnedFd,
+}
+
 /// Checks everything the user can get wrong before anything is loaded.
-pub fn preflight(pid: u32) -> Result<(ProcessInfo, AddressSpace, OwnedFd)> {
+pub fn preflight(pid: u32) -> Result<Target> {
     let pidfd = open_pidfd(pid)?;
     let info = ProcessInfo::capture(pid)?;
     privileges::check_sampling()?;
@@ -193,12 +200,13 @@ pub fn preflight(pid: u32) -> Result<(ProcessInfo, AddressSpace, OwnedFd)> {
     if procfs::has_exited(pid) {
         return Err(Error::ExitedBeforeAttach(pid));
     }
-    Ok((info, space, pidfd))
+    Ok(Target { info, space, pidfd })
 }
 
-/// Records `opts.pid` until the duration, a signal or the target's exit; calls `on_status`
+/// Records `target` until the duration, a signal or the target's exit; calls `on_status`
 /// about ten times a second.
 pub async fn record(
+    target: Target,
     opts: &RecordOptions,
     mut on_status: impl FnMut(Status),
 ) -> Result<RawRecording> {
@@ -207,8 +215,12 @@ pub async fn record(
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
 
-    let pid = opts.pid;
-    let (info, mut space, pidfd) = preflight(pid)?;
+    let Target {
+        info,
+        mut space,
+        pidfd,
+    } = target;
+    let pid = info.pid;
     let mut threads: HashMap<u32, String> = procfs::thread_names(pid).into_iter().collect();
 
     raise_memlock();
