@@ -274,3 +274,85 @@ pub fn as_nobody(cmd: &Path) -> Command {
     .arg(cmd);
     c
 }
+
+/// A message decoded by `protoc --decode` into its text format.
+#[derive(Debug, Default)]
+pub struct TextMessage {
+    /// Scalar fields in order: (name, value as printed; strings keep their quotes).
+    pub scalars: Vec<(String, String)>,
+    /// Sub-messages in order.
+    pub messages: Vec<(String, TextMessage)>,
+}
+
+impl TextMessage {
+    pub fn parse(text: &str) -> Self {
+        let mut stack = vec![(String::new(), TextMessage::default())];
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if let Some(name) = line.strip_suffix(" {") {
+                stack.push((name.to_string(), TextMessage::default()));
+            } else if line == "}" {
+                let (name, done) = stack.pop().expect("balanced braces");
+                stack
+                    .last_mut()
+                    .expect("an enclosing message")
+                    .1
+                    .messages
+                    .push((name, done));
+            } else if let Some((k, v)) = line.split_once(": ") {
+                let top = &mut stack.last_mut().expect("a message").1;
+                top.scalars.push((k.to_string(), v.to_string()));
+            }
+        }
+        assert_eq!(stack.len(), 1, "unbalanced text format");
+        stack.pop().expect("root").1
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.scalars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn get_u64(&self, name: &str) -> Option<u64> {
+        self.get(name)?.parse().ok()
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TextMessage> + 'a {
+        self.messages
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, m)| m)
+    }
+
+    pub fn child(&self, name: &str) -> Option<&TextMessage> {
+        self.messages
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, m)| m)
+    }
+}
+
+/// Decodes a Perfetto trace with `protoc` and the official schema in ../shared/validation.
+pub fn decode_perfetto(trace: &Path) -> TextMessage {
+    let schema_dir = workspace_root().join("../shared/validation");
+    assert!(
+        schema_dir.join("perfetto_trace.proto").exists(),
+        "the official schema is expected in {}",
+        schema_dir.display()
+    );
+    let input = std::fs::File::open(trace).expect("trace file");
+    let out = Command::new("protoc")
+        .arg("--proto_path")
+        .arg(&schema_dir)
+        .args(["--decode=perfetto.protos.Trace", "perfetto_trace.proto"])
+        .stdin(input)
+        .output()
+        .expect("protoc runs (cargo xtask setup installs protobuf-compiler)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "protoc: {err}"
+    );
+    TextMessage::parse(&String::from_utf8_lossy(&out.stdout))
+}

@@ -78,10 +78,28 @@ pub struct ReportArgs {
     /// Write the outputs here instead of into DIR.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Only the part of the recording from this long after its start (`2`, `1.5s`, `500ms`).
+    #[arg(long, value_parser = parse_offset, value_name = "SECS")]
+    pub from: Option<Duration>,
+    /// Only the part of the recording up to this long after its start.
+    #[arg(long, value_parser = parse_offset, value_name = "SECS")]
+    pub to: Option<Duration>,
 }
 
 /// Durations as people type them; zero and garbage are refused with the reason.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d = parse_offset(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{}`: the duration must be greater than zero",
+            s.trim()
+        ));
+    }
+    Ok(d)
+}
+
+/// A time offset: like a duration, but zero is allowed.
+pub fn parse_offset(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1e-3)
@@ -98,7 +116,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (try 10, 2.5s, 500ms or 1m)"))?;
-    if !v.is_finite() || v <= 0.0 {
+    if !v.is_finite() || v < 0.0 {
         return Err(format!("`{s}`: the duration must be greater than zero"));
     }
     let secs = v * scale;
@@ -241,11 +259,11 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     };
     let rec = symbolize::symbolize(&raw);
     drop(raw);
-    finish(&rec, &dir, args.quiet)
+    finish(&rec, &dir, Parts::ALL, args.quiet)
 }
 
-fn finish(rec: &crate::model::Recording, dir: &OutputDir, quiet: bool) -> Result<()> {
-    let written = match outputs::write_outputs(rec, dir, Parts::ALL) {
+fn finish(rec: &crate::model::Recording, dir: &OutputDir, parts: Parts, quiet: bool) -> Result<()> {
+    let written = match outputs::write_outputs(rec, dir, parts) {
         Ok(w) => w,
         Err(e) => {
             dir.abandon();
@@ -253,8 +271,7 @@ fn finish(rec: &crate::model::Recording, dir: &OutputDir, quiet: bool) -> Result
         }
     };
     if !quiet {
-        let summary = outputs::summary::Summary::new(rec);
-        print!("{}", summary.to_text());
+        print!("{}", outputs::summary::Summary::new(rec).to_text());
     }
     println!("\nwrote {}:", dir.path().display());
     for w in written {
@@ -264,10 +281,29 @@ fn finish(rec: &crate::model::Recording, dir: &OutputDir, quiet: bool) -> Result
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
+    if let (Some(from), Some(to)) = (args.from, args.to)
+        && from >= to
+    {
+        return Err(Error::InvalidArgument {
+            what: "--from/--to",
+            reason: format!("--from {from:?} is not before --to {to:?}"),
+        });
+    }
     let rec = outputs::recording::read(&args.dir.join(outputs::RECORDING_FILE))?;
     let out = args.output.as_deref().unwrap_or(Path::new(&args.dir));
     let dir = OutputDir::prepare(out)?;
-    finish(&rec, &dir, false)
+    let windowed = args.from.is_some() || args.to.is_some();
+    let rec = if windowed {
+        rec.window(args.from, args.to)
+    } else {
+        rec
+    };
+    // A window's outputs must not replace the full recording they were cut from.
+    let parts = Parts {
+        recording: !windowed || args.output.is_some(),
+        ..Parts::ALL
+    };
+    finish(&rec, &dir, parts, false)
 }
 
 #[cfg(test)]
@@ -283,6 +319,9 @@ mod tests {
         for bad in ["0", "0s", "-1", "abc", "", "1x", "nan", "inf"] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
+        assert_eq!(parse_offset("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_offset("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_offset("-1").is_err());
     }
 
     #[test]

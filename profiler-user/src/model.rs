@@ -226,6 +226,10 @@ impl Counters {
 pub struct Frame<'a> {
     pub name: FrameName<'a>,
     pub kind: FrameKind,
+    /// The location it comes from (None for a corrupt index), and which of its lines:
+    /// 0 for the outer function, 1.. for functions inlined into it, outermost first.
+    pub location: Option<u32>,
+    pub inline_depth: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,14 +252,20 @@ pub enum FrameName<'a> {
     Unknown,
 }
 
+impl std::fmt::Display for FrameName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameName::Function(name) => f.write_str(name),
+            FrameName::ModuleOffset { module, offset } => write!(f, "{module}+{offset:#x}"),
+            FrameName::Unknown => f.write_str("[unknown]"),
+        }
+    }
+}
+
 impl std::fmt::Display for Frame<'_> {
     /// Names with the suffixes flame graph tools understand: `_[k]` kernel, `_[i]` inlined.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.name {
-            FrameName::Function(name) => f.write_str(name)?,
-            FrameName::ModuleOffset { module, offset } => write!(f, "{module}+{offset:#x}")?,
-            FrameName::Unknown => f.write_str("[unknown]")?,
-        }
+        self.name.fmt(f)?;
         match self.kind {
             FrameKind::User => Ok(()),
             FrameKind::Inlined => f.write_str("_[i]"),
@@ -288,11 +298,13 @@ impl Recording {
         let Some(stack) = self.stacks.get(stack as usize) else {
             return out;
         };
-        for &loc in &stack.locations {
-            let Some(loc) = self.locations.get(loc as usize) else {
+        for &loc_index in &stack.locations {
+            let Some(loc) = self.locations.get(loc_index as usize) else {
                 out.push(Frame {
                     name: FrameName::Unknown,
                     kind: FrameKind::User,
+                    location: None,
+                    inline_depth: 0,
                 });
                 continue;
             };
@@ -317,6 +329,8 @@ impl Recording {
                 out.push(Frame {
                     name,
                     kind: outer_kind,
+                    location: Some(loc_index),
+                    inline_depth: 0,
                 });
                 continue;
             }
@@ -331,7 +345,12 @@ impl Recording {
                 } else {
                     FrameKind::Inlined
                 };
-                out.push(Frame { name, kind });
+                out.push(Frame {
+                    name,
+                    kind,
+                    location: Some(loc_index),
+                    inline_depth: (last - i) as u32,
+                });
             }
         }
         out
@@ -362,6 +381,32 @@ impl Recording {
         } else {
             m.command.join(" ")
         }
+    }
+
+    /// The part of the recording between `from` and `to` after its start: samples outside are
+    /// dropped and the start and end move to the window's edges.
+    pub fn window(
+        &self,
+        from: Option<std::time::Duration>,
+        to: Option<std::time::Duration>,
+    ) -> Self {
+        let m = self.meta();
+        let start = m.start_boottime_ns;
+        let clamp = |d: std::time::Duration| {
+            start
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)
+                .min(m.end_boottime_ns)
+        };
+        let lo = from.map_or(start, clamp);
+        let hi = to.map_or(m.end_boottime_ns, clamp).max(lo);
+        let mut out = self.clone();
+        out.samples
+            .retain(|s| s.timestamp_ns >= lo && s.timestamp_ns <= hi);
+        if let Some(meta) = out.meta.as_mut() {
+            meta.start_boottime_ns = lo;
+            meta.end_boottime_ns = hi;
+        }
+        out
     }
 
     pub fn encode_to_bytes(&self) -> Vec<u8> {
@@ -506,6 +551,27 @@ pub(crate) mod tests {
         let names: Vec<String> = r.frames(3).iter().map(|f| f.to_string()).collect();
         assert_eq!(names, ["[unknown]"]);
         assert!(r.frames(1000).is_empty());
+    }
+
+    #[test]
+    fn window_keeps_samples_inside_and_moves_the_edges() {
+        use std::time::Duration;
+        let r = sample_recording(); // samples every 10 ms from +0 to +90 ms
+        let w = r.window(
+            Some(Duration::from_millis(20)),
+            Some(Duration::from_millis(50)),
+        );
+        let ts: Vec<u64> = w.samples.iter().map(|s| s.timestamp_ns).collect();
+        assert_eq!(
+            ts,
+            [1_020_000_000, 1_030_000_000, 1_040_000_000, 1_050_000_000]
+        );
+        assert_eq!(w.duration_ns(), 30_000_000);
+        assert_eq!(r.window(None, None), r);
+        // Past the end: empty, not a panic.
+        let late = r.window(Some(Duration::from_secs(5)), None);
+        assert!(late.samples.is_empty());
+        assert_eq!(late.duration_ns(), 0);
     }
 
     #[test]

@@ -25,11 +25,11 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
-                 setup   install what this machine lacks (rust-src, bpf-linker, gcc)\n\
+                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc)\n\
                  build   setup, then build everything (release)\n\
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
-                 demo    setup, build, profile a bundled workload, write a flame graph"
+                 demo    setup, build, profile a bundled workload, write a flame graph and a Perfetto trace"
             );
             return ExitCode::from(2);
         }
@@ -136,31 +136,45 @@ fn setup() -> Result<Env> {
     let path = prepend_path(&bin_dir);
     ensure_bpf_linker(&sysroot, &bin_dir, &path)?;
 
-    if Command::new("gcc")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        step("installing gcc (builds the C programs the tests profile)");
-        run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(Command::new("apt-get").args(["install", "-y", "-q", "gcc", "libc6-dev"]))?;
-    }
-    if Command::new("setpriv")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
-        step("installing util-linux (setpriv: tests run the profiler without privileges)");
-        run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(Command::new("apt-get").args(["install", "-y", "-q", "util-linux"]))?;
-    }
+    ensure_tool(
+        "gcc",
+        &["gcc", "libc6-dev"],
+        "builds the C programs the tests profile",
+    )?;
+    ensure_tool("strip", &["binutils"], "tests profile stripped binaries")?;
+    ensure_tool(
+        "protoc",
+        &["protobuf-compiler"],
+        "tests decode traces with the official schema",
+    )?;
+    ensure_tool(
+        "setpriv",
+        &["util-linux"],
+        "tests run the profiler without privileges",
+    )?;
     step(&format!(
         "setup done in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
     Ok(Env { path })
+}
+
+/// Installs `packages` from Debian when `tool` does not run.
+fn ensure_tool(tool: &str, packages: &[&str], why: &str) -> Result {
+    let present = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if present {
+        return Ok(());
+    }
+    step(&format!("installing {} ({why})", packages.join(" ")));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(packages))
 }
 
 fn prepend_path(dir: &Path) -> OsString {
@@ -438,8 +452,9 @@ fn demo() -> Result {
     let _ = child.wait();
     result?;
     eprintln!(
-        "\nxtask: demo done.\n  flame graph: {}\n  summary:     {}\n  folded:      {}\n  (Perfetto trace output is not implemented yet.)",
+        "\nxtask: demo done.\n  flame graph:    {}\n  Perfetto trace: {} (open in https://ui.perfetto.dev)\n  summary:        {}\n  folded:         {}",
         out_dir.join("flamegraph.svg").display(),
+        out_dir.join("trace.perfetto-trace").display(),
         out_dir.join("summary.txt").display(),
         out_dir.join("profile.folded").display()
     );

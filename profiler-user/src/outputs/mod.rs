@@ -1,6 +1,7 @@
 //! Writers, one module per format, and the output directory they share.
 pub mod flamegraph;
 pub mod folded;
+pub mod perfetto;
 pub mod recording;
 pub mod summary;
 
@@ -151,6 +152,7 @@ pub struct Parts {
     pub folded: bool,
     pub flame_graph: bool,
     pub summary: bool,
+    pub perfetto: bool,
 }
 
 impl Parts {
@@ -159,6 +161,7 @@ impl Parts {
         folded: true,
         flame_graph: true,
         summary: true,
+        perfetto: true,
     };
 }
 
@@ -167,6 +170,7 @@ pub const FOLDED_FILE: &str = "profile.folded";
 pub const FLAMEGRAPH_FILE: &str = "flamegraph.svg";
 pub const SUMMARY_TXT_FILE: &str = "summary.txt";
 pub const SUMMARY_JSON_FILE: &str = "summary.json";
+pub const PERFETTO_FILE: &str = "trace.perfetto-trace";
 
 /// Writes the selected outputs of `rec` into `dir`; returns the files written.
 pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<Vec<PathBuf>> {
@@ -192,6 +196,14 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
         let json = serde_json::to_vec_pretty(&summary)
             .map_err(|e| Error::Internal(format!("summary JSON: {e}")))?;
         written.push(dir.write_bytes(SUMMARY_JSON_FILE, &json)?);
+    }
+    if parts.perfetto {
+        written.push(dir.write_with(PERFETTO_FILE, |w| {
+            perfetto::write(rec, w).map_err(|source| Error::Write {
+                path: dir.path().join(PERFETTO_FILE),
+                source,
+            })
+        })?);
     }
     Ok(written)
 }
