@@ -32,6 +32,38 @@ pub mod defaults {
     pub const MAX_TARGETS: u32 = 4096;
 }
 
+/// The span probe ABI: functions a target program calls at span begin/end/enter/exit, found by
+/// symbol name and uprobed by the profiler. Stable: names, argument order and the metadata
+/// layout only ever grow (a new version number), never change. x86-64 SysV calling convention.
+///
+/// - `profiler_span_begin(id: u64, parent: u64, meta: *const SpanMeta)`: a span exists
+///   (`parent` 0 = root). `id` is unique within the process for the whole run (never reused).
+/// - `profiler_span_end(id: u64)`: the span is finished.
+/// - `profiler_span_enter(id: u64)`: the span starts running on the calling thread.
+/// - `profiler_span_exit(id: u64)`: the span stops running on the calling thread.
+pub mod abi {
+    pub const SYM_BEGIN: &str = "profiler_span_begin";
+    pub const SYM_END: &str = "profiler_span_end";
+    pub const SYM_ENTER: &str = "profiler_span_enter";
+    pub const SYM_EXIT: &str = "profiler_span_exit";
+    pub const SYMBOLS: [&str; 4] = [SYM_BEGIN, SYM_END, SYM_ENTER, SYM_EXIT];
+    /// `SpanMeta::version` of the layout below.
+    pub const META_VERSION: u32 = 1;
+
+    /// Static metadata of a span callsite, as the profiler reads it from the target's memory.
+    /// Instrumentation libraries define the same layout with real pointers to NUL-terminated
+    /// UTF-8 strings (null when unknown); the memory must live as long as the process.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SpanMetaRaw {
+        pub version: u32,
+        pub line: u32,
+        pub name: u64,
+        pub target: u64,
+        pub file: u64,
+    }
+}
+
 /// Discriminant at the start of every ring buffer record.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
