@@ -104,6 +104,7 @@ pub fn build_rust_split() -> PathBuf {
 /// A running target program, killed when dropped.
 pub struct Target {
     pub child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Target {
@@ -111,18 +112,37 @@ impl Target {
     pub fn start(bin: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(bin)
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("target prints ready");
+        stdout.read_line(&mut line).expect("target prints ready");
         assert!(line.starts_with("ready"), "unexpected first line {line:?}");
         // Past start-up, into the steady state.
         std::thread::sleep(Duration::from_millis(100));
-        Self { child }
+        Self { child, stdout }
+    }
+
+    /// Tells a target that waits on stdin to start its work.
+    pub fn go(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        stdin.write_all(b"go\n").expect("target reads stdin");
+        stdin.flush().expect("flush");
+    }
+
+    /// The rest of the target's output, after it exits.
+    pub fn finish(&mut self) -> String {
+        use std::io::Read;
+        let mut rest = String::new();
+        self.stdout
+            .read_to_string(&mut rest)
+            .expect("target output");
+        let status = self.child.wait().expect("target exits");
+        assert!(status.success(), "target failed: {status}");
+        rest
     }
 
     pub fn pid(&self) -> u32 {
@@ -184,6 +204,47 @@ impl Drop for OutDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Attaches to a target waiting on stdin, starts it once the profiler reports it is recording,
+/// and records until the target exits; returns the output and what the target printed.
+pub fn record_run(target: &mut Target, name: &str, args: &[&str]) -> (OutDir, String) {
+    let dir = OutDir(scratch(name));
+    let mut child = profiler()
+        .args([
+            "record",
+            "--quiet",
+            "--pid",
+            &target.pid().to_string(),
+            "--output",
+        ])
+        .arg(&*dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).expect("profiler stderr");
+        seen.push_str(&line);
+        if n == 0 {
+            panic!("profiler ended before recording: {seen}");
+        }
+        if line.starts_with("profiler: recording pid") {
+            break;
+        }
+    }
+    target.go();
+    let printed = target.finish();
+    let out = child.wait_with_output().expect("profiler exits");
+    use std::io::Read;
+    err.read_to_string(&mut seen).expect("rest of stderr");
+    eprintln!("profiler stderr:\n{seen}\ntarget printed: {printed}");
+    assert!(out.status.success(), "profiler failed: {seen}");
+    (dir, printed)
 }
 
 /// Records a running target into a fresh directory and asserts the profiler succeeded.

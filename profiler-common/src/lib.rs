@@ -14,6 +14,13 @@ pub const COMM_LEN: usize = 16;
 /// Names of the maps and programs in the eBPF object, so the loader never spells them twice.
 pub mod names {
     pub const PROGRAM_CPU_SAMPLE: &str = "cpu_sample";
+    pub const PROGRAM_SPAN_BEGIN: &str = "span_begin";
+    pub const PROGRAM_SPAN_END: &str = "span_end";
+    pub const PROGRAM_SPAN_ENTER: &str = "span_enter";
+    pub const PROGRAM_SPAN_EXIT: &str = "span_exit";
+    pub const PROGRAM_SPAN_FN_ENTRY: &str = "span_fn_entry";
+    pub const PROGRAM_SPAN_FN_RETURN: &str = "span_fn_return";
+    pub const MAP_THREAD_SPANS: &str = "THREAD_SPANS";
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_STACKS: &str = "STACKS";
     pub const MAP_TARGETS: &str = "TARGETS";
@@ -23,13 +30,32 @@ pub mod names {
 
 /// Default sizes, overridable at load time.
 pub mod defaults {
-    /// Ring buffer bytes. A plain sample is 56 bytes, so 8 MiB hold ~150k samples: several
-    /// seconds of every CPU at 10 kHz, which covers any stall of the reader.
+    /// Ring buffer bytes. A plain sample is 64 bytes with its header, so 8 MiB hold ~130k
+    /// samples or span events: several seconds of every CPU at 10 kHz, or a burst of 30k
+    /// spans (4 events each), which covers any stall of the reader.
     pub const EVENTS_BYTES: u32 = 8 << 20;
     /// Distinct stacks. Each entry preallocates 8 * 127 bytes: 16k entries cost 16 MiB.
     pub const STACK_ENTRIES: u32 = 16 << 10;
     /// Processes that may be sampled at once.
     pub const MAX_TARGETS: u32 = 4096;
+    /// Threads whose running spans are tracked at once (LRU: dead threads age out).
+    pub const MAX_SPAN_THREADS: u32 = 65536;
+}
+
+/// Spans running at once on one thread that a sample can be attributed to.
+pub const MAX_SPAN_DEPTH: usize = 32;
+
+/// Ids the kernel gives to spans made by `--span-fn` probes: the top bit keeps them apart from
+/// the ids instrumented programs choose; the next 8 bits are the CPU, the rest a per-CPU count.
+pub const SPAN_FN_ID_BIT: u64 = 1 << 63;
+
+/// The spans running on one thread, innermost last.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadSpans {
+    pub depth: u32,
+    pub _pad: u32,
+    pub ids: [u64; MAX_SPAN_DEPTH],
 }
 
 /// The span probe ABI: functions a target program calls at span begin/end/enter/exit, found by
@@ -73,6 +99,15 @@ pub enum EventKind {
     /// A [`SampleInlineEvent`]: the stack map could not take a stack (full, or a hash
     /// collision with a different stack), so the frames travel in the record itself.
     SampleInline = 2,
+    /// [`SpanEvent`]s from the probe ABI.
+    SpanBegin = 3,
+    SpanEnd = 4,
+    SpanEnter = 5,
+    SpanExit = 6,
+    /// [`SpanEvent`]s from `--span-fn` probes: a call (begin + enter; `meta` is the probe's
+    /// index) and its return (exit + end).
+    SpanFnCall = 7,
+    SpanFnReturn = 8,
 }
 
 impl EventKind {
@@ -80,6 +115,12 @@ impl EventKind {
         match v {
             1 => Some(Self::Sample),
             2 => Some(Self::SampleInline),
+            3 => Some(Self::SpanBegin),
+            4 => Some(Self::SpanEnd),
+            5 => Some(Self::SpanEnter),
+            6 => Some(Self::SpanExit),
+            7 => Some(Self::SpanFnCall),
+            8 => Some(Self::SpanFnReturn),
             _ => None,
         }
     }
@@ -104,6 +145,26 @@ pub struct SampleEvent {
     pub kernel_stack_id: i32,
     /// The thread's name at the time of the sample, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// The innermost span running on the thread, 0 for none.
+    pub span_id: u64,
+}
+
+/// A span probe hit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanEvent {
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    pub cpu: u32,
+    pub timestamp_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub span_id: u64,
+    /// Begin and span-fn calls: the parent span (0 = root).
+    pub parent_id: u64,
+    /// Begin: address of the callsite's `SpanMeta` in the target; span-fn calls: the probe's
+    /// index in the `--span-fn` list.
+    pub meta: u64,
 }
 
 /// A sample whose stacks did not fit in the stack map: frames are carried inline.
@@ -138,8 +199,14 @@ pub mod counter {
     pub const STACK_MAP_COLLISION: u32 = 5;
     /// Samples whose kernel stack walk failed while in kernel mode (emitted without it).
     pub const KERNEL_STACK_ERROR: u32 = 6;
+    /// Span probe hits written to the ring buffer.
+    pub const SPAN_EVENTS: u32 = 7;
+    /// Span probe hits dropped because the ring buffer had no room.
+    pub const SPAN_EVENTS_LOST: u32 = 8;
+    /// Enters on a thread already running MAX_SPAN_DEPTH spans (not tracked for samples).
+    pub const SPAN_DEPTH_OVERFLOW: u32 = 9;
     /// Size of the array.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).
@@ -157,18 +224,30 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<SampleEvent>(), 48);
+        assert_eq!(size_of::<SampleEvent>(), 56);
         assert_eq!(
             size_of::<SampleInlineEvent>(),
-            48 + 8 + 2 * 8 * MAX_STACK_DEPTH
+            56 + 8 + 2 * 8 * MAX_STACK_DEPTH
         );
+        assert_eq!(size_of::<SpanEvent>(), 48);
+        assert_eq!(size_of::<ThreadSpans>(), 8 + 8 * MAX_SPAN_DEPTH);
+        assert_eq!(size_of::<abi::SpanMetaRaw>(), 32);
         // The ring buffer hands out 8-byte aligned records.
         assert!(align_of::<SampleInlineEvent>() <= 8);
     }
 
     #[test]
     fn event_kind_round_trips() {
-        for k in [EventKind::Sample, EventKind::SampleInline] {
+        for k in [
+            EventKind::Sample,
+            EventKind::SampleInline,
+            EventKind::SpanBegin,
+            EventKind::SpanEnd,
+            EventKind::SpanEnter,
+            EventKind::SpanExit,
+            EventKind::SpanFnCall,
+            EventKind::SpanFnReturn,
+        ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }
         assert_eq!(EventKind::from_u32(0), None);

@@ -14,15 +14,15 @@ mod programs {
         bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-            generated::{bpf_get_stack, bpf_ktime_get_boot_ns},
+            generated::{bpf_get_attach_cookie, bpf_get_stack, bpf_ktime_get_boot_ns},
         },
-        macros::{map, perf_event},
-        maps::{HashMap, PerCpuArray, RingBuf, StackTrace},
-        programs::{PerfEventContext, tracing::StackIdContext},
+        macros::{map, perf_event, uprobe, uretprobe},
+        maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+        programs::{PerfEventContext, ProbeContext, RetProbeContext, tracing::StackIdContext},
     };
     use profiler_common::{
-        COMM_LEN, EventKind, MAX_STACK_DEPTH, SampleEvent, SampleInlineEvent, counter, defaults,
-        errno,
+        COMM_LEN, EventKind, MAX_SPAN_DEPTH, MAX_STACK_DEPTH, SPAN_FN_ID_BIT, SampleEvent,
+        SampleInlineEvent, SpanEvent, ThreadSpans, counter, defaults, errno,
     };
 
     #[map(name = "EVENTS")]
@@ -56,6 +56,15 @@ mod programs {
             BPF_RB_NO_WAKEUP as u64
         }
     }
+
+    /// The spans running on each thread (by tid), so a sample knows its innermost span.
+    #[map(name = "THREAD_SPANS")]
+    static THREAD_SPANS: LruHashMap<u32, ThreadSpans> =
+        LruHashMap::with_max_entries(defaults::MAX_SPAN_THREADS, 0);
+
+    /// Per-CPU sequence numbers for the ids of `--span-fn` spans.
+    #[map(name = "SPAN_FN_SEQ")]
+    static SPAN_FN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     #[inline(always)]
     fn bump(index: u32) {
@@ -99,6 +108,7 @@ mod programs {
             bump(counter::KERNEL_STACK_ERROR);
         }
 
+        let span_id = innermost_span(tid);
         let header = SampleEvent {
             kind: EventKind::Sample as u32,
             // SAFETY: plain helper calls without arguments.
@@ -109,6 +119,7 @@ mod programs {
             user_stack_id: user as i32,
             kernel_stack_id: kernel as i32,
             comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+            span_id,
         };
 
         if map_refused(user) || map_refused(kernel) {
@@ -159,6 +170,179 @@ mod programs {
         }
         entry.submit(submit_flags());
         bump(counter::EMITTED);
+        0
+    }
+
+    /// The compiler checks an index on one register and indexes with another; the verifier
+    /// loses the bound between them. A mask the optimizer cannot see through (black_box)
+    /// right at the access keeps the bound provable (MAX_SPAN_DEPTH is a power of two).
+    const SPAN_INDEX_MASK: usize = MAX_SPAN_DEPTH - 1;
+    const _: () = assert!(MAX_SPAN_DEPTH.is_power_of_two());
+
+    #[inline(always)]
+    fn span_index(i: usize) -> usize {
+        core::hint::black_box(i) & SPAN_INDEX_MASK
+    }
+
+    #[inline(always)]
+    fn innermost_span(tid: u32) -> u64 {
+        // SAFETY: read-only look-up; a racing update at worst yields a neighbouring id.
+        match unsafe { THREAD_SPANS.get(tid) } {
+            Some(t) => {
+                let depth = t.depth as usize;
+                if depth > 0 && depth <= MAX_SPAN_DEPTH {
+                    t.ids[span_index(depth - 1)]
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        }
+    }
+
+    /// Sends one span event; counts it as sent or lost.
+    #[inline(always)]
+    fn emit_span(kind: EventKind, span_id: u64, parent_id: u64, meta: u64) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let event = SpanEvent {
+            kind: kind as u32,
+            // SAFETY: plain helper calls without arguments.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            span_id,
+            parent_id,
+            meta,
+        };
+        match EVENTS.reserve::<SpanEvent>(0) {
+            Some(mut entry) => {
+                entry.write(event);
+                entry.submit(submit_flags());
+                bump(counter::SPAN_EVENTS);
+            }
+            None => bump(counter::SPAN_EVENTS_LOST),
+        }
+    }
+
+    /// Pushes `id` on the calling thread's running spans.
+    #[inline(always)]
+    fn push_running(id: u64) {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some(t) = THREAD_SPANS.get_ptr_mut(tid) else {
+            let mut fresh = ThreadSpans {
+                depth: 1,
+                _pad: 0,
+                ids: [0; MAX_SPAN_DEPTH],
+            };
+            fresh.ids[0] = id;
+            let _ = THREAD_SPANS.insert(tid, fresh, 0);
+            return;
+        };
+        // SAFETY: the value belongs to this thread, which is running this program.
+        let t = unsafe { &mut *t };
+        let depth = t.depth as usize;
+        if depth < MAX_SPAN_DEPTH {
+            t.ids[span_index(depth)] = id;
+            t.depth += 1;
+        } else {
+            bump(counter::SPAN_DEPTH_OVERFLOW);
+        }
+    }
+
+    /// Removes the innermost running span that `matches`, wherever it is on the stack (async
+    /// runtimes may exit spans out of order); returns its id.
+    #[inline(always)]
+    fn pop_running(matches: impl Fn(u64) -> bool) -> u64 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some(t) = THREAD_SPANS.get_ptr_mut(tid) else {
+            return 0;
+        };
+        // SAFETY: the value belongs to this thread, which is running this program.
+        let t = unsafe { &mut *t };
+        let depth = (t.depth as usize).min(MAX_SPAN_DEPTH);
+        let mut found = MAX_SPAN_DEPTH;
+        for i in (0..MAX_SPAN_DEPTH).rev() {
+            if i < depth && matches(t.ids[i]) {
+                found = i;
+                break;
+            }
+        }
+        if found == MAX_SPAN_DEPTH {
+            return 0;
+        }
+        let id = t.ids[found];
+        for i in 0..MAX_SPAN_DEPTH - 1 {
+            if i >= found && i + 1 < depth {
+                t.ids[i] = t.ids[i + 1];
+            }
+        }
+        t.depth = (depth - 1) as u32;
+        id
+    }
+
+    #[uprobe]
+    pub fn span_begin(ctx: ProbeContext) -> u32 {
+        let id: u64 = ctx.arg(0).unwrap_or(0);
+        let parent: u64 = ctx.arg(1).unwrap_or(0);
+        let meta: u64 = ctx.arg(2).unwrap_or(0);
+        emit_span(EventKind::SpanBegin, id, parent, meta);
+        0
+    }
+
+    #[uprobe]
+    pub fn span_end(ctx: ProbeContext) -> u32 {
+        let id: u64 = ctx.arg(0).unwrap_or(0);
+        emit_span(EventKind::SpanEnd, id, 0, 0);
+        0
+    }
+
+    #[uprobe]
+    pub fn span_enter(ctx: ProbeContext) -> u32 {
+        let id: u64 = ctx.arg(0).unwrap_or(0);
+        push_running(id);
+        emit_span(EventKind::SpanEnter, id, 0, 0);
+        0
+    }
+
+    #[uprobe]
+    pub fn span_exit(ctx: ProbeContext) -> u32 {
+        let id: u64 = ctx.arg(0).unwrap_or(0);
+        pop_running(|x| x == id);
+        emit_span(EventKind::SpanExit, id, 0, 0);
+        0
+    }
+
+    /// Entry of a `--span-fn` function: a new span, child of whatever runs on this thread.
+    #[uprobe]
+    pub fn span_fn_entry(ctx: ProbeContext) -> u32 {
+        // SAFETY: plain helper calls on this program's context.
+        let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
+        let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+        let Some(seq) = SPAN_FN_SEQ.get_ptr_mut(0) else {
+            return 0;
+        };
+        // SAFETY: per-CPU slot, and BPF programs are not preempted on their CPU.
+        let n = unsafe {
+            *seq += 1;
+            *seq
+        };
+        let id = SPAN_FN_ID_BIT | ((cpu & 0xff) << 55) | (n & ((1 << 55) - 1));
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let parent = innermost_span(tid);
+        push_running(id);
+        emit_span(EventKind::SpanFnCall, id, parent, cookie);
+        0
+    }
+
+    /// Return of a `--span-fn` function: ends the innermost span-fn span of this thread, which
+    /// is its own call however deep the recursion.
+    #[uretprobe]
+    pub fn span_fn_return(_ctx: RetProbeContext) -> u32 {
+        let id = pop_running(|x| x & SPAN_FN_ID_BIT != 0);
+        if id != 0 {
+            emit_span(EventKind::SpanFnReturn, id, 0, 0);
+        }
         0
     }
 

@@ -10,8 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use profiler_common::defaults;
 
 use crate::{
-    collect::{self, RecordOptions, Status},
+    collect::{
+        self, RecordOptions, Status,
+        spans::{SpanFn, SpansMode},
+    },
     error::{Error, Result},
+    fail_if::{self, Rule},
     outputs::{self, OutputDir, Parts},
     symbolize,
 };
@@ -56,6 +60,17 @@ pub struct RecordArgs {
     /// Distinct stacks the kernel keeps; stacks beyond it travel inline (slower, not lost).
     #[arg(long, default_value_t = defaults::STACK_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
     pub stack_map_entries: u32,
+    /// Trace the span probe ABI (profiler-probes) when the target has it.
+    #[arg(long, value_enum, default_value_t = SpansMode::Auto)]
+    pub spans: SpansMode,
+    /// Make every call of a function a span: SYMBOL in the main executable, or
+    /// BINARY:SYMBOL in a library (repeatable).
+    #[arg(long = "span-fn", value_name = "[BINARY:]SYMBOL")]
+    pub span_fns: Vec<SpanFn>,
+    /// Exit with code 3 when a rule holds, e.g. 'span(db_query).total > 700ms',
+    /// 'span(*).p99 > 10ms', 'spans.concurrency > 100', 'lost.samples > 0' (repeatable).
+    #[arg(long = "fail-if", value_name = "RULE")]
+    pub fail_if: Vec<Rule>,
     /// No live status line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -84,6 +99,18 @@ pub struct ReportArgs {
     /// Only the part of the recording up to this long after its start.
     #[arg(long, value_parser = parse_offset, value_name = "SECS")]
     pub to: Option<Duration>,
+    /// Write only the summary (summary.txt, summary.json, spans.json).
+    #[arg(long, conflicts_with_all = ["flame_only", "no_flame_graphs"])]
+    pub summary_only: bool,
+    /// Write only the flame graphs and their folded stacks.
+    #[arg(long, conflicts_with = "no_flame_graphs")]
+    pub flame_only: bool,
+    /// Write everything but the SVG flame graphs.
+    #[arg(long)]
+    pub no_flame_graphs: bool,
+    /// Exit with code 3 when a rule holds (see `record --help`; repeatable).
+    #[arg(long = "fail-if", value_name = "RULE")]
+    pub fail_if: Vec<Rule>,
 }
 
 /// Durations as people type them; zero and garbage are refused with the reason.
@@ -239,6 +266,8 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         .unwrap_or_else(|| default_output_dir(&target.info.comm, args.pid));
     let dir = OutputDir::prepare(&out_path)?;
     let opts = RecordOptions {
+        spans: args.spans,
+        span_fns: args.span_fns.clone(),
         duration: args.duration,
         frequency_hz: args.frequency,
         ring_buffer_bytes: args.ring_buffer_size,
@@ -259,7 +288,8 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     };
     let rec = symbolize::symbolize(&raw);
     drop(raw);
-    finish(&rec, &dir, Parts::ALL, args.quiet)
+    finish(&rec, &dir, Parts::ALL, args.quiet)?;
+    check_rules(&rec, &args.fail_if)
 }
 
 fn finish(rec: &crate::model::Recording, dir: &OutputDir, parts: Parts, quiet: bool) -> Result<()> {
@@ -299,11 +329,52 @@ pub fn report(args: ReportArgs) -> Result<()> {
         rec
     };
     // A window's outputs must not replace the full recording they were cut from.
-    let parts = Parts {
+    let mut parts = Parts {
         recording: !windowed || args.output.is_some(),
         ..Parts::ALL
     };
-    finish(&rec, &dir, parts, false)
+    if args.summary_only {
+        parts = Parts {
+            summary: true,
+            ..Parts::NONE
+        };
+    } else if args.flame_only {
+        parts = Parts {
+            folded: true,
+            flame_graph: true,
+            ..Parts::NONE
+        };
+    } else if args.no_flame_graphs {
+        parts.flame_graph = false;
+    }
+    finish(&rec, &dir, parts, !parts.summary)?;
+    check_rules(&rec, &args.fail_if)
+}
+
+/// Evaluates `--fail-if` rules; each violation is printed on its own line.
+fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let by_name = crate::spans::stats_by_name(&rec.spans);
+    let c = rec.counters();
+    let facts = fail_if::Facts {
+        by_name: &by_name,
+        concurrency_peak: crate::spans::concurrency_peak(&rec.spans).0,
+        span_count: rec.spans.len() as u64,
+        lost_samples: c.lost() + c.malformed_events,
+        lost_events: c.span_events_lost_total(),
+    };
+    let violations = fail_if::evaluate(rules, &facts);
+    for v in &violations {
+        eprintln!("profiler: --fail-if violated: {}", v.message);
+    }
+    if violations.is_empty() {
+        println!("--fail-if: {} rule(s) hold", rules.len());
+        Ok(())
+    } else {
+        Err(Error::RulesViolated(violations.len()))
+    }
 }
 
 #[cfg(test)]

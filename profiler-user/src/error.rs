@@ -61,6 +61,10 @@ pub enum Error {
 
     #[error("flame graph: {0}")]
     FlameGraph(String),
+
+    /// `--fail-if` rules were violated; each is printed before this.
+    #[error("{0} --fail-if rule(s) violated")]
+    RulesViolated(usize),
 }
 
 impl Error {

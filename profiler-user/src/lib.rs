@@ -4,8 +4,10 @@
 pub mod cli;
 pub mod collect;
 pub mod error;
+pub mod fail_if;
 pub mod model;
 pub mod outputs;
+pub mod spans;
 pub mod symbolize;
 
 pub use error::{Error, Result};

@@ -15,6 +15,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Distinct from failures, so CI can tell "the profile says no" from "it broke".
+        Err(e @ profiler::Error::RulesViolated(_)) => {
+            eprintln!("profiler: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("profiler: error: {e}");
             ExitCode::FAILURE

@@ -32,6 +32,90 @@ pub struct Recording {
     pub counters: Option<Counters>,
     #[prost(message, repeated, tag = "10")]
     pub processes: Vec<Process>,
+    #[prost(message, repeated, tag = "11")]
+    pub spans: Vec<Span>,
+    /// When each span ran on which thread (enter → exit).
+    #[prost(message, repeated, tag = "12")]
+    pub span_runs: Vec<SpanRun>,
+    #[prost(message, optional, tag = "13")]
+    pub span_info: Option<SpanInfo>,
+}
+
+/// A span: an application-defined operation (request, query, task) or a `--span-fn` call.
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct Span {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// 0 for a root span.
+    #[prost(uint64, tag = "2")]
+    pub parent: u64,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(string, tag = "4")]
+    pub target: String,
+    #[prost(string, tag = "5")]
+    pub file: String,
+    #[prost(uint32, tag = "6")]
+    pub line: u32,
+    /// CLOCK_BOOTTIME nanoseconds.
+    #[prost(uint64, tag = "7")]
+    pub begin_ns: u64,
+    #[prost(uint64, tag = "8")]
+    pub end_ns: u64,
+    /// No end was recorded: closed at the end of the recording.
+    #[prost(bool, tag = "9")]
+    pub incomplete: bool,
+    /// Threads it ran on, in order of first entry.
+    #[prost(uint32, repeated, tag = "10")]
+    pub tids: Vec<u32>,
+    /// CPU samples taken while it was the innermost running span of its thread.
+    #[prost(uint64, tag = "11")]
+    pub samples: u64,
+    /// 0 for a root span, 1 for its children, ...
+    #[prost(uint32, tag = "12")]
+    pub depth: u32,
+    #[prost(uint32, tag = "13")]
+    pub pid: u32,
+}
+
+impl Span {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.begin_ns)
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct SpanRun {
+    #[prost(uint64, tag = "1")]
+    pub span: u64,
+    #[prost(uint32, tag = "2")]
+    pub tid: u32,
+    #[prost(uint64, tag = "3")]
+    pub begin_ns: u64,
+    #[prost(uint64, tag = "4")]
+    pub end_ns: u64,
+    #[prost(uint32, tag = "5")]
+    pub pid: u32,
+}
+
+/// How span events matched up, and what was traced.
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct SpanInfo {
+    /// Ends of spans whose begin was never seen (began before the recording, or lost).
+    #[prost(uint64, tag = "1")]
+    pub unmatched_ends: u64,
+    /// Exits without a matching enter on that thread.
+    #[prost(uint64, tag = "2")]
+    pub unmatched_exits: u64,
+    /// Begins of an id already open (the program reused an id).
+    #[prost(uint64, tag = "3")]
+    pub duplicate_begins: u64,
+    /// Modules whose probe ABI was traced.
+    #[prost(string, repeated, tag = "4")]
+    pub abi_modules: Vec<String>,
+    /// `--span-fn` probes.
+    #[prost(string, repeated, tag = "5")]
+    pub span_fns: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -187,6 +271,9 @@ pub struct Sample {
     /// Index into `stacks`.
     #[prost(uint32, tag = "5")]
     pub stack: u32,
+    /// Innermost span running on the thread (`Span::id`), 0 for none.
+    #[prost(uint64, tag = "6")]
+    pub span: u64,
 }
 
 /// What happened to every sample the kernel program saw. `seen = emitted + lost_ringbuf_full`
@@ -212,12 +299,28 @@ pub struct Counters {
     /// Records userspace could not parse; always 0 unless kernel and user sides disagree.
     #[prost(uint64, tag = "9")]
     pub malformed_events: u64,
+    /// Span probe hits written to the ring buffer by the kernel.
+    #[prost(uint64, tag = "10")]
+    pub span_events: u64,
+    /// Span probe hits dropped with the ring buffer full.
+    #[prost(uint64, tag = "11")]
+    pub span_events_lost: u64,
+    #[prost(uint64, tag = "12")]
+    pub span_events_received: u64,
+    /// Enters beyond the per-thread depth the kernel tracks (samples then name an outer span).
+    #[prost(uint64, tag = "13")]
+    pub span_depth_overflow: u64,
 }
 
 impl Counters {
     /// Samples of the target that never reached the outputs.
     pub fn lost(&self) -> u64 {
         self.lost_ringbuf_full + self.emitted.saturating_sub(self.received)
+    }
+
+    /// Span probe hits that never reached the recording.
+    pub fn span_events_lost_total(&self) -> u64 {
+        self.span_events_lost + self.span_events.saturating_sub(self.span_events_received)
     }
 }
 
@@ -487,6 +590,7 @@ pub(crate) mod tests {
                 tid: 42,
                 cpu: 0,
                 stack,
+                span: 0,
             });
         }
         Recording {
@@ -523,6 +627,7 @@ pub(crate) mod tests {
                 command: vec![],
                 exe: "/usr/bin/app".into(),
             }],
+            ..Default::default()
         }
     }
 

@@ -74,6 +74,7 @@ fn ten_million_samples_stream_in_flat_memory() {
             tid: 100 + (i % 4) as u32,
             cpu: (i % 2) as u32,
             stack: (i % 1000) as u32,
+            span: 0,
         };
         w.perf_sample(&rec, &s).expect("sink");
     }

@@ -2,6 +2,7 @@
 //! CPU, and turns ring buffer records into [`RawSample`]s until the recording stops.
 pub mod privileges;
 pub mod procfs;
+pub mod spans;
 
 use std::{
     collections::HashMap,
@@ -19,7 +20,9 @@ use aya::{
         },
     },
 };
-use profiler_common::{COMM_LEN, EventKind, SampleEvent, SampleInlineEvent, counter, names};
+use profiler_common::{
+    COMM_LEN, EventKind, SampleEvent, SampleInlineEvent, SpanEvent, counter, names,
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -41,6 +44,8 @@ pub struct RecordOptions {
     pub frequency_hz: u64,
     pub ring_buffer_bytes: u32,
     pub stack_map_entries: u32,
+    pub spans: spans::SpansMode,
+    pub span_fns: Vec<spans::SpanFn>,
     /// Unread bytes above which the kernel wakes the reader; None: a quarter of the buffer.
     pub wakeup_bytes: Option<u64>,
     /// Test hook: wait this long between loading and attaching.
@@ -74,6 +79,15 @@ pub struct RawSample {
     pub cpu: u32,
     pub user: RawStack,
     pub kernel: RawStack,
+    /// Innermost span running on the thread, 0 for none.
+    pub span_id: u64,
+}
+
+/// One record from the ring buffer.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Sample(RawSample, String),
+    Span(SpanEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +113,11 @@ pub struct RawRecording {
     pub info: ProcessInfo,
     pub space: AddressSpace,
     pub samples: Vec<RawSample>,
+    /// Span probe hits, in arrival order.
+    pub span_events: Vec<SpanEvent>,
+    /// Callsite metadata by address in the target.
+    pub span_meta: HashMap<u64, spans::SpanMeta>,
+    pub spans_attached: spans::Attached,
     /// Frames of every stack id the samples reference, leaf first.
     pub stacks: HashMap<u32, Vec<u64>>,
     pub counters: Counters,
@@ -221,7 +240,7 @@ pub async fn record(
         pidfd,
     } = target;
     let pid = info.pid;
-    let mut threads: HashMap<u32, String> = procfs::thread_names(pid).into_iter().collect();
+    let threads: HashMap<u32, String> = procfs::thread_names(pid).into_iter().collect();
 
     raise_memlock();
     let started = Instant::now();
@@ -251,6 +270,9 @@ pub async fn record(
     // Run-time statistics stay on while this descriptor lives.
     let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
 
+    // Span probes first: a span that begins while the sampler attaches is then not missed.
+    let spans_attached = spans::attach(&mut ebpf, &space, &info.exe, opts.spans, &opts.span_fns)?;
+    let mut meta = spans::MetaReader::open(pid);
     let program: &mut PerfEvent = ebpf
         .program_mut(names::PROGRAM_CPU_SAMPLE)
         .ok_or_else(|| Error::Internal("eBPF object lacks the sampling program".into()))?
@@ -282,6 +304,18 @@ pub async fn record(
     if procfs::has_exited(pid) || space.refresh().is_err() {
         return Err(Error::ExitedBeforeAttach(pid));
     }
+    // Scripts (and tests) wait for this line to know the probes are live.
+    let mut what = format!("at {} Hz", opts.frequency_hz);
+    if !spans_attached.abi_modules.is_empty() {
+        what += &format!(", span probes in {}", spans_attached.abi_modules.join(", "));
+    }
+    if !spans_attached.span_fns.is_empty() {
+        what += &format!(", --span-fn {}", spans_attached.span_fns.join(", "));
+    }
+    eprintln!(
+        "profiler: recording pid {pid} ({}) {what}; Ctrl-C to stop",
+        info.comm
+    );
 
     // SAFETY: both values own their descriptor, which stays open and unchanged while the
     // AsyncFd owns them.
@@ -293,8 +327,13 @@ pub async fn record(
         std::thread::sleep(stall);
     }
 
-    let mut samples = Vec::new();
-    let mut malformed = 0u64;
+    let mut sink = Sink {
+        samples: Vec::new(),
+        span_events: Vec::new(),
+        threads,
+        meta: &mut meta,
+        malformed: 0,
+    };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // Also the drain period while the ring buffer stays below its wakeup threshold.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -303,7 +342,7 @@ pub async fn record(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|e| Error::io("polling the ring buffer", e))?;
-                drain(guard.get_inner_mut(), &mut samples, &mut threads, &mut malformed);
+                drain(guard.get_inner_mut(), &mut sink);
                 guard.clear_ready();
             }
             _ = sigint.recv() => break StopReason::Signal("SIGINT"),
@@ -315,9 +354,9 @@ pub async fn record(
             } } => break StopReason::Duration,
             _ = tick.tick() => {
                 ticks += 1;
-                drain(ring.get_mut(), &mut samples, &mut threads, &mut malformed);
+                drain(ring.get_mut(), &mut sink);
                 let lost = read_counters(&ebpf).map(|c| c.lost_ringbuf_full).unwrap_or(0);
-                on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: samples.len() as u64, lost });
+                on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: sink.samples.len() as u64, lost });
                 // Libraries loaded later (dlopen) must be captured while the target lives.
                 if ticks.is_multiple_of(10) {
                     let _ = space.refresh();
@@ -341,7 +380,14 @@ pub async fn record(
         .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
         .unwrap_or((0, 0));
     drop(stats_fd);
-    drain(ring.get_mut(), &mut samples, &mut threads, &mut malformed);
+    drain(ring.get_mut(), &mut sink);
+    let Sink {
+        samples,
+        span_events,
+        mut threads,
+        malformed,
+        ..
+    } = sink;
     if !procfs::has_exited(pid) {
         let _ = space.refresh();
         threads.extend(procfs::thread_names(pid));
@@ -350,12 +396,16 @@ pub async fn record(
     let mut counters = read_counters(&ebpf)?;
     counters.received = samples.len() as u64;
     counters.malformed_events = malformed;
+    counters.span_events_received = span_events.len() as u64;
     let stacks = read_stacks(&ebpf, &samples)?;
 
     Ok(RawRecording {
         info,
         space,
         samples,
+        span_events,
+        span_meta: meta.cache,
+        spans_attached,
         stacks,
         counters,
         threads,
@@ -371,27 +421,51 @@ pub async fn record(
     })
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    samples: &mut Vec<RawSample>,
-    threads: &mut HashMap<u32, String>,
-    malformed: &mut u64,
-) {
+/// Where drained records go.
+struct Sink<'a> {
+    samples: Vec<RawSample>,
+    span_events: Vec<SpanEvent>,
+    threads: HashMap<u32, String>,
+    meta: &'a mut spans::MetaReader,
+    malformed: u64,
+}
+
+fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
     while let Some(item) = ring.next() {
         match parse_event(&item) {
-            Some((sample, comm)) => {
-                threads.entry(sample.tid).or_insert(comm);
-                samples.push(sample);
+            Some(Event::Sample(sample, comm)) => {
+                sink.threads.entry(sample.tid).or_insert(comm);
+                sink.samples.push(sample);
             }
-            None => *malformed += 1,
+            Some(Event::Span(e)) => {
+                // Metadata is read while the target is alive, once per callsite.
+                if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
+                    sink.meta.read(e.meta);
+                }
+                sink.span_events.push(e);
+            }
+            None => sink.malformed += 1,
         }
     }
 }
 
 /// Decodes one ring buffer record; None for a record of unknown kind or size.
-pub fn parse_event(bytes: &[u8]) -> Option<(RawSample, String)> {
+pub fn parse_event(bytes: &[u8]) -> Option<Event> {
     let kind = EventKind::from_u32(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))?;
     let (header, user, kernel) = match kind {
+        EventKind::SpanBegin
+        | EventKind::SpanEnd
+        | EventKind::SpanEnter
+        | EventKind::SpanExit
+        | EventKind::SpanFnCall
+        | EventKind::SpanFnReturn => {
+            if bytes.len() < size_of::<SpanEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; SpanEvent is plain old data, read unaligned.
+            let e: SpanEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::Span(e));
+        }
         EventKind::Sample => {
             if bytes.len() < size_of::<SampleEvent>() {
                 return None;
@@ -427,7 +501,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<(RawSample, String)> {
     };
     let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
     let comm = String::from_utf8_lossy(&header.comm[..comm_len]).into_owned();
-    Some((
+    Some(Event::Sample(
         RawSample {
             timestamp_ns: header.timestamp_ns,
             pid: header.pid,
@@ -435,6 +509,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<(RawSample, String)> {
             cpu: header.cpu,
             user,
             kernel,
+            span_id: header.span_id,
         },
         comm,
     ))
@@ -460,6 +535,10 @@ fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
         stack_map_full: sum(counter::STACK_MAP_FULL)?,
         stack_map_collisions: sum(counter::STACK_MAP_COLLISION)?,
         malformed_events: 0,
+        span_events: sum(counter::SPAN_EVENTS)?,
+        span_events_lost: sum(counter::SPAN_EVENTS_LOST)?,
+        span_events_received: 0,
+        span_depth_overflow: sum(counter::SPAN_DEPTH_OVERFLOW)?,
     })
 }
 
@@ -503,6 +582,7 @@ mod tests {
             user_stack_id: 5,
             kernel_stack_id: -14,
             comm,
+            span_id: 9,
         }
     }
 
@@ -511,12 +591,39 @@ mod tests {
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
+    fn sample(bytes: &[u8]) -> (RawSample, String) {
+        match parse_event(bytes) {
+            Some(Event::Sample(s, comm)) => (s, comm),
+            other => panic!("not a sample: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_span_events() {
+        let e = SpanEvent {
+            kind: EventKind::SpanBegin as u32,
+            cpu: 1,
+            timestamp_ns: 5,
+            pid: 10,
+            tid: 11,
+            span_id: 7,
+            parent_id: 3,
+            meta: 0x1000,
+        };
+        match parse_event(&bytes_of(&e)) {
+            Some(Event::Span(got)) => assert_eq!(got, e),
+            other => panic!("not a span event: {other:?}"),
+        }
+        assert!(parse_event(&bytes_of(&e)[..40]).is_none());
+    }
+
     #[test]
     fn parses_plain_sample() {
-        let (s, comm) = parse_event(&bytes_of(&header(EventKind::Sample))).expect("valid record");
+        let (s, comm) = sample(&bytes_of(&header(EventKind::Sample)));
         assert_eq!((s.pid, s.tid, s.cpu, s.timestamp_ns), (10, 11, 1, 123));
         assert_eq!(s.user, RawStack::Id(5));
         assert_eq!(s.kernel, RawStack::Empty);
+        assert_eq!(s.span_id, 9);
         assert_eq!(comm, "worker");
     }
 
@@ -531,7 +638,7 @@ mod tests {
         };
         e.user[0] = 0x1000;
         e.user[1] = 0x2000;
-        let (s, _) = parse_event(&bytes_of(&e)).expect("valid record");
+        let (s, _) = sample(&bytes_of(&e));
         assert_eq!(s.user, RawStack::Inline(vec![0x1000, 0x2000]));
         assert_eq!(s.kernel, RawStack::Empty);
     }

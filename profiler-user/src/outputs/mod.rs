@@ -145,6 +145,26 @@ impl OutputDir {
     }
 }
 
+/// `spans.json`: every span, and how the events matched.
+#[derive(serde::Serialize)]
+struct SpansFile<'a> {
+    schema: &'static str,
+    info: Option<&'a crate::model::SpanInfo>,
+    lost_events: u64,
+    spans: &'a [crate::model::Span],
+}
+
+impl<'a> SpansFile<'a> {
+    fn new(rec: &'a Recording) -> Self {
+        Self {
+            schema: "profiler-spans/1",
+            info: rec.span_info.as_ref(),
+            lost_events: rec.counters().span_events_lost_total(),
+            spans: &rec.spans,
+        }
+    }
+}
+
 /// Which outputs `write_outputs` produces.
 #[derive(Clone, Copy, Debug)]
 pub struct Parts {
@@ -156,6 +176,14 @@ pub struct Parts {
 }
 
 impl Parts {
+    pub const NONE: Self = Self {
+        recording: false,
+        folded: false,
+        flame_graph: false,
+        summary: false,
+        perfetto: false,
+    };
+
     pub const ALL: Self = Self {
         recording: true,
         folded: true,
@@ -171,6 +199,9 @@ pub const FLAMEGRAPH_FILE: &str = "flamegraph.svg";
 pub const SUMMARY_TXT_FILE: &str = "summary.txt";
 pub const SUMMARY_JSON_FILE: &str = "summary.json";
 pub const PERFETTO_FILE: &str = "trace.perfetto-trace";
+pub const SPANS_JSON_FILE: &str = "spans.json";
+pub const SPANS_FOLDED_FILE: &str = "profile-spans.folded";
+pub const SPANS_FLAMEGRAPH_FILE: &str = "flamegraph-spans.svg";
 
 /// Writes the selected outputs of `rec` into `dir`; returns the files written.
 pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<Vec<PathBuf>> {
@@ -178,17 +209,33 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
     if parts.recording {
         written.push(dir.write_bytes(RECORDING_FILE, &recording::encode(rec))?);
     }
-    let lines = folded::folded_lines(rec);
-    if parts.folded {
-        written.push(dir.write_with(FOLDED_FILE, |w| {
-            folded::write(&lines, w).map_err(|source| Error::Write {
-                path: dir.path().join(FOLDED_FILE),
-                source,
-            })
-        })?);
+    // Span views exist when span probes were attached, even if no span happened.
+    let has_spans = rec.span_info.is_some();
+    let mut flame_sets = vec![(FOLDED_FILE, FLAMEGRAPH_FILE, folded::folded_lines(rec))];
+    if has_spans {
+        flame_sets.push((
+            SPANS_FOLDED_FILE,
+            SPANS_FLAMEGRAPH_FILE,
+            folded::span_folded_lines(rec),
+        ));
     }
-    if parts.flame_graph {
-        written.push(dir.write_with(FLAMEGRAPH_FILE, |w| flamegraph::write(rec, &lines, w))?);
+    for (folded_name, svg_name, lines) in &flame_sets {
+        if parts.folded {
+            written.push(dir.write_with(folded_name, |w| {
+                folded::write(lines, w).map_err(|source| Error::Write {
+                    path: dir.path().join(folded_name),
+                    source,
+                })
+            })?);
+        }
+        if parts.flame_graph {
+            written.push(dir.write_with(svg_name, |w| flamegraph::write(rec, lines, w))?);
+        }
+    }
+    if parts.summary && has_spans {
+        let json = serde_json::to_vec_pretty(&SpansFile::new(rec))
+            .map_err(|e| Error::Internal(format!("spans JSON: {e}")))?;
+        written.push(dir.write_bytes(SPANS_JSON_FILE, &json)?);
     }
     if parts.summary {
         let summary = summary::Summary::new(rec);

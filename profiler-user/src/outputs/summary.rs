@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::model::{Counters, ModuleKind, Recording};
+use crate::{
+    model::{Counters, ModuleKind, Recording},
+    spans::{self as span_stats, NameStats},
+};
 
 pub const SCHEMA: &str = "profiler-summary/1";
 const TOP: usize = 15;
@@ -32,6 +35,168 @@ pub struct Summary {
     pub overhead: Overhead,
     pub modules_without_symbols: Vec<String>,
     pub warnings: Vec<String>,
+    /// Present when span probes were attached.
+    pub spans: Option<SpanReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpanReport {
+    pub total: u64,
+    pub names: u64,
+    pub incomplete: u64,
+    pub unmatched_ends: u64,
+    pub unmatched_exits: u64,
+    pub duplicate_begins: u64,
+    pub lost_events: u64,
+    pub abi_modules: Vec<String>,
+    pub span_fns: Vec<String>,
+    /// Most total time first.
+    pub by_name: Vec<NameStats>,
+    pub slowest: Vec<SlowSpan>,
+    pub concurrency_peak: u64,
+    /// Seconds after the start of the recording.
+    pub concurrency_peak_at_s: f64,
+    /// CPU samples taken inside some span, and outside all.
+    pub samples_in_spans: u64,
+    pub samples_outside_spans: u64,
+    pub key_finding: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlowSpan {
+    pub id: u64,
+    pub name: String,
+    pub duration_ns: u64,
+    /// Seconds after the start of the recording.
+    pub begin_s: f64,
+    pub incomplete: bool,
+    pub samples: u64,
+}
+
+/// `812.4ms`, `3.2s`, `950ns`.
+pub fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2}s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.1}ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1}µs", ns / 1e3)
+    } else {
+        format!("{ns:.0}ns")
+    }
+}
+
+impl SpanReport {
+    pub fn new(rec: &Recording) -> Option<Self> {
+        let info = rec.span_info.as_ref()?;
+        if info.abi_modules.is_empty() && info.span_fns.is_empty() && rec.spans.is_empty() {
+            return None;
+        }
+        let start = rec.meta().start_boottime_ns;
+        let by_name = span_stats::stats_by_name(&rec.spans);
+        let mut slow: Vec<&crate::model::Span> = rec.spans.iter().collect();
+        slow.sort_by(|a, b| b.duration_ns().cmp(&a.duration_ns()).then(a.id.cmp(&b.id)));
+        let slowest = slow
+            .into_iter()
+            .take(10)
+            .map(|s| SlowSpan {
+                id: s.id,
+                name: s.name.clone(),
+                duration_ns: s.duration_ns(),
+                begin_s: s.begin_ns.saturating_sub(start) as f64 / 1e9,
+                incomplete: s.incomplete,
+                samples: s.samples,
+            })
+            .collect();
+        let (peak, at) = span_stats::concurrency_peak(&rec.spans);
+        let in_spans = rec.samples.iter().filter(|s| s.span != 0).count() as u64;
+        let all_time: u64 = by_name.iter().map(|n| n.total_ns).sum();
+        let key_finding = by_name.first().map(|top| {
+            format!(
+                "`{}` has the most span time: {} over {} spans ({:.1}% of all span time), {} CPU samples",
+                top.name,
+                fmt_ns(top.total_ns as f64),
+                top.count,
+                percent(top.total_ns, all_time),
+                top.samples
+            )
+        });
+        Some(Self {
+            total: rec.spans.len() as u64,
+            names: by_name.len() as u64,
+            incomplete: rec.spans.iter().filter(|s| s.incomplete).count() as u64,
+            unmatched_ends: info.unmatched_ends,
+            unmatched_exits: info.unmatched_exits,
+            duplicate_begins: info.duplicate_begins,
+            lost_events: rec.counters().span_events_lost_total(),
+            abi_modules: info.abi_modules.clone(),
+            span_fns: info.span_fns.clone(),
+            by_name,
+            slowest,
+            concurrency_peak: peak,
+            concurrency_peak_at_s: at.saturating_sub(start) as f64 / 1e9,
+            samples_in_spans: in_spans,
+            samples_outside_spans: rec.samples.len() as u64 - in_spans,
+            key_finding,
+        })
+    }
+
+    fn to_text(&self, t: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            t,
+            "\nSpans: {} ({} names), {} incomplete, {} unmatched ends, {} lost events; peak concurrency {} at {:.3} s",
+            self.total,
+            self.names,
+            self.incomplete,
+            self.unmatched_ends,
+            self.lost_events,
+            self.concurrency_peak,
+            self.concurrency_peak_at_s
+        );
+        let _ = writeln!(
+            t,
+            "CPU samples: {} inside spans, {} outside",
+            self.samples_in_spans, self.samples_outside_spans
+        );
+        if let Some(k) = &self.key_finding {
+            let _ = writeln!(t, "Key finding: {k}");
+        }
+        let _ = writeln!(
+            t,
+            "\n  {:<28} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+            "span", "count", "total", "mean", "stddev", "p50", "p95", "p99", "max", "samples"
+        );
+        for n in &self.by_name {
+            let _ = writeln!(
+                t,
+                "  {:<28} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+                n.name,
+                n.count,
+                fmt_ns(n.total_ns as f64),
+                fmt_ns(n.mean_ns),
+                fmt_ns(n.stddev_ns),
+                fmt_ns(n.p50_ns as f64),
+                fmt_ns(n.p95_ns as f64),
+                fmt_ns(n.p99_ns as f64),
+                fmt_ns(n.max_ns as f64),
+                n.samples
+            );
+        }
+        let _ = writeln!(t, "\nSlowest spans");
+        for s in &self.slowest {
+            let _ = writeln!(
+                t,
+                "  {:>10}  {} (id {}, at {:.3} s{}; {} samples)",
+                fmt_ns(s.duration_ns as f64),
+                s.name,
+                s.id,
+                s.begin_s,
+                if s.incomplete { ", incomplete" } else { "" },
+                s.samples
+            );
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -224,6 +389,7 @@ impl Summary {
             },
             modules_without_symbols,
             warnings: m.warnings.clone(),
+            spans: SpanReport::new(rec),
         }
     }
 
@@ -300,6 +466,9 @@ impl Summary {
                 "  ".repeat(h.depth),
                 h.name
             );
+        }
+        if let Some(spans) = &self.spans {
+            spans.to_text(&mut t);
         }
         t
     }

@@ -153,6 +153,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             tid: s.tid,
             cpu: s.cpu,
             stack,
+            span: s.span_id,
         });
     }
 
@@ -195,6 +196,29 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         ));
     }
 
+    let mut matched = crate::spans::match_events(
+        &raw.span_events,
+        &raw.span_meta,
+        &raw.spans_attached.span_fns,
+        raw.end_boottime_ns,
+    );
+    crate::spans::attribute_samples(&mut matched.spans, &samples);
+    matched.info.abi_modules = raw.spans_attached.abi_modules.clone();
+    matched.info.span_fns = raw.spans_attached.span_fns.clone();
+    if c.span_events_lost_total() > 0 {
+        warnings.push(format!(
+            "{} span events lost (ring buffer full): raise --ring-buffer-size",
+            c.span_events_lost_total()
+        ));
+    }
+    let info = &matched.info;
+    if info.unmatched_ends + info.unmatched_exits > 0 {
+        warnings.push(format!(
+            "{} span ends and {} exits had no matching begin/enter (spans begun before the recording)",
+            info.unmatched_ends, info.unmatched_exits
+        ));
+    }
+
     Recording {
         format_version: FORMAT_VERSION,
         meta: Some(Meta {
@@ -228,6 +252,11 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             command: raw.info.command.clone(),
             exe: raw.info.exe.clone(),
         }],
+        spans: matched.spans,
+        span_runs: matched.runs,
+        // Span outputs exist when span probes were attached, even if no span happened.
+        span_info: (!matched.info.abi_modules.is_empty() || !matched.info.span_fns.is_empty())
+            .then_some(matched.info),
     }
 }
 
@@ -337,7 +366,11 @@ mod tests {
                 cpu: 0,
                 user: RawStack::Inline(user),
                 kernel: RawStack::Empty,
+                span_id: 0,
             }],
+            span_events: Vec::new(),
+            span_meta: HashMap::new(),
+            spans_attached: Default::default(),
             stacks: HashMap::new(),
             counters: Counters::default(),
             threads: HashMap::new(),

@@ -1,0 +1,339 @@
+//! Span probes: finds the probe ABI in the target's modules, attaches uprobes to it and to
+//! `--span-fn` functions, and reads each callsite's static metadata from the target's memory
+//! once.
+use std::{
+    collections::HashMap,
+    fs::File,
+    num::NonZeroU32,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    UProbe,
+    uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+};
+use blazesym::inspect::{Inspector, source::Elf as InspectElf, source::Source as InspectSource};
+use profiler_common::{abi, names};
+
+use super::procfs::AddressSpace;
+use crate::error::{Error, Result};
+
+/// `--spans`: attach to the probe ABI when the target has it, or never.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpansMode {
+    #[default]
+    Auto,
+    Off,
+}
+
+/// A `--span-fn` request: `SYMBOL` in the main executable or `BINARY:SYMBOL` in a library.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanFn {
+    pub binary: Option<String>,
+    pub symbol: String,
+}
+
+impl std::str::FromStr for SpanFn {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        // C++ and Rust symbols contain "::"; only a single ':' separates binary and symbol.
+        let split = s
+            .char_indices()
+            .find(|&(i, c)| {
+                c == ':' && !s[i + 1..].starts_with(':') && (i == 0 || !s[..i].ends_with(':'))
+            })
+            .map(|(i, _)| i);
+        let (binary, symbol) = match split {
+            Some(i) => (Some(s[..i].to_string()), s[i + 1..].to_string()),
+            None => (None, s.to_string()),
+        };
+        if symbol.is_empty() || binary.as_deref() == Some("") {
+            return Err(format!("`{s}`: expected SYMBOL or BINARY:SYMBOL"));
+        }
+        Ok(Self { binary, symbol })
+    }
+}
+
+impl std::fmt::Display for SpanFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.binary {
+            Some(b) => write!(f, "{b}:{}", self.symbol),
+            None => f.write_str(&self.symbol),
+        }
+    }
+}
+
+/// What was attached, for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct Attached {
+    /// Modules whose probe ABI is traced.
+    pub abi_modules: Vec<String>,
+    /// `--span-fn` probes, in the order given (their index is the events' `meta`).
+    pub span_fns: Vec<String>,
+}
+
+/// File offsets of `names` in the ELF file at `path` (None for a name it lacks).
+fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>> {
+    let src = InspectSource::Elf(InspectElf::new(path));
+    let inspector = Inspector::new();
+    let found = inspector
+        .lookup(&src, names)
+        .map_err(|e| Error::Internal(format!("reading symbols of {}: {e}", path.display())))?;
+    Ok(found
+        .into_iter()
+        .map(|syms| syms.into_iter().find_map(|s| s.file_offset))
+        .collect())
+}
+
+fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
+    let prog_err = |e| Error::Program {
+        program: name,
+        source: Box::new(e),
+    };
+    let p: &mut UProbe = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("eBPF object lacks {name}")))?
+        .try_into()
+        .map_err(prog_err)?;
+    if p.fd().is_err() {
+        p.load().map_err(prog_err)?;
+    }
+    Ok(p)
+}
+
+fn attach_at(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    target: &Path,
+    offset: u64,
+    pid: u32,
+    cookie: Option<u64>,
+) -> Result<()> {
+    let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+    let p = program(ebpf, name)?;
+    p.attach(
+        UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(offset),
+            cookie,
+        },
+        target,
+        scope,
+    )
+    .map_err(|e| Error::Program {
+        program: name,
+        source: Box::new(e),
+    })?;
+    Ok(())
+}
+
+/// Attaches the span probes; the programs stay attached as long as `ebpf` lives.
+pub fn attach(
+    ebpf: &mut aya::Ebpf,
+    space: &AddressSpace,
+    exe: &str,
+    mode: SpansMode,
+    span_fns: &[SpanFn],
+) -> Result<Attached> {
+    let mut attached = Attached::default();
+    let pid = space.pid;
+    if mode == SpansMode::Auto {
+        let mut modules: Vec<_> = space.files.values().collect();
+        modules.sort_by(|a, b| a.path.cmp(&b.path));
+        for m in modules {
+            let path = m.fd_path();
+            // Files that are not ELF (or unreadable) cannot carry the ABI.
+            let Ok(offsets) = symbol_offsets(&path, &abi::SYMBOLS) else {
+                continue;
+            };
+            let [Some(begin), Some(end), Some(enter), Some(exit)] = offsets[..] else {
+                continue;
+            };
+            for (prog, off) in [
+                (names::PROGRAM_SPAN_BEGIN, begin),
+                (names::PROGRAM_SPAN_END, end),
+                (names::PROGRAM_SPAN_ENTER, enter),
+                (names::PROGRAM_SPAN_EXIT, exit),
+            ] {
+                attach_at(ebpf, prog, &path, off, pid, None)?;
+            }
+            attached.abi_modules.push(m.path.clone());
+        }
+    }
+    for (index, f) in span_fns.iter().enumerate() {
+        let module = match &f.binary {
+            None => space.files.get(exe),
+            Some(b) => space
+                .files
+                .values()
+                .find(|m| m.path == *b || m.path.rsplit('/').next() == Some(b.as_str())),
+        }
+        .ok_or_else(|| Error::InvalidArgument {
+            what: "--span-fn",
+            reason: format!(
+                "{f}: the target maps no {}",
+                f.binary.as_deref().unwrap_or("main executable")
+            ),
+        })?;
+        let path: PathBuf = module.fd_path();
+        let offset = symbol_offsets(&path, &[f.symbol.as_str()])?
+            .first()
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "--span-fn",
+                reason: format!(
+                    "{f}: no symbol `{}` in {} (stripped, or a mangled name is needed: see `nm -D`/`nm`)",
+                    f.symbol, module.path
+                ),
+            })?;
+        let cookie = Some(index as u64);
+        attach_at(
+            ebpf,
+            names::PROGRAM_SPAN_FN_ENTRY,
+            &path,
+            offset,
+            pid,
+            cookie,
+        )?;
+        attach_at(
+            ebpf,
+            names::PROGRAM_SPAN_FN_RETURN,
+            &path,
+            offset,
+            pid,
+            cookie,
+        )?;
+        attached.span_fns.push(f.to_string());
+    }
+    Ok(attached)
+}
+
+/// A span callsite's metadata, as read from the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanMeta {
+    pub name: String,
+    pub target: String,
+    pub file: String,
+    pub line: u32,
+}
+
+/// Reads `SpanMeta` structures and their strings out of the target's memory, once per address.
+#[derive(Debug)]
+pub struct MetaReader {
+    mem: Option<File>,
+    pub cache: HashMap<u64, SpanMeta>,
+}
+
+const MAX_STRING: usize = 512;
+
+impl MetaReader {
+    pub fn open(pid: u32) -> Self {
+        Self {
+            mem: File::open(format!("/proc/{pid}/mem")).ok(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Reads the metadata at `addr` if not read yet. Unreadable metadata (the target exited,
+    /// or a bad pointer) is cached as a placeholder naming the address, not retried forever.
+    pub fn read(&mut self, addr: u64) {
+        if self.cache.contains_key(&addr) {
+            return;
+        }
+        let meta = self.read_uncached(addr).unwrap_or_else(|| SpanMeta {
+            name: format!("[span meta {addr:#x} unreadable]"),
+            ..Default::default()
+        });
+        self.cache.insert(addr, meta);
+    }
+
+    fn read_uncached(&self, addr: u64) -> Option<SpanMeta> {
+        let mem = self.mem.as_ref()?;
+        let mut raw = [0u8; size_of::<abi::SpanMetaRaw>()];
+        mem.read_exact_at(&mut raw, addr).ok()?;
+        // SAFETY: SpanMetaRaw is plain old data of exactly this size.
+        let meta: abi::SpanMetaRaw = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+        if meta.version < abi::META_VERSION {
+            return None;
+        }
+        let string = |ptr: u64| -> String {
+            if ptr == 0 {
+                return String::new();
+            }
+            let mut buf = vec![0u8; MAX_STRING];
+            // A string near the end of a mapping reads short: take what was read.
+            let n = (0..4)
+                .map(|shift| MAX_STRING >> (shift * 2))
+                .find_map(|len| mem.read_exact_at(&mut buf[..len], ptr).ok().map(|()| len))
+                .unwrap_or(0);
+            let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        };
+        Some(SpanMeta {
+            name: string(meta.name),
+            target: string(meta.target),
+            file: string(meta.file),
+            line: meta.line,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_fn_specs() {
+        let f: SpanFn = "compute".parse().expect("plain");
+        assert_eq!((f.binary, f.symbol.as_str()), (None, "compute"));
+        let f: SpanFn = "libc.so.6:malloc".parse().expect("lib");
+        assert_eq!(f.binary.as_deref(), Some("libc.so.6"));
+        assert_eq!(f.symbol, "malloc");
+        let f: SpanFn = "app::module::run".parse().expect("rust path");
+        assert_eq!((f.binary, f.symbol.as_str()), (None, "app::module::run"));
+        let f: SpanFn = "/usr/lib/libfoo.so:ns::f".parse().expect("lib + c++");
+        assert_eq!(f.binary.as_deref(), Some("/usr/lib/libfoo.so"));
+        assert_eq!(f.symbol, "ns::f");
+        assert!("".parse::<SpanFn>().is_err());
+        assert!("lib:".parse::<SpanFn>().is_err());
+        assert!(":sym".parse::<SpanFn>().is_err());
+    }
+
+    #[repr(C)]
+    struct Meta {
+        version: u32,
+        line: u32,
+        name: *const u8,
+        target: *const u8,
+        file: *const u8,
+    }
+
+    #[test]
+    fn reads_metadata_from_a_live_process() {
+        static NAME: &[u8] = b"db_query\0";
+        static TARGET: &[u8] = b"app::db\0";
+        let meta = Meta {
+            version: abi::META_VERSION,
+            line: 42,
+            name: NAME.as_ptr(),
+            target: TARGET.as_ptr(),
+            file: std::ptr::null(),
+        };
+        let mut r = MetaReader::open(std::process::id());
+        let addr = &meta as *const Meta as u64;
+        r.read(addr);
+        assert_eq!(
+            r.cache.get(&addr),
+            Some(&SpanMeta {
+                name: "db_query".into(),
+                target: "app::db".into(),
+                file: String::new(),
+                line: 42
+            })
+        );
+        r.read(8);
+        assert!(r.cache[&8].name.contains("unreadable"));
+    }
+}

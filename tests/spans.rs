@@ -1,0 +1,109 @@
+//! Spans from real programs: exact span counts against what the programs report, plausible
+//! durations, samples in the right spans, and CI gating with --fail-if.
+use std::collections::HashMap;
+
+use profiler_tests::*;
+
+fn spans_json(dir: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("spans.json")).expect("spans.json written");
+    serde_json::from_str(&text).expect("spans.json is JSON")
+}
+
+/// Span counts by name.
+fn counts(spans: &serde_json::Value) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for s in spans["spans"].as_array().expect("spans array") {
+        *out.entry(s["name"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+/// "key value key value" → map.
+fn printed_counts(line: &str) -> HashMap<String, u64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .chunks(2)
+        .filter_map(|kv| Some((kv.first()?.to_string(), kv.get(1)?.parse().ok()?)))
+        .collect()
+}
+
+#[test]
+fn span_fn_makes_every_call_a_span_with_recursion_nested() {
+    let bin = build_c("spanfn", "spanfn.c", C_FP);
+    let mut target = Target::start(&bin, &[]);
+    let (dir, printed) = record_run(
+        &mut target,
+        "spanfn",
+        &[
+            "--frequency",
+            "999",
+            "--span-fn",
+            "handle_request",
+            "--span-fn",
+            "fib",
+        ],
+    );
+    let expected = printed_counts(&printed);
+    let spans = spans_json(&dir);
+    let got = counts(&spans);
+    eprintln!("expected {expected:?}, got {got:?}");
+    assert_eq!(got.get("handle_request"), expected.get("handle_request"));
+    assert_eq!(got.get("fib"), expected.get("fib"));
+    let all = spans["spans"].as_array().expect("array");
+    assert!(
+        all.iter().all(|s| s["incomplete"] == false),
+        "every call returned"
+    );
+    assert_eq!(spans["lost_events"], 0);
+    assert_eq!(spans["info"]["unmatched_ends"], 0);
+
+    // Nesting: every fib span has a parent (handle_request or fib), roots are requests.
+    let by_id: HashMap<u64, &serde_json::Value> = all
+        .iter()
+        .map(|s| (s["id"].as_u64().expect("id"), s))
+        .collect();
+    for s in all {
+        let parent = s["parent"].as_u64().expect("parent");
+        match s["name"].as_str() {
+            Some("fib") => {
+                let p = by_id.get(&parent).expect("fib has a recorded parent");
+                assert!(p["name"] == "fib" || p["name"] == "handle_request");
+                assert!(p["begin_ns"].as_u64() <= s["begin_ns"].as_u64());
+                assert!(
+                    p["end_ns"].as_u64() >= s["end_ns"].as_u64(),
+                    "child inside parent"
+                );
+                assert_eq!(p["tids"], s["tids"], "same thread");
+            }
+            _ => assert_eq!(parent, 0, "requests are roots"),
+        }
+    }
+    // Samples inside spans land in handle_request (parse) or fib.
+    let s = summary(&dir);
+    let report = &s["spans"];
+    assert!(
+        report["samples_in_spans"].as_u64().unwrap_or(0) > 50,
+        "{report}"
+    );
+    let span_folded =
+        std::fs::read_to_string(dir.join("profile-spans.folded")).expect("span folded");
+    let mut parse_in_request = 0u64;
+    let mut parse_elsewhere = 0u64;
+    for line in span_folded.lines() {
+        let (stack, n) = line.rsplit_once(' ').expect("folded line");
+        let n: u64 = n.parse().expect("count");
+        if stack.split(';').any(|f| f == "parse") {
+            if stack.contains(";span:handle_request;") {
+                parse_in_request += n;
+            } else {
+                parse_elsewhere += n;
+            }
+        }
+    }
+    eprintln!(
+        "parse samples: {parse_in_request} in span:handle_request, {parse_elsewhere} elsewhere"
+    );
+    assert!(parse_in_request > 100);
+    assert_eq!(parse_elsewhere, 0, "parse only runs inside handle_request");
+}
