@@ -1,7 +1,7 @@
 //! Helpers for the integration tests: build the target programs, run them, run the real
 //! `profiler` binary on them (real eBPF, real kernel, as root) and read what it wrote.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -416,4 +416,142 @@ pub fn decode_perfetto(trace: &Path) -> TextMessage {
         "protoc: {err}"
     );
     TextMessage::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// What [`check_perfetto`] found.
+#[derive(Debug, Default)]
+pub struct TraceFacts {
+    pub sample_ts: Vec<u64>,
+    /// Slices begun per track uuid (every one ended: checked).
+    pub slices: HashMap<u64, u64>,
+    /// Track uuid → name, for tracks described with a name.
+    pub track_names: HashMap<u64, String>,
+}
+
+/// Checks the invariants a Perfetto reader relies on: one sequence whose first packet clears
+/// the incremental state; interned ids and tracks defined before use and once; slices on each
+/// track balanced and in time order.
+pub fn check_perfetto(trace: &TextMessage) -> TraceFacts {
+    let packets: Vec<&TextMessage> = trace.all("packet").collect();
+    assert!(!packets.is_empty());
+    assert_eq!(
+        packets[0].get("sequence_flags"),
+        Some("1"),
+        "first packet clears state"
+    );
+    let mut names: HashSet<u64> = HashSet::new();
+    let mut frames: HashSet<u64> = HashSet::new();
+    let mut stacks: HashSet<u64> = HashSet::new();
+    let mut maps: HashSet<u64> = HashSet::new();
+    let mut paths: HashSet<u64> = HashSet::new();
+    let mut tracks = HashSet::new();
+    let mut thread_tids = HashSet::new();
+    let mut sample_ts = Vec::new();
+    let mut open: HashMap<u64, i64> = HashMap::new();
+    let mut facts = TraceFacts::default();
+    let mut last_event_ts = 0;
+    for p in &packets {
+        assert_eq!(
+            p.get("trusted_packet_sequence_id"),
+            Some("1"),
+            "one sequence"
+        );
+        if let Some(d) = p.child("interned_data") {
+            let iid = |m: &TextMessage| m.get_u64("iid").expect("iid");
+            for s in d.all("function_names") {
+                assert!(names.insert(iid(s)), "function name interned twice");
+            }
+            for s in d.all("mapping_paths") {
+                assert!(paths.insert(iid(s)));
+            }
+            for m in d.all("mappings") {
+                for (k, v) in &m.scalars {
+                    if k == "path_string_ids" {
+                        assert!(
+                            paths.contains(&v.parse().expect("id")),
+                            "path before mapping"
+                        );
+                    }
+                }
+                assert!(maps.insert(iid(m)));
+            }
+            for f in d.all("frames") {
+                let name = f.get_u64("function_name_id").expect("named frame");
+                assert!(names.contains(&name), "name before frame");
+                if let Some(m) = f.get_u64("mapping_id") {
+                    assert!(maps.contains(&m), "mapping before frame");
+                }
+                assert!(frames.insert(iid(f)), "frame interned twice");
+            }
+            for c in d.all("callstacks") {
+                for (k, v) in &c.scalars {
+                    if k == "frame_ids" {
+                        assert!(
+                            frames.contains(&v.parse().expect("id")),
+                            "frame before stack"
+                        );
+                    }
+                }
+                assert!(stacks.insert(iid(c)));
+            }
+        }
+        if let Some(t) = p.child("track_descriptor") {
+            let uuid = t.get_u64("uuid").expect("uuid");
+            if let Some(parent) = t.get_u64("parent_uuid") {
+                assert!(tracks.contains(&parent), "parent described first");
+            }
+            assert!(tracks.insert(uuid), "track described twice");
+            if let Some(th) = t.child("thread") {
+                thread_tids.insert(th.get_u64("tid").expect("tid"));
+            }
+            if let Some(name) = t.get("name") {
+                facts
+                    .track_names
+                    .insert(uuid, name.trim_matches('"').to_string());
+            }
+        }
+        if let Some(e) = p.child("track_event") {
+            let track = e.get_u64("track_uuid").expect("track_uuid");
+            assert!(
+                tracks.contains(&track),
+                "track {track} described before its events"
+            );
+            let ts = p.get_u64("timestamp").expect("timestamp");
+            assert!(ts >= last_event_ts, "track events in time order");
+            last_event_ts = ts;
+            let depth = open.entry(track).or_default();
+            match e.get("type") {
+                Some("TYPE_SLICE_BEGIN") => {
+                    *depth += 1;
+                    *facts.slices.entry(track).or_default() += 1;
+                }
+                Some("TYPE_SLICE_END") => {
+                    *depth -= 1;
+                    assert!(*depth >= 0, "slice end without begin on {track}");
+                }
+                other => panic!("unexpected track event type {other:?}"),
+            }
+        }
+        if let Some(s) = p.child("perf_sample")
+            && let Some(cs) = s.get_u64("callstack_iid")
+        {
+            assert!(stacks.contains(&cs), "callstack {cs} defined before use");
+            let tid = s.get_u64("tid").expect("tid");
+            assert!(
+                thread_tids.contains(&tid),
+                "thread {tid} described before its samples"
+            );
+            assert_eq!(
+                p.get("sequence_flags"),
+                Some("2"),
+                "needs incremental state"
+            );
+            sample_ts.push(p.get_u64("timestamp").expect("timestamp"));
+        }
+    }
+    for (track, depth) in open {
+        assert_eq!(depth, 0, "slices on track {track} balanced");
+    }
+    facts.sample_ts = sample_ts;
+    facts
 }

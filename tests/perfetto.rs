@@ -5,98 +5,6 @@ use std::collections::HashSet;
 
 use profiler_tests::*;
 
-/// Checks the invariants a Perfetto reader relies on; returns the timestamps of the samples.
-fn check_trace(trace: &TextMessage) -> Vec<u64> {
-    let packets: Vec<&TextMessage> = trace.all("packet").collect();
-    assert!(!packets.is_empty());
-    assert_eq!(
-        packets[0].get("sequence_flags"),
-        Some("1"),
-        "first packet clears state"
-    );
-    let mut names: HashSet<u64> = HashSet::new();
-    let mut frames: HashSet<u64> = HashSet::new();
-    let mut stacks: HashSet<u64> = HashSet::new();
-    let mut maps: HashSet<u64> = HashSet::new();
-    let mut paths: HashSet<u64> = HashSet::new();
-    let mut tracks = HashSet::new();
-    let mut thread_tids = HashSet::new();
-    let mut sample_ts = Vec::new();
-    for p in &packets {
-        assert_eq!(
-            p.get("trusted_packet_sequence_id"),
-            Some("1"),
-            "one sequence"
-        );
-        if let Some(d) = p.child("interned_data") {
-            let iid = |m: &TextMessage| m.get_u64("iid").expect("iid");
-            for s in d.all("function_names") {
-                assert!(names.insert(iid(s)), "function name interned twice");
-            }
-            for s in d.all("mapping_paths") {
-                assert!(paths.insert(iid(s)));
-            }
-            for m in d.all("mappings") {
-                for (k, v) in &m.scalars {
-                    if k == "path_string_ids" {
-                        assert!(
-                            paths.contains(&v.parse().expect("id")),
-                            "path before mapping"
-                        );
-                    }
-                }
-                assert!(maps.insert(iid(m)));
-            }
-            for f in d.all("frames") {
-                let name = f.get_u64("function_name_id").expect("named frame");
-                assert!(names.contains(&name), "name before frame");
-                if let Some(m) = f.get_u64("mapping_id") {
-                    assert!(maps.contains(&m), "mapping before frame");
-                }
-                assert!(frames.insert(iid(f)), "frame interned twice");
-            }
-            for c in d.all("callstacks") {
-                for (k, v) in &c.scalars {
-                    if k == "frame_ids" {
-                        assert!(
-                            frames.contains(&v.parse().expect("id")),
-                            "frame before stack"
-                        );
-                    }
-                }
-                assert!(stacks.insert(iid(c)));
-            }
-        }
-        if let Some(t) = p.child("track_descriptor") {
-            let uuid = t.get_u64("uuid").expect("uuid");
-            if let Some(parent) = t.get_u64("parent_uuid") {
-                assert!(tracks.contains(&parent), "parent described first");
-            }
-            assert!(tracks.insert(uuid), "track described twice");
-            if let Some(th) = t.child("thread") {
-                thread_tids.insert(th.get_u64("tid").expect("tid"));
-            }
-        }
-        if let Some(s) = p.child("perf_sample")
-            && let Some(cs) = s.get_u64("callstack_iid")
-        {
-            assert!(stacks.contains(&cs), "callstack {cs} defined before use");
-            let tid = s.get_u64("tid").expect("tid");
-            assert!(
-                thread_tids.contains(&tid),
-                "thread {tid} described before its samples"
-            );
-            assert_eq!(
-                p.get("sequence_flags"),
-                Some("2"),
-                "needs incremental state"
-            );
-            sample_ts.push(p.get_u64("timestamp").expect("timestamp"));
-        }
-    }
-    sample_ts
-}
-
 #[test]
 fn multithreaded_trace_decodes_with_the_official_schema() {
     let bin = build_c("threads-perfetto", "threads.c", C_FP);
@@ -107,7 +15,7 @@ fn multithreaded_trace_decodes_with_the_official_schema() {
         &["--duration", "2", "--frequency", "199"],
     );
     let trace = decode_perfetto(&out_dir.join("trace.perfetto-trace"));
-    let ts = check_trace(&trace);
+    let ts = check_perfetto(&trace).sample_ts;
     let s = summary(&out_dir);
     assert_eq!(Some(ts.len() as u64), s["samples"]["recorded"].as_u64());
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "samples in time order");
@@ -140,7 +48,7 @@ fn multithreaded_trace_decodes_with_the_official_schema() {
         .expect("report runs");
     assert!(out.status.success(), "{}", stderr_of(&out));
     let window = out_dir.join("window");
-    let wts = check_trace(&decode_perfetto(&window.join("trace.perfetto-trace")));
+    let wts = check_perfetto(&decode_perfetto(&window.join("trace.perfetto-trace"))).sample_ts;
     let ws = summary(&window);
     assert_eq!(Some(wts.len() as u64), ws["samples"]["recorded"].as_u64());
     assert_eq!(total(&folded(&window)), wts.len() as u64);

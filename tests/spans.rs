@@ -105,5 +105,23 @@ fn span_fn_makes_every_call_a_span_with_recursion_nested() {
         "parse samples: {parse_in_request} in span:handle_request, {parse_elsewhere} elsewhere"
     );
     assert!(parse_in_request > 100);
+
+    // The Perfetto trace: every span once on the lifetime lanes, every enter→exit run on its
+    // thread track, all balanced.
+    let trace = check_perfetto(&decode_perfetto(&dir.join("trace.perfetto-trace")));
+    let lane_slices: u64 = trace
+        .slices
+        .iter()
+        .filter(|(t, _)| trace.track_names.get(*t).map(String::as_str) == Some("spans"))
+        .map(|(_, n)| n)
+        .sum();
+    let thread_slices: u64 = trace
+        .slices
+        .iter()
+        .filter(|(t, _)| trace.track_names.get(*t).map(String::as_str) != Some("spans"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(lane_slices, all.len() as u64);
+    assert_eq!(thread_slices, all.len() as u64, "one run per span-fn call");
     assert_eq!(parse_elsewhere, 0, "parse only runs inside handle_request");
 }

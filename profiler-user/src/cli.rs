@@ -16,6 +16,7 @@ use crate::{
     },
     error::{Error, Result},
     fail_if::{self, Rule},
+    outputs::perfetto::SpanTracks,
     outputs::{self, OutputDir, Parts},
     symbolize,
 };
@@ -71,6 +72,9 @@ pub struct RecordArgs {
     /// 'span(*).p99 > 10ms', 'spans.concurrency > 100', 'lost.samples > 0' (repeatable).
     #[arg(long = "fail-if", value_name = "RULE")]
     pub fail_if: Vec<Rule>,
+    /// Where spans go in trace.perfetto-trace.
+    #[arg(long, value_enum, default_value_t = SpanTracks::Both)]
+    pub perfetto_spans: SpanTracks,
     /// No live status line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -111,6 +115,9 @@ pub struct ReportArgs {
     /// Exit with code 3 when a rule holds (see `record --help`; repeatable).
     #[arg(long = "fail-if", value_name = "RULE")]
     pub fail_if: Vec<Rule>,
+    /// Where spans go in trace.perfetto-trace.
+    #[arg(long, value_enum, default_value_t = SpanTracks::Both)]
+    pub perfetto_spans: SpanTracks,
 }
 
 /// Durations as people type them; zero and garbage are refused with the reason.
@@ -288,7 +295,11 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     };
     let rec = symbolize::symbolize(&raw);
     drop(raw);
-    finish(&rec, &dir, Parts::ALL, args.quiet)?;
+    let parts = Parts {
+        perfetto_spans: args.perfetto_spans,
+        ..Parts::ALL
+    };
+    finish(&rec, &dir, parts, args.quiet)?;
     check_rules(&rec, &args.fail_if)
 }
 
@@ -331,6 +342,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     // A window's outputs must not replace the full recording they were cut from.
     let mut parts = Parts {
         recording: !windowed || args.output.is_some(),
+        perfetto_spans: args.perfetto_spans,
         ..Parts::ALL
     };
     if args.summary_only {

@@ -173,6 +173,7 @@ pub struct Parts {
     pub flame_graph: bool,
     pub summary: bool,
     pub perfetto: bool,
+    pub perfetto_spans: perfetto::SpanTracks,
 }
 
 impl Parts {
@@ -182,6 +183,7 @@ impl Parts {
         flame_graph: false,
         summary: false,
         perfetto: false,
+        perfetto_spans: perfetto::SpanTracks::Both,
     };
 
     pub const ALL: Self = Self {
@@ -190,6 +192,7 @@ impl Parts {
         flame_graph: true,
         summary: true,
         perfetto: true,
+        perfetto_spans: perfetto::SpanTracks::Both,
     };
 }
 
@@ -246,7 +249,7 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
     }
     if parts.perfetto {
         written.push(dir.write_with(PERFETTO_FILE, |w| {
-            perfetto::write(rec, w).map_err(|source| Error::Write {
+            perfetto::write(rec, parts.perfetto_spans, w).map_err(|source| Error::Write {
                 path: dir.path().join(PERFETTO_FILE),
                 source,
             })

@@ -17,7 +17,7 @@ use std::{
 use prost::Message;
 use proto::*;
 
-use crate::model::{FrameKind, Recording, Sample};
+use crate::model::{FrameKind, Recording, Sample, Span};
 
 pub const SEQUENCE_ID: u32 = 1;
 
@@ -28,6 +28,22 @@ pub fn process_uuid(pid: u32) -> u64 {
 
 pub fn thread_uuid(tid: u32) -> u64 {
     (2 << 32) | u64::from(tid)
+}
+
+/// Tracks that hold span lifetimes; concurrent spans that do not nest need separate lanes.
+pub fn span_lane_uuid(pid: u32, lane: u32) -> u64 {
+    (3 << 48) | (u64::from(lane) << 32) | u64::from(pid)
+}
+
+/// `--perfetto-spans`: where spans appear in the trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpanTracks {
+    /// Enter→exit slices on the thread tracks (where each span ran).
+    Thread,
+    /// Each span's whole lifetime (begin→end, across threads) on tracks under the process.
+    Async,
+    #[default]
+    Both,
 }
 
 pub struct TraceWriter<W: Write> {
@@ -226,6 +242,51 @@ impl<W: Write> TraceWriter<W> {
         })
     }
 
+    pub fn track(&mut self, ts: u64, uuid: u64, parent: u64, name: &str) -> io::Result<()> {
+        self.write_packet(TracePacket {
+            timestamp: Some(ts),
+            track_descriptor: Some(TrackDescriptor {
+                uuid: Some(uuid),
+                parent_uuid: Some(parent),
+                name: Some(name.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    pub fn slice_begin(
+        &mut self,
+        ts: u64,
+        track: u64,
+        name: &str,
+        annotations: Vec<DebugAnnotation>,
+    ) -> io::Result<()> {
+        self.write_packet(TracePacket {
+            timestamp: Some(ts),
+            track_event: Some(TrackEvent {
+                debug_annotations: annotations,
+                r#type: Some(TYPE_SLICE_BEGIN),
+                track_uuid: Some(track),
+                categories: vec!["span".to_string()],
+                name: Some(name.to_string()),
+            }),
+            ..Default::default()
+        })
+    }
+
+    pub fn slice_end(&mut self, ts: u64, track: u64) -> io::Result<()> {
+        self.write_packet(TracePacket {
+            timestamp: Some(ts),
+            track_event: Some(TrackEvent {
+                r#type: Some(TYPE_SLICE_END),
+                track_uuid: Some(track),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
     /// Records that `lost` samples never reached userspace, so trace_processor's stats show it.
     pub fn lost_samples(&mut self, ts: u64, lost: u64) -> io::Result<()> {
         self.write_packet(TracePacket {
@@ -244,12 +305,108 @@ impl<W: Write> TraceWriter<W> {
     }
 }
 
-/// Writes the whole recording: process and thread tracks first, then samples in time order.
-pub fn write(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
+/// Something on the timeline, in the order it must be written for its track.
+enum Item<'a> {
+    Sample(&'a Sample),
+    Begin {
+        track: u64,
+        span: &'a Span,
+        lifetime: bool,
+    },
+    End {
+        track: u64,
+    },
+}
+
+/// Properly nested slices for one track: intervals sorted by (begin, longest first); one that
+/// starts inside another but outlives it is clipped to it, since a track cannot show
+/// overlapping slices that do not nest.
+fn nest<'a>(
+    mut intervals: Vec<(u64, u64, &'a Span)>,
+    track: u64,
+    lifetime: bool,
+    out: &mut Vec<(u64, Item<'a>)>,
+) {
+    intervals.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut open: Vec<u64> = Vec::new();
+    for (begin, end, span) in intervals {
+        while let Some(&top) = open.last() {
+            if top > begin {
+                break;
+            }
+            out.push((top, Item::End { track }));
+            open.pop();
+        }
+        let end = open.last().map_or(end, |&top| end.min(top));
+        out.push((
+            begin,
+            Item::Begin {
+                track,
+                span,
+                lifetime,
+            },
+        ));
+        open.push(end);
+    }
+    while let Some(top) = open.pop() {
+        out.push((top, Item::End { track }));
+    }
+}
+
+/// Spreads span lifetimes over as few lanes as keep every lane properly nested.
+fn lanes<'a>(spans: impl Iterator<Item = &'a Span>) -> Vec<Vec<&'a Span>> {
+    let mut order: Vec<&Span> = spans.collect();
+    order.sort_by(|a, b| a.begin_ns.cmp(&b.begin_ns).then(b.end_ns.cmp(&a.end_ns)));
+    let mut lanes: Vec<(Vec<u64>, Vec<&Span>)> = Vec::new();
+    for s in order {
+        let fits = lanes.iter_mut().position(|(open, _)| {
+            while open.last().is_some_and(|&end| end <= s.begin_ns) {
+                open.pop();
+            }
+            open.last().is_none_or(|&end| end >= s.end_ns)
+        });
+        let lane = match fits {
+            Some(l) => l,
+            None => {
+                lanes.push((Vec::new(), Vec::new()));
+                lanes.len() - 1
+            }
+        };
+        lanes[lane].0.push(s.end_ns);
+        lanes[lane].1.push(s);
+    }
+    lanes.into_iter().map(|(_, spans)| spans).collect()
+}
+
+fn annotations(s: &Span, lifetime: bool) -> Vec<DebugAnnotation> {
+    let mut a = vec![DebugAnnotation::uint("span_id", s.id)];
+    if lifetime {
+        a.push(DebugAnnotation::uint("parent_id", s.parent));
+        if !s.target.is_empty() {
+            a.push(DebugAnnotation::string("target", s.target.clone()));
+        }
+        if !s.file.is_empty() {
+            a.push(DebugAnnotation::string(
+                "location",
+                format!("{}:{}", s.file, s.line),
+            ));
+        }
+        let tids: Vec<String> = s.tids.iter().map(u32::to_string).collect();
+        a.push(DebugAnnotation::string("threads", tids.join(",")));
+        a.push(DebugAnnotation::uint("cpu_samples", s.samples));
+        a.push(DebugAnnotation::boolean("incomplete", s.incomplete));
+    }
+    a
+}
+
+/// Writes the whole recording: tracks first, then samples and span slices in time order.
+pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> io::Result<()> {
     let m = rec.meta();
+    let ts0 = m.start_boottime_ns;
     let mut w = TraceWriter::new(out);
     let mut pids: Vec<u32> = rec.processes.iter().map(|p| p.pid).collect();
     pids.extend(rec.samples.iter().map(|s| s.pid));
+    pids.extend(rec.spans.iter().map(|s| s.pid));
     pids.sort_unstable();
     pids.dedup();
     for &pid in &pids {
@@ -259,20 +416,71 @@ pub fn write(rec: &Recording, out: &mut dyn Write) -> io::Result<()> {
             .find(|p| p.pid == pid)
             .map(|p| p.command.as_slice())
             .unwrap_or_default();
-        w.process(m.start_boottime_ns, pid, rec.process_name(pid), cmdline)?;
+        w.process(ts0, pid, rec.process_name(pid), cmdline)?;
     }
     let mut threads: Vec<(u32, u32)> = rec.samples.iter().map(|s| (s.tid, s.pid)).collect();
     threads.extend(rec.threads.iter().map(|t| (t.tid, t.pid)));
+    threads.extend(rec.span_runs.iter().map(|r| (r.tid, r.pid)));
     threads.sort_unstable();
     threads.dedup_by_key(|t| t.0);
-    for (tid, pid) in threads {
+    for &(tid, pid) in &threads {
         let name = rec.thread_name(tid).unwrap_or_default();
-        w.thread(m.start_boottime_ns, pid, tid, name)?;
+        w.thread(ts0, pid, tid, name)?;
     }
-    let mut order: Vec<&Sample> = rec.samples.iter().collect();
-    order.sort_by_key(|s| s.timestamp_ns);
-    for s in order {
-        w.perf_sample(rec, s)?;
+
+    let mut items: Vec<(u64, Item<'_>)> = rec
+        .samples
+        .iter()
+        .map(|s| (s.timestamp_ns, Item::Sample(s)))
+        .collect();
+    let by_id: HashMap<(u32, u64), &Span> = rec.spans.iter().map(|s| ((s.pid, s.id), s)).collect();
+    if span_tracks != SpanTracks::Async {
+        let mut per_thread: HashMap<u32, Vec<(u64, u64, &Span)>> = HashMap::new();
+        for r in &rec.span_runs {
+            if let Some(s) = by_id.get(&(r.pid, r.span)) {
+                per_thread
+                    .entry(r.tid)
+                    .or_default()
+                    .push((r.begin_ns, r.end_ns, s));
+            }
+        }
+        for (tid, runs) in per_thread {
+            nest(runs, thread_uuid(tid), false, &mut items);
+        }
+    }
+    if span_tracks != SpanTracks::Thread {
+        for &pid in &pids {
+            let spans = rec.spans.iter().filter(|s| s.pid == pid);
+            for (lane, members) in lanes(spans).into_iter().enumerate() {
+                let uuid = span_lane_uuid(pid, lane as u32);
+                w.track(ts0, uuid, process_uuid(pid), "spans")?;
+                let intervals = members
+                    .into_iter()
+                    .map(|s| (s.begin_ns, s.end_ns, s))
+                    .collect();
+                nest(intervals, uuid, true, &mut items);
+            }
+        }
+    }
+    // Stable: each track's own order (built above) survives equal timestamps.
+    items.sort_by_key(|(ts, _)| *ts);
+    for (ts, item) in items {
+        match item {
+            Item::Sample(s) => w.perf_sample(rec, s)?,
+            Item::Begin {
+                track,
+                span,
+                lifetime,
+            } => {
+                let name = if lifetime && span.incomplete {
+                    format!("{} [incomplete]", span.name)
+                } else {
+                    span.name.clone()
+                };
+                w.slice_begin(ts, track, &name, annotations(span, lifetime))?;
+            }
+            Item::End { track } => w.slice_end(ts, track)?,
+        }
     }
     let lost = rec.counters().lost();
     if lost > 0 {
@@ -305,7 +513,7 @@ mod tests {
     fn interned_ids_are_defined_before_use_and_once() {
         let rec = sample_recording();
         let mut bytes = Vec::new();
-        write(&rec, &mut bytes).expect("write to memory");
+        write(&rec, SpanTracks::Both, &mut bytes).expect("write to memory");
         let packets = packets(&bytes);
         assert_eq!(
             packets[0].sequence_flags,
@@ -377,11 +585,124 @@ mod tests {
         assert_eq!(lost, 2);
     }
 
+    fn recording_with_spans() -> Recording {
+        use crate::model::SpanRun;
+        let mut rec = sample_recording();
+        let span = |id, parent, name: &str, begin, end, incomplete| Span {
+            id,
+            parent,
+            name: name.into(),
+            begin_ns: begin,
+            end_ns: end,
+            incomplete,
+            pid: 42,
+            tids: vec![42],
+            ..Default::default()
+        };
+        // Two overlapping requests (not nested: need two lanes), a child in the first, and
+        // an incomplete one.
+        rec.spans = vec![
+            span(1, 0, "request", 1_000_000_000, 1_050_000_000, false),
+            span(2, 1, "db_query", 1_010_000_000, 1_020_000_000, false),
+            span(3, 0, "request", 1_040_000_000, 1_080_000_000, false),
+            span(4, 0, "tail", 1_085_000_000, 1_100_000_000, true),
+        ];
+        let run = |span, begin, end| SpanRun {
+            span,
+            tid: 42,
+            begin_ns: begin,
+            end_ns: end,
+            pid: 42,
+        };
+        // Span 3's run starts inside span 1's and outlives it: must be clipped to nest.
+        rec.span_runs = vec![
+            run(1, 1_000_000_000, 1_050_000_000),
+            run(2, 1_010_000_000, 1_020_000_000),
+            run(3, 1_045_000_000, 1_060_000_000),
+        ];
+        rec
+    }
+
+    /// Slice begins and ends per track, checking they balance and never go negative.
+    fn slice_balance(packets: &[TracePacket]) -> HashMap<u64, (u32, u32)> {
+        let mut depth: HashMap<u64, (i64, u32, u32)> = HashMap::new();
+        let mut last_ts = 0;
+        for p in packets {
+            let Some(e) = &p.track_event else { continue };
+            let ts = p.timestamp.unwrap_or(0);
+            assert!(ts >= last_ts, "events in time order");
+            last_ts = ts;
+            let track = e.track_uuid.expect("track");
+            let d = depth.entry(track).or_default();
+            match e.r#type {
+                Some(TYPE_SLICE_BEGIN) => {
+                    d.0 += 1;
+                    d.1 += 1;
+                }
+                Some(TYPE_SLICE_END) => {
+                    d.0 -= 1;
+                    d.2 += 1;
+                    assert!(d.0 >= 0, "end without begin on track {track}");
+                }
+                other => panic!("unexpected type {other:?}"),
+            }
+        }
+        depth
+            .into_iter()
+            .map(|(t, (open, b, e))| {
+                assert_eq!(open, 0, "track {t} balanced");
+                (t, (b, e))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn span_slices_nest_per_track_and_lanes_separate_overlaps() {
+        let rec = recording_with_spans();
+        let mut bytes = Vec::new();
+        write(&rec, SpanTracks::Both, &mut bytes).expect("write");
+        let all = packets(&bytes);
+        let balance = slice_balance(&all);
+        assert_eq!(balance[&thread_uuid(42)], (3, 3));
+        let lane0 = balance[&span_lane_uuid(42, 0)];
+        let lane1 = balance[&span_lane_uuid(42, 1)];
+        assert_eq!(lane0.0 + lane1.0, 4, "every span once");
+        assert!(
+            !balance.contains_key(&span_lane_uuid(42, 2)),
+            "two lanes suffice"
+        );
+        let names: Vec<&str> = all
+            .iter()
+            .filter_map(|p| p.track_event.as_ref()?.name.as_deref())
+            .collect();
+        assert!(names.contains(&"tail [incomplete]"));
+        let lanes_described = all
+            .iter()
+            .filter(|p| {
+                p.track_descriptor
+                    .as_ref()
+                    .is_some_and(|t| t.name.as_deref() == Some("spans"))
+            })
+            .count();
+        assert_eq!(lanes_described, 2);
+
+        for (mode, thread, lanes) in [
+            (SpanTracks::Thread, true, false),
+            (SpanTracks::Async, false, true),
+        ] {
+            let mut bytes = Vec::new();
+            write(&rec, mode, &mut bytes).expect("write");
+            let b = slice_balance(&packets(&bytes));
+            assert_eq!(b.contains_key(&thread_uuid(42)), thread);
+            assert_eq!(b.contains_key(&span_lane_uuid(42, 0)), lanes);
+        }
+    }
+
     #[test]
     fn callstacks_are_root_first_with_inlined_frames() {
         let rec = sample_recording();
         let mut bytes = Vec::new();
-        write(&rec, &mut bytes).expect("write");
+        write(&rec, SpanTracks::Both, &mut bytes).expect("write");
         let packets = packets(&bytes);
         let data: Vec<&InternedData> = packets
             .iter()

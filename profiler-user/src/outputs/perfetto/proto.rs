@@ -9,6 +9,8 @@ pub struct TracePacket {
     pub timestamp: Option<u64>,
     #[prost(uint32, optional, tag = "10")]
     pub trusted_packet_sequence_id: Option<u32>,
+    #[prost(message, optional, tag = "11")]
+    pub track_event: Option<TrackEvent>,
     #[prost(message, optional, tag = "12")]
     pub interned_data: Option<InternedData>,
     #[prost(uint32, optional, tag = "13")]
@@ -143,4 +145,60 @@ pub struct Mapping {
     pub build_id: Option<u64>,
     #[prost(uint64, repeated, packed = "false", tag = "7")]
     pub path_string_ids: Vec<u64>,
+}
+
+/// TrackEvent.Type.
+pub const TYPE_SLICE_BEGIN: i32 = 1;
+pub const TYPE_SLICE_END: i32 = 2;
+
+#[derive(Clone, PartialEq, Message)]
+pub struct TrackEvent {
+    #[prost(message, repeated, tag = "4")]
+    pub debug_annotations: Vec<DebugAnnotation>,
+    #[prost(int32, optional, tag = "9")]
+    pub r#type: Option<i32>,
+    #[prost(uint64, optional, tag = "11")]
+    pub track_uuid: Option<u64>,
+    #[prost(string, repeated, tag = "22")]
+    pub categories: Vec<String>,
+    #[prost(string, optional, tag = "23")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DebugAnnotation {
+    #[prost(bool, optional, tag = "2")]
+    pub bool_value: Option<bool>,
+    #[prost(uint64, optional, tag = "3")]
+    pub uint_value: Option<u64>,
+    #[prost(string, optional, tag = "6")]
+    pub string_value: Option<String>,
+    #[prost(string, optional, tag = "10")]
+    pub name: Option<String>,
+}
+
+impl DebugAnnotation {
+    pub fn string(name: &str, value: impl Into<String>) -> Self {
+        Self {
+            name: Some(name.to_string()),
+            string_value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn uint(name: &str, value: u64) -> Self {
+        Self {
+            name: Some(name.to_string()),
+            uint_value: Some(value),
+            ..Default::default()
+        }
+    }
+
+    pub fn boolean(name: &str, value: bool) -> Self {
+        Self {
+            name: Some(name.to_string()),
+            bool_value: Some(value),
+            ..Default::default()
+        }
+    }
 }
