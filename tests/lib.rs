@@ -43,13 +43,23 @@ pub const C_FP: &[&str] = &[
     "-mno-omit-leaf-frame-pointer",
     "-fno-optimize-sibling-calls",
 ];
+/// Frame pointers and the span probe header.
+pub fn c_fp_probes() -> Vec<String> {
+    let mut flags: Vec<String> = C_FP.iter().map(|s| s.to_string()).collect();
+    flags.push(format!(
+        "-I{}",
+        workspace_root().join("profiler-probes/include").display()
+    ));
+    flags
+}
+
 /// What distributions build with: no frame pointers.
 pub const C_NOFP: &[&str] = &["-O2", "-g"];
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// Compiles `tests/targets/<source>` into `target/test-targets/<name>` (once per test run).
-pub fn build_c(name: &str, source: &str, flags: &[&str]) -> PathBuf {
+pub fn build_c<S: AsRef<std::ffi::OsStr>>(name: &str, source: &str, flags: &[S]) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let out = targets_dir().join(format!("{name}-{}", std::process::id()));
     if !out.exists() {

@@ -125,3 +125,119 @@ fn span_fn_makes_every_call_a_span_with_recursion_nested() {
     assert_eq!(thread_slices, all.len() as u64, "one run per span-fn call");
     assert_eq!(parse_elsewhere, 0, "parse only runs inside handle_request");
 }
+
+#[test]
+fn c_header_spans_are_counted_exactly_and_samples_land_in_them() {
+    let bin = build_c("probes-c", "probes_c.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &[]);
+    let (dir, printed) = record_run(&mut target, "probes-c", &["--frequency", "999"]);
+    let expected = printed_counts(&printed);
+    let spans = spans_json(&dir);
+    let got = counts(&spans);
+    eprintln!("expected {expected:?}, got {got:?}");
+    assert_eq!(got.get("request"), expected.get("request"));
+    assert_eq!(got.get("db_query"), expected.get("db_query"));
+    assert_eq!(spans["lost_events"], 0);
+    let all = spans["spans"].as_array().expect("array");
+    let by_id: HashMap<u64, &serde_json::Value> = all
+        .iter()
+        .map(|s| (s["id"].as_u64().expect("id"), s))
+        .collect();
+    for s in all {
+        assert_eq!(s["incomplete"], false);
+        if s["name"] == "db_query" {
+            let p = by_id[&s["parent"].as_u64().expect("parent")];
+            assert_eq!(p["name"], "request");
+            assert_eq!(s["target"], "probes_c::db");
+            assert!(
+                s["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("probes_c.c"))
+            );
+            assert!(s["line"].as_u64().is_some_and(|l| l > 0));
+        }
+    }
+    // run_query only runs inside db_query, and db_query is 3/4 of a request's CPU.
+    let span_folded =
+        std::fs::read_to_string(dir.join("profile-spans.folded")).expect("span folded");
+    let (mut in_query, mut elsewhere) = (0u64, 0u64);
+    for line in span_folded.lines() {
+        let (stack, n) = line.rsplit_once(' ').expect("folded line");
+        let n: u64 = n.parse().expect("count");
+        if stack.split(';').any(|f| f == "run_query") {
+            if stack.contains("span:request;span:db_query;") {
+                in_query += n;
+            } else {
+                elsewhere += n;
+            }
+        }
+    }
+    eprintln!("run_query samples: {in_query} in span:request;span:db_query, {elsewhere} elsewhere");
+    assert!(in_query > 100 && elsewhere == 0);
+    let report = &summary(&dir)["spans"];
+    let q = report["by_name"]
+        .as_array()
+        .expect("by_name")
+        .iter()
+        .find(|n| n["name"] == "db_query")
+        .expect("db_query stats");
+    let r = report["by_name"]
+        .as_array()
+        .expect("by_name")
+        .iter()
+        .find(|n| n["name"] == "request")
+        .expect("request stats");
+    let share = q["total_ns"].as_f64().unwrap_or(0.0) / r["total_ns"].as_f64().unwrap_or(1.0);
+    eprintln!("db_query/request time {share:.2}");
+    assert!(
+        (0.6..0.9).contains(&share),
+        "db_query is ~3/4 of request time: {share:.2}"
+    );
+
+    // --fail-if on the real recording: one rule that holds, one that does not.
+    let gate = |rule: &str| {
+        profiler()
+            .arg("report")
+            .arg(&*dir)
+            .args(["--summary-only", "--fail-if", rule])
+            .output()
+            .expect("report runs")
+    };
+    let pass = gate("span(db_query).count != 600");
+    assert_eq!(pass.status.code(), Some(0), "{}", stderr_of(&pass));
+    let fail = gate("span(db_query).total > 1ms");
+    assert_eq!(fail.status.code(), Some(3), "{}", stderr_of(&fail));
+    assert!(stderr_of(&fail).contains("span(db_query).total"));
+    let fail_any = gate("span(*).count >= 600");
+    assert_eq!(fail_any.status.code(), Some(3));
+    assert_eq!(
+        stderr_of(&fail_any).matches("violated:").count(),
+        2,
+        "one per name"
+    );
+}
+
+#[test]
+fn burst_of_100k_spans_loses_none_with_default_settings() {
+    let bin = build_c("burst", "burst.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &[]);
+    let (dir, printed) = record_run(&mut target, "burst", &[]);
+    let expected = printed_counts(&printed);
+    eprintln!("target: {printed}");
+    let secs: f64 = printed
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .expect("seconds printed");
+    assert!(
+        secs <= 1.0,
+        "the burst took {secs:.3} s, not within one second"
+    );
+    let spans = spans_json(&dir);
+    assert_eq!(counts(&spans).get("burst"), expected.get("burst"));
+    assert_eq!(expected.get("burst"), Some(&100_000));
+    assert_eq!(spans["lost_events"], 0);
+    let s = summary(&dir);
+    assert_eq!(s["spans"]["lost_events"], 0);
+    assert_eq!(s["spans"]["unmatched_ends"], 0);
+}

@@ -38,6 +38,44 @@ pub enum Command {
     Record(RecordArgs),
     /// Regenerate the outputs of a recording directory (no root, no target needed).
     Report(ReportArgs),
+    /// List running processes that carry the span probe ABI (profiler-probes).
+    Ps(PsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn ps(args: PsArgs) -> Result<()> {
+    let found = collect::ps::find_instrumented();
+    if args.json {
+        let json = serde_json::to_string_pretty(&found)
+            .map_err(|e| Error::Internal(format!("ps JSON: {e}")))?;
+        println!("{json}");
+        return Ok(());
+    }
+    if found.is_empty() {
+        println!("no running process carries the span probes (profiler_span_begin)");
+        return Ok(());
+    }
+    println!("{:>8}  {:<16} {:<40} PROBES IN", "PID", "COMM", "COMMAND");
+    for p in found {
+        let mut cmd = p.command.join(" ");
+        if cmd.chars().count() > 40 {
+            cmd = cmd.chars().take(39).collect::<String>() + "…";
+        }
+        println!(
+            "{:>8}  {:<16} {:<40} {}",
+            p.pid,
+            p.comm,
+            cmd,
+            p.modules.join(", ")
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]

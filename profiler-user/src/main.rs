@@ -12,6 +12,7 @@ fn main() -> ExitCode {
             .map_err(|e| profiler::Error::io("starting the async runtime", e))
             .and_then(|rt| rt.block_on(cli::record(args))),
         Command::Report(args) => cli::report(args),
+        Command::Ps(args) => cli::ps(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

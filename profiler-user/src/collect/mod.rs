@@ -2,6 +2,7 @@
 //! CPU, and turns ring buffer records into [`RawSample`]s until the recording stops.
 pub mod privileges;
 pub mod procfs;
+pub mod ps;
 pub mod spans;
 
 use std::{

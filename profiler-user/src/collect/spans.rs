@@ -75,7 +75,7 @@ pub struct Attached {
 }
 
 /// File offsets of `names` in the ELF file at `path` (None for a name it lacks).
-fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>> {
+pub(crate) fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>> {
     let src = InspectSource::Elf(InspectElf::new(path));
     let inspector = Inspector::new();
     let found = inspector
