@@ -5,7 +5,7 @@ use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{Mutex, OnceLock},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -92,23 +92,36 @@ pub fn stripped(bin: &Path) -> PathBuf {
     out
 }
 
+/// Builds a Rust program in tests/targets/NAME with frame pointers, outside the workspace.
+pub fn build_rust_target(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
+        return bin.clone();
+    }
+    let target_dir = targets_dir().join("rust");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(
+            workspace_root()
+                .join("tests/targets")
+                .join(name)
+                .join("Cargo.toml"),
+        )
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C force-frame-pointers=yes")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {name} failed");
+    let bin = target_dir.join("release").join(name);
+    built.push((name.to_string(), bin.clone()));
+    bin
+}
+
 /// Builds tests/targets/rust-split with frame pointers.
 pub fn build_rust_split() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let target_dir = targets_dir().join("rust");
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["build", "--release", "--quiet", "--manifest-path"])
-            .arg(workspace_root().join("tests/targets/rust-split/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env("RUSTFLAGS", "-C force-frame-pointers=yes")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building rust-split failed");
-        target_dir.join("release/rust-split")
-    })
-    .clone()
+    build_rust_target("rust-split")
 }
 
 /// A running target program, killed when dropped.

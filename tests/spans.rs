@@ -241,3 +241,54 @@ fn burst_of_100k_spans_loses_none_with_default_settings() {
     assert_eq!(s["spans"]["lost_events"], 0);
     assert_eq!(s["spans"]["unmatched_ends"], 0);
 }
+
+#[test]
+fn tokio_tasks_migrating_between_workers_are_counted_exactly() {
+    let bin = build_rust_target("tokio-spans");
+    let mut target = Target::start(&bin, &[]);
+    let (dir, printed) = record_run(&mut target, "tokio", &["--frequency", "999"]);
+    let expected = printed_counts(&printed);
+    let spans = spans_json(&dir);
+    let got = counts(&spans);
+    eprintln!("expected {expected:?}, got {got:?}");
+    assert_eq!(got.get("task"), expected.get("task"));
+    assert_eq!(got.get("step"), expected.get("step"));
+    assert_eq!(spans["lost_events"], 0);
+    let all = spans["spans"].as_array().expect("array");
+    let by_id: HashMap<u64, &serde_json::Value> = all
+        .iter()
+        .map(|s| (s["id"].as_u64().expect("id"), s))
+        .collect();
+    let mut migrated = 0;
+    for s in all {
+        assert_eq!(s["incomplete"], false);
+        if s["name"] == "task" && s["tids"].as_array().is_some_and(|t| t.len() > 1) {
+            migrated += 1;
+        }
+        if s["name"] == "step" {
+            let p = by_id[&s["parent"].as_u64().expect("parent")];
+            assert_eq!(p["name"], "task", "steps are children of their task");
+            assert!(p["begin_ns"].as_u64() <= s["begin_ns"].as_u64());
+            assert!(p["end_ns"].as_u64() >= s["end_ns"].as_u64());
+        }
+    }
+    eprintln!("{migrated} task spans ran on more than one worker thread");
+    assert!(migrated > 0, "tasks migrate between workers");
+    let span_folded =
+        std::fs::read_to_string(dir.join("profile-spans.folded")).expect("span folded");
+    let (mut in_step, mut elsewhere) = (0u64, 0u64);
+    for line in span_folded.lines() {
+        let (stack, n) = line.rsplit_once(' ').expect("folded line");
+        let n: u64 = n.parse().expect("count");
+        if stack.split(';').any(|f| f.ends_with("::crunch")) {
+            if stack.contains("span:task;span:step;") {
+                in_step += n;
+            } else {
+                elsewhere += n;
+            }
+        }
+    }
+    eprintln!("crunch samples: {in_step} in span:task;span:step, {elsewhere} elsewhere");
+    assert!(in_step > 100);
+    assert_eq!(elsewhere, 0, "crunch only runs inside step spans");
+}
