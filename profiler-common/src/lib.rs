@@ -38,8 +38,9 @@ pub mod defaults {
     pub const STACK_ENTRIES: u32 = 16 << 10;
     /// Processes that may be sampled at once.
     pub const MAX_TARGETS: u32 = 4096;
-    /// Threads whose running spans are tracked at once (LRU: dead threads age out).
-    pub const MAX_SPAN_THREADS: u32 = 65536;
+    /// Threads whose running spans are tracked at once (LRU: dead threads age out). Each
+    /// entry is 264 bytes, preallocated: 16k threads cost 4 MiB.
+    pub const MAX_SPAN_THREADS: u32 = 16384;
 }
 
 /// Spans running at once on one thread that a sample can be attributed to.

@@ -1,5 +1,7 @@
 //! `cargo xtask <setup|build|test|lint|demo>`: everything a fresh machine needs, driven from
 //! the repository. Deliberately dependency-free so it compiles in seconds on a clean clone.
+mod bench;
+
 use std::{
     env,
     ffi::OsString,
@@ -22,6 +24,9 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("lint") => setup().and_then(|env| lint(&env)),
         Some("demo") => demo(),
+        Some("bench") => setup()
+            .and_then(|env| build(&env))
+            .and_then(|()| bench::bench()),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -29,7 +34,8 @@ fn main() -> ExitCode {
                  build   setup, then build everything (release)\n\
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
-                 demo    setup, build, profile a bundled workload, write a flame graph and a Perfetto trace"
+                 demo    setup, build, profile a bundled workload, write a flame graph and a Perfetto trace\n\
+                 bench   measure the profiler's costs (heavy; writes bench/results.md)"
             );
             return ExitCode::from(2);
         }

@@ -87,6 +87,18 @@ pub(crate) fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u
         .collect())
 }
 
+/// Whether the file contains `name` as a NUL-terminated string. Parsing every mapped
+/// library's symbol table (libc's alone is thousands of symbols) took most of the attach
+/// time; a byte search rules almost all of them out first.
+fn mentions(path: &Path, name: &str) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let mut needle = name.as_bytes().to_vec();
+    needle.push(0);
+    bytes.windows(needle.len()).any(|w| w == needle.as_slice())
+}
+
 fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
     let prog_err = |e| Error::Program {
         program: name,
@@ -143,6 +155,9 @@ pub fn attach(
         modules.sort_by(|a, b| a.path.cmp(&b.path));
         for m in modules {
             let path = m.fd_path();
+            if !mentions(&path, abi::SYM_BEGIN) {
+                continue;
+            }
             // Files that are not ELF (or unreadable) cannot carry the ABI.
             let Ok(offsets) = symbol_offsets(&path, &abi::SYMBOLS) else {
                 continue;
