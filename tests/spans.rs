@@ -194,6 +194,34 @@ fn c_header_spans_are_counted_exactly_and_samples_land_in_them() {
         "db_query is ~3/4 of request time: {share:.2}"
     );
 
+    // The Perfetto trace of this multithreaded, span-instrumented program decodes with the
+    // official schema; its samples, span lifetimes and thread runs match the recording.
+    let trace = check_perfetto(&decode_perfetto(&dir.join("trace.perfetto-trace")));
+    let recorded = summary(&dir)["samples"]["recorded"].as_u64();
+    assert_eq!(Some(trace.sample_ts.len() as u64), recorded);
+    let on = |lanes: bool| -> u64 {
+        trace
+            .slices
+            .iter()
+            .filter(|(t, _)| {
+                (trace.track_names.get(*t).map(String::as_str) == Some("spans")) == lanes
+            })
+            .map(|(_, n)| n)
+            .sum()
+    };
+    eprintln!(
+        "perfetto: {} samples, {} lifetime slices, {} thread slices",
+        trace.sample_ts.len(),
+        on(true),
+        on(false)
+    );
+    assert_eq!(on(true), all.len() as u64, "every span's lifetime once");
+    assert_eq!(
+        on(false),
+        all.len() as u64,
+        "every span ran once on one thread"
+    );
+
     // --fail-if on the real recording: one rule that holds, one that does not.
     let gate = |rule: &str| {
         profiler()

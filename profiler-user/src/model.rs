@@ -487,7 +487,8 @@ impl Recording {
     }
 
     /// The part of the recording between `from` and `to` after its start: samples outside are
-    /// dropped and the start and end move to the window's edges.
+    /// dropped, spans and their runs that overlap the window are cut to it (a span cut short
+    /// counts as incomplete), and the start and end move to the window's edges.
     pub fn window(
         &self,
         from: Option<std::time::Duration>,
@@ -505,6 +506,27 @@ impl Recording {
         let mut out = self.clone();
         out.samples
             .retain(|s| s.timestamp_ns >= lo && s.timestamp_ns <= hi);
+        out.spans.retain(|s| s.end_ns >= lo && s.begin_ns <= hi);
+        for s in &mut out.spans {
+            if s.begin_ns < lo || s.end_ns > hi {
+                s.incomplete = true;
+                s.begin_ns = s.begin_ns.max(lo);
+                s.end_ns = s.end_ns.min(hi);
+            }
+        }
+        // Sample counts must match the samples left.
+        let mut in_window: std::collections::HashMap<(u32, u64), u64> = Default::default();
+        for s in out.samples.iter().filter(|s| s.span != 0) {
+            *in_window.entry((s.pid, s.span)).or_default() += 1;
+        }
+        for s in &mut out.spans {
+            s.samples = in_window.get(&(s.pid, s.id)).copied().unwrap_or(0);
+        }
+        out.span_runs.retain(|r| r.end_ns >= lo && r.begin_ns <= hi);
+        for r in &mut out.span_runs {
+            r.begin_ns = r.begin_ns.max(lo);
+            r.end_ns = r.end_ns.min(hi);
+        }
         if let Some(meta) = out.meta.as_mut() {
             meta.start_boottime_ns = lo;
             meta.end_boottime_ns = hi;
@@ -673,6 +695,33 @@ pub(crate) mod tests {
         );
         assert_eq!(w.duration_ns(), 30_000_000);
         assert_eq!(r.window(None, None), r);
+        // Spans: one inside, one across the end edge, one outside.
+        let mut r = r;
+        let span = |id, begin, end| Span {
+            id,
+            begin_ns: begin,
+            end_ns: end,
+            pid: 42,
+            ..Default::default()
+        };
+        r.spans = vec![
+            span(1, 1_025_000_000, 1_030_000_000),
+            span(2, 1_045_000_000, 1_090_000_000),
+            span(3, 1_060_000_000, 1_070_000_000),
+        ];
+        r.samples[3].span = 1;
+        r.samples[8].span = 2;
+        r.spans[1].samples = 1;
+        let w = r.window(
+            Some(Duration::from_millis(20)),
+            Some(Duration::from_millis(50)),
+        );
+        let kept: Vec<(u64, bool, u64, u64)> = w
+            .spans
+            .iter()
+            .map(|s| (s.id, s.incomplete, s.duration_ns(), s.samples))
+            .collect();
+        assert_eq!(kept, [(1, false, 5_000_000, 1), (2, true, 5_000_000, 0)]);
         // Past the end: empty, not a panic.
         let late = r.window(Some(Duration::from_secs(5)), None);
         assert!(late.samples.is_empty());
