@@ -76,6 +76,13 @@ pub mod abi {
     pub const SYMBOLS: [&str; 4] = [SYM_BEGIN, SYM_END, SYM_ENTER, SYM_EXIT];
     /// `SpanMeta::version` of the layout below.
     pub const META_VERSION: u32 = 1;
+    /// The machine code of each ABI function in profiler-probes (x86-64): a 1-byte nop, which
+    /// every kernel emulates cheaply at a uprobe, then a 5-byte nop, which Linux 6.16+
+    /// emulates and 6.18 rewrites into a call to a uprobe trampoline (no trap), then `ret`.
+    /// A profiler probes `symbol + NOP5_PROBE_OFFSET` on such kernels and the symbol itself on
+    /// older ones. Part of the ABI: implementations in other languages should use these bytes.
+    pub const X86_64_CODE: [u8; 7] = [0x90, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3];
+    pub const NOP5_PROBE_OFFSET: u64 = 1;
 
     /// Static metadata of a span callsite, as the profiler reads it from the target's memory.
     /// Instrumentation libraries define the same layout with real pointers to NUL-terminated

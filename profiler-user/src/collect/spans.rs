@@ -87,6 +87,32 @@ pub(crate) fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u
         .collect())
 }
 
+/// Linux (major, minor) from the running kernel's release string.
+fn kernel_version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Where to probe an ABI function found at `offset` in `file`: past its 1-byte nop, on the
+/// 5-byte nop, when the code is profiler-probes' layout and the kernel emulates or optimizes
+/// that nop (6.16+; measured here: ~490 ns per hit there vs ~800 ns on the 1-byte nop).
+/// Anything else (another implementation of the ABI, an older kernel) is probed at the
+/// symbol, where every layout is correct.
+fn probe_offset(file: &Path, offset: u64, kernel: Option<(u32, u32)>) -> u64 {
+    let mut code = [0u8; abi::X86_64_CODE.len()];
+    let layout_ok = File::open(file)
+        .and_then(|f| f.read_exact_at(&mut code, offset))
+        .is_ok()
+        && code == abi::X86_64_CODE;
+    let kernel_ok = kernel.is_some_and(|v| v >= (6, 16));
+    if cfg!(target_arch = "x86_64") && layout_ok && kernel_ok {
+        offset + abi::NOP5_PROBE_OFFSET
+    } else {
+        offset
+    }
+}
+
 /// Whether the file contains `name` as a NUL-terminated string. Parsing every mapped
 /// library's symbol table (libc's alone is thousands of symbols) took most of the attach
 /// time; a byte search rules almost all of them out first.
@@ -165,13 +191,15 @@ pub fn attach(
             let [Some(begin), Some(end), Some(enter), Some(exit)] = offsets[..] else {
                 continue;
             };
+            let kernel = kernel_version();
             for (prog, off) in [
                 (names::PROGRAM_SPAN_BEGIN, begin),
                 (names::PROGRAM_SPAN_END, end),
                 (names::PROGRAM_SPAN_ENTER, enter),
                 (names::PROGRAM_SPAN_EXIT, exit),
             ] {
-                attach_at(ebpf, prog, &path, off, pid, None)?;
+                let at = probe_offset(&path, off, kernel);
+                attach_at(ebpf, prog, &path, at, pid, None)?;
             }
             attached.abi_modules.push(m.path.clone());
         }
@@ -298,6 +326,37 @@ impl MetaReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_the_nop5_only_for_the_known_layout_on_new_kernels() {
+        let dir = std::env::temp_dir().join(format!("probe-offset-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("code");
+        let mut bytes = vec![0xcc; 16];
+        bytes.extend_from_slice(&abi::X86_64_CODE);
+        bytes.extend_from_slice(&[0x55, 0x48, 0x89, 0xe5, 0x5d, 0xc3, 0xc3]);
+        std::fs::write(&file, &bytes).expect("write");
+        assert_eq!(probe_offset(&file, 16, Some((6, 18))), 17);
+        assert_eq!(probe_offset(&file, 16, Some((6, 16))), 17);
+        assert_eq!(
+            probe_offset(&file, 16, Some((6, 12))),
+            16,
+            "older kernel: the symbol"
+        );
+        assert_eq!(probe_offset(&file, 16, None), 16);
+        assert_eq!(
+            probe_offset(&file, 23, Some((6, 18))),
+            23,
+            "other code: the symbol"
+        );
+        assert_eq!(
+            probe_offset(&file, 1000, Some((6, 18))),
+            1000,
+            "unreadable: the symbol"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(kernel_version().is_some_and(|v| v.0 >= 3));
+    }
 
     #[test]
     fn span_fn_specs() {
