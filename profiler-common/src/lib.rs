@@ -21,6 +21,12 @@ pub mod names {
     pub const PROGRAM_SPAN_FN_ENTRY: &str = "span_fn_entry";
     pub const PROGRAM_SPAN_FN_RETURN: &str = "span_fn_return";
     pub const MAP_THREAD_SPANS: &str = "THREAD_SPANS";
+    pub const PROGRAM_PROCESS_FORK: &str = "process_fork";
+    pub const PROGRAM_PROCESS_EXEC: &str = "process_exec";
+    pub const PROGRAM_PROCESS_EXIT: &str = "process_exit";
+    /// Offsets of tracepoint fields, read from tracefs' format files by the loader.
+    pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
+    pub const GLOBAL_EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_STACKS: &str = "STACKS";
     pub const MAP_TARGETS: &str = "TARGETS";
@@ -41,6 +47,19 @@ pub mod defaults {
     /// Threads whose running spans are tracked at once (LRU: dead threads age out). Each
     /// entry is 264 bytes, preallocated: 16k threads cost 4 MiB.
     pub const MAX_SPAN_THREADS: u32 = 16384;
+}
+
+/// Flags, the values of the `TARGETS` map.
+pub mod target {
+    /// Children this process forks become targets too (in the kernel, so short-lived
+    /// children are not missed).
+    pub const FOLLOW: u32 = 1;
+    /// Bits 8..16 count the samples of the current image that woke userspace at once, so
+    /// it (re)reads the memory map while the process lives: the first sample may come while
+    /// the dynamic loader is still mapping libraries, so the first few do.
+    pub const ANNOUNCED_SHIFT: u32 = 8;
+    pub const ANNOUNCED_MASK: u32 = 0xff << ANNOUNCED_SHIFT;
+    pub const ANNOUNCE_SAMPLES: u32 = 4;
 }
 
 /// Spans running at once on one thread that a sample can be attributed to.
@@ -116,6 +135,10 @@ pub enum EventKind {
     /// index) and its return (exit + end).
     SpanFnCall = 7,
     SpanFnReturn = 8,
+    /// [`ProcessEvent`]s: a target forked a process, exec'd, or exited.
+    ProcessFork = 9,
+    ProcessExec = 10,
+    ProcessExit = 11,
 }
 
 impl EventKind {
@@ -129,6 +152,9 @@ impl EventKind {
             6 => Some(Self::SpanExit),
             7 => Some(Self::SpanFnCall),
             8 => Some(Self::SpanFnReturn),
+            9 => Some(Self::ProcessFork),
+            10 => Some(Self::ProcessExec),
+            11 => Some(Self::ProcessExit),
             _ => None,
         }
     }
@@ -190,6 +216,20 @@ pub struct SampleInlineEvent {
     pub kernel: [u64; MAX_STACK_DEPTH],
 }
 
+/// A change in the set of target processes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessEvent {
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    pub cpu: u32,
+    pub timestamp_ns: u64,
+    /// The process forked, exec'd or exited.
+    pub pid: u32,
+    /// Fork: the parent process.
+    pub parent: u32,
+}
+
 /// Indices into the per-CPU `COUNTERS` array. Every sample the program sees ends in exactly one
 /// of `EMITTED` or `LOST_RINGBUF_FULL`; the others qualify emitted samples.
 pub mod counter {
@@ -238,6 +278,7 @@ mod tests {
             56 + 8 + 2 * 8 * MAX_STACK_DEPTH
         );
         assert_eq!(size_of::<SpanEvent>(), 48);
+        assert_eq!(size_of::<ProcessEvent>(), 24);
         assert_eq!(size_of::<ThreadSpans>(), 8 + 8 * MAX_SPAN_DEPTH);
         assert_eq!(size_of::<abi::SpanMetaRaw>(), 32);
         // The ring buffer hands out 8-byte aligned records.
@@ -255,6 +296,9 @@ mod tests {
             EventKind::SpanExit,
             EventKind::SpanFnCall,
             EventKind::SpanFnReturn,
+            EventKind::ProcessFork,
+            EventKind::ProcessExec,
+            EventKind::ProcessExit,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

@@ -16,13 +16,16 @@ mod programs {
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
             generated::{bpf_get_attach_cookie, bpf_get_stack, bpf_ktime_get_boot_ns},
         },
-        macros::{map, perf_event, uprobe, uretprobe},
+        macros::{map, perf_event, tracepoint, uprobe, uretprobe},
         maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-        programs::{PerfEventContext, ProbeContext, RetProbeContext, tracing::StackIdContext},
+        programs::{
+            PerfEventContext, ProbeContext, RetProbeContext, TracePointContext,
+            tracing::StackIdContext,
+        },
     };
     use profiler_common::{
-        COMM_LEN, EventKind, MAX_SPAN_DEPTH, MAX_STACK_DEPTH, SPAN_FN_ID_BIT, SampleEvent,
-        SampleInlineEvent, SpanEvent, ThreadSpans, counter, defaults, errno,
+        COMM_LEN, EventKind, MAX_SPAN_DEPTH, MAX_STACK_DEPTH, ProcessEvent, SPAN_FN_ID_BIT,
+        SampleEvent, SampleInlineEvent, SpanEvent, ThreadSpans, counter, defaults, errno, target,
     };
 
     #[map(name = "EVENTS")]
@@ -86,11 +89,21 @@ mod programs {
         let pid_tgid = bpf_get_current_pid_tgid();
         let pid = (pid_tgid >> 32) as u32;
         let tid = pid_tgid as u32;
-        // SAFETY: the value is only tested for presence.
-        if unsafe { TARGETS.get(pid) }.is_none() {
+        let Some(flags) = TARGETS.get_ptr_mut(pid) else {
             return 0;
-        }
+        };
         bump(counter::SEEN);
+        // The first samples of a process image wake userspace at once, whatever the
+        // threshold, so it reads the memory map while a short-lived process still lives.
+        // SAFETY: a map value; a racing update at worst wakes userspace once more.
+        let announce = unsafe {
+            let count = (*flags & target::ANNOUNCED_MASK) >> target::ANNOUNCED_SHIFT;
+            let early = count < target::ANNOUNCE_SAMPLES;
+            if early {
+                *flags += 1 << target::ANNOUNCED_SHIFT;
+            }
+            early
+        };
 
         let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => id,
@@ -134,7 +147,11 @@ mod programs {
         match EVENTS.reserve::<SampleEvent>(0) {
             Some(mut entry) => {
                 entry.write(header);
-                entry.submit(submit_flags());
+                entry.submit(if announce {
+                    BPF_RB_FORCE_WAKEUP as u64
+                } else {
+                    submit_flags()
+                });
                 bump(counter::EMITTED);
             }
             None => bump(counter::LOST_RINGBUF_FULL),
@@ -342,6 +359,89 @@ mod programs {
         let id = pop_running(|x| x & SPAN_FN_ID_BIT != 0);
         if id != 0 {
             emit_span(EventKind::SpanFnReturn, id, 0, 0);
+        }
+        0
+    }
+
+    /// Offsets of the fields read from classic tracepoints, from tracefs' format files.
+    #[unsafe(no_mangle)]
+    static FORK_CHILD_PID_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static EXIT_GROUP_DEAD_OFFSET: u32 = 0;
+
+    #[inline(always)]
+    fn emit_process(kind: EventKind, pid: u32, parent: u32) {
+        let event = ProcessEvent {
+            kind: kind as u32,
+            // SAFETY: plain helper calls without arguments.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid,
+            parent,
+        };
+        if let Some(mut entry) = EVENTS.reserve::<ProcessEvent>(0) {
+            entry.write(event);
+            // Rare, and userspace must look at the process while it exists.
+            entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+        }
+    }
+
+    /// A target that follows its children forked: the child is a target from its first
+    /// instruction. Thread creation fires here too (child = new tid): its entry is removed
+    /// when the thread exits, and userspace ignores it.
+    #[tracepoint]
+    pub fn process_fork(ctx: TracePointContext) -> u32 {
+        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // SAFETY: the flags are only read.
+        let Some(&flags) = (unsafe { TARGETS.get(parent) }) else {
+            return 0;
+        };
+        if flags & target::FOLLOW == 0 {
+            return 0;
+        }
+        // SAFETY: a read-only global the loader fills in before the program runs.
+        let offset = unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) } as usize;
+        // SAFETY: reads within the tracepoint record at the offset its format gives.
+        let Ok(child) = (unsafe { ctx.read_at::<i32>(offset) }) else {
+            return 0;
+        };
+        let child = child as u32;
+        let _ = TARGETS.insert(child, flags & target::FOLLOW, 0);
+        emit_process(EventKind::ProcessFork, child, parent);
+        0
+    }
+
+    #[tracepoint]
+    pub fn process_exec(_ctx: TracePointContext) -> u32 {
+        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let Some(flags) = TARGETS.get_ptr_mut(pid) else {
+            return 0;
+        };
+        // A new image: its map must be read again at its first samples.
+        // SAFETY: a map value.
+        unsafe { *flags &= !target::ANNOUNCED_MASK };
+        emit_process(EventKind::ProcessExec, pid, 0);
+        0
+    }
+
+    #[tracepoint]
+    pub fn process_exit(ctx: TracePointContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        if tid != pid {
+            // A thread of a followed process, added at its clone.
+            let _ = TARGETS.remove(tid);
+            return 0;
+        }
+        // SAFETY: a read-only global the loader fills in before the program runs.
+        let offset = unsafe { core::ptr::read_volatile(&EXIT_GROUP_DEAD_OFFSET) } as usize;
+        // SAFETY: reads within the tracepoint record at the offset its format gives.
+        let group_dead = unsafe { ctx.read_at::<u8>(offset) }.unwrap_or(0) != 0;
+        // SAFETY: the value is only tested for presence.
+        if group_dead && unsafe { TARGETS.get(pid) }.is_some() {
+            emit_process(EventKind::ProcessExit, pid, 0);
+            // Harnesses start thousands of processes over a run: free the slot.
+            let _ = TARGETS.remove(pid);
         }
         0
     }

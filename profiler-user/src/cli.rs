@@ -36,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Sample the stacks of a running process.
     Record(RecordArgs),
+    /// Run a command and profile it and every process it starts; exits with its exit code.
+    Run(RunArgs),
     /// Regenerate the outputs of a recording directory (no root, no target needed).
     Report(ReportArgs),
     /// List running processes that carry the span probe ABI (profiler-probes).
@@ -83,6 +85,28 @@ pub struct RecordArgs {
     /// Process to profile.
     #[arg(long, short)]
     pub pid: u32,
+    /// Also profile every process the target starts from now on (followed in the kernel).
+    #[arg(long)]
+    pub follow_children: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Under sudo, run the command as root instead of as the invoking user.
+    #[arg(long)]
+    pub as_root: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Options shared by `record` and `run`.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
     /// Stop after this long (`10`, `2.5s`, `500ms`, `1m`). Default: until Ctrl-C or the
     /// target exits.
     #[arg(long, short, value_parser = parse_duration, value_name = "SECS")]
@@ -291,38 +315,50 @@ impl StatusLine {
     }
 }
 
-pub async fn record(args: RecordArgs) -> Result<()> {
+fn check_frequency(hz: u64) -> Result<()> {
     if let Some(max) = max_sample_rate()
-        && args.frequency > max
+        && hz > max
     {
         return Err(Error::InvalidArgument {
             what: "--frequency",
             reason: format!(
-                "{} Hz is above the kernel's limit of {max} Hz (kernel.perf_event_max_sample_rate)",
-                args.frequency
+                "{hz} Hz is above the kernel's limit of {max} Hz (kernel.perf_event_max_sample_rate)"
             ),
         });
     }
-    // Everything the user can get wrong is checked before the output directory exists.
-    let target = collect::preflight(args.pid)?;
-    let out_path = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_output_dir(&target.info.comm, args.pid));
-    let dir = OutputDir::prepare(&out_path)?;
-    let opts = RecordOptions {
-        spans: args.spans,
-        span_fns: args.span_fns.clone(),
-        duration: args.duration,
-        frequency_hz: args.frequency,
-        ring_buffer_bytes: args.ring_buffer_size,
-        stack_map_entries: args.stack_map_entries,
-        wakeup_bytes: args.wakeup_bytes,
-        hold_before_attach: args.test_hold_before_attach_ms.map(Duration::from_millis),
-        stall_consumer: args.test_stall_consumer_ms.map(Duration::from_millis),
-    };
-    let mut status = StatusLine::new(args.quiet);
-    let raw = collect::record(target, &opts, |s| status.show(args.pid, s)).await;
+    Ok(())
+}
+
+fn record_options(s: &SamplingArgs, follow_children: bool, forward: Option<u32>) -> RecordOptions {
+    RecordOptions {
+        spans: s.spans,
+        span_fns: s.span_fns.clone(),
+        follow_children,
+        forward_signals_to: forward,
+        duration: s.duration,
+        frequency_hz: s.frequency,
+        ring_buffer_bytes: s.ring_buffer_size,
+        stack_map_entries: s.stack_map_entries,
+        wakeup_bytes: s.wakeup_bytes,
+        hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
+        stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
+    }
+}
+
+/// Records `target` into `dir` and writes the outputs; `on_attached` runs once the probes
+/// are live. Output for people goes to `report` (stderr under `run`, whose stdout is the
+/// command's).
+async fn record_into(
+    target: collect::Target,
+    dir: OutputDir,
+    s: &SamplingArgs,
+    opts: RecordOptions,
+    on_attached: impl FnOnce() -> Result<()>,
+    report: &mut dyn Write,
+) -> Result<crate::model::Recording> {
+    let pid = target.info.pid;
+    let mut status = StatusLine::new(s.quiet);
+    let raw = collect::record(target, &opts, |st| status.show(pid, st), on_attached).await;
     status.clear();
     let raw = match raw {
         Ok(raw) => raw,
@@ -334,14 +370,97 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     let rec = symbolize::symbolize(&raw);
     drop(raw);
     let parts = Parts {
-        perfetto_spans: args.perfetto_spans,
+        perfetto_spans: s.perfetto_spans,
         ..Parts::ALL
     };
-    finish(&rec, &dir, parts, args.quiet)?;
-    check_rules(&rec, &args.fail_if)
+    finish(&rec, &dir, parts, s.quiet, report)?;
+    Ok(rec)
 }
 
-fn finish(rec: &crate::model::Recording, dir: &OutputDir, parts: Parts, quiet: bool) -> Result<()> {
+pub async fn record(args: RecordArgs) -> Result<()> {
+    check_frequency(args.sampling.frequency)?;
+    // Everything the user can get wrong is checked before the output directory exists.
+    let target = collect::preflight(args.pid)?;
+    let out_path = args
+        .sampling
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output_dir(&target.info.comm, args.pid));
+    let dir = OutputDir::prepare(&out_path)?;
+    let opts = record_options(&args.sampling, args.follow_children, None);
+    let rec = record_into(
+        target,
+        dir,
+        &args.sampling,
+        opts,
+        || Ok(()),
+        &mut std::io::stdout(),
+    )
+    .await?;
+    check_rules(&rec, &args.sampling.fail_if)
+}
+
+/// Runs the command under the profiler; returns the command's exit code (or 128 + signal).
+pub async fn run(args: RunArgs) -> Result<u8> {
+    check_frequency(args.sampling.frequency)?;
+    let run_as = if args.as_root {
+        None
+    } else {
+        collect::run::RunAs::sudo_user()
+    };
+    let name = args
+        .command
+        .first()
+        .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
+        .unwrap_or_default();
+    let out_path = args
+        .sampling
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output_dir(&name, std::process::id()));
+    // Privileges and the output directory first: a command that cannot be profiled is not
+    // started at all.
+    collect::privileges::check_sampling()?;
+    let dir = OutputDir::prepare(&out_path)?;
+    let held = match collect::run::spawn_held(&args.command, run_as.as_ref()) {
+        Ok(h) => h,
+        Err(e) => {
+            dir.abandon();
+            return Err(e);
+        }
+    };
+    let pid = held.pid;
+    let target = match collect::preflight(pid) {
+        Ok(t) => t,
+        Err(e) => {
+            dir.abandon();
+            return Err(e);
+        }
+    };
+    let opts = record_options(&args.sampling, true, Some(pid));
+    let recorded = record_into(
+        target,
+        dir,
+        &args.sampling,
+        opts,
+        move || held.release(),
+        &mut std::io::stderr(),
+    )
+    .await;
+    // Reap the command whatever happened to the recording, so its status is known.
+    let code = collect::run::wait_exit_code(pid)?;
+    let rec = recorded?;
+    check_rules(&rec, &args.sampling.fail_if)?;
+    Ok(code)
+}
+
+fn finish(
+    rec: &crate::model::Recording,
+    dir: &OutputDir,
+    parts: Parts,
+    quiet: bool,
+    report: &mut dyn Write,
+) -> Result<()> {
     let written = match outputs::write_outputs(rec, dir, parts) {
         Ok(w) => w,
         Err(e) => {
@@ -350,11 +469,11 @@ fn finish(rec: &crate::model::Recording, dir: &OutputDir, parts: Parts, quiet: b
         }
     };
     if !quiet {
-        print!("{}", outputs::summary::Summary::new(rec).to_text());
+        let _ = write!(report, "{}", outputs::summary::Summary::new(rec).to_text());
     }
-    println!("\nwrote {}:", dir.path().display());
+    let _ = writeln!(report, "\nwrote {}:", dir.path().display());
     for w in written {
-        println!("  {}", w.display());
+        let _ = writeln!(report, "  {}", w.display());
     }
     Ok(())
 }
@@ -397,7 +516,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     } else if args.no_flame_graphs {
         parts.flame_graph = false;
     }
-    finish(&rec, &dir, parts, !parts.summary)?;
+    finish(&rec, &dir, parts, !parts.summary, &mut std::io::stdout())?;
     check_rules(&rec, &args.fail_if)
 }
 

@@ -3,14 +3,23 @@ use std::process::ExitCode;
 use clap::Parser;
 use profiler::cli::{self, Cli, Command};
 
+/// Single-threaded: `run` forks, which is only safe while no other thread runs.
+fn runtime() -> profiler::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| profiler::Error::io("starting the async runtime", e))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Record(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| profiler::Error::io("starting the async runtime", e))
-            .and_then(|rt| rt.block_on(cli::record(args))),
+        Command::Record(args) => runtime().and_then(|rt| rt.block_on(cli::record(args))),
+        Command::Run(args) => match runtime().and_then(|rt| rt.block_on(cli::run(args))) {
+            // The command's own exit code, so `profiler run` drops into scripts unchanged.
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Report(args) => cli::report(args),
         Command::Ps(args) => cli::ps(args),
     };

@@ -171,6 +171,9 @@ pub struct Process {
     pub command: Vec<String>,
     #[prost(string, tag = "4")]
     pub exe: String,
+    /// The followed process that started it; 0 for the process the recording began on.
+    #[prost(uint32, tag = "5")]
+    pub parent: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration)]
@@ -648,6 +651,7 @@ pub(crate) mod tests {
                 comm: "app".into(),
                 command: vec![],
                 exe: "/usr/bin/app".into(),
+                parent: 0,
             }],
             ..Default::default()
         }

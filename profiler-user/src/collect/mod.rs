@@ -1,8 +1,10 @@
 //! Kernel → events: loads the eBPF programs, attaches them to the software CPU clock of every
 //! CPU, and turns ring buffer records into [`RawSample`]s until the recording stops.
 pub mod privileges;
+pub mod processes;
 pub mod procfs;
 pub mod ps;
+pub mod run;
 pub mod spans;
 
 use std::{
@@ -22,7 +24,8 @@ use aya::{
     },
 };
 use profiler_common::{
-    COMM_LEN, EventKind, SampleEvent, SampleInlineEvent, SpanEvent, counter, names,
+    COMM_LEN, EventKind, ProcessEvent, SampleEvent, SampleInlineEvent, SpanEvent, counter, names,
+    target,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -47,6 +50,11 @@ pub struct RecordOptions {
     pub stack_map_entries: u32,
     pub spans: spans::SpansMode,
     pub span_fns: Vec<spans::SpanFn>,
+    /// Processes the target forks become targets too.
+    pub follow_children: bool,
+    /// `run`: SIGTERM goes to this process (the command) and Ctrl-C is left to it, instead of
+    /// stopping the recording, which ends when the command exits.
+    pub forward_signals_to: Option<u32>,
     /// Unread bytes above which the kernel wakes the reader; None: a quarter of the buffer.
     pub wakeup_bytes: Option<u64>,
     /// Test hook: wait this long between loading and attaching.
@@ -82,6 +90,8 @@ pub struct RawSample {
     pub kernel: RawStack,
     /// Innermost span running on the thread, 0 for none.
     pub span_id: u64,
+    /// Index of the address space (`RawRecording::processes.spaces`) it was taken in.
+    pub space: u32,
 }
 
 /// One record from the ring buffer.
@@ -89,6 +99,7 @@ pub struct RawSample {
 pub enum Event {
     Sample(RawSample, String),
     Span(SpanEvent),
+    Process(ProcessEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +122,10 @@ impl std::fmt::Display for StopReason {
 /// Everything collected, before symbolization.
 #[derive(Debug)]
 pub struct RawRecording {
+    /// The process the recording was started on.
     pub info: ProcessInfo,
-    pub space: AddressSpace,
+    /// It and every process it started that was followed.
+    pub processes: processes::Processes,
     pub samples: Vec<RawSample>,
     /// Span probe hits, in arrival order.
     pub span_events: Vec<SpanEvent>,
@@ -229,17 +242,14 @@ pub async fn record(
     target: Target,
     opts: &RecordOptions,
     mut on_status: impl FnMut(Status),
+    on_attached: impl FnOnce() -> Result<()>,
 ) -> Result<RawRecording> {
     // Registered first: a Ctrl-C while loading then ends the recording cleanly.
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
 
-    let Target {
-        info,
-        mut space,
-        pidfd,
-    } = target;
+    let Target { info, space, pidfd } = target;
     let pid = info.pid;
     let threads: HashMap<u32, String> = procfs::thread_names(pid).into_iter().collect();
 
@@ -249,8 +259,19 @@ pub async fn record(
     let wakeup_bytes = opts
         .wakeup_bytes
         .unwrap_or(u64::from(opts.ring_buffer_bytes / 4));
+    let (fork_child, exit_dead) = if opts.follow_children {
+        ensure_tracefs();
+        (
+            tracepoint_field_offset("sched/sched_process_fork", "child_pid")?,
+            tracepoint_field_offset("sched/sched_process_exit", "group_dead")?,
+        )
+    } else {
+        (0, 0)
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
+        .override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child, true)
+        .override_global(names::GLOBAL_EXIT_GROUP_DEAD_OFFSET, &exit_dead, true)
         .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
         .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
         .load(EBPF_OBJECT)?;
@@ -260,9 +281,17 @@ pub async fn record(
             .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
         let mut targets: BpfHashMap<_, u32, u32> =
             BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))?;
+        let flags = if opts.follow_children {
+            target::FOLLOW
+        } else {
+            0
+        };
         targets
-            .insert(pid, 0, 0)
+            .insert(pid, flags, 0)
             .map_err(map_err(names::MAP_TARGETS))?;
+    }
+    if opts.follow_children {
+        attach_process_tracepoints(&mut ebpf)?;
     }
     let ring = ebpf
         .take_map(names::MAP_EVENTS)
@@ -301,8 +330,9 @@ pub async fn record(
     let start_boottime_ns = boottime_ns();
     let start_unix_ns = unix_ns();
 
+    let mut procs = processes::Processes::new(space, info.clone());
     // The target may have died while we loaded: nothing of it could then be recorded.
-    if procfs::has_exited(pid) || space.refresh().is_err() {
+    if procfs::has_exited(pid) || procs.spaces[0].refresh().is_err() {
         return Err(Error::ExitedBeforeAttach(pid));
     }
     // Scripts (and tests) wait for this line to know the probes are live.
@@ -317,6 +347,7 @@ pub async fn record(
         "profiler: recording pid {pid} ({}) {what}; Ctrl-C to stop",
         info.comm
     );
+    on_attached()?;
 
     // SAFETY: both values own their descriptor, which stays open and unchanged while the
     // AsyncFd owns them.
@@ -333,6 +364,7 @@ pub async fn record(
         span_events: Vec::new(),
         threads,
         meta: &mut meta,
+        procs: &mut procs,
         malformed: 0,
     };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
@@ -346,8 +378,17 @@ pub async fn record(
                 drain(guard.get_inner_mut(), &mut sink);
                 guard.clear_ready();
             }
-            _ = sigint.recv() => break StopReason::Signal("SIGINT"),
-            _ = sigterm.recv() => break StopReason::Signal("SIGTERM"),
+            _ = sigint.recv() => {
+                // Under `run`, Ctrl-C reached the command too (same process group): passing
+                // it on would make a second Ctrl-C of it. Recording goes on until it exits.
+                if opts.forward_signals_to.is_none() {
+                    break StopReason::Signal("SIGINT");
+                }
+            }
+            _ = sigterm.recv() => match opts.forward_signals_to {
+                Some(child) => forward(child, libc::SIGTERM),
+                None => break StopReason::Signal("SIGTERM"),
+            },
             _ = pidfd.readable() => break StopReason::TargetExited,
             _ = async { match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -360,7 +401,7 @@ pub async fn record(
                 on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: sink.samples.len() as u64, lost });
                 // Libraries loaded later (dlopen) must be captured while the target lives.
                 if ticks.is_multiple_of(10) {
-                    let _ = space.refresh();
+                    sink.procs.refresh_live();
                 }
             }
         }
@@ -389,9 +430,11 @@ pub async fn record(
         malformed,
         ..
     } = sink;
-    if !procfs::has_exited(pid) {
-        let _ = space.refresh();
-        threads.extend(procfs::thread_names(pid));
+    procs.refresh_live();
+    for p in procs.pids().collect::<Vec<_>>() {
+        if !procfs::has_exited(p) {
+            threads.extend(procfs::thread_names(p));
+        }
     }
 
     let mut counters = read_counters(&ebpf)?;
@@ -402,7 +445,7 @@ pub async fn record(
 
     Ok(RawRecording {
         info,
-        space,
+        processes: procs,
         samples,
         span_events,
         span_meta: meta.cache,
@@ -422,22 +465,82 @@ pub async fn record(
     })
 }
 
+fn forward(pid: u32, signal: libc::c_int) {
+    // SAFETY: plain kill(2); a command that already exited makes it fail harmlessly.
+    unsafe { libc::kill(pid as libc::pid_t, signal) };
+}
+
+/// Offset of `field` in a classic tracepoint's record, from its tracefs format file.
+fn tracepoint_field_offset(event: &str, field: &str) -> Result<u32> {
+    let path = format!("/sys/kernel/tracing/events/{event}/format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("reading {path} (is tracefs mounted?)"), e))?;
+    text.lines()
+        .find(|l| {
+            l.split(';')
+                .next()
+                .is_some_and(|decl| decl.trim_end().ends_with(&format!(" {field}")))
+        })
+        .and_then(|l| l.split("offset:").nth(1)?.split(';').next()?.parse().ok())
+        .ok_or_else(|| Error::Internal(format!("{path} has no field {field}")))
+}
+
+/// Classic tracepoints need tracefs, which is not always mounted at boot.
+fn ensure_tracefs() {
+    if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status();
+    }
+}
+
+/// Follows fork/exec/exit of the targets in the kernel (sched tracepoints).
+fn attach_process_tracepoints(ebpf: &mut aya::Ebpf) -> Result<()> {
+    use aya::programs::TracePoint;
+    ensure_tracefs();
+    for (name, event) in [
+        (names::PROGRAM_PROCESS_FORK, "sched_process_fork"),
+        (names::PROGRAM_PROCESS_EXEC, "sched_process_exec"),
+        (names::PROGRAM_PROCESS_EXIT, "sched_process_exit"),
+    ] {
+        let err = |e| Error::Program {
+            program: name,
+            source: Box::new(e),
+        };
+        let p: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Internal(format!("eBPF object lacks {name}")))?
+            .try_into()
+            .map_err(err)?;
+        p.load().map_err(err)?;
+        p.attach("sched", event).map_err(err)?;
+    }
+    Ok(())
+}
+
 /// Where drained records go.
 struct Sink<'a> {
     samples: Vec<RawSample>,
     span_events: Vec<SpanEvent>,
     threads: HashMap<u32, String>,
     meta: &'a mut spans::MetaReader,
+    procs: &'a mut processes::Processes,
     malformed: u64,
 }
 
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
     while let Some(item) = ring.next() {
         match parse_event(&item) {
-            Some(Event::Sample(sample, comm)) => {
+            Some(Event::Sample(mut sample, comm)) => {
                 sink.threads.entry(sample.tid).or_insert(comm);
+                sample.space = sink.procs.space_of(sample.pid);
                 sink.samples.push(sample);
             }
+            Some(Event::Process(e)) => match EventKind::from_u32(e.kind) {
+                Some(EventKind::ProcessFork) => sink.procs.forked(e.pid, e.parent),
+                Some(EventKind::ProcessExec) => sink.procs.exec(e.pid),
+                _ => sink.procs.exited(e.pid),
+            },
             Some(Event::Span(e)) => {
                 // Metadata is read while the target is alive, once per callsite.
                 if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
@@ -454,6 +557,14 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
 pub fn parse_event(bytes: &[u8]) -> Option<Event> {
     let kind = EventKind::from_u32(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))?;
     let (header, user, kernel) = match kind {
+        EventKind::ProcessFork | EventKind::ProcessExec | EventKind::ProcessExit => {
+            if bytes.len() < size_of::<ProcessEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; ProcessEvent is plain old data, read unaligned.
+            let e: ProcessEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::Process(e));
+        }
         EventKind::SpanBegin
         | EventKind::SpanEnd
         | EventKind::SpanEnter
@@ -511,6 +622,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             user,
             kernel,
             span_id: header.span_id,
+            space: 0,
         },
         comm,
     ))

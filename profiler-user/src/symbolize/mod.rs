@@ -114,10 +114,15 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
     let kernel_module = t.module(KERNEL_MODULE, ModuleKind::Kernel);
     let mut samples = Vec::with_capacity(raw.samples.len());
     // Raw stack → interned stack, so each distinct stack is resolved once.
-    let mut resolved: HashMap<(&RawStack, &RawStack), u32> = HashMap::new();
+    // Keyed by address space too: the same addresses mean other code in another process.
+    let mut resolved: HashMap<(u32, &RawStack, &RawStack), u32> = HashMap::new();
+    let empty = crate::collect::AddressSpace::default();
+    let mut thread_pids: HashMap<u32, u32> = HashMap::new();
 
     for s in &raw.samples {
-        let stack = match resolved.get(&(&s.kernel, &s.user)) {
+        thread_pids.entry(s.tid).or_insert(s.pid);
+        let space = raw.processes.spaces.get(s.space as usize).unwrap_or(&empty);
+        let stack = match resolved.get(&(s.space, &s.kernel, &s.user)) {
             Some(&id) => id,
             None => {
                 let mut locs = Vec::new();
@@ -130,7 +135,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
                 for (i, &addr) in user.iter().enumerate() {
                     // The user leaf is a return address too when the tick hit kernel mode.
                     let a = lookup_addr(addr, i == 0 && kernel.is_empty());
-                    let (module, offset) = match raw.space.find(a) {
+                    let (module, offset) = match space.find(a) {
                         Some(m) if m.is_file() => {
                             (t.module(&m.path, ModuleKind::File), a - m.start + m.offset)
                         }
@@ -143,7 +148,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
                     locs.push(t.location(module, offset, addr));
                 }
                 let id = t.stack(locs);
-                resolved.insert((&s.kernel, &s.user), id);
+                resolved.insert((s.space, &s.kernel, &s.user), id);
                 id
             }
         };
@@ -164,7 +169,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         .iter()
         .map(|(&tid, name)| Thread {
             tid,
-            pid: raw.info.pid,
+            pid: thread_pids.get(&tid).copied().unwrap_or(raw.info.pid),
             name: name.clone(),
         })
         .collect();
@@ -246,12 +251,22 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         threads,
         samples,
         counters: Some(raw.counters.clone()),
-        processes: vec![Process {
-            pid: raw.info.pid,
-            comm: raw.info.comm.clone(),
-            command: raw.info.command.clone(),
-            exe: raw.info.exe.clone(),
-        }],
+        processes: {
+            let mut p: Vec<Process> = raw
+                .processes
+                .infos
+                .values()
+                .map(|i| Process {
+                    pid: i.pid,
+                    comm: i.comm.clone(),
+                    command: i.command.clone(),
+                    exe: i.exe.clone(),
+                    parent: raw.processes.parents.get(&i.pid).copied().unwrap_or(0),
+                })
+                .collect();
+            p.sort_by_key(|p| p.pid);
+            p
+        },
         spans: matched.spans,
         span_runs: matched.runs,
         // Span outputs exist when span probes were attached, even if no span happened.
@@ -292,7 +307,12 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording) {
                 symbolizer.symbolize(&src, Input::AbsAddr(&offsets))
             }
             Ok(ModuleKind::File) => {
-                let Some(open) = raw.space.files.get(&module.path) else {
+                let Some(open) = raw
+                    .processes
+                    .spaces
+                    .iter()
+                    .find_map(|s| s.files.get(&module.path))
+                else {
                     continue;
                 };
                 let path = open.fd_path();
@@ -357,8 +377,8 @@ mod tests {
         space.refresh().expect("own maps");
         let info = ProcessInfo::capture(pid).expect("own info");
         RawRecording {
-            info,
-            space,
+            info: info.clone(),
+            processes: crate::collect::processes::Processes::new(space, info),
             samples: vec![RawSample {
                 timestamp_ns: 1,
                 pid,
@@ -367,6 +387,7 @@ mod tests {
                 user: RawStack::Inline(user),
                 kernel: RawStack::Empty,
                 span_id: 0,
+                space: 0,
             }],
             span_events: Vec::new(),
             span_meta: HashMap::new(),
@@ -392,7 +413,7 @@ mod tests {
         // An address past the last function of our own executable's text mapping.
         let exe_map = {
             let raw = raw_with(vec![]);
-            raw.space.find(addr).expect("mapped").clone()
+            raw.processes.spaces[0].find(addr).expect("mapped").clone()
         };
         let raw = raw_with(vec![addr, exe_map.end - 1, 0x10]);
         let rec = symbolize(&raw);

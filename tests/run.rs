@@ -1,0 +1,150 @@
+//! `profiler run -- CMD`: exit codes, short-lived children, the privilege drop under sudo,
+//! stdio passthrough; and `record --follow-children`.
+use std::process::Output;
+
+use profiler_tests::*;
+
+fn run(out: &std::path::Path, args: &[&str], cmd: &[&str]) -> Output {
+    let o = profiler()
+        .args(["run", "--quiet", "--output"])
+        .arg(out)
+        .args(args)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("profiler runs");
+    eprintln!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let dir = scratch("run-exit");
+    let o = run(&dir, &[], &["sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert!(dir.join("summary.json").exists(), "outputs written");
+    let o = run(&dir, &[], &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(o.status.code(), Some(128 + 15), "killed by SIGTERM → 143");
+    let o = run(&dir, &[], &["true"]);
+    assert_eq!(o.status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let missing = scratch("run-missing");
+    let o = run(&missing, &[], &["/nonexistent/bench"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr_of(&o).contains("cannot run `/nonexistent/bench`"));
+    assert!(!missing.exists(), "nothing left behind");
+}
+
+#[test]
+fn a_50ms_child_is_fully_symbolized() {
+    let bin = build_c("split-child", "split.c", C_FP);
+    let dir = scratch("run-child");
+    // `; true` keeps the shell alive, so the program is a forked child, not the shell itself.
+    let script = format!("{} 0.05 > /dev/null; true", bin.display());
+    let o = run(&dir, &["--frequency", "999"], &["sh", "-c", &script]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let f = folded(&dir);
+    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
+    let child: Vec<&(Vec<String>, u64)> = f
+        .iter()
+        .filter(|(frames, _)| frames[0].starts_with(&name[..name.len().min(15)]))
+        .collect();
+    let samples: u64 = child.iter().map(|(_, n)| n).sum();
+    let named: u64 = child
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|fr| fr == "hot_a" || fr == "hot_b"))
+        .filter(|(frames, _)| frames.iter().any(|fr| fr == "main"))
+        .map(|(_, n)| n)
+        .sum();
+    let unknown: u64 = child
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|fr| fr.contains("unknown")))
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!(
+        "50 ms child: {samples} samples, {named} with hot_a/hot_b under main, {unknown} with [unknown]"
+    );
+    assert!(samples >= 20, "the child was sampled ({samples})");
+    assert!(named * 10 >= samples * 9, "≥90% of its samples fully named");
+    // Startup code (ld.so) has no frame pointers: a sample there can walk into a garbage
+    // caller address, which no mapping covers. Anything beyond that would mean the child's
+    // map was not captured.
+    assert!(
+        unknown * 20 <= samples,
+        "≤5% with an unknown frame ({unknown})"
+    );
+    let s = std::fs::read_to_string(dir.join("summary.json")).expect("summary");
+    assert!(s.contains("target exited"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn under_sudo_the_command_runs_as_the_invoking_user() {
+    let dir = scratch("run-sudo");
+    let id = || {
+        let mut c = profiler();
+        c.env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .env("SUDO_USER", "nobody");
+        c
+    };
+    let o: Output = id()
+        .args(["run", "--quiet", "--output"])
+        .arg(&dir)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo uid=$(id -u) gid=$(id -g) groups=$(id -G)",
+        ])
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{out} {}", stderr_of(&o));
+    assert!(o.status.success());
+    assert!(out.contains("uid=65534 gid=65534"), "{out}");
+    assert!(
+        !out.contains("groups=0") && !out.split_whitespace().any(|w| w == "0"),
+        "{out}"
+    );
+    // stdout is the command's alone: the profiler's report goes to stderr.
+    assert_eq!(out.lines().count(), 1, "{out}");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir.join("summary.json")).expect("outputs");
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let o = id()
+        .args(["run", "--quiet", "--as-root", "--output"])
+        .arg(&dir)
+        .args(["--", "id", "-u"])
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn record_follow_children_profiles_what_the_target_starts() {
+    let bin = build_c("split-follow", "split.c", C_FP);
+    // A shell that waits for the go line, then starts a worker.
+    let script = format!(
+        "echo ready; read go; {} 0.5 > /dev/null; true",
+        bin.display()
+    );
+    let mut target = Target::start(std::path::Path::new("/bin/sh"), &["-c", &script]);
+    let (dir, _) = record_run(
+        &mut target,
+        "follow",
+        &["--follow-children", "--frequency", "499"],
+    );
+    let f = folded(&dir);
+    let in_child = share(&f, |fr| fr == "hot_a");
+    eprintln!("hot_a in {in_child:.1}% of samples");
+    assert!(in_child > 40.0, "the child's work is in the profile");
+}
