@@ -27,6 +27,11 @@ pub mod names {
     /// Offsets of tracepoint fields, read from tracefs' format files by the loader.
     pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
     pub const GLOBAL_EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
+    /// The profiler's PID namespace (st_dev and st_ino of /proc/self/ns/pid): every pid the
+    /// programs report or compare is as seen from there, so a profiler in a container works
+    /// with the pids it can see.
+    pub const GLOBAL_PIDNS_DEV: &str = "PIDNS_DEV";
+    pub const GLOBAL_PIDNS_INO: &str = "PIDNS_INO";
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_STACKS: &str = "STACKS";
     pub const MAP_TARGETS: &str = "TARGETS";

@@ -11,10 +11,16 @@
 mod programs {
     use aya_ebpf::{
         EbpfContext,
-        bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+        bindings::{
+            BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+            bpf_pidns_info,
+        },
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-            generated::{bpf_get_attach_cookie, bpf_get_stack, bpf_ktime_get_boot_ns},
+            generated::{
+                bpf_get_attach_cookie, bpf_get_ns_current_pid_tgid, bpf_get_stack,
+                bpf_ktime_get_boot_ns,
+            },
         },
         macros::{map, perf_event, tracepoint, uprobe, uretprobe},
         maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
@@ -84,12 +90,62 @@ mod programs {
         ret == -(errno::EEXIST as i64) || ret == -(errno::ENOMEM as i64)
     }
 
+    #[unsafe(no_mangle)]
+    static PIDNS_DEV: u64 = 0;
+    #[unsafe(no_mangle)]
+    static PIDNS_INO: u64 = 0;
+
+    /// (process id, thread id) of the current task as the profiler's PID namespace sees
+    /// them; None for a task outside it.
+    #[inline(always)]
+    fn current_ids() -> Option<(u32, u32)> {
+        // SAFETY: read-only globals the loader fills in before the programs run.
+        let (dev, ino) = unsafe {
+            (
+                core::ptr::read_volatile(&PIDNS_DEV),
+                core::ptr::read_volatile(&PIDNS_INO),
+            )
+        };
+        if ino == 0 {
+            let pid_tgid = bpf_get_current_pid_tgid();
+            return Some(((pid_tgid >> 32) as u32, pid_tgid as u32));
+        }
+        let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
+        // SAFETY: info is a valid, correctly sized out-buffer.
+        let ret = unsafe {
+            bpf_get_ns_current_pid_tgid(dev, ino, &mut info, size_of::<bpf_pidns_info>() as u32)
+        };
+        (ret == 0).then_some((info.tgid, info.pid))
+    }
+
+    /// Children forked by followed targets, by host pid (the fork tracepoint cannot see the
+    /// child's pid in our namespace), with their parent's flags: they become targets at their
+    /// first event in their own context, where their namespaced pid is known.
+    #[map(name = "PENDING_CHILDREN")]
+    static PENDING_CHILDREN: HashMap<u32, u32> =
+        HashMap::with_max_entries(defaults::MAX_TARGETS, 0);
+
+    /// The current task's flags if its process is a target, promoting a pending child.
+    #[inline(always)]
+    fn target_flags(pid: u32) -> Option<*mut u32> {
+        if let Some(flags) = TARGETS.get_ptr_mut(pid) {
+            return Some(flags);
+        }
+        let host = (bpf_get_current_pid_tgid() >> 32) as u32;
+        // SAFETY: a plain copy of the value.
+        let parent = unsafe { PENDING_CHILDREN.get(host) }.copied()?;
+        let _ = PENDING_CHILDREN.remove(host);
+        let _ = TARGETS.insert(pid, target::FOLLOW, 0);
+        emit_process(EventKind::ProcessFork, pid, parent);
+        TARGETS.get_ptr_mut(pid)
+    }
+
     #[perf_event]
     pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let pid = (pid_tgid >> 32) as u32;
-        let tid = pid_tgid as u32;
-        let Some(flags) = TARGETS.get_ptr_mut(pid) else {
+        let Some((pid, tid)) = current_ids() else {
+            return 0;
+        };
+        let Some(flags) = target_flags(pid) else {
             return 0;
         };
         bump(counter::SEEN);
@@ -220,14 +276,16 @@ mod programs {
     /// Sends one span event; counts it as sent or lost.
     #[inline(always)]
     fn emit_span(kind: EventKind, span_id: u64, parent_id: u64, meta: u64) {
-        let pid_tgid = bpf_get_current_pid_tgid();
+        let Some((pid, tid)) = current_ids() else {
+            return;
+        };
         let event = SpanEvent {
             kind: kind as u32,
             // SAFETY: plain helper calls without arguments.
             cpu: unsafe { bpf_get_smp_processor_id() },
             timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
-            pid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
+            pid,
+            tid,
             span_id,
             parent_id,
             meta,
@@ -245,7 +303,9 @@ mod programs {
     /// Pushes `id` on the calling thread's running spans.
     #[inline(always)]
     fn push_running(id: u64) {
-        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some((_, tid)) = current_ids() else {
+            return;
+        };
         let Some(t) = THREAD_SPANS.get_ptr_mut(tid) else {
             let mut fresh = ThreadSpans {
                 depth: 1,
@@ -271,7 +331,9 @@ mod programs {
     /// runtimes may exit spans out of order); returns its id.
     #[inline(always)]
     fn pop_running(matches: impl Fn(u64) -> bool) -> u64 {
-        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some((_, tid)) = current_ids() else {
+            return 0;
+        };
         let Some(t) = THREAD_SPANS.get_ptr_mut(tid) else {
             return 0;
         };
@@ -345,7 +407,9 @@ mod programs {
             *seq
         };
         let id = SPAN_FN_ID_BIT | ((cpu & 0xff) << 55) | (n & ((1 << 55) - 1));
-        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some((_, tid)) = current_ids() else {
+            return 0;
+        };
         let parent = innermost_span(tid);
         push_running(id);
         emit_span(EventKind::SpanFnCall, id, parent, cookie);
@@ -387,11 +451,13 @@ mod programs {
     }
 
     /// A target that follows its children forked: the child is a target from its first
-    /// instruction. Thread creation fires here too (child = new tid): its entry is removed
-    /// when the thread exits, and userspace ignores it.
+    /// event (sample, exec) on. Thread creation fires here too (child = new tid): the entry
+    /// goes when the thread exits, and its samples match its process anyway.
     #[tracepoint]
     pub fn process_fork(ctx: TracePointContext) -> u32 {
-        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let Some((parent, _)) = current_ids() else {
+            return 0;
+        };
         // SAFETY: the flags are only read.
         let Some(&flags) = (unsafe { TARGETS.get(parent) }) else {
             return 0;
@@ -405,16 +471,16 @@ mod programs {
         let Ok(child) = (unsafe { ctx.read_at::<i32>(offset) }) else {
             return 0;
         };
-        let child = child as u32;
-        let _ = TARGETS.insert(child, flags & target::FOLLOW, 0);
-        emit_process(EventKind::ProcessFork, child, parent);
+        let _ = PENDING_CHILDREN.insert(child as u32, parent, 0);
         0
     }
 
     #[tracepoint]
     pub fn process_exec(_ctx: TracePointContext) -> u32 {
-        let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let Some(flags) = TARGETS.get_ptr_mut(pid) else {
+        let Some((pid, _)) = current_ids() else {
+            return 0;
+        };
+        let Some(flags) = target_flags(pid) else {
             return 0;
         };
         // A new image: its map must be read again at its first samples.
@@ -426,11 +492,14 @@ mod programs {
 
     #[tracepoint]
     pub fn process_exit(ctx: TracePointContext) -> u32 {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+        let host = bpf_get_current_pid_tgid();
+        // A thread of a followed process (threads fire the fork tracepoint too), or a child
+        // that exits before any event of its own: no longer pending.
+        let _ = PENDING_CHILDREN.remove(host as u32);
+        let Some((pid, tid)) = current_ids() else {
+            return 0;
+        };
         if tid != pid {
-            // A thread of a followed process, added at its clone.
-            let _ = TARGETS.remove(tid);
             return 0;
         }
         // SAFETY: a read-only global the loader fills in before the program runs.

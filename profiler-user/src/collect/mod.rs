@@ -268,7 +268,10 @@ pub async fn record(
     } else {
         (0, 0)
     };
+    let (pidns_dev, pidns_ino) = own_pid_namespace()?;
     let mut ebpf = EbpfLoader::new()
+        .override_global(names::GLOBAL_PIDNS_DEV, &pidns_dev, true)
+        .override_global(names::GLOBAL_PIDNS_INO, &pidns_ino, true)
         .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
         .override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child, true)
         .override_global(names::GLOBAL_EXIT_GROUP_DEAD_OFFSET, &exit_dead, true)
@@ -462,6 +465,25 @@ pub async fn record(
         bpf_run_count,
         bpf_run_time_ns,
         cpus: cpus.len() as u32,
+    })
+}
+
+/// Inode of the initial PID namespace (PROC_PID_INIT_INO), the same on every kernel.
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// The device and inode of our PID namespace when it is not the initial one (a sidecar):
+/// the BPF programs then report pids as seen from it, which is what /proc and --pid mean
+/// there. The kernel helper for that only answers for tasks of exactly that namespace, so on
+/// the host (0, 0) selects the global ids, which host /proc also shows for processes in
+/// containers.
+fn own_pid_namespace() -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self/ns/pid")
+        .map_err(|e| Error::io("reading /proc/self/ns/pid", e))?;
+    Ok(if m.ino() == INIT_PID_NS_INO {
+        (0, 0)
+    } else {
+        (m.dev(), m.ino())
     })
 }
 
