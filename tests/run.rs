@@ -148,3 +148,37 @@ fn record_follow_children_profiles_what_the_target_starts() {
     eprintln!("hot_a in {in_child:.1}% of samples");
     assert!(in_child > 40.0, "the child's work is in the profile");
 }
+
+#[test]
+fn ctrl_c_goes_to_the_command_and_outputs_are_still_written() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("run-ctrlc");
+    // Like a terminal: profiler and command in one process group, SIGINT to the group.
+    let script = "trap 'echo interrupted; exit 3' INT; echo started; while :; do sleep 0.05; done";
+    let mut child = profiler()
+        .args(["run", "--quiet", "--output"])
+        .arg(&dir)
+        .args(["--", "sh", "-c", script])
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: signalling the process group we created.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let _ = child.stdin.take();
+    let out = child.wait_with_output().expect("profiler exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", stderr_of(&out));
+    assert!(
+        stdout.contains("started") && stdout.contains("interrupted"),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(3), "the command's exit code");
+    assert!(
+        dir.join("summary.json").exists(),
+        "outputs written after Ctrl-C"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -320,3 +320,34 @@ fn tokio_tasks_migrating_between_workers_are_counted_exactly() {
     assert!(in_step > 100);
     assert_eq!(elsewhere, 0, "crunch only runs inside step spans");
 }
+
+#[test]
+fn ps_lists_running_processes_that_carry_the_probes() {
+    let probed = build_c("probes-ps", "probes_c.c", &c_fp_probes());
+    let plain = build_c("plain-ps", "split.c", C_FP);
+    let target = Target::start(&probed, &[]);
+    let other = Target::start(&plain, &["20"]);
+    let out = profiler().args(["ps", "--json"]).output().expect("ps runs");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pids: Vec<u64> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect();
+    assert!(pids.contains(&u64::from(target.pid())), "{list}");
+    assert!(!pids.contains(&u64::from(other.pid())), "{list}");
+    let entry = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(u64::from(target.pid())))
+        .expect("entry");
+    assert!(
+        entry["modules"].to_string().contains("probes-ps"),
+        "{entry}"
+    );
+    let table = profiler().arg("ps").output().expect("ps runs");
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&target.pid().to_string()));
+}

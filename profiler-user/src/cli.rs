@@ -16,8 +16,8 @@ use crate::{
     },
     error::{Error, Result},
     fail_if::{self, Rule},
-    outputs::perfetto::SpanTracks,
     outputs::{self, OutputDir, Parts},
+    outputs::{folded::GroupBy, perfetto::SpanTracks},
     symbolize,
 };
 
@@ -137,6 +137,9 @@ pub struct SamplingArgs {
     /// Where spans go in trace.perfetto-trace.
     #[arg(long, value_enum, default_value_t = SpanTracks::Both)]
     pub perfetto_spans: SpanTracks,
+    /// Root frames of the folded stacks and flame graphs.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub group_by: GroupBy,
     /// No live status line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -180,6 +183,9 @@ pub struct ReportArgs {
     /// Where spans go in trace.perfetto-trace.
     #[arg(long, value_enum, default_value_t = SpanTracks::Both)]
     pub perfetto_spans: SpanTracks,
+    /// Root frames of the folded stacks and flame graphs.
+    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    pub group_by: GroupBy,
 }
 
 /// Durations as people type them; zero and garbage are refused with the reason.
@@ -371,6 +377,7 @@ async fn record_into(
     drop(raw);
     let parts = Parts {
         perfetto_spans: s.perfetto_spans,
+        group_by: s.group_by,
         ..Parts::ALL
     };
     finish(&rec, &dir, parts, s.quiet, report)?;
@@ -500,6 +507,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     let mut parts = Parts {
         recording: !windowed || args.output.is_some(),
         perfetto_spans: args.perfetto_spans,
+        group_by: args.group_by,
         ..Parts::ALL
     };
     if args.summary_only {
@@ -511,6 +519,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
         parts = Parts {
             folded: true,
             flame_graph: true,
+            group_by: args.group_by,
             ..Parts::NONE
         };
     } else if args.no_flame_graphs {

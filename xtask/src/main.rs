@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("lint") => setup().and_then(|env| lint(&env)),
         Some("demo") => demo(),
+        Some("static") => setup().and_then(|env| build_static(&env)),
         Some("bench") => setup()
             .and_then(|env| build(&env))
             .and_then(|()| bench::bench()),
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
                  demo    setup, build, profile a bundled workload, write a flame graph and a Perfetto trace\n\
-                 bench   measure the profiler's costs (heavy; writes bench/results.md)"
+                 bench   measure the profiler's costs (heavy; writes bench/results.md)\n\
+                 static  build a fully static profiler (musl) for container images"
             );
             return ExitCode::from(2);
         }
@@ -271,6 +273,33 @@ fn ensure_bpf_linker(sysroot: &Path, bin_dir: &Path, path: &OsString) -> Result 
 fn build(env: &Env) -> Result {
     step("building (release)");
     run(env.cargo().args(["build", "--release"]))
+}
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// A static-pie binary with nothing to install beside it, for the sidecar image
+/// (deploy/Dockerfile copies it from target/x86_64-unknown-linux-musl/release/profiler).
+fn build_static(env: &Env) -> Result {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l.trim() == MUSL) {
+        step(&format!("installing the {MUSL} target"));
+        run(Command::new("rustup").args(["target", "add", MUSL]))?;
+    }
+    step("building the static profiler");
+    run(env.cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "profiler-user",
+        "--target",
+        MUSL,
+    ]))?;
+    let bin = workspace_root().join(format!("target/{MUSL}/release/profiler"));
+    step(&format!(
+        "static binary: {} (docker build -f deploy/Dockerfile .)",
+        bin.display()
+    ));
+    Ok(())
 }
 
 fn profiler_bin() -> PathBuf {

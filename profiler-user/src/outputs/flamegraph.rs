@@ -55,7 +55,12 @@ mod tests {
 
     fn render(rec: &Recording) -> String {
         let mut out = Vec::new();
-        write(rec, &folded_lines(rec), &mut out).expect("render");
+        write(
+            rec,
+            &folded_lines(rec, crate::outputs::folded::GroupBy::Process),
+            &mut out,
+        )
+        .expect("render");
         String::from_utf8(out).expect("utf-8 svg")
     }
 

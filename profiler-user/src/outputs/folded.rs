@@ -16,16 +16,51 @@ fn push_sanitized(out: &mut String, name: &str) {
     }
 }
 
+/// What the root frames of each stack name (`--group-by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// The process name; with several processes, `name [pid]` each.
+    #[default]
+    Process,
+    /// The process, then the thread: `name [tid]`.
+    Thread,
+    /// One root for everything: the name of the process the recording began on.
+    None,
+}
+
+fn push_root(line: &mut String, rec: &Recording, group: GroupBy, pid: u32, tid: u32) {
+    if group == GroupBy::None {
+        push_sanitized(line, &rec.meta().comm);
+        return;
+    }
+    push_sanitized(line, rec.process_name(pid));
+    if rec.processes.len() > 1 {
+        line.push_str(&format!(" [{pid}]"));
+    }
+    if group == GroupBy::Thread {
+        line.push(';');
+        push_sanitized(line, rec.thread_name(tid).unwrap_or("?"));
+        line.push_str(&format!(" [{tid}]"));
+    }
+}
+
 /// The folded stack (root first) of one sample, without its count.
 pub fn stack_line(rec: &Recording, pid: u32, stack: u32) -> String {
-    stack_line_in_span(rec, pid, stack, &[])
+    stack_line_in_span(rec, GroupBy::Process, pid, 0, stack, &[])
 }
 
 /// The folded stack of a sample taken inside `spans` (root span first): the span path sits
-/// between the process and the functions, as `span:NAME` frames.
-pub fn stack_line_in_span(rec: &Recording, pid: u32, stack: u32, spans: &[&str]) -> String {
+/// between the grouping frames and the functions, as `span:NAME` frames.
+pub fn stack_line_in_span(
+    rec: &Recording,
+    group: GroupBy,
+    pid: u32,
+    tid: u32,
+    stack: u32,
+    spans: &[&str],
+) -> String {
     let mut line = String::new();
-    push_sanitized(&mut line, rec.process_name(pid));
+    push_root(&mut line, rec, group, pid, tid);
     for span in spans {
         line.push_str(";span:");
         push_sanitized(&mut line, span);
@@ -37,34 +72,36 @@ pub fn stack_line_in_span(rec: &Recording, pid: u32, stack: u32, spans: &[&str])
     line
 }
 
-/// Distinct stacks with their sample counts, sorted by stack for stable output.
-pub fn folded_lines(rec: &Recording) -> Vec<(String, u64)> {
-    let mut by_stack: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+fn lines(rec: &Recording, group: GroupBy, with_spans: bool) -> Vec<(String, u64)> {
+    let paths = with_spans.then(|| SpanPaths::new(rec));
+    // Distinct (process, thread, stack, span) first: each is rendered once.
+    let mut by_stack: BTreeMap<(u32, u32, u32, u64), u64> = BTreeMap::new();
     for s in &rec.samples {
-        *by_stack.entry((s.pid, s.stack)).or_default() += 1;
+        let tid = if group == GroupBy::Thread { s.tid } else { 0 };
+        let span = if with_spans { s.span } else { 0 };
+        *by_stack.entry((s.pid, tid, s.stack, span)).or_default() += 1;
     }
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for ((pid, stack), n) in by_stack {
-        *lines.entry(stack_line(rec, pid, stack)).or_default() += n;
+    for ((pid, tid, stack, span), n) in by_stack {
+        let path = paths
+            .as_ref()
+            .map(|p| p.path(pid, span))
+            .unwrap_or_default();
+        *lines
+            .entry(stack_line_in_span(rec, group, pid, tid, stack, &path))
+            .or_default() += n;
     }
     lines.into_iter().collect()
 }
 
+/// Distinct stacks with their sample counts, sorted by stack for stable output.
+pub fn folded_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
+    lines(rec, group, false)
+}
+
 /// Like [`folded_lines`], with each sample's span path (`span:request;span:db_query;…`).
-pub fn span_folded_lines(rec: &Recording) -> Vec<(String, u64)> {
-    let paths = SpanPaths::new(rec);
-    let mut by_stack: BTreeMap<(u32, u32, u64), u64> = BTreeMap::new();
-    for s in &rec.samples {
-        *by_stack.entry((s.pid, s.stack, s.span)).or_default() += 1;
-    }
-    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for ((pid, stack, span), n) in by_stack {
-        let path = paths.path(pid, span);
-        *lines
-            .entry(stack_line_in_span(rec, pid, stack, &path))
-            .or_default() += n;
-    }
-    lines.into_iter().collect()
+pub fn span_folded_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
+    lines(rec, group, true)
 }
 
 pub fn write(lines: &[(String, u64)], w: &mut dyn io::Write) -> io::Result<()> {
@@ -83,7 +120,7 @@ mod tests {
     fn folds_root_first_with_process_name() {
         let rec = sample_recording();
         let mut out = Vec::new();
-        write(&folded_lines(&rec), &mut out).expect("write to memory");
+        write(&folded_lines(&rec, GroupBy::Process), &mut out).expect("write to memory");
         let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(
             text,
@@ -114,7 +151,7 @@ mod tests {
         ];
         rec.samples[0].span = 2;
         rec.samples[6].span = 1;
-        let lines = span_folded_lines(&rec);
+        let lines = span_folded_lines(&rec, GroupBy::Process);
         let find = |prefix: &str| {
             lines
                 .iter()
@@ -126,6 +163,41 @@ mod tests {
         assert_eq!(find("app;span:request;main;compute;hot_b"), 1);
         assert_eq!(find("app;main;"), 8);
         assert_eq!(lines.iter().map(|(_, n)| n).sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn group_by_thread_and_none_and_several_processes() {
+        let mut rec = sample_recording();
+        rec.samples[9].tid = 43;
+        rec.threads.push(crate::model::Thread {
+            tid: 43,
+            pid: 42,
+            name: "worker".into(),
+        });
+        let roots = |lines: Vec<(String, u64)>| -> Vec<String> {
+            let mut r: Vec<String> = lines
+                .iter()
+                .map(|(l, _)| l.split(';').take(2).collect::<Vec<_>>().join(";"))
+                .collect();
+            r.dedup();
+            r
+        };
+        let t = roots(folded_lines(&rec, GroupBy::Thread));
+        assert!(t.contains(&"app;app [42]".to_string()), "{t:?}");
+        assert!(t.contains(&"app;worker [43]".to_string()), "{t:?}");
+        // A second process: roots name each process with its pid.
+        rec.processes.push(crate::model::Process {
+            pid: 77,
+            comm: "child".into(),
+            ..Default::default()
+        });
+        rec.samples[0].pid = 77;
+        let p = folded_lines(&rec, GroupBy::Process);
+        assert!(p.iter().any(|(l, _)| l.starts_with("child [77];main")));
+        assert!(p.iter().any(|(l, _)| l.starts_with("app [42];main")));
+        let n = folded_lines(&rec, GroupBy::None);
+        assert!(n.iter().all(|(l, _)| l.starts_with("app;main")), "{n:?}");
+        assert_eq!(n.iter().map(|(_, c)| c).sum::<u64>(), 10);
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub struct Parts {
     pub summary: bool,
     pub perfetto: bool,
     pub perfetto_spans: perfetto::SpanTracks,
+    pub group_by: folded::GroupBy,
 }
 
 impl Parts {
@@ -184,6 +185,7 @@ impl Parts {
         summary: false,
         perfetto: false,
         perfetto_spans: perfetto::SpanTracks::Both,
+        group_by: folded::GroupBy::Process,
     };
 
     pub const ALL: Self = Self {
@@ -193,6 +195,7 @@ impl Parts {
         summary: true,
         perfetto: true,
         perfetto_spans: perfetto::SpanTracks::Both,
+        group_by: folded::GroupBy::Process,
     };
 }
 
@@ -214,12 +217,16 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
     }
     // Span views exist when span probes were attached, even if no span happened.
     let has_spans = rec.span_info.is_some();
-    let mut flame_sets = vec![(FOLDED_FILE, FLAMEGRAPH_FILE, folded::folded_lines(rec))];
+    let mut flame_sets = vec![(
+        FOLDED_FILE,
+        FLAMEGRAPH_FILE,
+        folded::folded_lines(rec, parts.group_by),
+    )];
     if has_spans {
         flame_sets.push((
             SPANS_FOLDED_FILE,
             SPANS_FLAMEGRAPH_FILE,
-            folded::span_folded_lines(rec),
+            folded::span_folded_lines(rec, parts.group_by),
         ));
     }
     for (folded_name, svg_name, lines) in &flame_sets {
