@@ -19,6 +19,28 @@ fn counts(spans: &serde_json::Value) -> HashMap<String, u64> {
     out
 }
 
+/// Records a target that waits on stdin, and checks that the spans recorded per name are
+/// exactly what the program says it made (its last line: "NAME COUNT NAME COUNT …") and that
+/// no event was lost. Returns the output directory and spans.json.
+fn record_exact(
+    target: &mut Target,
+    name: &str,
+    args: &[&str],
+    names: &[&str],
+) -> (OutDir, serde_json::Value) {
+    let (dir, printed) = record_run(target, name, args);
+    let expected = printed_counts(&printed);
+    let spans = spans_json(&dir);
+    let got = counts(&spans);
+    eprintln!("expected {expected:?}, got {got:?}");
+    for n in names {
+        assert!(expected.contains_key(*n), "the program reports {n}");
+        assert_eq!(got.get(*n), expected.get(*n), "{n} spans");
+    }
+    assert_eq!(spans["lost_events"], 0);
+    (dir, spans)
+}
+
 /// "key value key value" → map.
 fn printed_counts(line: &str) -> HashMap<String, u64> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -32,7 +54,7 @@ fn printed_counts(line: &str) -> HashMap<String, u64> {
 fn span_fn_makes_every_call_a_span_with_recursion_nested() {
     let bin = build_c("spanfn", "spanfn.c", C_FP);
     let mut target = Target::start(&bin, &[]);
-    let (dir, printed) = record_run(
+    let (dir, spans) = record_exact(
         &mut target,
         "spanfn",
         &[
@@ -43,19 +65,13 @@ fn span_fn_makes_every_call_a_span_with_recursion_nested() {
             "--span-fn",
             "fib",
         ],
+        &["handle_request", "fib"],
     );
-    let expected = printed_counts(&printed);
-    let spans = spans_json(&dir);
-    let got = counts(&spans);
-    eprintln!("expected {expected:?}, got {got:?}");
-    assert_eq!(got.get("handle_request"), expected.get("handle_request"));
-    assert_eq!(got.get("fib"), expected.get("fib"));
     let all = spans["spans"].as_array().expect("array");
     assert!(
         all.iter().all(|s| s["incomplete"] == false),
         "every call returned"
     );
-    assert_eq!(spans["lost_events"], 0);
     assert_eq!(spans["info"]["unmatched_ends"], 0);
 
     // Nesting: every fib span has a parent (handle_request or fib), roots are requests.
@@ -130,14 +146,12 @@ fn span_fn_makes_every_call_a_span_with_recursion_nested() {
 fn c_header_spans_are_counted_exactly_and_samples_land_in_them() {
     let bin = build_c("probes-c", "probes_c.c", &c_fp_probes());
     let mut target = Target::start(&bin, &[]);
-    let (dir, printed) = record_run(&mut target, "probes-c", &["--frequency", "999"]);
-    let expected = printed_counts(&printed);
-    let spans = spans_json(&dir);
-    let got = counts(&spans);
-    eprintln!("expected {expected:?}, got {got:?}");
-    assert_eq!(got.get("request"), expected.get("request"));
-    assert_eq!(got.get("db_query"), expected.get("db_query"));
-    assert_eq!(spans["lost_events"], 0);
+    let (dir, spans) = record_exact(
+        &mut target,
+        "probes-c",
+        &["--frequency", "999"],
+        &["request", "db_query"],
+    );
     let all = spans["spans"].as_array().expect("array");
     let by_id: HashMap<u64, &serde_json::Value> = all
         .iter()
@@ -274,14 +288,12 @@ fn burst_of_100k_spans_loses_none_with_default_settings() {
 fn tokio_tasks_migrating_between_workers_are_counted_exactly() {
     let bin = build_rust_target("tokio-spans");
     let mut target = Target::start(&bin, &[]);
-    let (dir, printed) = record_run(&mut target, "tokio", &["--frequency", "999"]);
-    let expected = printed_counts(&printed);
-    let spans = spans_json(&dir);
-    let got = counts(&spans);
-    eprintln!("expected {expected:?}, got {got:?}");
-    assert_eq!(got.get("task"), expected.get("task"));
-    assert_eq!(got.get("step"), expected.get("step"));
-    assert_eq!(spans["lost_events"], 0);
+    let (dir, spans) = record_exact(
+        &mut target,
+        "tokio",
+        &["--frequency", "999"],
+        &["task", "step"],
+    );
     let all = spans["spans"].as_array().expect("array");
     let by_id: HashMap<u64, &serde_json::Value> = all
         .iter()

@@ -130,16 +130,8 @@ pub struct SamplingArgs {
     /// BINARY:SYMBOL in a library (repeatable).
     #[arg(long = "span-fn", value_name = "[BINARY:]SYMBOL")]
     pub span_fns: Vec<SpanFn>,
-    /// Exit with code 3 when a rule holds, e.g. 'span(db_query).total > 700ms',
-    /// 'span(*).p99 > 10ms', 'spans.concurrency > 100', 'lost.samples > 0' (repeatable).
-    #[arg(long = "fail-if", value_name = "RULE")]
-    pub fail_if: Vec<Rule>,
-    /// Where spans go in trace.perfetto-trace.
-    #[arg(long, value_enum, default_value_t = SpanTracks::Both)]
-    pub perfetto_spans: SpanTracks,
-    /// Root frames of the folded stacks and flame graphs.
-    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
-    pub group_by: GroupBy,
+    #[command(flatten)]
+    pub outputs: OutputArgs,
     /// No live status line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -177,7 +169,15 @@ pub struct ReportArgs {
     /// Write everything but the SVG flame graphs.
     #[arg(long)]
     pub no_flame_graphs: bool,
-    /// Exit with code 3 when a rule holds (see `record --help`; repeatable).
+    #[command(flatten)]
+    pub outputs: OutputArgs,
+}
+
+/// How outputs are drawn and judged, for `record`, `run` and `report`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Exit with code 3 when a rule holds, e.g. 'span(db_query).total > 700ms',
+    /// 'span(*).p99 > 10ms', 'spans.concurrency > 100', 'lost.samples > 0' (repeatable).
     #[arg(long = "fail-if", value_name = "RULE")]
     pub fail_if: Vec<Rule>,
     /// Where spans go in trace.perfetto-trace.
@@ -376,8 +376,8 @@ async fn record_into(
     let rec = symbolize::symbolize(&raw);
     drop(raw);
     let parts = Parts {
-        perfetto_spans: s.perfetto_spans,
-        group_by: s.group_by,
+        perfetto_spans: s.outputs.perfetto_spans,
+        group_by: s.outputs.group_by,
         ..Parts::ALL
     };
     finish(&rec, &dir, parts, s.quiet, report)?;
@@ -404,7 +404,7 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         &mut std::io::stdout(),
     )
     .await?;
-    check_rules(&rec, &args.sampling.fail_if)
+    check_rules(&rec, &args.sampling.outputs.fail_if)
 }
 
 /// Runs the command under the profiler; returns the command's exit code (or 128 + signal).
@@ -457,7 +457,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     // Reap the command whatever happened to the recording, so its status is known.
     let code = collect::run::wait_exit_code(pid)?;
     let rec = recorded?;
-    check_rules(&rec, &args.sampling.fail_if)?;
+    check_rules(&rec, &args.sampling.outputs.fail_if)?;
     Ok(code)
 }
 
@@ -506,8 +506,8 @@ pub fn report(args: ReportArgs) -> Result<()> {
     // A window's outputs must not replace the full recording they were cut from.
     let mut parts = Parts {
         recording: !windowed || args.output.is_some(),
-        perfetto_spans: args.perfetto_spans,
-        group_by: args.group_by,
+        perfetto_spans: args.outputs.perfetto_spans,
+        group_by: args.outputs.group_by,
         ..Parts::ALL
     };
     if args.summary_only {
@@ -519,14 +519,14 @@ pub fn report(args: ReportArgs) -> Result<()> {
         parts = Parts {
             folded: true,
             flame_graph: true,
-            group_by: args.group_by,
+            group_by: args.outputs.group_by,
             ..Parts::NONE
         };
     } else if args.no_flame_graphs {
         parts.flame_graph = false;
     }
     finish(&rec, &dir, parts, !parts.summary, &mut std::io::stdout())?;
-    check_rules(&rec, &args.fail_if)
+    check_rules(&rec, &args.outputs.fail_if)
 }
 
 /// Evaluates `--fail-if` rules; each violation is printed on its own line.

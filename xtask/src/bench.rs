@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{Result, profiler_bin, run, step, workspace_root};
+use crate::{Result, compile_c as compile, profiler_bin, step, workspace_root};
 
 const ROUNDS: usize = 5;
 
@@ -46,26 +46,6 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
-}
-
-fn compile(out: &Path, source: &str, extra: &[&str]) -> Result {
-    let root = workspace_root();
-    run(Command::new("gcc")
-        .args([
-            "-O2",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-mno-omit-leaf-frame-pointer",
-        ])
-        .arg(format!(
-            "-I{}",
-            root.join("profiler-probes/include").display()
-        ))
-        .args(extra)
-        .arg("-o")
-        .arg(out)
-        .arg(root.join("tests/targets").join(source))
-        .arg("-lpthread"))
 }
 
 /// A target started pinned to CPU 1, past its "ready" line.
@@ -228,7 +208,7 @@ fn span_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
 /// The sampler: kernel-side cost per sample and attach latency at two rates.
 fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("split");
-    compile(&bin, "split.c", &["-fno-optimize-sibling-calls"])?;
+    compile(&bin, "split.c", &[])?;
     for hz in ["99", "999"] {
         let (mut ns, mut attach) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {

@@ -275,6 +275,29 @@ fn build(env: &Env) -> Result {
     run(env.cargo().args(["build", "--release"]))
 }
 
+/// Compiles tests/targets/SOURCE with complete frame-pointer stacks and the span probe
+/// header on the include path (see shared/SETUP-NOTES.md for why each flag is needed).
+fn compile_c(out: &Path, source: &str, extra: &[&str]) -> Result {
+    let root = workspace_root();
+    run(Command::new("gcc")
+        .args([
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+        ])
+        .arg("-fno-optimize-sibling-calls")
+        .arg(format!(
+            "-I{}",
+            root.join("profiler-probes/include").display()
+        ))
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(root.join("tests/targets").join(source))
+        .arg("-lpthread"))
+}
+
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
 /// A static-pie binary with nothing to install beside it, for the sidecar image
@@ -319,12 +342,9 @@ fn test(args: &[String]) -> Result {
     }
     step("unit tests");
     let mut cmd = env.cargo();
-    cmd.args(["test", "--release", "--workspace"]).args([
-        "--exclude",
-        "profiler-ebpf",
-        "--exclude",
-        "profiler-tests",
-    ]);
+    // --no-fail-fast: one failing test binary must not hide the others' results.
+    cmd.args(["test", "--release", "--no-fail-fast", "--workspace"])
+        .args(["--exclude", "profiler-ebpf", "--exclude", "profiler-tests"]);
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
@@ -336,11 +356,11 @@ fn test(args: &[String]) -> Result {
     cmd.args([
         "test",
         "--release",
+        "--no-fail-fast",
         "-p",
         "profiler-tests",
-        "--",
-        "--test-threads=1",
     ])
+    .args(["--", "--test-threads=1"])
     .args(args)
     .env("PROFILER_BIN", profiler_bin());
     let integration = run_tests(&mut cmd);
@@ -449,17 +469,7 @@ fn demo() -> Result {
     fs::create_dir_all(&build_dir).map_err(|e| format!("{}: {e}", build_dir.display()))?;
     let workload = build_dir.join("demo-workload");
     step("compiling the demo workload (C, with frame pointers)");
-    run(Command::new("gcc")
-        .args([
-            "-O2",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-mno-omit-leaf-frame-pointer",
-        ])
-        .arg("-fno-optimize-sibling-calls")
-        .arg("-o")
-        .arg(&workload)
-        .arg(root.join("tests/targets/demo.c")))?;
+    compile_c(&workload, "demo.c", &[])?;
 
     let mut child = Command::new(&workload)
         .arg("8")
