@@ -182,3 +182,45 @@ fn ctrl_c_goes_to_the_command_and_outputs_are_still_written() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn spans_of_the_command_itself_are_recorded_under_run() {
+    use std::io::Write;
+    let bin = build_c("probes-run", "probes_c.c", &c_fp_probes());
+    let dir = scratch("run-spans");
+    // The command waits for a line on stdin, which passes through the profiler.
+    let mut child = profiler()
+        .args(["run", "--quiet", "--frequency", "999", "--output"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&bin)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", stderr_of(&out));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stdout.contains("request 600 db_query 600"), "{stdout}");
+    let spans: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("spans.json")).expect("spans.json"))
+            .expect("json");
+    let all = spans["spans"].as_array().expect("array");
+    let named = |n: &str| all.iter().filter(|s| s["name"] == n).count();
+    assert_eq!((named("request"), named("db_query")), (600, 600));
+    assert_eq!(spans["lost_events"], 0);
+    let threads = std::fs::read_to_string(dir.join("summary.json")).expect("summary");
+    assert!(
+        !threads.contains("\"name\": \"profiler\""),
+        "threads named after exec"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -79,7 +79,8 @@ pub const SPAN_FN_ID_BIT: u64 = 1 << 63;
 #[derive(Clone, Copy)]
 pub struct ThreadSpans {
     pub depth: u32,
-    pub _pad: u32,
+    /// Enters beyond MAX_SPAN_DEPTH not tracked; their exits pop nothing.
+    pub overflow: u32,
     pub ids: [u64; MAX_SPAN_DEPTH],
 }
 
@@ -88,7 +89,8 @@ pub struct ThreadSpans {
 /// layout only ever grow (a new version number), never change. x86-64 SysV calling convention.
 ///
 /// - `profiler_span_begin(id: u64, parent: u64, meta: *const SpanMeta)`: a span exists
-///   (`parent` 0 = root). `id` is unique within the process for the whole run (never reused).
+///   (`parent` 0 = root). `id` is unique within the process for the whole run (never reused),
+///   nonzero and below 2^63: the top bit is reserved for spans the profiler makes itself.
 /// - `profiler_span_end(id: u64)`: the span is finished.
 /// - `profiler_span_enter(id: u64)`: the span starts running on the calling thread.
 /// - `profiler_span_exit(id: u64)`: the span stops running on the calling thread.
@@ -258,8 +260,10 @@ pub mod counter {
     pub const SPAN_EVENTS_LOST: u32 = 8;
     /// Enters on a thread already running MAX_SPAN_DEPTH spans (not tracked for samples).
     pub const SPAN_DEPTH_OVERFLOW: u32 = 9;
+    /// Fork/exec/exit events dropped with the ring buffer full.
+    pub const PROCESS_EVENTS_LOST: u32 = 10;
     /// Size of the array.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).

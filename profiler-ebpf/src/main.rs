@@ -300,21 +300,21 @@ mod programs {
         }
     }
 
-    /// Pushes `id` on the calling thread's running spans.
+    /// Pushes `id` on the calling thread's running spans; false when the thread already runs
+    /// MAX_SPAN_DEPTH spans (counted: its exit must then pop nothing).
     #[inline(always)]
-    fn push_running(id: u64) {
+    fn push_running(id: u64) -> bool {
         let Some((_, tid)) = current_ids() else {
-            return;
+            return false;
         };
         let Some(t) = THREAD_SPANS.get_ptr_mut(tid) else {
             let mut fresh = ThreadSpans {
                 depth: 1,
-                _pad: 0,
+                overflow: 0,
                 ids: [0; MAX_SPAN_DEPTH],
             };
             fresh.ids[0] = id;
-            let _ = THREAD_SPANS.insert(tid, fresh, 0);
-            return;
+            return THREAD_SPANS.insert(tid, fresh, 0).is_ok();
         };
         // SAFETY: the value belongs to this thread, which is running this program.
         let t = unsafe { &mut *t };
@@ -322,8 +322,11 @@ mod programs {
         if depth < MAX_SPAN_DEPTH {
             t.ids[span_index(depth)] = id;
             t.depth += 1;
+            true
         } else {
+            t.overflow += 1;
             bump(counter::SPAN_DEPTH_OVERFLOW);
+            false
         }
     }
 
@@ -339,6 +342,11 @@ mod programs {
         };
         // SAFETY: the value belongs to this thread, which is running this program.
         let t = unsafe { &mut *t };
+        // Exits of untracked (overflowed) enters come first: they are the innermost.
+        if t.overflow > 0 {
+            t.overflow -= 1;
+            return 0;
+        }
         let depth = (t.depth as usize).min(MAX_SPAN_DEPTH);
         let mut found = MAX_SPAN_DEPTH;
         for i in (0..MAX_SPAN_DEPTH).rev() {
@@ -379,7 +387,7 @@ mod programs {
     #[uprobe]
     pub fn span_enter(ctx: ProbeContext) -> u32 {
         let id: u64 = ctx.arg(0).unwrap_or(0);
-        push_running(id);
+        let _ = push_running(id);
         emit_span(EventKind::SpanEnter, id, 0, 0);
         0
     }
@@ -411,8 +419,10 @@ mod programs {
             return 0;
         };
         let parent = innermost_span(tid);
-        push_running(id);
-        emit_span(EventKind::SpanFnCall, id, parent, cookie);
+        // An untracked call must not emit a span: its return pops nothing either.
+        if push_running(id) {
+            emit_span(EventKind::SpanFnCall, id, parent, cookie);
+        }
         0
     }
 
@@ -443,10 +453,13 @@ mod programs {
             pid,
             parent,
         };
-        if let Some(mut entry) = EVENTS.reserve::<ProcessEvent>(0) {
-            entry.write(event);
-            // Rare, and userspace must look at the process while it exists.
-            entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+        match EVENTS.reserve::<ProcessEvent>(0) {
+            Some(mut entry) => {
+                entry.write(event);
+                // Rare, and userspace must look at the process while it exists.
+                entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+            }
+            None => bump(counter::PROCESS_EVENTS_LOST),
         }
     }
 
@@ -458,10 +471,13 @@ mod programs {
         let Some((parent, _)) = current_ids() else {
             return 0;
         };
-        // SAFETY: the flags are only read.
-        let Some(&flags) = (unsafe { TARGETS.get(parent) }) else {
+        // A pending child that forks before any event of its own is promoted here, so its
+        // own children (subshells, double forks) are followed too.
+        let Some(flags) = target_flags(parent) else {
             return 0;
         };
+        // SAFETY: a map value, only read.
+        let flags = unsafe { *flags };
         if flags & target::FOLLOW == 0 {
             return 0;
         }
@@ -499,9 +515,9 @@ mod programs {
         let Some((pid, tid)) = current_ids() else {
             return 0;
         };
-        if tid != pid {
-            return 0;
-        }
+        // A thread that dies inside spans must not hand them to the next thread with its tid.
+        let _ = THREAD_SPANS.remove(tid);
+        // group_dead is set on the last thread to exit, which need not be the leader.
         // SAFETY: a read-only global the loader fills in before the program runs.
         let offset = unsafe { core::ptr::read_volatile(&EXIT_GROUP_DEAD_OFFSET) } as usize;
         // SAFETY: reads within the tracepoint record at the offset its format gives.

@@ -437,7 +437,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         }
     };
     let pid = held.pid;
-    let target = match collect::preflight(pid) {
+    let target = match collect::preflight_command(pid, &args.command) {
         Ok(t) => t,
         Err(e) => {
             dir.abandon();

@@ -313,6 +313,10 @@ pub struct Counters {
     /// Enters beyond the per-thread depth the kernel tracks (samples then name an outer span).
     #[prost(uint64, tag = "13")]
     pub span_depth_overflow: u64,
+    /// Fork/exec/exit notifications lost with the ring buffer full (children then missed or
+    /// symbolized against the image before their exec).
+    #[prost(uint64, tag = "14")]
+    pub process_events_lost: u64,
 }
 
 impl Counters {

@@ -223,6 +223,46 @@ pub struct Target {
     pidfd: OwnedFd,
 }
 
+/// `run`: the held child has not exec'd yet, so its /proc describes the profiler itself.
+/// The target is described from the command instead: its executable, resolved on PATH as
+/// execvp will, carries the span probes to attach to (uprobes on a file, for this pid,
+/// outlive the exec).
+pub fn preflight_command(pid: u32, argv: &[String]) -> Result<Target> {
+    let pidfd = open_pidfd(pid)?;
+    privileges::check_sampling()?;
+    let program = argv.first().map(String::as_str).unwrap_or_default();
+    let exe = if program.contains('/') {
+        Some(std::path::PathBuf::from(program))
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+    }
+    .and_then(|p| std::fs::canonicalize(p).ok());
+    let mut space = AddressSpace::new(pid);
+    if let Some(path) = &exe {
+        space.add_file(&path.to_string_lossy());
+    }
+    let comm: String = program
+        .rsplit('/')
+        .next()
+        .unwrap_or(program)
+        .chars()
+        .take(15)
+        .collect();
+    let info = ProcessInfo {
+        pid,
+        comm,
+        command: argv.to_vec(),
+        exe: exe
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    Ok(Target { info, space, pidfd })
+}
+
 /// Checks everything the user can get wrong before anything is loaded.
 pub fn preflight(pid: u32) -> Result<Target> {
     let pidfd = open_pidfd(pid)?;
@@ -259,14 +299,23 @@ pub async fn record(
     let wakeup_bytes = opts
         .wakeup_bytes
         .unwrap_or(u64::from(opts.ring_buffer_bytes / 4));
-    let (fork_child, exit_dead) = if opts.follow_children {
+    // Following children needs the sched tracepoints; span tracking uses the exit one to
+    // forget the spans of threads that die inside them, where tracefs allows.
+    let offsets = if opts.follow_children || opts.spans != spans::SpansMode::Off {
         ensure_tracefs();
-        (
-            tracepoint_field_offset("sched/sched_process_fork", "child_pid")?,
-            tracepoint_field_offset("sched/sched_process_exit", "group_dead")?,
-        )
+        tracepoint_field_offset("sched/sched_process_fork", "child_pid").and_then(|fork| {
+            Ok((
+                fork,
+                tracepoint_field_offset("sched/sched_process_exit", "group_dead")?,
+            ))
+        })
     } else {
-        (0, 0)
+        Ok((0, 0))
+    };
+    let (fork_child, exit_dead) = match offsets {
+        Ok(o) => o,
+        Err(e) if opts.follow_children => return Err(e),
+        Err(_) => (0, 0),
     };
     let (pidns_dev, pidns_ino) = own_pid_namespace()?;
     let mut ebpf = EbpfLoader::new()
@@ -294,7 +343,7 @@ pub async fn record(
             .map_err(map_err(names::MAP_TARGETS))?;
     }
     if opts.follow_children {
-        attach_process_tracepoints(&mut ebpf)?;
+        attach_process_tracepoints(&mut ebpf, true)?;
     }
     let ring = ebpf
         .take_map(names::MAP_EVENTS)
@@ -305,6 +354,10 @@ pub async fn record(
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
     let spans_attached = spans::attach(&mut ebpf, &space, &info.exe, opts.spans, &opts.span_fns)?;
+    let spans_live = !spans_attached.abi_modules.is_empty() || !spans_attached.span_fns.is_empty();
+    if spans_live && !opts.follow_children && exit_dead != 0 {
+        attach_process_tracepoints(&mut ebpf, false)?;
+    }
     let mut meta = spans::MetaReader::open(pid);
     let program: &mut PerfEvent = ebpf
         .program_mut(names::PROGRAM_CPU_SAMPLE)
@@ -516,15 +569,17 @@ fn ensure_tracefs() {
     }
 }
 
-/// Follows fork/exec/exit of the targets in the kernel (sched tracepoints).
-fn attach_process_tracepoints(ebpf: &mut aya::Ebpf) -> Result<()> {
+/// Follows fork/exec/exit of the targets in the kernel (sched tracepoints); without
+/// `follow`, only exits (which also clear the span state of dying threads).
+fn attach_process_tracepoints(ebpf: &mut aya::Ebpf, follow: bool) -> Result<()> {
     use aya::programs::TracePoint;
     ensure_tracefs();
-    for (name, event) in [
+    let all = [
+        (names::PROGRAM_PROCESS_EXIT, "sched_process_exit"),
         (names::PROGRAM_PROCESS_FORK, "sched_process_fork"),
         (names::PROGRAM_PROCESS_EXEC, "sched_process_exec"),
-        (names::PROGRAM_PROCESS_EXIT, "sched_process_exit"),
-    ] {
+    ];
+    for &(name, event) in &all[..if follow { 3 } else { 1 }] {
         let err = |e| Error::Program {
             program: name,
             source: Box::new(e),
@@ -554,13 +609,19 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
     while let Some(item) = ring.next() {
         match parse_event(&item) {
             Some(Event::Sample(mut sample, comm)) => {
-                sink.threads.entry(sample.tid).or_insert(comm);
+                // The latest name wins: threads rename themselves, and exec renames them.
+                sink.threads.insert(sample.tid, comm);
                 sample.space = sink.procs.space_of(sample.pid);
                 sink.samples.push(sample);
             }
             Some(Event::Process(e)) => match EventKind::from_u32(e.kind) {
                 Some(EventKind::ProcessFork) => sink.procs.forked(e.pid, e.parent),
-                Some(EventKind::ProcessExec) => sink.procs.exec(e.pid),
+                Some(EventKind::ProcessExec) => {
+                    sink.procs.exec(e.pid);
+                    if e.pid == sink.meta.pid() {
+                        sink.meta.reopen();
+                    }
+                }
                 _ => sink.procs.exited(e.pid),
             },
             Some(Event::Span(e)) => {
@@ -674,6 +735,7 @@ fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
         span_events_lost: sum(counter::SPAN_EVENTS_LOST)?,
         span_events_received: 0,
         span_depth_overflow: sum(counter::SPAN_DEPTH_OVERFLOW)?,
+        process_events_lost: sum(counter::PROCESS_EVENTS_LOST)?,
     })
 }
 

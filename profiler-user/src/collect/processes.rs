@@ -77,7 +77,9 @@ impl Processes {
     /// Also called for new threads (the kernel cannot tell them apart cheaply): those are
     /// recognised here and ignored.
     pub fn forked(&mut self, pid: u32, parent: u32) {
-        if self.current.contains_key(&pid) || is_thread(pid) {
+        // A pid seen before that exited is a new process now (pids are reused).
+        let reused = self.exited.remove(&pid);
+        if (self.current.contains_key(&pid) && !reused) || is_thread(pid) {
             return;
         }
         self.parents.insert(pid, parent);

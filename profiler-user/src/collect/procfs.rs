@@ -200,6 +200,19 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Holds a file the process will map (a command before its exec).
+    pub fn add_file(&mut self, path: &str) {
+        if let Ok(file) = File::open(path) {
+            self.files.insert(
+                path.to_string(),
+                OpenModule {
+                    path: path.to_string(),
+                    file,
+                },
+            );
+        }
+    }
+
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
         self.mappings
             .iter()

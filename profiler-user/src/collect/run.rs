@@ -23,12 +23,17 @@ impl RunAs {
         let mut groups = vec![gid];
         if let Some(name) = user.and_then(|u| CString::new(u).ok()) {
             let mut n: libc::c_int = 64;
-            let mut buf = vec![0 as libc::gid_t; n as usize];
-            // SAFETY: buf holds n entries; getgrouplist updates n.
-            let ok = unsafe { libc::getgrouplist(name.as_ptr(), gid, buf.as_mut_ptr(), &mut n) };
-            if ok >= 0 {
-                buf.truncate(n.max(0) as usize);
-                groups = buf;
+            // A user in more groups than fit gets -1 and the count needed: try again.
+            for _ in 0..2 {
+                let mut buf = vec![0 as libc::gid_t; n.max(1) as usize];
+                // SAFETY: buf holds n entries; getgrouplist updates n.
+                let ok =
+                    unsafe { libc::getgrouplist(name.as_ptr(), gid, buf.as_mut_ptr(), &mut n) };
+                if ok >= 0 {
+                    buf.truncate(n.max(0) as usize);
+                    groups = buf;
+                    break;
+                }
             }
         }
         Some(Self { uid, gid, groups })
@@ -107,6 +112,9 @@ pub fn spawn_held(argv: &[String], run_as: Option<&RunAs>) -> Result<Held> {
             {
                 fail(126);
             }
+            // Rust's runtime ignores SIGPIPE, and an ignored signal stays ignored across
+            // exec: give the command the default that pipelines rely on.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::execvp(program.as_ptr(), arg_ptrs.as_ptr());
             fail(127)
         }

@@ -265,6 +265,7 @@ pub struct SpanMeta {
 /// Reads `SpanMeta` structures and their strings out of the target's memory, once per address.
 #[derive(Debug)]
 pub struct MetaReader {
+    pid: u32,
     mem: Option<File>,
     pub cache: HashMap<u64, SpanMeta>,
 }
@@ -274,9 +275,19 @@ const MAX_STRING: usize = 512;
 impl MetaReader {
     pub fn open(pid: u32) -> Self {
         Self {
+            pid,
             mem: File::open(format!("/proc/{pid}/mem")).ok(),
             cache: HashMap::new(),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// After an exec the old /proc/PID/mem still points at the image that was replaced.
+    pub fn reopen(&mut self) {
+        self.mem = File::open(format!("/proc/{}/mem", self.pid)).ok();
     }
 
     /// Reads the metadata at `addr` if not read yet. Unreadable metadata (the target exited,

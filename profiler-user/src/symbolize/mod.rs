@@ -194,6 +194,12 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             c.lost_ringbuf_full
         ));
     }
+    if c.process_events_lost > 0 {
+        warnings.push(format!(
+            "{} process fork/exec/exit events lost (ring buffer full): raise --ring-buffer-size",
+            c.process_events_lost
+        ));
+    }
     if c.stack_map_full > 0 {
         warnings.push(format!(
             "the stack map was full for {} samples (sent inline, not lost): raise --stack-map-entries",
