@@ -258,13 +258,137 @@ fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// Runs `cmd`, which ends by running the workload; returns the CPU seconds the workload
+/// reported for itself.
+fn workload_cpu(cmd: &mut Command) -> Result<f64> {
+    let out = cmd
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "cpu_s")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{cmd:?} printed no cpu_s: {text}"))
+}
+
+/// Target slowdown and per-sample cost against perf and bpftrace, same workload, same rates.
+/// The workload runs pinned to CPU 1, each profiler on CPU 0; per round every variant runs
+/// once, in the same order, so drift hits all alike.
+fn slowdown(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let work = dir.join("work");
+    compile(&work, "work.c", &[])?;
+    let work_cmd = format!("taskset -c 1 {} 1 300", work.display());
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    let tools: Vec<&str> = ["profiler", "perf", "bpftrace"]
+        .into_iter()
+        .filter(|t| *t == "profiler" || have(t))
+        .collect();
+    let rates = ["99", "999", "9999"];
+    // (tool, rate) → per-round (cpu under tool, cpu alone in the same round).
+    type Rounds = Vec<(f64, f64)>;
+    let mut results: Vec<((String, String), Rounds)> = Vec::new();
+    for round in 0..ROUNDS {
+        step(&format!("slowdown: round {}/{ROUNDS}", round + 1));
+        for tool in &tools {
+            for hz in rates {
+                let mut cmd = Command::new("taskset");
+                // bpftrace aggregates in the kernel and idles in userspace until the end; it
+                // runs on the workload's CPU because it refuses `taskset` as its -c command,
+                // and its child inherits its CPU.
+                cmd.args(["-c", if *tool == "bpftrace" { "1" } else { "0" }]);
+                match *tool {
+                    "profiler" => {
+                        cmd.arg(profiler_bin())
+                            .args(["run", "--quiet", "--frequency", hz, "--output"])
+                            .arg(dir.join("slowdown-profile"))
+                            .args(["--", "sh", "-c", &work_cmd]);
+                    }
+                    "perf" => {
+                        cmd.args(["perf", "record", "-q", "-g", "-F", hz, "-o"])
+                            .arg(dir.join("perf.data"))
+                            .args(["--", "sh", "-c", &work_cmd]);
+                    }
+                    _ => {
+                        let prog = format!(
+                            "profile:hz:{hz} /pid == cpid/ {{ @[ustack] = count(); }} END {{ clear(@); }}"
+                        );
+                        cmd.args(["bpftrace", "-q", "-e", &prog, "-c"])
+                            .arg(format!("{} 1 300", work.display()));
+                    }
+                }
+                // Each measured run has its own baseline right beside it, alternately before
+                // and after, so drift and warm-up do not favour either side.
+                let alone = || workload_cpu(Command::new("sh").args(["-c", &work_cmd]));
+                let (cpu, alone) = if round % 2 == 0 {
+                    let a = alone()?;
+                    (workload_cpu(&mut cmd)?, a)
+                } else {
+                    let c = workload_cpu(&mut cmd)?;
+                    (c, alone()?)
+                };
+                let key = (tool.to_string(), hz.to_string());
+                match results.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => v.push((cpu, alone)),
+                    None => results.push((key, vec![(cpu, alone)])),
+                }
+            }
+        }
+    }
+    for ((tool, hz), v) in &results {
+        let hz_f: f64 = hz.parse().unwrap_or(1.0);
+        let ratio = stat(v.iter().map(|(c, a)| c / a).collect());
+        let us = stat(v.iter().map(|(c, a)| (c - a) / (hz_f * a) * 1e6).collect());
+        rows.push(Row {
+            what: format!("slowdown under {tool} at {hz} Hz"),
+            value: format!(
+                "×{:.3} CPU time (spread {:.3}–{:.3}); {:.1} µs per sample (spread {:.1}–{:.1})",
+                ratio.median, ratio.min, ratio.max, us.median, us.min, us.max
+            ),
+            method: format!(
+                "tests/targets/work.c (fixed work, 1 thread, its own getrusage CPU time) pinned to CPU 1, the tool on CPU 0; ratio to an unprofiled run right beside it (alternately before and after); µs/sample = extra CPU / (rate × unprofiled CPU); {ROUNDS} interleaved rounds; tool = {}",
+                match tool.as_str() {
+                    "profiler" => "`profiler run`",
+                    "perf" => "`perf record -g` (frame pointers)",
+                    _ => "`bpftrace profile:hz ustack`",
+                }
+            ),
+            json: format!(
+                "{{\"name\":\"slowdown\",\"tool\":\"{tool}\",\"hz\":{hz},\"ratio_median\":{:.4},\"ratio_min\":{:.4},\"ratio_max\":{:.4},\"us_per_sample_median\":{:.2}}}",
+                ratio.median, ratio.min, ratio.max, us.median
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn bench() -> Result {
+    // Only the bench compares with them: test runs need neither.
+    crate::ensure_tool(
+        "perf",
+        &["linux-perf"],
+        "cargo xtask bench compares with perf",
+    )?;
+    crate::ensure_tool(
+        "bpftrace",
+        &["bpftrace"],
+        "cargo xtask bench compares with bpftrace",
+    )?;
     let root = workspace_root();
     let dir: PathBuf = root.join("target/bench");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut rows = Vec::new();
     span_cost(&dir, &mut rows)?;
     sampling_cost(&dir, &mut rows)?;
+    slowdown(&dir, &mut rows)?;
     // Let the machine settle between benchmark runs of the same session.
     std::thread::sleep(Duration::from_millis(10));
 
