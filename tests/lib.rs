@@ -197,11 +197,17 @@ pub fn profiler() -> Command {
     Command::new(profiler_bin())
 }
 
+/// `profiler record --quiet --pid PID --output OUT`, to add arguments to and run.
+pub fn record_command(pid: u32, out: &Path) -> Command {
+    let mut c = profiler();
+    c.args(["record", "--quiet", "--pid", &pid.to_string(), "--output"])
+        .arg(out);
+    c
+}
+
 /// Runs `profiler record --pid PID -o OUT args…`.
 pub fn record(pid: u32, out: &Path, args: &[&str]) -> Output {
-    let out = profiler()
-        .args(["record", "--quiet", "--pid", &pid.to_string(), "--output"])
-        .arg(out)
+    let out = record_command(pid, out)
         .args(args)
         .output()
         .expect("profiler runs");
@@ -233,15 +239,7 @@ impl Drop for OutDir {
 /// and records until the target exits; returns the output and what the target printed.
 pub fn record_run(target: &mut Target, name: &str, args: &[&str]) -> (OutDir, String) {
     let dir = OutDir(scratch(name));
-    let mut child = profiler()
-        .args([
-            "record",
-            "--quiet",
-            "--pid",
-            &target.pid().to_string(),
-            "--output",
-        ])
-        .arg(&*dir)
+    let mut child = record_command(target.pid(), &dir)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

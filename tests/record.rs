@@ -268,15 +268,7 @@ fn sigint_and_sigterm_stop_cleanly_and_write_outputs() {
     for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
         let target = Target::start(&bin, &["20"]);
         let out_dir = scratch("signal");
-        let child = profiler()
-            .args([
-                "record",
-                "--quiet",
-                "--pid",
-                &target.pid().to_string(),
-                "--output",
-            ])
-            .arg(&out_dir)
+        let child = record_command(target.pid(), &out_dir)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -41,6 +41,13 @@ fn record_exact(
     (dir, spans)
 }
 
+/// spans.json entries by span id.
+fn by_id(all: &[serde_json::Value]) -> HashMap<u64, &serde_json::Value> {
+    all.iter()
+        .map(|s| (s["id"].as_u64().expect("id"), s))
+        .collect()
+}
+
 /// "key value key value" → map.
 fn printed_counts(line: &str) -> HashMap<String, u64> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -75,10 +82,7 @@ fn span_fn_makes_every_call_a_span_with_recursion_nested() {
     assert_eq!(spans["info"]["unmatched_ends"], 0);
 
     // Nesting: every fib span has a parent (handle_request or fib), roots are requests.
-    let by_id: HashMap<u64, &serde_json::Value> = all
-        .iter()
-        .map(|s| (s["id"].as_u64().expect("id"), s))
-        .collect();
+    let by_id = by_id(all);
     for s in all {
         let parent = s["parent"].as_u64().expect("parent");
         match s["name"].as_str() {
@@ -153,10 +157,7 @@ fn c_header_spans_are_counted_exactly_and_samples_land_in_them() {
         &["request", "db_query"],
     );
     let all = spans["spans"].as_array().expect("array");
-    let by_id: HashMap<u64, &serde_json::Value> = all
-        .iter()
-        .map(|s| (s["id"].as_u64().expect("id"), s))
-        .collect();
+    let by_id = by_id(all);
     for s in all {
         assert_eq!(s["incomplete"], false);
         if s["name"] == "db_query" {
@@ -295,10 +296,7 @@ fn tokio_tasks_migrating_between_workers_are_counted_exactly() {
         &["task", "step"],
     );
     let all = spans["spans"].as_array().expect("array");
-    let by_id: HashMap<u64, &serde_json::Value> = all
-        .iter()
-        .map(|s| (s["id"].as_u64().expect("id"), s))
-        .collect();
+    let by_id = by_id(all);
     let mut migrated = 0;
     for s in all {
         assert_eq!(s["incomplete"], false);

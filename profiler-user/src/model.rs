@@ -540,10 +540,6 @@ impl Recording {
         }
         out
     }
-
-    pub fn encode_to_bytes(&self) -> Vec<u8> {
-        self.encode_to_vec()
-    }
 }
 
 #[cfg(test)]
@@ -751,7 +747,7 @@ pub(crate) mod tests {
     #[test]
     fn recording_round_trips_through_bytes() {
         let r = sample_recording();
-        let bytes = r.encode_to_bytes();
+        let bytes = r.encode_to_vec();
         assert_eq!(Recording::decode(bytes.as_slice()).ok(), Some(r));
     }
 }

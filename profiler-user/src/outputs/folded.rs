@@ -44,11 +44,6 @@ fn push_root(line: &mut String, rec: &Recording, group: GroupBy, pid: u32, tid: 
     }
 }
 
-/// The folded stack (root first) of one sample, without its count.
-pub fn stack_line(rec: &Recording, pid: u32, stack: u32) -> String {
-    stack_line_in_span(rec, GroupBy::Process, pid, 0, stack, &[])
-}
-
 /// The folded stack of a sample taken inside `spans` (root span first): the span path sits
 /// between the grouping frames and the functions, as `span:NAME` frames.
 pub fn stack_line_in_span(
@@ -204,7 +199,7 @@ mod tests {
     fn separators_inside_names_are_replaced() {
         let mut rec = sample_recording();
         rec.functions[2].name = "hot_a<[u8; 16]>\nx".into();
-        let line = stack_line(&rec, 42, 0);
+        let line = stack_line_in_span(&rec, GroupBy::Process, 42, 0, 0, &[]);
         assert_eq!(
             line,
             "app;main;compute;hot_a<[u8: 16]> x;inlined_helper_[i]"
