@@ -37,6 +37,14 @@ pub mod names {
     pub const MAP_TARGETS: &str = "TARGETS";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// `--off-cpu`: the sched_switch program, its maps and settings.
+    pub const PROGRAM_OFF_CPU: &str = "off_cpu_switch";
+    pub const MAP_OFF_CPU_START: &str = "OFF_CPU_START";
+    pub const MAP_OFF_CPU_TOTALS: &str = "OFF_CPU_TOTALS";
+    pub const GLOBAL_OFF_CPU_MIN_NS: &str = "OFF_CPU_MIN_NS";
+    pub const GLOBAL_OFF_CPU_INTERVAL_MIN_NS: &str = "OFF_CPU_INTERVAL_MIN_NS";
+    pub const GLOBAL_SWITCH_PREV_STATE_OFFSET: &str = "SWITCH_PREV_STATE_OFFSET";
+    pub const GLOBAL_SWITCH_NEXT_PID_OFFSET: &str = "SWITCH_NEXT_PID_OFFSET";
 }
 
 /// Default sizes, overridable at load time.
@@ -52,6 +60,11 @@ pub mod defaults {
     /// Threads whose running spans are tracked at once (LRU: dead threads age out). Each
     /// entry is 264 bytes, preallocated: 16k threads cost 4 MiB.
     pub const MAX_SPAN_THREADS: u32 = 16384;
+    /// Target threads off CPU at once whose switch-out is remembered (40 bytes each).
+    pub const OFF_CPU_THREADS: u32 = 16384;
+    /// Distinct (thread, stacks, span, state) off-CPU sums kept in the kernel; per CPU,
+    /// 16 bytes each. Beyond it intervals travel as events (counted), so none is lost.
+    pub const OFF_CPU_TOTALS: u32 = 16384;
 }
 
 /// Flags, the values of the `TARGETS` map.
@@ -146,6 +159,8 @@ pub enum EventKind {
     ProcessFork = 9,
     ProcessExec = 10,
     ProcessExit = 11,
+    /// An [`OffCpuEvent`]: one interval a target thread spent off CPU.
+    OffCpu = 12,
 }
 
 impl EventKind {
@@ -162,6 +177,7 @@ impl EventKind {
             9 => Some(Self::ProcessFork),
             10 => Some(Self::ProcessExec),
             11 => Some(Self::ProcessExit),
+            12 => Some(Self::OffCpu),
             _ => None,
         }
     }
@@ -237,6 +253,61 @@ pub struct ProcessEvent {
     pub parent: u32,
 }
 
+/// A target thread's switch-out, remembered (by its global tid) until it runs again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuStart {
+    pub start_ns: u64,
+    pub span_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+    /// 1 when the thread was preempted (still runnable: waiting for a CPU), 0 when it blocked.
+    pub runnable: u32,
+    pub _pad: u32,
+}
+
+/// What off-CPU time is summed by, in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OffCpuKey {
+    pub pid: u32,
+    pub tid: u32,
+    /// Ids in the stack map, or a negative errno.
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+    pub span_id: u64,
+    pub runnable: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuTotal {
+    pub total_ns: u64,
+    pub count: u64,
+}
+
+/// One off-CPU interval: sent when it is long enough for the timeline, or when the totals map
+/// had no room for its key (then `in_totals` is 0 and it counts only here).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuEvent {
+    /// [`EventKind`] as u32.
+    pub kind: u32,
+    pub cpu: u32,
+    pub begin_ns: u64,
+    pub end_ns: u64,
+    pub span_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+    pub runnable: u32,
+    pub in_totals: u32,
+}
+
 /// Indices into the per-CPU `COUNTERS` array. Every sample the program sees ends in exactly one
 /// of `EMITTED` or `LOST_RINGBUF_FULL`; the others qualify emitted samples.
 pub mod counter {
@@ -262,8 +333,18 @@ pub mod counter {
     pub const SPAN_DEPTH_OVERFLOW: u32 = 9;
     /// Fork/exec/exit events dropped with the ring buffer full.
     pub const PROCESS_EVENTS_LOST: u32 = 10;
+    /// Switch-outs of target threads seen by the off-CPU program.
+    pub const OFF_CPU_SWITCHES: u32 = 11;
+    /// Off-CPU intervals sent as events because the totals map was full.
+    pub const OFF_CPU_TOTALS_FULL: u32 = 12;
+    /// Off-CPU events dropped with the ring buffer full (lost time if not also in the totals).
+    pub const OFF_CPU_EVENTS_LOST: u32 = 13;
+    /// Off-CPU time lost: interval events not in the totals that the ring buffer refused.
+    pub const OFF_CPU_LOST_NS: u32 = 14;
+    /// Switch-outs not remembered because the start map was full.
+    pub const OFF_CPU_START_FULL: u32 = 15;
     /// Size of the array.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 16;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).
@@ -288,6 +369,10 @@ mod tests {
         );
         assert_eq!(size_of::<SpanEvent>(), 48);
         assert_eq!(size_of::<ProcessEvent>(), 24);
+        assert_eq!(size_of::<OffCpuStart>(), 40);
+        assert_eq!(size_of::<OffCpuKey>(), 32);
+        assert_eq!(size_of::<OffCpuTotal>(), 16);
+        assert_eq!(size_of::<OffCpuEvent>(), 56);
         assert_eq!(size_of::<ThreadSpans>(), 8 + 8 * MAX_SPAN_DEPTH);
         assert_eq!(size_of::<abi::SpanMetaRaw>(), 32);
         // The ring buffer hands out 8-byte aligned records.
@@ -308,6 +393,7 @@ mod tests {
             EventKind::ProcessFork,
             EventKind::ProcessExec,
             EventKind::ProcessExit,
+            EventKind::OffCpu,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

@@ -23,15 +23,16 @@ mod programs {
             },
         },
         macros::{map, perf_event, tracepoint, uprobe, uretprobe},
-        maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+        maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
         programs::{
             PerfEventContext, ProbeContext, RetProbeContext, TracePointContext,
             tracing::StackIdContext,
         },
     };
     use profiler_common::{
-        COMM_LEN, EventKind, MAX_SPAN_DEPTH, MAX_STACK_DEPTH, ProcessEvent, SPAN_FN_ID_BIT,
-        SampleEvent, SampleInlineEvent, SpanEvent, ThreadSpans, counter, defaults, errno, target,
+        COMM_LEN, EventKind, MAX_SPAN_DEPTH, MAX_STACK_DEPTH, OffCpuEvent, OffCpuKey, OffCpuStart,
+        OffCpuTotal, ProcessEvent, SPAN_FN_ID_BIT, SampleEvent, SampleInlineEvent, SpanEvent,
+        ThreadSpans, counter, defaults, errno, target,
     };
 
     #[map(name = "EVENTS")]
@@ -77,9 +78,14 @@ mod programs {
 
     #[inline(always)]
     fn bump(index: u32) {
+        add(index, 1);
+    }
+
+    #[inline(always)]
+    fn add(index: u32, n: u64) {
         if let Some(v) = COUNTERS.get_ptr_mut(index) {
             // SAFETY: per-CPU slot, and BPF programs are not preempted on their CPU.
-            unsafe { *v += 1 };
+            unsafe { *v += n };
         }
     }
 
@@ -435,6 +441,163 @@ mod programs {
             emit_span(EventKind::SpanFnReturn, id, 0, 0);
         }
         0
+    }
+
+    /// Switch-outs of target threads, by global tid (the only id `next_pid` gives).
+    #[map(name = "OFF_CPU_START")]
+    static OFF_CPU_START: HashMap<u32, OffCpuStart> =
+        HashMap::with_max_entries(defaults::OFF_CPU_THREADS, 0);
+
+    /// Off-CPU time summed in the kernel, so a program that switches 100k times a second
+    /// costs map updates, not ring buffer records. Per CPU: updates need no atomics.
+    #[map(name = "OFF_CPU_TOTALS")]
+    static OFF_CPU_TOTALS: PerCpuHashMap<OffCpuKey, OffCpuTotal> =
+        PerCpuHashMap::with_max_entries(defaults::OFF_CPU_TOTALS, 0);
+
+    /// Intervals shorter than this are not counted (`--off-cpu-min`).
+    #[unsafe(no_mangle)]
+    static OFF_CPU_MIN_NS: u64 = 0;
+    /// Intervals at least this long are also sent one by one, for timelines.
+    #[unsafe(no_mangle)]
+    static OFF_CPU_INTERVAL_MIN_NS: u64 = u64::MAX;
+    #[unsafe(no_mangle)]
+    static SWITCH_PREV_STATE_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SWITCH_NEXT_PID_OFFSET: u32 = 0;
+
+    /// `prev_state` bits below TASK_REPORT_MAX; none set means the task was preempted while
+    /// runnable rather than blocking.
+    const TASK_REPORT_BITS: i64 = 0xff;
+
+    /// sched_switch runs in the context of the task going off CPU (`prev`): its stacks are the
+    /// current ones. The task coming in (`next`) closes its own interval here too.
+    #[tracepoint]
+    pub fn off_cpu_switch(ctx: TracePointContext) -> u32 {
+        // SAFETY: plain helper call without arguments.
+        let now = unsafe { bpf_ktime_get_boot_ns() };
+        // SAFETY: read-only globals the loader fills in before the program runs.
+        let (next_offset, state_offset) = unsafe {
+            (
+                core::ptr::read_volatile(&SWITCH_NEXT_PID_OFFSET) as usize,
+                core::ptr::read_volatile(&SWITCH_PREV_STATE_OFFSET) as usize,
+            )
+        };
+        // SAFETY: reads within the tracepoint record at the offset its format gives.
+        if let Ok(next) = unsafe { ctx.read_at::<i32>(next_offset) } {
+            let next = next as u32;
+            // SAFETY: a plain copy of the value.
+            if let Some(start) = unsafe { OFF_CPU_START.get(next) }.copied() {
+                let _ = OFF_CPU_START.remove(next);
+                account_off_cpu(&start, now);
+            }
+        }
+
+        let Some((pid, tid)) = current_ids() else {
+            return 0;
+        };
+        if target_flags(pid).is_none() {
+            return 0;
+        }
+        bump(counter::OFF_CPU_SWITCHES);
+        // SAFETY: as above.
+        let state = unsafe { ctx.read_at::<i64>(state_offset) }.unwrap_or(1);
+        let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => id as i32,
+            Err(e) => e,
+        };
+        let kernel = match ctx.get_stackid(&STACKS, 0) {
+            Ok(id) => id as i32,
+            Err(e) => e,
+        };
+        let start = OffCpuStart {
+            start_ns: now,
+            span_id: innermost_span(tid),
+            pid,
+            tid,
+            user_stack_id: user,
+            kernel_stack_id: kernel,
+            runnable: u32::from(state & TASK_REPORT_BITS == 0),
+            _pad: 0,
+        };
+        let host_tid = bpf_get_current_pid_tgid() as u32;
+        if OFF_CPU_START.insert(host_tid, start, 0).is_err() {
+            bump(counter::OFF_CPU_START_FULL);
+        }
+        0
+    }
+
+    #[inline(always)]
+    fn account_off_cpu(start: &OffCpuStart, now: u64) {
+        let delta = now.saturating_sub(start.start_ns);
+        // SAFETY: read-only globals the loader fills in before the program runs.
+        let (min, interval_min) = unsafe {
+            (
+                core::ptr::read_volatile(&OFF_CPU_MIN_NS),
+                core::ptr::read_volatile(&OFF_CPU_INTERVAL_MIN_NS),
+            )
+        };
+        if delta < min {
+            return;
+        }
+        let key = OffCpuKey {
+            pid: start.pid,
+            tid: start.tid,
+            user_stack_id: start.user_stack_id,
+            kernel_stack_id: start.kernel_stack_id,
+            span_id: start.span_id,
+            runnable: start.runnable,
+            _pad: 0,
+        };
+        let in_totals = match OFF_CPU_TOTALS.get_ptr_mut(key) {
+            Some(total) => {
+                // SAFETY: this CPU's slot; BPF programs are not preempted on their CPU.
+                unsafe {
+                    (*total).total_ns += delta;
+                    (*total).count += 1;
+                }
+                true
+            }
+            None => {
+                let fresh = OffCpuTotal {
+                    total_ns: delta,
+                    count: 1,
+                };
+                let ok = OFF_CPU_TOTALS.insert(key, fresh, 0).is_ok();
+                if !ok {
+                    bump(counter::OFF_CPU_TOTALS_FULL);
+                }
+                ok
+            }
+        };
+        if in_totals && delta < interval_min {
+            return;
+        }
+        let event = OffCpuEvent {
+            kind: EventKind::OffCpu as u32,
+            // SAFETY: plain helper call without arguments.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            begin_ns: start.start_ns,
+            end_ns: now,
+            span_id: start.span_id,
+            pid: start.pid,
+            tid: start.tid,
+            user_stack_id: start.user_stack_id,
+            kernel_stack_id: start.kernel_stack_id,
+            runnable: start.runnable,
+            in_totals: u32::from(in_totals),
+        };
+        match EVENTS.reserve::<OffCpuEvent>(0) {
+            Some(mut entry) => {
+                entry.write(event);
+                entry.submit(submit_flags());
+            }
+            None => {
+                bump(counter::OFF_CPU_EVENTS_LOST);
+                if !in_totals {
+                    add(counter::OFF_CPU_LOST_NS, delta);
+                }
+            }
+        }
     }
 
     /// Offsets of the fields read from classic tracepoints, from tracefs' format files.

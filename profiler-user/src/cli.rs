@@ -12,6 +12,7 @@ use profiler_common::defaults;
 use crate::{
     collect::{
         self, RecordOptions, Status,
+        offcpu::OffCpuOptions,
         spans::{SpanFn, SpansMode},
     },
     error::{Error, Result},
@@ -130,6 +131,18 @@ pub struct SamplingArgs {
     /// BINARY:SYMBOL in a library (repeatable).
     #[arg(long = "span-fn", value_name = "[BINARY:]SYMBOL")]
     pub span_fns: Vec<SpanFn>,
+    /// Record off-CPU time too: where target threads block (sleep, I/O, locks) or wait for a
+    /// CPU, from the scheduler's context switches. Adds offcpu.* and wall.* outputs.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Off-CPU intervals shorter than this are not counted (`1us`, `50us`, `1ms`): bounds the
+    /// cost on programs that switch very often.
+    #[arg(long, value_parser = parse_offset, default_value = "1us", value_name = "DURATION")]
+    pub off_cpu_min: Duration,
+    /// Off-CPU intervals at least this long are also kept one by one, for the Perfetto
+    /// timeline; shorter ones are only summed.
+    #[arg(long, value_parser = parse_offset, default_value = "100us", value_name = "DURATION")]
+    pub off_cpu_interval_min: Duration,
     #[command(flatten)]
     pub outputs: OutputArgs,
     /// No live status line.
@@ -205,6 +218,10 @@ pub fn parse_offset(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
         (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("us").or_else(|| s.strip_suffix("µs")) {
+        (n, 1e-6)
+    } else if let Some(n) = s.strip_suffix("ns") {
+        (n, 1e-9)
     } else if let Some(n) = s.strip_suffix('s') {
         (n, 1.0)
     } else if let Some(n) = s.strip_suffix('m') {
@@ -346,6 +363,10 @@ fn record_options(s: &SamplingArgs, follow_children: bool, forward: Option<u32>)
         ring_buffer_bytes: s.ring_buffer_size,
         stack_map_entries: s.stack_map_entries,
         wakeup_bytes: s.wakeup_bytes,
+        off_cpu: s.off_cpu.then_some(OffCpuOptions {
+            min: s.off_cpu_min,
+            interval_min: s.off_cpu_interval_min,
+        }),
         hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
     }

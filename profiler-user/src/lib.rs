@@ -6,6 +6,7 @@ pub mod collect;
 pub mod error;
 pub mod fail_if;
 pub mod model;
+pub mod offcpu;
 pub mod outputs;
 pub mod spans;
 pub mod symbolize;

@@ -39,6 +39,77 @@ pub struct Recording {
     pub span_runs: Vec<SpanRun>,
     #[prost(message, optional, tag = "13")]
     pub span_info: Option<SpanInfo>,
+    /// `--off-cpu`: time off CPU summed per thread, stack, span and state.
+    #[prost(message, repeated, tag = "14")]
+    pub off_cpu: Vec<OffCpu>,
+    /// Off-CPU intervals long enough to be kept one by one (timelines).
+    #[prost(message, repeated, tag = "15")]
+    pub off_cpu_intervals: Vec<OffCpuInterval>,
+    /// Present when off-CPU time was recorded.
+    #[prost(message, optional, tag = "16")]
+    pub off_cpu_info: Option<OffCpuInfo>,
+}
+
+/// Time one thread spent off CPU, leaving it from one stack inside one span.
+#[derive(Clone, PartialEq, Message)]
+pub struct OffCpu {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(uint32, tag = "2")]
+    pub tid: u32,
+    /// Index into `stacks`: where the thread was when it left the CPU.
+    #[prost(uint32, tag = "3")]
+    pub stack: u32,
+    /// Innermost span running on the thread, 0 for none.
+    #[prost(uint64, tag = "4")]
+    pub span: u64,
+    /// Preempted while runnable (waiting for a CPU), not blocked.
+    #[prost(bool, tag = "5")]
+    pub runnable: bool,
+    #[prost(uint64, tag = "6")]
+    pub total_ns: u64,
+    /// Intervals summed.
+    #[prost(uint64, tag = "7")]
+    pub count: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct OffCpuInterval {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(uint32, tag = "2")]
+    pub tid: u32,
+    #[prost(uint32, tag = "3")]
+    pub stack: u32,
+    #[prost(uint64, tag = "4")]
+    pub span: u64,
+    #[prost(bool, tag = "5")]
+    pub runnable: bool,
+    /// CLOCK_BOOTTIME nanoseconds.
+    #[prost(uint64, tag = "6")]
+    pub begin_ns: u64,
+    #[prost(uint64, tag = "7")]
+    pub end_ns: u64,
+}
+
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct OffCpuInfo {
+    /// Intervals shorter than this were not counted (`--off-cpu-min`).
+    #[prost(uint64, tag = "1")]
+    pub min_ns: u64,
+    /// Intervals at least this long are in `off_cpu_intervals` (`--off-cpu-interval-min`).
+    #[prost(uint64, tag = "2")]
+    pub interval_min_ns: u64,
+    /// The sums were rebuilt from the kept intervals for a time window (`report --from/--to`):
+    /// shorter intervals are missing from them.
+    #[prost(bool, tag = "3")]
+    pub windowed: bool,
+    /// Kernel BPF run-time statistics of the sched_switch program: it runs on every context
+    /// switch of the machine, the targets' or not.
+    #[prost(uint64, tag = "4")]
+    pub bpf_run_count: u64,
+    #[prost(uint64, tag = "5")]
+    pub bpf_run_time_ns: u64,
 }
 
 /// A span: an application-defined operation (request, query, task) or a `--span-fn` call.
@@ -317,6 +388,23 @@ pub struct Counters {
     /// symbolized against the image before their exec).
     #[prost(uint64, tag = "14")]
     pub process_events_lost: u64,
+    /// Switch-outs of target threads the off-CPU program saw.
+    #[prost(uint64, tag = "15")]
+    pub off_cpu_switches: u64,
+    /// Off-CPU intervals sent as events because the kernel's sums had no room (not lost).
+    #[prost(uint64, tag = "16")]
+    pub off_cpu_totals_full: u64,
+    /// Off-CPU interval events dropped with the ring buffer full.
+    #[prost(uint64, tag = "17")]
+    pub off_cpu_events_lost: u64,
+    /// Off-CPU time lost with them (intervals that were in no sum).
+    #[prost(uint64, tag = "18")]
+    pub off_cpu_lost_ns: u64,
+    /// Switch-outs not tracked because the start map was full.
+    #[prost(uint64, tag = "19")]
+    pub off_cpu_start_full: u64,
+    #[prost(uint64, tag = "20")]
+    pub off_cpu_events_received: u64,
 }
 
 impl Counters {
@@ -534,6 +622,43 @@ impl Recording {
             r.begin_ns = r.begin_ns.max(lo);
             r.end_ns = r.end_ns.min(hi);
         }
+        // The kernel's off-CPU sums carry no times: a narrower window rebuilds them from the
+        // intervals kept one by one, cut to it (shorter intervals are then missing, and said so).
+        if (lo, hi) != (start, m.end_boottime_ns)
+            && let Some(info) = out.off_cpu_info.as_mut()
+        {
+            info.windowed = true;
+            out.off_cpu_intervals
+                .retain(|o| o.end_ns > lo && o.begin_ns < hi);
+            for o in &mut out.off_cpu_intervals {
+                o.begin_ns = o.begin_ns.max(lo);
+                o.end_ns = o.end_ns.min(hi);
+            }
+            // (pid, tid, stack, span, runnable) → (ns, intervals)
+            type Key = (u32, u32, u32, u64, bool);
+            let mut sums: std::collections::BTreeMap<Key, (u64, u64)> = Default::default();
+            for o in &out.off_cpu_intervals {
+                let e = sums
+                    .entry((o.pid, o.tid, o.stack, o.span, o.runnable))
+                    .or_default();
+                e.0 += o.end_ns - o.begin_ns;
+                e.1 += 1;
+            }
+            out.off_cpu = sums
+                .into_iter()
+                .map(
+                    |((pid, tid, stack, span, runnable), (total_ns, count))| OffCpu {
+                        pid,
+                        tid,
+                        stack,
+                        span,
+                        runnable,
+                        total_ns,
+                        count,
+                    },
+                )
+                .collect();
+        }
         if let Some(meta) = out.meta.as_mut() {
             meta.start_boottime_ns = lo;
             meta.end_boottime_ns = hi;
@@ -682,6 +807,48 @@ pub(crate) mod tests {
         let names: Vec<String> = r.frames(3).iter().map(|f| f.to_string()).collect();
         assert_eq!(names, ["[unknown]"]);
         assert!(r.frames(1000).is_empty());
+    }
+
+    #[test]
+    fn window_rebuilds_off_cpu_sums_from_the_intervals_inside() {
+        let mut rec = sample_recording();
+        rec.off_cpu = vec![OffCpu {
+            pid: 42,
+            tid: 42,
+            stack: 1,
+            total_ns: 99_000_000,
+            count: 1000,
+            ..Default::default()
+        }];
+        let interval = |begin_ns, end_ns| OffCpuInterval {
+            pid: 42,
+            tid: 42,
+            stack: 1,
+            begin_ns,
+            end_ns,
+            ..Default::default()
+        };
+        rec.off_cpu_intervals = vec![
+            interval(1_000_000_000, 1_010_000_000),
+            interval(1_015_000_000, 1_040_000_000),
+            interval(1_060_000_000, 1_070_000_000),
+        ];
+        rec.off_cpu_info = Some(OffCpuInfo::default());
+        let full = rec.window(None, None);
+        assert_eq!(
+            full.off_cpu, rec.off_cpu,
+            "no window: the kernel's sums stay"
+        );
+        assert!(!full.off_cpu_info.as_ref().is_some_and(|i| i.windowed));
+
+        let ms = std::time::Duration::from_millis;
+        let w = rec.window(Some(ms(20)), Some(ms(50)));
+        assert!(w.off_cpu_info.as_ref().is_some_and(|i| i.windowed));
+        assert_eq!(w.off_cpu_intervals.len(), 1);
+        assert_eq!(w.off_cpu.len(), 1);
+        // Cut to the window: 20 ms → 40 ms of the second interval.
+        assert_eq!(w.off_cpu[0].total_ns, 20_000_000);
+        assert_eq!(w.off_cpu[0].count, 1);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Kernel → events: loads the eBPF programs, attaches them to the software CPU clock of every
 //! CPU, and turns ring buffer records into [`RawSample`]s until the recording stops.
+pub mod offcpu;
 pub mod privileges;
 pub mod processes;
 pub mod procfs;
@@ -24,8 +25,8 @@ use aya::{
     },
 };
 use profiler_common::{
-    COMM_LEN, EventKind, ProcessEvent, SampleEvent, SampleInlineEvent, SpanEvent, counter, names,
-    target,
+    COMM_LEN, EventKind, OffCpuEvent, ProcessEvent, SampleEvent, SampleInlineEvent, SpanEvent,
+    counter, names, target,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -57,6 +58,8 @@ pub struct RecordOptions {
     pub forward_signals_to: Option<u32>,
     /// Unread bytes above which the kernel wakes the reader; None: a quarter of the buffer.
     pub wakeup_bytes: Option<u64>,
+    /// Off-CPU time too (sched_switch); None: CPU samples only.
+    pub off_cpu: Option<offcpu::OffCpuOptions>,
     /// Test hook: wait this long between loading and attaching.
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
@@ -100,6 +103,7 @@ pub enum Event {
     Sample(RawSample, String),
     Span(SpanEvent),
     Process(ProcessEvent),
+    OffCpu(OffCpuEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +139,8 @@ pub struct RawRecording {
     /// Frames of every stack id the samples reference, leaf first.
     pub stacks: HashMap<u32, Vec<u64>>,
     pub counters: Counters,
+    /// `--off-cpu` data; None when off-CPU time was not recorded.
+    pub off_cpu: Option<offcpu::RawOffCpuData>,
     /// Thread names: from /proc at the start and end, and from the samples themselves.
     pub threads: HashMap<u32, String>,
     pub start_boottime_ns: u64,
@@ -318,7 +324,29 @@ pub async fn record(
         Err(_) => (0, 0),
     };
     let (pidns_dev, pidns_ino) = own_pid_namespace()?;
+    let (switch_state, switch_next) = match opts.off_cpu {
+        Some(_) => {
+            ensure_tracefs();
+            (
+                tracepoint_field_offset("sched/sched_switch", "prev_state")?,
+                tracepoint_field_offset("sched/sched_switch", "next_pid")?,
+            )
+        }
+        None => (0, 0),
+    };
+    let nanos = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let (off_cpu_min, off_cpu_interval_min) = opts
+        .off_cpu
+        .map_or((0, u64::MAX), |o| (nanos(o.min), nanos(o.interval_min)));
     let mut ebpf = EbpfLoader::new()
+        .override_global(names::GLOBAL_SWITCH_PREV_STATE_OFFSET, &switch_state, true)
+        .override_global(names::GLOBAL_SWITCH_NEXT_PID_OFFSET, &switch_next, true)
+        .override_global(names::GLOBAL_OFF_CPU_MIN_NS, &off_cpu_min, true)
+        .override_global(
+            names::GLOBAL_OFF_CPU_INTERVAL_MIN_NS,
+            &off_cpu_interval_min,
+            true,
+        )
         .override_global(names::GLOBAL_PIDNS_DEV, &pidns_dev, true)
         .override_global(names::GLOBAL_PIDNS_INO, &pidns_ino, true)
         .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
@@ -359,6 +387,10 @@ pub async fn record(
         attach_process_tracepoints(&mut ebpf, false)?;
     }
     let mut meta = spans::MetaReader::open(pid);
+    let off_cpu_link = match opts.off_cpu {
+        Some(_) => Some(attach_off_cpu(&mut ebpf)?),
+        None => None,
+    };
     let program: &mut PerfEvent = ebpf
         .program_mut(names::PROGRAM_CPU_SAMPLE)
         .ok_or_else(|| Error::Internal("eBPF object lacks the sampling program".into()))?
@@ -399,6 +431,9 @@ pub async fn record(
     if !spans_attached.span_fns.is_empty() {
         what += &format!(", --span-fn {}", spans_attached.span_fns.join(", "));
     }
+    if opts.off_cpu.is_some() {
+        what += ", off-CPU";
+    }
     eprintln!(
         "profiler: recording pid {pid} ({}) {what}; Ctrl-C to stop",
         info.comm
@@ -418,6 +453,7 @@ pub async fn record(
     let mut sink = Sink {
         samples: Vec::new(),
         span_events: Vec::new(),
+        off_cpu: Vec::new(),
         threads,
         meta: &mut meta,
         procs: &mut procs,
@@ -477,11 +513,25 @@ pub async fn record(
         .info()
         .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
         .unwrap_or((0, 0));
+    let mut off_cpu_stats = (0, 0);
+    if let Some(link) = off_cpu_link {
+        let p: &mut aya::programs::TracePoint = ebpf
+            .program_mut(names::PROGRAM_OFF_CPU)
+            .ok_or_else(|| Error::Internal("off-CPU program vanished".into()))?
+            .try_into()
+            .map_err(prog_err)?;
+        p.detach(link).map_err(prog_err)?;
+        off_cpu_stats = p
+            .info()
+            .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+            .unwrap_or((0, 0));
+    }
     drop(stats_fd);
     drain(ring.get_mut(), &mut sink);
     let Sink {
         samples,
         span_events,
+        off_cpu: off_cpu_events,
         mut threads,
         malformed,
         ..
@@ -497,7 +547,33 @@ pub async fn record(
     counters.received = samples.len() as u64;
     counters.malformed_events = malformed;
     counters.span_events_received = span_events.len() as u64;
-    let stacks = read_stacks(&ebpf, &samples)?;
+    let off_cpu = match opts.off_cpu {
+        Some(_) => {
+            counters.off_cpu_events_received = off_cpu_events.len() as u64;
+            let mut data = off_cpu_data(
+                &ebpf,
+                &mut procs,
+                off_cpu_events,
+                end_boottime_ns,
+                off_cpu_min,
+                off_cpu_interval_min,
+            )?;
+            (data.bpf_run_count, data.bpf_run_time_ns) = off_cpu_stats;
+            Some(data)
+        }
+        None => None,
+    };
+    let off_cpu_stacks = off_cpu
+        .iter()
+        .flat_map(|o| o.totals.iter().chain(&o.intervals))
+        .flat_map(|o| [&o.user, &o.kernel]);
+    let stacks = read_stacks(
+        &ebpf,
+        samples
+            .iter()
+            .flat_map(|s| [&s.user, &s.kernel])
+            .chain(off_cpu_stacks),
+    )?;
 
     Ok(RawRecording {
         info,
@@ -508,6 +584,7 @@ pub async fn record(
         spans_attached,
         stacks,
         counters,
+        off_cpu,
         threads,
         start_boottime_ns,
         end_boottime_ns,
@@ -595,10 +672,64 @@ fn attach_process_tracepoints(ebpf: &mut aya::Ebpf, follow: bool) -> Result<()> 
     Ok(())
 }
 
+/// Loads and attaches the sched_switch program of `--off-cpu`.
+fn attach_off_cpu(ebpf: &mut aya::Ebpf) -> Result<aya::programs::trace_point::TracePointLinkId> {
+    use aya::programs::TracePoint;
+    let err = |e| Error::Program {
+        program: names::PROGRAM_OFF_CPU,
+        source: Box::new(e),
+    };
+    let p: &mut TracePoint = ebpf
+        .program_mut(names::PROGRAM_OFF_CPU)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the off-CPU program".into()))?
+        .try_into()
+        .map_err(err)?;
+    p.load().map_err(err)?;
+    p.attach("sched", "sched_switch").map_err(err)
+}
+
+/// Everything off-CPU, after the program is detached: the kernel's sums, plus the intervals
+/// they had no room for and those still open at the end.
+fn off_cpu_data(
+    ebpf: &aya::Ebpf,
+    procs: &mut processes::Processes,
+    events: Vec<(offcpu::RawOffCpu, bool)>,
+    end_ns: u64,
+    min_ns: u64,
+    interval_min_ns: u64,
+) -> Result<offcpu::RawOffCpuData> {
+    let mut totals = offcpu::read_totals(ebpf)?;
+    let mut intervals = Vec::with_capacity(events.len());
+    for (e, in_totals) in events {
+        if !in_totals {
+            totals.push(e.clone());
+        }
+        intervals.push(e);
+    }
+    for open in offcpu::read_open(ebpf, end_ns, min_ns)? {
+        if open.total_ns >= interval_min_ns {
+            intervals.push(open.clone());
+        }
+        totals.push(open);
+    }
+    for o in totals.iter_mut().chain(intervals.iter_mut()) {
+        o.space = procs.space_of(o.pid);
+    }
+    Ok(offcpu::RawOffCpuData {
+        min_ns,
+        interval_min_ns,
+        totals,
+        intervals,
+        ..Default::default()
+    })
+}
+
 /// Where drained records go.
 struct Sink<'a> {
     samples: Vec<RawSample>,
     span_events: Vec<SpanEvent>,
+    /// Off-CPU intervals, and whether the kernel's sums hold them too.
+    off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
     threads: HashMap<u32, String>,
     meta: &'a mut spans::MetaReader,
     procs: &'a mut processes::Processes,
@@ -624,6 +755,11 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
                 }
                 _ => sink.procs.exited(e.pid),
             },
+            Some(Event::OffCpu(e)) => {
+                let mut o = offcpu::from_event(&e);
+                o.space = sink.procs.space_of(o.pid);
+                sink.off_cpu.push((o, e.in_totals != 0));
+            }
             Some(Event::Span(e)) => {
                 // Metadata is read while the target is alive, once per callsite.
                 if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
@@ -660,6 +796,14 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             // SAFETY: length checked; SpanEvent is plain old data, read unaligned.
             let e: SpanEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::Span(e));
+        }
+        EventKind::OffCpu => {
+            if bytes.len() < size_of::<OffCpuEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; OffCpuEvent is plain old data, read unaligned.
+            let e: OffCpuEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::OffCpu(e));
         }
         EventKind::Sample => {
             if bytes.len() < size_of::<SampleEvent>() {
@@ -736,28 +880,35 @@ fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
         span_events_received: 0,
         span_depth_overflow: sum(counter::SPAN_DEPTH_OVERFLOW)?,
         process_events_lost: sum(counter::PROCESS_EVENTS_LOST)?,
+        off_cpu_switches: sum(counter::OFF_CPU_SWITCHES)?,
+        off_cpu_totals_full: sum(counter::OFF_CPU_TOTALS_FULL)?,
+        off_cpu_events_lost: sum(counter::OFF_CPU_EVENTS_LOST)?,
+        off_cpu_lost_ns: sum(counter::OFF_CPU_LOST_NS)?,
+        off_cpu_start_full: sum(counter::OFF_CPU_START_FULL)?,
+        off_cpu_events_received: 0,
     })
 }
 
-fn read_stacks(ebpf: &aya::Ebpf, samples: &[RawSample]) -> Result<HashMap<u32, Vec<u64>>> {
+fn read_stacks<'a>(
+    ebpf: &aya::Ebpf,
+    stacks: impl Iterator<Item = &'a RawStack>,
+) -> Result<HashMap<u32, Vec<u64>>> {
     let map = ebpf
         .map(names::MAP_STACKS)
         .ok_or_else(|| Error::Internal("eBPF object lacks the STACKS map".into()))?;
     let traces = StackTraceMap::try_from(map).map_err(map_err(names::MAP_STACKS))?;
     let mut out = HashMap::new();
-    for s in samples {
-        for stack in [&s.user, &s.kernel] {
-            if let RawStack::Id(id) = stack {
-                if out.contains_key(id) {
-                    continue;
-                }
-                // An id the map no longer holds yields an empty stack, shown as such.
-                let frames = traces
-                    .get(id, 0)
-                    .map(|t| t.frames().iter().map(|f| f.ip).collect())
-                    .unwrap_or_default();
-                out.insert(*id, frames);
+    for stack in stacks {
+        if let RawStack::Id(id) = stack {
+            if out.contains_key(id) {
+                continue;
             }
+            // An id the map no longer holds yields an empty stack, shown as such.
+            let frames = traces
+                .get(id, 0)
+                .map(|t| t.frames().iter().map(|f| f.ip).collect())
+                .unwrap_or_default();
+            out.insert(*id, frames);
         }
     }
     Ok(out)

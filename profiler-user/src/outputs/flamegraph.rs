@@ -1,11 +1,15 @@
 //! Interactive SVG flame graph (search, zoom) drawn by inferno from the folded stacks.
 use std::io;
 
-use inferno::flamegraph::{self, Options};
+use inferno::flamegraph::{
+    self, Options,
+    color::{Color, PaletteMap},
+};
 
 use crate::{
     error::{Error, Result},
     model::Recording,
+    outputs::folded,
 };
 
 pub fn title(rec: &Recording) -> String {
@@ -17,17 +21,78 @@ pub fn title(rec: &Recording) -> String {
     )
 }
 
+/// What a flame graph's widths measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weight {
+    Samples,
+    /// Microseconds off CPU.
+    OffCpu,
+    /// Microseconds on and off CPU.
+    Wall,
+}
+
+/// Off-CPU markers stand out in blue against the warm palette of CPU frames.
+fn off_cpu_palette() -> PaletteMap {
+    let mut map = PaletteMap::default();
+    map.insert(
+        folded::OFF_CPU_FRAME,
+        Color {
+            r: 60,
+            g: 110,
+            b: 220,
+        },
+    );
+    map.insert(
+        folded::PREEMPTED_FRAME,
+        Color {
+            r: 150,
+            g: 90,
+            b: 210,
+        },
+    );
+    map
+}
+
 pub fn write(rec: &Recording, lines: &[(String, u64)], w: &mut dyn io::Write) -> Result<()> {
+    write_weighted(rec, lines, Weight::Samples, w)
+}
+
+pub fn write_weighted(
+    rec: &Recording,
+    lines: &[(String, u64)],
+    weight: Weight,
+    w: &mut dyn io::Write,
+) -> Result<()> {
     let mut opts = Options::default();
-    opts.title = title(rec);
     let m = rec.meta();
-    opts.subtitle = Some(format!(
-        "pid {} at {} Hz; {} samples lost",
-        m.pid,
-        m.frequency_hz,
-        rec.counters().lost()
-    ));
-    opts.count_name = "samples".to_string();
+    let mut palette = off_cpu_palette();
+    match weight {
+        Weight::Samples => {
+            opts.title = title(rec);
+            opts.subtitle = Some(format!(
+                "pid {} at {} Hz; {} samples lost",
+                m.pid,
+                m.frequency_hz,
+                rec.counters().lost()
+            ));
+            opts.count_name = "samples".to_string();
+        }
+        Weight::OffCpu | Weight::Wall => {
+            let what = if weight == Weight::OffCpu {
+                "off-CPU time"
+            } else {
+                "wall-clock time (on-CPU samples × period + off-CPU time)"
+            };
+            opts.title = format!("{} — {what}", rec.command_line());
+            opts.subtitle = Some(format!(
+                "pid {}; [off-cpu]: blocked, [preempted]: waiting for a CPU; {} off-CPU intervals lost",
+                m.pid,
+                rec.counters().off_cpu_events_lost
+            ));
+            opts.count_name = "µs".to_string();
+            opts.palette_map = Some(&mut palette);
+        }
+    }
     let text: Vec<String> = lines.iter().map(|(s, n)| format!("{s} {n}")).collect();
     if text.is_empty() {
         // inferno refuses empty input; an empty recording still gets a valid, labelled SVG.

@@ -2,7 +2,10 @@
 //! process name as the root frame. Read by flamegraph.pl, inferno, speedscope and others.
 use std::{collections::BTreeMap, io};
 
-use crate::{model::Recording, spans::SpanPaths};
+use crate::{
+    model::{FrameKind, Recording},
+    spans::SpanPaths,
+};
 
 /// `;` separates frames and a newline ends the record; demangled names can hold both (for
 /// example `[u8; 16]`), so they are replaced.
@@ -99,6 +102,63 @@ pub fn span_folded_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> 
     lines(rec, group, true)
 }
 
+/// Marks where an off-CPU stack leaves the user's code: the frames above it are the
+/// kernel's wait. A preempted thread was runnable, waiting for a CPU.
+pub const OFF_CPU_FRAME: &str = "[off-cpu]";
+pub const PREEMPTED_FRAME: &str = "[preempted]";
+
+/// An off-CPU stack: the user frames, the marker, then the kernel frames.
+fn off_cpu_line(rec: &Recording, group: GroupBy, o: &crate::model::OffCpu) -> String {
+    let mut line = String::new();
+    push_root(&mut line, rec, group, o.pid, o.tid);
+    let frames = rec.frames(o.stack);
+    let (kernel, user): (Vec<_>, Vec<_>) = frames.iter().partition(|f| f.kind == FrameKind::Kernel);
+    for frame in user.iter().rev() {
+        line.push(';');
+        push_sanitized(&mut line, &frame.to_string());
+    }
+    line.push(';');
+    line.push_str(if o.runnable {
+        PREEMPTED_FRAME
+    } else {
+        OFF_CPU_FRAME
+    });
+    for frame in kernel.iter().rev() {
+        line.push(';');
+        push_sanitized(&mut line, &frame.to_string());
+    }
+    line
+}
+
+/// Off-CPU stacks weighted by microseconds off CPU.
+pub fn off_cpu_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
+    let mut ns: BTreeMap<String, u64> = BTreeMap::new();
+    for o in &rec.off_cpu {
+        *ns.entry(off_cpu_line(rec, group, o)).or_default() += o.total_ns;
+    }
+    ns.into_iter()
+        .map(|(l, n)| (l, n / 1000))
+        .filter(|(_, us)| *us > 0)
+        .collect()
+}
+
+/// Wall-clock time in microseconds: CPU samples weighted by the sampling period, beside the
+/// off-CPU stacks, so a function's width is its whole elapsed time, computing or waiting.
+pub fn wall_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
+    let period_ns = 1_000_000_000 / rec.meta().frequency_hz.max(1);
+    let mut ns: BTreeMap<String, u64> = BTreeMap::new();
+    for (line, n) in folded_lines(rec, group) {
+        *ns.entry(line).or_default() += n * period_ns;
+    }
+    for o in &rec.off_cpu {
+        *ns.entry(off_cpu_line(rec, group, o)).or_default() += o.total_ns;
+    }
+    ns.into_iter()
+        .map(|(l, n)| (l, n / 1000))
+        .filter(|(_, us)| *us > 0)
+        .collect()
+}
+
 pub fn write(lines: &[(String, u64)], w: &mut dyn io::Write) -> io::Result<()> {
     for (stack, n) in lines {
         writeln!(w, "{stack} {n}")?;
@@ -110,6 +170,66 @@ pub fn write(lines: &[(String, u64)], w: &mut dyn io::Write) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::model::tests::sample_recording;
+
+    fn with_off_cpu(mut rec: Recording) -> Recording {
+        use crate::model::{OffCpu, OffCpuInfo};
+        rec.off_cpu = vec![
+            // Blocked in the kernel under libstripped.so, 2.5 ms over 3 waits.
+            OffCpu {
+                pid: 42,
+                tid: 42,
+                stack: 2,
+                span: 0,
+                runnable: false,
+                total_ns: 2_500_000,
+                count: 3,
+            },
+            // Preempted in hot_b: 40 µs.
+            OffCpu {
+                pid: 42,
+                tid: 42,
+                stack: 1,
+                span: 0,
+                runnable: true,
+                total_ns: 40_000,
+                count: 1,
+            },
+        ];
+        rec.off_cpu_info = Some(OffCpuInfo::default());
+        rec
+    }
+
+    #[test]
+    fn off_cpu_stacks_put_the_marker_between_user_and_kernel_frames() {
+        let rec = with_off_cpu(sample_recording());
+        assert_eq!(
+            off_cpu_lines(&rec, GroupBy::Process),
+            vec![
+                ("app;main;compute;hot_b;[preempted]".to_string(), 40),
+                (
+                    "app;main;libstripped.so+0x1234;[off-cpu];asm_sysvec_apic_timer_interrupt_[k]"
+                        .to_string(),
+                    2500
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn wall_time_adds_samples_times_period_to_off_cpu_time() {
+        let rec = with_off_cpu(sample_recording());
+        let wall: std::collections::HashMap<String, u64> =
+            wall_lines(&rec, GroupBy::Process).into_iter().collect();
+        // 99 Hz: a sample stands for 10101 µs (integer ns period, then µs).
+        assert_eq!(wall["app;main;compute;hot_a;inlined_helper_[i]"], 60_606);
+        assert_eq!(wall["app;main;compute;hot_b"], 30_303);
+        assert_eq!(wall["app;main;compute;hot_b;[preempted]"], 40);
+        assert_eq!(
+            wall["app;main;libstripped.so+0x1234;[off-cpu];asm_sysvec_apic_timer_interrupt_[k]"],
+            2500
+        );
+        assert_eq!(wall.len(), 5);
+    }
 
     #[test]
     fn folds_root_first_with_process_name() {

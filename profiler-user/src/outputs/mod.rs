@@ -208,6 +208,10 @@ pub const PERFETTO_FILE: &str = "trace.perfetto-trace";
 pub const SPANS_JSON_FILE: &str = "spans.json";
 pub const SPANS_FOLDED_FILE: &str = "profile-spans.folded";
 pub const SPANS_FLAMEGRAPH_FILE: &str = "flamegraph-spans.svg";
+pub const OFFCPU_FOLDED_FILE: &str = "offcpu.folded";
+pub const OFFCPU_FLAMEGRAPH_FILE: &str = "offcpu.svg";
+pub const WALL_FOLDED_FILE: &str = "wall.folded";
+pub const WALL_FLAMEGRAPH_FILE: &str = "wall.svg";
 
 /// Writes the selected outputs of `rec` into `dir`; returns the files written.
 pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<Vec<PathBuf>> {
@@ -217,19 +221,36 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
     }
     // Span views exist when span probes were attached, even if no span happened.
     let has_spans = rec.span_info.is_some();
+    use flamegraph::Weight;
     let mut flame_sets = vec![(
         FOLDED_FILE,
         FLAMEGRAPH_FILE,
         folded::folded_lines(rec, parts.group_by),
+        Weight::Samples,
     )];
     if has_spans {
         flame_sets.push((
             SPANS_FOLDED_FILE,
             SPANS_FLAMEGRAPH_FILE,
             folded::span_folded_lines(rec, parts.group_by),
+            Weight::Samples,
         ));
     }
-    for (folded_name, svg_name, lines) in &flame_sets {
+    if rec.off_cpu_info.is_some() {
+        flame_sets.push((
+            OFFCPU_FOLDED_FILE,
+            OFFCPU_FLAMEGRAPH_FILE,
+            folded::off_cpu_lines(rec, parts.group_by),
+            Weight::OffCpu,
+        ));
+        flame_sets.push((
+            WALL_FOLDED_FILE,
+            WALL_FLAMEGRAPH_FILE,
+            folded::wall_lines(rec, parts.group_by),
+            Weight::Wall,
+        ));
+    }
+    for (folded_name, svg_name, lines, weight) in &flame_sets {
         if parts.folded {
             written.push(dir.write_with(folded_name, |w| {
                 folded::write(lines, w).map_err(|source| Error::Write {
@@ -239,7 +260,9 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
             })?);
         }
         if parts.flame_graph {
-            written.push(dir.write_with(svg_name, |w| flamegraph::write(rec, lines, w))?);
+            written.push(dir.write_with(svg_name, |w| {
+                flamegraph::write_weighted(rec, lines, *weight, w)
+            })?);
         }
     }
     if parts.summary && has_spans {

@@ -37,6 +37,8 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// Present when span probes were attached.
     pub spans: Option<SpanReport>,
+    /// Present with `--off-cpu`.
+    pub off_cpu: Option<crate::offcpu::OffCpuReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -390,6 +392,7 @@ impl Summary {
             modules_without_symbols,
             warnings: m.warnings.clone(),
             spans: SpanReport::new(rec),
+            off_cpu: crate::offcpu::OffCpuReport::new(rec),
         }
     }
 
@@ -469,6 +472,9 @@ impl Summary {
         }
         if let Some(spans) = &self.spans {
             spans.to_text(&mut t);
+        }
+        if let Some(off_cpu) = &self.off_cpu {
+            off_cpu.to_text(&mut t);
         }
         t
     }

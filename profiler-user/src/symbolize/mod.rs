@@ -13,8 +13,8 @@ use blazesym::symbolize::{
 use crate::{
     collect::{RawRecording, RawStack},
     model::{
-        FORMAT_VERSION, Function, Line, Location, Meta, Module, ModuleKind, Process, Recording,
-        Sample, Stack, Thread,
+        FORMAT_VERSION, Function, Line, Location, Meta, Module, ModuleKind, OffCpu, OffCpuInfo,
+        OffCpuInterval, Process, Recording, Sample, Stack, Thread,
     },
 };
 
@@ -109,49 +109,76 @@ fn frames<'a>(stack: &'a RawStack, table: &'a HashMap<u32, Vec<u64>>) -> &'a [u6
     }
 }
 
+/// Raw (kernel, user) stack pairs → interned stacks, each distinct pair resolved once.
+struct Stacks<'a> {
+    raw: &'a RawRecording,
+    kernel_module: u32,
+    /// Keyed by address space too: the same addresses mean other code in another process.
+    resolved: HashMap<(u32, &'a RawStack, &'a RawStack), u32>,
+    empty: crate::collect::AddressSpace,
+}
+
+impl<'a> Stacks<'a> {
+    /// `at_switch`: taken where the thread left the CPU, so every address, the user leaf
+    /// included, is where execution resumes (a return address) rather than an exact IP.
+    fn resolve(
+        &mut self,
+        t: &mut Interner,
+        space: u32,
+        kernel: &'a RawStack,
+        user: &'a RawStack,
+        at_switch: bool,
+    ) -> u32 {
+        if let Some(&id) = self.resolved.get(&(space, kernel, user)) {
+            return id;
+        }
+        let addr_space = self
+            .raw
+            .processes
+            .spaces
+            .get(space as usize)
+            .unwrap_or(&self.empty);
+        let mut locs = Vec::new();
+        let kernel_frames = frames(kernel, &self.raw.stacks);
+        for (i, &addr) in kernel_frames.iter().enumerate() {
+            let a = lookup_addr(addr, i == 0);
+            locs.push(t.location(self.kernel_module, a, addr));
+        }
+        for (i, &addr) in frames(user, &self.raw.stacks).iter().enumerate() {
+            // The user leaf is a return address too when the tick hit kernel mode.
+            let a = lookup_addr(addr, i == 0 && kernel_frames.is_empty() && !at_switch);
+            let (module, offset) = match addr_space.find(a) {
+                Some(m) if m.is_file() => {
+                    (t.module(&m.path, ModuleKind::File), a - m.start + m.offset)
+                }
+                Some(m) => {
+                    let name = if m.path.is_empty() { "[anon]" } else { &m.path };
+                    (t.module(name, ModuleKind::Special), a - m.start)
+                }
+                None => (0, a),
+            };
+            locs.push(t.location(module, offset, addr));
+        }
+        let id = t.stack(locs);
+        self.resolved.insert((space, kernel, user), id);
+        id
+    }
+}
+
 pub fn symbolize(raw: &RawRecording) -> Recording {
     let mut t = Interner::default();
-    let kernel_module = t.module(KERNEL_MODULE, ModuleKind::Kernel);
+    let mut stacks = Stacks {
+        raw,
+        kernel_module: t.module(KERNEL_MODULE, ModuleKind::Kernel),
+        resolved: HashMap::new(),
+        empty: crate::collect::AddressSpace::default(),
+    };
     let mut samples = Vec::with_capacity(raw.samples.len());
-    // Raw stack → interned stack, so each distinct stack is resolved once.
-    // Keyed by address space too: the same addresses mean other code in another process.
-    let mut resolved: HashMap<(u32, &RawStack, &RawStack), u32> = HashMap::new();
-    let empty = crate::collect::AddressSpace::default();
     let mut thread_pids: HashMap<u32, u32> = HashMap::new();
 
     for s in &raw.samples {
         thread_pids.entry(s.tid).or_insert(s.pid);
-        let space = raw.processes.spaces.get(s.space as usize).unwrap_or(&empty);
-        let stack = match resolved.get(&(s.space, &s.kernel, &s.user)) {
-            Some(&id) => id,
-            None => {
-                let mut locs = Vec::new();
-                let kernel = frames(&s.kernel, &raw.stacks);
-                for (i, &addr) in kernel.iter().enumerate() {
-                    let a = lookup_addr(addr, i == 0);
-                    locs.push(t.location(kernel_module, a, addr));
-                }
-                let user = frames(&s.user, &raw.stacks);
-                for (i, &addr) in user.iter().enumerate() {
-                    // The user leaf is a return address too when the tick hit kernel mode.
-                    let a = lookup_addr(addr, i == 0 && kernel.is_empty());
-                    let (module, offset) = match space.find(a) {
-                        Some(m) if m.is_file() => {
-                            (t.module(&m.path, ModuleKind::File), a - m.start + m.offset)
-                        }
-                        Some(m) => {
-                            let name = if m.path.is_empty() { "[anon]" } else { &m.path };
-                            (t.module(name, ModuleKind::Special), a - m.start)
-                        }
-                        None => (0, a),
-                    };
-                    locs.push(t.location(module, offset, addr));
-                }
-                let id = t.stack(locs);
-                resolved.insert((s.space, &s.kernel, &s.user), id);
-                id
-            }
-        };
+        let stack = stacks.resolve(&mut t, s.space, &s.kernel, &s.user, false);
         samples.push(Sample {
             timestamp_ns: s.timestamp_ns,
             pid: s.pid,
@@ -161,6 +188,44 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             span: s.span_id,
         });
     }
+
+    let mut off_cpu = Vec::new();
+    let mut off_cpu_intervals = Vec::new();
+    let mut off_cpu_info = None;
+    if let Some(o) = &raw.off_cpu {
+        for x in &o.totals {
+            thread_pids.entry(x.tid).or_insert(x.pid);
+            off_cpu.push(OffCpu {
+                pid: x.pid,
+                tid: x.tid,
+                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true),
+                span: x.span_id,
+                runnable: x.runnable,
+                total_ns: x.total_ns,
+                count: x.count,
+            });
+        }
+        for x in &o.intervals {
+            off_cpu_intervals.push(OffCpuInterval {
+                pid: x.pid,
+                tid: x.tid,
+                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true),
+                span: x.span_id,
+                runnable: x.runnable,
+                begin_ns: x.begin_ns,
+                end_ns: x.end_ns,
+            });
+        }
+        off_cpu_intervals.sort_by_key(|i| (i.begin_ns, i.tid));
+        off_cpu_info = Some(OffCpuInfo {
+            min_ns: o.min_ns,
+            interval_min_ns: o.interval_min_ns,
+            windowed: false,
+            bpf_run_count: o.bpf_run_count,
+            bpf_run_time_ns: o.bpf_run_time_ns,
+        });
+    }
+    drop(stacks);
 
     resolve_names(&mut t, raw);
 
@@ -198,6 +263,19 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         warnings.push(format!(
             "{} process fork/exec/exit events lost (ring buffer full): raise --ring-buffer-size",
             c.process_events_lost
+        ));
+    }
+    if c.off_cpu_events_lost > 0 {
+        warnings.push(format!(
+            "{} off-CPU intervals lost with the ring buffer full ({:.3} s of off-CPU time not counted): raise --ring-buffer-size or --off-cpu-interval-min",
+            c.off_cpu_events_lost,
+            c.off_cpu_lost_ns as f64 / 1e9
+        ));
+    }
+    if c.off_cpu_start_full > 0 {
+        warnings.push(format!(
+            "{} switch-outs not tracked (more target threads off CPU at once than the kernel map holds): their off-CPU time is missing",
+            c.off_cpu_start_full
         ));
     }
     if c.stack_map_full > 0 {
@@ -278,6 +356,9 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         // Span outputs exist when span probes were attached, even if no span happened.
         span_info: (!matched.info.abi_modules.is_empty() || !matched.info.span_fns.is_empty())
             .then_some(matched.info),
+        off_cpu,
+        off_cpu_intervals,
+        off_cpu_info,
     }
 }
 
@@ -399,6 +480,7 @@ mod tests {
             span_meta: HashMap::new(),
             spans_attached: Default::default(),
             stacks: HashMap::new(),
+            off_cpu: None,
             counters: Counters::default(),
             threads: HashMap::new(),
             start_boottime_ns: 0,

@@ -17,7 +17,7 @@ use std::{
 use prost::Message;
 use proto::*;
 
-use crate::model::{FrameKind, Recording, Sample, Span};
+use crate::model::{FrameKind, OffCpuInterval, Recording, Sample, Span};
 
 pub const SEQUENCE_ID: u32 = 1;
 
@@ -259,6 +259,7 @@ impl<W: Write> TraceWriter<W> {
         &mut self,
         ts: u64,
         track: u64,
+        category: &str,
         name: &str,
         annotations: Vec<DebugAnnotation>,
     ) -> io::Result<()> {
@@ -268,7 +269,7 @@ impl<W: Write> TraceWriter<W> {
                 debug_annotations: annotations,
                 r#type: Some(TYPE_SLICE_BEGIN),
                 track_uuid: Some(track),
-                categories: vec!["span".to_string()],
+                categories: vec![category.to_string()],
                 name: Some(name.to_string()),
             }),
             ..Default::default()
@@ -310,7 +311,7 @@ enum Item<'a> {
     Sample(&'a Sample),
     Begin {
         track: u64,
-        span: &'a Span,
+        slice: Slice<'a>,
         lifetime: bool,
     },
     End {
@@ -318,18 +319,25 @@ enum Item<'a> {
     },
 }
 
+/// What a slice shows: a span, or a thread off CPU (`--off-cpu`).
+#[derive(Clone, Copy)]
+enum Slice<'a> {
+    Span(&'a Span),
+    OffCpu(&'a OffCpuInterval),
+}
+
 /// Properly nested slices for one track: intervals sorted by (begin, longest first); one that
 /// starts inside another but outlives it is clipped to it, since a track cannot show
 /// overlapping slices that do not nest.
 fn nest<'a>(
-    mut intervals: Vec<(u64, u64, &'a Span)>,
+    mut intervals: Vec<(u64, u64, Slice<'a>)>,
     track: u64,
     lifetime: bool,
     out: &mut Vec<(u64, Item<'a>)>,
 ) {
     intervals.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut open: Vec<u64> = Vec::new();
-    for (begin, end, span) in intervals {
+    for (begin, end, slice) in intervals {
         while let Some(&top) = open.last() {
             if top > begin {
                 break;
@@ -342,7 +350,7 @@ fn nest<'a>(
             begin,
             Item::Begin {
                 track,
-                span,
+                slice,
                 lifetime,
             },
         ));
@@ -378,6 +386,14 @@ fn lanes<'a>(spans: impl Iterator<Item = &'a Span>) -> Vec<Vec<&'a Span>> {
     lanes.into_iter().map(|(_, spans)| spans).collect()
 }
 
+/// Slice name and full description of an off-CPU interval's stack.
+fn off_cpu_slice_name(rec: &Recording, o: &OffCpuInterval) -> (String, String) {
+    let stack = crate::offcpu::describe_stack(rec, o.stack);
+    let leaf = stack.split(" ← ").next().unwrap_or("?");
+    let what = if o.runnable { "preempted" } else { "off-CPU" };
+    (format!("{what}: {leaf}"), stack)
+}
+
 fn annotations(s: &Span, lifetime: bool) -> Vec<DebugAnnotation> {
     let mut a = vec![DebugAnnotation::uint("span_id", s.id)];
     if lifetime {
@@ -407,6 +423,7 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
     let mut pids: Vec<u32> = rec.processes.iter().map(|p| p.pid).collect();
     pids.extend(rec.samples.iter().map(|s| s.pid));
     pids.extend(rec.spans.iter().map(|s| s.pid));
+    pids.extend(rec.off_cpu_intervals.iter().map(|o| o.pid));
     pids.sort_unstable();
     pids.dedup();
     for &pid in &pids {
@@ -421,6 +438,7 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
     let mut threads: Vec<(u32, u32)> = rec.samples.iter().map(|s| (s.tid, s.pid)).collect();
     threads.extend(rec.threads.iter().map(|t| (t.tid, t.pid)));
     threads.extend(rec.span_runs.iter().map(|r| (r.tid, r.pid)));
+    threads.extend(rec.off_cpu_intervals.iter().map(|o| (o.tid, o.pid)));
     threads.sort_unstable();
     threads.dedup_by_key(|t| t.0);
     for &(tid, pid) in &threads {
@@ -434,19 +452,27 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
         .map(|s| (s.timestamp_ns, Item::Sample(s)))
         .collect();
     let by_id: HashMap<(u32, u64), &Span> = rec.spans.iter().map(|s| ((s.pid, s.id), s)).collect();
+    let mut per_thread: HashMap<u32, Vec<(u64, u64, Slice<'_>)>> = HashMap::new();
+    // A thread runs no span code while off CPU, so its off-CPU intervals nest inside its
+    // span runs on the same track.
+    for o in &rec.off_cpu_intervals {
+        per_thread
+            .entry(o.tid)
+            .or_default()
+            .push((o.begin_ns, o.end_ns, Slice::OffCpu(o)));
+    }
     if span_tracks != SpanTracks::Async {
-        let mut per_thread: HashMap<u32, Vec<(u64, u64, &Span)>> = HashMap::new();
         for r in &rec.span_runs {
             if let Some(s) = by_id.get(&(r.pid, r.span)) {
                 per_thread
                     .entry(r.tid)
                     .or_default()
-                    .push((r.begin_ns, r.end_ns, s));
+                    .push((r.begin_ns, r.end_ns, Slice::Span(s)));
             }
         }
-        for (tid, runs) in per_thread {
-            nest(runs, thread_uuid(tid), false, &mut items);
-        }
+    }
+    for (tid, runs) in per_thread {
+        nest(runs, thread_uuid(tid), false, &mut items);
     }
     if span_tracks != SpanTracks::Thread {
         for &pid in &pids {
@@ -456,7 +482,7 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
                 w.track(ts0, uuid, process_uuid(pid), "spans")?;
                 let intervals = members
                     .into_iter()
-                    .map(|s| (s.begin_ns, s.end_ns, s))
+                    .map(|s| (s.begin_ns, s.end_ns, Slice::Span(s)))
                     .collect();
                 nest(intervals, uuid, true, &mut items);
             }
@@ -464,12 +490,13 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
     }
     // Stable: each track's own order (built above) survives equal timestamps.
     items.sort_by_key(|(ts, _)| *ts);
+    let mut off_cpu_names: HashMap<(u32, bool), (String, String)> = HashMap::new();
     for (ts, item) in items {
         match item {
             Item::Sample(s) => w.perf_sample(rec, s)?,
             Item::Begin {
                 track,
-                span,
+                slice: Slice::Span(span),
                 lifetime,
             } => {
                 let name = if lifetime && span.incomplete {
@@ -477,7 +504,21 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
                 } else {
                     span.name.clone()
                 };
-                w.slice_begin(ts, track, &name, annotations(span, lifetime))?;
+                w.slice_begin(ts, track, "span", &name, annotations(span, lifetime))?;
+            }
+            Item::Begin {
+                track,
+                slice: Slice::OffCpu(o),
+                ..
+            } => {
+                let (name, stack) = off_cpu_names
+                    .entry((o.stack, o.runnable))
+                    .or_insert_with(|| off_cpu_slice_name(rec, o));
+                let annotations = vec![
+                    DebugAnnotation::string("stack", stack.clone()),
+                    DebugAnnotation::boolean("preempted", o.runnable),
+                ];
+                w.slice_begin(ts, track, "off-cpu", name, annotations)?;
             }
             Item::End { track } => w.slice_end(ts, track)?,
         }

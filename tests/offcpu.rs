@@ -1,0 +1,199 @@
+//! `--off-cpu` against a program that knows where it waits: it naps in nanosleep and blocks
+//! on a pipe read for measured times, inside spans; the off-CPU totals, stacks, spans, wall
+//! view and Perfetto slices must agree with what it measured.
+use std::collections::HashMap;
+
+use profiler_tests::*;
+
+/// "key value key value" → map.
+fn printed(line: &str) -> HashMap<String, f64> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .chunks(2)
+        .filter_map(|kv| Some((kv.first()?.to_string(), kv.get(1)?.parse().ok()?)))
+        .collect()
+}
+
+fn folded_file(dir: &std::path::Path, name: &str) -> Vec<(Vec<String>, u64)> {
+    let text = std::fs::read_to_string(dir.join(name)).expect("folded file written");
+    text.lines()
+        .map(|l| {
+            let (stack, n) = l.rsplit_once(' ').expect("stack and count");
+            (
+                stack.split(';').map(str::to_string).collect(),
+                n.parse().expect("count"),
+            )
+        })
+        .collect()
+}
+
+fn within(got: f64, want: f64, tolerance: f64, what: &str) {
+    let err = (got - want).abs() / want;
+    eprintln!("{what}: got {got}, want {want} ({:+.2}%)", err * 100.0);
+    assert!(err < tolerance, "{what}: {got} vs {want}");
+}
+
+#[test]
+fn off_cpu_totals_match_known_sleep_and_pipe_waits() {
+    let bin = build_c("offcpu", "offcpu.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &["150"]);
+    // With --group-by thread the second frame is `NAME [TID]`; the main thread's tid is the pid.
+    let main_tid = format!("[{}]", target.pid());
+    let (dir, out) = record_run(
+        &mut target,
+        "offcpu",
+        &["--off-cpu", "--frequency", "199", "--group-by", "thread"],
+    );
+    let truth = printed(&out);
+    let (nap_ns, wait_ns, total_ns) = (truth["nap_ns"], truth["wait_ns"], truth["total_ns"]);
+
+    // offcpu.folded: µs per stack. The main thread's waits, told apart by the kernel code
+    // they waited in, against the program's own timing of each phase.
+    let off = folded_file(&dir, "offcpu.folded");
+    let main: Vec<&(Vec<String>, u64)> = off
+        .iter()
+        .filter(|(f, _)| f[1].ends_with(&main_tid))
+        .collect();
+    let waited_in = |what: &str| -> Vec<&(Vec<String>, u64)> {
+        main.iter()
+            .copied()
+            .filter(|(f, _)| f.iter().any(|x| x.contains(what) && x.ends_with("_[k]")))
+            .collect()
+    };
+    let us = |lines: &[&(Vec<String>, u64)]| lines.iter().map(|(_, n)| *n as f64).sum::<f64>();
+    let naps = waited_in("nanosleep");
+    let reads = waited_in("pipe_read");
+    within(us(&naps) * 1e3, nap_ns, 0.05, "nanosleep off-CPU");
+    within(us(&reads) * 1e3, wait_ns, 0.05, "pipe read off-CPU");
+    within(
+        us(&naps) * 1e3 / total_ns,
+        nap_ns / total_ns,
+        0.05,
+        "nanosleep fraction",
+    );
+    // The right stacks: user code down to main, the libc call, the marker, then the kernel.
+    for (frames, _) in &naps {
+        assert!(frames.iter().any(|f| f == "main"), "{frames:?}");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.contains("nanosleep") && !f.ends_with("_[k]"))
+        );
+        assert!(frames.iter().any(|f| f == "[off-cpu]"), "{frames:?}");
+        assert!(!frames.iter().any(|f| f == "compute" || f.contains("read")));
+    }
+    for (frames, _) in &reads {
+        assert!(frames.iter().any(|f| f == "main"), "{frames:?}");
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.contains("read") && !f.ends_with("_[k]"))
+        );
+        assert!(!frames.iter().any(|f| f.contains("nanosleep")));
+    }
+    // The helper thread waits too (read on its request pipe, its own 3 ms naps): its time
+    // stays on its own thread.
+    assert!(
+        off.iter().any(|(f, _)| !f[1].ends_with(&main_tid)),
+        "helper thread"
+    );
+
+    // Per span: off-CPU time where the program says it waited, top stacks that name the wait.
+    let s = summary(&dir);
+    let by_span: HashMap<&str, &serde_json::Value> = s["off_cpu"]["by_span"]
+        .as_array()
+        .expect("off_cpu.by_span")
+        .iter()
+        .map(|v| (v["name"].as_str().expect("name"), v))
+        .collect();
+    let off_of = |name: &str| by_span[name]["off_cpu_ns"].as_f64().expect("off_cpu_ns");
+    within(off_of("nap"), nap_ns, 0.05, "span nap off-CPU");
+    within(
+        off_of("wait_reply"),
+        wait_ns,
+        0.05,
+        "span wait_reply off-CPU",
+    );
+    // Compute never blocks; it is only preempted when something else wants its CPU.
+    let preempted = by_span["compute"]["preempted_ns"]
+        .as_f64()
+        .expect("preempted_ns");
+    let blocked = off_of("compute") - preempted;
+    assert!(
+        blocked < 0.02 * truth["compute_ns"],
+        "compute blocked {blocked}"
+    );
+    let top = |name: &str| {
+        by_span[name]["top_blocking"][0]["stack"]
+            .as_str()
+            .unwrap_or("")
+    };
+    assert!(top("nap").contains("nanosleep"), "{}", top("nap"));
+    assert!(
+        top("wait_reply").contains("pipe_read"),
+        "{}",
+        top("wait_reply")
+    );
+    // Compute's elapsed time is its CPU time (samples × period) plus its preemptions.
+    let on_cpu = by_span["compute"]["on_cpu_ns"].as_f64().expect("on_cpu_ns");
+    within(
+        on_cpu + preempted,
+        truth["compute_ns"],
+        0.2,
+        "span compute on-CPU + preempted (199 Hz samples)",
+    );
+    assert_eq!(s["off_cpu"]["lost_intervals"], 0);
+
+    // wall.folded: on-CPU samples × period plus off-CPU time add up to the main thread's
+    // elapsed time (sampling noise on the CPU part only).
+    let wall = folded_file(&dir, "wall.folded");
+    let main_wall: f64 = wall
+        .iter()
+        .filter(|(f, _)| f[1].ends_with(&main_tid))
+        .map(|(_, n)| *n as f64 * 1e3)
+        .sum();
+    within(main_wall, total_ns, 0.10, "main thread wall time");
+    for svg in ["offcpu.svg", "wall.svg"] {
+        let text = std::fs::read_to_string(dir.join(svg)).expect("svg written");
+        assert!(text.contains("[off-cpu]"), "{svg} marks off-CPU frames");
+        assert!(text.contains("rgb(60,110,220)"), "{svg} colors them apart");
+    }
+
+    // Perfetto: every nap and pipe wait (3 ms, above the 100 µs default) is a slice on the
+    // main thread's track, nested in its span.
+    let trace = decode_perfetto(&dir.join("trace.perfetto-trace"));
+    check_perfetto(&trace);
+    let off_cpu_slices = trace
+        .all("packet")
+        .filter_map(|p| p.child("track_event")?.get("name"))
+        .filter(|n| n.trim_matches('"').starts_with("off-CPU: "))
+        .count();
+    assert!(
+        off_cpu_slices >= 2 * 150,
+        "{off_cpu_slices} off-CPU slices for 300 main-thread waits"
+    );
+}
+
+#[test]
+fn off_cpu_min_leaves_out_shorter_waits() {
+    let bin = build_c("offcpu-min", "offcpu.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &["40"]);
+    // With --group-by thread the second frame is `NAME [TID]`; the main thread's tid is the pid.
+    let main_tid = format!("[{}]", target.pid());
+    // Every wait of the program is about 3 ms: a 20 ms threshold leaves none of them.
+    let (dir, _) = record_run(
+        &mut target,
+        "offcpu-min",
+        &["--off-cpu", "--off-cpu-min", "20ms", "--group-by", "thread"],
+    );
+    let off = folded_file(&dir, "offcpu.folded");
+    let main_us: u64 = off
+        .iter()
+        .filter(|(f, _)| f[1].ends_with(&main_tid))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(main_us, 0, "{off:?}");
+    let s = summary(&dir);
+    assert_eq!(s["off_cpu"]["min_ns"], 20_000_000);
+    assert!(s["off_cpu"]["switches"].as_u64().expect("switches") >= 80);
+}
