@@ -1,18 +1,35 @@
 //! `cargo xtask bench`: the profiler's costs, measured against a baseline in the same run.
-//! Rounds are interleaved (baseline, measured, baseline, …) and the target is pinned to one CPU
-//! and the profiler to the other, because this machine's run-to-run noise is ±10-20%.
+//! Rounds are interleaved (baseline, measured, baseline, …) and, where one thread is measured,
+//! the target is pinned to one CPU and the profiler to the other, because this machine's
+//! run-to-run noise is ±10-20%.
 //! Results: bench/results.md (a table, each figure with its method) and bench/results.json.
+//! `BENCH_QUICK=1` runs every part once with short recordings, to check the bench itself;
+//! `BENCH_ONLY=a,b` runs only some parts. Both write to target/bench, not bench/.
 use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
-use crate::{Result, compile_c as compile, profiler_bin, step, workspace_root};
+use crate::{Result, compile_c as compile, profiler_bin, run, step, workspace_root};
 
-const ROUNDS: usize = 5;
+fn quick() -> bool {
+    std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
+/// slowdown-mt, attach, post, own), to work on one without waiting for the others.
+fn part(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
+}
+
+/// Rounds of each interleaved comparison: enough for a median and a spread on 2 cores within
+/// the bench's 15-minute budget.
+fn rounds() -> usize {
+    if quick() { 1 } else { 5 }
+}
 
 /// Median and the spread (min–max) of a set of measurements.
 struct Stat {
@@ -38,6 +55,38 @@ fn stat(mut v: Vec<f64>) -> Stat {
     }
 }
 
+impl Stat {
+    /// `median (spread min–max)`, or the lone value when there was one run.
+    fn show(&self, decimals: usize) -> String {
+        if self.min == self.max {
+            format!("{:.decimals$}", self.median)
+        } else {
+            format!(
+                "{:.decimals$} (spread {:.decimals$}–{:.decimals$})",
+                self.median, self.min, self.max
+            )
+        }
+    }
+
+    fn json(&self, name: &str) -> String {
+        format!(
+            "\"{name}_median\":{},\"{name}_min\":{},\"{name}_max\":{}",
+            num(self.median),
+            num(self.min),
+            num(self.max)
+        )
+    }
+}
+
+/// A JSON number; NaN (a measurement that failed) becomes null.
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        "null".into()
+    }
+}
+
 fn json_number(text: &str, key: &str) -> Option<f64> {
     // summary.json is ours and flat enough for a key search; keeps xtask dependency-free.
     let at = text.find(&format!("\"{key}\":"))?;
@@ -48,29 +97,129 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-/// A target started pinned to CPU 1, past its "ready" line.
+fn read_summary(out: &Path) -> Result<String> {
+    let path = out.join("summary.json");
+    fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The few libc calls the bench needs beyond std: resource usage of one child (std's wait
+/// gives only the status) and the clocks the profilers stamp samples with.
+mod sys {
+    #[repr(C)]
+    #[derive(Default)]
+    pub struct Timeval {
+        pub sec: i64,
+        pub usec: i64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    pub struct Rusage {
+        pub utime: Timeval,
+        pub stime: Timeval,
+        /// KiB.
+        pub maxrss: i64,
+        pub rest: [i64; 13],
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    pub struct Timespec {
+        pub sec: i64,
+        pub nsec: i64,
+    }
+
+    pub const CLOCK_MONOTONIC: i32 = 1;
+    pub const CLOCK_BOOTTIME: i32 = 7;
+    pub const SIGINT: i32 = 2;
+
+    unsafe extern "C" {
+        pub fn wait4(pid: i32, status: *mut i32, options: i32, usage: *mut Rusage) -> i32;
+        pub fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+        pub fn kill(pid: i32, sig: i32) -> i32;
+    }
+}
+
+fn clock_ns(clock: i32) -> u64 {
+    let mut ts = sys::Timespec::default();
+    // SAFETY: ts is a valid timespec; both clocks exist on every Linux this profiler runs on.
+    unsafe { sys::clock_gettime(clock, &mut ts) };
+    ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain syscall; `pid` is a child of ours that has not been reaped yet.
+    unsafe { sys::kill(pid as i32, sig) };
+}
+
+/// What a child cost, from wait4 when it ended.
+struct Usage {
+    ended: Instant,
+    cpu_s: f64,
+    max_rss_mb: f64,
+    success: bool,
+}
+
+/// Reaps `child` with wait4 for its CPU time and peak RSS. The Child must not be waited on
+/// (nor killed) afterwards: std does not know it is gone.
+fn wait_usage(child: &Child) -> Result<Usage> {
+    let pid = child.id() as i32;
+    let mut status = 0;
+    let mut ru = sys::Rusage::default();
+    loop {
+        // SAFETY: status and ru are valid for writes; pid is our child, not yet reaped.
+        let r = unsafe { sys::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4({pid}): {e}"));
+        }
+    }
+    let tv = |t: &sys::Timeval| t.sec as f64 + t.usec as f64 * 1e-6;
+    Ok(Usage {
+        ended: Instant::now(),
+        cpu_s: tv(&ru.utime) + tv(&ru.stime),
+        max_rss_mb: ru.maxrss as f64 / 1024.0,
+        // Exited (not signalled) with code 0.
+        success: status & 0x7f == 0 && (status >> 8) & 0xff == 0,
+    })
+}
+
+/// A target past its "ready" line; killed when dropped, so an error cannot leave it spinning.
 struct Target {
-    child: std::process::Child,
+    child: Child,
     out: BufReader<std::process::ChildStdout>,
 }
 
 impl Target {
+    /// Pinned to CPU 1, as every single-thread measurement.
     fn start(bin: &Path, args: &[&str]) -> Result<Self> {
-        let mut child = Command::new("taskset")
-            .args(["-c", "1"])
-            .arg(bin)
-            .args(args)
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "1"]).arg(bin).args(args);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Result<Self> {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+            .map_err(|e| format!("starting {cmd:?}: {e}"))?;
         let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         let mut line = String::new();
         out.read_line(&mut line).map_err(|e| e.to_string())?;
         if !line.starts_with("ready") {
-            return Err(format!("{} said {line:?} instead of ready", bin.display()));
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{cmd:?} said {line:?} instead of ready"));
         }
         Ok(Self { child, out })
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
     }
 
     fn go(&mut self) -> Result {
@@ -86,37 +235,69 @@ impl Target {
         self.child.wait().map_err(|e| e.to_string())?;
         Ok(rest)
     }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
-/// Starts the profiler pinned to CPU 0 on `pid` and returns once its probes are live.
-fn start_profiler(pid: u32, out: &Path, args: &[&str]) -> Result<std::process::Child> {
-    let mut child = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(profiler_bin())
-        .args(["record", "--quiet", "--pid", &pid.to_string(), "--output"])
-        .arg(out)
-        .args(args)
+impl Drop for Target {
+    fn drop(&mut self) {
+        // std sends nothing to a child it has already reaped, so this is safe after finish.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns a profiler command (stderr piped) and returns once its probes are live, with the
+/// instant its "recording" line arrived.
+fn spawn_recording(mut cmd: Command) -> Result<(Child, Instant)> {
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting the profiler: {e}"))?;
     let mut err = BufReader::new(child.stderr.take().ok_or("no stderr")?);
     let mut line = String::new();
+    let mut said = String::new();
     loop {
         line.clear();
         if err.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Err(format!("profiler ended before recording: {line}"));
+            let _ = child.wait();
+            return Err(format!("profiler ended before recording: {said}"));
         }
         if line.starts_with("profiler: recording") {
             break;
         }
+        said.push_str(&line);
     }
+    let live = Instant::now();
     // Keep draining stderr so the profiler never blocks on a full pipe.
     std::thread::spawn(move || {
         let mut sink = String::new();
         let _ = err.read_to_string(&mut sink);
     });
-    Ok(child)
+    Ok((child, live))
+}
+
+fn record_cmd(pid: &str, out: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(profiler_bin());
+    cmd.args(["record", "--quiet", "--pid", pid, "--output"])
+        .arg(out)
+        .args(args);
+    cmd
+}
+
+/// Starts the profiler pinned to CPU 0 on `pid` and returns once its probes are live.
+fn start_profiler(pid: u32, out: &Path, args: &[&str]) -> Result<Child> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(profiler_bin())
+        .args(["record", "--quiet", "--pid", &pid.to_string(), "--output"])
+        .arg(out)
+        .args(args);
+    spawn_recording(cmd).map(|(child, _)| child)
 }
 
 fn seconds_of(printed: &str) -> Result<f64> {
@@ -140,9 +321,10 @@ fn span_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("burst");
     compile(&bin, "burst.c", &[])?;
     const SPANS: f64 = 100_000.0;
+    let rounds = rounds();
     let (mut alone, mut probed, mut lost) = (Vec::new(), Vec::new(), 0.0);
-    for round in 0..ROUNDS {
-        step(&format!("span probes: round {}/{ROUNDS}", round + 1));
+    for round in 0..rounds {
+        step(&format!("span probes: round {}/{rounds}", round + 1));
         let mut t = Target::start(&bin, &[])?;
         t.go()?;
         alone.push(seconds_of(&t.finish()?)?);
@@ -155,7 +337,7 @@ fn span_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
         t.go()?;
         probed.push(seconds_of(&t.finish()?)?);
         p.wait().map_err(|e| e.to_string())?;
-        let summary = fs::read_to_string(out.join("summary.json")).map_err(|e| e.to_string())?;
+        let summary = read_summary(&out)?;
         lost += json_number(&summary, "lost_events").unwrap_or(f64::NAN);
     }
     let per_span: Vec<f64> = probed
@@ -173,7 +355,7 @@ fn span_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
             s.median, s.min, s.max, base.median
         ),
         method: format!(
-            "100k-span burst (tests/targets/burst.c, one thread, pinned to CPU 1) alone vs under `profiler record` (pinned to CPU 0), {ROUNDS} interleaved rounds, median of per-round differences"
+            "100k-span burst (tests/targets/burst.c, one thread, pinned to CPU 1) alone vs under `profiler record` (pinned to CPU 0), {rounds} interleaved rounds, median of per-round differences"
         ),
         json: format!(
             "{{\"name\":\"span_probe_ns_per_span\",\"median\":{:.1},\"min\":{:.1},\"max\":{:.1},\"unprobed_ns_per_span\":{:.1}}}",
@@ -192,7 +374,7 @@ fn span_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     rows.push(Row {
         what: "span events sustained".into(),
         value: format!(
-            "{:.2} M events/s, {} events lost in {ROUNDS} × 400k",
+            "{:.2} M events/s, {} events lost in {rounds} × 400k",
             rate.median / 1e6,
             lost
         ),
@@ -205,44 +387,239 @@ fn span_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
-/// The sampler: kernel-side cost per sample and attach latency at two rates.
+/// `--span-fn`: 100k calls of one tiny function alone and with a uprobe+uretprobe pair on it.
+fn span_fn_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("fncalls");
+    compile(&bin, "fncalls.c", &[])?;
+    const CALLS: f64 = 100_000.0;
+    let rounds = rounds();
+    let (mut alone, mut probed, mut traced, mut lost) = (Vec::new(), Vec::new(), 0.0, 0.0);
+    for round in 0..rounds {
+        step(&format!("--span-fn: round {}/{rounds}", round + 1));
+        let mut t = Target::start(&bin, &[])?;
+        t.go()?;
+        alone.push(seconds_of(&t.finish()?)?);
+
+        let mut t = Target::start(&bin, &[])?;
+        let out = dir.join("fncalls-profile");
+        let _ = fs::remove_dir_all(&out);
+        let mut p = start_profiler(t.child.id(), &out, &["--span-fn", "traced"])?;
+        t.go()?;
+        probed.push(seconds_of(&t.finish()?)?);
+        p.wait().map_err(|e| e.to_string())?;
+        let summary = read_summary(&out)?;
+        // The spans object comes after the samples; its `total` counts the calls seen.
+        let spans = summary
+            .find("\"spans\":")
+            .map(|at| &summary[at..])
+            .ok_or("summary.json has no spans: --span-fn did not attach")?;
+        traced += json_number(spans, "total").unwrap_or(f64::NAN);
+        lost += json_number(spans, "lost_events").unwrap_or(f64::NAN);
+    }
+    let s = stat(
+        probed
+            .iter()
+            .zip(&alone)
+            .map(|(p, a)| (p - a) / CALLS * 1e9)
+            .collect(),
+    );
+    let base = stat(alone.iter().map(|a| a / CALLS * 1e9).collect());
+    rows.push(Row {
+        what: "`--span-fn` cost, per call (uprobe + uretprobe)".into(),
+        value: format!(
+            "+{:.0} ns (spread {:.0}–{:.0}); unprobed call {:.1} ns; {traced} of {} calls became spans, {lost} events lost",
+            s.median,
+            s.min,
+            s.max,
+            base.median,
+            CALLS * rounds as f64
+        ),
+        method: format!(
+            "100k calls of a one-multiply function (tests/targets/fncalls.c, one thread, pinned to CPU 1) alone vs under `profiler record --span-fn traced` (pinned to CPU 0), {rounds} interleaved rounds, median of per-round differences / calls"
+        ),
+        json: format!(
+            "{{\"name\":\"span_fn_ns_per_call\",\"median\":{:.1},\"min\":{:.1},\"max\":{:.1},\"unprobed_ns_per_call\":{:.2},\"spans\":{traced},\"calls\":{},\"lost\":{lost}}}",
+            s.median,
+            s.min,
+            s.max,
+            base.median,
+            CALLS * rounds as f64
+        ),
+    });
+    Ok(())
+}
+
+/// Turns on kernel.bpf_stats_enabled for bpftrace's programs (ours enable statistics through
+/// their own descriptor) and puts the old value back when dropped.
+struct BpfStats {
+    old: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let old = fs::read_to_string(BPF_STATS).map_err(|e| format!("{BPF_STATS}: {e}"))?;
+        fs::write(BPF_STATS, "1").map_err(|e| format!("{BPF_STATS}: {e}"))?;
+        Ok(Self { old })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, self.old.trim());
+    }
+}
+
+/// Run time and run count summed over `pid`'s perf_event BPF programs, from the fdinfo of its
+/// program descriptors (the kernel keeps them while bpf_stats_enabled is on).
+fn prog_stats(pid: u32) -> Result<(f64, f64)> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| format!("fds of {pid}: {e}"))?;
+    let (mut ns, mut runs) = (0.0, 0.0);
+    for fd in fds.flatten() {
+        let is_prog = fs::read_link(fd.path())
+            .is_ok_and(|l| l.as_os_str() == std::ffi::OsStr::new("anon_inode:bpf-prog"));
+        if !is_prog {
+            continue;
+        }
+        let Ok(info) = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        )) else {
+            continue;
+        };
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
+        };
+        // BPF_PROG_TYPE_PERF_EVENT: the sampling program, not BEGIN/END helpers.
+        if field("prog_type:") != Some(7.0) {
+            continue;
+        }
+        ns += field("run_time_ns:").unwrap_or(0.0);
+        runs += field("run_cnt:").unwrap_or(0.0);
+    }
+    if runs == 0.0 {
+        return Err(format!(
+            "pid {pid} has no perf_event BPF program with run statistics"
+        ));
+    }
+    Ok((ns, runs))
+}
+
+/// bpftrace sampling `pid` with stacks for `secs`: its BPF run time per sample of the target
+/// and per run (every tick of every CPU runs it, the filter drops other processes).
+fn bpftrace_bpf_cost(pid: u32, hz: &str, secs: f64) -> Result<(f64, f64)> {
+    let prog = format!(
+        "profile:hz:{hz} /pid == {pid}/ {{ @s[ustack] = count(); @n = count(); }} END {{ clear(@s); }}"
+    );
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", "bpftrace", "-e", &prog])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting bpftrace: {e}"))?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    // bpftrace says "Attaching N probes..." as it attaches.
+    while !line.starts_with("Attaching") {
+        line.clear();
+        if out.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            let _ = child.wait();
+            return Err("bpftrace ended before attaching".into());
+        }
+    }
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    // Read while the programs are still loaded; the few samples until the signal lands are
+    // noise next to `secs` of them.
+    let stats = prog_stats(child.id());
+    signal(child.id(), sys::SIGINT);
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let _ = child.wait();
+    let (ns, runs) = stats?;
+    let samples: f64 = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("@n:")?.trim().parse().ok())
+        .ok_or_else(|| format!("bpftrace printed no @n: {rest:?}"))?;
+    Ok((ns / samples, ns / runs))
+}
+
+/// The sampler: kernel-side cost per sample (ours and bpftrace's on the same target in the
+/// same round) and attach time at two rates.
 fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("split");
     compile(&bin, "split.c", &[])?;
+    let _stats = BpfStats::enable()?;
+    let rounds = rounds();
+    const SECS: f64 = 5.0;
     for hz in ["99", "999"] {
-        let (mut ns, mut attach) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        let (mut ns, mut attach, mut bt_ns, mut bt_run) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
             step(&format!(
-                "sampling at {hz} Hz: round {}/{ROUNDS}",
+                "sampling at {hz} Hz: round {}/{rounds}",
                 round + 1
             ));
-            let t = Target::start(&bin, &["8"])?;
-            let out = dir.join("split-profile");
-            let _ = fs::remove_dir_all(&out);
-            let mut p =
-                start_profiler(t.child.id(), &out, &["--frequency", hz, "--duration", "5"])?;
-            p.wait().map_err(|e| e.to_string())?;
-            let mut t = t;
-            let _ = t.child.kill();
-            let _ = t.finish();
-            let s = fs::read_to_string(out.join("summary.json")).map_err(|e| e.to_string())?;
-            let runs = json_number(&s, "bpf_runs").unwrap_or(f64::NAN);
-            let per_run = json_number(&s, "bpf_ns_per_run").unwrap_or(f64::NAN);
-            let seen = json_number(&s, "seen_by_kernel").unwrap_or(f64::NAN);
-            ns.push(runs * per_run / seen);
-            attach.push(json_number(&s, "load_attach_ms").unwrap_or(f64::NAN));
+            // Long enough for both tools one after the other, with their start-up.
+            let t = Target::start(&bin, &["14"])?;
+            let ours = |ns: &mut Vec<f64>, attach: &mut Vec<f64>| -> Result {
+                let out = dir.join("split-profile");
+                let _ = fs::remove_dir_all(&out);
+                let mut p =
+                    start_profiler(t.child.id(), &out, &["--frequency", hz, "--duration", "5"])?;
+                p.wait().map_err(|e| e.to_string())?;
+                let s = read_summary(&out)?;
+                let runs = json_number(&s, "bpf_runs").unwrap_or(f64::NAN);
+                let per_run = json_number(&s, "bpf_ns_per_run").unwrap_or(f64::NAN);
+                let seen = json_number(&s, "seen_by_kernel").unwrap_or(f64::NAN);
+                ns.push(runs * per_run / seen);
+                attach.push(json_number(&s, "load_attach_ms").unwrap_or(f64::NAN));
+                Ok(())
+            };
+            // Alternate which tool goes first, so the target's phase favours neither.
+            if round % 2 == 1 {
+                let (a, b) = bpftrace_bpf_cost(t.child.id(), hz, SECS)?;
+                bt_ns.push(a);
+                bt_run.push(b);
+                ours(&mut ns, &mut attach)?;
+            } else {
+                ours(&mut ns, &mut attach)?;
+                let (a, b) = bpftrace_bpf_cost(t.child.id(), hz, SECS)?;
+                bt_ns.push(a);
+                bt_run.push(b);
+            }
+            t.stop();
         }
         let n = stat(ns);
         let a = stat(attach);
+        let b = stat(bt_ns);
+        let br = stat(bt_run);
         rows.push(Row {
             what: format!("BPF cost per target sample at {hz} Hz"),
             value: format!("{:.0} ns (spread {:.0}–{:.0})", n.median, n.min, n.max),
             method: format!(
-                "kernel BPF run-time statistics (BPF_ENABLE_STATS): run time of the sampling program over 5 s / samples of the target (CPU-bound split.c), {ROUNDS} rounds"
+                "kernel BPF run-time statistics (BPF_ENABLE_STATS): run time of the sampling program over 5 s / samples of the target (CPU-bound split.c), {rounds} rounds"
             ),
             json: format!(
                 "{{\"name\":\"bpf_ns_per_sample\",\"hz\":{hz},\"median\":{:.1},\"min\":{:.1},\"max\":{:.1}}}",
                 n.median, n.min, n.max
+            ),
+        });
+        rows.push(Row {
+            what: format!("bpftrace BPF cost per target sample at {hz} Hz"),
+            value: format!(
+                "{} ns; {} ns per program run",
+                b.show(0),
+                br.show(0)
+            ),
+            method: format!(
+                "same rounds and target as the row above, before or after ours alternately: `bpftrace -e 'profile:hz:{hz} /pid == PID/ {{ @s[ustack] = count(); @n = count(); }}'` for 5 s pinned to CPU 0; run_time_ns and run_cnt of its perf_event program from /proc/PID/fdinfo (kernel.bpf_stats_enabled=1) / @n; a run is any CPU's tick, mostly filtered out"
+            ),
+            json: format!(
+                "{{\"name\":\"bpftrace_bpf_ns_per_sample\",\"hz\":{hz},{},{}}}",
+                b.json("ns_per_sample"),
+                br.json("ns_per_run")
             ),
         });
         rows.push(Row {
@@ -258,28 +635,40 @@ fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
-/// Runs `cmd`, which ends by running the workload; returns the CPU seconds the workload
-/// reported for itself.
-fn workload_cpu(cmd: &mut Command) -> Result<f64> {
+/// Runs `cmd`, which ends by running the workload; returns the CPU and wall seconds the
+/// workload reported for itself.
+fn workload_cpu(cmd: &mut Command) -> Result<(f64, f64)> {
     let out = cmd
         .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip_while(|w| *w != "cpu_s")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("{cmd:?} printed no cpu_s: {text}"))
+    let value = |key: &str| {
+        text.split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+    };
+    match (value("cpu_s"), value("wall_s")) {
+        (Some(c), Some(w)) => Ok((c, w)),
+        _ => Err(format!("{cmd:?} printed no cpu_s/wall_s: {text}")),
+    }
 }
 
 /// Target slowdown and per-sample cost against perf and bpftrace, same workload, same rates.
-/// The workload runs pinned to CPU 1, each profiler on CPU 0; per round every variant runs
-/// once, in the same order, so drift hits all alike.
-fn slowdown(dir: &Path, rows: &mut Vec<Row>) -> Result {
+/// One thread: the workload runs pinned to CPU 1, each profiler on CPU 0. Two threads: nothing
+/// is pinned, the workload takes both CPUs and every tool competes with it, as on a busy
+/// machine. Per round every variant runs once, in the same order, so drift hits all alike.
+fn slowdown(dir: &Path, rows: &mut Vec<Row>, threads: u32, rates: &[&str]) -> Result {
     let work = dir.join("work");
     compile(&work, "work.c", &[])?;
-    let work_cmd = format!("taskset -c 1 {} 1 300", work.display());
+    let pinned = threads == 1;
+    let work_args = format!("{} {threads} 300", work.display());
+    let work_cmd = if pinned {
+        format!("taskset -c 1 {work_args}")
+    } else {
+        work_args.clone()
+    };
     let have = |tool: &str| {
         Command::new(tool)
             .arg("--version")
@@ -292,28 +681,40 @@ fn slowdown(dir: &Path, rows: &mut Vec<Row>) -> Result {
         .into_iter()
         .filter(|t| *t == "profiler" || have(t))
         .collect();
-    let rates = ["99", "999", "9999"];
-    // (tool, rate) → per-round (cpu under tool, cpu alone in the same round).
-    type Rounds = Vec<(f64, f64)>;
+    let rounds = rounds();
+    // (tool, rate) → per round ((cpu, wall) under tool, (cpu, wall) alone in the same round).
+    type Rounds = Vec<((f64, f64), (f64, f64))>;
     let mut results: Vec<((String, String), Rounds)> = Vec::new();
-    for round in 0..ROUNDS {
-        step(&format!("slowdown: round {}/{ROUNDS}", round + 1));
+    for round in 0..rounds {
+        step(&format!(
+            "slowdown, {threads} thread(s): round {}/{rounds}",
+            round + 1
+        ));
         for tool in &tools {
-            for hz in rates {
-                let mut cmd = Command::new("taskset");
-                // bpftrace aggregates in the kernel and idles in userspace until the end; it
-                // runs on the workload's CPU because it refuses `taskset` as its -c command,
-                // and its child inherits its CPU.
-                cmd.args(["-c", if *tool == "bpftrace" { "1" } else { "0" }]);
+            for &hz in rates {
+                let program = match *tool {
+                    "profiler" => profiler_bin().into_os_string(),
+                    t => t.into(),
+                };
+                let mut cmd = if pinned {
+                    let mut c = Command::new("taskset");
+                    // bpftrace aggregates in the kernel and idles in userspace until the end;
+                    // it runs on the workload's CPU because it refuses `taskset` as its -c
+                    // command, and its child inherits its CPU.
+                    c.args(["-c", if *tool == "bpftrace" { "1" } else { "0" }])
+                        .arg(program);
+                    c
+                } else {
+                    Command::new(program)
+                };
                 match *tool {
                     "profiler" => {
-                        cmd.arg(profiler_bin())
-                            .args(["run", "--quiet", "--frequency", hz, "--output"])
+                        cmd.args(["run", "--quiet", "--frequency", hz, "--output"])
                             .arg(dir.join("slowdown-profile"))
                             .args(["--", "sh", "-c", &work_cmd]);
                     }
                     "perf" => {
-                        cmd.args(["perf", "record", "-q", "-g", "-F", hz, "-o"])
+                        cmd.args(["record", "-q", "-g", "-F", hz, "-o"])
                             .arg(dir.join("perf.data"))
                             .args(["--", "sh", "-c", &work_cmd]);
                     }
@@ -321,14 +722,13 @@ fn slowdown(dir: &Path, rows: &mut Vec<Row>) -> Result {
                         let prog = format!(
                             "profile:hz:{hz} /pid == cpid/ {{ @[ustack] = count(); }} END {{ clear(@); }}"
                         );
-                        cmd.args(["bpftrace", "-q", "-e", &prog, "-c"])
-                            .arg(format!("{} 1 300", work.display()));
+                        cmd.args(["-q", "-e", &prog, "-c", &work_args]);
                     }
                 }
                 // Each measured run has its own baseline right beside it, alternately before
                 // and after, so drift and warm-up do not favour either side.
                 let alone = || workload_cpu(Command::new("sh").args(["-c", &work_cmd]));
-                let (cpu, alone) = if round % 2 == 0 {
+                let (under, alone) = if round % 2 == 0 {
                     let a = alone()?;
                     (workload_cpu(&mut cmd)?, a)
                 } else {
@@ -337,33 +737,558 @@ fn slowdown(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 };
                 let key = (tool.to_string(), hz.to_string());
                 match results.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, v)) => v.push((cpu, alone)),
-                    None => results.push((key, vec![(cpu, alone)])),
+                    Some((_, v)) => v.push((under, alone)),
+                    None => results.push((key, vec![(under, alone)])),
                 }
             }
         }
     }
     for ((tool, hz), v) in &results {
         let hz_f: f64 = hz.parse().unwrap_or(1.0);
-        let ratio = stat(v.iter().map(|(c, a)| c / a).collect());
-        let us = stat(v.iter().map(|(c, a)| (c - a) / (hz_f * a) * 1e6).collect());
+        let ratio = stat(v.iter().map(|((c, _), (a, _))| c / a).collect());
+        let wall = stat(v.iter().map(|((_, w), (_, a))| w / a).collect());
+        // Samples ≈ rate × CPU time of the target, whatever its thread count.
+        let us = stat(
+            v.iter()
+                .map(|((c, _), (a, _))| (c - a) / (hz_f * a) * 1e6)
+                .collect(),
+        );
+        let tool_text = match tool.as_str() {
+            "profiler" => "`profiler run`",
+            "perf" => "`perf record -g` (frame pointers)",
+            _ => "`bpftrace profile:hz ustack`",
+        };
+        let (what, placement) = if pinned {
+            (
+                format!("slowdown under {tool} at {hz} Hz"),
+                "tests/targets/work.c (fixed work, 1 thread, its own getrusage CPU time) pinned to CPU 1, the tool on CPU 0",
+            )
+        } else {
+            (
+                format!("slowdown, 2 threads, under {tool} at {hz} Hz"),
+                "tests/targets/work.c with 2 threads (fixed work, its own getrusage CPU time of both threads), nothing pinned: the workload fills both CPUs and the tool competes with it, so the tool's own CPU shows in wall time, not in CPU time",
+            )
+        };
         rows.push(Row {
-            what: format!("slowdown under {tool} at {hz} Hz"),
+            what,
             value: format!(
-                "×{:.3} CPU time (spread {:.3}–{:.3}); {:.1} µs per sample (spread {:.1}–{:.1})",
-                ratio.median, ratio.min, ratio.max, us.median, us.min, us.max
+                "×{:.3} CPU time (spread {:.3}–{:.3}); ×{:.3} wall (spread {:.3}–{:.3}); {:.1} µs per sample (spread {:.1}–{:.1})",
+                ratio.median, ratio.min, ratio.max, wall.median, wall.min, wall.max, us.median, us.min, us.max
             ),
             method: format!(
-                "tests/targets/work.c (fixed work, 1 thread, its own getrusage CPU time) pinned to CPU 1, the tool on CPU 0; ratio to an unprofiled run right beside it (alternately before and after); µs/sample = extra CPU / (rate × unprofiled CPU); {ROUNDS} interleaved rounds; tool = {}",
-                match tool.as_str() {
-                    "profiler" => "`profiler run`",
-                    "perf" => "`perf record -g` (frame pointers)",
-                    _ => "`bpftrace profile:hz ustack`",
-                }
+                "{placement}; ratio to an unprofiled run right beside it (alternately before and after); µs/sample = extra CPU / (rate × unprofiled CPU); {rounds} interleaved rounds; tool = {tool_text}"
             ),
             json: format!(
-                "{{\"name\":\"slowdown\",\"tool\":\"{tool}\",\"hz\":{hz},\"ratio_median\":{:.4},\"ratio_min\":{:.4},\"ratio_max\":{:.4},\"us_per_sample_median\":{:.2}}}",
-                ratio.median, ratio.min, ratio.max, us.median
+                "{{\"name\":\"slowdown\",\"threads\":{threads},\"tool\":\"{tool}\",\"hz\":{hz},\"ratio_median\":{:.4},\"ratio_min\":{:.4},\"ratio_max\":{:.4},{},\"us_per_sample_median\":{:.2},\"us_per_sample_min\":{:.2},\"us_per_sample_max\":{:.2}}}",
+                ratio.median,
+                ratio.min,
+                ratio.max,
+                wall.json("wall_ratio"),
+                us.median,
+                us.min,
+                us.max
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A command's stdout; its stderr is dropped (bpftrace warns about RLIMIT_MEMLOCK each run).
+fn quiet_output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed: {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+enum Pb<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Calls `f` with each field of a protobuf message; None when the bytes are malformed.
+fn pb_walk<'a>(mut buf: &'a [u8], mut f: impl FnMut(u64, Pb<'a>)) -> Option<()> {
+    while !buf.is_empty() {
+        let key = varint(&mut buf)?;
+        let value = match key & 7 {
+            0 => Pb::Varint(varint(&mut buf)?),
+            1 => {
+                buf = buf.get(8..)?;
+                Pb::Fixed
+            }
+            2 => {
+                let n = usize::try_from(varint(&mut buf)?).ok()?;
+                let (bytes, rest) = buf.split_at_checked(n)?;
+                buf = rest;
+                Pb::Bytes(bytes)
+            }
+            5 => {
+                buf = buf.get(4..)?;
+                Pb::Fixed
+            }
+            _ => return None,
+        };
+        f(key >> 3, value);
+    }
+    Some(())
+}
+
+/// From a recording.pb: when the probes went live (meta.start_boottime_ns) and the earliest
+/// sample's timestamp, both CLOCK_BOOTTIME. A hand-rolled protobuf walk keeps xtask free of
+/// dependencies; the field numbers are those of profiler-user/src/model.rs (Recording.meta = 2,
+/// Meta.start_boottime_ns = 4, Recording.samples = 8, Sample.timestamp_ns = 1).
+fn recording_times(bytes: &[u8]) -> Option<(u64, u64)> {
+    let body = bytes.strip_prefix(b"profiler-recording\n")?;
+    let (mut start, mut first): (Option<u64>, Option<u64>) = (None, None);
+    let mut ok = true;
+    pb_walk(body, |field, value| match (field, value) {
+        (2, Pb::Bytes(meta)) => {
+            ok &= pb_walk(meta, |f, v| {
+                if let (4, Pb::Varint(ns)) = (f, v) {
+                    start = Some(ns);
+                }
+            })
+            .is_some();
+        }
+        (8, Pb::Bytes(sample)) => {
+            ok &= pb_walk(sample, |f, v| {
+                if let (1, Pb::Varint(ns)) = (f, v) {
+                    first = Some(first.map_or(ns, |m| m.min(ns)));
+                }
+            })
+            .is_some();
+        }
+        _ => {}
+    })?;
+    if !ok {
+        return None;
+    }
+    Some((start?, first?))
+}
+
+/// Command start to first sample, for us, perf and bpftrace on a target already busy on both
+/// CPUs. Each tool's first sample is compared with the clock it stamps samples with.
+fn attach_latency(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("threads");
+    compile(&bin, "threads.c", &[])?;
+    let rounds = rounds();
+    let mut t = Command::new(&bin);
+    t.arg("300");
+    let target = Target::spawn(t)?;
+    let pid = target.pid();
+    let ms = |from: u64, to: u64| (to as f64 - from as f64) / 1e6;
+    for hz in ["99", "999"] {
+        let (mut ours, mut live, mut perf, mut bt) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            step(&format!(
+                "attach latency at {hz} Hz: round {}/{rounds}",
+                round + 1
+            ));
+            let out = dir.join("attach-profile");
+            let _ = fs::remove_dir_all(&out);
+            let mut cmd = record_cmd(&pid, &out, &["--frequency", hz, "--duration", "500ms"]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            let t0 = clock_ns(sys::CLOCK_BOOTTIME);
+            run(&mut cmd)?;
+            let rec = fs::read(out.join("recording.pb"))
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            let (start, first) =
+                recording_times(&rec).ok_or("recording.pb: no samples or not readable")?;
+            ours.push(ms(t0, first));
+            live.push(ms(t0, start));
+
+            let data = dir.join("attach-perf.data");
+            let t0 = clock_ns(sys::CLOCK_BOOTTIME);
+            run(Command::new("perf")
+                .args(["record", "-q", "-k", "boottime", "-g", "-F", hz, "-o"])
+                .arg(&data)
+                .args(["-p", &pid, "--", "sleep", "0.5"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()))?;
+            let times = quiet_output(
+                Command::new("perf")
+                    .args(["script", "-F", "time", "--ns", "-i"])
+                    .arg(&data),
+            )?;
+            let first = times
+                .lines()
+                .filter_map(|l| l.trim().trim_end_matches(':').parse::<f64>().ok())
+                .min_by(|a, b| a.total_cmp(b))
+                .ok_or("perf script printed no sample time")?;
+            perf.push((first * 1e9 - t0 as f64) / 1e6);
+
+            // bpftrace's nsecs is CLOCK_MONOTONIC.
+            let prog = format!(
+                "profile:hz:{hz} /pid == {pid}/ {{ printf(\"first %llu\\n\", nsecs); exit(); }}"
+            );
+            let t0 = clock_ns(sys::CLOCK_MONOTONIC);
+            let printed = quiet_output(Command::new("bpftrace").args(["-e", &prog]))?;
+            let first: u64 = printed
+                .lines()
+                .find_map(|l| l.strip_prefix("first ")?.trim().parse().ok())
+                .ok_or_else(|| format!("bpftrace printed {printed:?}"))?;
+            bt.push(ms(t0, first));
+        }
+        let (o, l, p, b) = (stat(ours), stat(live), stat(perf), stat(bt));
+        rows.push(Row {
+            what: format!("attach latency (command start to first sample) at {hz} Hz"),
+            value: format!(
+                "profiler {} ms (probes live after {} ms); perf record -g {} ms; bpftrace {} ms",
+                o.show(1),
+                l.show(1),
+                p.show(1),
+                b.show(1)
+            ),
+            method: format!(
+                "target tests/targets/threads.c already spinning on both CPUs, nothing pinned; clock read just before spawning `profiler record --pid` / `perf record -k boottime -g -p` / `bpftrace -e 'profile:hz:{hz} /pid == PID/ {{ printf(nsecs); exit() }}'`, compared with the earliest sample's timestamp (recording.pb, `perf script -F time`, bpftrace's nsecs; CLOCK_BOOTTIME, CLOCK_BOOTTIME, CLOCK_MONOTONIC); includes up to one sampling period (1/{hz} s) of waiting for the first tick; {rounds} rounds"
+            ),
+            json: format!(
+                "{{\"name\":\"attach_latency_ms\",\"hz\":{hz},{},{},{},{}}}",
+                o.json("profiler"),
+                l.json("profiler_live"),
+                p.json("perf"),
+                b.json("bpftrace")
+            ),
+        });
+    }
+    target.stop();
+    Ok(())
+}
+
+/// inferno's binaries, installed once into cargo's bin directory like the other tools.
+fn ensure_inferno() -> Result<PathBuf> {
+    let home = crate::cargo_home()?;
+    let bin = home.join("bin");
+    let works = || {
+        // inferno has no --version.
+        Command::new(bin.join("inferno-flamegraph"))
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !works() {
+        step(
+            "installing inferno (cargo xtask bench compares with perf script | inferno-collapse-perf | inferno-flamegraph)",
+        );
+        run(Command::new("cargo")
+            .args(["install", "inferno", "--locked", "--root"])
+            .arg(&home))?;
+        if !works() {
+            return Err(format!(
+                "inferno-flamegraph does not run from {}",
+                bin.display()
+            ));
+        }
+    }
+    Ok(bin)
+}
+
+/// `perf script | inferno-collapse-perf | inferno-flamegraph > svg`: wall time and the peak
+/// RSS of each stage (MB).
+fn perf_pipeline(data: &Path, inferno: &Path, svg: &Path) -> Result<(f64, [f64; 3])> {
+    let started = Instant::now();
+    let mut script = Command::new("perf")
+        .args(["script", "-i"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf script: {e}"))?;
+    let mut collapse = Command::new(inferno.join("inferno-collapse-perf"))
+        .stdin(Stdio::from(script.stdout.take().ok_or("no stdout")?))
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("inferno-collapse-perf: {e}"))?;
+    let file = fs::File::create(svg).map_err(|e| format!("{}: {e}", svg.display()))?;
+    let flame = Command::new(inferno.join("inferno-flamegraph"))
+        .stdin(Stdio::from(collapse.stdout.take().ok_or("no stdout")?))
+        .stdout(file)
+        .spawn()
+        .map_err(|e| format!("inferno-flamegraph: {e}"))?;
+    let stages = [
+        wait_usage(&script)?,
+        wait_usage(&collapse)?,
+        wait_usage(&flame)?,
+    ];
+    if !stages.iter().all(|u| u.success) {
+        return Err("perf script | inferno-collapse-perf | inferno-flamegraph failed".into());
+    }
+    let ended = stages.iter().map(|u| u.ended).max().unwrap_or(started);
+    Ok((
+        ended.duration_since(started).as_secs_f64(),
+        stages.map(|u| u.max_rss_mb),
+    ))
+}
+
+fn perf_samples(data: &Path) -> Result<f64> {
+    let stats = quiet_output(
+        Command::new("perf")
+            .args(["report", "--stats", "-i"])
+            .arg(data),
+    )?;
+    stats
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("SAMPLE events:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| {
+            format!(
+                "perf report --stats counts no SAMPLE events in {}",
+                data.display()
+            )
+        })
+}
+
+/// The "time of last sample" perf writes in its header, in seconds of its sample clock.
+fn perf_last_sample_s(data: &Path) -> Result<f64> {
+    let header = quiet_output(
+        Command::new("perf")
+            .args(["report", "--header-only", "-i"])
+            .arg(data),
+    )?;
+    header
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("# time of last sample :")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| format!("no time of last sample in {}'s header", data.display()))
+}
+
+fn threads_target(bin: &Path, secs: f64) -> Result<Target> {
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("{secs:.1}"));
+    Target::spawn(cmd)
+}
+
+/// Post-processing at three sizes, ours against perf + inferno on the same workload with the
+/// same sample counts.
+fn post_processing(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let inferno = ensure_inferno()?;
+    let bin = dir.join("threads");
+    compile(&bin, "threads.c", &[])?;
+    // (samples wanted, runs): one run of the largest keeps the bench within its budget.
+    let sizes: &[(f64, usize)] = if quick() {
+        &[(10_000.0, 1), (100_000.0, 1)]
+    } else {
+        &[(10_000.0, 3), (100_000.0, 3), (1_000_000.0, 1)]
+    };
+    // Samples per second at 9999 Hz with both CPUs busy (perf gets fewer: its own work takes
+    // CPU from the target), corrected after every run so each tool gets the count asked for.
+    let (mut our_rate, mut perf_rate) = (19_000.0, 17_000.0);
+    let data = dir.join("pp-perf.data");
+    for &(want, runs) in sizes {
+        let mut ours: Vec<(f64, f64, f64)> = Vec::new();
+        let mut theirs: Vec<(f64, f64, f64, f64, [f64; 3])> = Vec::new();
+        for i in 0..runs {
+            step(&format!(
+                "post-processing, {want} samples: run {}/{runs}",
+                i + 1
+            ));
+            let secs = (want / our_rate * 1000.0).round() / 1000.0;
+            let target = threads_target(&bin, secs + 10.0)?;
+            let out = dir.join("pp-profile");
+            let _ = fs::remove_dir_all(&out);
+            let duration = format!("{secs}s");
+            let (child, live) = spawn_recording(record_cmd(
+                &target.pid(),
+                &out,
+                &["--frequency", "9999", "--duration", &duration],
+            ))?;
+            let u = wait_usage(&child)?;
+            target.stop();
+            if !u.success {
+                return Err("profiler record failed".into());
+            }
+            let n = json_number(&read_summary(&out)?, "recorded").ok_or("no sample count")?;
+            our_rate = n / secs;
+            let post = u.ended.duration_since(live).as_secs_f64() - secs;
+            ours.push((post, u.max_rss_mb, n));
+
+            let secs = (want / perf_rate * 1000.0).round() / 1000.0;
+            let target = threads_target(&bin, secs + 10.0)?;
+            // Stamped on CLOCK_BOOTTIME so its last sample compares with the clock at its exit.
+            let child = Command::new("perf")
+                .args(["record", "-q", "-k", "boottime", "-g", "-F", "9999", "-o"])
+                .arg(&data)
+                .args(["-p", &target.pid(), "--", "sleep", &secs.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("perf record: {e}"))?;
+            let u = wait_usage(&child)?;
+            let exited_ns = clock_ns(sys::CLOCK_BOOTTIME);
+            target.stop();
+            if !u.success {
+                return Err("perf record failed".into());
+            }
+            // Not wall − D: perf's start-up (≈0.2 s here) is not post-processing.
+            let tail = exited_ns as f64 / 1e9 - perf_last_sample_s(&data)?;
+            let (wall, rss) = perf_pipeline(&data, &inferno, &dir.join("pp-perf.svg"))?;
+            let n = perf_samples(&data)?;
+            perf_rate = n / secs;
+            theirs.push((tail, wall, n, u.max_rss_mb, rss));
+        }
+        let _ = fs::remove_file(&data);
+        let o_t = stat(ours.iter().map(|o| o.0).collect());
+        let o_us = stat(ours.iter().map(|o| o.0 / o.2 * 1e6).collect());
+        let o_rss = stat(ours.iter().map(|o| o.1).collect());
+        let o_n = stat(ours.iter().map(|o| o.2).collect());
+        let p_total = stat(theirs.iter().map(|p| p.0 + p.1).collect());
+        let p_tail = stat(theirs.iter().map(|p| p.0).collect());
+        let p_pipe = stat(theirs.iter().map(|p| p.1).collect());
+        let p_us = stat(theirs.iter().map(|p| (p.0 + p.1) / p.2 * 1e6).collect());
+        let p_n = stat(theirs.iter().map(|p| p.2).collect());
+        let p_rec_rss = stat(theirs.iter().map(|p| p.3).collect());
+        let p_pipe_rss = stat(theirs.iter().map(|p| p.4.iter().sum()).collect());
+        let p_script_rss = stat(theirs.iter().map(|p| p.4[0]).collect());
+        let label = match want as u64 {
+            n if n >= 1_000_000 => format!("{}M", n / 1_000_000),
+            n => format!("{}k", n / 1000),
+        };
+        rows.push(Row {
+            what: format!("post-processing, ~{label} samples"),
+            value: format!(
+                "profiler {} s ({} µs/sample), peak RSS {} MB, {:.0} samples; perf + inferno {} s ({} µs/sample: perf record last sample → exit {} s + pipeline {} s), peak RSS perf record {} MB, pipeline {} MB (perf script {} MB), {:.0} samples",
+                o_t.show(2),
+                o_us.show(1),
+                o_rss.show(0),
+                o_n.median,
+                p_total.show(2),
+                p_us.show(1),
+                p_tail.show(2),
+                p_pipe.show(2),
+                p_rec_rss.show(0),
+                p_pipe_rss.show(0),
+                p_script_rss.show(0),
+                p_n.median
+            ),
+            method: format!(
+                "tests/targets/threads.c (2 threads, both CPUs busy, nothing pinned) recorded at 9999 Hz for D s, D set from the previous run's rate so each tool gets about the sample count; profiler: `profiler record --duration D`, time from the end of the window (its 'recording' line + D) to exit — drain, symbolize, write recording.pb, folded, flamegraph.svg, summary.txt/json, Perfetto trace — and ru_maxrss (wait4) of the whole run; perf: wall of `perf record -k boottime -g -F 9999 -p PID -- sleep D` from its last sample (its header) to its exit + wall of `perf script | inferno-collapse-perf | inferno-flamegraph > svg`, pipeline RSS = sum of its three concurrent stages' ru_maxrss; {runs} run(s) (1M once: it records ~55 s per tool)"
+            ),
+            json: format!(
+                "{{\"name\":\"post_processing\",\"samples_wanted\":{want},\"runs\":{runs},{},{},{},{},{},{},{},{},{},{},{}}}",
+                o_t.json("profiler_s"),
+                o_rss.json("profiler_peak_rss_mb"),
+                o_n.json("profiler_samples"),
+                p_total.json("perf_inferno_s"),
+                p_tail.json("perf_record_exit_s"),
+                p_pipe.json("perf_pipeline_s"),
+                p_rec_rss.json("perf_record_peak_rss_mb"),
+                p_pipe_rss.json("perf_pipeline_peak_rss_sum_mb"),
+                p_n.json("perf_samples"),
+                o_us.json("profiler_us_per_sample"),
+                p_us.json("perf_inferno_us_per_sample")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// CPU time the process's live threads have run, from their schedstat (ns resolution;
+/// /proc/PID/stat counts 10 ms ticks, too coarse for a 10-s window of a mostly idle process).
+fn task_cpu_ns(pid: u32) -> f64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The profiler's own CPU and peak RSS over a long recording of a busy target.
+fn own_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("threads");
+    compile(&bin, "threads.c", &[])?;
+    let secs: f64 = if quick() { 10.0 } else { 60.0 };
+    const WINDOWS: u32 = 6;
+    for hz in ["99", "999"] {
+        step(&format!("profiler's own cost: {secs} s at {hz} Hz"));
+        let target = threads_target(&bin, secs + 10.0)?;
+        let out = dir.join("own-profile");
+        let _ = fs::remove_dir_all(&out);
+        let duration = secs.to_string();
+        let (child, live) = spawn_recording(record_cmd(
+            &target.pid(),
+            &out,
+            &["--frequency", hz, "--duration", &duration],
+        ))?;
+        let pid = child.id();
+        let mut marks = vec![(0.0, task_cpu_ns(pid))];
+        for k in 1..=WINDOWS {
+            // The last mark just before the window closes, while it still only records.
+            let at =
+                secs * f64::from(k) / f64::from(WINDOWS) - if k == WINDOWS { 0.2 } else { 0.0 };
+            std::thread::sleep(Duration::from_secs_f64(at).saturating_sub(live.elapsed()));
+            marks.push((live.elapsed().as_secs_f64(), task_cpu_ns(pid)));
+        }
+        let u = wait_usage(&child)?;
+        target.stop();
+        if !u.success {
+            return Err("profiler record failed".into());
+        }
+        let samples = json_number(&read_summary(&out)?, "recorded").unwrap_or(f64::NAN);
+        let (t0, c0) = marks[0];
+        let (t1, c1) = marks[marks.len() - 1];
+        let during = (c1 - c0) / 1e9;
+        let pct = during / (t1 - t0) * 100.0;
+        let windows = stat(
+            marks
+                .windows(2)
+                .map(|w| (w[1].1 - w[0].1) / 1e9 / (w[1].0 - w[0].0) * 100.0)
+                .collect(),
+        );
+        rows.push(Row {
+            what: format!("profiler's own CPU and memory, {secs:.0} s at {hz} Hz"),
+            value: format!(
+                "{during:.2} s CPU while recording ({pct:.2}% of one CPU; {:.0}-s windows {:.2}–{:.2}%); {:.2} s CPU for the whole run with outputs; peak RSS {:.0} MB; {samples:.0} samples",
+                secs / f64::from(WINDOWS),
+                windows.min,
+                windows.max,
+                u.cpu_s,
+                u.max_rss_mb
+            ),
+            method: format!(
+                "`profiler record --duration {secs:.0} --frequency {hz}` (not pinned) on tests/targets/threads.c, 2 threads spinning on both CPUs (2 × {hz} samples/s); while recording: run time of its threads (/proc/PID/task/*/schedstat) from the 'recording' line to just before the end, in {WINDOWS} windows for the spread; whole run: utime+stime and ru_maxrss from wait4 (start-up, recording, symbolizing, writing outputs); one run per rate"
+            ),
+            json: format!(
+                "{{\"name\":\"profiler_own_cost\",\"hz\":{hz},\"seconds\":{secs},\"cpu_s_recording\":{},\"cpu_percent_recording\":{},{},\"cpu_s_total\":{},\"peak_rss_mb\":{},\"samples\":{}}}",
+                num(during),
+                num(pct),
+                windows.json("cpu_percent_window"),
+                num(u.cpu_s),
+                num(u.max_rss_mb),
+                num(samples)
             ),
         });
     }
@@ -371,6 +1296,7 @@ fn slowdown(dir: &Path, rows: &mut Vec<Row>) -> Result {
 }
 
 pub fn bench() -> Result {
+    let started = Instant::now();
     // Only the bench compares with them: test runs need neither.
     crate::ensure_tool(
         "perf",
@@ -386,22 +1312,57 @@ pub fn bench() -> Result {
     let dir: PathBuf = root.join("target/bench");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut rows = Vec::new();
-    span_cost(&dir, &mut rows)?;
-    sampling_cost(&dir, &mut rows)?;
-    slowdown(&dir, &mut rows)?;
-    // Let the machine settle between benchmark runs of the same session.
-    std::thread::sleep(Duration::from_millis(10));
+    if part("spans") {
+        span_cost(&dir, &mut rows)?;
+    }
+    if part("span-fn") {
+        span_fn_cost(&dir, &mut rows)?;
+    }
+    if part("sampling") {
+        sampling_cost(&dir, &mut rows)?;
+    }
+    if part("slowdown") {
+        slowdown(&dir, &mut rows, 1, &["99", "999", "9999"])?;
+    }
+    if part("slowdown-mt") {
+        slowdown(&dir, &mut rows, 2, &["99", "999"])?;
+    }
+    if part("attach") {
+        attach_latency(&dir, &mut rows)?;
+    }
+    if part("post") {
+        post_processing(&dir, &mut rows)?;
+    }
+    if part("own") {
+        own_cost(&dir, &mut rows)?;
+    }
 
-    let out = root.join("bench");
+    // A quick or partial run checks the bench: it must not replace the real figures.
+    let partial = std::env::var_os("BENCH_ONLY").is_some();
+    let out = if quick() || partial {
+        dir.clone()
+    } else {
+        root.join("bench")
+    };
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
     let mut md = String::from(
         "# Benchmark results\n\nWritten by `cargo xtask bench` on this machine (2 vCPU VM, Linux 6.18); regenerate to update.\n\n| what | result | method |\n|---|---|---|\n",
     );
     for r in &rows {
         md.push_str(&format!("| {} | {} | {} |\n", r.what, r.value, r.method));
     }
+    md.push_str(&format!(
+        "\nThe whole bench took {minutes:.1} min{}.\n",
+        if quick() {
+            " (BENCH_QUICK: one round each, short recordings)"
+        } else {
+            ""
+        }
+    ));
     let json = format!(
-        "{{\"results\":[{}]}}\n",
+        "{{\"minutes\":{minutes:.2},\"quick\":{},\"results\":[{}]}}\n",
+        quick(),
         rows.iter()
             .map(|r| r.json.as_str())
             .collect::<Vec<_>>()
