@@ -1346,8 +1346,30 @@ pub fn bench() -> Result {
     };
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let mut md = String::from(
-        "# Benchmark results\n\nWritten by `cargo xtask bench` on this machine (2 vCPU VM, Linux 6.18); regenerate to update.\n\n| what | result | method |\n|---|---|---|\n",
+    // Which profiler the figures belong to: the tree is often ahead of the last commit.
+    let commit = quiet_output(Command::new("git").args(["-C"]).arg(&root).args([
+        "rev-parse",
+        "--short",
+        "HEAD",
+    ]))
+    .map(|c| c.trim().to_string())
+    .unwrap_or_else(|_| "unknown".into());
+    let dirty = quiet_output(Command::new("git").args(["-C"]).arg(&root).args([
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ]))
+    .is_ok_and(|s| !s.trim().is_empty());
+    let built = format!(
+        "{commit}{}",
+        if dirty {
+            " with uncommitted changes"
+        } else {
+            ""
+        }
+    );
+    let mut md = format!(
+        "# Benchmark results\n\nWritten by `cargo xtask bench` on this machine (2 vCPU VM, Linux 6.18), profiler built from {built}; regenerate to update.\n\n| what | result | method |\n|---|---|---|\n",
     );
     for r in &rows {
         md.push_str(&format!("| {} | {} | {} |\n", r.what, r.value, r.method));
@@ -1361,7 +1383,7 @@ pub fn bench() -> Result {
         }
     ));
     let json = format!(
-        "{{\"minutes\":{minutes:.2},\"quick\":{},\"results\":[{}]}}\n",
+        "{{\"minutes\":{minutes:.2},\"quick\":{},\"built_from\":\"{built}\",\"results\":[{}]}}\n",
         quick(),
         rows.iter()
             .map(|r| r.json.as_str())
