@@ -94,12 +94,26 @@ pub fn stripped(bin: &Path) -> PathBuf {
 
 /// Builds a Rust program in tests/targets/NAME with frame pointers, outside the workspace.
 pub fn build_rust_target(name: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    build_rust_target_with(name, true)
+}
+
+/// Builds a Rust target in release mode, with or without frame pointers (`cargo build
+/// --release` omits them).
+pub fn build_rust_target_with(name: &str, frame_pointers: bool) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, bool, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
+    if let Some((_, _, bin)) = built
+        .iter()
+        .find(|(n, fp, _)| n == name && *fp == frame_pointers)
+    {
         return bin.clone();
     }
-    let target_dir = targets_dir().join("rust");
+    let (dir, rustflags) = if frame_pointers {
+        ("rust", "-C force-frame-pointers=yes")
+    } else {
+        ("rust-nofp", "")
+    };
+    let target_dir = targets_dir().join(dir);
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .args(["build", "--release", "--quiet", "--manifest-path"])
         .arg(
@@ -110,12 +124,12 @@ pub fn build_rust_target(name: &str) -> PathBuf {
         )
         .arg("--target-dir")
         .arg(&target_dir)
-        .env("RUSTFLAGS", "-C force-frame-pointers=yes")
+        .env("RUSTFLAGS", rustflags)
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building {name} failed");
     let bin = target_dir.join("release").join(name);
-    built.push((name.to_string(), bin.clone()));
+    built.push((name.to_string(), frame_pointers, bin.clone()));
     bin
 }
 

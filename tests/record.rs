@@ -46,6 +46,7 @@ fn c_with_frame_pointers_splits_70_30_and_stacks_reach_main() {
     );
 
     let s = summary(&out_dir);
+    assert_eq!(s["stacks"]["call_graph"], "fp", "auto keeps frame pointers");
     assert_eq!(s["samples"]["lost"], 0);
     assert_eq!(s["samples"]["recorded"].as_u64(), Some(total(&f)));
     assert_eq!(s["samples"]["seen_by_kernel"].as_u64(), Some(total(&f)));
@@ -65,7 +66,11 @@ fn c_with_frame_pointers_splits_70_30_and_stacks_reach_main() {
 fn c_without_frame_pointers_still_splits_by_leaf() {
     let bin = build_c("split-nofp", "split.c", C_NOFP);
     let target = Target::start(&bin, &["20"]);
-    let out_dir = record_ok(&target, "c-nofp", &["--duration", "3", "--frequency", FREQ]);
+    let out_dir = record_ok(
+        &target,
+        "c-nofp",
+        &["--duration", "3", "--frequency", FREQ, "--call-graph", "fp"],
+    );
     let f = folded(&out_dir);
     // The frame-pointer walk loses callers here, but the sampled leaf is exact.
     let (a, b) = (

@@ -5,6 +5,8 @@
 //! sides and a layout change breaks both builds at once instead of silently corrupting data.
 #![no_std]
 
+use core::mem::size_of;
+
 /// Frames kept per stack; the kernel's own limit for `bpf_get_stackid` (PERF_MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;
 
@@ -45,6 +47,10 @@ pub mod names {
     pub const GLOBAL_OFF_CPU_INTERVAL_MIN_NS: &str = "OFF_CPU_INTERVAL_MIN_NS";
     pub const GLOBAL_SWITCH_PREV_STATE_OFFSET: &str = "SWITCH_PREV_STATE_OFFSET";
     pub const GLOBAL_SWITCH_NEXT_PID_OFFSET: &str = "SWITCH_NEXT_PID_OFFSET";
+    /// DWARF call graphs: bytes of user stack copied per sample, and the per-CPU scratch
+    /// record they are assembled in (one entry per possible CPU).
+    pub const GLOBAL_DWARF_STACK_BYTES: &str = "DWARF_STACK_BYTES";
+    pub const MAP_DWARF_SCRATCH: &str = "DWARF_SCRATCH";
 }
 
 /// Default sizes, overridable at load time.
@@ -78,7 +84,46 @@ pub mod target {
     pub const ANNOUNCED_SHIFT: u32 = 8;
     pub const ANNOUNCED_MASK: u32 = 0xff << ANNOUNCED_SHIFT;
     pub const ANNOUNCE_SAMPLES: u32 = 4;
+    /// Samples copy registers and the top of the user stack for DWARF unwinding in userspace
+    /// instead of walking frame pointers.
+    pub const DWARF: u32 = 2;
 }
+
+/// Largest user stack copy per sample (`--stack-size`); a power of two.
+pub const MAX_DWARF_STACK: usize = 128 << 10;
+
+/// x86-64 user registers DWARF unwinding starts from, and the stack above `sp`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DwarfRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Bytes of stack copied from `sp` up.
+    pub stack_len: u32,
+    /// Where the registers came from: see [`dwarf_regs`].
+    pub source: u32,
+}
+
+pub mod dwarf_regs {
+    /// The tick interrupted user code: the interrupted registers.
+    pub const INTERRUPTED: u32 = 1;
+    /// The tick interrupted the kernel: the registers saved at the thread's kernel entry.
+    pub const TASK: u32 = 2;
+}
+
+/// A sample for DWARF unwinding. Sent with only `stack_len` bytes of `stack`; the rest of the
+/// array is scratch room, sized so that masked offsets provably stay inside it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SampleDwarfEvent {
+    pub header: SampleEvent,
+    pub regs: DwarfRegs,
+    pub stack: [u8; 2 * MAX_DWARF_STACK],
+}
+
+/// Bytes of a [`SampleDwarfEvent`] before its stack.
+pub const SAMPLE_DWARF_HEADER: usize = size_of::<SampleEvent>() + size_of::<DwarfRegs>();
 
 /// Spans running at once on one thread that a sample can be attributed to.
 pub const MAX_SPAN_DEPTH: usize = 32;
@@ -161,6 +206,8 @@ pub enum EventKind {
     ProcessExit = 11,
     /// An [`OffCpuEvent`]: one interval a target thread spent off CPU.
     OffCpu = 12,
+    /// A [`SampleDwarfEvent`], cut after its copied stack bytes.
+    SampleDwarf = 13,
 }
 
 impl EventKind {
@@ -178,6 +225,7 @@ impl EventKind {
             10 => Some(Self::ProcessExec),
             11 => Some(Self::ProcessExit),
             12 => Some(Self::OffCpu),
+            13 => Some(Self::SampleDwarf),
             _ => None,
         }
     }
@@ -343,8 +391,13 @@ pub mod counter {
     pub const OFF_CPU_LOST_NS: u32 = 14;
     /// Switch-outs not remembered because the start map was full.
     pub const OFF_CPU_START_FULL: u32 = 15;
+    /// DWARF samples whose user stack copy failed at its first byte (sent without stack).
+    pub const DWARF_STACK_ERROR: u32 = 16;
+    /// DWARF samples taken in the kernel with no user registers to start from (sent with the
+    /// frame-pointer stack instead).
+    pub const DWARF_NO_USER_REGS: u32 = 17;
     /// Size of the array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).
@@ -373,6 +426,8 @@ mod tests {
         assert_eq!(size_of::<OffCpuKey>(), 32);
         assert_eq!(size_of::<OffCpuTotal>(), 16);
         assert_eq!(size_of::<OffCpuEvent>(), 56);
+        assert_eq!(SAMPLE_DWARF_HEADER, 56 + 32);
+        assert!(MAX_DWARF_STACK.is_power_of_two());
         assert_eq!(size_of::<ThreadSpans>(), 8 + 8 * MAX_SPAN_DEPTH);
         assert_eq!(size_of::<abi::SpanMetaRaw>(), 32);
         // The ring buffer hands out 8-byte aligned records.
@@ -394,6 +449,7 @@ mod tests {
             EventKind::ProcessExec,
             EventKind::ProcessExit,
             EventKind::OffCpu,
+            EventKind::SampleDwarf,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

@@ -17,22 +17,25 @@ mod programs {
         },
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+            bpf_probe_read_kernel,
             generated::{
-                bpf_get_attach_cookie, bpf_get_ns_current_pid_tgid, bpf_get_stack,
-                bpf_ktime_get_boot_ns,
+                bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid,
+                bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user, bpf_ringbuf_output,
+                bpf_task_pt_regs,
             },
         },
         macros::{map, perf_event, tracepoint, uprobe, uretprobe},
-        maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
         programs::{
             PerfEventContext, ProbeContext, RetProbeContext, TracePointContext,
             tracing::StackIdContext,
         },
     };
     use profiler_common::{
-        COMM_LEN, EventKind, MAX_SPAN_DEPTH, MAX_STACK_DEPTH, OffCpuEvent, OffCpuKey, OffCpuStart,
-        OffCpuTotal, ProcessEvent, SPAN_FN_ID_BIT, SampleEvent, SampleInlineEvent, SpanEvent,
-        ThreadSpans, counter, defaults, errno, target,
+        COMM_LEN, DwarfRegs, EventKind, MAX_DWARF_STACK, MAX_SPAN_DEPTH, MAX_STACK_DEPTH,
+        OffCpuEvent, OffCpuKey, OffCpuStart, OffCpuTotal, ProcessEvent, SAMPLE_DWARF_HEADER,
+        SPAN_FN_ID_BIT, SampleDwarfEvent, SampleEvent, SampleInlineEvent, SpanEvent, ThreadSpans,
+        counter, defaults, dwarf_regs, errno, target,
     };
 
     #[map(name = "EVENTS")]
@@ -141,7 +144,9 @@ mod programs {
         // SAFETY: a plain copy of the value.
         let parent = unsafe { PENDING_CHILDREN.get(host) }.copied()?;
         let _ = PENDING_CHILDREN.remove(host);
-        let _ = TARGETS.insert(pid, target::FOLLOW, 0);
+        // SAFETY: a plain copy of the value.
+        let inherited = unsafe { TARGETS.get(parent) }.map_or(0, |f| *f & target::DWARF);
+        let _ = TARGETS.insert(pid, target::FOLLOW | inherited, 0);
         emit_process(EventKind::ProcessFork, pid, parent);
         TARGETS.get_ptr_mut(pid)
     }
@@ -167,35 +172,41 @@ mod programs {
             early
         };
 
-        let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-            Ok(id) => id,
-            Err(e) => e as i64,
-        };
+        // SAFETY: a map value, only read.
+        let dwarf = unsafe { *flags } & target::DWARF != 0;
         let kernel = match ctx.get_stackid(&STACKS, 0) {
             Ok(id) => id,
             Err(e) => e as i64,
         };
-        if user == -(errno::EFAULT as i64) {
-            bump(counter::USER_STACK_ERROR);
-        }
         // -EFAULT for the kernel stack is the normal case of a tick in user mode.
         if kernel < 0 && kernel != -(errno::EFAULT as i64) && !map_refused(kernel) {
             bump(counter::KERNEL_STACK_ERROR);
         }
-
         let span_id = innermost_span(tid);
-        let header = SampleEvent {
+        let mut header = SampleEvent {
             kind: EventKind::Sample as u32,
             // SAFETY: plain helper calls without arguments.
             cpu: unsafe { bpf_get_smp_processor_id() },
             timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
             pid,
             tid,
-            user_stack_id: user as i32,
+            user_stack_id: -errno::EFAULT,
             kernel_stack_id: kernel as i32,
             comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
             span_id,
         };
+        if dwarf && !map_refused(kernel) && send_dwarf(&ctx, header, announce) {
+            return 0;
+        }
+
+        let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+            Ok(id) => id,
+            Err(e) => e as i64,
+        };
+        if user == -(errno::EFAULT as i64) {
+            bump(counter::USER_STACK_ERROR);
+        }
+        header.user_stack_id = user as i32;
 
         if map_refused(user) || map_refused(kernel) {
             if user == -(errno::ENOMEM as i64) || kernel == -(errno::ENOMEM as i64) {
@@ -219,6 +230,136 @@ mod programs {
             None => bump(counter::LOST_RINGBUF_FULL),
         }
         0
+    }
+
+    /// One record per CPU to assemble DWARF samples in: too large for the BPF stack, and for
+    /// a per-CPU map value (32 KiB at most). Indexed by CPU (the loader sizes it); the program
+    /// does not nest with itself on a CPU.
+    #[map(name = "DWARF_SCRATCH")]
+    static DWARF_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
+
+    /// Bytes of user stack to copy per DWARF sample; set by the loader.
+    #[unsafe(no_mangle)]
+    static DWARF_STACK_BYTES: u64 = 0;
+
+    const PAGE: u64 = 4096;
+    const STACK_INDEX_MASK: usize = MAX_DWARF_STACK - 1;
+    /// pt_regs slots (x86-64, in u64s) of the registers unwinding starts from.
+    const REG_BP: usize = 4;
+    const REG_IP: usize = 16;
+    const REG_CS: usize = 17;
+    const REG_SP: usize = 19;
+
+    /// A copy the optimizer cannot see through, so the mask applied to it stays where the
+    /// verifier checks the access.
+    #[inline(always)]
+    fn opaque(v: usize) -> usize {
+        core::hint::black_box(v)
+    }
+
+    /// Sends the user registers and the top of the user stack for unwinding in userspace.
+    /// False when there is nothing to unwind from (the caller walks frame pointers instead).
+    #[inline(always)]
+    fn send_dwarf(ctx: &PerfEventContext, mut header: SampleEvent, announce: bool) -> bool {
+        let Some(rec) = DWARF_SCRATCH.get_ptr_mut(header.cpu) else {
+            return false;
+        };
+        let regs = ctx.as_ptr() as *const u64;
+        // SAFETY: the perf_event context starts with the interrupted pt_regs.
+        let cs = unsafe { *regs.add(REG_CS) };
+        let (ip, sp, bp, source) = if cs & 3 == 3 {
+            // SAFETY: as above.
+            unsafe {
+                (
+                    *regs.add(REG_IP),
+                    *regs.add(REG_SP),
+                    *regs.add(REG_BP),
+                    dwarf_regs::INTERRUPTED,
+                )
+            }
+        } else {
+            // In the kernel (a syscall, a fault): the user registers were saved at entry.
+            // SAFETY: helpers on the current task; the pointer is only read through
+            // bpf_probe_read_kernel.
+            unsafe {
+                let task_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
+                if task_regs.is_null() {
+                    bump(counter::DWARF_NO_USER_REGS);
+                    return false;
+                }
+                let read = |slot: usize| bpf_probe_read_kernel(task_regs.add(slot)).unwrap_or(0);
+                (read(REG_IP), read(REG_SP), read(REG_BP), dwarf_regs::TASK)
+            }
+        };
+        if sp == 0 || ip == 0 {
+            bump(counter::DWARF_NO_USER_REGS);
+            return false;
+        }
+        // SAFETY: a read-only global the loader fills in before the program runs.
+        let want =
+            unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) }.min(MAX_DWARF_STACK as u64);
+        // Page by page: a copy that runs past the top of the stack mapping fails whole, so
+        // the page that faults ends the copy and everything before it is kept.
+        let mut off: u64 = 0;
+        let mut chunk = PAGE - (sp & (PAGE - 1));
+        for _ in 0..MAX_DWARF_STACK / PAGE as usize + 1 {
+            if off >= want {
+                break;
+            }
+            let n = chunk.min(want - off);
+            let at = opaque(off as usize) & STACK_INDEX_MASK;
+            let n = (opaque(n as usize) & 0x1fff) as u32;
+            // SAFETY: `at + n` stays inside the scratch record's stack array (twice the
+            // largest copy); the source is user memory, read with the fault-tolerant helper.
+            let r = unsafe {
+                bpf_probe_read_user(
+                    (*rec).stack.as_mut_ptr().add(at).cast(),
+                    n,
+                    (sp + off) as *const core::ffi::c_void,
+                )
+            };
+            if r != 0 {
+                break;
+            }
+            off += u64::from(n);
+            chunk = PAGE;
+        }
+        if off == 0 {
+            bump(counter::DWARF_STACK_ERROR);
+        }
+        header.kind = EventKind::SampleDwarf as u32;
+        // SAFETY: `rec` is this CPU's scratch record.
+        unsafe {
+            (*rec).header = header;
+            (*rec).regs = DwarfRegs {
+                ip,
+                sp,
+                bp,
+                stack_len: off as u32,
+                source,
+            };
+        }
+        let size = opaque(SAMPLE_DWARF_HEADER + off as usize) & (2 * MAX_DWARF_STACK - 1);
+        let flags = if announce {
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            submit_flags()
+        };
+        // SAFETY: `size` is at most the record's size, and the ring buffer copies it.
+        let r = unsafe {
+            bpf_ringbuf_output(
+                core::ptr::addr_of!(EVENTS).cast_mut().cast(),
+                rec.cast(),
+                size as u64,
+                flags,
+            )
+        };
+        if r == 0 {
+            bump(counter::EMITTED);
+        } else {
+            bump(counter::LOST_RINGBUF_FULL);
+        }
+        true
     }
 
     /// Emits a sample with both stacks copied into the record. The frames are written by

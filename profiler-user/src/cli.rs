@@ -11,7 +11,7 @@ use profiler_common::defaults;
 
 use crate::{
     collect::{
-        self, RecordOptions, Status,
+        self, CallGraph, RecordOptions, Status,
         offcpu::OffCpuOptions,
         spans::{SpanFn, SpansMode},
     },
@@ -131,6 +131,15 @@ pub struct SamplingArgs {
     /// BINARY:SYMBOL in a library (repeatable).
     #[arg(long = "span-fn", value_name = "[BINARY:]SYMBOL")]
     pub span_fns: Vec<SpanFn>,
+    /// How user stacks are walked: `fp` (frame pointers, in the kernel), `dwarf` (the kernel
+    /// copies the top of the stack, userspace unwinds it with the binaries' CFI), or `auto`:
+    /// frame pointers when the program's executable was built with them, DWARF otherwise.
+    #[arg(long, value_enum, default_value_t = CallGraph::Auto)]
+    pub call_graph: CallGraph,
+    /// Bytes of user stack copied per sample in DWARF mode (up to 131072); deeper frames are
+    /// cut and marked `[unwind: truncated]`.
+    #[arg(long, default_value_t = DEFAULT_STACK_BYTES, value_parser = clap::value_parser!(u32).range(512..=profiler_common::MAX_DWARF_STACK as i64))]
+    pub stack_size: u32,
     /// Record off-CPU time too: where target threads block (sleep, I/O, locks) or wait for a
     /// CPU, from the scheduler's context switches. Adds offcpu.* and wall.* outputs.
     #[arg(long)]
@@ -200,6 +209,9 @@ pub struct OutputArgs {
     #[arg(long, value_enum, default_value_t = GroupBy::Process)]
     pub group_by: GroupBy,
 }
+
+/// DWARF stack copy per sample: see the README (`--stack-size`) for how it was chosen.
+pub const DEFAULT_STACK_BYTES: u32 = 16 << 10;
 
 /// Durations as people type them; zero and garbage are refused with the reason.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
@@ -363,6 +375,8 @@ fn record_options(s: &SamplingArgs, follow_children: bool, forward: Option<u32>)
         ring_buffer_bytes: s.ring_buffer_size,
         stack_map_entries: s.stack_map_entries,
         wakeup_bytes: s.wakeup_bytes,
+        call_graph: s.call_graph,
+        stack_bytes: s.stack_size,
         off_cpu: s.off_cpu.then_some(OffCpuOptions {
             min: s.off_cpu_min,
             interval_min: s.off_cpu_interval_min,

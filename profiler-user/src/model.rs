@@ -230,6 +230,36 @@ pub struct Meta {
     /// Problems the user should know about (stripped binary, lost samples, ...).
     #[prost(string, repeated, tag = "16")]
     pub warnings: Vec<String>,
+    /// `fp` or `dwarf`: how user stacks were walked.
+    #[prost(string, tag = "17")]
+    pub call_graph: String,
+    /// DWARF: bytes of user stack copied per sample at most.
+    #[prost(uint32, tag = "18")]
+    pub stack_bytes: u32,
+    #[prost(message, optional, tag = "19")]
+    pub unwind: Option<UnwindInfo>,
+}
+
+/// What DWARF unwinding in userspace cost and found.
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct UnwindInfo {
+    #[prost(uint64, tag = "1")]
+    pub samples: u64,
+    /// Stacks that ended before a thread's entry point.
+    #[prost(uint64, tag = "2")]
+    pub truncated: u64,
+    #[prost(uint64, tag = "3")]
+    pub total_ns: u64,
+    /// Stack bytes above `sp` that complete unwinds read: median, 99th percentile, largest.
+    #[prost(uint32, tag = "4")]
+    pub stack_bytes_p50: u32,
+    #[prost(uint32, tag = "5")]
+    pub stack_bytes_p99: u32,
+    #[prost(uint32, tag = "6")]
+    pub stack_bytes_max: u32,
+    /// Of `total_ns`, reading and indexing the modules' unwind tables (once per module).
+    #[prost(uint64, tag = "7")]
+    pub load_ns: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -405,6 +435,12 @@ pub struct Counters {
     pub off_cpu_start_full: u64,
     #[prost(uint64, tag = "20")]
     pub off_cpu_events_received: u64,
+    /// DWARF samples whose stack copy failed (kept without user stack).
+    #[prost(uint64, tag = "21")]
+    pub dwarf_stack_errors: u64,
+    /// DWARF samples with no user registers (kept with the frame-pointer stack).
+    #[prost(uint64, tag = "22")]
+    pub dwarf_no_user_regs: u64,
 }
 
 impl Counters {

@@ -7,6 +7,7 @@ pub mod procfs;
 pub mod ps;
 pub mod run;
 pub mod spans;
+pub mod unwind;
 
 use std::{
     collections::HashMap,
@@ -25,8 +26,8 @@ use aya::{
     },
 };
 use profiler_common::{
-    COMM_LEN, EventKind, OffCpuEvent, ProcessEvent, SampleEvent, SampleInlineEvent, SpanEvent,
-    counter, names, target,
+    COMM_LEN, DwarfRegs, EventKind, OffCpuEvent, ProcessEvent, SAMPLE_DWARF_HEADER, SampleEvent,
+    SampleInlineEvent, SpanEvent, counter, names, target,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -58,12 +59,29 @@ pub struct RecordOptions {
     pub forward_signals_to: Option<u32>,
     /// Unread bytes above which the kernel wakes the reader; None: a quarter of the buffer.
     pub wakeup_bytes: Option<u64>,
+    /// How user stacks are walked.
+    pub call_graph: CallGraph,
+    /// Bytes of user stack copied per sample for DWARF unwinding.
+    pub stack_bytes: u32,
     /// Off-CPU time too (sched_switch); None: CPU samples only.
     pub off_cpu: Option<offcpu::OffCpuOptions>,
     /// Test hook: wait this long between loading and attaching.
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
     pub stall_consumer: Option<Duration>,
+}
+
+/// How user stacks are walked (`--call-graph`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallGraph {
+    /// The kernel walks frame pointers: cheapest, complete only for code built with them.
+    Fp,
+    /// The kernel copies registers and the top of the stack; userspace unwinds with the
+    /// modules' DWARF CFI (`.eh_frame`), falling back to frame pointers where there is none.
+    Dwarf,
+    /// Frame pointers when the program's executable was built with them, DWARF otherwise.
+    #[default]
+    Auto,
 }
 
 /// A stack as the kernel reported it.
@@ -95,12 +113,16 @@ pub struct RawSample {
     pub span_id: u64,
     /// Index of the address space (`RawRecording::processes.spaces`) it was taken in.
     pub space: u32,
+    /// DWARF unwinding stopped before the thread's entry point.
+    pub truncated: bool,
 }
 
 /// One record from the ring buffer.
 #[derive(Clone, Debug)]
 pub enum Event {
     Sample(RawSample, String),
+    /// A sample to unwind: its registers and where its stack bytes are in the record.
+    SampleDwarf(RawSample, String, DwarfRegs, std::ops::Range<usize>),
     Span(SpanEvent),
     Process(ProcessEvent),
     OffCpu(OffCpuEvent),
@@ -139,6 +161,10 @@ pub struct RawRecording {
     /// Frames of every stack id the samples reference, leaf first.
     pub stacks: HashMap<u32, Vec<u64>>,
     pub counters: Counters,
+    /// The call graph used for the process the recording began on, and what unwinding cost.
+    pub call_graph: CallGraph,
+    pub stack_bytes: u32,
+    pub unwind: unwind::UnwindStats,
     /// `--off-cpu` data; None when off-CPU time was not recorded.
     pub off_cpu: Option<offcpu::RawOffCpuData>,
     /// Thread names: from /proc at the start and end, and from the samples themselves.
@@ -338,7 +364,17 @@ pub async fn record(
     let (off_cpu_min, off_cpu_interval_min) = opts
         .off_cpu
         .map_or((0, u64::MAX), |o| (nanos(o.min), nanos(o.interval_min)));
+    let stack_bytes = u64::from(opts.stack_bytes);
+    let dwarf = match opts.call_graph {
+        CallGraph::Fp => false,
+        CallGraph::Dwarf => true,
+        CallGraph::Auto => !main_has_frame_pointers(&space, &info.exe),
+    };
+    // One DWARF scratch record per possible CPU, indexed by CPU number.
+    let scratch_entries = aya::util::nr_cpus().map_or(1, |n| n.max(1) as u32);
     let mut ebpf = EbpfLoader::new()
+        .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
+        .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
         .override_global(names::GLOBAL_SWITCH_PREV_STATE_OFFSET, &switch_state, true)
         .override_global(names::GLOBAL_SWITCH_NEXT_PID_OFFSET, &switch_next, true)
         .override_global(names::GLOBAL_OFF_CPU_MIN_NS, &off_cpu_min, true)
@@ -361,11 +397,14 @@ pub async fn record(
             .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
         let mut targets: BpfHashMap<_, u32, u32> =
             BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))?;
-        let flags = if opts.follow_children {
+        let mut flags = if opts.follow_children {
             target::FOLLOW
         } else {
             0
         };
+        if dwarf {
+            flags |= target::DWARF;
+        }
         targets
             .insert(pid, flags, 0)
             .map_err(map_err(names::MAP_TARGETS))?;
@@ -431,6 +470,12 @@ pub async fn record(
     if !spans_attached.span_fns.is_empty() {
         what += &format!(", --span-fn {}", spans_attached.span_fns.join(", "));
     }
+    if dwarf {
+        what += &format!(
+            ", DWARF call graph ({} KiB of stack)",
+            opts.stack_bytes / 1024
+        );
+    }
     if opts.off_cpu.is_some() {
         what += ", off-CPU";
     }
@@ -454,6 +499,7 @@ pub async fn record(
         samples: Vec::new(),
         span_events: Vec::new(),
         off_cpu: Vec::new(),
+        unwinder: unwind::Unwinder::default(),
         threads,
         meta: &mut meta,
         procs: &mut procs,
@@ -532,6 +578,7 @@ pub async fn record(
         samples,
         span_events,
         off_cpu: off_cpu_events,
+        unwinder,
         mut threads,
         malformed,
         ..
@@ -567,13 +614,14 @@ pub async fn record(
         .iter()
         .flat_map(|o| o.totals.iter().chain(&o.intervals))
         .flat_map(|o| [&o.user, &o.kernel]);
-    let stacks = read_stacks(
+    let mut stacks = read_stacks(
         &ebpf,
         samples
             .iter()
             .flat_map(|s| [&s.user, &s.kernel])
             .chain(off_cpu_stacks),
     )?;
+    stacks.extend(unwinder.stacks.into_iter().map(|(frames, id)| (id, frames)));
 
     Ok(RawRecording {
         info,
@@ -584,6 +632,13 @@ pub async fn record(
         spans_attached,
         stacks,
         counters,
+        call_graph: if dwarf {
+            CallGraph::Dwarf
+        } else {
+            CallGraph::Fp
+        },
+        stack_bytes: opts.stack_bytes,
+        unwind: unwinder.stats,
         off_cpu,
         threads,
         start_boottime_ns,
@@ -730,6 +785,7 @@ struct Sink<'a> {
     span_events: Vec<SpanEvent>,
     /// Off-CPU intervals, and whether the kernel's sums hold them too.
     off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
+    unwinder: unwind::Unwinder,
     threads: HashMap<u32, String>,
     meta: &'a mut spans::MetaReader,
     procs: &'a mut processes::Processes,
@@ -739,6 +795,26 @@ struct Sink<'a> {
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
     while let Some(item) = ring.next() {
         match parse_event(&item) {
+            Some(Event::SampleDwarf(mut sample, comm, regs, stack)) => {
+                sink.threads.insert(sample.tid, comm);
+                sample.space = sink.procs.space_of(sample.pid);
+                let index = sample.space as usize;
+                if let Some(space) = sink.procs.spaces.get_mut(index) {
+                    // Code the maps read so far do not cover: a library loaded since.
+                    if space.find(regs.ip).is_none() {
+                        let _ = space.refresh();
+                    }
+                    let unwound = sink.unwinder.unwind(
+                        sample.space,
+                        space,
+                        &regs,
+                        item.get(stack).unwrap_or(&[]),
+                    );
+                    sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
+                    sample.truncated = unwound.truncated;
+                }
+                sink.samples.push(sample);
+            }
             Some(Event::Sample(mut sample, comm)) => {
                 // The latest name wins: threads rename themselves, and exec renames them.
                 sink.threads.insert(sample.tid, comm);
@@ -797,6 +873,27 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             let e: SpanEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::Span(e));
         }
+        EventKind::SampleDwarf => {
+            if bytes.len() < SAMPLE_DWARF_HEADER {
+                return None;
+            }
+            // SAFETY: length checked; both are plain old data, read unaligned.
+            let (h, regs): (SampleEvent, DwarfRegs) = unsafe {
+                (
+                    std::ptr::read_unaligned(bytes.as_ptr().cast()),
+                    std::ptr::read_unaligned(bytes[size_of::<SampleEvent>()..].as_ptr().cast()),
+                )
+            };
+            let end = (SAMPLE_DWARF_HEADER + regs.stack_len as usize).min(bytes.len());
+            let (sample, comm) =
+                raw_sample(&h, RawStack::Empty, RawStack::from_id(h.kernel_stack_id));
+            return Some(Event::SampleDwarf(
+                sample,
+                comm,
+                regs,
+                SAMPLE_DWARF_HEADER..end,
+            ));
+        }
         EventKind::OffCpu => {
             if bytes.len() < size_of::<OffCpuEvent>() {
                 return None;
@@ -838,9 +935,14 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             )
         }
     };
+    let (sample, comm) = raw_sample(&header, user, kernel);
+    Some(Event::Sample(sample, comm))
+}
+
+fn raw_sample(header: &SampleEvent, user: RawStack, kernel: RawStack) -> (RawSample, String) {
     let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
     let comm = String::from_utf8_lossy(&header.comm[..comm_len]).into_owned();
-    Some(Event::Sample(
+    (
         RawSample {
             timestamp_ns: header.timestamp_ns,
             pid: header.pid,
@@ -850,9 +952,20 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             kernel,
             span_id: header.span_id,
             space: 0,
+            truncated: false,
         },
         comm,
-    ))
+    )
+}
+
+/// Whether the target's executable sets up frame pointers (the `auto` call graph's choice).
+fn main_has_frame_pointers(space: &AddressSpace, exe: &str) -> bool {
+    space
+        .files
+        .get(exe)
+        .and_then(|open| std::fs::read(open.fd_path()).ok())
+        .and_then(|bytes| unwind::has_frame_pointers(&bytes))
+        .unwrap_or(false)
 }
 
 fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
@@ -880,6 +993,8 @@ fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
         span_events_received: 0,
         span_depth_overflow: sum(counter::SPAN_DEPTH_OVERFLOW)?,
         process_events_lost: sum(counter::PROCESS_EVENTS_LOST)?,
+        dwarf_stack_errors: sum(counter::DWARF_STACK_ERROR)?,
+        dwarf_no_user_regs: sum(counter::DWARF_NO_USER_REGS)?,
         off_cpu_switches: sum(counter::OFF_CPU_SWITCHES)?,
         off_cpu_totals_full: sum(counter::OFF_CPU_TOTALS_FULL)?,
         off_cpu_events_lost: sum(counter::OFF_CPU_EVENTS_LOST)?,
@@ -900,7 +1015,8 @@ fn read_stacks<'a>(
     let mut out = HashMap::new();
     for stack in stacks {
         if let RawStack::Id(id) = stack {
-            if out.contains_key(id) {
+            // Unwound in userspace: not in the kernel's map.
+            if out.contains_key(id) || id & unwind::UNWOUND_ID_BIT != 0 {
                 continue;
             }
             // An id the map no longer holds yields an empty stack, shown as such.

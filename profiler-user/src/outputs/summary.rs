@@ -33,6 +33,7 @@ pub struct Summary {
     pub top_total: Vec<FunctionShare>,
     pub hot_paths: Vec<HotPath>,
     pub overhead: Overhead,
+    pub stacks: StackQuality,
     pub modules_without_symbols: Vec<String>,
     pub warnings: Vec<String>,
     /// Present when span probes were attached.
@@ -247,6 +248,77 @@ pub struct HotPath {
     pub percent: f64,
 }
 
+/// How complete the user stacks are.
+#[derive(Debug, Serialize)]
+pub struct StackQuality {
+    /// `fp` or `dwarf`.
+    pub call_graph: String,
+    /// DWARF: bytes of user stack copied per sample at most.
+    pub stack_size_bytes: u32,
+    /// Samples whose stack reaches a thread entry point (`_start`, `__libc_start_main`,
+    /// `start_thread`, `clone3`, …): nothing of the call chain is missing.
+    pub complete_percent: f64,
+    /// DWARF samples whose unwinding stopped early (rooted at `[unwind: truncated]`).
+    pub truncated: u64,
+    /// Userspace DWARF unwinding time per sample, loading the modules' unwind tables excluded.
+    pub unwind_ns_per_sample: Option<f64>,
+    /// Reading and indexing the unwind tables, once per module, in all.
+    pub unwind_load_ms: Option<f64>,
+    /// Stack bytes above `sp` complete unwinds needed: median, 99th percentile, largest.
+    pub unwind_stack_bytes_p50: Option<u32>,
+    pub unwind_stack_bytes_p99: Option<u32>,
+    pub unwind_stack_bytes_max: Option<u32>,
+}
+
+/// Outermost frames of a complete stack: process and thread entry points of glibc and musl.
+const ENTRY_POINTS: &[&str] = &[
+    "_start",
+    "__libc_start_main",
+    "__libc_start_main_impl",
+    "__libc_start_call_main",
+    "libc_start_main_stage2",
+    "start_thread",
+    "clone3",
+    "__clone3",
+    "clone",
+    "__clone",
+    "start",
+];
+
+fn stack_quality(rec: &Recording) -> StackQuality {
+    let m = rec.meta();
+    let mut complete_by_stack: HashMap<u32, bool> = HashMap::new();
+    let mut complete = 0u64;
+    for s in &rec.samples {
+        let ok = *complete_by_stack.entry(s.stack).or_insert_with(|| {
+            rec.frames(s.stack)
+                .iter()
+                .rev()
+                .find(|f| f.kind != crate::model::FrameKind::Kernel)
+                .is_some_and(|root| ENTRY_POINTS.contains(&root.name.to_string().as_str()))
+        });
+        complete += u64::from(ok);
+    }
+    let u = m.unwind.as_ref();
+    StackQuality {
+        call_graph: if m.call_graph.is_empty() {
+            "fp".to_string()
+        } else {
+            m.call_graph.clone()
+        },
+        stack_size_bytes: m.stack_bytes,
+        complete_percent: percent(complete, rec.samples.len() as u64),
+        truncated: u.map_or(0, |u| u.truncated),
+        unwind_ns_per_sample: u
+            .filter(|u| u.samples > 0)
+            .map(|u| u.total_ns.saturating_sub(u.load_ns) as f64 / u.samples as f64),
+        unwind_load_ms: u.map(|u| u.load_ns as f64 / 1e6),
+        unwind_stack_bytes_p50: u.map(|u| u.stack_bytes_p50),
+        unwind_stack_bytes_p99: u.map(|u| u.stack_bytes_p99),
+        unwind_stack_bytes_max: u.map(|u| u.stack_bytes_max),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Overhead {
     pub load_attach_ms: f64,
@@ -389,6 +461,7 @@ impl Summary {
                 bpf_ns_per_run: (m.bpf_run_count > 0)
                     .then(|| m.bpf_run_time_ns as f64 / m.bpf_run_count as f64),
             },
+            stacks: stack_quality(rec),
             modules_without_symbols,
             warnings: m.warnings.clone(),
             spans: SpanReport::new(rec),
@@ -430,6 +503,27 @@ impl Summary {
                 self.overhead.load_attach_ms, ns, self.overhead.bpf_runs
             );
         }
+        let q = &self.stacks;
+        let mut line = format!(
+            "stacks: {:.1}% complete (reach a thread entry point); call graph {}",
+            q.complete_percent, q.call_graph
+        );
+        if q.call_graph == "dwarf" {
+            line += &format!(
+                " ({} KiB copied per sample), {} truncated",
+                q.stack_size_bytes / 1024,
+                q.truncated
+            );
+            if let (Some(ns), Some(load)) = (q.unwind_ns_per_sample, q.unwind_load_ms) {
+                line += &format!(
+                    ", unwinding {ns:.0} ns per sample (+{load:.1} ms loading unwind tables)"
+                );
+            }
+            if let (Some(p99), Some(max)) = (q.unwind_stack_bytes_p99, q.unwind_stack_bytes_max) {
+                line += &format!(", stack used p99 {p99} B, max {max} B");
+            }
+        }
+        let _ = writeln!(t, "{line}");
         for w in &self.warnings {
             let _ = writeln!(t, "warning: {w}");
         }

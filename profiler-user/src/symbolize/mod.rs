@@ -19,6 +19,9 @@ use crate::{
 };
 
 pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
+/// The root frame of a stack whose DWARF unwinding ended before a thread entry point.
+pub const TRUNCATED_FRAME: &str = "[unwind: truncated]";
+const TRUNCATED_MODULE: &str = "[unwind]";
 
 /// Builds the model's interned tables.
 #[derive(Default)]
@@ -114,7 +117,7 @@ struct Stacks<'a> {
     raw: &'a RawRecording,
     kernel_module: u32,
     /// Keyed by address space too: the same addresses mean other code in another process.
-    resolved: HashMap<(u32, &'a RawStack, &'a RawStack), u32>,
+    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool), u32>,
     empty: crate::collect::AddressSpace,
 }
 
@@ -128,8 +131,9 @@ impl<'a> Stacks<'a> {
         kernel: &'a RawStack,
         user: &'a RawStack,
         at_switch: bool,
+        truncated: bool,
     ) -> u32 {
-        if let Some(&id) = self.resolved.get(&(space, kernel, user)) {
+        if let Some(&id) = self.resolved.get(&(space, kernel, user, truncated)) {
             return id;
         }
         let addr_space = self
@@ -159,8 +163,18 @@ impl<'a> Stacks<'a> {
             };
             locs.push(t.location(module, offset, addr));
         }
+        if truncated {
+            // The root of a stack whose unwinding stopped early says so.
+            let module = t.module(TRUNCATED_MODULE, ModuleKind::Special);
+            let loc = t.location(module, 0, 0);
+            if t.locations[loc as usize].lines.is_empty() {
+                let function = t.function(TRUNCATED_FRAME, "");
+                t.locations[loc as usize].lines = vec![Line { function, line: 0 }];
+            }
+            locs.push(loc);
+        }
         let id = t.stack(locs);
-        self.resolved.insert((space, kernel, user), id);
+        self.resolved.insert((space, kernel, user, truncated), id);
         id
     }
 }
@@ -178,7 +192,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
 
     for s in &raw.samples {
         thread_pids.entry(s.tid).or_insert(s.pid);
-        let stack = stacks.resolve(&mut t, s.space, &s.kernel, &s.user, false);
+        let stack = stacks.resolve(&mut t, s.space, &s.kernel, &s.user, false, s.truncated);
         samples.push(Sample {
             timestamp_ns: s.timestamp_ns,
             pid: s.pid,
@@ -198,7 +212,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             off_cpu.push(OffCpu {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true),
+                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true, false),
                 span: x.span_id,
                 runnable: x.runnable,
                 total_ns: x.total_ns,
@@ -209,7 +223,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             off_cpu_intervals.push(OffCpuInterval {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true),
+                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true, false),
                 span: x.span_id,
                 runnable: x.runnable,
                 begin_ns: x.begin_ns,
@@ -263,6 +277,22 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         warnings.push(format!(
             "{} process fork/exec/exit events lost (ring buffer full): raise --ring-buffer-size",
             c.process_events_lost
+        ));
+    }
+    let u = &raw.unwind;
+    if u.samples > 0 && u.truncated * 20 > u.samples {
+        warnings.push(format!(
+            "{} of {} DWARF stacks ended early ([unwind: truncated]): raise --stack-size (now {} bytes, at most {})",
+            u.truncated,
+            u.samples,
+            raw.stack_bytes,
+            profiler_common::MAX_DWARF_STACK
+        ));
+    }
+    if c.dwarf_stack_errors + c.dwarf_no_user_regs > 0 {
+        warnings.push(format!(
+            "{} samples had no user stack to unwind and {} no user registers (kept with kernel or frame-pointer stacks)",
+            c.dwarf_stack_errors, c.dwarf_no_user_regs
         ));
     }
     if c.off_cpu_events_lost > 0 {
@@ -327,6 +357,13 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             cpus: raw.cpus,
             exe: raw.info.exe.clone(),
             warnings,
+            call_graph: match raw.call_graph {
+                crate::collect::CallGraph::Dwarf => "dwarf",
+                _ => "fp",
+            }
+            .to_string(),
+            stack_bytes: raw.stack_bytes,
+            unwind: (raw.unwind.samples > 0).then(|| unwind_info(&raw.unwind)),
         }),
         modules: t.modules,
         functions: t.functions,
@@ -359,6 +396,25 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         off_cpu,
         off_cpu_intervals,
         off_cpu_info,
+    }
+}
+
+fn unwind_info(u: &crate::collect::unwind::UnwindStats) -> crate::model::UnwindInfo {
+    let mut used = u.stack_bytes_used.clone();
+    used.sort_unstable();
+    let at = |q: f64| {
+        used.get(((used.len() as f64 * q) as usize).min(used.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    crate::model::UnwindInfo {
+        samples: u.samples,
+        truncated: u.truncated,
+        total_ns: u.total_ns,
+        stack_bytes_p50: at(0.5),
+        stack_bytes_p99: at(0.99),
+        stack_bytes_max: used.last().copied().unwrap_or(0),
+        load_ns: u.load_ns,
     }
 }
 
@@ -475,6 +531,7 @@ mod tests {
                 kernel: RawStack::Empty,
                 span_id: 0,
                 space: 0,
+                truncated: false,
             }],
             span_events: Vec::new(),
             span_meta: HashMap::new(),
@@ -489,6 +546,9 @@ mod tests {
             frequency_hz: 99,
             stop_reason: StopReason::Duration,
             load_attach: Default::default(),
+            call_graph: crate::collect::CallGraph::Fp,
+            stack_bytes: 0,
+            unwind: Default::default(),
             bpf_run_count: 0,
             bpf_run_time_ns: 0,
             cpus: 1,

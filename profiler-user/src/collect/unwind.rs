@@ -1,0 +1,362 @@
+//! DWARF call graphs: user stacks unwound in userspace from the registers and stack bytes the
+//! kernel program copied, with each module's `.eh_frame` (or `.debug_frame`) CFI, parsed once
+//! per file. framehop does the unwinding and falls back to frame pointers for code without CFI.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use framehop::{
+    ExplicitModuleSectionInfo, Module, Unwinder as _,
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+};
+use object::{Object, ObjectSection, ObjectSegment};
+use profiler_common::{DwarfRegs, MAX_STACK_DEPTH};
+
+use super::procfs::{AddressSpace, Mapping};
+
+/// Stack ids of unwound stacks: above every id of the kernel's stack map.
+pub const UNWOUND_ID_BIT: u32 = 1 << 31;
+
+type Data = Arc<[u8]>;
+
+/// The unwind sections of one file, shared by every process that maps it.
+struct Sections {
+    text: Option<(std::ops::Range<u64>, Data)>,
+    eh_frame: Option<(std::ops::Range<u64>, Data)>,
+    eh_frame_hdr: Option<(std::ops::Range<u64>, Data)>,
+    got: Option<std::ops::Range<u64>>,
+    debug_frame: Option<Data>,
+    /// PT_LOAD segments: (file offset, file size, virtual address).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl Sections {
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let file = object::File::parse(bytes).ok()?;
+        let section = |name: &str| {
+            let s = file.section_by_name(name)?;
+            let data: Data = Arc::from(s.data().ok()?);
+            Some((s.address()..s.address() + s.size(), data))
+        };
+        Some(Self {
+            text: section(".text"),
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            got: section(".got").map(|(r, _)| r),
+            debug_frame: section(".debug_frame").map(|(_, d)| d),
+            segments: file
+                .segments()
+                .map(|s| {
+                    let (offset, size) = s.file_range();
+                    (offset, size, s.address())
+                })
+                .collect(),
+        })
+    }
+
+    /// Load bias of a mapping of this file: where its virtual address 0 is in the process.
+    /// Mappings start on pages, segments need not (lld packs them): the segment a mapping
+    /// belongs to is the last one whose page-aligned start it covers.
+    fn bias(&self, m: &Mapping) -> Option<u64> {
+        const PAGE_MASK: u64 = !0xfff;
+        let &(offset, _, vaddr) = self
+            .segments
+            .iter()
+            .filter(|&&(off, size, _)| off & PAGE_MASK <= m.offset && m.offset < off + size.max(1))
+            .max_by_key(|&&(off, _, _)| off)?;
+        m.start
+            .checked_sub((vaddr & PAGE_MASK) + (m.offset - (offset & PAGE_MASK)))
+    }
+
+    fn module_info(&self) -> ExplicitModuleSectionInfo<Data> {
+        let split = |s: &Option<(std::ops::Range<u64>, Data)>| match s {
+            Some((r, d)) => (Some(r.clone()), Some(d.clone())),
+            None => (None, None),
+        };
+        let (text_svma, text) = split(&self.text);
+        let (eh_frame_svma, eh_frame) = split(&self.eh_frame);
+        let (eh_frame_hdr_svma, eh_frame_hdr) = split(&self.eh_frame_hdr);
+        ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma,
+            text,
+            got_svma: self.got.clone(),
+            eh_frame_svma,
+            eh_frame,
+            eh_frame_hdr_svma,
+            eh_frame_hdr,
+            debug_frame: self.debug_frame.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// One process image's unwinder: the modules of its address space as far as seen.
+#[derive(Default)]
+struct SpaceUnwinder {
+    unwinder: UnwinderX86_64<Data>,
+    cache: CacheX86_64,
+    added: HashSet<(u64, u64)>,
+}
+
+/// What unwinding cost and found, for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct UnwindStats {
+    pub samples: u64,
+    /// Stacks that ended before a thread's entry point (copy too short, no unwind info).
+    pub truncated: u64,
+    /// Time spent unwinding, and of it loading modules (reading and indexing their CFI).
+    pub total_ns: u64,
+    pub load_ns: u64,
+    /// Bytes above `sp` each complete unwind read, to choose `--stack-size` from.
+    pub stack_bytes_used: Vec<u32>,
+}
+
+#[derive(Default)]
+pub struct Unwinder {
+    spaces: HashMap<u32, SpaceUnwinder>,
+    /// By path as the target sees it; None for a file that is not a readable ELF.
+    files: HashMap<String, Option<Arc<Sections>>>,
+    /// Unwound stacks, interned: leaf first.
+    pub stacks: HashMap<Vec<u64>, u32>,
+    pub stats: UnwindStats,
+}
+
+/// A stack unwound from one sample.
+pub struct Unwound {
+    /// Id of the stack's frames in [`Unwinder::stacks`], None for no frame at all.
+    pub id: Option<u32>,
+    pub truncated: bool,
+}
+
+impl Unwinder {
+    fn sections(&mut self, space: &AddressSpace, path: &str) -> Option<Arc<Sections>> {
+        if let Some(s) = self.files.get(path) {
+            return s.clone();
+        }
+        let parsed = space
+            .files
+            .get(path)
+            .and_then(|open| std::fs::read(open.fd_path()).ok())
+            .and_then(|bytes| Sections::parse(&bytes))
+            .map(Arc::new);
+        self.files.insert(path.to_string(), parsed.clone());
+        parsed
+    }
+
+    /// Adds the modules of `space` this unwinder has not seen yet.
+    fn sync(&mut self, index: u32, space: &AddressSpace) {
+        let known = self.spaces.entry(index).or_default().added.len();
+        if known == space.mappings.len() {
+            return;
+        }
+        for m in &space.mappings {
+            let key = (m.start, m.end);
+            if self
+                .spaces
+                .get(&index)
+                .is_some_and(|s| s.added.contains(&key))
+            {
+                continue;
+            }
+            let module = if m.is_file() {
+                self.sections(space, &m.path).and_then(|sections| {
+                    let bias = sections.bias(m)?;
+                    Some(Module::new(
+                        m.path.clone(),
+                        m.start..m.end,
+                        bias,
+                        sections.module_info(),
+                    ))
+                })
+            } else {
+                None
+            };
+            let s = self.spaces.entry(index).or_default();
+            s.added.insert(key);
+            if let Some(module) = module {
+                s.unwinder.add_module(module);
+            }
+        }
+    }
+
+    /// Unwinds one sample of address space `index`; `stack` holds the bytes from `regs.sp` up.
+    pub fn unwind(
+        &mut self,
+        index: u32,
+        space: &AddressSpace,
+        regs: &DwarfRegs,
+        stack: &[u8],
+    ) -> Unwound {
+        let started = Instant::now();
+        self.sync(index, space);
+        self.stats.load_ns += started.elapsed().as_nanos() as u64;
+        let mut frames = Vec::with_capacity(32);
+        let mut used = 0usize;
+        let sp = regs.sp;
+        let mut read = |addr: u64| -> Result<u64, ()> {
+            let at = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
+            let bytes = stack.get(at..at + 8).ok_or(())?;
+            used = used.max(at + 8);
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut truncated = true;
+        if let Some(s) = self.spaces.get_mut(&index) {
+            let mut it = s.unwinder.iter_frames(
+                regs.ip,
+                UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
+                &mut s.cache,
+                &mut read,
+            );
+            while frames.len() < MAX_STACK_DEPTH {
+                match it.next() {
+                    Ok(Some(frame)) => frames.push(frame.address()),
+                    Ok(None) => {
+                        truncated = false;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.stats.samples += 1;
+        if truncated {
+            self.stats.truncated += 1;
+        } else {
+            self.stats.stack_bytes_used.push(used as u32);
+        }
+        let id = (!frames.is_empty()).then(|| {
+            let next = UNWOUND_ID_BIT | self.stacks.len() as u32;
+            *self.stacks.entry(frames).or_insert(next)
+        });
+        self.stats.total_ns += started.elapsed().as_nanos() as u64;
+        Unwound { id, truncated }
+    }
+}
+
+/// Whether most of an executable's own functions set up a frame pointer (`push %rbp`, then
+/// `mov %rsp,%rbp` within the prologue, which compilers interleave with other setup): the
+/// `auto` call graph walks frame pointers for such programs and unwinds with DWARF otherwise.
+/// Rust's prebuilt standard library keeps frame pointers whatever the program's own flags,
+/// so its functions (and those of the crates it is built from) do not count.
+pub fn has_frame_pointers(bytes: &[u8]) -> Option<bool> {
+    frame_pointer_share(bytes).map(|(with, total)| with * 2 > total)
+}
+
+/// Mangled-name fragments of the crates Rust ships prebuilt (`_ZN3std…`, `_RNv…4core…`).
+const PREBUILT_RUST_CRATES: &[&str] = &[
+    "3std",
+    "4core",
+    "5alloc",
+    "17compiler_builtins",
+    "9hashbrown",
+    "5gimli",
+    "9addr2line",
+    "11miniz_oxide",
+    "6object",
+    "14rustc_demangle",
+    "10std_detect",
+    "12panic_unwind",
+    "6adler2",
+    "6memchr",
+    "7___rustc",
+    "rust_eh_personality",
+];
+
+/// (own functions that set up a frame pointer, own functions), counting functions of 16 bytes
+/// or more; None without a symbol table.
+pub fn frame_pointer_share(bytes: &[u8]) -> Option<(u32, u32)> {
+    use object::ObjectSymbol;
+    let file = object::File::parse(bytes).ok()?;
+    let text = file.section_by_name(".text")?;
+    let data = text.data().ok()?;
+    let base = text.address();
+    let (mut with, mut total) = (0u32, 0u32);
+    for sym in file.symbols() {
+        if sym.kind() != object::SymbolKind::Text || sym.size() < 16 {
+            continue;
+        }
+        let name = sym.name().unwrap_or("");
+        let head = name.get(..name.len().min(48)).unwrap_or(name);
+        if PREBUILT_RUST_CRATES.iter().any(|c| head.contains(c)) {
+            continue;
+        }
+        let Some(start) = sym.address().checked_sub(base) else {
+            continue;
+        };
+        let Some(code) = data.get(start as usize..(start + 24).min(data.len() as u64) as usize)
+        else {
+            continue;
+        };
+        let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa]).unwrap_or(code);
+        total += 1;
+        let sets_up_frame = code.first() == Some(&0x55)
+            && code
+                .get(..16)
+                .unwrap_or(code)
+                .windows(3)
+                .any(|w| w == [0x48, 0x89, 0xe5]);
+        if sets_up_frame {
+            with += 1;
+        }
+    }
+    // A stripped file has no symbols to judge by: unwinding with DWARF is the safe side.
+    (total > 0).then_some((with, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sections(segments: Vec<(u64, u64, u64)>) -> Sections {
+        Sections {
+            text: None,
+            eh_frame: None,
+            eh_frame_hdr: None,
+            got: None,
+            debug_frame: None,
+            segments,
+        }
+    }
+
+    fn mapping(start: u64, offset: u64) -> Mapping {
+        Mapping {
+            start,
+            end: start + 0x40000,
+            offset,
+            path: "/bin/x".into(),
+        }
+    }
+
+    #[test]
+    fn bias_of_segments_that_do_not_start_on_a_page() {
+        // rust-lld: R at 0, R E at file 0x17050 / address 0x18050 (one page further).
+        let s = sections(vec![
+            (0, 0x17050, 0),
+            (0x17050, 0x3fde0, 0x18050),
+            (0x56e30, 0x2a60, 0x58e30),
+        ]);
+        let base = 0x5600_0000_0000;
+        assert_eq!(s.bias(&mapping(base + 0x18000, 0x17000)), Some(base));
+    }
+
+    #[test]
+    fn bias_of_page_aligned_segments() {
+        // GNU ld: the text segment at the same file offset and address.
+        let s = sections(vec![(0, 0x1000, 0), (0x1000, 0x2000, 0x1000)]);
+        let base = 0x5555_5555_4000;
+        assert_eq!(s.bias(&mapping(base + 0x1000, 0x1000)), Some(base));
+        // Non-PIE: linked at 0x400000, loaded there.
+        let s = sections(vec![(0, 0x1000, 0x400000), (0x1000, 0x2000, 0x401000)]);
+        assert_eq!(s.bias(&mapping(0x401000, 0x1000)), Some(0));
+    }
+
+    #[test]
+    fn own_test_binary_is_judged_by_its_own_functions() {
+        let exe = std::fs::read("/proc/self/exe").expect("own executable");
+        let (with, total) = frame_pointer_share(&exe).expect("symbols");
+        assert!(total > 0 && with <= total);
+    }
+}

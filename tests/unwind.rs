@@ -1,0 +1,160 @@
+//! DWARF call graphs on programs built without frame pointers: full stacks, the right split,
+//! and glibc leaves that keep their callers. Each test also records the same program with
+//! `--call-graph fp`, so it shows the difference DWARF makes rather than assuming it.
+use profiler_tests::*;
+
+const FREQ: &str = "499";
+
+fn is(name: &str, frame: &str) -> bool {
+    frame == name || frame.ends_with(&format!("::{name}")) || frame.starts_with(&format!("{name}("))
+}
+
+/// Records `bin` with the default call graph (auto) and with `fp`; returns both.
+fn record_both(bin: &std::path::Path, name: &str) -> (OutDir, OutDir) {
+    let target = Target::start(bin, &["30"]);
+    let auto = record_ok(&target, name, &["--duration", "3", "--frequency", FREQ]);
+    let fp = record_ok(
+        &target,
+        &format!("{name}-fp"),
+        &["--duration", "2", "--frequency", FREQ, "--call-graph", "fp"],
+    );
+    (auto, fp)
+}
+
+/// ≥ 95% of samples reach `main`, hot_a/hot_b split 70/30 within 5 points, the summary says
+/// DWARF was chosen and how complete stacks are; the frame-pointer walk of the same program
+/// is far less complete.
+fn check_split(bin: &std::path::Path, name: &str, main: &str) {
+    let (auto, fp) = record_both(bin, name);
+    let s = summary(&auto);
+    assert_eq!(s["stacks"]["call_graph"], "dwarf", "auto picks DWARF");
+    let f = folded(&auto);
+    assert!(total(&f) > 1000, "only {} samples", total(&f));
+    let reach = share(&f, |fr| is(main, fr));
+    let (a, b) = (
+        share(&f, |fr| is("hot_a", fr)),
+        share(&f, |fr| is("hot_b", fr)),
+    );
+    let complete = s["stacks"]["complete_percent"]
+        .as_f64()
+        .expect("complete_percent");
+    eprintln!(
+        "{name}: reach {main} {reach:.1}%, hot_a {a:.1}%, hot_b {b:.1}%, complete {complete:.1}%, {}",
+        s["stacks"]
+    );
+    assert!(reach >= 95.0, "only {reach:.1}% reach {main}");
+    assert!((65.0..=75.0).contains(&a), "hot_a {a:.1}%");
+    assert!((25.0..=35.0).contains(&b), "hot_b {b:.1}%");
+    assert!(complete >= 95.0, "{complete:.1}% complete");
+    assert_eq!(s["samples"]["lost"], 0);
+
+    let fp_reach = share(&folded(&fp), |fr| is(main, fr));
+    let fp_s = summary(&fp);
+    eprintln!("{name} with fp: reach {main} {fp_reach:.1}%");
+    assert_eq!(fp_s["stacks"]["call_graph"], "fp");
+    assert!(
+        fp_reach < 50.0,
+        "the fp walk reached {main} in {fp_reach:.1}%"
+    );
+}
+
+#[test]
+fn gcc_o2_without_frame_pointers_gets_full_stacks() {
+    check_split(&build_c("split-o2", "split.c", C_NOFP), "c-o2", "main");
+}
+
+#[test]
+fn rust_release_without_frame_pointers_gets_full_stacks() {
+    let bin = build_rust_target_with("rust-split", false);
+    check_split(&bin, "rust-release", "main");
+}
+
+#[test]
+fn cpp_o2_without_frame_pointers_gets_full_stacks() {
+    let bin = build_c("split-cpp", "split.c", &["-x", "c++", "-O2", "-g"]);
+    check_split(&bin, "cpp-o2", "main");
+}
+
+/// The leaf in glibc (memset, no frame pointer): DWARF keeps its caller, fill(); the
+/// frame-pointer walk of the same frame-pointer-built program skips it.
+#[test]
+fn glibc_leaves_keep_their_callers() {
+    let bin = build_c("libcall", "libcall.c", C_FP);
+    let target = Target::start(&bin, &["30"]);
+    let dwarf = record_ok(
+        &target,
+        "libcall-dwarf",
+        &[
+            "--duration",
+            "2",
+            "--frequency",
+            FREQ,
+            "--call-graph",
+            "dwarf",
+        ],
+    );
+    let fp = record_ok(
+        &target,
+        "libcall-fp",
+        &["--duration", "2", "--frequency", FREQ, "--call-graph", "fp"],
+    );
+    // Samples whose leaf (last user frame) is in libc's memset family.
+    let in_memset = |f: &[(Vec<String>, u64)]| -> (u64, u64) {
+        let mut with_caller = 0;
+        let mut all = 0;
+        for (frames, n) in f {
+            let user: Vec<&String> = frames.iter().filter(|x| !x.ends_with("_[k]")).collect();
+            let Some(pos) = user.iter().rposition(|x| x.contains("memset")) else {
+                continue;
+            };
+            all += n;
+            if pos > 0
+                && user[..pos].iter().any(|x| *x == "fill")
+                && user.iter().any(|x| *x == "main")
+            {
+                with_caller += n;
+            }
+        }
+        (with_caller, all)
+    };
+    let (ok, all) = in_memset(&folded(&dwarf));
+    eprintln!("dwarf: {ok} of {all} memset samples under fill and main");
+    assert!(all > 500, "{all} samples in memset");
+    assert!(ok as f64 >= 0.95 * all as f64, "{ok} of {all}");
+    let (fp_ok, fp_all) = in_memset(&folded(&fp));
+    eprintln!("fp: {fp_ok} of {fp_all} memset samples under fill and main");
+    assert!((fp_ok as f64) < 0.5 * fp_all as f64, "{fp_ok} of {fp_all}");
+    let s = summary(&dwarf);
+    assert_eq!(s["stacks"]["call_graph"], "dwarf");
+    assert!(s["stacks"]["complete_percent"].as_f64().expect("complete") >= 95.0);
+}
+
+/// A copy too small for the stack ends early, and the stack says so at its root.
+#[test]
+fn short_stack_copies_are_marked_truncated() {
+    let bin = build_rust_target_with("rust-split", false);
+    let target = Target::start(&bin, &["30"]);
+    let out = record_ok(
+        &target,
+        "truncated",
+        &[
+            "--duration",
+            "1",
+            "--frequency",
+            FREQ,
+            "--stack-size",
+            "512",
+        ],
+    );
+    let s = summary(&out);
+    let truncated = s["stacks"]["truncated"].as_u64().expect("truncated");
+    let f = folded(&out);
+    let marked = share(&f, |fr| fr == "[unwind: truncated]");
+    eprintln!(
+        "{truncated} truncated, {marked:.1}% marked; {}",
+        s["stacks"]
+    );
+    assert!(truncated > 0);
+    assert!(marked > 0.0);
+    assert!(s["stacks"]["complete_percent"].as_f64().expect("complete") < 95.0);
+}
