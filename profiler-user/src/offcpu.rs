@@ -25,7 +25,9 @@ pub struct OffCpuReport {
     pub switches: u64,
     pub lost_intervals: u64,
     pub lost_ns: u64,
-    /// Mean run time of the sched_switch program per context switch (of any task).
+    /// Runs of the sched_switch program (every context switch of the machine) and their mean
+    /// run time.
+    pub bpf_switch_runs: u64,
     pub bpf_ns_per_switch: Option<f64>,
     /// True when the sums were rebuilt from kept intervals for a time window.
     pub windowed: bool,
@@ -168,6 +170,7 @@ impl OffCpuReport {
             switches: c.off_cpu_switches,
             lost_intervals: c.off_cpu_events_lost,
             lost_ns: c.off_cpu_lost_ns,
+            bpf_switch_runs: info.bpf_run_count,
             bpf_ns_per_switch: (info.bpf_run_count > 0)
                 .then(|| info.bpf_run_time_ns as f64 / info.bpf_run_count as f64),
             windowed: info.windowed,

@@ -20,7 +20,8 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own), to work on one without waiting for the others.
+/// slowdown-mt, attach, post, own, offcpu, callgraph), to work on one without waiting for the
+/// others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
 }
@@ -1295,6 +1296,187 @@ fn own_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// `--off-cpu` on a context-switch-heavy program: two threads bouncing a byte over a pair of
+/// pipes (tests/targets/pingpong.c), alone, under `profiler record` and under
+/// `profiler record --off-cpu` (default thresholds), each round all three in a rotating order.
+fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("pingpong");
+    compile(&bin, "pingpong.c", &[])?;
+    let _stats = BpfStats::enable()?;
+    let rounds = rounds();
+    let bounces = if quick() { "5000" } else { "30000" };
+    let value = |text: &str, key: &str| -> Result<f64> {
+        text.split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("pingpong printed no {key}: {text}"))
+    };
+    // [alone, record, record --off-cpu] → (cpu s, wall s) per round.
+    let mut runs: [Vec<(f64, f64)>; 3] = Default::default();
+    let (mut ns_per_switch, mut ns_per_target_switch) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        step(&format!("off-CPU cost: round {}/{rounds}", round + 1));
+        for k in 0..3 {
+            let variant = (round + k) % 3;
+            let mut t = Target::spawn({
+                let mut c = Command::new(&bin);
+                c.arg(bounces);
+                c
+            })?;
+            let out = dir.join("pingpong-profile");
+            let _ = fs::remove_dir_all(&out);
+            let profiler = match variant {
+                0 => None,
+                1 => Some(start_profiler(t.child.id(), &out, &[])?),
+                _ => Some(start_profiler(t.child.id(), &out, &["--off-cpu"])?),
+            };
+            t.go()?;
+            let printed = t.finish()?;
+            runs[variant].push((
+                value(&printed, "cpu_ns")? / 1e9,
+                value(&printed, "wall_ns")? / 1e9,
+            ));
+            if let Some(mut p) = profiler {
+                p.wait().map_err(|e| e.to_string())?;
+                if variant == 2 {
+                    let s = read_summary(&out)?;
+                    let per = json_number(&s, "bpf_ns_per_switch").unwrap_or(f64::NAN);
+                    let runs = json_number(&s, "bpf_switch_runs").unwrap_or(f64::NAN);
+                    let switches = json_number(&s, "switches").unwrap_or(f64::NAN);
+                    ns_per_switch.push(per);
+                    ns_per_target_switch.push(per * runs / switches);
+                }
+            }
+        }
+    }
+    let ratio = |num: usize, den: usize, wall: bool| {
+        stat(
+            runs[num]
+                .iter()
+                .zip(&runs[den])
+                .map(|(a, b)| if wall { a.1 / b.1 } else { a.0 / b.0 })
+                .collect(),
+        )
+    };
+    let (vs_alone, vs_record) = (ratio(2, 0, false), ratio(2, 1, false));
+    let (wall_alone, wall_record) = (ratio(2, 0, true), ratio(2, 1, true));
+    let record_alone = ratio(1, 0, false);
+    let per = stat(ns_per_switch);
+    let per_target = stat(ns_per_target_switch);
+    rows.push(Row {
+        what: "`--off-cpu` slowdown of a context-switch-heavy program".into(),
+        value: format!(
+            "×{} CPU time and ×{} wall vs recording without --off-cpu; ×{} CPU and ×{} wall vs alone (recording without --off-cpu vs alone: ×{} CPU)",
+            vs_record.show(3),
+            wall_record.show(3),
+            vs_alone.show(3),
+            wall_alone.show(3),
+            record_alone.show(3)
+        ),
+        method: format!(
+            "tests/targets/pingpong.c: 2 threads bounce a byte over 2 pipes {bounces} times (2 blocking reads per bounce, {}k context switches of target threads), its own CPU and wall time; alone, under `profiler record` and `profiler record --off-cpu` (default --off-cpu-min 1us), the profiler pinned to CPU 0, the threads not pinned; {rounds} rounds, the three in rotating order, ratios per round",
+            2 * bounces.parse::<u32>().unwrap_or(0) / 1000
+        ),
+        json: format!(
+            "{{\"name\":\"off_cpu_slowdown\",{},{},{},{},{}}}",
+            vs_record.json("cpu_vs_record"),
+            wall_record.json("wall_vs_record"),
+            vs_alone.json("cpu_vs_alone"),
+            wall_alone.json("wall_vs_alone"),
+            record_alone.json("record_cpu_vs_alone")
+        ),
+    });
+    rows.push(Row {
+        what: "`--off-cpu` BPF cost per context switch".into(),
+        value: format!(
+            "{} ns per switch of any task; {} ns per switch-out of a target thread (its stacks walked)",
+            per.show(0),
+            per_target.show(0)
+        ),
+        method: "same rounds: kernel BPF run-time statistics of the sched_switch program over the recording / its runs (every context switch of the machine), and / the target switch-outs it saw".into(),
+        json: format!(
+            "{{\"name\":\"off_cpu_bpf_ns\",{},{}}}",
+            per.json("per_switch"),
+            per_target.json("per_target_switch")
+        ),
+    });
+    Ok(())
+}
+
+/// DWARF unwinding against frame pointers on the same program: split.c built without frame
+/// pointers (gcc -O2), recorded with `--call-graph fp` and `--call-graph dwarf` alternately at
+/// 99 and 999 Hz: kernel cost per sample, userspace unwinding per sample, complete stacks.
+fn call_graph_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("split-nofp");
+    compile(
+        &bin,
+        "split.c",
+        &["-fomit-frame-pointer", "-momit-leaf-frame-pointer"],
+    )?;
+    let _stats = BpfStats::enable()?;
+    let rounds = rounds();
+    let secs = if quick() { "2" } else { "4" };
+    for hz in ["99", "999"] {
+        // [fp, dwarf] → (BPF ns/sample, unwind ns/sample, complete %)
+        let mut m: [Vec<(f64, f64, f64)>; 2] = Default::default();
+        for round in 0..rounds {
+            step(&format!(
+                "call graphs at {hz} Hz: round {}/{rounds}",
+                round + 1
+            ));
+            let t = Target::start(&bin, &["30"])?;
+            for k in 0..2 {
+                let mode = (round + k) % 2;
+                let out = dir.join("split-nofp-profile");
+                let _ = fs::remove_dir_all(&out);
+                let graph = if mode == 0 { "fp" } else { "dwarf" };
+                let mut p = start_profiler(
+                    t.child.id(),
+                    &out,
+                    &["--frequency", hz, "--duration", secs, "--call-graph", graph],
+                )?;
+                p.wait().map_err(|e| e.to_string())?;
+                let s = read_summary(&out)?;
+                let runs = json_number(&s, "bpf_runs").unwrap_or(f64::NAN);
+                let per_run = json_number(&s, "bpf_ns_per_run").unwrap_or(f64::NAN);
+                let seen = json_number(&s, "seen_by_kernel").unwrap_or(f64::NAN);
+                let unwind = json_number(&s, "unwind_ns_per_sample").unwrap_or(0.0);
+                let complete = json_number(&s, "complete_percent").unwrap_or(f64::NAN);
+                m[mode].push((runs * per_run / seen, unwind, complete));
+            }
+            t.stop();
+        }
+        for (mode, name) in [(0, "fp"), (1, "dwarf")] {
+            let bpf = stat(m[mode].iter().map(|x| x.0).collect());
+            let unwind = stat(m[mode].iter().map(|x| x.1).collect());
+            let total = stat(m[mode].iter().map(|x| x.0 + x.1).collect());
+            let complete = stat(m[mode].iter().map(|x| x.2).collect());
+            rows.push(Row {
+                what: format!("cost per sample, --call-graph {name}, at {hz} Hz"),
+                value: format!(
+                    "{} ns (BPF {} ns + userspace unwinding {} ns); {}% of stacks complete",
+                    total.show(0),
+                    bpf.show(0),
+                    unwind.show(0),
+                    complete.show(1)
+                ),
+                method: format!(
+                    "split.c built with gcc -O2 -fomit-frame-pointer, pinned to CPU 1; `profiler record --call-graph fp` and `--call-graph dwarf` (16 KiB stack copies) for {secs} s each on the same process, alternately first, the profiler on CPU 0; BPF: kernel run-time statistics / samples of the target; unwinding: the profiler's own timing of framehop per sample, loading unwind tables excluded; complete: stacks reaching a thread entry point; {rounds} rounds"
+                ),
+                json: format!(
+                    "{{\"name\":\"call_graph_cost\",\"mode\":\"{name}\",\"hz\":{hz},{},{},{},{}}}",
+                    total.json("ns_per_sample"),
+                    bpf.json("bpf_ns"),
+                    unwind.json("unwind_ns"),
+                    complete.json("complete_percent")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn bench() -> Result {
     let started = Instant::now();
     // Only the bench compares with them: test runs need neither.
@@ -1335,6 +1517,12 @@ pub fn bench() -> Result {
     }
     if part("own") {
         own_cost(&dir, &mut rows)?;
+    }
+    if part("offcpu") {
+        off_cpu_cost(&dir, &mut rows)?;
+    }
+    if part("callgraph") {
+        call_graph_cost(&dir, &mut rows)?;
     }
 
     // A quick or partial run checks the bench: it must not replace the real figures.

@@ -379,7 +379,10 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
                 .values()
                 .map(|i| Process {
                     pid: i.pid,
-                    comm: i.comm.clone(),
+                    // The main thread's latest name, from the kernel's samples or /proc at the
+                    // end: a child that exec'd and exited before userspace read its new name
+                    // must not keep its parent's.
+                    comm: raw.threads.get(&i.pid).unwrap_or(&i.comm).clone(),
                     command: i.command.clone(),
                     exe: i.exe.clone(),
                     parent: raw.processes.parents.get(&i.pid).copied().unwrap_or(0),
