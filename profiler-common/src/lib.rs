@@ -393,8 +393,8 @@ pub mod counter {
     pub const OFF_CPU_START_FULL: u32 = 15;
     /// DWARF samples whose user stack copy failed at its first byte (sent without stack).
     pub const DWARF_STACK_ERROR: u32 = 16;
-    /// DWARF samples taken in the kernel with no user registers to start from (sent with the
-    /// frame-pointer stack instead).
+    /// DWARF samples sent with the frame-pointer stack instead: taken in the kernel with no
+    /// user registers to start from, or on a CPU without a scratch record.
     pub const DWARF_NO_USER_REGS: u32 = 17;
     /// Size of the array.
     pub const COUNT: u32 = 18;

@@ -128,10 +128,12 @@ mod programs {
     }
 
     /// Children forked by followed targets, by host pid (the fork tracepoint cannot see the
-    /// child's pid in our namespace), with their parent's flags: they become targets at their
-    /// first event in their own context, where their namespaced pid is known.
+    /// child's pid in our namespace): the parent's pid (low half) and its flags at the fork
+    /// (high half, kept there because the parent may be gone when the child is promoted).
+    /// They become targets at their first event in their own context, where their namespaced
+    /// pid is known.
     #[map(name = "PENDING_CHILDREN")]
-    static PENDING_CHILDREN: HashMap<u32, u32> =
+    static PENDING_CHILDREN: HashMap<u32, u64> =
         HashMap::with_max_entries(defaults::MAX_TARGETS, 0);
 
     /// The current task's flags if its process is a target, promoting a pending child.
@@ -142,10 +144,10 @@ mod programs {
         }
         let host = (bpf_get_current_pid_tgid() >> 32) as u32;
         // SAFETY: a plain copy of the value.
-        let parent = unsafe { PENDING_CHILDREN.get(host) }.copied()?;
+        let pending = unsafe { PENDING_CHILDREN.get(host) }.copied()?;
         let _ = PENDING_CHILDREN.remove(host);
-        // SAFETY: a plain copy of the value.
-        let inherited = unsafe { TARGETS.get(parent) }.map_or(0, |f| *f & target::DWARF);
+        let parent = pending as u32;
+        let inherited = (pending >> 32) as u32 & target::DWARF;
         let _ = TARGETS.insert(pid, target::FOLLOW | inherited, 0);
         emit_process(EventKind::ProcessFork, pid, parent);
         TARGETS.get_ptr_mut(pid)
@@ -262,6 +264,7 @@ mod programs {
     #[inline(always)]
     fn send_dwarf(ctx: &PerfEventContext, mut header: SampleEvent, announce: bool) -> bool {
         let Some(rec) = DWARF_SCRATCH.get_ptr_mut(header.cpu) else {
+            bump(counter::DWARF_NO_USER_REGS);
             return false;
         };
         let regs = ctx.as_ptr() as *const u64;
@@ -609,6 +612,9 @@ mod programs {
     /// `prev_state` bits below TASK_REPORT_MAX; none set means the task was preempted while
     /// runnable rather than blocking.
     const TASK_REPORT_BITS: i64 = 0xff;
+    /// EXIT_DEAD and EXIT_ZOMBIE: the task's last switch-out. It never runs again, so its
+    /// entry would only leak (and be claimed by the next task that gets its tid).
+    const TASK_EXITING: i64 = 0x10 | 0x20;
 
     /// sched_switch runs in the context of the task going off CPU (`prev`): its stacks are the
     /// current ones. The task coming in (`next`) closes its own interval here too.
@@ -639,9 +645,12 @@ mod programs {
         if target_flags(pid).is_none() {
             return 0;
         }
-        bump(counter::OFF_CPU_SWITCHES);
         // SAFETY: as above.
         let state = unsafe { ctx.read_at::<i64>(state_offset) }.unwrap_or(1);
+        if state & TASK_EXITING != 0 {
+            return 0;
+        }
+        bump(counter::OFF_CPU_SWITCHES);
         let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => id as i32,
             Err(e) => e,
@@ -791,7 +800,8 @@ mod programs {
         let Ok(child) = (unsafe { ctx.read_at::<i32>(offset) }) else {
             return 0;
         };
-        let _ = PENDING_CHILDREN.insert(child as u32, parent, 0);
+        let pending = u64::from(parent) | (u64::from(flags & target::DWARF) << 32);
+        let _ = PENDING_CHILDREN.insert(child as u32, pending, 0);
         0
     }
 

@@ -1390,11 +1390,11 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     rows.push(Row {
         what: "`--off-cpu` BPF cost per context switch".into(),
         value: format!(
-            "{} ns per switch of any task; {} ns per switch-out of a target thread (its stacks walked)",
+            "{} ns per switch of any task; {} ns of BPF time per target switch-out (all switches' cost / target switch-outs)",
             per.show(0),
             per_target.show(0)
         ),
-        method: "same rounds: kernel BPF run-time statistics of the sched_switch program over the recording / its runs (every context switch of the machine), and / the target switch-outs it saw".into(),
+        method: "same rounds: kernel BPF run-time statistics of the sched_switch program over the recording / its runs (every context switch of the machine); the second figure divides the same total by the target switch-outs it saw, so it includes the cheap runs for other tasks".into(),
         json: format!(
             "{{\"name\":\"off_cpu_bpf_ns\",{},{}}}",
             per.json("per_switch"),

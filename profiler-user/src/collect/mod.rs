@@ -370,8 +370,21 @@ pub async fn record(
         CallGraph::Dwarf => true,
         CallGraph::Auto => !main_has_frame_pointers(&space, &info.exe),
     };
+    // A few DWARF records must fit in the ring buffer, or every sample would be "lost".
+    let dwarf_record = (SAMPLE_DWARF_HEADER as u64 + stack_bytes) * 4;
+    if dwarf && u64::from(opts.ring_buffer_bytes) < dwarf_record {
+        return Err(Error::InvalidArgument {
+            what: "--ring-buffer-size",
+            reason: format!(
+                "{} bytes holds fewer than 4 DWARF samples of --stack-size {}: use at least {} (a power of two)",
+                opts.ring_buffer_bytes,
+                opts.stack_bytes,
+                dwarf_record.next_power_of_two()
+            ),
+        });
+    }
     // One DWARF scratch record per possible CPU, indexed by CPU number.
-    let scratch_entries = aya::util::nr_cpus().map_or(1, |n| n.max(1) as u32);
+    let scratch_entries = highest_possible_cpu().map_or(1, |c| c + 1);
     let mut ebpf = EbpfLoader::new()
         .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
         .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
@@ -412,6 +425,16 @@ pub async fn record(
     if opts.follow_children {
         attach_process_tracepoints(&mut ebpf, true)?;
     }
+    // `auto` decides again for each program a followed process execs (a shell built with
+    // frame pointers may start one built without): the drain loop updates its flags.
+    let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follow_children {
+        let map = ebpf
+            .take_map(names::MAP_TARGETS)
+            .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
+        Some(BpfHashMap::<MapData, u32, u32>::try_from(map).map_err(map_err(names::MAP_TARGETS))?)
+    } else {
+        None
+    };
     let ring = ebpf
         .take_map(names::MAP_EVENTS)
         .ok_or_else(|| Error::Internal("eBPF object lacks the EVENTS map".into()))?;
@@ -426,10 +449,6 @@ pub async fn record(
         attach_process_tracepoints(&mut ebpf, false)?;
     }
     let mut meta = spans::MetaReader::open(pid);
-    let off_cpu_link = match opts.off_cpu {
-        Some(_) => Some(attach_off_cpu(&mut ebpf)?),
-        None => None,
-    };
     let program: &mut PerfEvent = ebpf
         .program_mut(names::PROGRAM_CPU_SAMPLE)
         .ok_or_else(|| Error::Internal("eBPF object lacks the sampling program".into()))?
@@ -453,6 +472,11 @@ pub async fn record(
             .map_err(prog_err)?;
         links.push(link);
     }
+    // Last, so off-CPU time is counted over the same window as the samples.
+    let off_cpu_link = match opts.off_cpu {
+        Some(_) => Some(attach_off_cpu(&mut ebpf)?),
+        None => None,
+    };
     let load_attach = started.elapsed();
     let start_boottime_ns = boottime_ns();
     let start_unix_ns = unix_ns();
@@ -500,6 +524,7 @@ pub async fn record(
         span_events: Vec::new(),
         off_cpu: Vec::new(),
         unwinder: unwind::Unwinder::default(),
+        auto_targets,
         threads,
         meta: &mut meta,
         procs: &mut procs,
@@ -546,19 +571,7 @@ pub async fn record(
     };
 
     // Detach first so the counters are final, then take what is still in the ring buffer.
-    let program: &mut PerfEvent = ebpf
-        .program_mut(names::PROGRAM_CPU_SAMPLE)
-        .ok_or_else(|| Error::Internal("sampling program vanished".into()))?
-        .try_into()
-        .map_err(prog_err)?;
-    for link in links {
-        program.detach(link).map_err(prog_err)?;
-    }
-    let end_boottime_ns = boottime_ns();
-    let (bpf_run_count, bpf_run_time_ns) = program
-        .info()
-        .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
-        .unwrap_or((0, 0));
+    // The off-CPU program goes first: its window must not outlast the samples'.
     let mut off_cpu_stats = (0, 0);
     if let Some(link) = off_cpu_link {
         let p: &mut aya::programs::TracePoint = ebpf
@@ -572,6 +585,19 @@ pub async fn record(
             .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
             .unwrap_or((0, 0));
     }
+    let program: &mut PerfEvent = ebpf
+        .program_mut(names::PROGRAM_CPU_SAMPLE)
+        .ok_or_else(|| Error::Internal("sampling program vanished".into()))?
+        .try_into()
+        .map_err(prog_err)?;
+    for link in links {
+        program.detach(link).map_err(prog_err)?;
+    }
+    let end_boottime_ns = boottime_ns();
+    let (bpf_run_count, bpf_run_time_ns) = program
+        .info()
+        .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+        .unwrap_or((0, 0));
     drop(stats_fd);
     drain(ring.get_mut(), &mut sink);
     let Sink {
@@ -651,6 +677,16 @@ pub async fn record(
         bpf_run_time_ns,
         cpus: cpus.len() as u32,
     })
+}
+
+/// The highest CPU number that can ever be online (`/sys/devices/system/cpu/possible`, e.g.
+/// `0-3,8-11`): per-CPU records are indexed by CPU number, which can exceed the CPU count.
+fn highest_possible_cpu() -> Option<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?;
+    text.trim()
+        .split(',')
+        .filter_map(|r| r.rsplit('-').next()?.parse::<u32>().ok())
+        .max()
 }
 
 /// Inode of the initial PID namespace (PROC_PID_INIT_INO), the same on every kernel.
@@ -753,7 +789,12 @@ fn off_cpu_data(
     min_ns: u64,
     interval_min_ns: u64,
 ) -> Result<offcpu::RawOffCpuData> {
+    // The kernel's sums and the intervals still open are placed in the address space current
+    // now; events got theirs when they arrived (an exec since must not move them).
     let mut totals = offcpu::read_totals(ebpf)?;
+    for o in &mut totals {
+        o.space = procs.space_of(o.pid);
+    }
     let mut intervals = Vec::with_capacity(events.len());
     for (e, in_totals) in events {
         if !in_totals {
@@ -761,14 +802,12 @@ fn off_cpu_data(
         }
         intervals.push(e);
     }
-    for open in offcpu::read_open(ebpf, end_ns, min_ns)? {
+    for mut open in offcpu::read_open(ebpf, end_ns, min_ns)? {
+        open.space = procs.space_of(open.pid);
         if open.total_ns >= interval_min_ns {
             intervals.push(open.clone());
         }
         totals.push(open);
-    }
-    for o in totals.iter_mut().chain(intervals.iter_mut()) {
-        o.space = procs.space_of(o.pid);
     }
     Ok(offcpu::RawOffCpuData {
         min_ns,
@@ -786,6 +825,8 @@ struct Sink<'a> {
     /// Off-CPU intervals, and whether the kernel's sums hold them too.
     off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
     unwinder: unwind::Unwinder,
+    /// `--call-graph auto` with children followed: the targets' flags, to update at exec.
+    auto_targets: Option<BpfHashMap<MapData, u32, u32>>,
     threads: HashMap<u32, String>,
     meta: &'a mut spans::MetaReader,
     procs: &'a mut processes::Processes,
@@ -825,6 +866,9 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
                 Some(EventKind::ProcessFork) => sink.procs.forked(e.pid, e.parent),
                 Some(EventKind::ProcessExec) => {
                     sink.procs.exec(e.pid);
+                    if let Some(targets) = sink.auto_targets.as_mut() {
+                        choose_call_graph(targets, sink.procs, e.pid);
+                    }
                     if e.pid == sink.meta.pid() {
                         sink.meta.reopen();
                     }
@@ -956,6 +1000,29 @@ fn raw_sample(header: &SampleEvent, user: RawStack, kernel: RawStack) -> (RawSam
         },
         comm,
     )
+}
+
+/// Sets or clears the DWARF flag of `pid` for the program it now runs (`auto`).
+fn choose_call_graph(
+    targets: &mut BpfHashMap<MapData, u32, u32>,
+    procs: &mut processes::Processes,
+    pid: u32,
+) {
+    let index = procs.space_of(pid) as usize;
+    let (Some(info), Some(space)) = (procs.infos.get(&pid), procs.spaces.get(index)) else {
+        return;
+    };
+    let dwarf = !main_has_frame_pointers(space, &info.exe);
+    if let Ok(flags) = targets.get(&pid, 0) {
+        let updated = if dwarf {
+            flags | target::DWARF
+        } else {
+            flags & !target::DWARF
+        };
+        if updated != flags {
+            let _ = targets.insert(pid, updated, 0);
+        }
+    }
 }
 
 /// Whether the target's executable sets up frame pointers (the `auto` call graph's choice).

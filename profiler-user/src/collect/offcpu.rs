@@ -117,9 +117,10 @@ pub fn read_totals(ebpf: &aya::Ebpf) -> Result<Vec<RawOffCpu>> {
     Ok(out)
 }
 
-/// Threads still off CPU when the recording stopped: their time up to `end_ns` counts too
-/// (a thread asleep for the whole recording is the most off-CPU of all). Threads that no
-/// longer exist are skipped.
+/// Threads still off CPU when the recording stopped: their time up to `end_ns` counts too.
+/// (A thread that was already off CPU when the recording started and never ran during it is
+/// not seen at all: the program learns of a thread at its switch-out.) Threads that no longer
+/// exist are skipped.
 pub fn read_open(ebpf: &aya::Ebpf, end_ns: u64, min_ns: u64) -> Result<Vec<RawOffCpu>> {
     let map = ebpf
         .map(names::MAP_OFF_CPU_START)

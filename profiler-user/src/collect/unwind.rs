@@ -117,8 +117,10 @@ pub struct UnwindStats {
 #[derive(Default)]
 pub struct Unwinder {
     spaces: HashMap<u32, SpaceUnwinder>,
-    /// By path as the target sees it; None for a file that is not a readable ELF.
-    files: HashMap<String, Option<Arc<Sections>>>,
+    /// By file identity (device, inode, size, mtime), not path: a binary rebuilt at the same
+    /// path, or another file at that path in another mount namespace, is another file. None
+    /// for a file that is not a readable ELF.
+    files: HashMap<(u64, u64, u64, i64), Option<Arc<Sections>>>,
     /// Unwound stacks, interned: leaf first.
     pub stacks: HashMap<Vec<u64>, u32>,
     pub stats: UnwindStats,
@@ -133,16 +135,18 @@ pub struct Unwound {
 
 impl Unwinder {
     fn sections(&mut self, space: &AddressSpace, path: &str) -> Option<Arc<Sections>> {
-        if let Some(s) = self.files.get(path) {
+        use std::os::unix::fs::MetadataExt;
+        let open = space.files.get(path)?;
+        let m = open.file.metadata().ok()?;
+        let key = (m.dev(), m.ino(), m.size(), m.mtime());
+        if let Some(s) = self.files.get(&key) {
             return s.clone();
         }
-        let parsed = space
-            .files
-            .get(path)
-            .and_then(|open| std::fs::read(open.fd_path()).ok())
+        let parsed = std::fs::read(open.fd_path())
+            .ok()
             .and_then(|bytes| Sections::parse(&bytes))
             .map(Arc::new);
-        self.files.insert(path.to_string(), parsed.clone());
+        self.files.insert(key, parsed.clone());
         parsed
     }
 
@@ -161,7 +165,19 @@ impl Unwinder {
             {
                 continue;
             }
-            let module = if m.is_file() {
+            let module = if m.path == "[vdso]" {
+                // The kernel's vDSO (clock_gettime, …) is no file, but it is an ELF image with
+                // CFI: read it from the process's memory.
+                vdso_sections(space.pid, m).and_then(|sections| {
+                    let bias = sections.bias(m)?;
+                    Some(Module::new(
+                        m.path.clone(),
+                        m.start..m.end,
+                        bias,
+                        sections.module_info(),
+                    ))
+                })
+            } else if m.is_file() {
                 self.sections(space, &m.path).and_then(|sections| {
                     let bias = sections.bias(m)?;
                     Some(Module::new(
@@ -234,6 +250,14 @@ impl Unwinder {
         self.stats.total_ns += started.elapsed().as_nanos() as u64;
         Unwound { id, truncated }
     }
+}
+
+fn vdso_sections(pid: u32, m: &Mapping) -> Option<Sections> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut image = vec![0u8; usize::try_from(m.end.checked_sub(m.start)?).ok()?];
+    mem.read_exact_at(&mut image, m.start).ok()?;
+    Sections::parse(&image)
 }
 
 /// Whether most of an executable's own functions set up a frame pointer (`push %rbp`, then

@@ -117,7 +117,8 @@ struct Stacks<'a> {
     raw: &'a RawRecording,
     kernel_module: u32,
     /// Keyed by address space too: the same addresses mean other code in another process.
-    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool), u32>,
+    /// Also keyed by how the leaf is read (at a switch or a tick) and truncation.
+    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool, bool), u32>,
     empty: crate::collect::AddressSpace,
 }
 
@@ -133,7 +134,10 @@ impl<'a> Stacks<'a> {
         at_switch: bool,
         truncated: bool,
     ) -> u32 {
-        if let Some(&id) = self.resolved.get(&(space, kernel, user, truncated)) {
+        if let Some(&id) = self
+            .resolved
+            .get(&(space, kernel, user, at_switch, truncated))
+        {
             return id;
         }
         let addr_space = self
@@ -174,7 +178,8 @@ impl<'a> Stacks<'a> {
             locs.push(loc);
         }
         let id = t.stack(locs);
-        self.resolved.insert((space, kernel, user, truncated), id);
+        self.resolved
+            .insert((space, kernel, user, at_switch, truncated), id);
         id
     }
 }
@@ -379,10 +384,16 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
                 .values()
                 .map(|i| Process {
                     pid: i.pid,
-                    // The main thread's latest name, from the kernel's samples or /proc at the
-                    // end: a child that exec'd and exited before userspace read its new name
-                    // must not keep its parent's.
-                    comm: raw.threads.get(&i.pid).unwrap_or(&i.comm).clone(),
+                    // A followed child is named by its main thread's latest name (from the
+                    // kernel's samples or /proc at the end): one that exec'd and exited before
+                    // userspace read its new name must not keep its parent's. The process the
+                    // recording began on keeps the name it was found with (under `run`, the
+                    // thread table was first read before the command's exec).
+                    comm: if i.pid == raw.info.pid {
+                        i.comm.clone()
+                    } else {
+                        raw.threads.get(&i.pid).unwrap_or(&i.comm).clone()
+                    },
                     command: i.command.clone(),
                     exe: i.exe.clone(),
                     parent: raw.processes.parents.get(&i.pid).copied().unwrap_or(0),
