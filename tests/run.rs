@@ -69,6 +69,11 @@ fn a_50ms_child_is_fully_symbolized() {
     eprintln!(
         "50 ms child: {samples} samples, {named} with hot_a/hot_b under main, {unknown} with [unknown]"
     );
+    let mut roots: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (frames, n) in &f {
+        *roots.entry(frames[0].as_str()).or_default() += n;
+    }
+    eprintln!("samples by root frame: {roots:?}");
     assert!(samples >= 20, "the child was sampled ({samples})");
     assert!(named * 10 >= samples * 9, "≥90% of its samples fully named");
     // Startup code (ld.so) has no frame pointers: a sample there can walk into a garbage

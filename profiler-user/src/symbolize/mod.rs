@@ -399,6 +399,23 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
                     parent: raw.processes.parents.get(&i.pid).copied().unwrap_or(0),
                 })
                 .collect();
+            // A process gone before userspace could read anything of it still has its
+            // samples, and the name they carry.
+            let mut sampled: Vec<u32> = thread_pids.values().copied().collect();
+            sampled.sort_unstable();
+            sampled.dedup();
+            for pid in sampled {
+                if !raw.processes.infos.contains_key(&pid)
+                    && let Some(name) = raw.threads.get(&pid)
+                {
+                    p.push(Process {
+                        pid,
+                        comm: name.clone(),
+                        parent: raw.processes.parents.get(&pid).copied().unwrap_or(0),
+                        ..Default::default()
+                    });
+                }
+            }
             p.sort_by_key(|p| p.pid);
             p
         },
