@@ -297,7 +297,14 @@ pub fn summary(dir: &Path) -> serde_json::Value {
 
 /// `profile.folded` as (frames root first, count).
 pub fn folded(dir: &Path) -> Vec<(Vec<String>, u64)> {
-    let text = std::fs::read_to_string(dir.join("profile.folded")).expect("profile.folded exists");
+    folded_file(dir, "profile.folded")
+}
+
+/// A folded-stacks file of `dir` (`offcpu.folded`, `wall.folded`, …) as (frames root first,
+/// count).
+pub fn folded_file(dir: &Path, name: &str) -> Vec<(Vec<String>, u64)> {
+    let text = std::fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| panic!("{name} in {}: {e}", dir.display()));
     text.lines()
         .map(|l| {
             let (stack, n) = l.rsplit_once(' ').expect("`stack count` lines");
@@ -306,6 +313,15 @@ pub fn folded(dir: &Path) -> Vec<(Vec<String>, u64)> {
                 n.parse().expect("count is a number"),
             )
         })
+        .collect()
+}
+
+/// A target's "key value key value" line → map (values that do not parse are left out).
+pub fn printed_values<T: std::str::FromStr>(line: &str) -> HashMap<String, T> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .chunks(2)
+        .filter_map(|kv| Some((kv.first()?.to_string(), kv.get(1)?.parse().ok()?)))
         .collect()
 }
 

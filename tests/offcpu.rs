@@ -5,28 +5,6 @@ use std::collections::HashMap;
 
 use profiler_tests::*;
 
-/// "key value key value" → map.
-fn printed(line: &str) -> HashMap<String, f64> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .chunks(2)
-        .filter_map(|kv| Some((kv.first()?.to_string(), kv.get(1)?.parse().ok()?)))
-        .collect()
-}
-
-fn folded_file(dir: &std::path::Path, name: &str) -> Vec<(Vec<String>, u64)> {
-    let text = std::fs::read_to_string(dir.join(name)).expect("folded file written");
-    text.lines()
-        .map(|l| {
-            let (stack, n) = l.rsplit_once(' ').expect("stack and count");
-            (
-                stack.split(';').map(str::to_string).collect(),
-                n.parse().expect("count"),
-            )
-        })
-        .collect()
-}
-
 fn within(got: f64, want: f64, tolerance: f64, what: &str) {
     let err = (got - want).abs() / want;
     eprintln!("{what}: got {got}, want {want} ({:+.2}%)", err * 100.0);
@@ -44,7 +22,7 @@ fn off_cpu_totals_match_known_sleep_and_pipe_waits() {
         "offcpu",
         &["--off-cpu", "--frequency", "199", "--group-by", "thread"],
     );
-    let truth = printed(&out);
+    let truth: HashMap<String, f64> = printed_values(&out);
     let (nap_ns, wait_ns, total_ns) = (truth["nap_ns"], truth["wait_ns"], truth["total_ns"]);
 
     // offcpu.folded: µs per stack. The main thread's waits, told apart by the kernel code

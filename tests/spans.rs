@@ -48,13 +48,8 @@ fn by_id(all: &[serde_json::Value]) -> HashMap<u64, &serde_json::Value> {
         .collect()
 }
 
-/// "key value key value" → map.
 fn printed_counts(line: &str) -> HashMap<String, u64> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .chunks(2)
-        .filter_map(|kv| Some((kv.first()?.to_string(), kv.get(1)?.parse().ok()?)))
-        .collect()
+    printed_values(line)
 }
 
 #[test]

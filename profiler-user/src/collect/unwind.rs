@@ -165,31 +165,24 @@ impl Unwinder {
             {
                 continue;
             }
-            let module = if m.path == "[vdso]" {
+            let sections = if m.path == "[vdso]" {
                 // The kernel's vDSO (clock_gettime, …) is no file, but it is an ELF image with
                 // CFI: read it from the process's memory.
-                vdso_sections(space.pid, m).and_then(|sections| {
-                    let bias = sections.bias(m)?;
-                    Some(Module::new(
-                        m.path.clone(),
-                        m.start..m.end,
-                        bias,
-                        sections.module_info(),
-                    ))
-                })
+                vdso_sections(space.pid, m).map(Arc::new)
             } else if m.is_file() {
-                self.sections(space, &m.path).and_then(|sections| {
-                    let bias = sections.bias(m)?;
-                    Some(Module::new(
-                        m.path.clone(),
-                        m.start..m.end,
-                        bias,
-                        sections.module_info(),
-                    ))
-                })
+                self.sections(space, &m.path)
             } else {
                 None
             };
+            let module = sections.and_then(|sections| {
+                let bias = sections.bias(m)?;
+                Some(Module::new(
+                    m.path.clone(),
+                    m.start..m.end,
+                    bias,
+                    sections.module_info(),
+                ))
+            });
             let s = self.spaces.entry(index).or_default();
             s.added.insert(key);
             if let Some(module) = module {
