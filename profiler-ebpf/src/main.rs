@@ -59,8 +59,12 @@ mod programs {
     #[unsafe(no_mangle)]
     static WAKEUP_BYTES: u64 = 0;
 
+    /// `force`: wake the reader whatever the threshold (a process userspace must look at now).
     #[inline(always)]
-    fn submit_flags() -> u64 {
+    fn submit_flags(force: bool) -> u64 {
+        if force {
+            return BPF_RB_FORCE_WAKEUP as u64;
+        }
         // SAFETY: a read-only global the loader fills in before the program runs.
         let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
         if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
@@ -222,11 +226,7 @@ mod programs {
         match EVENTS.reserve::<SampleEvent>(0) {
             Some(mut entry) => {
                 entry.write(header);
-                entry.submit(if announce {
-                    BPF_RB_FORCE_WAKEUP as u64
-                } else {
-                    submit_flags()
-                });
+                entry.submit(submit_flags(announce));
                 bump(counter::EMITTED);
             }
             None => bump(counter::LOST_RINGBUF_FULL),
@@ -343,11 +343,7 @@ mod programs {
             };
         }
         let size = opaque(SAMPLE_DWARF_HEADER + off as usize) & (2 * MAX_DWARF_STACK - 1);
-        let flags = if announce {
-            BPF_RB_FORCE_WAKEUP as u64
-        } else {
-            submit_flags()
-        };
+        let flags = submit_flags(announce);
         // SAFETY: `size` is at most the record's size, and the ring buffer copies it.
         let r = unsafe {
             bpf_ringbuf_output(
@@ -391,7 +387,7 @@ mod programs {
             (*rec).user_len = if user > 0 { (user / 8) as u32 } else { 0 };
             (*rec).kernel_len = if kernel > 0 { (kernel / 8) as u32 } else { 0 };
         }
-        entry.submit(submit_flags());
+        entry.submit(submit_flags(false));
         bump(counter::EMITTED);
         0
     }
@@ -443,7 +439,7 @@ mod programs {
         match EVENTS.reserve::<SpanEvent>(0) {
             Some(mut entry) => {
                 entry.write(event);
-                entry.submit(submit_flags());
+                entry.submit(submit_flags(false));
                 bump(counter::SPAN_EVENTS);
             }
             None => bump(counter::SPAN_EVENTS_LOST),
@@ -739,7 +735,7 @@ mod programs {
         match EVENTS.reserve::<OffCpuEvent>(0) {
             Some(mut entry) => {
                 entry.write(event);
-                entry.submit(submit_flags());
+                entry.submit(submit_flags(false));
             }
             None => {
                 bump(counter::OFF_CPU_EVENTS_LOST);

@@ -520,6 +520,11 @@ impl Recording {
         self.counters.clone().unwrap_or_default()
     }
 
+    /// CPU time one sample stands for, at the recording's rate.
+    pub fn sample_period_ns(&self) -> u64 {
+        1_000_000_000 / self.meta().frequency_hz.max(1)
+    }
+
     pub fn duration_ns(&self) -> u64 {
         let m = self.meta();
         m.end_boottime_ns.saturating_sub(m.start_boottime_ns)

@@ -256,8 +256,7 @@ fn by_span(rec: &Recording) -> Vec<SpanTime> {
     if rec.spans.is_empty() {
         return Vec::new();
     }
-    let hz = rec.meta().frequency_hz.max(1);
-    let period_ns = 1_000_000_000 / hz;
+    let period_ns = rec.sample_period_ns();
     let names: HashMap<(u32, u64), &str> = rec
         .spans
         .iter()

@@ -301,13 +301,18 @@ fn start_profiler(pid: u32, out: &Path, args: &[&str]) -> Result<Child> {
     spawn_recording(cmd).map(|(child, _)| child)
 }
 
-fn seconds_of(printed: &str) -> Result<f64> {
+/// The number after `key` in a target's "key value key value" report.
+fn printed_value(printed: &str, key: &str) -> Result<f64> {
     printed
         .split_whitespace()
-        .skip_while(|w| *w != "seconds")
+        .skip_while(|w| *w != key)
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no `seconds` in {printed:?}"))
+        .ok_or_else(|| format!("no `{key}` in {printed:?}"))
+}
+
+fn seconds_of(printed: &str) -> Result<f64> {
+    printed_value(printed, "seconds")
 }
 
 struct Row {
@@ -644,12 +649,7 @@ fn workload_cpu(cmd: &mut Command) -> Result<(f64, f64)> {
         .output()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let value = |key: &str| {
-        text.split_whitespace()
-            .skip_while(|w| *w != key)
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-    };
+    let value = |key: &str| printed_value(&text, key).ok();
     match (value("cpu_s"), value("wall_s")) {
         (Some(c), Some(w)) => Ok((c, w)),
         _ => Err(format!("{cmd:?} printed no cpu_s/wall_s: {text}")),
@@ -796,14 +796,7 @@ fn slowdown(dir: &Path, rows: &mut Vec<Row>, threads: u32, rates: &[&str]) -> Re
 
 /// A command's stdout; its stderr is dropped (bpftrace warns about RLIMIT_MEMLOCK each run).
 fn quiet_output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed: {}", out.status));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::stdout_of(cmd.stderr(Stdio::null()))
 }
 
 enum Pb<'a> {
@@ -1305,13 +1298,6 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let _stats = BpfStats::enable()?;
     let rounds = rounds();
     let bounces = if quick() { "5000" } else { "30000" };
-    let value = |text: &str, key: &str| -> Result<f64> {
-        text.split_whitespace()
-            .skip_while(|w| *w != key)
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("pingpong printed no {key}: {text}"))
-    };
     // [alone, record, record --off-cpu] → (cpu s, wall s) per round.
     let mut runs: [Vec<(f64, f64)>; 3] = Default::default();
     let (mut ns_per_switch, mut ns_per_target_switch) = (Vec::new(), Vec::new());
@@ -1334,8 +1320,8 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
             t.go()?;
             let printed = t.finish()?;
             runs[variant].push((
-                value(&printed, "cpu_ns")? / 1e9,
-                value(&printed, "wall_ns")? / 1e9,
+                printed_value(&printed, "cpu_ns")? / 1e9,
+                printed_value(&printed, "wall_ns")? / 1e9,
             ));
             if let Some(mut p) = profiler {
                 p.wait().map_err(|e| e.to_string())?;

@@ -76,8 +76,12 @@ fn run(cmd: &mut Command) -> Result {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
+    stdout_of(cmd.stderr(Stdio::inherit()))
+}
+
+/// Runs `cmd` to completion and returns its stdout; its stderr goes where `cmd` says.
+fn stdout_of(cmd: &mut Command) -> Result<String> {
     let out = cmd
-        .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !out.status.success() {

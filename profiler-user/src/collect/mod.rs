@@ -19,10 +19,11 @@ use aya::{
     EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        PerfEvent,
+        PerfEvent, ProgramInfo, TracePoint,
         perf_event::{
             PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
         },
+        trace_point::TracePointLinkId,
     },
 };
 use profiler_common::{
@@ -474,7 +475,11 @@ pub async fn record(
     }
     // Last, so off-CPU time is counted over the same window as the samples.
     let off_cpu_link = match opts.off_cpu {
-        Some(_) => Some(attach_off_cpu(&mut ebpf)?),
+        Some(_) => Some(attach_sched(
+            &mut ebpf,
+            names::PROGRAM_OFF_CPU,
+            "sched_switch",
+        )?),
         None => None,
     };
     let load_attach = started.elapsed();
@@ -574,16 +579,10 @@ pub async fn record(
     // The off-CPU program goes first: its window must not outlast the samples'.
     let mut off_cpu_stats = (0, 0);
     if let Some(link) = off_cpu_link {
-        let p: &mut aya::programs::TracePoint = ebpf
-            .program_mut(names::PROGRAM_OFF_CPU)
-            .ok_or_else(|| Error::Internal("off-CPU program vanished".into()))?
-            .try_into()
-            .map_err(prog_err)?;
-        p.detach(link).map_err(prog_err)?;
-        off_cpu_stats = p
-            .info()
-            .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
-            .unwrap_or((0, 0));
+        let p = sched_program(&mut ebpf, names::PROGRAM_OFF_CPU)?;
+        p.detach(link)
+            .map_err(tracepoint_err(names::PROGRAM_OFF_CPU))?;
+        off_cpu_stats = run_stats(p.info());
     }
     let program: &mut PerfEvent = ebpf
         .program_mut(names::PROGRAM_CPU_SAMPLE)
@@ -594,10 +593,7 @@ pub async fn record(
         program.detach(link).map_err(prog_err)?;
     }
     let end_boottime_ns = boottime_ns();
-    let (bpf_run_count, bpf_run_time_ns) = program
-        .info()
-        .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
-        .unwrap_or((0, 0));
+    let (bpf_run_count, bpf_run_time_ns) = run_stats(program.info());
     drop(stats_fd);
     drain(ring.get_mut(), &mut sink);
     let Sink {
@@ -740,7 +736,6 @@ fn ensure_tracefs() {
 /// Follows fork/exec/exit of the targets in the kernel (sched tracepoints); without
 /// `follow`, only exits (which also clear the span state of dying threads).
 fn attach_process_tracepoints(ebpf: &mut aya::Ebpf, follow: bool) -> Result<()> {
-    use aya::programs::TracePoint;
     ensure_tracefs();
     let all = [
         (names::PROGRAM_PROCESS_EXIT, "sched_process_exit"),
@@ -748,35 +743,37 @@ fn attach_process_tracepoints(ebpf: &mut aya::Ebpf, follow: bool) -> Result<()> 
         (names::PROGRAM_PROCESS_EXEC, "sched_process_exec"),
     ];
     for &(name, event) in &all[..if follow { 3 } else { 1 }] {
-        let err = |e| Error::Program {
-            program: name,
-            source: Box::new(e),
-        };
-        let p: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::Internal(format!("eBPF object lacks {name}")))?
-            .try_into()
-            .map_err(err)?;
-        p.load().map_err(err)?;
-        p.attach("sched", event).map_err(err)?;
+        attach_sched(ebpf, name, event)?;
     }
     Ok(())
 }
 
-/// Loads and attaches the sched_switch program of `--off-cpu`.
-fn attach_off_cpu(ebpf: &mut aya::Ebpf) -> Result<aya::programs::trace_point::TracePointLinkId> {
-    use aya::programs::TracePoint;
-    let err = |e| Error::Program {
-        program: names::PROGRAM_OFF_CPU,
+fn tracepoint_err(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> Error {
+    move |e| Error::Program {
+        program,
         source: Box::new(e),
-    };
-    let p: &mut TracePoint = ebpf
-        .program_mut(names::PROGRAM_OFF_CPU)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the off-CPU program".into()))?
+    }
+}
+
+/// The classic tracepoint program `name` of the eBPF object.
+fn sched_program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut TracePoint> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("eBPF object lacks {name}")))?
         .try_into()
-        .map_err(err)?;
-    p.load().map_err(err)?;
-    p.attach("sched", "sched_switch").map_err(err)
+        .map_err(tracepoint_err(name))
+}
+
+/// Loads program `name` and attaches it to the sched tracepoint `event`.
+fn attach_sched(ebpf: &mut aya::Ebpf, name: &'static str, event: &str) -> Result<TracePointLinkId> {
+    let p = sched_program(ebpf, name)?;
+    p.load().map_err(tracepoint_err(name))?;
+    p.attach("sched", event).map_err(tracepoint_err(name))
+}
+
+/// A program's kernel run-time statistics: (runs, total ns), zeros where unavailable.
+fn run_stats(info: std::result::Result<ProgramInfo, aya::programs::ProgramError>) -> (u64, u64) {
+    info.map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+        .unwrap_or((0, 0))
 }
 
 /// Everything off-CPU, after the program is detached: the kernel's sums, plus the intervals

@@ -49,20 +49,53 @@ pub struct RawOffCpuData {
     pub bpf_run_time_ns: u64,
 }
 
-pub fn from_event(e: &OffCpuEvent) -> RawOffCpu {
-    RawOffCpu {
-        pid: e.pid,
-        tid: e.tid,
-        user: RawStack::from_id(e.user_stack_id),
-        kernel: RawStack::from_id(e.kernel_stack_id),
-        span_id: e.span_id,
-        runnable: e.runnable != 0,
-        total_ns: e.end_ns.saturating_sub(e.begin_ns),
-        count: 1,
-        begin_ns: e.begin_ns,
-        end_ns: e.end_ns,
-        space: 0,
+impl RawOffCpu {
+    /// Whose and where from, as the kernel's records say; no time yet.
+    fn new(
+        pid: u32,
+        tid: u32,
+        user_stack_id: i32,
+        kernel_stack_id: i32,
+        span_id: u64,
+        runnable: u32,
+    ) -> Self {
+        Self {
+            pid,
+            tid,
+            user: RawStack::from_id(user_stack_id),
+            kernel: RawStack::from_id(kernel_stack_id),
+            span_id,
+            runnable: runnable != 0,
+            total_ns: 0,
+            count: 0,
+            begin_ns: 0,
+            end_ns: 0,
+            space: 0,
+        }
     }
+
+    /// One interval, from `begin_ns` to `end_ns`.
+    fn interval(self, begin_ns: u64, end_ns: u64) -> Self {
+        Self {
+            total_ns: end_ns.saturating_sub(begin_ns),
+            count: 1,
+            begin_ns,
+            end_ns,
+            ..self
+        }
+    }
+}
+
+pub fn from_event(e: &OffCpuEvent) -> RawOffCpu {
+    RawOffCpu::new(
+        e.pid,
+        e.tid,
+        e.user_stack_id,
+        e.kernel_stack_id,
+        e.span_id,
+        e.runnable,
+    )
+    .interval(e.begin_ns, e.end_ns)
 }
 
 /// Plain old data read back from map bytes; the byte arrays keep `aya::Pod` off the shared
@@ -101,17 +134,16 @@ pub fn read_totals(ebpf: &aya::Ebpf) -> Result<Vec<RawOffCpu>> {
             continue;
         }
         out.push(RawOffCpu {
-            pid: k.pid,
-            tid: k.tid,
-            user: RawStack::from_id(k.user_stack_id),
-            kernel: RawStack::from_id(k.kernel_stack_id),
-            span_id: k.span_id,
-            runnable: k.runnable != 0,
             total_ns,
             count,
-            begin_ns: 0,
-            end_ns: 0,
-            space: 0,
+            ..RawOffCpu::new(
+                k.pid,
+                k.tid,
+                k.user_stack_id,
+                k.kernel_stack_id,
+                k.span_id,
+                k.runnable,
+            )
         });
     }
     Ok(out)
@@ -134,23 +166,20 @@ pub fn read_open(ebpf: &aya::Ebpf, end_ns: u64, min_ns: u64) -> Result<Vec<RawOf
             continue;
         };
         let alive = std::path::Path::new(&format!("/proc/{}/task/{}", s.pid, s.tid)).exists();
-        let total_ns = end_ns.saturating_sub(s.start_ns);
-        if !alive || s.start_ns == 0 || total_ns < min_ns {
+        if !alive || s.start_ns == 0 || end_ns.saturating_sub(s.start_ns) < min_ns {
             continue;
         }
-        out.push(RawOffCpu {
-            pid: s.pid,
-            tid: s.tid,
-            user: RawStack::from_id(s.user_stack_id),
-            kernel: RawStack::from_id(s.kernel_stack_id),
-            span_id: s.span_id,
-            runnable: s.runnable != 0,
-            total_ns,
-            count: 1,
-            begin_ns: s.start_ns,
-            end_ns,
-            space: 0,
-        });
+        out.push(
+            RawOffCpu::new(
+                s.pid,
+                s.tid,
+                s.user_stack_id,
+                s.kernel_stack_id,
+                s.span_id,
+                s.runnable,
+            )
+            .interval(s.start_ns, end_ns),
+        );
     }
     Ok(out)
 }

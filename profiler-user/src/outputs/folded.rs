@@ -130,33 +130,47 @@ fn off_cpu_line(rec: &Recording, group: GroupBy, o: &crate::model::OffCpu) -> St
     line
 }
 
-/// Off-CPU stacks weighted by microseconds off CPU.
-pub fn off_cpu_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
-    let mut ns: BTreeMap<String, u64> = BTreeMap::new();
+/// Nanoseconds off CPU per folded line. Entries are per thread: those that render alike
+/// (same process, thread when grouped by thread, stack and state) are summed first, so each
+/// line is rendered once.
+fn off_cpu_ns(rec: &Recording, group: GroupBy) -> BTreeMap<String, u64> {
+    let mut by_key: BTreeMap<(u32, u32, u32, bool), (&crate::model::OffCpu, u64)> = BTreeMap::new();
     for o in &rec.off_cpu {
-        *ns.entry(off_cpu_line(rec, group, o)).or_default() += o.total_ns;
+        let tid = if group == GroupBy::Thread { o.tid } else { 0 };
+        by_key
+            .entry((o.pid, tid, o.stack, o.runnable))
+            .or_insert((o, 0))
+            .1 += o.total_ns;
     }
+    let mut ns = BTreeMap::new();
+    for (o, total) in by_key.into_values() {
+        *ns.entry(off_cpu_line(rec, group, o)).or_default() += total;
+    }
+    ns
+}
+
+/// Lines weighted in nanoseconds → microseconds, dropping what rounds to zero.
+fn in_us(ns: BTreeMap<String, u64>) -> Vec<(String, u64)> {
     ns.into_iter()
         .map(|(l, n)| (l, n / 1000))
         .filter(|(_, us)| *us > 0)
         .collect()
 }
 
+/// Off-CPU stacks weighted by microseconds off CPU.
+pub fn off_cpu_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
+    in_us(off_cpu_ns(rec, group))
+}
+
 /// Wall-clock time in microseconds: CPU samples weighted by the sampling period, beside the
 /// off-CPU stacks, so a function's width is its whole elapsed time, computing or waiting.
 pub fn wall_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
-    let period_ns = 1_000_000_000 / rec.meta().frequency_hz.max(1);
-    let mut ns: BTreeMap<String, u64> = BTreeMap::new();
+    let period_ns = rec.sample_period_ns();
+    let mut ns = off_cpu_ns(rec, group);
     for (line, n) in folded_lines(rec, group) {
         *ns.entry(line).or_default() += n * period_ns;
     }
-    for o in &rec.off_cpu {
-        *ns.entry(off_cpu_line(rec, group, o)).or_default() += o.total_ns;
-    }
-    ns.into_iter()
-        .map(|(l, n)| (l, n / 1000))
-        .filter(|(_, us)| *us > 0)
-        .collect()
+    in_us(ns)
 }
 
 pub fn write(lines: &[(String, u64)], w: &mut dyn io::Write) -> io::Result<()> {

@@ -431,20 +431,16 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
 }
 
 fn unwind_info(u: &crate::collect::unwind::UnwindStats) -> crate::model::UnwindInfo {
-    let mut used = u.stack_bytes_used.clone();
+    let mut used: Vec<u64> = u.stack_bytes_used.iter().map(|&b| u64::from(b)).collect();
     used.sort_unstable();
-    let at = |q: f64| {
-        used.get(((used.len() as f64 * q) as usize).min(used.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let at = |p: f64| crate::spans::percentile(&used, p) as u32;
     crate::model::UnwindInfo {
         samples: u.samples,
         truncated: u.truncated,
         total_ns: u.total_ns,
-        stack_bytes_p50: at(0.5),
-        stack_bytes_p99: at(0.99),
-        stack_bytes_max: used.last().copied().unwrap_or(0),
+        stack_bytes_p50: at(50.0),
+        stack_bytes_p99: at(99.0),
+        stack_bytes_max: at(100.0),
         load_ns: u.load_ns,
     }
 }
