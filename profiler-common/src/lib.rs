@@ -396,8 +396,11 @@ pub mod counter {
     /// DWARF samples sent with the frame-pointer stack instead: taken in the kernel with no
     /// user registers to start from, or on a CPU without a scratch record.
     pub const DWARF_NO_USER_REGS: u32 = 17;
+    /// Target switch-outs that found the thread's previous switch-out still open: the
+    /// program never saw that thread come back on CPU, and that interval is lost.
+    pub const OFF_CPU_UNMATCHED: u32 = 18;
     /// Size of the array.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).

@@ -666,6 +666,10 @@ mod programs {
             _pad: 0,
         };
         let host_tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: only tested for presence.
+        if unsafe { OFF_CPU_START.get(host_tid) }.is_some() {
+            bump(counter::OFF_CPU_UNMATCHED);
+        }
         if OFF_CPU_START.insert(host_tid, start, 0).is_err() {
             bump(counter::OFF_CPU_START_FULL);
         }

@@ -441,6 +441,10 @@ pub struct Counters {
     /// DWARF samples with no user registers (kept with the frame-pointer stack).
     #[prost(uint64, tag = "22")]
     pub dwarf_no_user_regs: u64,
+    /// Off-CPU intervals lost because the program never saw the thread come back on CPU
+    /// (found at the thread's next switch-out).
+    #[prost(uint64, tag = "23")]
+    pub off_cpu_unmatched: u64,
 }
 
 impl Counters {

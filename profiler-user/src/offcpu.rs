@@ -23,7 +23,10 @@ pub struct OffCpuReport {
     /// Intervals shorter than this were not counted.
     pub min_ns: u64,
     pub switches: u64,
+    /// Intervals the kernel events dropped with the ring buffer full.
     pub lost_intervals: u64,
+    /// Intervals lost because the program never saw their thread come back on CPU.
+    pub unmatched_intervals: u64,
     pub lost_ns: u64,
     /// Runs of the sched_switch program (every context switch of the machine) and their mean
     /// run time.
@@ -169,6 +172,7 @@ impl OffCpuReport {
             min_ns: info.min_ns,
             switches: c.off_cpu_switches,
             lost_intervals: c.off_cpu_events_lost,
+            unmatched_intervals: c.off_cpu_unmatched,
             lost_ns: c.off_cpu_lost_ns,
             bpf_switch_runs: info.bpf_run_count,
             bpf_ns_per_switch: (info.bpf_run_count > 0)
@@ -185,7 +189,7 @@ impl OffCpuReport {
         use std::fmt::Write as _;
         let _ = writeln!(
             t,
-            "\nOff-CPU: {} ({} blocked, {} preempted) in {} intervals of at least {}; {} switch-outs; {} intervals lost{}",
+            "\nOff-CPU: {} ({} blocked, {} preempted) in {} intervals of at least {}; {} switch-outs; {} intervals lost, {} unmatched{}",
             fmt_ns(self.total_ns as f64),
             fmt_ns(self.blocked_ns as f64),
             fmt_ns(self.preempted_ns as f64),
@@ -193,6 +197,7 @@ impl OffCpuReport {
             fmt_ns(self.min_ns as f64),
             self.switches,
             self.lost_intervals,
+            self.unmatched_intervals,
             if self.windowed {
                 " (windowed: only intervals kept one by one)"
             } else {

@@ -831,26 +831,23 @@ struct Sink<'a> {
 }
 
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
+    // DWARF samples are unwound after the batch: reading a module's unwind tables takes
+    // milliseconds, and a short-lived child's fork or exec later in the batch must reach
+    // /proc while the child still lives.
+    let mut to_unwind: Vec<(usize, DwarfRegs, Vec<u8>)> = Vec::new();
     while let Some(item) = ring.next() {
         match parse_event(&item) {
             Some(Event::SampleDwarf(mut sample, comm, regs, stack)) => {
                 sink.threads.insert(sample.tid, comm);
                 sample.space = sink.procs.space_of(sample.pid);
-                let index = sample.space as usize;
-                if let Some(space) = sink.procs.spaces.get_mut(index) {
-                    // Code the maps read so far do not cover: a library loaded since.
-                    if space.find(regs.ip).is_none() {
-                        let _ = space.refresh();
-                    }
-                    let unwound = sink.unwinder.unwind(
-                        sample.space,
-                        space,
-                        &regs,
-                        item.get(stack).unwrap_or(&[]),
-                    );
-                    sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
-                    sample.truncated = unwound.truncated;
+                // Code the maps read so far do not cover: a library loaded since.
+                if let Some(space) = sink.procs.spaces.get_mut(sample.space as usize)
+                    && space.find(regs.ip).is_none()
+                {
+                    let _ = space.refresh();
                 }
+                let bytes = item.get(stack).unwrap_or(&[]).to_vec();
+                to_unwind.push((sink.samples.len(), regs, bytes));
                 sink.samples.push(sample);
             }
             Some(Event::Sample(mut sample, comm)) => {
@@ -885,6 +882,16 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
                 sink.span_events.push(e);
             }
             None => sink.malformed += 1,
+        }
+    }
+    for (at, regs, stack) in to_unwind {
+        let Some(sample) = sink.samples.get_mut(at) else {
+            continue;
+        };
+        if let Some(space) = sink.procs.spaces.get(sample.space as usize) {
+            let unwound = sink.unwinder.unwind(sample.space, space, &regs, &stack);
+            sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
+            sample.truncated = unwound.truncated;
         }
     }
 }
@@ -1064,6 +1071,7 @@ fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
         off_cpu_events_lost: sum(counter::OFF_CPU_EVENTS_LOST)?,
         off_cpu_lost_ns: sum(counter::OFF_CPU_LOST_NS)?,
         off_cpu_start_full: sum(counter::OFF_CPU_START_FULL)?,
+        off_cpu_unmatched: sum(counter::OFF_CPU_UNMATCHED)?,
         off_cpu_events_received: 0,
     })
 }

@@ -307,6 +307,12 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             c.off_cpu_lost_ns as f64 / 1e9
         ));
     }
+    if c.off_cpu_unmatched > 0 {
+        warnings.push(format!(
+            "{} off-CPU intervals lost: the kernel never ran the sched_switch program when their thread came back on CPU",
+            c.off_cpu_unmatched
+        ));
+    }
     if c.off_cpu_start_full > 0 {
         warnings.push(format!(
             "{} switch-outs not tracked (more target threads off CPU at once than the kernel map holds): their off-CPU time is missing",
