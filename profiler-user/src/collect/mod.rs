@@ -529,6 +529,7 @@ pub async fn record(
         span_events: Vec::new(),
         off_cpu: Vec::new(),
         unwinder: unwind::Unwinder::default(),
+        to_unwind: Default::default(),
         auto_targets,
         threads,
         meta: &mut meta,
@@ -596,6 +597,7 @@ pub async fn record(
     let (bpf_run_count, bpf_run_time_ns) = run_stats(program.info());
     drop(stats_fd);
     drain(ring.get_mut(), &mut sink);
+    unwind_pending(&mut sink, None);
     let Sink {
         samples,
         span_events,
@@ -822,6 +824,8 @@ struct Sink<'a> {
     /// Off-CPU intervals, and whether the kernel's sums hold them too.
     off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
     unwinder: unwind::Unwinder,
+    /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
+    to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
     /// `--call-graph auto` with children followed: the targets' flags, to update at exec.
     auto_targets: Option<BpfHashMap<MapData, u32, u32>>,
     threads: HashMap<u32, String>,
@@ -831,10 +835,6 @@ struct Sink<'a> {
 }
 
 fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
-    // DWARF samples are unwound after the batch: reading a module's unwind tables takes
-    // milliseconds, and a short-lived child's fork or exec later in the batch must reach
-    // /proc while the child still lives.
-    let mut to_unwind: Vec<(usize, DwarfRegs, Vec<u8>)> = Vec::new();
     while let Some(item) = ring.next() {
         match parse_event(&item) {
             Some(Event::SampleDwarf(mut sample, comm, regs, stack)) => {
@@ -847,7 +847,7 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
                     let _ = space.refresh();
                 }
                 let bytes = item.get(stack).unwrap_or(&[]).to_vec();
-                to_unwind.push((sink.samples.len(), regs, bytes));
+                sink.to_unwind.push_back((sink.samples.len(), regs, bytes));
                 sink.samples.push(sample);
             }
             Some(Event::Sample(mut sample, comm)) => {
@@ -884,14 +884,28 @@ fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>) {
             None => sink.malformed += 1,
         }
     }
-    for (at, regs, stack) in to_unwind {
-        let Some(sample) = sink.samples.get_mut(at) else {
-            continue;
-        };
-        if let Some(space) = sink.procs.spaces.get(sample.space as usize) {
+    unwind_pending(sink, Some(UNWIND_BUDGET));
+}
+
+/// Unwinding time per drain once the ring buffer is empty.
+const UNWIND_BUDGET: Duration = Duration::from_millis(10);
+
+/// Unwinds queued DWARF samples, oldest first, for at most `budget` (None: all of them).
+/// The queue is worked on only after the ring buffer is drained: reading a module's unwind
+/// tables takes milliseconds, and a short-lived child's fork or exec must reach /proc while
+/// the child still lives.
+fn unwind_pending(sink: &mut Sink<'_>, budget: Option<Duration>) {
+    let started = Instant::now();
+    while let Some((at, regs, stack)) = sink.to_unwind.pop_front() {
+        if let Some(sample) = sink.samples.get_mut(at)
+            && let Some(space) = sink.procs.spaces.get(sample.space as usize)
+        {
             let unwound = sink.unwinder.unwind(sample.space, space, &regs, &stack);
             sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
             sample.truncated = unwound.truncated;
+        }
+        if budget.is_some_and(|b| started.elapsed() >= b) {
+            break;
         }
     }
 }
