@@ -300,6 +300,9 @@ pub struct Module {
     /// False when the file has neither a symbol table nor debug info (stripped).
     #[prost(bool, tag = "4")]
     pub has_symbols: bool,
+    /// The separate debug file that named it (`/usr/lib/debug/...`), empty for none.
+    #[prost(string, tag = "5")]
+    pub debug_file: String,
 }
 
 impl Module {
@@ -445,6 +448,13 @@ pub struct Counters {
     /// (found at the thread's next switch-out).
     #[prost(uint64, tag = "23")]
     pub off_cpu_unmatched: u64,
+    /// Side-band records (mappings, forks, execs) the kernel dropped with their buffer full.
+    #[prost(uint64, tag = "24")]
+    pub sideband_lost: u64,
+    /// Mappings of targets whose file could not be opened (gone or replaced before it was
+    /// read): their frames show as `module+0xOFFSET`.
+    #[prost(uint64, tag = "25")]
+    pub modules_missed: u64,
 }
 
 impl Counters {
@@ -725,18 +735,21 @@ pub(crate) mod tests {
                 kind: ModuleKind::File as i32,
                 build_id: vec![],
                 has_symbols: true,
+                debug_file: String::new(),
             },
             Module {
                 path: "/lib/libstripped.so".into(),
                 kind: ModuleKind::File as i32,
                 build_id: vec![],
                 has_symbols: false,
+                debug_file: String::new(),
             },
             Module {
                 path: "[kernel.kallsyms]".into(),
                 kind: ModuleKind::Kernel as i32,
                 build_id: vec![],
                 has_symbols: true,
+                debug_file: String::new(),
             },
         ];
         let f = |name: &str| Function {

@@ -49,6 +49,7 @@ fn recording() -> Recording {
             kind: ModuleKind::File as i32,
             build_id: vec![1, 2, 3, 4],
             has_symbols: true,
+            debug_file: String::new(),
         }],
         functions,
         locations,

@@ -1,113 +1,383 @@
-//! The processes of a recording: the target and, when children are followed, everything it
-//! starts. Each process gets a fresh address space at every exec, read as soon as the kernel
-//! reports the process (its first sample wakes userspace at once), so short-lived children are
-//! symbolized from the files they really ran.
-use std::collections::{HashMap, HashSet};
+//! The processes of a recording and their address spaces over time, built from the kernel's
+//! side-band records (fork, exec, executable mappings, exit: see `sideband`) in the order
+//! they happened, and from /proc for what existed before the recording began. A sample is
+//! placed in the address space its process had at the sample's time, so a child that lived
+//! 5 ms is named from the files it really mapped, however late userspace reads about it.
+use std::collections::HashMap;
 
-use super::procfs::{AddressSpace, ProcessInfo};
+use super::{
+    modules::ModuleStore,
+    procfs::{self, AddressSpace, Mapping, ProcessInfo},
+    sideband::Record,
+};
+
+/// Records of processes not (yet) known to be targets, kept this long: the record that makes
+/// a process a target (its fork) can be read after its own records from another CPU's buffer.
+const PENDING_NS: u64 = 2_000_000_000;
 
 #[derive(Debug, Default)]
 pub struct Processes {
     /// Every address space seen; samples refer to them by index.
     pub spaces: Vec<AddressSpace>,
-    /// The current address space of each process.
-    current: HashMap<u32, usize>,
+    /// Per process: (since when, space index), oldest first; a new entry at fork and exec.
+    timelines: HashMap<u32, Vec<(u64, usize)>>,
     /// Names and command lines, as last seen (after exec).
     pub infos: HashMap<u32, ProcessInfo>,
     /// Parent of each followed child.
     pub parents: HashMap<u32, u32>,
-    exited: HashSet<u32>,
-    /// Spaces read at fork or exec, before the dynamic loader mapped the libraries: read
-    /// again at each of the process's first samples (the kernel wakes us for each at once),
-    /// with how many rereads are left.
-    stale: HashMap<u32, u32>,
-}
-
-fn is_thread(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-        })
-        .is_some_and(|tgid| tgid != pid)
+    pub modules: ModuleStore,
+    /// Children become targets (`--follow-children`, `run`); otherwise only processes
+    /// registered by [`Processes::add_root`] are.
+    follow: bool,
+    /// Unknown processes' records, by pid (forks by parent), with the newest record's time.
+    pending: HashMap<u32, (u64, Vec<Record>)>,
+    pending_count: usize,
+    /// Side-band records the kernel dropped (buffer full).
+    pub sideband_lost: u64,
+    /// Processes whose mappings only /proc could tell (no side-band record of them).
+    pub read_from_proc: u64,
+    exited: HashMap<u32, u64>,
+    /// The image each exec replaced, by space index: during the exec syscall a sample's user
+    /// registers still point into the old program.
+    replaced: HashMap<usize, usize>,
 }
 
 impl Processes {
-    pub fn new(root: AddressSpace, info: ProcessInfo) -> Self {
-        let mut p = Self::default();
-        p.current.insert(root.pid, 0);
-        p.infos.insert(info.pid, info);
-        p.spaces.push(root);
-        p
+    pub fn new(modules: ModuleStore, follow: bool) -> Self {
+        Self {
+            modules,
+            follow,
+            ..Default::default()
+        }
     }
 
-    fn read(&mut self, pid: u32) -> usize {
-        let mut space = AddressSpace::new(pid);
-        // A process that is already gone keeps an empty space: its frames show as [unknown].
-        let _ = space.refresh();
-        if let Ok(info) = ProcessInfo::capture(pid) {
-            self.infos.insert(pid, info);
-        }
-        self.spaces.push(space);
-        let index = self.spaces.len() - 1;
-        self.current.insert(pid, index);
+    /// A process present when the recording began, with its space as /proc describes it.
+    pub fn add_root(&mut self, space: AddressSpace, info: ProcessInfo) -> usize {
+        let pid = space.pid;
+        self.infos.insert(pid, info);
+        let index = self.push_space(space);
+        self.timelines.entry(pid).or_default().insert(0, (0, index));
+        self.replay(pid);
         index
     }
 
-    /// The address space a sample of `pid` taken now belongs to.
-    pub fn space_of(&mut self, pid: u32) -> u32 {
-        let index = match self.current.get(&pid) {
-            Some(&i) => {
-                if let Some(left) = self.stale.get_mut(&pid) {
-                    let _ = self.spaces[i].refresh();
-                    *left -= 1;
-                    if *left == 0 {
-                        self.stale.remove(&pid);
-                    }
+    fn push_space(&mut self, space: AddressSpace) -> usize {
+        self.spaces.push(space);
+        self.spaces.len() - 1
+    }
+
+    /// The image an exec replaced with space `index`, if it was one.
+    pub fn replaced(&self, index: u32) -> Option<&AddressSpace> {
+        self.replaced
+            .get(&(index as usize))
+            .and_then(|&i| self.spaces.get(i))
+    }
+
+    pub fn is_known(&self, pid: u32) -> bool {
+        self.timelines.contains_key(&pid)
+    }
+
+    /// The space `pid` had at `time_ns`: the newest begun by then, or its first one for a
+    /// time before it was known.
+    fn index_at(&self, pid: u32, time_ns: u64) -> Option<usize> {
+        let line = self.timelines.get(&pid)?;
+        line.iter()
+            .rev()
+            .find(|(since, _)| *since <= time_ns)
+            .or(line.first())
+            .map(|&(_, i)| i)
+    }
+
+    /// The address space a sample of `pid` at `time_ns` belongs to. A process no record
+    /// described (records lost) is read from /proc now, if it still lives.
+    pub fn space_at(&mut self, pid: u32, time_ns: u64) -> u32 {
+        let index = match self.index_at(pid, time_ns) {
+            Some(i) => i,
+            None => {
+                self.read_from_proc += 1;
+                let mut space = AddressSpace::new(pid);
+                // A process that is already gone keeps an empty space: [unknown] frames.
+                let _ = space.refresh(&mut self.modules);
+                if let Ok(info) = ProcessInfo::capture(pid) {
+                    self.infos.insert(pid, info);
                 }
-                i
+                let index = self.push_space(space);
+                self.timelines.entry(pid).or_default().push((0, index));
+                index
             }
-            None => self.read(pid),
         };
         index as u32
     }
 
-    /// Also called for new threads (the kernel cannot tell them apart cheaply): those are
-    /// recognised here and ignored.
-    pub fn forked(&mut self, pid: u32, parent: u32) {
-        // A pid seen before that exited is a new process now (pids are reused).
-        let reused = self.exited.remove(&pid);
-        if (self.current.contains_key(&pid) && !reused) || is_thread(pid) {
-            return;
+    /// Applies side-band records in time order; the records deferred for a process that
+    /// becomes known join them in their place.
+    pub fn apply(&mut self, records: Vec<Record>) {
+        use std::{cmp::Reverse, collections::BinaryHeap};
+        let mut queue: Vec<Option<Record>> = Vec::with_capacity(records.len());
+        let mut order = BinaryHeap::new();
+        let push = |queue: &mut Vec<Option<Record>>, order: &mut BinaryHeap<_>, r: Record| {
+            order.push(Reverse((r.time_ns(), queue.len())));
+            queue.push(Some(r));
+        };
+        for r in records {
+            push(&mut queue, &mut order, r);
         }
-        self.parents.insert(pid, parent);
-        self.read(pid);
-        self.stale
-            .insert(pid, profiler_common::target::ANNOUNCE_SAMPLES);
+        while let Some(Reverse((_, at))) = order.pop() {
+            let Some(r) = queue.get_mut(at).and_then(Option::take) else {
+                continue;
+            };
+            if let Some(pid) = self.apply_one(r)
+                && let Some((_, deferred)) = self.pending.remove(&pid)
+            {
+                self.pending_count = self.pending_count.saturating_sub(deferred.len());
+                for r in deferred {
+                    push(&mut queue, &mut order, r);
+                }
+            }
+        }
     }
 
-    pub fn exec(&mut self, pid: u32) {
-        self.read(pid);
-        self.stale
-            .insert(pid, profiler_common::target::ANNOUNCE_SAMPLES);
+    /// Applies one record; returns the pid of a process it made known.
+    fn apply_one(&mut self, r: Record) -> Option<u32> {
+        match r {
+            Record::Fork {
+                pid,
+                ppid,
+                tid,
+                time_ns,
+            } => {
+                // Threads share their process's space.
+                if pid != tid
+                    || pid == ppid
+                    || self.is_known(pid) && !self.exited.contains_key(&pid)
+                {
+                    return None;
+                }
+                if !(self.follow && self.is_known(ppid)) {
+                    self.defer(ppid, time_ns, r);
+                    return None;
+                }
+                // A pid seen before is a new process now (pids are reused).
+                self.exited.remove(&pid);
+                let parent = self
+                    .index_at(ppid, time_ns)
+                    .and_then(|i| self.spaces.get(i))
+                    .map(|s| s.mappings.clone())
+                    .unwrap_or_default();
+                let index = self.push_space(AddressSpace {
+                    pid,
+                    mappings: parent,
+                });
+                self.timelines.insert(pid, vec![(time_ns, index)]);
+                self.parents.insert(pid, ppid);
+                if let Some(info) = self.infos.get(&ppid).cloned() {
+                    self.infos.insert(pid, ProcessInfo { pid, ..info });
+                }
+                return Some(pid);
+            }
+            Record::Exec { pid, time_ns, comm } => {
+                if !self.is_known(pid) {
+                    self.defer(pid, time_ns, Record::Exec { pid, time_ns, comm });
+                    return None;
+                }
+                let before = self.index_at(pid, time_ns);
+                let index = self.push_space(AddressSpace::new(pid));
+                if let Some(before) = before {
+                    self.replaced.insert(index, before);
+                }
+                let line = self.timelines.entry(pid).or_default();
+                // Records of one process can come from several CPUs' buffers.
+                let at = line.partition_point(|(since, _)| *since <= time_ns);
+                line.insert(at, (time_ns, index));
+                // The command line is only in /proc: read it while the process may live.
+                let info = ProcessInfo::capture(pid).unwrap_or_else(|_| ProcessInfo {
+                    pid,
+                    comm: comm.clone(),
+                    ..Default::default()
+                });
+                self.infos.insert(pid, ProcessInfo { comm, ..info });
+            }
+            Record::Mmap {
+                pid,
+                time_ns,
+                start,
+                len,
+                offset,
+                identity,
+                path,
+            } => {
+                let Some(index) = self.index_at(pid, time_ns) else {
+                    self.defer(
+                        pid,
+                        time_ns,
+                        Record::Mmap {
+                            pid,
+                            time_ns,
+                            start,
+                            len,
+                            offset,
+                            identity,
+                            path,
+                        },
+                    );
+                    return None;
+                };
+                let mut m = Mapping {
+                    start,
+                    end: start.saturating_add(len),
+                    offset,
+                    path,
+                    identity,
+                    module: None,
+                };
+                m.module = self.modules.intern(pid, &m);
+                if let Some(space) = self.spaces.get_mut(index) {
+                    space.add(m);
+                }
+            }
+            Record::Exit { pid, tid, time_ns } => {
+                if pid == tid {
+                    if self.is_known(pid) {
+                        self.exited.insert(pid, time_ns);
+                    } else {
+                        self.defer(pid, time_ns, r);
+                    }
+                }
+            }
+            Record::Lost(n) => self.sideband_lost = self.sideband_lost.saturating_add(n),
+        }
+        None
     }
 
-    pub fn exited(&mut self, pid: u32) {
-        self.exited.insert(pid);
+    fn defer(&mut self, key: u32, time_ns: u64, r: Record) {
+        let entry = self.pending.entry(key).or_default();
+        entry.0 = entry.0.max(time_ns);
+        entry.1.push(r);
+        self.pending_count += 1;
+        if self.pending_count > 100_000 {
+            let horizon = time_ns.saturating_sub(PENDING_NS);
+            self.pending.retain(|_, (newest, _)| *newest >= horizon);
+            self.pending_count = self.pending.values().map(|(_, v)| v.len()).sum();
+        }
     }
 
-    /// Rereads the maps of processes still alive (libraries loaded later).
+    /// Applies what was deferred for a process that just became known (its own records and
+    /// the forks of its children).
+    fn replay(&mut self, pid: u32) {
+        if let Some((_, records)) = self.pending.remove(&pid) {
+            self.pending_count = self.pending_count.saturating_sub(records.len());
+            self.apply(records);
+        }
+    }
+
+    /// Reads /proc/PID/maps again for processes still alive: only needed when side-band
+    /// records were lost.
     pub fn refresh_live(&mut self) {
-        for (&pid, &i) in &self.current {
-            if !self.exited.contains(&pid) {
-                let _ = self.spaces[i].refresh();
+        let live: Vec<(u32, usize)> = self
+            .timelines
+            .iter()
+            .filter(|(pid, _)| !self.exited.contains_key(pid))
+            .filter_map(|(&pid, line)| Some((pid, line.last()?.1)))
+            .collect();
+        for (pid, index) in live {
+            if procfs::has_exited(pid) {
+                continue;
+            }
+            if let Some(space) = self.spaces.get_mut(index) {
+                let _ = space.refresh(&mut self.modules);
             }
         }
     }
 
     pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.current.keys().copied()
+        self.timelines.keys().copied()
+    }
+
+    /// Files mapped by targets that could not be opened, as a warning.
+    pub fn missed_modules(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .modules
+            .missed
+            .iter()
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mmap(pid: u32, time_ns: u64, start: u64) -> Record {
+        Record::Mmap {
+            pid,
+            time_ns,
+            start,
+            len: 0x1000,
+            offset: 0,
+            identity: None,
+            path: "[anon-test]".into(),
+        }
+    }
+
+    fn fork(pid: u32, ppid: u32, time_ns: u64) -> Record {
+        Record::Fork {
+            pid,
+            ppid,
+            tid: pid,
+            time_ns,
+        }
+    }
+
+    #[test]
+    fn samples_land_in_the_space_of_their_time() {
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(10), ProcessInfo::default());
+        // The child's own records come before its fork is read (another CPU's buffer).
+        p.apply(vec![mmap(11, 20, 0x1000)]);
+        p.apply(vec![
+            fork(11, 10, 10),
+            Record::Exec {
+                pid: 11,
+                time_ns: 15,
+                comm: "child".into(),
+            },
+        ]);
+        assert_eq!(p.parents.get(&11), Some(&10));
+        let before_exec = p.space_at(11, 12) as usize;
+        let after_exec = p.space_at(11, 30) as usize;
+        assert_ne!(before_exec, after_exec);
+        assert!(p.spaces[after_exec].find(0x1000).is_some());
+        assert!(p.spaces[before_exec].find(0x1000).is_none());
+        assert_eq!(p.infos.get(&11).map(|i| i.comm.as_str()), Some("child"));
+    }
+
+    #[test]
+    fn grandchildren_are_followed_and_threads_ignored() {
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(10), ProcessInfo::default());
+        p.apply(vec![fork(12, 11, 20)]);
+        p.apply(vec![fork(11, 10, 10)]);
+        assert!(p.is_known(12));
+        p.apply(vec![Record::Fork {
+            pid: 10,
+            ppid: 10,
+            tid: 13,
+            time_ns: 30,
+        }]);
+        assert!(!p.is_known(13));
+    }
+
+    #[test]
+    fn without_follow_children_stay_out() {
+        let mut p = Processes::new(ModuleStore::default(), false);
+        p.add_root(AddressSpace::new(10), ProcessInfo::default());
+        p.apply(vec![fork(11, 10, 10), mmap(11, 20, 0x1000)]);
+        assert!(!p.is_known(11));
+        p.apply(vec![mmap(10, 20, 0x2000)]);
+        let at = p.space_at(10, 25) as usize;
+        assert!(p.spaces[at].find(0x2000).is_some());
     }
 }

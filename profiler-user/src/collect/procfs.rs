@@ -1,13 +1,12 @@
 //! What the profiler learns about a target from /proc while it is alive: names, command line
 //! and memory mappings, with an open handle on every mapped file so that symbolization still
 //! works after the target exits or its binary is replaced.
-use std::{
-    collections::HashMap,
-    fs::{self, File},
-    io,
-    path::PathBuf,
-};
+use std::{fs, io, path::PathBuf};
 
+use super::{
+    modules::{ModuleId, ModuleStore},
+    sideband::{FileIdentity, makedev},
+};
 use crate::error::{Error, Result};
 
 /// One executable mapping of a process.
@@ -19,6 +18,10 @@ pub struct Mapping {
     pub offset: u64,
     /// Path as the target sees it, or a pseudo name (`[vdso]`), or empty for anonymous memory.
     pub path: String,
+    /// The mapped file's device and inode, as the kernel reported them.
+    pub identity: Option<FileIdentity>,
+    /// The file in the recording's module store, once opened.
+    pub module: Option<ModuleId>,
 }
 
 impl Mapping {
@@ -40,7 +43,18 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
         if !perms.contains('x') {
             continue;
         }
-        let (_dev, _inode) = (fields.next(), fields.next());
+        let identity = fields
+            .next()
+            .and_then(|dev| dev.split_once(':'))
+            .zip(fields.next().and_then(|i| i.parse::<u64>().ok()))
+            .and_then(|((maj, min), ino)| {
+                let maj = u32::from_str_radix(maj, 16).ok()?;
+                let min = u32::from_str_radix(min, 16).ok()?;
+                (ino != 0).then(|| FileIdentity {
+                    dev: makedev(maj, min),
+                    ino,
+                })
+            });
         // The path is the rest of the line and may contain spaces; " (deleted)" stays part of
         // it because the open handle, not the name, is what symbolization uses.
         let path = fields.collect::<Vec<_>>().join(" ");
@@ -59,6 +73,8 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             end,
             offset,
             path,
+            identity,
+            module: None,
         });
     }
     out
@@ -130,29 +146,12 @@ pub fn thread_names(pid: u32) -> Vec<(u32, String)> {
     .collect()
 }
 
-/// A mapped file kept open for symbolization.
-#[derive(Debug)]
-pub struct OpenModule {
-    pub path: String,
-    pub file: File,
-}
-
-impl OpenModule {
-    /// A path that reaches the open file even after the original is deleted or replaced, and
-    /// that blazesym can open like any other.
-    pub fn fd_path(&self) -> PathBuf {
-        use std::os::fd::AsRawFd;
-        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
-    }
-}
-
-/// Every executable mapping seen in a process during the recording, and its files.
-#[derive(Debug, Default)]
+/// Every executable mapping seen in a process image during the recording.
+#[derive(Clone, Debug, Default)]
 pub struct AddressSpace {
     pub pid: u32,
+    /// Newest first, so a range that was remapped resolves to its latest file.
     pub mappings: Vec<Mapping>,
-    /// By target path.
-    pub files: HashMap<String, OpenModule>,
 }
 
 impl AddressSpace {
@@ -163,9 +162,19 @@ impl AddressSpace {
         }
     }
 
-    /// Rereads /proc/PID/maps, keeping mappings seen earlier (a library unloaded during the
-    /// recording still symbolizes the samples taken while it was there).
-    pub fn refresh(&mut self) -> Result<()> {
+    /// Adds a mapping not seen before. Mappings are never removed: a library unloaded during
+    /// the recording still symbolizes the samples taken while it was there.
+    pub fn add(&mut self, m: Mapping) {
+        let same = |o: &Mapping| {
+            o.start == m.start && o.end == m.end && o.offset == m.offset && o.path == m.path
+        };
+        if !self.mappings.iter().any(same) {
+            self.mappings.insert(0, m);
+        }
+    }
+
+    /// Reads /proc/PID/maps, opening the files it names into `modules`.
+    pub fn refresh(&mut self, modules: &mut ModuleStore) -> Result<()> {
         let pid = self.pid;
         let text = fs::read_to_string(proc_path(pid, "maps")).map_err(|e| {
             exited_or(pid, e, |source| {
@@ -179,38 +188,11 @@ impl AddressSpace {
                 }
             })
         })?;
-        for m in parse_maps(&text) {
-            if m.is_file()
-                && !self.files.contains_key(&m.path)
-                && let Some(file) = open_mapped_file(pid, &m)
-            {
-                self.files.insert(
-                    m.path.clone(),
-                    OpenModule {
-                        path: m.path.clone(),
-                        file,
-                    },
-                );
-            }
-            // Newest first, so a range that was remapped resolves to its latest file.
-            if !self.mappings.contains(&m) {
-                self.mappings.insert(0, m);
-            }
+        for mut m in parse_maps(&text) {
+            m.module = modules.intern(pid, &m);
+            self.add(m);
         }
         Ok(())
-    }
-
-    /// Holds a file the process will map (a command before its exec).
-    pub fn add_file(&mut self, path: &str) {
-        if let Ok(file) = File::open(path) {
-            self.files.insert(
-                path.to_string(),
-                OpenModule {
-                    path: path.to_string(),
-                    file,
-                },
-            );
-        }
     }
 
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
@@ -218,16 +200,6 @@ impl AddressSpace {
             .iter()
             .find(|m| m.start <= addr && addr < m.end)
     }
-}
-
-/// Opens a mapped file through the target's eyes: map_files reaches deleted files and files in
-/// other mount namespaces; /proc/PID/root/PATH is the fallback where map_files is refused.
-fn open_mapped_file(pid: u32, m: &Mapping) -> Option<File> {
-    let by_range = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-    File::open(by_range)
-        .or_else(|_| File::open(format!("/proc/{pid}/root{}", m.path)))
-        .or_else(|_| File::open(&m.path))
-        .ok()
 }
 
 /// Whether the process has exited (gone, or a zombie waiting to be reaped).
@@ -260,6 +232,14 @@ mod tests {
         assert_eq!(maps[0].start, 0x55d0c0001000);
         assert_eq!(maps[0].offset, 0x1000);
         assert_eq!(maps[0].path, "/usr/bin/app");
+        assert_eq!(
+            maps[0].identity,
+            Some(FileIdentity {
+                dev: makedev(0xfd, 1),
+                ino: 123
+            })
+        );
+        assert_eq!(maps[2].identity, None);
         assert_eq!(maps[2].path, "");
         assert!(!maps[2].is_file());
         assert_eq!(maps[3].path, "[vdso]");
@@ -272,10 +252,12 @@ mod tests {
         let info = ProcessInfo::capture(pid).expect("own /proc entry");
         assert!(!info.comm.is_empty());
         let mut space = AddressSpace::new(pid);
-        space.refresh().expect("own maps");
+        let mut modules = ModuleStore::default();
+        space.refresh(&mut modules).expect("own maps");
         let here = reads_own_process as *const () as u64;
         let m = space.find(here).expect("own code is mapped");
-        assert!(space.files.contains_key(&m.path), "{m:?} was opened");
+        assert!(m.module.is_some(), "{m:?} was opened");
+        assert!(m.identity.is_some(), "{m:?} has its inode");
         assert!(!has_exited(pid));
     }
 

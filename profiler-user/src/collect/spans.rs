@@ -16,7 +16,6 @@ use aya::programs::{
 use blazesym::inspect::{Inspector, source::Elf as InspectElf, source::Source as InspectSource};
 use profiler_common::{abi, names};
 
-use super::procfs::AddressSpace;
 use crate::error::{Error, Result};
 
 /// `--spans`: attach to the probe ABI when the target has it, or never.
@@ -166,21 +165,30 @@ fn attach_at(
     Ok(())
 }
 
+/// A file the target maps, where probes may be placed: its path in the target, and a path
+/// that reads it from here.
+#[derive(Clone, Debug)]
+pub struct ProbeModule {
+    pub path: String,
+    pub fd_path: PathBuf,
+}
+
 /// Attaches the span probes; the programs stay attached as long as `ebpf` lives.
 pub fn attach(
     ebpf: &mut aya::Ebpf,
-    space: &AddressSpace,
+    modules: &[ProbeModule],
+    pid: u32,
     exe: &str,
     mode: SpansMode,
     span_fns: &[SpanFn],
 ) -> Result<Attached> {
     let mut attached = Attached::default();
-    let pid = space.pid;
     if mode == SpansMode::Auto {
-        let mut modules: Vec<_> = space.files.values().collect();
+        let mut modules: Vec<_> = modules.iter().collect();
         modules.sort_by(|a, b| a.path.cmp(&b.path));
+        modules.dedup_by(|a, b| a.path == b.path);
         for m in modules {
-            let path = m.fd_path();
+            let path = m.fd_path.clone();
             if !mentions(&path, abi::SYM_BEGIN) {
                 continue;
             }
@@ -206,10 +214,9 @@ pub fn attach(
     }
     for (index, f) in span_fns.iter().enumerate() {
         let module = match &f.binary {
-            None => space.files.get(exe),
-            Some(b) => space
-                .files
-                .values()
+            None => modules.iter().find(|m| m.path == exe),
+            Some(b) => modules
+                .iter()
                 .find(|m| m.path == *b || m.path.rsplit('/').next() == Some(b.as_str())),
         }
         .ok_or_else(|| Error::InvalidArgument {
@@ -219,7 +226,7 @@ pub fn attach(
                 f.binary.as_deref().unwrap_or("main executable")
             ),
         })?;
-        let path: PathBuf = module.fd_path();
+        let path: PathBuf = module.fd_path.clone();
         let offset = symbol_offsets(&path, &[f.symbol.as_str()])?
             .first()
             .copied()

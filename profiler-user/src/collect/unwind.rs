@@ -14,15 +14,46 @@ use framehop::{
 use object::{Object, ObjectSection, ObjectSegment};
 use profiler_common::{DwarfRegs, MAX_STACK_DEPTH};
 
-use super::procfs::{AddressSpace, Mapping};
+use super::{
+    modules::ModuleStore,
+    procfs::{AddressSpace, Mapping},
+};
 
 /// Stack ids of unwound stacks: above every id of the kernel's stack map.
 pub const UNWOUND_ID_BIT: u32 = 1 << 31;
 
-type Data = Arc<[u8]>;
+/// Bytes a module's unwind tables are read from: its memory mapping (or, for the vDSO, a copy
+/// of the process's memory), shared, never copied per section.
+pub type Image = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// One section of an [`Image`].
+#[derive(Clone)]
+pub struct Data {
+    image: Image,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        (*self.image)
+            .as_ref()
+            .get(self.range.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Self {
+            image: Arc::new(Vec::new()),
+            range: 0..0,
+        }
+    }
+}
 
 /// The unwind sections of one file, shared by every process that maps it.
-struct Sections {
+pub struct Sections {
     text: Option<(std::ops::Range<u64>, Data)>,
     eh_frame: Option<(std::ops::Range<u64>, Data)>,
     eh_frame_hdr: Option<(std::ops::Range<u64>, Data)>,
@@ -32,13 +63,30 @@ struct Sections {
     segments: Vec<(u64, u64, u64)>,
 }
 
+impl std::fmt::Debug for Sections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sections")
+            .field("segments", &self.segments)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Sections {
-    fn parse(bytes: &[u8]) -> Option<Self> {
+    pub fn parse(image: Image) -> Option<Self> {
+        let bytes = (*image).as_ref();
         let file = object::File::parse(bytes).ok()?;
         let section = |name: &str| {
             let s = file.section_by_name(name)?;
-            let data: Data = Arc::from(s.data().ok()?);
-            Some((s.address()..s.address() + s.size(), data))
+            // Sections without file contents (a debug file's .text) have nothing to unwind.
+            let (offset, size) = s.file_range()?;
+            let start = usize::try_from(offset).ok()?;
+            let range = start..start.checked_add(usize::try_from(size).ok()?)?;
+            bytes.get(range.clone())?;
+            let data = Data {
+                image: image.clone(),
+                range,
+            };
+            Some((s.address()..s.address().checked_add(s.size())?, data))
         };
         Some(Self {
             text: section(".text"),
@@ -117,10 +165,6 @@ pub struct UnwindStats {
 #[derive(Default)]
 pub struct Unwinder {
     spaces: HashMap<u32, SpaceUnwinder>,
-    /// By file identity (device, inode, size, mtime), not path: a binary rebuilt at the same
-    /// path, or another file at that path in another mount namespace, is another file. None
-    /// for a file that is not a readable ELF.
-    files: HashMap<(u64, u64, u64, i64), Option<Arc<Sections>>>,
     /// Unwound stacks, interned: leaf first.
     pub stacks: HashMap<Vec<u64>, u32>,
     pub stats: UnwindStats,
@@ -134,24 +178,9 @@ pub struct Unwound {
 }
 
 impl Unwinder {
-    fn sections(&mut self, space: &AddressSpace, path: &str) -> Option<Arc<Sections>> {
-        use std::os::unix::fs::MetadataExt;
-        let open = space.files.get(path)?;
-        let m = open.file.metadata().ok()?;
-        let key = (m.dev(), m.ino(), m.size(), m.mtime());
-        if let Some(s) = self.files.get(&key) {
-            return s.clone();
-        }
-        let parsed = std::fs::read(open.fd_path())
-            .ok()
-            .and_then(|bytes| Sections::parse(&bytes))
-            .map(Arc::new);
-        self.files.insert(key, parsed.clone());
-        parsed
-    }
-
-    /// Adds the modules of `space` this unwinder has not seen yet.
-    fn sync(&mut self, index: u32, space: &AddressSpace) {
+    /// Adds the modules of `space` this unwinder has not seen yet; their tables are parsed
+    /// once per file, in the module store, whatever the number of processes mapping them.
+    fn sync(&mut self, index: u32, space: &AddressSpace, modules: &ModuleStore) {
         let known = self.spaces.entry(index).or_default().added.len();
         if known == space.mappings.len() {
             return;
@@ -169,8 +198,8 @@ impl Unwinder {
                 // The kernel's vDSO (clock_gettime, …) is no file, but it is an ELF image with
                 // CFI: read it from the process's memory.
                 vdso_sections(space.pid, m).map(Arc::new)
-            } else if m.is_file() {
-                self.sections(space, &m.path)
+            } else if let Some(id) = m.module {
+                modules.get(id).and_then(|f| f.sections())
             } else {
                 None
             };
@@ -196,11 +225,12 @@ impl Unwinder {
         &mut self,
         index: u32,
         space: &AddressSpace,
+        modules: &ModuleStore,
         regs: &DwarfRegs,
         stack: &[u8],
     ) -> Unwound {
         let started = Instant::now();
-        self.sync(index, space);
+        self.sync(index, space, modules);
         self.stats.load_ns += started.elapsed().as_nanos() as u64;
         let mut frames = Vec::with_capacity(32);
         let mut used = 0usize;
@@ -250,7 +280,7 @@ fn vdso_sections(pid: u32, m: &Mapping) -> Option<Sections> {
     let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
     let mut image = vec![0u8; usize::try_from(m.end.checked_sub(m.start)?).ok()?];
     mem.read_exact_at(&mut image, m.start).ok()?;
-    Sections::parse(&image)
+    Sections::parse(Arc::new(image))
 }
 
 /// Whether most of an executable's own functions set up a frame pointer (`push %rbp`, then
@@ -344,6 +374,8 @@ mod tests {
             end: start + 0x40000,
             offset,
             path: "/bin/x".into(),
+            identity: None,
+            module: None,
         }
     }
 

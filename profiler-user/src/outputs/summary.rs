@@ -35,11 +35,19 @@ pub struct Summary {
     pub overhead: Overhead,
     pub stacks: StackQuality,
     pub modules_without_symbols: Vec<String>,
+    /// Modules named from a separate debug file, and which.
+    pub debug_files: Vec<DebugFileUse>,
     pub warnings: Vec<String>,
     /// Present when span probes were attached.
     pub spans: Option<SpanReport>,
     /// Present with `--off-cpu`.
     pub off_cpu: Option<crate::offcpu::OffCpuReport>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DebugFileUse {
+    pub module: String,
+    pub debug_file: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -432,6 +440,16 @@ impl Summary {
             .map(|md| md.path.clone())
             .collect();
 
+        let debug_files = rec
+            .modules
+            .iter()
+            .filter(|md| !md.debug_file.is_empty())
+            .map(|md| DebugFileUse {
+                module: md.path.clone(),
+                debug_file: md.debug_file.clone(),
+            })
+            .collect();
+
         Self {
             schema: SCHEMA,
             command: rec.command_line(),
@@ -463,6 +481,7 @@ impl Summary {
             },
             stacks: stack_quality(rec),
             modules_without_symbols,
+            debug_files,
             warnings: m.warnings.clone(),
             spans: SpanReport::new(rec),
             off_cpu: crate::offcpu::OffCpuReport::new(rec),

@@ -43,7 +43,12 @@ pub fn has_symbols(path: &Path) -> bool {
     {
         return true;
     }
-    match section_names(&bytes) {
+    bytes_have_symbols(&bytes)
+}
+
+/// [`has_symbols`] of bytes already in memory (a mapped module).
+pub fn bytes_have_symbols(bytes: &[u8]) -> bool {
+    match section_names(bytes) {
         Some(names) => names
             .iter()
             .any(|n| n == ".symtab" || n == ".debug_info" || n == ".gnu_debugdata"),

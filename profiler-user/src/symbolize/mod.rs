@@ -27,7 +27,11 @@ const TRUNCATED_MODULE: &str = "[unwind]";
 #[derive(Default)]
 struct Interner {
     modules: Vec<Module>,
-    module_ids: HashMap<String, u32>,
+    /// Files by their id in the recording's module store (two files at one path are two
+    /// modules); pseudo modules (`[vdso]`, the kernel) by name.
+    module_ids: HashMap<ModuleKey, u32>,
+    /// The store's id of each file module.
+    store_ids: HashMap<u32, crate::collect::modules::ModuleId>,
     functions: Vec<Function>,
     function_ids: HashMap<(String, String), u32>,
     locations: Vec<Location>,
@@ -36,9 +40,25 @@ struct Interner {
     stack_ids: HashMap<Vec<u32>, u32>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ModuleKey {
+    File(crate::collect::modules::ModuleId),
+    Named(String),
+}
+
 impl Interner {
     fn module(&mut self, path: &str, kind: ModuleKind) -> u32 {
-        if let Some(&id) = self.module_ids.get(path) {
+        self.module_keyed(ModuleKey::Named(path.to_string()), path, kind)
+    }
+
+    fn file_module(&mut self, store_id: crate::collect::modules::ModuleId, path: &str) -> u32 {
+        let id = self.module_keyed(ModuleKey::File(store_id), path, ModuleKind::File);
+        self.store_ids.insert(id, store_id);
+        id
+    }
+
+    fn module_keyed(&mut self, key: ModuleKey, path: &str, kind: ModuleKind) -> u32 {
+        if let Some(&id) = self.module_ids.get(&key) {
             return id;
         }
         self.modules.push(Module {
@@ -46,9 +66,10 @@ impl Interner {
             kind: kind as i32,
             build_id: Vec::new(),
             has_symbols: true,
+            debug_file: String::new(),
         });
         let id = self.modules.len() as u32; // one-based: 0 means "no module"
-        self.module_ids.insert(path.to_string(), id);
+        self.module_ids.insert(key, id);
         id
     }
 
@@ -153,11 +174,27 @@ impl<'a> Stacks<'a> {
             locs.push(t.location(self.kernel_module, a, addr));
         }
         for (i, &addr) in frames(user, &self.raw.stacks).iter().enumerate() {
-            // The user leaf is a return address too when the tick hit kernel mode.
-            let a = lookup_addr(addr, i == 0 && kernel_frames.is_empty() && !at_switch);
-            let (module, offset) = match addr_space.find(a) {
+            // The user leaf is the registers' IP, never a return address: after a syscall it is
+            // the next instruction of the same function, and at a page fault on code not yet
+            // read it is the faulting instruction, often a function's first (one byte back
+            // would name the function before it).
+            let a = lookup_addr(addr, i == 0);
+            // An address the new image does not map, in a sample taken during the exec that
+            // made it, is the old program's (the syscall's caller).
+            let mapping = addr_space.find(a).or_else(|| {
+                self.raw
+                    .processes
+                    .replaced(space)
+                    .and_then(|old| old.find(a))
+            });
+            let (module, offset) = match mapping {
                 Some(m) if m.is_file() => {
-                    (t.module(&m.path, ModuleKind::File), a - m.start + m.offset)
+                    let offset = a - m.start + m.offset;
+                    match m.module {
+                        Some(id) => (t.file_module(id, &m.path), offset),
+                        // A file that could not be opened: named, never symbolized.
+                        None => (t.module(&m.path, ModuleKind::File), offset),
+                    }
                 }
                 Some(m) => {
                     let name = if m.path.is_empty() { "[anon]" } else { &m.path };
@@ -276,6 +313,22 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             c.lost(),
             c.seen,
             c.lost_ringbuf_full
+        ));
+    }
+    if c.sideband_lost > 0 {
+        warnings.push(format!(
+            "{} mapping/fork/exec records lost by the kernel (side-band buffer full): processes started then may show [unknown] frames",
+            c.sideband_lost
+        ));
+    }
+    let missed = raw.processes.missed_modules();
+    if !missed.is_empty() {
+        let names: Vec<String> = missed.iter().take(5).map(|(p, _)| p.clone()).collect();
+        warnings.push(format!(
+            "{} mapped files could not be opened (gone or replaced before they were read): {}{}",
+            missed.len(),
+            names.join(", "),
+            if missed.len() > 5 { ", …" } else { "" }
         ));
     }
     if c.process_events_lost > 0 {
@@ -483,26 +536,37 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording) {
                 symbolizer.symbolize(&src, Input::AbsAddr(&offsets))
             }
             Ok(ModuleKind::File) => {
-                let Some(open) = raw
-                    .processes
-                    .spaces
-                    .iter()
-                    .find_map(|s| s.files.get(&module.path))
-                else {
+                let store = &raw.processes.modules;
+                let Some(file) = t.store_ids.get(&module_id).and_then(|&id| store.get(id)) else {
                     continue;
                 };
-                let path = open.fd_path();
-                let has_symbols = elf::has_symbols(&path);
-                let build_id = blazesym::helper::read_elf_build_id(&path)
-                    .ok()
-                    .flatten()
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default();
                 let m = &mut t.modules[module_id as usize - 1];
-                m.has_symbols = has_symbols;
-                m.build_id = build_id;
-                let src = Source::Elf(Elf::new(path));
-                symbolizer.symbolize(&src, Input::FileOffset(&offsets))
+                m.has_symbols = file.has_symbols();
+                m.build_id = file.build_id().to_vec();
+                match file.debug_file() {
+                    // A debug file has no code, only the program's addresses: offsets in the
+                    // module become its virtual addresses first.
+                    Some(debug) => {
+                        m.debug_file = debug.path.to_string_lossy().into_owned();
+                        let vaddrs: Vec<u64> = offsets
+                            .iter()
+                            .map(|&o| file.vaddr_of(o).unwrap_or(0))
+                            .collect();
+                        let src = Source::Elf(Elf::new(&debug.path));
+                        symbolizer.symbolize(&src, Input::VirtOffset(&vaddrs))
+                    }
+                    None => {
+                        let Some(readable) = t
+                            .store_ids
+                            .get(&module_id)
+                            .and_then(|&id| store.readable_path(id))
+                        else {
+                            continue;
+                        };
+                        let src = Source::Elf(Elf::new(readable.path()));
+                        symbolizer.symbolize(&src, Input::FileOffset(&offsets))
+                    }
+                }
             }
             _ => continue,
         };
@@ -549,12 +613,14 @@ mod tests {
 
     fn raw_with(user: Vec<u64>) -> RawRecording {
         let pid = std::process::id();
+        let mut processes = crate::collect::processes::Processes::new(Default::default(), false);
         let mut space = AddressSpace::new(pid);
-        space.refresh().expect("own maps");
+        space.refresh(&mut processes.modules).expect("own maps");
         let info = ProcessInfo::capture(pid).expect("own info");
+        processes.add_root(space, info.clone());
         RawRecording {
             info: info.clone(),
-            processes: crate::collect::processes::Processes::new(space, info),
+            processes,
             samples: vec![RawSample {
                 timestamp_ns: 1,
                 pid,

@@ -1,0 +1,176 @@
+//! What the recording loop does with what arrives: ring buffer records become samples, span
+//! and off-CPU events; side-band records build the processes' address spaces; DWARF samples
+//! are unwound once the side-band records of their time have been read.
+use std::{collections::HashMap, time::Instant};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use profiler_common::{DwarfRegs, EventKind, SpanEvent, target};
+
+use super::{
+    RawSample, RawStack,
+    decode::{Event, parse_event},
+    offcpu, processes, sideband, spans, unwind,
+};
+
+/// Side-band records are written when their event happens; this margin covers the time
+/// between taking a record's timestamp and its bytes reaching the buffer.
+const SIDEBAND_MARGIN_NS: u64 = 1_000_000;
+
+/// Where drained records go.
+pub struct Sink<'a> {
+    pub samples: Vec<RawSample>,
+    pub span_events: Vec<SpanEvent>,
+    /// Off-CPU intervals, and whether the kernel's sums hold them too.
+    pub off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
+    pub unwinder: unwind::Unwinder,
+    /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
+    to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
+    /// `--call-graph auto` with children followed: the targets' flags, to update at exec.
+    pub auto_targets: Option<BpfHashMap<MapData, u32, u32>>,
+    pub threads: HashMap<u32, String>,
+    pub meta: &'a mut spans::MetaReader,
+    pub procs: &'a mut processes::Processes,
+    pub malformed: u64,
+    /// Side-band records up to this time (CLOCK_BOOTTIME) have been applied.
+    pub sideband_horizon_ns: u64,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(
+        procs: &'a mut processes::Processes,
+        meta: &'a mut spans::MetaReader,
+        threads: HashMap<u32, String>,
+        auto_targets: Option<BpfHashMap<MapData, u32, u32>>,
+    ) -> Self {
+        Self {
+            samples: Vec::new(),
+            span_events: Vec::new(),
+            off_cpu: Vec::new(),
+            unwinder: unwind::Unwinder::default(),
+            to_unwind: Default::default(),
+            auto_targets,
+            threads,
+            meta,
+            procs,
+            malformed: 0,
+            sideband_horizon_ns: 0,
+        }
+    }
+
+    /// Applies every side-band record available now.
+    pub fn drain_sideband(&mut self, sideband: &mut sideband::Sideband) {
+        let read_at = super::boottime_ns();
+        let records = sideband.read();
+        let lost_before = self.procs.sideband_lost;
+        self.procs.apply(records);
+        // With records lost, /proc is the only way left to learn the live processes' maps.
+        if self.procs.sideband_lost > lost_before {
+            self.procs.refresh_live();
+        }
+        self.sideband_horizon_ns = read_at.saturating_sub(SIDEBAND_MARGIN_NS);
+    }
+
+    pub fn drain_ring(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            match parse_event(&item) {
+                Some(Event::SampleDwarf(sample, comm, regs, stack)) => {
+                    self.threads.insert(sample.tid, comm);
+                    let bytes = item.get(stack).unwrap_or(&[]).to_vec();
+                    self.to_unwind.push_back((self.samples.len(), regs, bytes));
+                    self.samples.push(sample);
+                }
+                Some(Event::Sample(sample, comm)) => {
+                    // The latest name wins: threads rename themselves, and exec renames them.
+                    self.threads.insert(sample.tid, comm);
+                    self.samples.push(sample);
+                }
+                Some(Event::Process(e)) => {
+                    if EventKind::from_u32(e.kind) == Some(EventKind::ProcessExec) {
+                        if let Some(targets) = self.auto_targets.as_mut() {
+                            choose_call_graph(targets, self.procs, e.pid);
+                        }
+                        if e.pid == self.meta.pid() {
+                            self.meta.reopen();
+                        }
+                    }
+                }
+                Some(Event::OffCpu(e)) => {
+                    self.off_cpu
+                        .push((offcpu::from_event(&e), e.in_totals != 0));
+                }
+                Some(Event::Span(e)) => {
+                    // Metadata is read while the target is alive, once per callsite.
+                    if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
+                        self.meta.read(e.meta);
+                    }
+                    self.span_events.push(e);
+                }
+                None => self.malformed += 1,
+            }
+        }
+    }
+
+    /// Unwinds queued DWARF samples whose address space is known (side-band records up to
+    /// their time applied), oldest first, for at most `budget`; at the end (None) all of them.
+    pub fn unwind_pending(&mut self, budget: Option<std::time::Duration>) {
+        let started = Instant::now();
+        while let Some((at, _, _)) = self.to_unwind.front() {
+            let ready = budget.is_none()
+                || self
+                    .samples
+                    .get(*at)
+                    .is_none_or(|s| s.timestamp_ns <= self.sideband_horizon_ns);
+            if !ready {
+                break;
+            }
+            let Some((at, regs, stack)) = self.to_unwind.pop_front() else {
+                break;
+            };
+            if let Some(sample) = self.samples.get_mut(at) {
+                sample.space = self.procs.space_at(sample.pid, sample.timestamp_ns);
+                if let Some(space) = self.procs.spaces.get(sample.space as usize) {
+                    let unwound = self.unwinder.unwind(
+                        sample.space,
+                        space,
+                        &self.procs.modules,
+                        &regs,
+                        &stack,
+                    );
+                    sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
+                    sample.truncated = unwound.truncated;
+                }
+            }
+            if budget.is_some_and(|b| started.elapsed() >= b) {
+                break;
+            }
+        }
+    }
+}
+
+/// Sets or clears the DWARF flag of `pid` for the program it now runs (`auto`).
+fn choose_call_graph(
+    targets: &mut BpfHashMap<MapData, u32, u32>,
+    procs: &mut processes::Processes,
+    pid: u32,
+) {
+    // The exec event comes at the end of the exec: /proc/PID/exe is the new program.
+    let exe = format!("/proc/{pid}/exe");
+    let Ok(path) = std::fs::read_link(&exe) else {
+        return;
+    };
+    let Some(id) = procs.modules.intern_file(&exe, &path.to_string_lossy()) else {
+        return;
+    };
+    let fp = procs.modules.get(id).and_then(|m| m.frame_pointers());
+    let dwarf = !fp.unwrap_or(false);
+    if let Ok(flags) = targets.get(&pid, 0) {
+        let updated = if dwarf {
+            flags | target::DWARF
+        } else {
+            flags & !target::DWARF
+        };
+        if updated != flags {
+            let _ = targets.insert(pid, updated, 0);
+        }
+    }
+}

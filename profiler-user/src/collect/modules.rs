@@ -1,0 +1,359 @@
+//! One store of the files a recording's processes map: each file known once, by identity,
+//! read through one memory mapping that every consumer shares (symbolization, DWARF
+//! unwinding, the frame-pointer check, the stripped check, separate debug files).
+//!
+//! The mapping, not a descriptor, is what keeps a file's bytes: it pins the inode, so a file
+//! deleted or replaced on disk still reads as it was when the target mapped it, and the
+//! (device, inode) pair cannot be reused for another file while the store lives. Descriptors
+//! are only a convenience for blazesym, which opens paths; they are bounded and reopened on
+//! demand.
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+};
+
+use memmap2::Mmap;
+use object::{Object, ObjectSegment};
+
+use super::{procfs::Mapping, sideband::FileIdentity, unwind};
+
+pub type ModuleId = u32;
+
+/// Descriptors kept open for symbolization; files beyond it are reopened (or copied) when
+/// symbolized, so a recording of thousands of processes stays far from RLIMIT_NOFILE.
+const MAX_OPEN: usize = 128;
+
+/// A separate debug file that names a stripped module.
+#[derive(Debug)]
+pub struct DebugFile {
+    pub path: PathBuf,
+    pub map: Arc<Mmap>,
+    /// How it was found: `build-id` or `debuglink`.
+    pub how: &'static str,
+}
+
+#[derive(Debug)]
+pub struct ModuleFile {
+    /// The path the target mapped it under (in its own mount namespace).
+    pub path: String,
+    pub identity: FileIdentity,
+    pub map: Arc<Mmap>,
+    /// Open while within the descriptor budget.
+    file: Option<File>,
+    build_id: OnceLock<Vec<u8>>,
+    debug: OnceLock<Option<DebugFile>>,
+    frame_pointers: OnceLock<Option<bool>>,
+    has_symbols: OnceLock<bool>,
+    sections: OnceLock<Option<Arc<unwind::Sections>>>,
+}
+
+impl ModuleFile {
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The GNU build id, empty when the file has none.
+    pub fn build_id(&self) -> &[u8] {
+        self.build_id.get_or_init(|| {
+            object::File::parse(self.bytes())
+                .ok()
+                .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec))
+                .unwrap_or_default()
+        })
+    }
+
+    /// A separate debug file for this module (`/usr/lib/debug/.build-id/…` or
+    /// `.gnu_debuglink`), checked against the module (build id or CRC).
+    pub fn debug_file(&self) -> Option<&DebugFile> {
+        self.debug
+            .get_or_init(|| super::debuginfo::find(self))
+            .as_ref()
+    }
+
+    /// Whether its own functions set up frame pointers; None when it has no symbols to judge.
+    pub fn frame_pointers(&self) -> Option<bool> {
+        *self
+            .frame_pointers
+            .get_or_init(|| unwind::has_frame_pointers(self.bytes()))
+    }
+
+    /// Symbol table or DWARF, here or in a debug file.
+    pub fn has_symbols(&self) -> bool {
+        *self.has_symbols.get_or_init(|| {
+            crate::symbolize::elf::bytes_have_symbols(self.bytes()) || self.debug_file().is_some()
+        })
+    }
+
+    /// Unwind tables, parsed once.
+    pub fn sections(&self) -> Option<Arc<unwind::Sections>> {
+        self.sections
+            .get_or_init(|| unwind::Sections::parse(self.map.clone()).map(Arc::new))
+            .clone()
+    }
+
+    /// The virtual address (ELF `p_vaddr` space) of a file offset: what a debug file, which
+    /// has no file contents for code, is indexed by.
+    pub fn vaddr_of(&self, offset: u64) -> Option<u64> {
+        let file = object::File::parse(self.bytes()).ok()?;
+        file.segments().find_map(|s| {
+            let (start, size) = s.file_range();
+            (start <= offset && offset < start.checked_add(size)?)
+                .then(|| s.address().checked_add(offset - start))?
+        })
+    }
+}
+
+/// Every file mapped by a recorded process.
+#[derive(Debug, Default)]
+pub struct ModuleStore {
+    modules: Vec<ModuleFile>,
+    by_identity: HashMap<FileIdentity, ModuleId>,
+    /// Same content under another inode (a copy, another container's layer).
+    by_build_id: HashMap<Vec<u8>, ModuleId>,
+    open: usize,
+    /// Mapped files that could not be opened (gone, replaced, no access), by path.
+    pub missed: HashMap<String, u64>,
+}
+
+fn identity_of(f: &File) -> Option<FileIdentity> {
+    let m = f.metadata().ok()?;
+    m.is_file().then(|| FileIdentity {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// Raises the soft descriptor limit to the hard one: a recording of many processes opens many
+/// files briefly, and running out would silently stop naming them.
+pub fn raise_nofile() {
+    let mut rlim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer, then a valid in-pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) == 0 && rlim.rlim_cur < rlim.rlim_max {
+            rlim.rlim_cur = rlim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &rlim);
+        }
+    }
+}
+
+impl ModuleStore {
+    pub fn get(&self, id: ModuleId) -> Option<&ModuleFile> {
+        self.modules.get(id as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+
+    /// The module a mapping of `pid` refers to, opened now if it is new. `identity` is what
+    /// the kernel reported when it was mapped; a file found by path must match it.
+    pub fn intern(&mut self, pid: u32, m: &Mapping) -> Option<ModuleId> {
+        if !m.is_file() {
+            return None;
+        }
+        if let Some(identity) = m.identity
+            && let Some(&id) = self.by_identity.get(&identity)
+        {
+            return Some(id);
+        }
+        let Some(file) = open_mapped(pid, m) else {
+            *self.missed.entry(m.path.clone()).or_default() += 1;
+            return None;
+        };
+        let identity = identity_of(&file)?;
+        if let Some(&id) = self.by_identity.get(&identity) {
+            return Some(id);
+        }
+        self.insert(m.path.clone(), identity, file)
+    }
+
+    /// A file the process will map (a command before its exec).
+    pub fn intern_path(&mut self, path: &str) -> Option<ModuleId> {
+        self.intern_file(path, path)
+    }
+
+    /// The file `open` reaches (such as `/proc/PID/exe`), known as `path`.
+    pub fn intern_file(&mut self, open: &str, path: &str) -> Option<ModuleId> {
+        let file = File::open(open).ok()?;
+        let identity = identity_of(&file)?;
+        if let Some(&id) = self.by_identity.get(&identity) {
+            return Some(id);
+        }
+        self.insert(path.to_string(), identity, file)
+    }
+
+    fn insert(&mut self, path: String, identity: FileIdentity, file: File) -> Option<ModuleId> {
+        // SAFETY: a read-only private view; a file truncated under us would fault on access,
+        // which executables mapped by a live process are not.
+        let map = Arc::new(unsafe { Mmap::map(&file) }.ok()?);
+        let module = ModuleFile {
+            path,
+            identity,
+            map,
+            file: None,
+            build_id: OnceLock::new(),
+            debug: OnceLock::new(),
+            frame_pointers: OnceLock::new(),
+            has_symbols: OnceLock::new(),
+            sections: OnceLock::new(),
+        };
+        let build_id = module.build_id().to_vec();
+        if !build_id.is_empty()
+            && let Some(&id) = self.by_build_id.get(&build_id)
+        {
+            self.by_identity.insert(identity, id);
+            return Some(id);
+        }
+        let id = ModuleId::try_from(self.modules.len()).ok()?;
+        let mut module = module;
+        if self.open < MAX_OPEN {
+            module.file = Some(file);
+            self.open += 1;
+        }
+        self.modules.push(module);
+        self.by_identity.insert(identity, id);
+        if !build_id.is_empty() {
+            self.by_build_id.insert(build_id, id);
+        }
+        Some(id)
+    }
+
+    /// A path blazesym can open that reads exactly this module's bytes: its open descriptor,
+    /// else its path if that still is the same file, else a copy in memory (the file was
+    /// replaced or deleted since).
+    pub fn readable_path(&self, id: ModuleId) -> Option<Readable> {
+        let m = self.get(id)?;
+        if let Some(f) = &m.file {
+            return Some(Readable {
+                path: fd_path(f),
+                _file: None,
+            });
+        }
+        let file = File::open(&m.path)
+            .ok()
+            .filter(|f| identity_of(f) == Some(m.identity))
+            .or_else(|| memfd_copy(&m.map))?;
+        Some(Readable {
+            path: fd_path(&file),
+            _file: Some(file),
+        })
+    }
+}
+
+/// A path to a module's bytes, and the descriptor that keeps it valid while it is used.
+pub struct Readable {
+    path: PathBuf,
+    _file: Option<File>,
+}
+
+impl Readable {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn fd_path(f: &File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+}
+
+fn memfd_copy(bytes: &[u8]) -> Option<File> {
+    use std::{io::Write, os::fd::FromRawFd};
+    // SAFETY: a valid NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"profiler-module".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    f.write_all(bytes).ok()?;
+    Some(f)
+}
+
+/// Opens a mapped file through the target's eyes: map_files is the mapping itself (deleted
+/// files, other mount namespaces); a path, in the target's root or ours, must still be the
+/// file the kernel mapped.
+fn open_mapped(pid: u32, m: &Mapping) -> Option<File> {
+    let by_range = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    if let Ok(f) = File::open(by_range) {
+        return Some(f);
+    }
+    let path = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
+    [format!("/proc/{pid}/root{path}"), path.to_string()]
+        .into_iter()
+        .filter_map(|p| File::open(p).ok())
+        .find(|f| m.identity.is_none() || identity_of(f) == m.identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_exe_mapping() -> Mapping {
+        let pid = std::process::id();
+        let text = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let here = own_exe_mapping as *const () as u64;
+        let _ = pid;
+        super::super::procfs::parse_maps(&text)
+            .into_iter()
+            .find(|m| m.start <= here && here < m.end)
+            .expect("own code is mapped")
+    }
+
+    #[test]
+    fn one_module_per_file_whatever_the_mapping() {
+        let mut store = ModuleStore::default();
+        let m = own_exe_mapping();
+        let a = store.intern(std::process::id(), &m).expect("opens");
+        let b = store.intern(std::process::id(), &m).expect("known");
+        let c = store.intern_path("/proc/self/exe").expect("by path");
+        assert_eq!((a, b), (a, c));
+        assert_eq!(store.len(), 1);
+        let module = store.get(a).expect("stored");
+        assert!(module.has_symbols());
+        let p = store.readable_path(a).expect("readable");
+        assert!(std::fs::metadata(p.path()).is_ok());
+    }
+
+    #[test]
+    fn a_path_that_is_now_another_file_is_refused() {
+        let mut m = own_exe_mapping();
+        // The kernel mapped some other inode: our own exe at that path must not stand in.
+        m.identity = Some(FileIdentity { dev: 1, ino: 1 });
+        m.start = 1;
+        m.end = 2;
+        let mut store = ModuleStore::default();
+        assert_eq!(store.intern(0, &m), None);
+        assert_eq!(store.missed.len(), 1);
+    }
+
+    #[test]
+    fn a_replaced_module_still_reads_as_mapped() {
+        let dir = std::env::temp_dir().join(format!("profiler-modules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("lib.so");
+        std::fs::write(&path, b"first contents").expect("write");
+        let mut store = ModuleStore::default();
+        let id = store
+            .intern_path(path.to_str().expect("utf-8"))
+            .expect("opens");
+        // Replaced the way a rebuild does: a new inode renamed over the old name.
+        let tmp = dir.join("lib.so.new");
+        std::fs::write(&tmp, b"second").expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+        store.modules[id as usize].file = None;
+        let p = store.readable_path(id).expect("readable");
+        assert_eq!(std::fs::read(p.path()).expect("read"), b"first contents");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,478 @@
+//! A recording session in the kernel: the eBPF object loaded and configured for one
+//! recording, its programs attached, and detached again when the session stops or is dropped
+//! (an error or a panic between attach and stop leaves no probe behind).
+use std::{collections::HashMap, time::Duration};
+
+use aya::{
+    EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        PerfEvent, ProgramInfo, TracePoint,
+        perf_event::{
+            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
+        },
+        trace_point::TracePointLinkId,
+    },
+};
+use profiler_common::{SAMPLE_DWARF_HEADER, counter, names, target};
+
+use super::{CallGraph, RawStack, RecordOptions, spans, unwind};
+use crate::{
+    error::{Error, Result},
+    model::Counters,
+};
+
+/// The eBPF object built by build.rs, embedded so the binary needs no files at run time.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf"));
+
+pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |e| Error::Map {
+        map,
+        source: Box::new(e),
+    }
+}
+
+fn prog_err(e: aya::programs::ProgramError) -> Error {
+    Error::Program {
+        program: names::PROGRAM_CPU_SAMPLE,
+        source: Box::new(e),
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones charge the cgroup, and
+/// raising the limit may be refused without CAP_SYS_RESOURCE, so failure is harmless.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to a rlimit.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+/// What the kernel programs report at the end: run-time statistics of the sampler and of the
+/// off-CPU program, (runs, ns).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    pub sampler: (u64, u64),
+    pub off_cpu: (u64, u64),
+}
+
+pub struct Session {
+    pub ebpf: aya::Ebpf,
+    sample_links: Vec<PerfEventLinkId>,
+    off_cpu_link: Option<TracePointLinkId>,
+    /// Run-time statistics stay on while this descriptor lives.
+    stats_fd: Option<std::os::fd::OwnedFd>,
+    pub cpus: Vec<u32>,
+    pub dwarf: bool,
+    pub off_cpu_min_ns: u64,
+    pub off_cpu_interval_min_ns: u64,
+    /// The exit tracepoint's layout is known: span state of dying threads can be cleared.
+    exit_tracking: bool,
+}
+
+impl Session {
+    /// Loads the object configured for `opts` and makes `pid` its first target.
+    pub fn load(opts: &RecordOptions, pid: u32, dwarf: bool) -> Result<Self> {
+        raise_memlock();
+        let wakeup_bytes = opts
+            .wakeup_bytes
+            .unwrap_or(u64::from(opts.ring_buffer_bytes / 4));
+        // Following children needs the sched tracepoints; span tracking uses the exit one to
+        // forget the spans of threads that die inside them, where tracefs allows.
+        let offsets = if opts.follow_children || opts.spans != spans::SpansMode::Off {
+            ensure_tracefs();
+            tracepoint_field_offset("sched/sched_process_fork", "child_pid").and_then(|fork| {
+                Ok((
+                    fork,
+                    tracepoint_field_offset("sched/sched_process_exit", "group_dead")?,
+                ))
+            })
+        } else {
+            Ok((0, 0))
+        };
+        let (fork_child, exit_dead) = match offsets {
+            Ok(o) => o,
+            Err(e) if opts.follow_children => return Err(e),
+            Err(_) => (0, 0),
+        };
+        let (pidns_dev, pidns_ino) = own_pid_namespace()?;
+        let (switch_state, switch_next) = match opts.off_cpu {
+            Some(_) => {
+                ensure_tracefs();
+                (
+                    tracepoint_field_offset("sched/sched_switch", "prev_state")?,
+                    tracepoint_field_offset("sched/sched_switch", "next_pid")?,
+                )
+            }
+            None => (0, 0),
+        };
+        let nanos = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let (off_cpu_min, off_cpu_interval_min) = opts
+            .off_cpu
+            .map_or((0, u64::MAX), |o| (nanos(o.min), nanos(o.interval_min)));
+        let stack_bytes = u64::from(opts.stack_bytes);
+        // A few DWARF records must fit in the ring buffer, or every sample would be "lost".
+        let dwarf_record = (SAMPLE_DWARF_HEADER as u64 + stack_bytes) * 4;
+        if dwarf && u64::from(opts.ring_buffer_bytes) < dwarf_record {
+            return Err(Error::InvalidArgument {
+                what: "--ring-buffer-size",
+                reason: format!(
+                    "{} bytes holds fewer than 4 DWARF samples of --stack-size {}: use at least {} (a power of two)",
+                    opts.ring_buffer_bytes,
+                    opts.stack_bytes,
+                    dwarf_record.next_power_of_two()
+                ),
+            });
+        }
+        // One DWARF scratch record per possible CPU, indexed by CPU number.
+        let scratch_entries = highest_possible_cpu().map_or(1, |c| c + 1);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
+            .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
+            .override_global(names::GLOBAL_SWITCH_PREV_STATE_OFFSET, &switch_state, true)
+            .override_global(names::GLOBAL_SWITCH_NEXT_PID_OFFSET, &switch_next, true)
+            .override_global(names::GLOBAL_OFF_CPU_MIN_NS, &off_cpu_min, true)
+            .override_global(
+                names::GLOBAL_OFF_CPU_INTERVAL_MIN_NS,
+                &off_cpu_interval_min,
+                true,
+            )
+            .override_global(names::GLOBAL_PIDNS_DEV, &pidns_dev, true)
+            .override_global(names::GLOBAL_PIDNS_INO, &pidns_ino, true)
+            .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child, true)
+            .override_global(names::GLOBAL_EXIT_GROUP_DEAD_OFFSET, &exit_dead, true)
+            .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
+            .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
+            .load(EBPF_OBJECT)?;
+        {
+            let mut targets = targets_map(&mut ebpf)?;
+            let mut flags = if opts.follow_children {
+                target::FOLLOW
+            } else {
+                0
+            };
+            if dwarf {
+                flags |= target::DWARF;
+            }
+            targets
+                .insert(pid, flags, 0)
+                .map_err(map_err(names::MAP_TARGETS))?;
+        }
+        if opts.follow_children {
+            attach_process_tracepoints(&mut ebpf, true)?;
+        }
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
+        let session = Self {
+            ebpf,
+            sample_links: Vec::new(),
+            off_cpu_link: None,
+            stats_fd: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
+            cpus,
+            dwarf,
+            off_cpu_min_ns: off_cpu_min,
+            off_cpu_interval_min_ns: off_cpu_interval_min,
+            exit_tracking: exit_dead != 0,
+        };
+        Ok(session)
+    }
+
+    /// The targets map, taken out of the object for the drain loop (`auto` updates it).
+    pub fn take_targets(&mut self) -> Result<BpfHashMap<MapData, u32, u32>> {
+        let map = self
+            .ebpf
+            .take_map(names::MAP_TARGETS)
+            .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
+        BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))
+    }
+
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
+        let ring = self
+            .ebpf
+            .take_map(names::MAP_EVENTS)
+            .ok_or_else(|| Error::Internal("eBPF object lacks the EVENTS map".into()))?;
+        RingBuf::try_from(ring).map_err(map_err(names::MAP_EVENTS))
+    }
+
+    /// Span probes live as long as the object; without followed children the exit tracepoint
+    /// still clears the spans of threads that die inside them.
+    pub fn attach_spans(
+        &mut self,
+        modules: &[spans::ProbeModule],
+        pid: u32,
+        exe: &str,
+        opts: &RecordOptions,
+    ) -> Result<spans::Attached> {
+        let attached = spans::attach(
+            &mut self.ebpf,
+            modules,
+            pid,
+            exe,
+            opts.spans,
+            &opts.span_fns,
+        )?;
+        let live = !attached.abi_modules.is_empty() || !attached.span_fns.is_empty();
+        if live && !opts.follow_children && self.exit_tracking {
+            attach_process_tracepoints(&mut self.ebpf, false)?;
+        }
+        Ok(attached)
+    }
+
+    fn sampler(&mut self) -> Result<&mut PerfEvent> {
+        self.ebpf
+            .program_mut(names::PROGRAM_CPU_SAMPLE)
+            .ok_or_else(|| Error::Internal("eBPF object lacks the sampling program".into()))?
+            .try_into()
+            .map_err(prog_err)
+    }
+
+    pub fn load_sampler(&mut self) -> Result<()> {
+        self.sampler()?.load().map_err(prog_err)
+    }
+
+    /// The sampler on the software CPU clock of every CPU, then (so that off-CPU time is
+    /// counted over the same window as the samples) the sched_switch program.
+    pub fn attach(&mut self, frequency_hz: u64, off_cpu: bool) -> Result<()> {
+        let cpus = self.cpus.clone();
+        for cpu in cpus {
+            let link = self
+                .sampler()?
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency_hz),
+                    false,
+                )
+                .map_err(prog_err)?;
+            self.sample_links.push(link);
+        }
+        if off_cpu {
+            self.off_cpu_link = Some(attach_sched(
+                &mut self.ebpf,
+                names::PROGRAM_OFF_CPU,
+                "sched_switch",
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Detaches, off-CPU first (its window must not outlast the samples'), so that the
+    /// counters are final; returns the programs' run-time statistics.
+    pub fn stop(&mut self) -> Result<RunStats> {
+        let mut stats = RunStats::default();
+        if let Some(link) = self.off_cpu_link.take() {
+            let p = sched_program(&mut self.ebpf, names::PROGRAM_OFF_CPU)?;
+            p.detach(link)
+                .map_err(tracepoint_err(names::PROGRAM_OFF_CPU))?;
+            stats.off_cpu = run_stats(p.info());
+        }
+        let links = std::mem::take(&mut self.sample_links);
+        let program = self.sampler()?;
+        for link in links {
+            program.detach(link).map_err(prog_err)?;
+        }
+        stats.sampler = run_stats(program.info());
+        self.stats_fd = None;
+        Ok(stats)
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        read_counters(&self.ebpf)
+    }
+
+    pub fn stacks<'a>(
+        &self,
+        stacks: impl Iterator<Item = &'a RawStack>,
+    ) -> Result<HashMap<u32, Vec<u64>>> {
+        read_stacks(&self.ebpf, stacks)
+    }
+}
+
+impl Drop for Session {
+    /// Every exit path detaches: an early return or a panic between attach and stop.
+    fn drop(&mut self) {
+        if self.off_cpu_link.is_some() || !self.sample_links.is_empty() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn targets_map(ebpf: &mut aya::Ebpf) -> Result<BpfHashMap<&mut MapData, u32, u32>> {
+    let map = ebpf
+        .map_mut(names::MAP_TARGETS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
+    BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))
+}
+
+/// The call graph `pid`'s program gets: `auto` asks its executable.
+pub fn wants_dwarf(call_graph: CallGraph, exe_frame_pointers: Option<bool>) -> bool {
+    match call_graph {
+        CallGraph::Fp => false,
+        CallGraph::Dwarf => true,
+        CallGraph::Auto => !exe_frame_pointers.unwrap_or(false),
+    }
+}
+
+/// The highest CPU number that can ever be online (`/sys/devices/system/cpu/possible`, e.g.
+/// `0-3,8-11`): per-CPU records are indexed by CPU number, which can exceed the CPU count.
+fn highest_possible_cpu() -> Option<u32> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?;
+    text.trim()
+        .split(',')
+        .filter_map(|r| r.rsplit('-').next()?.parse::<u32>().ok())
+        .max()
+}
+
+/// Inode of the initial PID namespace (PROC_PID_INIT_INO), the same on every kernel.
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// The device and inode of our PID namespace when it is not the initial one (a sidecar):
+/// the BPF programs then report pids as seen from it, which is what /proc and --pid mean
+/// there. The kernel helper for that only answers for tasks of exactly that namespace, so on
+/// the host (0, 0) selects the global ids, which host /proc also shows for processes in
+/// containers.
+fn own_pid_namespace() -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self/ns/pid")
+        .map_err(|e| Error::io("reading /proc/self/ns/pid", e))?;
+    Ok(if m.ino() == INIT_PID_NS_INO {
+        (0, 0)
+    } else {
+        (m.dev(), m.ino())
+    })
+}
+
+/// Offset of `field` in a classic tracepoint's record, from its tracefs format file.
+fn tracepoint_field_offset(event: &str, field: &str) -> Result<u32> {
+    let path = format!("/sys/kernel/tracing/events/{event}/format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::io(format!("reading {path} (is tracefs mounted?)"), e))?;
+    text.lines()
+        .find(|l| {
+            l.split(';')
+                .next()
+                .is_some_and(|decl| decl.trim_end().ends_with(&format!(" {field}")))
+        })
+        .and_then(|l| l.split("offset:").nth(1)?.split(';').next()?.parse().ok())
+        .ok_or_else(|| Error::Internal(format!("{path} has no field {field}")))
+}
+
+/// Classic tracepoints need tracefs, which is not always mounted at boot.
+fn ensure_tracefs() {
+    if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status();
+    }
+}
+
+/// Follows fork/exec/exit of the targets in the kernel (sched tracepoints); without
+/// `follow`, only exits (which also clear the span state of dying threads).
+fn attach_process_tracepoints(ebpf: &mut aya::Ebpf, follow: bool) -> Result<()> {
+    ensure_tracefs();
+    let all = [
+        (names::PROGRAM_PROCESS_EXIT, "sched_process_exit"),
+        (names::PROGRAM_PROCESS_FORK, "sched_process_fork"),
+        (names::PROGRAM_PROCESS_EXEC, "sched_process_exec"),
+    ];
+    for &(name, event) in &all[..if follow { 3 } else { 1 }] {
+        attach_sched(ebpf, name, event)?;
+    }
+    Ok(())
+}
+
+fn tracepoint_err(program: &'static str) -> impl Fn(aya::programs::ProgramError) -> Error {
+    move |e| Error::Program {
+        program,
+        source: Box::new(e),
+    }
+}
+
+/// The classic tracepoint program `name` of the eBPF object.
+fn sched_program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut TracePoint> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("eBPF object lacks {name}")))?
+        .try_into()
+        .map_err(tracepoint_err(name))
+}
+
+/// Loads program `name` and attaches it to the sched tracepoint `event`.
+fn attach_sched(ebpf: &mut aya::Ebpf, name: &'static str, event: &str) -> Result<TracePointLinkId> {
+    let p = sched_program(ebpf, name)?;
+    p.load().map_err(tracepoint_err(name))?;
+    p.attach("sched", event).map_err(tracepoint_err(name))
+}
+
+/// A program's kernel run-time statistics: (runs, total ns), zeros where unavailable.
+fn run_stats(info: std::result::Result<ProgramInfo, aya::programs::ProgramError>) -> (u64, u64) {
+    info.map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
+        .unwrap_or((0, 0))
+}
+
+fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
+    let map = ebpf
+        .map(names::MAP_COUNTERS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the COUNTERS map".into()))?;
+    let array: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(map).map_err(map_err(names::MAP_COUNTERS))?;
+    let sum = |index: u32| -> Result<u64> {
+        let values = array.get(&index, 0).map_err(map_err(names::MAP_COUNTERS))?;
+        Ok(values.iter().sum())
+    };
+    Ok(Counters {
+        seen: sum(counter::SEEN)?,
+        emitted: sum(counter::EMITTED)?,
+        received: 0,
+        lost_ringbuf_full: sum(counter::LOST_RINGBUF_FULL)?,
+        user_stack_errors: sum(counter::USER_STACK_ERROR)?,
+        kernel_stack_errors: sum(counter::KERNEL_STACK_ERROR)?,
+        stack_map_full: sum(counter::STACK_MAP_FULL)?,
+        stack_map_collisions: sum(counter::STACK_MAP_COLLISION)?,
+        malformed_events: 0,
+        span_events: sum(counter::SPAN_EVENTS)?,
+        span_events_lost: sum(counter::SPAN_EVENTS_LOST)?,
+        span_events_received: 0,
+        span_depth_overflow: sum(counter::SPAN_DEPTH_OVERFLOW)?,
+        process_events_lost: sum(counter::PROCESS_EVENTS_LOST)?,
+        dwarf_stack_errors: sum(counter::DWARF_STACK_ERROR)?,
+        dwarf_no_user_regs: sum(counter::DWARF_NO_USER_REGS)?,
+        off_cpu_switches: sum(counter::OFF_CPU_SWITCHES)?,
+        off_cpu_totals_full: sum(counter::OFF_CPU_TOTALS_FULL)?,
+        off_cpu_events_lost: sum(counter::OFF_CPU_EVENTS_LOST)?,
+        off_cpu_lost_ns: sum(counter::OFF_CPU_LOST_NS)?,
+        off_cpu_start_full: sum(counter::OFF_CPU_START_FULL)?,
+        off_cpu_unmatched: sum(counter::OFF_CPU_UNMATCHED)?,
+        sideband_lost: 0,
+        modules_missed: 0,
+        off_cpu_events_received: 0,
+    })
+}
+
+fn read_stacks<'a>(
+    ebpf: &aya::Ebpf,
+    stacks: impl Iterator<Item = &'a RawStack>,
+) -> Result<HashMap<u32, Vec<u64>>> {
+    let map = ebpf
+        .map(names::MAP_STACKS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the STACKS map".into()))?;
+    let traces = StackTraceMap::try_from(map).map_err(map_err(names::MAP_STACKS))?;
+    let mut out = HashMap::new();
+    for stack in stacks {
+        if let RawStack::Id(id) = stack {
+            // Unwound in userspace: not in the kernel's map.
+            if out.contains_key(id) || id & unwind::UNWOUND_ID_BIT != 0 {
+                continue;
+            }
+            // An id the map no longer holds yields an empty stack, shown as such.
+            let frames = traces
+                .get(id, 0)
+                .map(|t| t.frames().iter().map(|f| f.ip).collect())
+                .unwrap_or_default();
+            out.insert(*id, frames);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,306 @@
+//! Short-lived processes and the files they map: every process named from the mappings the
+//! kernel reported as they happened (side-band records), one module store for the recording.
+use std::{
+    path::{Path, PathBuf},
+    process::{Output, Stdio},
+    time::Duration,
+};
+
+use profiler_tests::*;
+
+fn run(out: &Path, args: &[&str], script: &str) -> Output {
+    let o = profiler()
+        .args(["run", "--quiet", "--output"])
+        .arg(out)
+        .args(args)
+        .args(["--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .output()
+        .expect("profiler runs");
+    eprintln!("stderr: {}", stderr_of(&o));
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    o
+}
+
+fn short(name: &str, extra: &[&str]) -> PathBuf {
+    let mut flags: Vec<&str> = C_FP.to_vec();
+    flags.extend(extra);
+    build_c(name, "short.c", &flags)
+}
+
+/// A frame nobody could name would read `[unknown]` or `module+0xOFFSET`: those of the
+/// program, libc and the loader must never (the shell driving them is stripped).
+fn unnamed(frame: &str, program: &str) -> bool {
+    frame.contains("[unknown]")
+        || [program, "libc.so.6", "ld-linux-x86-64.so.2"]
+            .iter()
+            .any(|m| frame.starts_with(&format!("{m}+0x")))
+}
+
+#[test]
+fn three_hundred_short_processes_are_all_named() {
+    let bin = short("short-many", &[]);
+    let dir = scratch("many-short");
+    // 300 processes of 5 to 20 ms of CPU each, fork + exec from a shell.
+    let script = format!(
+        "i=0; while [ $i -lt 300 ]; do {} $((5 + i % 16)); i=$((i+1)); done",
+        bin.display()
+    );
+    run(&dir, &["--frequency", "999"], &script);
+    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
+    let comm = &name[..name.len().min(15)];
+    let f = folded(&dir);
+    let mine: Vec<&(Vec<String>, u64)> = f.iter().filter(|(s, _)| s[0].starts_with(comm)).collect();
+    let processes: std::collections::HashSet<&str> =
+        mine.iter().map(|(s, _)| s[0].as_str()).collect();
+    let total: u64 = mine.iter().map(|(_, n)| n).sum();
+    let named: u64 = mine
+        .iter()
+        .filter(|(s, _)| !s.iter().any(|fr| unnamed(fr, name)))
+        .map(|(_, n)| n)
+        .sum();
+    let through_main: u64 = mine
+        .iter()
+        .filter(|(s, _)| s.iter().any(|fr| fr == "main"))
+        .map(|(_, n)| n)
+        .sum();
+    let in_spin: u64 = mine
+        .iter()
+        .filter(|(s, _)| s.windows(2).any(|w| w[0] == "main" && w[1] == "spin"))
+        .map(|(_, n)| n)
+        .sum();
+    let pct = |n: u64| n as f64 * 100.0 / total.max(1) as f64;
+    eprintln!(
+        "{} processes, {total} samples: {:.1}% fully named, {:.1}% through main, {:.1}% in main;spin",
+        processes.len(),
+        pct(named),
+        pct(through_main),
+        pct(in_spin)
+    );
+    for (s, n) in mine
+        .iter()
+        .filter(|(s, _)| s.iter().any(|fr| unnamed(fr, name)))
+    {
+        eprintln!("  unnamed: {n} {}", s.join(";"));
+    }
+    assert!(
+        processes.len() >= 290,
+        "{} processes sampled",
+        processes.len()
+    );
+    assert!(total >= 2000, "{total} samples");
+    assert!(pct(named) >= 97.0, "{:.1}% fully named", pct(named));
+    // Loader start-up and the exec itself take about 1 ms of each process: the rest is main.
+    assert!(
+        pct(through_main) >= 88.0,
+        "{:.1}% through main",
+        pct(through_main)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
+    let first = short("replace-first", &["-DSPIN=first_version"]);
+    let second = short("replace-second", &["-DSPIN=second_version"]);
+    let dir = scratch("replaced");
+    let bin = dir.with_extension("bin");
+    // Replaced the way a rebuild does it: a new file renamed over the path (a new inode).
+    let script = format!(
+        "cp {first} {bin}; {bin} 150; cp {second} {bin}.new; mv {bin}.new {bin}; {bin} 150",
+        first = first.display(),
+        second = second.display(),
+        bin = bin.display()
+    );
+    run(&dir, &["--frequency", "999"], &script);
+    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
+    let f = folded(&dir);
+    let mut by_process: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for (s, n) in f
+        .iter()
+        .filter(|(s, _)| s[0].starts_with(&name[..name.len().min(15)]))
+    {
+        let e = by_process.entry(s[0].as_str()).or_default();
+        if s.iter().any(|fr| fr == "first_version") {
+            e.0 += n;
+        }
+        if s.iter().any(|fr| fr == "second_version") {
+            e.1 += n;
+        }
+    }
+    eprintln!("samples of first_version / second_version per process: {by_process:?}");
+    let counts: Vec<(u64, u64)> = by_process.values().copied().collect();
+    assert_eq!(counts.len(), 2, "two children: {by_process:?}");
+    // Pids grow: the first child ran the first file.
+    let (a, b) = (counts[0], counts[1]);
+    assert!(a.0 >= 50 && a.1 == 0, "first child: {a:?}");
+    assert!(b.1 >= 50 && b.0 == 0, "second child: {b:?}");
+    let _ = std::fs::remove_file(&bin);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stripped_binary_is_named_from_its_build_id_debug_file() {
+    let full = short("debuglink-full", &["-Wl,--build-id"]);
+    let dir = scratch("debug-file");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let stripped = dir.join("stripped-prog");
+    let debug = dir.join("stripped-prog.debug");
+    let objcopy = |args: &[&std::ffi::OsStr]| {
+        let s = std::process::Command::new("objcopy")
+            .args(args)
+            .status()
+            .expect("objcopy runs");
+        assert!(s.success(), "objcopy {args:?}");
+    };
+    objcopy(&[
+        "--only-keep-debug".as_ref(),
+        full.as_os_str(),
+        debug.as_os_str(),
+    ]);
+    objcopy(&[
+        "--strip-all".as_ref(),
+        full.as_os_str(),
+        stripped.as_os_str(),
+    ]);
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    objcopy(&[link.as_ref(), stripped.as_os_str()]);
+    // Where Debian's -dbgsym packages put it: /usr/lib/debug/.build-id/xx/rest.debug.
+    let readelf = std::process::Command::new("readelf")
+        .args(["-n"])
+        .arg(&stripped)
+        .output()
+        .expect("readelf runs");
+    let notes = String::from_utf8_lossy(&readelf.stdout);
+    let build_id = notes
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .expect("the binary has a build id")
+        .trim()
+        .to_string();
+    let id_dir = PathBuf::from(format!("/usr/lib/debug/.build-id/{}", &build_id[..2]));
+    std::fs::create_dir_all(&id_dir).expect("debug dir");
+    let installed = id_dir.join(format!("{}.debug", &build_id[2..]));
+    std::fs::copy(&debug, &installed).expect("install the debug file");
+    // The link's file next to the binary must not be what names it.
+    std::fs::remove_file(&debug).expect("remove");
+
+    let out = dir.join("out");
+    run(
+        &out,
+        &["--frequency", "499"],
+        &format!("{} 400", stripped.display()),
+    );
+    let _ = std::fs::remove_file(&installed);
+    let f = folded(&out);
+    let prog: Vec<&(Vec<String>, u64)> = f
+        .iter()
+        .filter(|(s, _)| s[0].starts_with("stripped-prog"))
+        .collect();
+    let total: u64 = prog.iter().map(|(_, n)| n).sum();
+    let named: u64 = prog
+        .iter()
+        .filter(|(s, _)| s.windows(2).any(|w| w[0] == "main" && w[1] == "spin"))
+        .map(|(_, n)| n)
+        .sum();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary"))
+            .expect("json");
+    eprintln!(
+        "{named} of {total} samples in main;spin; debug files: {}",
+        summary["debug_files"]
+    );
+    assert!(total >= 100, "{total} samples");
+    assert!(
+        named * 100 >= total * 95,
+        "{named} of {total} named main;spin"
+    );
+    let used = summary["debug_files"].as_array().expect("debug_files");
+    assert!(
+        used.iter()
+            .any(|d| d["debug_file"] == installed.to_string_lossy().as_ref()
+                && d["module"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("stripped-prog"))),
+        "{used:?}"
+    );
+    assert!(
+        summary["modules_without_symbols"]
+            .as_array()
+            .is_some_and(|m| !m
+                .iter()
+                .any(|p| p.as_str().is_some_and(|p| p.ends_with("stripped-prog")))),
+        "not reported as stripped"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Peak open descriptors and peak RSS of a process, polled until it exits.
+fn watch(pid: u32, until: impl Fn() -> bool) -> (usize, u64) {
+    let (mut fds, mut hwm_kb) = (0usize, 0u64);
+    while !until() {
+        if let Ok(d) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            fds = fds.max(d.count());
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            hwm_kb = hwm_kb.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (fds, hwm_kb)
+}
+
+#[test]
+fn two_thousand_processes_keep_descriptors_and_memory_bounded() {
+    let bin = short("short-2000", &[]);
+    let dir = scratch("two-thousand");
+    let script = format!(
+        "i=0; while [ $i -lt 2000 ]; do {} 1; i=$((i+1)); done",
+        bin.display()
+    );
+    let mut child = profiler()
+        .args(["run", "--quiet", "--frequency", "999", "--output"])
+        .arg(&dir)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    let pid = child.id();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (fds, hwm_kb) = std::thread::scope(|s| {
+        let w = s.spawn(|| watch(pid, || done.load(std::sync::atomic::Ordering::Relaxed)));
+        let status = child.wait().expect("profiler exits");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(status.success());
+        w.join().expect("watcher")
+    });
+    let summary = std::fs::read_to_string(dir.join("summary.json")).expect("summary");
+    let s: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
+    let f = folded(&dir);
+    let processes: std::collections::HashSet<&str> = f
+        .iter()
+        .filter(|(st, _)| st[0].starts_with(&name[..name.len().min(15)]))
+        .map(|(st, _)| st[0].as_str())
+        .collect();
+    eprintln!(
+        "2000 processes ({} sampled): peak {fds} open descriptors, peak RSS {:.1} MB; warnings {}",
+        processes.len(),
+        hwm_kb as f64 / 1024.0,
+        s["warnings"]
+    );
+    assert!(
+        processes.len() >= 1000,
+        "{} processes sampled",
+        processes.len()
+    );
+    assert!(fds < 256, "{fds} descriptors open at the peak");
+    assert!(hwm_kb < 200 * 1024, "peak RSS {hwm_kb} kB");
+    let _ = std::fs::remove_dir_all(&dir);
+}
