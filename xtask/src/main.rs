@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
-                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc)\n\
+                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go)\n\
                  build   setup, then build everything (release)\n\
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
@@ -164,6 +164,11 @@ fn setup() -> Result<Env> {
         &["util-linux"],
         "tests run the profiler without privileges",
     )?;
+    ensure_tool(
+        "go",
+        &["golang-go"],
+        "tests read profile.pb.gz with `go tool pprof`, a reader we did not write",
+    )?;
     step(&format!(
         "setup done in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -183,7 +188,11 @@ fn ensure_tool(tool: &str, packages: &[&str], why: &str) -> Result {
         return Ok(());
     }
     step(&format!("installing {} ({why})", packages.join(" ")));
-    run(Command::new("apt-get").args(["update", "-q"]))?;
+    // One index refresh serves every tool missing on this run.
+    static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !UPDATED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+    }
     run(Command::new("apt-get")
         .args(["install", "-y", "-q"])
         .args(packages))
