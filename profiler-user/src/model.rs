@@ -705,6 +705,8 @@ impl Recording {
                 .collect();
         }
         if let Some(meta) = out.meta.as_mut() {
+            // The wall clock moves with the start, for outputs that carry it (pprof).
+            meta.start_unix_ns = meta.start_unix_ns.saturating_add(lo.saturating_sub(start));
             meta.start_boottime_ns = lo;
             meta.end_boottime_ns = hi;
         }
