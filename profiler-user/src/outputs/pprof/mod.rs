@@ -81,6 +81,10 @@ impl<'a> Builder<'a> {
             }
         );
         b.p.comment = vec![b.str(&command), b.str(&how)];
+        // pprof names the profile after its first mapping ("File:"): the target's executable.
+        if let Some(exe) = rec.modules.iter().position(|md| md.path == m.exe) {
+            b.mapping(exe as u32);
+        }
         b
     }
 
