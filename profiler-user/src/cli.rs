@@ -584,14 +584,15 @@ fn report_one(
     parts: Parts,
     dest: Option<&Path>,
 ) -> Result<()> {
-    let to_stdout = dest.is_none_or(|d| d == Path::new("-"));
-    if to_stdout {
+    let Some(file) = dest.filter(|d| *d != Path::new("-")) else {
         let stdout = std::io::stdout();
         if format.is_binary() && stdout.is_terminal() {
             return Err(Error::InvalidArgument {
                 what: "--format",
                 reason: format!(
-                    "{format:?} output is binary: write it to a file with -o FILE, or pipe it"
+                    "{} output is binary: write it to a file with -o FILE, or pipe it",
+                    clap::ValueEnum::to_possible_value(&format)
+                        .map_or_else(|| format!("{format:?}"), |v| v.get_name().to_string())
                 ),
             });
         }
@@ -602,9 +603,6 @@ fn report_one(
             path: name.to_path_buf(),
             source,
         });
-    }
-    let Some(file) = dest else {
-        return Ok(());
     };
     let bad = |reason: &str| Error::InvalidArgument {
         what: "-o",
