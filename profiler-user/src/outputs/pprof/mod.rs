@@ -380,6 +380,11 @@ mod tests {
         assert_eq!(counts, 10);
         assert_eq!(ns, 10 * period);
         assert_eq!(p.duration_nanos, 100_000_000);
+        assert_eq!(p.time_nanos, 1_795_467_600_000_000_000);
+        // A window of the recording starts later, on the wall clock too.
+        let w = cpu_profile(&rec.window(Some(std::time::Duration::from_millis(20)), None));
+        assert_eq!(w.time_nanos, 1_795_467_600_020_000_000);
+        assert_eq!(w.duration_nanos, 80_000_000);
         let comments: Vec<&str> = p.comment.iter().map(|&c| string(&p, c)).collect();
         assert_eq!(comments[0], "command: /usr/bin/app --fast");
     }
