@@ -342,8 +342,8 @@ fn outputs_belong_to_the_sudo_user_and_report_regenerates_them_unprivileged() {
         entries += 1;
     }
     assert_eq!(
-        entries, 6,
-        "recording, folded, svg, summary txt+json, perfetto; no temp files"
+        entries, 7,
+        "recording, folded, svg, summary txt+json, perfetto, pprof; no temp files"
     );
 
     let before = std::fs::read_to_string(out_dir.join("profile.folded")).expect("folded");

@@ -173,9 +173,13 @@ pub struct SamplingArgs {
 pub struct ReportArgs {
     /// A directory written by `profiler record`.
     pub dir: PathBuf,
-    /// Write the outputs here instead of into DIR.
-    #[arg(long, short)]
+    /// Write the outputs here instead of into DIR; with --format, the file to write (`-`,
+    /// the default, for standard output).
+    #[arg(long, short, value_name = "DIR|FILE|-")]
     pub output: Option<PathBuf>,
+    /// Write only this output, to standard output or the file -o names.
+    #[arg(long, value_enum, conflicts_with_all = ["summary_only", "flame_only", "no_flame_graphs"])]
+    pub format: Option<outputs::Format>,
     /// Only the part of the recording from this long after its start (`2`, `1.5s`, `500ms`).
     #[arg(long, value_parser = parse_offset, value_name = "SECS")]
     pub from: Option<Duration>,
@@ -530,14 +534,23 @@ pub fn report(args: ReportArgs) -> Result<()> {
         });
     }
     let rec = outputs::recording::read(&args.dir.join(outputs::RECORDING_FILE))?;
-    let out = args.output.as_deref().unwrap_or(Path::new(&args.dir));
-    let dir = OutputDir::prepare(out)?;
     let windowed = args.from.is_some() || args.to.is_some();
     let rec = if windowed {
         rec.window(args.from, args.to)
     } else {
         rec
     };
+    if let Some(format) = args.format {
+        let parts = Parts {
+            perfetto_spans: args.outputs.perfetto_spans,
+            group_by: args.outputs.group_by,
+            ..Parts::NONE
+        };
+        report_one(&rec, format, parts, args.output.as_deref())?;
+        return check_rules(&rec, &args.outputs.fail_if);
+    }
+    let out = args.output.as_deref().unwrap_or(Path::new(&args.dir));
+    let dir = OutputDir::prepare(out)?;
     // A window's outputs must not replace the full recording they were cut from.
     let mut parts = Parts {
         recording: !windowed || args.output.is_some(),
@@ -562,6 +575,56 @@ pub fn report(args: ReportArgs) -> Result<()> {
     }
     finish(&rec, &dir, parts, !parts.summary, &mut std::io::stdout())?;
     check_rules(&rec, &args.outputs.fail_if)
+}
+
+/// `report --format`: one output to `dest` (a file) or standard output (`-` or none).
+fn report_one(
+    rec: &crate::model::Recording,
+    format: outputs::Format,
+    parts: Parts,
+    dest: Option<&Path>,
+) -> Result<()> {
+    let Some(file) = dest.filter(|d| *d != Path::new("-")) else {
+        let stdout = std::io::stdout();
+        if format.is_binary() && stdout.is_terminal() {
+            return Err(Error::InvalidArgument {
+                what: "--format",
+                reason: format!(
+                    "{} output is binary: write it to a file with -o FILE, or pipe it",
+                    clap::ValueEnum::to_possible_value(&format)
+                        .map_or_else(|| format!("{format:?}"), |v| v.get_name().to_string())
+                ),
+            });
+        }
+        let name = Path::new("standard output");
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        outputs::write_format(rec, format, parts, name, &mut out)?;
+        return out.flush().map_err(|source| Error::Write {
+            path: name.to_path_buf(),
+            source,
+        });
+    };
+    let bad = |reason: &str| Error::InvalidArgument {
+        what: "-o",
+        reason: format!(
+            "{} {reason}: with --format, -o names the file to write",
+            file.display()
+        ),
+    };
+    if file.is_dir() {
+        return Err(bad("is a directory"));
+    }
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| bad("is not a UTF-8 file name"))?;
+    let parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = OutputDir::prepare(parent)?;
+    dir.write_with(name, |w| outputs::write_format(rec, format, parts, file, w))?;
+    Ok(())
 }
 
 /// Evaluates `--fail-if` rules; each violation is printed on its own line.

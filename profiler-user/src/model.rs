@@ -715,6 +715,8 @@ impl Recording {
                 .collect();
         }
         if let Some(meta) = out.meta.as_mut() {
+            // The wall clock moves with the start, for outputs that carry it (pprof).
+            meta.start_unix_ns = meta.start_unix_ns.saturating_add(lo.saturating_sub(start));
             meta.start_boottime_ns = lo;
             meta.end_boottime_ns = hi;
         }
@@ -810,6 +812,7 @@ pub(crate) mod tests {
                 start_boottime_ns: 1_000_000_000,
                 end_boottime_ns: 1_100_000_000,
                 frequency_hz: 99,
+                start_unix_ns: 1_795_467_600_000_000_000,
                 ..Default::default()
             }),
             modules,
@@ -923,6 +926,11 @@ pub(crate) mod tests {
             [1_020_000_000, 1_030_000_000, 1_040_000_000, 1_050_000_000]
         );
         assert_eq!(w.duration_ns(), 30_000_000);
+        assert_eq!(
+            w.meta().start_unix_ns,
+            r.meta().start_unix_ns + 20_000_000,
+            "the wall clock moves with the start"
+        );
         assert_eq!(r.window(None, None), r);
         // Spans: one inside, one across the end edge, one outside.
         let mut r = r;

@@ -8,7 +8,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
-                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc)\n\
+                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go)\n\
                  build   setup, then build everything (release)\n\
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
@@ -164,6 +164,11 @@ fn setup() -> Result<Env> {
         &["util-linux"],
         "tests run the profiler without privileges",
     )?;
+    ensure_tool(
+        "go",
+        &["golang-go"],
+        "tests read profile.pb.gz with `go tool pprof`, a reader we did not write",
+    )?;
     step(&format!(
         "setup done in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -183,7 +188,11 @@ fn ensure_tool(tool: &str, packages: &[&str], why: &str) -> Result {
         return Ok(());
     }
     step(&format!("installing {} ({why})", packages.join(" ")));
-    run(Command::new("apt-get").args(["update", "-q"]))?;
+    // One index refresh serves every tool missing on this run.
+    static UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !UPDATED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+    }
     run(Command::new("apt-get")
         .args(["install", "-y", "-q"])
         .args(packages))
@@ -472,23 +481,18 @@ fn demo() -> Result {
     let build_dir = root.join("target/demo");
     fs::create_dir_all(&build_dir).map_err(|e| format!("{}: {e}", build_dir.display()))?;
     let workload = build_dir.join("demo-workload");
-    step("compiling the demo workload (C, with frame pointers)");
+    step("compiling the demo workload (C, frame pointers, span probes)");
     compile_c(&workload, "demo.c", &[])?;
 
-    let mut child = Command::new(&workload)
-        .arg("8")
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", workload.display()))?;
-    // Let the workload reach its steady state before attaching.
-    std::thread::sleep(Duration::from_millis(300));
     let _ = fs::remove_dir_all(&out_dir);
+    // `run` attaches before the workload's first instruction, so every span is seen whole.
     let mut record = Command::new(profiler_bin());
     record
-        .args(["record", "--duration", "5", "--frequency", "499", "--pid"])
-        .arg(child.id().to_string())
-        .arg("--output")
-        .arg(&out_dir);
+        .args(["run", "--off-cpu", "--frequency", "499", "--output"])
+        .arg(&out_dir)
+        .arg("--")
+        .arg(&workload)
+        .arg("4");
     // SAFETY: geteuid cannot fail.
     if unsafe { geteuid() } != 0 {
         step("sampling needs CAP_BPF and CAP_PERFMON: running the profiler with sudo");
@@ -496,16 +500,48 @@ fn demo() -> Result {
         sudo.arg(record.get_program()).args(record.get_args());
         record = sudo;
     }
-    let result = run(&mut record);
-    let _ = child.kill();
-    let _ = child.wait();
-    result?;
-    eprintln!(
-        "\nxtask: demo done.\n  flame graph:    {}\n  Perfetto trace: {} (open in https://ui.perfetto.dev)\n  summary:        {}\n  folded:         {}",
-        out_dir.join("flamegraph.svg").display(),
-        out_dir.join("trace.perfetto-trace").display(),
-        out_dir.join("summary.txt").display(),
-        out_dir.join("profile.folded").display()
-    );
+    run(&mut record)?;
+    let file = |name: &str| out_dir.join(name).display().to_string();
+    let shown = [
+        (
+            "span report",
+            file("summary.txt"),
+            "the Spans table: db_query's p50 against its p99 and max (every 16th query is slow), and how few CPU samples it has for its time",
+        ),
+        (
+            "Perfetto trace",
+            file("trace.perfetto-trace"),
+            "open in https://ui.perfetto.dev: each worker's request → parse/db_query/render slices with the CPU samples and off-CPU waits inside them, on one timeline",
+        ),
+        (
+            "CPU flame graph",
+            file("flamegraph.svg"),
+            "the widest towers are the CPU hot spots (hash_key under lookup, render, parse_request)",
+        ),
+        (
+            "spans flame graph",
+            file("flamegraph-spans.svg"),
+            "the same samples under their span path: which span burns the CPU",
+        ),
+        (
+            "wall-clock graph",
+            file("wall.svg"),
+            "CPU and waiting on one scale: the [off-cpu] tower under db_query (reading the database's reply) is where requests spend their time",
+        ),
+        (
+            "pprof",
+            file("profile.pb.gz"),
+            "go tool pprof -top profile.pb.gz; add -tagfocus=span_name=db_query for one span's CPU, -http=:8080 for the web UI",
+        ),
+        (
+            "pprof off-CPU",
+            file("offcpu.pb.gz"),
+            "go tool pprof -top offcpu.pb.gz: where threads block, -tagfocus=state=preempted for CPU waits",
+        ),
+    ];
+    eprintln!("\nxtask: demo done.");
+    for (what, path, look) in shown {
+        eprintln!("  {what:<18} {path}\n  {:<18} ↳ {look}", "");
+    }
     Ok(())
 }

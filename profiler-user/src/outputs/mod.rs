@@ -2,6 +2,7 @@
 pub mod flamegraph;
 pub mod folded;
 pub mod perfetto;
+pub mod pprof;
 pub mod recording;
 pub mod summary;
 
@@ -173,6 +174,7 @@ pub struct Parts {
     pub flame_graph: bool,
     pub summary: bool,
     pub perfetto: bool,
+    pub pprof: bool,
     pub perfetto_spans: perfetto::SpanTracks,
     pub group_by: folded::GroupBy,
 }
@@ -184,6 +186,7 @@ impl Parts {
         flame_graph: false,
         summary: false,
         perfetto: false,
+        pprof: false,
         perfetto_spans: perfetto::SpanTracks::Both,
         group_by: folded::GroupBy::Process,
     };
@@ -194,6 +197,7 @@ impl Parts {
         flame_graph: true,
         summary: true,
         perfetto: true,
+        pprof: true,
         perfetto_spans: perfetto::SpanTracks::Both,
         group_by: folded::GroupBy::Process,
     };
@@ -212,6 +216,8 @@ pub const OFFCPU_FOLDED_FILE: &str = "offcpu.folded";
 pub const OFFCPU_FLAMEGRAPH_FILE: &str = "offcpu.svg";
 pub const WALL_FOLDED_FILE: &str = "wall.folded";
 pub const WALL_FLAMEGRAPH_FILE: &str = "wall.svg";
+pub const PPROF_FILE: &str = "profile.pb.gz";
+pub const OFFCPU_PPROF_FILE: &str = "offcpu.pb.gz";
 
 /// Writes the selected outputs of `rec` into `dir`; returns the files written.
 pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<Vec<PathBuf>> {
@@ -285,7 +291,87 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
             })
         })?);
     }
+    if parts.pprof {
+        let mut profiles = vec![(PPROF_FILE, pprof::cpu_profile(rec))];
+        if let Some(off_cpu) = pprof::off_cpu_profile(rec) {
+            profiles.push((OFFCPU_PPROF_FILE, off_cpu));
+        }
+        for (name, profile) in profiles {
+            written.push(dir.write_with(name, |w| {
+                pprof::write(&profile, w).map_err(|source| Error::Write {
+                    path: dir.path().join(name),
+                    source,
+                })
+            })?);
+        }
+    }
     Ok(written)
+}
+
+/// One output on its own (`profiler report --format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// profile.folded: folded stacks.
+    Folded,
+    /// flamegraph.svg: the CPU flame graph.
+    Svg,
+    /// trace.perfetto-trace: the Perfetto timeline.
+    Perfetto,
+    /// profile.pb.gz: pprof.
+    Pprof,
+    /// summary.json.
+    Json,
+    /// spans.json: every span.
+    Spans,
+}
+
+impl Format {
+    /// Formats a terminal would show as garbage.
+    pub fn is_binary(self) -> bool {
+        matches!(self, Format::Perfetto | Format::Pprof)
+    }
+}
+
+/// Writes one output of `rec` to `w`; `dest` names where it goes, for errors.
+pub fn write_format(
+    rec: &Recording,
+    format: Format,
+    parts: Parts,
+    dest: &Path,
+    w: &mut dyn Write,
+) -> Result<()> {
+    let werr = |source| Error::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
+    match format {
+        Format::Folded => {
+            folded::write(&folded::folded_lines(rec, parts.group_by), w).map_err(werr)
+        }
+        Format::Svg => flamegraph::write(rec, &folded::folded_lines(rec, parts.group_by), w),
+        Format::Perfetto => perfetto::write(rec, parts.perfetto_spans, w).map_err(werr),
+        Format::Pprof => pprof::write(&pprof::cpu_profile(rec), w).map_err(werr),
+        Format::Json => {
+            let json = serde_json::to_vec_pretty(&summary::Summary::new(rec))
+                .map_err(|e| Error::Internal(format!("summary JSON: {e}")))?;
+            w.write_all(&json)
+                .and_then(|()| w.write_all(b"\n"))
+                .map_err(werr)
+        }
+        Format::Spans => {
+            if rec.span_info.is_none() {
+                return Err(Error::InvalidArgument {
+                    what: "--format spans",
+                    reason: "no span probes were attached during this recording (the target has no span ABI, or --spans off)".into(),
+                });
+            }
+            let json = serde_json::to_vec_pretty(&SpansFile::new(rec))
+                .map_err(|e| Error::Internal(format!("spans JSON: {e}")))?;
+            w.write_all(&json)
+                .and_then(|()| w.write_all(b"\n"))
+                .map_err(werr)
+        }
+    }
 }
 
 #[cfg(test)]

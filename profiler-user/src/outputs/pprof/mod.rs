@@ -1,0 +1,518 @@
+//! `profile.pb.gz` (and `offcpu.pb.gz`): pprof's gzipped `profile.proto`, the format `go tool
+//! pprof`, Pyroscope, Parca, Grafana, Polar Signals and speedscope all read.
+//!
+//! Mapping from the recording:
+//! - one pprof Sample per distinct (process, thread, stack, span), values `samples/count` and
+//!   `cpu/nanoseconds` (count × the sampling period);
+//! - one Location per sampled address, its inlined functions as several Lines (innermost
+//!   first), as pprof wants them, rather than the separate `_[i]` frames of the folded output;
+//!   an address that could not be symbolized keeps its Location without Lines, so pprof can
+//!   symbolize it later from the Mapping's file and build id;
+//! - one Mapping per module;
+//! - labels: `pid`, `thread_id` (numbers), `process`, `thread`, and inside a span the
+//!   innermost span's `span_name` and `span_id` (16 hex digits, the label names and id format
+//!   of Pyroscope's span profiles; the id is the `id` of spans.json) plus `span_path`, the span
+//!   names root first joined by `;` (as in profile-spans.folded).
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::{self, Write},
+};
+
+use prost::Message;
+
+use crate::{
+    model::{ModuleKind, Recording},
+    spans::SpanPaths,
+};
+
+pub mod proto;
+
+/// Separates the span names of the `span_path` label, root first.
+pub const SPAN_PATH_SEPARATOR: &str = ";";
+
+/// Sampled addresses of one module, to give its Mapping a range that holds them.
+struct Range {
+    /// Index into `Profile::mapping`.
+    mapping: usize,
+    lowest: Option<(u64, u64)>,
+    highest: u64,
+    all_symbolized: bool,
+    any_file: bool,
+    any_line_number: bool,
+}
+
+struct Builder<'a> {
+    rec: &'a Recording,
+    spans: SpanPaths<'a>,
+    p: proto::Profile,
+    strings: HashMap<String, i64>,
+    locations: HashMap<u32, u64>,
+    functions: HashMap<u32, u64>,
+    /// Model module index → its range.
+    modules: HashMap<u32, Range>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(rec: &'a Recording) -> Self {
+        let mut b = Self {
+            rec,
+            spans: SpanPaths::new(rec),
+            p: proto::Profile::default(),
+            strings: HashMap::new(),
+            locations: HashMap::new(),
+            functions: HashMap::new(),
+            modules: HashMap::new(),
+        };
+        // The format requires string 0 to be "".
+        b.str("");
+        let m = rec.meta();
+        b.p.time_nanos = i64::try_from(m.start_unix_ns).unwrap_or(i64::MAX);
+        b.p.duration_nanos = i64::try_from(rec.duration_ns()).unwrap_or(i64::MAX);
+        let command = format!("command: {}", rec.command_line());
+        let how = format!(
+            "profiler {}: pid {}, {} Hz, call graph {}",
+            m.profiler_version,
+            m.pid,
+            m.frequency_hz,
+            if m.call_graph.is_empty() {
+                "fp"
+            } else {
+                &m.call_graph
+            }
+        );
+        b.p.comment = vec![b.str(&command), b.str(&how)];
+        // pprof names the profile after its first mapping ("File:"): the target's executable.
+        if let Some(exe) = rec.modules.iter().position(|md| md.path == m.exe) {
+            b.mapping(exe as u32);
+        }
+        b
+    }
+
+    fn str(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        let i = self.p.string_table.len() as i64;
+        self.p.string_table.push(s.to_string());
+        self.strings.insert(s.to_string(), i);
+        i
+    }
+
+    fn value_type(&mut self, ty: &str, unit: &str) -> proto::ValueType {
+        proto::ValueType {
+            r#type: self.str(ty),
+            unit: self.str(unit),
+        }
+    }
+
+    fn function(&mut self, index: u32) -> u64 {
+        if let Some(&id) = self.functions.get(&index) {
+            return id;
+        }
+        let (name, file) = match self.rec.functions.get(index as usize) {
+            Some(f) => (f.name.as_str(), f.file.as_str()),
+            None => ("[unknown]", ""),
+        };
+        let name = self.str(name);
+        let filename = self.str(file);
+        let id = self.p.function.len() as u64 + 1;
+        self.p.function.push(proto::Function {
+            id,
+            name,
+            system_name: name,
+            filename,
+        });
+        self.functions.insert(index, id);
+        id
+    }
+
+    fn mapping(&mut self, module: u32) -> Option<usize> {
+        if let Some(r) = self.modules.get(&module) {
+            return Some(r.mapping);
+        }
+        let m = self.rec.modules.get(module as usize)?;
+        let filename = self.str(&m.path);
+        let build_id: String = m.build_id.iter().map(|b| format!("{b:02x}")).collect();
+        let build_id = self.str(&build_id);
+        let mapping = self.p.mapping.len();
+        self.p.mapping.push(proto::Mapping {
+            id: mapping as u64 + 1,
+            filename,
+            build_id,
+            ..Default::default()
+        });
+        self.modules.insert(
+            module,
+            Range {
+                mapping,
+                lowest: None,
+                highest: 0,
+                all_symbolized: true,
+                any_file: false,
+                any_line_number: false,
+            },
+        );
+        Some(mapping)
+    }
+
+    fn location(&mut self, index: u32) -> u64 {
+        if let Some(&id) = self.locations.get(&index) {
+            return id;
+        }
+        let id = self.p.location.len() as u64 + 1;
+        let rec = self.rec;
+        let mut out = proto::Location {
+            id,
+            ..Default::default()
+        };
+        if let Some(loc) = rec.locations.get(index as usize) {
+            out.address = loc.address;
+            let module = loc.module.checked_sub(1);
+            if let Some(mapping) = module.and_then(|m| self.mapping(m)) {
+                out.mapping_id = mapping as u64 + 1;
+            }
+            for line in &loc.lines {
+                out.line.push(proto::Line {
+                    function_id: self.function(line.function),
+                    line: i64::from(line.line),
+                });
+            }
+            if let Some(r) = module.and_then(|m| self.modules.get_mut(&m)) {
+                if r.lowest.is_none_or(|(a, _)| loc.address < a) {
+                    r.lowest = Some((loc.address, loc.offset));
+                }
+                r.highest = r.highest.max(loc.address);
+                r.all_symbolized &= !loc.lines.is_empty();
+                r.any_line_number |= loc.lines.iter().any(|l| l.line != 0);
+                r.any_file |= loc.lines.iter().any(|l| {
+                    rec.functions
+                        .get(l.function as usize)
+                        .is_some_and(|f| !f.file.is_empty())
+                });
+            }
+        }
+        self.p.location.push(out);
+        self.locations.insert(index, id);
+        id
+    }
+
+    fn stack(&mut self, stack: u32) -> Vec<u64> {
+        let rec = self.rec;
+        match rec.stacks.get(stack as usize) {
+            Some(s) => s.locations.iter().map(|&l| self.location(l)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn str_label(&mut self, key: &str, value: &str) -> proto::Label {
+        proto::Label {
+            key: self.str(key),
+            str: self.str(value),
+            ..Default::default()
+        }
+    }
+
+    fn num_label(&mut self, key: &str, value: u64) -> proto::Label {
+        proto::Label {
+            key: self.str(key),
+            num: i64::try_from(value).unwrap_or(i64::MAX),
+            ..Default::default()
+        }
+    }
+
+    fn labels(&mut self, pid: u32, tid: u32, span: u64) -> Vec<proto::Label> {
+        let rec = self.rec;
+        let mut labels = vec![
+            self.num_label("pid", u64::from(pid)),
+            self.str_label("process", rec.process_name(pid)),
+            self.num_label("thread_id", u64::from(tid)),
+        ];
+        if let Some(name) = rec.thread_name(tid) {
+            labels.push(self.str_label("thread", name));
+        }
+        if span != 0 {
+            labels.push(self.str_label("span_id", &format!("{span:016x}")));
+            let path = self.spans.path(pid, span);
+            // An id whose begin the recording never saw has no name.
+            if let Some(name) = path.last() {
+                labels.push(self.str_label("span_name", name));
+                let path = path.join(SPAN_PATH_SEPARATOR);
+                labels.push(self.str_label("span_path", &path));
+            }
+        }
+        labels
+    }
+
+    /// Gives each Mapping the range of its sampled addresses. `file_offset` is that of the
+    /// lowest address, so `address - memory_start + file_offset` is the file offset pprof
+    /// symbolizes; exact for a module loaded at one address (one process, or no ASLR).
+    fn finish(mut self) -> proto::Profile {
+        for (&module, r) in &self.modules {
+            let Some(m) = self.p.mapping.get_mut(r.mapping) else {
+                continue;
+            };
+            if let Some((lowest, offset)) = r.lowest {
+                m.memory_start = lowest;
+                m.memory_limit = r.highest.saturating_add(1);
+                m.file_offset = offset;
+            }
+            // What pprof may rely on instead of symbolizing the file again.
+            let symbolized = r.all_symbolized
+                && self
+                    .rec
+                    .modules
+                    .get(module as usize)
+                    .is_some_and(|md| md.has_symbols || md.kind != ModuleKind::File as i32);
+            m.has_functions = symbolized;
+            m.has_filenames = symbolized && r.any_file;
+            m.has_line_numbers = symbolized && r.any_line_number;
+            m.has_inline_frames = symbolized;
+        }
+        self.p
+    }
+}
+
+/// The CPU profile: every sample, `samples/count` and `cpu/nanoseconds`.
+pub fn cpu_profile(rec: &Recording) -> proto::Profile {
+    let mut b = Builder::new(rec);
+    let samples = b.value_type("samples", "count");
+    let cpu = b.value_type("cpu", "nanoseconds");
+    b.p.sample_type = vec![samples, cpu];
+    b.p.period_type = Some(cpu);
+    let period = rec.sample_period_ns();
+    b.p.period = i64::try_from(period).unwrap_or(i64::MAX);
+    b.p.default_sample_type = cpu.r#type;
+    let mut counts: BTreeMap<(u32, u32, u32, u64), u64> = BTreeMap::new();
+    for s in &rec.samples {
+        *counts.entry((s.pid, s.tid, s.stack, s.span)).or_default() += 1;
+    }
+    for ((pid, tid, stack, span), n) in counts {
+        let sample = proto::Sample {
+            location_id: b.stack(stack),
+            value: vec![
+                i64::try_from(n).unwrap_or(i64::MAX),
+                i64::try_from(n.saturating_mul(period)).unwrap_or(i64::MAX),
+            ],
+            label: b.labels(pid, tid, span),
+        };
+        b.p.sample.push(sample);
+    }
+    b.finish()
+}
+
+/// The off-CPU profile (`--off-cpu`): `off_cpu/nanoseconds` and `intervals/count` per stack
+/// where threads left the CPU, the `state` label `blocked` or `preempted` (runnable, waiting
+/// for a CPU). None when the recording has no off-CPU data.
+pub fn off_cpu_profile(rec: &Recording) -> Option<proto::Profile> {
+    rec.off_cpu_info.as_ref()?;
+    let mut b = Builder::new(rec);
+    let intervals = b.value_type("intervals", "count");
+    let off_cpu = b.value_type("off_cpu", "nanoseconds");
+    b.p.sample_type = vec![intervals, off_cpu];
+    b.p.period_type = Some(off_cpu);
+    b.p.period = 1;
+    b.p.default_sample_type = off_cpu.r#type;
+    // (pid, tid, stack, span, runnable) → (ns, intervals)
+    type Key = (u32, u32, u32, u64, bool);
+    let mut sums: BTreeMap<Key, (u64, u64)> = BTreeMap::new();
+    for o in &rec.off_cpu {
+        let e = sums
+            .entry((o.pid, o.tid, o.stack, o.span, o.runnable))
+            .or_default();
+        e.0 += o.total_ns;
+        e.1 += o.count;
+    }
+    for ((pid, tid, stack, span, runnable), (ns, count)) in sums {
+        let mut label = b.labels(pid, tid, span);
+        label.push(b.str_label("state", if runnable { "preempted" } else { "blocked" }));
+        let sample = proto::Sample {
+            location_id: b.stack(stack),
+            value: vec![
+                i64::try_from(count).unwrap_or(i64::MAX),
+                i64::try_from(ns).unwrap_or(i64::MAX),
+            ],
+            label,
+        };
+        b.p.sample.push(sample);
+    }
+    Some(b.finish())
+}
+
+/// Writes `profile` gzipped, as every pprof reader expects it.
+pub fn write(profile: &proto::Profile, w: &mut dyn Write) -> io::Result<()> {
+    let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
+    gz.write_all(&profile.encode_to_vec())?;
+    gz.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::sample_recording;
+
+    fn string(p: &proto::Profile, i: i64) -> &str {
+        &p.string_table[i as usize]
+    }
+
+    fn label<'p>(p: &'p proto::Profile, s: &proto::Sample, key: &str) -> Option<&'p str> {
+        s.label
+            .iter()
+            .find(|l| string(p, l.key) == key && l.str != 0)
+            .map(|l| string(p, l.str))
+    }
+
+    #[test]
+    fn cpu_profile_counts_samples_and_time() {
+        let rec = sample_recording();
+        let p = cpu_profile(&rec);
+        assert_eq!(p.string_table[0], "");
+        let types: Vec<(&str, &str)> = p
+            .sample_type
+            .iter()
+            .map(|t| (string(&p, t.r#type), string(&p, t.unit)))
+            .collect();
+        assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+        let period = rec.sample_period_ns() as i64;
+        assert_eq!(p.period, period);
+        let counts: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+        let ns: i64 = p.sample.iter().map(|s| s.value[1]).sum();
+        assert_eq!(counts, 10);
+        assert_eq!(ns, 10 * period);
+        assert_eq!(p.duration_nanos, 100_000_000);
+        assert_eq!(p.time_nanos, 1_795_467_600_000_000_000);
+        // A window of the recording starts later, on the wall clock too.
+        let w = cpu_profile(&rec.window(Some(std::time::Duration::from_millis(20)), None));
+        assert_eq!(w.time_nanos, 1_795_467_600_020_000_000);
+        assert_eq!(w.duration_nanos, 80_000_000);
+        let comments: Vec<&str> = p.comment.iter().map(|&c| string(&p, c)).collect();
+        assert_eq!(comments[0], "command: /usr/bin/app --fast");
+    }
+
+    #[test]
+    fn inlined_functions_are_lines_of_one_location() {
+        let p = cpu_profile(&sample_recording());
+        // Location 2 of the model: hot_a with inlined_helper inlined into it.
+        let loc = p
+            .location
+            .iter()
+            .find(|l| l.address == 0x300)
+            .expect("hot_a's location");
+        let names: Vec<&str> = loc
+            .line
+            .iter()
+            .map(|l| {
+                let f = &p.function[l.function_id as usize - 1];
+                string(&p, f.name)
+            })
+            .collect();
+        assert_eq!(names, ["inlined_helper", "hot_a"]);
+        // Unsymbolized: a Location without Lines, in a Mapping pprof may symbolize.
+        let stripped = p
+            .location
+            .iter()
+            .find(|l| l.address == 0x1234)
+            .expect("stripped location");
+        assert!(stripped.line.is_empty());
+        let m = &p.mapping[stripped.mapping_id as usize - 1];
+        assert_eq!(string(&p, m.filename), "/lib/libstripped.so");
+        assert!(!m.has_functions);
+        let app = p
+            .mapping
+            .iter()
+            .find(|m| string(&p, m.filename) == "/usr/bin/app")
+            .expect("app mapping");
+        assert!(app.has_functions && app.has_inline_frames);
+        assert_eq!((app.memory_start, app.memory_limit), (0x100, 0x401));
+        assert_eq!(app.file_offset, 0x100);
+        // Every id a sample or line names exists.
+        for s in &p.sample {
+            for &id in &s.location_id {
+                assert!(id >= 1 && id as usize <= p.location.len());
+            }
+        }
+    }
+
+    #[test]
+    fn span_labels_name_the_innermost_span_and_its_path() {
+        let mut rec = sample_recording();
+        let span = |id, parent, name: &str| crate::model::Span {
+            id,
+            parent,
+            name: name.into(),
+            pid: 42,
+            ..Default::default()
+        };
+        rec.spans = vec![span(7, 0, "request"), span(9, 7, "db_query")];
+        rec.samples[0].span = 9;
+        rec.samples[1].span = 7;
+        rec.samples[2].span = 1234; // began before the recording: id only
+        let p = cpu_profile(&rec);
+        let in_query: Vec<&proto::Sample> = p
+            .sample
+            .iter()
+            .filter(|s| label(&p, s, "span_name") == Some("db_query"))
+            .collect();
+        assert_eq!(in_query.len(), 1);
+        assert_eq!(in_query[0].value[0], 1);
+        assert_eq!(
+            label(&p, in_query[0], "span_path"),
+            Some("request;db_query")
+        );
+        assert_eq!(label(&p, in_query[0], "span_id"), Some("0000000000000009"));
+        assert_eq!(label(&p, in_query[0], "process"), Some("app"));
+        assert_eq!(label(&p, in_query[0], "thread"), Some("app"));
+        let unknown = p
+            .sample
+            .iter()
+            .find(|s| label(&p, s, "span_id") == Some("00000000000004d2"))
+            .expect("sample in an unknown span");
+        assert_eq!(label(&p, unknown, "span_name"), None);
+        let pid = p.string_table.iter().position(|s| s == "pid").unwrap_or(0) as i64;
+        assert!(
+            p.sample
+                .iter()
+                .all(|s| s.label.iter().any(|l| l.key == pid && l.num == 42))
+        );
+    }
+
+    #[test]
+    fn off_cpu_profile_sums_time_with_its_state() {
+        let mut rec = sample_recording();
+        assert!(off_cpu_profile(&rec).is_none());
+        rec.off_cpu_info = Some(Default::default());
+        let off = |runnable, total_ns| crate::model::OffCpu {
+            pid: 42,
+            tid: 42,
+            stack: 1,
+            runnable,
+            total_ns,
+            count: 2,
+            ..Default::default()
+        };
+        rec.off_cpu = vec![off(false, 5_000), off(true, 700), off(false, 300)];
+        let p = off_cpu_profile(&rec).expect("off-CPU data");
+        let mut by_state: Vec<(&str, i64, i64)> = p
+            .sample
+            .iter()
+            .map(|s| (label(&p, s, "state").unwrap_or("?"), s.value[0], s.value[1]))
+            .collect();
+        by_state.sort();
+        assert_eq!(by_state, [("blocked", 4, 5_300), ("preempted", 2, 700)]);
+        assert_eq!(string(&p, p.sample_type[1].r#type), "off_cpu");
+    }
+
+    #[test]
+    fn written_gzipped_and_decodes_back() {
+        use std::io::Read;
+        let p = cpu_profile(&sample_recording());
+        let mut gz = Vec::new();
+        write(&p, &mut gz).expect("in memory");
+        assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        assert_eq!(proto::Profile::decode(raw.as_slice()).ok(), Some(p));
+    }
+}
