@@ -175,6 +175,55 @@ fn pprof_traces(file: &Path, extra: &[&str]) -> Vec<(Vec<String>, u64)> {
     out
 }
 
+/// `go tool pprof -raw`'s locations: id → (mapping id, function names innermost first).
+fn pprof_raw_locations(file: &Path, symbolize: &str) -> BTreeMap<u64, (u64, Vec<String>)> {
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-raw"])
+        .arg(format!("-symbolize={symbolize}"))
+        .arg(file)
+        .output()
+        .expect("go runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut locations = BTreeMap::new();
+    let mut current: Option<u64> = None;
+    let mut in_section = false;
+    for line in text.lines() {
+        match line {
+            "Locations" => in_section = true,
+            "Mappings" => in_section = false,
+            // "     6: 0x564054d98384 M=1 hot_a /src/split.c:21 s=0", then one indented
+            // line per function the first one was inlined into.
+            _ if in_section => {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let Some(id) = words.first().and_then(|w| w.strip_suffix(':'))
+                    && let Ok(id) = id.parse::<u64>()
+                {
+                    let mapping = words
+                        .iter()
+                        .find_map(|w| w.strip_prefix("M="))
+                        .and_then(|m| m.parse().ok())
+                        .unwrap_or(0);
+                    let funcs: Vec<String> =
+                        words.get(3).map(|f| f.to_string()).into_iter().collect();
+                    locations.insert(id, (mapping, funcs));
+                    current = Some(id);
+                } else if let (Some(id), Some(f)) = (current, words.first())
+                    && let Some(loc) = locations.get_mut(&id)
+                {
+                    loc.1.push(f.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    locations
+}
+
 /// Decodes a gzipped pprof profile with protoc and the vendored official schema.
 fn decode_pprof(file: &Path) -> TextMessage {
     let schema_dir = workspace_root().join("tests/proto");
@@ -403,6 +452,19 @@ fn pprof_top_and_traces_equal_the_summary_and_folded_stacks() {
     );
     assert_eq!(exe.get("has_functions"), Some("true"));
     assert!(exe.get_u64("memory_limit") > exe.get_u64("memory_start"));
+    // The mapping's range and file offset are right if pprof, symbolizing the executable's
+    // addresses from the file itself (binutils), finds the functions we found.
+    let exe_id: u64 = exe.get_u64("id").expect("mapping id");
+    let ours = pprof_raw_locations(&file, "none");
+    let theirs = pprof_raw_locations(&file, "force");
+    let mut checked = 0;
+    for (id, (mapping, funcs)) in ours.iter().filter(|(_, (m, _))| *m == exe_id) {
+        let resolved = theirs.get(id).map(|(m, f)| (*m, f.last()));
+        // pprof's symbolizer may leave out inlined functions: the outer one is compared.
+        assert_eq!(resolved, Some((*mapping, funcs.last())), "location {id}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} locations of the executable");
     let hot_a = p
         .all("function")
         .find(|f| string_at(&table, f, "name") == "hot_a")

@@ -8,7 +8,8 @@
 //!   first), as pprof wants them, rather than the separate `_[i]` frames of the folded output;
 //!   an address that could not be symbolized keeps its Location without Lines, so pprof can
 //!   symbolize it later from the Mapping's file and build id;
-//! - one Mapping per module;
+//! - one Mapping per module and load address (per process under ASLR), page-aligned with its
+//!   file offset, as `/proc/PID/maps` had it, so pprof can symbolize from the file itself;
 //! - labels: `pid`, `thread_id` (numbers), `process`, `thread`, and inside a span the
 //!   innermost span's `span_name` and `span_id` (16 hex digits, the label names and id format
 //!   of Pyroscope's span profiles; the id is the `id` of spans.json) plus `span_path`, the span
@@ -30,11 +31,23 @@ pub mod proto;
 /// Separates the span names of the `span_path` label, root first.
 pub const SPAN_PATH_SEPARATOR: &str = ";";
 
-/// Sampled addresses of one module, to give its Mapping a range that holds them.
+/// Pages mmap works in: a mapping starts on a page, at a page-aligned file offset.
+const PAGE: u64 = 4096;
+
+/// One Mapping: a module where it was loaded, known by its load bias (address − file offset,
+/// the same for every address of one mapped segment), so a module loaded at several
+/// addresses (processes under ASLR) gets one Mapping each, each exact.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct MappingKey {
+    module: u32,
+    bias: u64,
+}
+
+/// What the sampled locations of one Mapping tell about it.
 struct Range {
-    /// Index into `Profile::mapping`.
-    mapping: usize,
-    lowest: Option<(u64, u64)>,
+    /// Order of first use, for stable ids.
+    first_use: usize,
+    lowest: u64,
     highest: u64,
     all_symbolized: bool,
     any_file: bool,
@@ -48,8 +61,9 @@ struct Builder<'a> {
     strings: HashMap<String, i64>,
     locations: HashMap<u32, u64>,
     functions: HashMap<u32, u64>,
-    /// Model module index → its range.
-    modules: HashMap<u32, Range>,
+    mappings: HashMap<MappingKey, Range>,
+    /// Per `p.location`, its Mapping; ids are given once all are known.
+    location_mappings: Vec<Option<MappingKey>>,
 }
 
 impl<'a> Builder<'a> {
@@ -61,7 +75,8 @@ impl<'a> Builder<'a> {
             strings: HashMap::new(),
             locations: HashMap::new(),
             functions: HashMap::new(),
-            modules: HashMap::new(),
+            mappings: HashMap::new(),
+            location_mappings: Vec::new(),
         };
         // The format requires string 0 to be "".
         b.str("");
@@ -81,10 +96,6 @@ impl<'a> Builder<'a> {
             }
         );
         b.p.comment = vec![b.str(&command), b.str(&how)];
-        // pprof names the profile after its first mapping ("File:"): the target's executable.
-        if let Some(exe) = rec.modules.iter().position(|md| md.path == m.exe) {
-            b.mapping(exe as u32);
-        }
         b
     }
 
@@ -126,35 +137,6 @@ impl<'a> Builder<'a> {
         id
     }
 
-    fn mapping(&mut self, module: u32) -> Option<usize> {
-        if let Some(r) = self.modules.get(&module) {
-            return Some(r.mapping);
-        }
-        let m = self.rec.modules.get(module as usize)?;
-        let filename = self.str(&m.path);
-        let build_id: String = m.build_id.iter().map(|b| format!("{b:02x}")).collect();
-        let build_id = self.str(&build_id);
-        let mapping = self.p.mapping.len();
-        self.p.mapping.push(proto::Mapping {
-            id: mapping as u64 + 1,
-            filename,
-            build_id,
-            ..Default::default()
-        });
-        self.modules.insert(
-            module,
-            Range {
-                mapping,
-                lowest: None,
-                highest: 0,
-                all_symbolized: true,
-                any_file: false,
-                any_line_number: false,
-            },
-        );
-        Some(mapping)
-    }
-
     fn location(&mut self, index: u32) -> u64 {
         if let Some(&id) = self.locations.get(&index) {
             return id;
@@ -165,22 +147,36 @@ impl<'a> Builder<'a> {
             id,
             ..Default::default()
         };
+        let mut key = None;
         if let Some(loc) = rec.locations.get(index as usize) {
             out.address = loc.address;
-            let module = loc.module.checked_sub(1);
-            if let Some(mapping) = module.and_then(|m| self.mapping(m)) {
-                out.mapping_id = mapping as u64 + 1;
-            }
             for line in &loc.lines {
                 out.line.push(proto::Line {
                     function_id: self.function(line.function),
                     line: i64::from(line.line),
                 });
             }
-            if let Some(r) = module.and_then(|m| self.modules.get_mut(&m)) {
-                if r.lowest.is_none_or(|(a, _)| loc.address < a) {
-                    r.lowest = Some((loc.address, loc.offset));
-                }
+            if let Some(module) = loc.module.checked_sub(1)
+                && rec.modules.get(module as usize).is_some()
+            {
+                // The model's offset is where the address was looked up: one byte before a
+                // return address. An address and its file offset agree modulo the page
+                // size, which recovers the offset of the address itself.
+                let offset = loc.offset + (loc.address.wrapping_sub(loc.offset) % PAGE);
+                let k = MappingKey {
+                    module,
+                    bias: loc.address.wrapping_sub(offset),
+                };
+                let first_use = self.mappings.len();
+                let r = self.mappings.entry(k).or_insert(Range {
+                    first_use,
+                    lowest: loc.address,
+                    highest: loc.address,
+                    all_symbolized: true,
+                    any_file: false,
+                    any_line_number: false,
+                });
+                r.lowest = r.lowest.min(loc.address);
                 r.highest = r.highest.max(loc.address);
                 r.all_symbolized &= !loc.lines.is_empty();
                 r.any_line_number |= loc.lines.iter().any(|l| l.line != 0);
@@ -189,9 +185,11 @@ impl<'a> Builder<'a> {
                         .get(l.function as usize)
                         .is_some_and(|f| !f.file.is_empty())
                 });
+                key = Some(k);
             }
         }
         self.p.location.push(out);
+        self.location_mappings.push(key);
         self.locations.insert(index, id);
         id
     }
@@ -243,30 +241,50 @@ impl<'a> Builder<'a> {
         labels
     }
 
-    /// Gives each Mapping the range of its sampled addresses. `file_offset` is that of the
-    /// lowest address, so `address - memory_start + file_offset` is the file offset pprof
-    /// symbolizes; exact for a module loaded at one address (one process, or no ASLR).
+    /// Writes the Mappings, the target's executable first (pprof names the profile after its
+    /// first mapping), each spanning the whole pages of its sampled addresses, as the
+    /// process's own mapping would: pprof's symbolizer expects page-aligned mappings.
     fn finish(mut self) -> proto::Profile {
-        for (&module, r) in &self.modules {
-            let Some(m) = self.p.mapping.get_mut(r.mapping) else {
+        let rec = self.rec;
+        let exe = rec.meta().exe.as_str();
+        let ranges = std::mem::take(&mut self.mappings);
+        let mut keys: Vec<(&MappingKey, &Range)> = ranges.iter().collect();
+        keys.sort_by_key(|(k, r)| {
+            let not_exe = rec
+                .modules
+                .get(k.module as usize)
+                .is_none_or(|m| m.path != exe);
+            (not_exe, r.first_use)
+        });
+        let mut ids: HashMap<MappingKey, u64> = HashMap::new();
+        let mut mappings = Vec::with_capacity(keys.len());
+        for (i, (k, r)) in keys.into_iter().enumerate() {
+            let Some(module) = rec.modules.get(k.module as usize) else {
                 continue;
             };
-            if let Some((lowest, offset)) = r.lowest {
-                m.memory_start = lowest;
-                m.memory_limit = r.highest.saturating_add(1);
-                m.file_offset = offset;
-            }
+            let id = i as u64 + 1;
+            ids.insert(*k, id);
+            let memory_start = r.lowest - r.lowest % PAGE;
             // What pprof may rely on instead of symbolizing the file again.
-            let symbolized = r.all_symbolized
-                && self
-                    .rec
-                    .modules
-                    .get(module as usize)
-                    .is_some_and(|md| md.has_symbols || md.kind != ModuleKind::File as i32);
-            m.has_functions = symbolized;
-            m.has_filenames = symbolized && r.any_file;
-            m.has_line_numbers = symbolized && r.any_line_number;
-            m.has_inline_frames = symbolized;
+            let symbolized =
+                r.all_symbolized && (module.has_symbols || module.kind != ModuleKind::File as i32);
+            let build_id: String = module.build_id.iter().map(|b| format!("{b:02x}")).collect();
+            mappings.push(proto::Mapping {
+                id,
+                memory_start,
+                memory_limit: (r.highest | (PAGE - 1)).saturating_add(1),
+                file_offset: memory_start.wrapping_sub(k.bias),
+                filename: self.str(&module.path),
+                build_id: self.str(&build_id),
+                has_functions: symbolized,
+                has_filenames: symbolized && r.any_file,
+                has_line_numbers: symbolized && r.any_line_number,
+                has_inline_frames: symbolized,
+            });
+        }
+        self.p.mapping = mappings;
+        for (loc, key) in self.p.location.iter_mut().zip(&self.location_mappings) {
+            loc.mapping_id = key.and_then(|k| ids.get(&k)).copied().unwrap_or(0);
         }
         self.p
     }
@@ -349,7 +367,7 @@ pub fn write(profile: &proto::Profile, w: &mut dyn Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tests::sample_recording;
+    use crate::model::{Location, Stack, tests::sample_recording};
 
     fn string(p: &proto::Profile, i: i64) -> &str {
         &p.string_table[i as usize]
@@ -423,13 +441,81 @@ mod tests {
             .find(|m| string(&p, m.filename) == "/usr/bin/app")
             .expect("app mapping");
         assert!(app.has_functions && app.has_inline_frames);
-        assert_eq!((app.memory_start, app.memory_limit), (0x100, 0x401));
-        assert_eq!(app.file_offset, 0x100);
+        assert_eq!((app.memory_start, app.memory_limit), (0, 0x1000));
+        assert_eq!(app.file_offset, 0);
         // Every id a sample or line names exists.
         for s in &p.sample {
             for &id in &s.location_id {
                 assert!(id >= 1 && id as usize <= p.location.len());
             }
+        }
+    }
+
+    #[test]
+    fn mappings_are_exact_per_load_address_and_the_executable_comes_first() {
+        let mut rec = sample_recording();
+        rec.meta.as_mut().expect("meta").exe = "/usr/bin/app".into();
+        // app's text at file offset 0x1000 loaded at 0x5555_0000_1000 in one process and
+        // 0x7777_0000_1000 in another; one location is a return address looked up a byte
+        // before it.
+        let loc = |address: u64, offset: u64| Location {
+            module: 1,
+            offset,
+            address,
+            lines: vec![crate::model::Line {
+                function: 0,
+                line: 0,
+            }],
+        };
+        rec.locations = vec![
+            loc(0x5555_0000_1234, 0x1234),
+            loc(0x5555_0000_2001, 0x2000), // return address: looked up at 0x2000
+            loc(0x7777_0000_1234, 0x1234),
+            Location {
+                module: 3,
+                offset: 0xffff_ffff_8100_0000,
+                address: 0xffff_ffff_8100_0000,
+                lines: vec![],
+            },
+        ];
+        rec.stacks = vec![
+            Stack {
+                locations: vec![3, 0, 1],
+            },
+            Stack { locations: vec![2] },
+        ];
+        for (i, s) in rec.samples.iter_mut().enumerate() {
+            s.stack = (i % 2) as u32;
+        }
+        let p = cpu_profile(&rec);
+        let ranges: Vec<(&str, u64, u64, u64)> = p
+            .mapping
+            .iter()
+            .map(|m| {
+                (
+                    string(&p, m.filename),
+                    m.memory_start,
+                    m.memory_limit,
+                    m.file_offset,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                ("/usr/bin/app", 0x5555_0000_1000, 0x5555_0000_3000, 0x1000),
+                ("/usr/bin/app", 0x7777_0000_1000, 0x7777_0000_2000, 0x1000),
+                (
+                    "[kernel.kallsyms]",
+                    0xffff_ffff_8100_0000,
+                    0xffff_ffff_8100_1000,
+                    0xffff_ffff_8100_0000
+                ),
+            ]
+        );
+        for l in &p.location {
+            let m = &p.mapping[l.mapping_id as usize - 1];
+            assert!((m.memory_start..m.memory_limit).contains(&l.address));
         }
     }
 
