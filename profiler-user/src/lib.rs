@@ -5,6 +5,7 @@ pub mod cli;
 pub mod collect;
 pub mod error;
 pub mod fail_if;
+pub mod interrupt;
 pub mod model;
 pub mod offcpu;
 pub mod outputs;

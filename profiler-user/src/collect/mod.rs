@@ -134,6 +134,8 @@ pub enum StopReason {
     Duration,
     Signal(&'static str),
     TargetExited,
+    /// Polling failed; the reason is among the warnings.
+    Error,
 }
 
 impl std::fmt::Display for StopReason {
@@ -142,6 +144,7 @@ impl std::fmt::Display for StopReason {
             Self::Duration => f.write_str("duration elapsed"),
             Self::Signal(s) => write!(f, "{s} received"),
             Self::TargetExited => f.write_str("target exited"),
+            Self::Error => f.write_str("error (see warnings)"),
         }
     }
 }
@@ -179,6 +182,8 @@ pub struct RawRecording {
     pub bpf_run_count: u64,
     pub bpf_run_time_ns: u64,
     pub cpus: u32,
+    /// Failures after attach: the recording was kept without the part they concern.
+    pub warnings: Vec<String>,
 }
 
 /// Progress shown while recording.
@@ -321,6 +326,8 @@ pub async fn record(
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
+    // An SSH drop must end the recording like SIGTERM, not kill it with nothing written.
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::io("SIGHUP handler", e))?;
 
     let Target { info, space, pidfd } = target;
     let pid = info.pid;
@@ -540,12 +547,22 @@ pub async fn record(
     // Also the drain period while the ring buffer stays below its wakeup threshold.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ticks = 0u64;
+    // From here on samples exist: a failure ends the recording early or leaves a part out,
+    // and is told in the warnings, but never loses what was recorded.
+    let mut warnings = Vec::new();
     let stop_reason = loop {
         tokio::select! {
             guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|e| Error::io("polling the ring buffer", e))?;
-                drain(guard.get_inner_mut(), &mut sink);
-                guard.clear_ready();
+                match guard {
+                    Ok(mut guard) => {
+                        drain(guard.get_inner_mut(), &mut sink);
+                        guard.clear_ready();
+                    }
+                    Err(e) => {
+                        warnings.push(format!("polling the ring buffer failed ({e}): the recording stopped early"));
+                        break StopReason::Error;
+                    }
+                }
             }
             _ = sigint.recv() => {
                 // Under `run`, Ctrl-C reached the command too (same process group): passing
@@ -557,6 +574,10 @@ pub async fn record(
             _ = sigterm.recv() => match opts.forward_signals_to {
                 Some(child) => forward(child, libc::SIGTERM),
                 None => break StopReason::Signal("SIGTERM"),
+            },
+            _ = sighup.recv() => match opts.forward_signals_to {
+                Some(child) => forward(child, libc::SIGHUP),
+                None => break StopReason::Signal("SIGHUP"),
             },
             _ = pidfd.readable() => break StopReason::TargetExited,
             _ = async { match deadline {
@@ -580,21 +601,26 @@ pub async fn record(
     // The off-CPU program goes first: its window must not outlast the samples'.
     let mut off_cpu_stats = (0, 0);
     if let Some(link) = off_cpu_link {
-        let p = sched_program(&mut ebpf, names::PROGRAM_OFF_CPU)?;
-        p.detach(link)
-            .map_err(tracepoint_err(names::PROGRAM_OFF_CPU))?;
-        off_cpu_stats = run_stats(p.info());
+        let detached = sched_program(&mut ebpf, names::PROGRAM_OFF_CPU).and_then(|p| {
+            p.detach(link)
+                .map_err(tracepoint_err(names::PROGRAM_OFF_CPU))?;
+            Ok(run_stats(p.info()))
+        });
+        off_cpu_stats = kept(detached, "detaching the off-CPU program", &mut warnings);
     }
-    let program: &mut PerfEvent = ebpf
+    let sampling = ebpf
         .program_mut(names::PROGRAM_CPU_SAMPLE)
-        .ok_or_else(|| Error::Internal("sampling program vanished".into()))?
-        .try_into()
-        .map_err(prog_err)?;
-    for link in links {
-        program.detach(link).map_err(prog_err)?;
-    }
+        .ok_or_else(|| Error::Internal("sampling program vanished".into()))
+        .and_then(|p| <&mut PerfEvent>::try_from(p).map_err(prog_err))
+        .and_then(|program| {
+            for link in links {
+                program.detach(link).map_err(prog_err)?;
+            }
+            Ok(run_stats(program.info()))
+        });
     let end_boottime_ns = boottime_ns();
-    let (bpf_run_count, bpf_run_time_ns) = run_stats(program.info());
+    let (bpf_run_count, bpf_run_time_ns) =
+        kept(sampling, "detaching the sampling program", &mut warnings);
     drop(stats_fd);
     drain(ring.get_mut(), &mut sink);
     unwind_pending(&mut sink, None);
@@ -614,23 +640,37 @@ pub async fn record(
         }
     }
 
-    let mut counters = read_counters(&ebpf)?;
+    let mut counters = kept(
+        read_counters(&ebpf),
+        "reading the kernel's counters (losses unknown)",
+        &mut warnings,
+    );
     counters.received = samples.len() as u64;
     counters.malformed_events = malformed;
     counters.span_events_received = span_events.len() as u64;
     let off_cpu = match opts.off_cpu {
         Some(_) => {
             counters.off_cpu_events_received = off_cpu_events.len() as u64;
-            let mut data = off_cpu_data(
+            let data = off_cpu_data(
                 &ebpf,
                 &mut procs,
                 off_cpu_events,
                 end_boottime_ns,
                 off_cpu_min,
                 off_cpu_interval_min,
-            )?;
-            (data.bpf_run_count, data.bpf_run_time_ns) = off_cpu_stats;
-            Some(data)
+            );
+            match data {
+                Ok(mut data) => {
+                    (data.bpf_run_count, data.bpf_run_time_ns) = off_cpu_stats;
+                    Some(data)
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "reading the off-CPU sums failed, off-CPU time left out: {e}"
+                    ));
+                    None
+                }
+            }
         }
         None => None,
     };
@@ -638,13 +678,17 @@ pub async fn record(
         .iter()
         .flat_map(|o| o.totals.iter().chain(&o.intervals))
         .flat_map(|o| [&o.user, &o.kernel]);
-    let mut stacks = read_stacks(
-        &ebpf,
-        samples
-            .iter()
-            .flat_map(|s| [&s.user, &s.kernel])
-            .chain(off_cpu_stacks),
-    )?;
+    let mut stacks = kept(
+        read_stacks(
+            &ebpf,
+            samples
+                .iter()
+                .flat_map(|s| [&s.user, &s.kernel])
+                .chain(off_cpu_stacks),
+        ),
+        "reading the kernel's stack map (stacks left empty)",
+        &mut warnings,
+    );
     stacks.extend(unwinder.stacks.into_iter().map(|(frames, id)| (id, frames)));
 
     Ok(RawRecording {
@@ -674,6 +718,15 @@ pub async fn record(
         bpf_run_count,
         bpf_run_time_ns,
         cpus: cpus.len() as u32,
+        warnings,
+    })
+}
+
+/// The value of a step after attach, or its default with the failure kept as a warning.
+fn kept<T: Default>(r: Result<T>, what: &str, warnings: &mut Vec<String>) -> T {
+    r.unwrap_or_else(|e| {
+        warnings.push(format!("{what}: {e}"));
+        T::default()
     })
 }
 

@@ -585,6 +585,7 @@ mod tests {
             bpf_run_count: 0,
             bpf_run_time_ns: 0,
             cpus: 1,
+            warnings: Vec::new(),
         }
     }
 
