@@ -114,7 +114,7 @@ pub struct SamplingArgs {
     #[arg(long, short, value_parser = parse_duration, value_name = "SECS")]
     pub duration: Option<Duration>,
     /// Samples per second per CPU.
-    #[arg(long, short = 'F', default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short = 'F', default_value_t = 99, value_parser = parse_frequency)]
     pub frequency: u64,
     /// Output directory. Default: ./profile-COMM-PID-TIMESTAMP.
     #[arg(long, short)]
@@ -260,6 +260,16 @@ pub fn parse_offset(s: &str) -> std::result::Result<Duration, String> {
         return Err(format!("`{s}` is longer than a year"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_frequency(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("0 Hz takes no samples: give at least 1 (the default is 99)".into()),
+        Ok(hz) => Ok(hz),
+        Err(_) => Err(format!(
+            "`{s}` is not a whole number of samples per second (e.g. 99 or 999)"
+        )),
+    }
 }
 
 fn parse_ring_size(s: &str) -> std::result::Result<u32, String> {
@@ -690,6 +700,14 @@ mod tests {
         assert_eq!(parse_offset("0"), Ok(Duration::ZERO));
         assert_eq!(parse_offset("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_offset("-1").is_err());
+    }
+
+    #[test]
+    fn frequencies_are_positive_whole_numbers() {
+        assert_eq!(parse_frequency("99"), Ok(99));
+        for bad in ["0", "abc", "-1", "1.5", ""] {
+            assert!(parse_frequency(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -687,8 +687,9 @@ impl Recording {
                 let e = sums
                     .entry((o.pid, o.tid, o.stack, o.span, o.runnable))
                     .or_default();
-                e.0 += o.end_ns - o.begin_ns;
-                e.1 += 1;
+                // A file can hold an interval that ends before it begins.
+                e.0 = e.0.saturating_add(o.end_ns.saturating_sub(o.begin_ns));
+                e.1 = e.1.saturating_add(1);
             }
             out.off_cpu = sums
                 .into_iter()
@@ -895,6 +896,22 @@ pub(crate) mod tests {
         // Cut to the window: 20 ms → 40 ms of the second interval.
         assert_eq!(w.off_cpu[0].total_ns, 20_000_000);
         assert_eq!(w.off_cpu[0].count, 1);
+    }
+
+    /// Found by profiler-fuzz: an interval that ends before it begins (a crafted file).
+    #[test]
+    fn window_survives_inverted_off_cpu_intervals() {
+        let mut rec = sample_recording();
+        rec.off_cpu_info = Some(OffCpuInfo::default());
+        rec.off_cpu_intervals = vec![OffCpuInterval {
+            begin_ns: 1_045_000_000,
+            end_ns: 1_025_000_000,
+            ..Default::default()
+        }];
+        let ms = std::time::Duration::from_millis;
+        let w = rec.window(Some(ms(20)), Some(ms(50)));
+        assert_eq!(w.off_cpu.len(), 1);
+        assert_eq!(w.off_cpu[0].total_ns, 0);
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn random_recording(r: &mut Rng) -> Recording {
         if r.chance(3) {
             r.num()
         } else {
-            base + r.below(200_000_000) as u64
+            base.wrapping_add(r.below(200_000_000) as u64)
         }
     };
     let pids = [r.num32(), r.num32(), 42];
