@@ -451,12 +451,14 @@ pub struct Counters {
 impl Counters {
     /// Samples of the target that never reached the outputs.
     pub fn lost(&self) -> u64 {
-        self.lost_ringbuf_full + self.emitted.saturating_sub(self.received)
+        self.lost_ringbuf_full
+            .saturating_add(self.emitted.saturating_sub(self.received))
     }
 
     /// Span probe hits that never reached the recording.
     pub fn span_events_lost_total(&self) -> u64 {
-        self.span_events_lost + self.span_events.saturating_sub(self.span_events_received)
+        self.span_events_lost
+            .saturating_add(self.span_events.saturating_sub(self.span_events_received))
     }
 }
 
