@@ -458,6 +458,18 @@ fn sighup_ends_the_recording_like_sigterm() {
     let s = summary(&dir);
     assert_eq!(s["stop_reason"], "SIGHUP received");
     assert!(s["samples"]["recorded"].as_u64().unwrap_or(0) > 0);
+
+    // An SSH drop: the terminal is gone too, so every later message fails to print.
+    let dir = OutDir::new(scratch("hup-closed"));
+    let (mut child, err, _) = spawn_record(target.pid(), &dir, &[]);
+    drop(err);
+    std::thread::sleep(Duration::from_millis(700));
+    kill(&child, libc::SIGHUP);
+    let status = child.wait().expect("profiler exits");
+    assert_eq!(status.code(), Some(0), "{status}");
+    for o in ["recording.pb", "flamegraph.svg", "summary.json"] {
+        assert!(dir.join(o).exists(), "{o} written");
+    }
 }
 
 /// Stops a recording with SIGINT, then sends `after` while it is being post-processed.
