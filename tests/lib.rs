@@ -236,6 +236,12 @@ pub fn record(pid: u32, out: &Path, args: &[&str]) -> Output {
 /// An output directory, removed when dropped.
 pub struct OutDir(PathBuf);
 
+impl OutDir {
+    pub fn new(path: PathBuf) -> Self {
+        Self(path)
+    }
+}
+
 impl std::ops::Deref for OutDir {
     type Target = Path;
     fn deref(&self) -> &Path {

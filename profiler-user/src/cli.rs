@@ -17,6 +17,7 @@ use crate::{
     },
     error::{Error, Result},
     fail_if::{self, Rule},
+    interrupt::{self, Phase},
     outputs::{self, OutputDir, Parts},
     outputs::{folded::GroupBy, perfetto::SpanTracks},
     symbolize,
@@ -113,7 +114,7 @@ pub struct SamplingArgs {
     #[arg(long, short, value_parser = parse_duration, value_name = "SECS")]
     pub duration: Option<Duration>,
     /// Samples per second per CPU.
-    #[arg(long, short = 'F', default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short = 'F', default_value_t = 99, value_parser = parse_frequency)]
     pub frequency: u64,
     /// Output directory. Default: ./profile-COMM-PID-TIMESTAMP.
     #[arg(long, short)]
@@ -167,6 +168,10 @@ pub struct SamplingArgs {
     /// Test hook: leave the ring buffer unread after attaching (milliseconds).
     #[arg(long, hide = true)]
     pub test_stall_consumer_ms: Option<u64>,
+    /// Test hook: pause after the recording stopped, before symbols are resolved
+    /// (milliseconds), to send signals during post-processing.
+    #[arg(long, hide = true)]
+    pub test_hold_after_stop_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +264,16 @@ pub fn parse_offset(s: &str) -> std::result::Result<Duration, String> {
         return Err(format!("`{s}` is longer than a year"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_frequency(s: &str) -> std::result::Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("0 Hz takes no samples: give at least 1 (the default is 99)".into()),
+        Ok(hz) => Ok(hz),
+        Err(_) => Err(format!(
+            "`{s}` is not a whole number of samples per second (e.g. 99 or 999)"
+        )),
+    }
 }
 
 fn parse_ring_size(s: &str) -> std::result::Result<u32, String> {
@@ -405,21 +420,36 @@ async fn record_into(
     let mut status = StatusLine::new(s.quiet);
     let raw = collect::record(target, &opts, |st| status.show(pid, st), on_attached).await;
     status.clear();
-    let raw = match raw {
+    let mut raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
             dir.abandon();
             return Err(e);
         }
     };
-    let rec = symbolize::symbolize(&raw);
+    // Samples exist from here on: every failure becomes a warning, and nothing is removed.
+    let mut warnings = std::mem::take(&mut raw.warnings);
+    if let Err(e) = interrupt::install(Phase::Symbolizing) {
+        warnings.push(format!(
+            "signals during symbolization could not be caught ({e}): a Ctrl-C now kills the profiler"
+        ));
+    }
+    if let Some(ms) = s.test_hold_after_stop_ms {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let mut rec = symbolize::symbolize(&raw);
     drop(raw);
+    interrupt::set_phase(Phase::Writing);
+    if let Some(meta) = rec.meta.as_mut() {
+        meta.warnings.extend(warnings);
+    }
     let parts = Parts {
         perfetto_spans: s.outputs.perfetto_spans,
         group_by: s.outputs.group_by,
         ..Parts::ALL
     };
-    finish(&rec, &dir, parts, s.quiet, report)?;
+    let regenerate = dir.path().to_path_buf();
+    finish(&rec, &dir, parts, s.quiet, &regenerate, report)?;
     Ok(rec)
 }
 
@@ -500,26 +530,72 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     Ok(code)
 }
 
+/// Writes the outputs; each one that fails is named with the way to regenerate it (`profiler
+/// report REGENERATE`, the directory holding the recording), the others are still written, and
+/// nothing is removed.
 fn finish(
     rec: &crate::model::Recording,
     dir: &OutputDir,
     parts: Parts,
     quiet: bool,
+    regenerate: &Path,
     report: &mut dyn Write,
 ) -> Result<()> {
-    let written = match outputs::write_outputs(rec, dir, parts) {
-        Ok(w) => w,
-        Err(e) => {
-            dir.abandon();
-            return Err(e);
-        }
-    };
-    if !quiet {
+    let w = outputs::write_outputs(rec, dir, parts);
+    let complete = w.failed.is_empty() && w.skipped.is_empty();
+    if !quiet && complete {
         let _ = write!(report, "{}", outputs::summary::Summary::new(rec).to_text());
     }
-    let _ = writeln!(report, "\nwrote {}:", dir.path().display());
-    for w in written {
-        let _ = writeln!(report, "  {}", w.display());
+    if !w.written.is_empty() {
+        let _ = writeln!(report, "\nwrote {}:", dir.path().display());
+        for p in &w.written {
+            let _ = writeln!(report, "  {}", p.display());
+        }
+    }
+    // Not eprintln!: after an SSH drop stderr fails, and a panic would lose the exit status.
+    let mut err = std::io::stderr();
+    let recording_ok = w.recording_written() || !parts.recording;
+    for (name, e) in &w.failed {
+        let _ = if *name == outputs::RECORDING_FILE {
+            writeln!(
+                err,
+                "profiler: error: {e}; the other outputs were still written, but without it they cannot be regenerated"
+            )
+        } else if recording_ok {
+            writeln!(
+                err,
+                "profiler: error: {e}; once fixed, `profiler report {}` writes {name} again",
+                regenerate.display()
+            )
+        } else {
+            writeln!(err, "profiler: error: {e}")
+        };
+    }
+    if let Some(sig) = interrupt::stop_signal()
+        && !w.skipped.is_empty()
+    {
+        let signal = interrupt::signal_name(sig);
+        let kept = if w.recording_written() {
+            format!(
+                "{} kept; `profiler report {}` writes the {} other output(s)",
+                dir.path().join(outputs::RECORDING_FILE).display(),
+                regenerate.display(),
+                w.skipped.len()
+            )
+        } else {
+            format!("{} output(s) not written", w.skipped.len())
+        };
+        return Err(Error::Interrupted {
+            signal,
+            code: u8::try_from(128 + sig).unwrap_or(u8::MAX),
+            kept,
+        });
+    }
+    if !w.failed.is_empty() {
+        return Err(Error::OutputsIncomplete {
+            dir: dir.path().to_path_buf(),
+            failed: w.failed.len(),
+        });
     }
     Ok(())
 }
@@ -573,7 +649,20 @@ pub fn report(args: ReportArgs) -> Result<()> {
     } else if args.no_flame_graphs {
         parts.flame_graph = false;
     }
-    finish(&rec, &dir, parts, !parts.summary, &mut std::io::stdout())?;
+    if let Err(e) = interrupt::install(Phase::Writing) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "profiler: warning: signals cannot be caught ({e})"
+        );
+    }
+    finish(
+        &rec,
+        &dir,
+        parts,
+        !parts.summary,
+        &args.dir,
+        &mut std::io::stdout(),
+    )?;
     check_rules(&rec, &args.outputs.fail_if)
 }
 
@@ -638,15 +727,20 @@ fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
         by_name: &by_name,
         concurrency_peak: crate::spans::concurrency_peak(&rec.spans).0,
         span_count: rec.spans.len() as u64,
-        lost_samples: c.lost() + c.malformed_events,
+        lost_samples: c.lost().saturating_add(c.malformed_events),
         lost_events: c.span_events_lost_total(),
     };
     let violations = fail_if::evaluate(rules, &facts);
+    // Not eprintln!/println!: a closed terminal (SSH drop) must not panic the exit status away.
     for v in &violations {
-        eprintln!("profiler: --fail-if violated: {}", v.message);
+        let _ = writeln!(
+            std::io::stderr(),
+            "profiler: --fail-if violated: {}",
+            v.message
+        );
     }
     if violations.is_empty() {
-        println!("--fail-if: {} rule(s) hold", rules.len());
+        let _ = writeln!(std::io::stdout(), "--fail-if: {} rule(s) hold", rules.len());
         Ok(())
     } else {
         Err(Error::RulesViolated(violations.len()))
@@ -669,6 +763,14 @@ mod tests {
         assert_eq!(parse_offset("0"), Ok(Duration::ZERO));
         assert_eq!(parse_offset("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_offset("-1").is_err());
+    }
+
+    #[test]
+    fn frequencies_are_positive_whole_numbers() {
+        assert_eq!(parse_frequency("99"), Ok(99));
+        for bad in ["0", "abc", "-1", "1.5", ""] {
+            assert!(parse_frequency(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -24,6 +24,32 @@ pub enum Error {
     #[error("output directory {path}: {source}")]
     OutputDir { path: PathBuf, source: io::Error },
 
+    #[error(
+        "output directory {path}: {link} is a link of uid {uid}, another user, who could point it anywhere; give a path without other users' links"
+    )]
+    OutputDirLink {
+        path: PathBuf,
+        link: PathBuf,
+        uid: u32,
+    },
+
+    #[error(
+        "output directory {path} belongs to uid {uid}, another user, who could swap its files for links while root writes; use a directory of your own"
+    )]
+    OutputDirOwner { path: PathBuf, uid: u32 },
+
+    /// Each output that failed is printed before this, with how to regenerate it.
+    #[error("{failed} output(s) could not be written to {dir}")]
+    OutputsIncomplete { dir: PathBuf, failed: usize },
+
+    /// A signal cut the outputs short; the exit status is 128 + the signal's number.
+    #[error("stopped by {signal}: {kept}")]
+    Interrupted {
+        signal: &'static str,
+        code: u8,
+        kept: String,
+    },
+
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
 

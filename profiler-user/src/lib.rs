@@ -5,6 +5,9 @@ pub mod cli;
 pub mod collect;
 pub mod error;
 pub mod fail_if;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod interrupt;
 pub mod model;
 pub mod offcpu;
 pub mod outputs;

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use profiler::cli::{self, Cli, Command};
@@ -23,15 +23,23 @@ fn main() -> ExitCode {
         Command::Report(args) => cli::report(args),
         Command::Ps(args) => cli::ps(args),
     };
+    // Not eprintln!: after an SSH drop stderr fails, and a panic would replace the exit status.
+    let say = |line: std::fmt::Arguments| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Distinct from failures, so CI can tell "the profile says no" from "it broke".
         Err(e @ profiler::Error::RulesViolated(_)) => {
-            eprintln!("profiler: {e}");
+            say(format_args!("profiler: {e}"));
             ExitCode::from(3)
         }
+        Err(e @ profiler::Error::Interrupted { code, .. }) => {
+            say(format_args!("profiler: {e}"));
+            ExitCode::from(code)
+        }
         Err(e) => {
-            eprintln!("profiler: error: {e}");
+            say(format_args!("profiler: error: {e}"));
             ExitCode::FAILURE
         }
     }

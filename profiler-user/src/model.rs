@@ -7,8 +7,9 @@
 //! are prost messages: the recording file is this model, serialized.
 use prost::Message;
 
-/// Bumped whenever a field changes meaning; readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever a field changes meaning or the file's layout changes; readers refuse other
+/// versions. 2: the checked header of `outputs::recording`.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct Recording {
@@ -460,12 +461,14 @@ pub struct Counters {
 impl Counters {
     /// Samples of the target that never reached the outputs.
     pub fn lost(&self) -> u64 {
-        self.lost_ringbuf_full + self.emitted.saturating_sub(self.received)
+        self.lost_ringbuf_full
+            .saturating_add(self.emitted.saturating_sub(self.received))
     }
 
     /// Span probe hits that never reached the recording.
     pub fn span_events_lost_total(&self) -> u64 {
-        self.span_events_lost + self.span_events.saturating_sub(self.span_events_received)
+        self.span_events_lost
+            .saturating_add(self.span_events.saturating_sub(self.span_events_received))
     }
 }
 
@@ -696,8 +699,9 @@ impl Recording {
                 let e = sums
                     .entry((o.pid, o.tid, o.stack, o.span, o.runnable))
                     .or_default();
-                e.0 += o.end_ns - o.begin_ns;
-                e.1 += 1;
+                // A file can hold an interval that ends before it begins.
+                e.0 = e.0.saturating_add(o.end_ns.saturating_sub(o.begin_ns));
+                e.1 = e.1.saturating_add(1);
             }
             out.off_cpu = sums
                 .into_iter()
@@ -912,6 +916,22 @@ pub(crate) mod tests {
         assert_eq!(w.off_cpu[0].count, 1);
     }
 
+    /// Found by profiler-fuzz: an interval that ends before it begins (a crafted file).
+    #[test]
+    fn window_survives_inverted_off_cpu_intervals() {
+        let mut rec = sample_recording();
+        rec.off_cpu_info = Some(OffCpuInfo::default());
+        rec.off_cpu_intervals = vec![OffCpuInterval {
+            begin_ns: 1_045_000_000,
+            end_ns: 1_025_000_000,
+            ..Default::default()
+        }];
+        let ms = std::time::Duration::from_millis;
+        let w = rec.window(Some(ms(20)), Some(ms(50)));
+        assert_eq!(w.off_cpu.len(), 1);
+        assert_eq!(w.off_cpu[0].total_ns, 0);
+    }
+
     #[test]
     fn window_keeps_samples_inside_and_moves_the_edges() {
         use std::time::Duration;
@@ -975,6 +995,67 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(c.lost(), 15);
+    }
+
+    /// Every prost field of this file is in the checked-in `recording.proto`, with the same
+    /// number, and nothing else is: the documented schema cannot drift from the code.
+    #[test]
+    fn recording_proto_matches_the_model() {
+        use std::collections::BTreeSet;
+        let model = include_str!("model.rs");
+        let model = &model[..model.find("#[cfg(test)]").unwrap_or(model.len())];
+        let mut from_model = BTreeSet::new();
+        let mut message = "";
+        let mut tag = None;
+        for line in model.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("pub struct ") {
+                message = rest.split([' ', '<']).next().unwrap_or_default();
+            } else if line.starts_with("#[prost(") {
+                tag = line
+                    .split("tag = \"")
+                    .nth(1)
+                    .and_then(|t| t.split('"').next())
+                    .map(str::to_string);
+            } else if let (Some(t), Some(rest)) = (tag.take(), line.strip_prefix("pub ")) {
+                let field = rest.split(':').next().unwrap_or_default();
+                from_model.insert(format!("{message}.{field}={t}"));
+            }
+        }
+        let proto = include_str!("../../recording.proto");
+        let mut from_proto = BTreeSet::new();
+        message = "";
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("message ") {
+                message = rest.split(' ').next().unwrap_or_default();
+            } else if line.starts_with('}') {
+                message = "";
+            } else if !message.is_empty()
+                && !line.starts_with("//")
+                && line.ends_with(';')
+                && line.contains(" = ")
+            {
+                let (decl, num) = line
+                    .trim_end_matches(';')
+                    .split_once(" = ")
+                    .unwrap_or_default();
+                let Some(field) = decl.split_whitespace().last() else {
+                    continue;
+                };
+                if field
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    from_proto.insert(format!("{message}.{field}={num}"));
+                }
+            }
+        }
+        assert!(from_model.len() > 100, "parsed {} fields", from_model.len());
+        let missing: Vec<_> = from_model.difference(&from_proto).collect();
+        let extra: Vec<_> = from_proto.difference(&from_model).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "recording.proto out of date: missing {missing:?}, extra {extra:?}"
+        );
     }
 
     #[test]

@@ -119,8 +119,8 @@ fn top(map: HashMap<(u32, bool), (u64, u64)>, rec: &Recording, n: usize) -> Vec<
         let e = by_text
             .entry((describe_stack(rec, stack), preempted))
             .or_default();
-        e.0 += ns;
-        e.1 += count;
+        e.0 = e.0.saturating_add(ns);
+        e.1 = e.1.saturating_add(count);
     }
     let mut v: Vec<BlockingStack> = by_text
         .into_iter()
@@ -142,18 +142,19 @@ impl OffCpuReport {
         let c = rec.counters();
         let mut stacks: HashMap<(u32, bool), (u64, u64)> = HashMap::new();
         let mut threads: HashMap<u32, u64> = HashMap::new();
-        let (mut blocked_ns, mut preempted_ns, mut intervals) = (0, 0, 0);
+        let (mut blocked_ns, mut preempted_ns, mut intervals) = (0u64, 0u64, 0u64);
         for o in &rec.off_cpu {
             let e = stacks.entry((o.stack, o.runnable)).or_default();
-            e.0 += o.total_ns;
-            e.1 += o.count;
-            *threads.entry(o.tid).or_default() += o.total_ns;
+            e.0 = e.0.saturating_add(o.total_ns);
+            e.1 = e.1.saturating_add(o.count);
+            let t = threads.entry(o.tid).or_default();
+            *t = t.saturating_add(o.total_ns);
             if o.runnable {
-                preempted_ns += o.total_ns;
+                preempted_ns = preempted_ns.saturating_add(o.total_ns);
             } else {
-                blocked_ns += o.total_ns;
+                blocked_ns = blocked_ns.saturating_add(o.total_ns);
             }
-            intervals += o.count;
+            intervals = intervals.saturating_add(o.count);
         }
         let mut by_thread: Vec<ThreadOffCpu> = threads
             .into_iter()
@@ -165,7 +166,7 @@ impl OffCpuReport {
             .collect();
         by_thread.sort_by(|a, b| b.off_cpu_ns.cmp(&a.off_cpu_ns).then(a.tid.cmp(&b.tid)));
         Some(Self {
-            total_ns: blocked_ns + preempted_ns,
+            total_ns: blocked_ns.saturating_add(preempted_ns),
             blocked_ns,
             preempted_ns,
             intervals,
@@ -279,22 +280,22 @@ fn by_span(rec: &Recording) -> Vec<SpanTime> {
     let mut acc: HashMap<&str, Acc> = HashMap::new();
     for s in &rec.spans {
         let a = acc.entry(s.name.as_str()).or_default();
-        a.count += 1;
-        a.total_ns += s.duration_ns();
-        a.samples += s.samples;
+        a.count = a.count.saturating_add(1);
+        a.total_ns = a.total_ns.saturating_add(s.duration_ns());
+        a.samples = a.samples.saturating_add(s.samples);
     }
     for o in rec.off_cpu.iter().filter(|o| o.span != 0) {
         let Some(name) = names.get(&(o.pid, o.span)) else {
             continue;
         };
         let a = acc.entry(name).or_default();
-        a.off_cpu_ns += o.total_ns;
+        a.off_cpu_ns = a.off_cpu_ns.saturating_add(o.total_ns);
         if o.runnable {
-            a.preempted_ns += o.total_ns;
+            a.preempted_ns = a.preempted_ns.saturating_add(o.total_ns);
         }
         let e = a.stacks.entry((o.stack, o.runnable)).or_default();
-        e.0 += o.total_ns;
-        e.1 += o.count;
+        e.0 = e.0.saturating_add(o.total_ns);
+        e.1 = e.1.saturating_add(o.count);
     }
     let mut out: Vec<SpanTime> = acc
         .into_iter()
@@ -302,7 +303,7 @@ fn by_span(rec: &Recording) -> Vec<SpanTime> {
             name: name.to_string(),
             count: a.count,
             total_ns: a.total_ns,
-            on_cpu_ns: a.samples * period_ns,
+            on_cpu_ns: a.samples.saturating_mul(period_ns),
             off_cpu_ns: a.off_cpu_ns,
             preempted_ns: a.preempted_ns,
             top_blocking: top(a.stacks, rec, TOP_STACKS_PER_SPAN),

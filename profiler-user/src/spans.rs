@@ -236,7 +236,7 @@ pub fn stats_by_name(spans: &[Span]) -> Vec<NameStats> {
             let mut d: Vec<u64> = group.iter().map(|s| s.duration_ns()).collect();
             d.sort_unstable();
             let count = d.len() as u64;
-            let total: u64 = d.iter().sum();
+            let total = d.iter().fold(0u64, |t, &x| t.saturating_add(x));
             let mean = total as f64 / count as f64;
             let var = d.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / count as f64;
             NameStats {
@@ -249,7 +249,7 @@ pub fn stats_by_name(spans: &[Span]) -> Vec<NameStats> {
                 p95_ns: percentile(&d, 95.0),
                 p99_ns: percentile(&d, 99.0),
                 max_ns: d.last().copied().unwrap_or(0),
-                samples: group.iter().map(|s| s.samples).sum(),
+                samples: group.iter().fold(0u64, |t, s| t.saturating_add(s.samples)),
                 incomplete: group.iter().filter(|s| s.incomplete).count() as u64,
             }
         })

@@ -850,7 +850,9 @@ fn pb_walk<'a>(mut buf: &'a [u8], mut f: impl FnMut(u64, Pb<'a>)) -> Option<()> 
 /// dependencies; the field numbers are those of profiler-user/src/model.rs (Recording.meta = 2,
 /// Meta.start_boottime_ns = 4, Recording.samples = 8, Sample.timestamp_ns = 1).
 fn recording_times(bytes: &[u8]) -> Option<(u64, u64)> {
-    let body = bytes.strip_prefix(b"profiler-recording\n")?;
+    // Past the header of profiler-user/src/outputs/recording.rs: magic, then format version,
+    // payload length and CRC-32 (16 bytes), which the profiler itself has checked.
+    let body = bytes.strip_prefix(b"\x89PRFREC\n")?.get(16..)?;
     let (mut start, mut first): (Option<u64>, Option<u64>) = (None, None);
     let mut ok = true;
     pb_walk(body, |field, value| match (field, value) {

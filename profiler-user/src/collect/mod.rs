@@ -117,6 +117,8 @@ pub enum StopReason {
     Duration,
     Signal(&'static str),
     TargetExited,
+    /// Polling failed; the reason is among the warnings.
+    Error,
 }
 
 impl std::fmt::Display for StopReason {
@@ -125,6 +127,7 @@ impl std::fmt::Display for StopReason {
             Self::Duration => f.write_str("duration elapsed"),
             Self::Signal(s) => write!(f, "{s} received"),
             Self::TargetExited => f.write_str("target exited"),
+            Self::Error => f.write_str("error (see warnings)"),
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct RawRecording {
     pub bpf_run_count: u64,
     pub bpf_run_time_ns: u64,
     pub cpus: u32,
+    /// Failures after attach: the recording was kept without the part they concern.
+    pub warnings: Vec<String>,
 }
 
 /// Progress shown while recording.
@@ -297,6 +302,8 @@ pub async fn record(
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT handler", e))?;
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM handler", e))?;
+    // An SSH drop must end the recording like SIGTERM, not kill it with nothing written.
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| Error::io("SIGHUP handler", e))?;
 
     let Target {
         info,
@@ -369,20 +376,33 @@ pub async fn record(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // Also the drain period while the ring buffer stays below its wakeup threshold.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // From here on samples exist: a failure ends the recording early or leaves a part out,
+    // and is told in the warnings, but never loses what was recorded.
+    let mut warnings = Vec::new();
     let stop_reason = loop {
         tokio::select! {
-            guard = sideband.readable_mut() => {
-                let mut guard = guard.map_err(|e| Error::io("polling the side-band records", e))?;
-                sink.drain_sideband(guard.get_inner_mut());
-                guard.clear_ready();
-                sink.unwind_pending(Some(UNWIND_BUDGET));
-            }
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|e| Error::io("polling the ring buffer", e))?;
-                sink.drain_ring(guard.get_inner_mut());
-                guard.clear_ready();
-                sink.unwind_pending(Some(UNWIND_BUDGET));
-            }
+            guard = sideband.readable_mut() => match guard {
+                Ok(mut guard) => {
+                    sink.drain_sideband(guard.get_inner_mut());
+                    guard.clear_ready();
+                    sink.unwind_pending(Some(UNWIND_BUDGET));
+                }
+                Err(e) => {
+                    warnings.push(format!("polling the side-band records failed ({e}): the recording stopped early"));
+                    break StopReason::Error;
+                }
+            },
+            guard = ring.readable_mut() => match guard {
+                Ok(mut guard) => {
+                    sink.drain_ring(guard.get_inner_mut());
+                    guard.clear_ready();
+                    sink.unwind_pending(Some(UNWIND_BUDGET));
+                }
+                Err(e) => {
+                    warnings.push(format!("polling the ring buffer failed ({e}): the recording stopped early"));
+                    break StopReason::Error;
+                }
+            },
             _ = sigint.recv() => {
                 // Under `run`, Ctrl-C reached the command too (same process group): passing
                 // it on would make a second Ctrl-C of it. Recording goes on until it exits.
@@ -393,6 +413,10 @@ pub async fn record(
             _ = sigterm.recv() => match opts.forward_signals_to {
                 Some(child) => forward(child, libc::SIGTERM),
                 None => break StopReason::Signal("SIGTERM"),
+            },
+            _ = sighup.recv() => match opts.forward_signals_to {
+                Some(child) => forward(child, libc::SIGHUP),
+                None => break StopReason::Signal("SIGHUP"),
             },
             _ = pidfd.readable() => break StopReason::TargetExited,
             _ = async { match deadline {
@@ -410,7 +434,7 @@ pub async fn record(
     };
 
     // Detach first so the counters are final, then take what is still in the buffers.
-    let run_stats = session.stop()?;
+    let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
     sink.drain_ring(ring.get_mut());
     sink.drain_sideband(sideband.get_mut());
@@ -436,7 +460,11 @@ pub async fn record(
         }
     }
 
-    let mut counters = session.counters()?;
+    let mut counters = kept(
+        session.counters(),
+        "reading the kernel's counters (losses unknown)",
+        &mut warnings,
+    );
     counters.received = samples.len() as u64;
     counters.malformed_events = malformed;
     counters.span_events_received = span_events.len() as u64;
@@ -445,16 +473,26 @@ pub async fn record(
     let off_cpu = match opts.off_cpu {
         Some(_) => {
             counters.off_cpu_events_received = off_cpu_events.len() as u64;
-            let mut data = off_cpu_data(
+            let data = off_cpu_data(
                 &session.ebpf,
                 &mut procs,
                 off_cpu_events,
                 end_boottime_ns,
                 session.off_cpu_min_ns,
                 session.off_cpu_interval_min_ns,
-            )?;
-            (data.bpf_run_count, data.bpf_run_time_ns) = run_stats.off_cpu;
-            Some(data)
+            );
+            match data {
+                Ok(mut data) => {
+                    (data.bpf_run_count, data.bpf_run_time_ns) = run_stats.off_cpu;
+                    Some(data)
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "reading the off-CPU sums failed, off-CPU time left out: {e}"
+                    ));
+                    None
+                }
+            }
         }
         None => None,
     };
@@ -462,12 +500,16 @@ pub async fn record(
         .iter()
         .flat_map(|o| o.totals.iter().chain(&o.intervals))
         .flat_map(|o| [&o.user, &o.kernel]);
-    let mut stacks = session.stacks(
-        samples
-            .iter()
-            .flat_map(|s| [&s.user, &s.kernel])
-            .chain(off_cpu_stacks),
-    )?;
+    let mut stacks = kept(
+        session.stacks(
+            samples
+                .iter()
+                .flat_map(|s| [&s.user, &s.kernel])
+                .chain(off_cpu_stacks),
+        ),
+        "reading the kernel's stack map (stacks left empty)",
+        &mut warnings,
+    );
     stacks.extend(unwinder.stacks.into_iter().map(|(frames, id)| (id, frames)));
     let (bpf_run_count, bpf_run_time_ns) = run_stats.sampler;
 
@@ -498,6 +540,15 @@ pub async fn record(
         bpf_run_count,
         bpf_run_time_ns,
         cpus: session.cpus.len() as u32,
+        warnings,
+    })
+}
+
+/// The value of a step after attach, or its default with the failure kept as a warning.
+fn kept<T: Default>(r: Result<T>, what: &str, warnings: &mut Vec<String>) -> T {
+    r.unwrap_or_else(|e| {
+        warnings.push(format!("{what}: {e}"));
+        T::default()
     })
 }
 

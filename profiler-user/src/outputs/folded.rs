@@ -137,14 +137,15 @@ fn off_cpu_ns(rec: &Recording, group: GroupBy) -> BTreeMap<String, u64> {
     let mut by_key: BTreeMap<(u32, u32, u32, bool), (&crate::model::OffCpu, u64)> = BTreeMap::new();
     for o in &rec.off_cpu {
         let tid = if group == GroupBy::Thread { o.tid } else { 0 };
-        by_key
+        let e = by_key
             .entry((o.pid, tid, o.stack, o.runnable))
-            .or_insert((o, 0))
-            .1 += o.total_ns;
+            .or_insert((o, 0));
+        e.1 = e.1.saturating_add(o.total_ns);
     }
     let mut ns = BTreeMap::new();
     for (o, total) in by_key.into_values() {
-        *ns.entry(off_cpu_line(rec, group, o)).or_default() += total;
+        let n: &mut u64 = ns.entry(off_cpu_line(rec, group, o)).or_default();
+        *n = n.saturating_add(total);
     }
     ns
 }
@@ -168,7 +169,8 @@ pub fn wall_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
     let period_ns = rec.sample_period_ns();
     let mut ns = off_cpu_ns(rec, group);
     for (line, n) in folded_lines(rec, group) {
-        *ns.entry(line).or_default() += n * period_ns;
+        let e = ns.entry(line).or_default();
+        *e = e.saturating_add(n.saturating_mul(period_ns));
     }
     in_us(ns)
 }

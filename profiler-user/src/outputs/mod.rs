@@ -4,11 +4,12 @@ pub mod folded;
 pub mod perfetto;
 pub mod pprof;
 pub mod recording;
+pub mod safe_dir;
 pub mod summary;
 
 use std::{
-    fs,
     io::{self, Write},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -28,14 +29,16 @@ pub fn sudo_owner() -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
-/// A directory the outputs go to. Created (and checked writable) before the recording starts,
-/// so a bad path fails in a second, not after a long recording; removed again if we created
-/// it and then failed, so nothing half-written is left.
+/// A directory the outputs go to, held open: every file is created relative to it (see
+/// `safe_dir`). Created (and checked writable) before the recording starts, so a bad path
+/// fails in a second, not after a long recording.
 #[derive(Debug)]
 pub struct OutputDir {
     path: PathBuf,
-    /// The topmost directory we created, if any.
-    created: Option<PathBuf>,
+    dir: OwnedFd,
+    /// Directories this run created, outermost first: removed again, while still empty, when
+    /// the recording fails before anything was written.
+    created: Vec<safe_dir::Created>,
     owner: Option<(u32, u32)>,
 }
 
@@ -46,60 +49,52 @@ impl OutputDir {
             source,
         };
         let owner = sudo_owner();
-        // Find the first missing ancestor: that is what we create and may have to remove.
-        let mut created = None;
-        let mut p = path;
-        while !p.as_os_str().is_empty() && !p.exists() {
-            created = Some(p.to_path_buf());
-            match p.parent() {
-                Some(parent) => p = parent,
-                None => break,
-            }
-        }
-        fs::create_dir_all(path).map_err(err)?;
+        let trusted = safe_dir::Trusted::current();
+        let opened = safe_dir::open_dir(path, owner, true, trusted).map_err(|e| match e {
+            safe_dir::OpenError::Io(source) => err(source),
+            safe_dir::OpenError::UntrustedLink { link, uid } => Error::OutputDirLink {
+                path: path.to_path_buf(),
+                link,
+                uid,
+            },
+            safe_dir::OpenError::UntrustedOwner { uid } => Error::OutputDirOwner {
+                path: path.to_path_buf(),
+                uid,
+            },
+        })?;
         let dir = Self {
             path: path.to_path_buf(),
-            created,
+            dir: opened.dir,
+            created: opened.created,
             owner,
         };
-        if let Some(top) = &dir.created {
-            let mut p = path;
-            loop {
-                dir.chown(p)?;
-                if p == top {
-                    break;
-                }
-                match p.parent() {
-                    Some(parent) => p = parent,
-                    None => break,
-                }
-            }
+        // Another user's directory could be emptied and refilled with links by that user
+        // while we write: only root's, ours and the sudo user's are safe to write into.
+        let st = safe_dir::fstat(&dir.dir).map_err(err)?;
+        if !trusted.trusts(st.st_uid) {
+            dir.abandon();
+            return Err(Error::OutputDirOwner {
+                path: path.to_path_buf(),
+                uid: st.st_uid,
+            });
         }
         // Permission bits do not tell root the truth (read-only mounts, immutable dirs):
         // writing is the only reliable check.
-        let probe = path.join(".profiler-write-test");
-        if let Err(e) = fs::write(&probe, b"") {
-            dir.abandon();
-            return Err(err(e));
+        match safe_dir::create_temp(&dir.dir, "profiler-write-test") {
+            Ok((file, name)) => {
+                drop(file);
+                safe_dir::unlink(&dir.dir, &name);
+            }
+            Err(e) => {
+                dir.abandon();
+                return Err(err(e));
+            }
         }
-        let _ = fs::remove_file(&probe);
         Ok(dir)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn chown(&self, path: &Path) -> Result<()> {
-        if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| {
-                Error::Write {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
-        }
-        Ok(())
     }
 
     /// Writes `name` through a temporary file and a rename, so readers never see half a file.
@@ -108,23 +103,38 @@ impl OutputDir {
         name: &str,
         fill: impl FnOnce(&mut dyn Write) -> Result<()>,
     ) -> Result<PathBuf> {
+        self.write_impl(name, false, fill)
+    }
+
+    /// `stoppable`: a signal received meanwhile (`interrupt`) cuts the write short.
+    fn write_impl(
+        &self,
+        name: &str,
+        stoppable: bool,
+        fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<PathBuf> {
         let target = self.path.join(name);
-        let tmp = self.path.join(format!(".{name}.tmp"));
         let werr = |source: io::Error| Error::Write {
             path: target.clone(),
             source,
         };
+        let (file, tmp) = safe_dir::create_temp(&self.dir, name).map_err(werr)?;
         let result = (|| {
-            let file = fs::File::create(&tmp).map_err(werr)?;
+            if let Some((uid, gid)) = self.owner {
+                safe_dir::fchown(&file, uid, gid).map_err(werr)?;
+            }
             let mut w = io::BufWriter::new(file);
-            fill(&mut w)?;
+            if stoppable {
+                fill(&mut crate::interrupt::StopWriter(&mut w))?;
+            } else {
+                fill(&mut w)?;
+            }
             let file = w.into_inner().map_err(|e| werr(e.into_error()))?;
             file.sync_all().map_err(werr)?;
-            self.chown(&tmp)?;
-            fs::rename(&tmp, &target).map_err(werr)
+            safe_dir::rename(&self.dir, &tmp, name).map_err(werr)
         })();
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            safe_dir::unlink(&self.dir, &tmp);
         }
         result.map(|()| target)
     }
@@ -138,10 +148,11 @@ impl OutputDir {
         })
     }
 
-    /// Removes the directory if this run created it.
+    /// Removes the directories this run created, innermost first, as long as they are empty:
+    /// whatever was written into them stays.
     pub fn abandon(&self) {
-        if let Some(top) = &self.created {
-            let _ = fs::remove_dir_all(top);
+        for c in self.created.iter().rev() {
+            c.remove_if_empty();
         }
     }
 }
@@ -219,12 +230,56 @@ pub const WALL_FLAMEGRAPH_FILE: &str = "wall.svg";
 pub const PPROF_FILE: &str = "profile.pb.gz";
 pub const OFFCPU_PPROF_FILE: &str = "offcpu.pb.gz";
 
-/// Writes the selected outputs of `rec` into `dir`; returns the files written.
-pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    if parts.recording {
-        written.push(dir.write_bytes(RECORDING_FILE, &recording::encode(rec))?);
+/// What `write_outputs` did: every file it wrote, and every one it could not write, by name.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub written: Vec<PathBuf>,
+    pub failed: Vec<(&'static str, Error)>,
+    /// Outputs not written because a signal asked to stop.
+    pub skipped: Vec<&'static str>,
+}
+
+impl Written {
+    pub fn recording_written(&self) -> bool {
+        self.written
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == RECORDING_FILE))
     }
+}
+
+/// Writes the selected outputs of `rec` into `dir`: the recording first, since every other
+/// output can be regenerated from it, then each derived output on its own, so one that fails
+/// (disk full, permissions) neither stops the others nor removes anything already written.
+/// Derived outputs are skipped once a signal asks to stop (`interrupt`).
+pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Written {
+    let mut out = Written::default();
+    let put = |out: &mut Written, name: &'static str, r: Result<PathBuf>| match r {
+        Ok(p) => out.written.push(p),
+        Err(e) => out.failed.push((name, e)),
+    };
+    if parts.recording {
+        let r = dir.write_with(RECORDING_FILE, |w| {
+            w.write_all(&recording::encode(rec))
+                .map_err(|source| Error::Write {
+                    path: dir.path().join(RECORDING_FILE),
+                    source,
+                })
+        });
+        put(&mut out, RECORDING_FILE, r);
+    }
+    let derived = |out: &mut Written,
+                   name: &'static str,
+                   fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>| {
+        if crate::interrupt::stop_requested() {
+            out.skipped.push(name);
+            return;
+        }
+        let r = dir.write_impl(name, true, |w| fill(w));
+        match r {
+            Err(_) if crate::interrupt::stop_requested() => out.skipped.push(name),
+            r => put(out, name, r),
+        }
+    };
     // Span views exist when span probes were attached, even if no span happened.
     let has_spans = rec.span_info.is_some();
     use flamegraph::Weight;
@@ -258,38 +313,61 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
     }
     for (folded_name, svg_name, lines, weight) in &flame_sets {
         if parts.folded {
-            written.push(dir.write_with(folded_name, |w| {
+            derived(&mut out, folded_name, &mut |w| {
                 folded::write(lines, w).map_err(|source| Error::Write {
                     path: dir.path().join(folded_name),
                     source,
                 })
-            })?);
+            });
         }
         if parts.flame_graph {
-            written.push(dir.write_with(svg_name, |w| {
+            derived(&mut out, svg_name, &mut |w| {
                 flamegraph::write_weighted(rec, lines, *weight, w)
-            })?);
+            });
         }
     }
+    let json_bytes = |name: &'static str, json: serde_json::Result<Vec<u8>>| {
+        let bytes = json.map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+        Ok::<_, Error>(move |w: &mut dyn Write| {
+            w.write_all(&bytes).map_err(|source| Error::Write {
+                path: dir.path().join(name),
+                source,
+            })
+        })
+    };
+    let json_output = |out: &mut Written, name: &'static str, json| match json_bytes(name, json) {
+        Ok(mut fill) => derived(out, name, &mut fill),
+        Err(e) => out.failed.push((name, e)),
+    };
     if parts.summary && has_spans {
-        let json = serde_json::to_vec_pretty(&SpansFile::new(rec))
-            .map_err(|e| Error::Internal(format!("spans JSON: {e}")))?;
-        written.push(dir.write_bytes(SPANS_JSON_FILE, &json)?);
+        json_output(
+            &mut out,
+            SPANS_JSON_FILE,
+            serde_json::to_vec_pretty(&SpansFile::new(rec)),
+        );
     }
     if parts.summary {
         let summary = summary::Summary::new(rec);
-        written.push(dir.write_bytes(SUMMARY_TXT_FILE, summary.to_text().as_bytes())?);
-        let json = serde_json::to_vec_pretty(&summary)
-            .map_err(|e| Error::Internal(format!("summary JSON: {e}")))?;
-        written.push(dir.write_bytes(SUMMARY_JSON_FILE, &json)?);
+        let text = summary.to_text();
+        derived(&mut out, SUMMARY_TXT_FILE, &mut |w| {
+            w.write_all(text.as_bytes()).map_err(|source| Error::Write {
+                path: dir.path().join(SUMMARY_TXT_FILE),
+                source,
+            })
+        });
+        json_output(
+            &mut out,
+            SUMMARY_JSON_FILE,
+            serde_json::to_vec_pretty(&summary),
+        );
     }
     if parts.perfetto {
-        written.push(dir.write_with(PERFETTO_FILE, |w| {
+        derived(&mut out, PERFETTO_FILE, &mut |w| {
             perfetto::write(rec, parts.perfetto_spans, w).map_err(|source| Error::Write {
                 path: dir.path().join(PERFETTO_FILE),
                 source,
             })
-        })?);
+        });
     }
     if parts.pprof {
         let mut profiles = vec![(PPROF_FILE, pprof::cpu_profile(rec))];
@@ -297,15 +375,15 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Result<V
             profiles.push((OFFCPU_PPROF_FILE, off_cpu));
         }
         for (name, profile) in profiles {
-            written.push(dir.write_with(name, |w| {
+            derived(&mut out, name, &mut |w| {
                 pprof::write(&profile, w).map_err(|source| Error::Write {
                     path: dir.path().join(name),
                     source,
                 })
-            })?);
+            });
         }
     }
-    Ok(written)
+    out
 }
 
 /// One output on its own (`profiler report --format`).
@@ -377,6 +455,7 @@ pub fn write_format(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn scratch(name: &str) -> PathBuf {
         let p =
@@ -385,20 +464,46 @@ mod tests {
         p
     }
 
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn prepare_creates_and_abandon_removes_only_what_it_created() {
+    fn abandon_removes_only_the_empty_directories_it_created() {
         let base = scratch("abandon");
+        let dir = OutputDir::prepare(&base.join("a/b")).expect("writable temp dir");
+        assert!(
+            entries(&base.join("a/b")).is_empty(),
+            "no write-test file left"
+        );
+        dir.abandon();
+        assert!(!base.exists(), "created and still empty: removed");
+
         let dir = OutputDir::prepare(&base.join("a/b")).expect("writable temp dir");
         dir.write_bytes("x.txt", b"hello").expect("write");
         assert_eq!(
             fs::read(base.join("a/b/x.txt")).ok().as_deref(),
             Some(&b"hello"[..])
         );
-        assert!(!base.join("a/b/.x.txt.tmp").exists());
+        assert_eq!(
+            entries(&base.join("a/b")),
+            ["x.txt"],
+            "no temporary file left"
+        );
         dir.abandon();
-        assert!(!base.exists());
+        assert!(
+            base.join("a/b/x.txt").exists(),
+            "what was written is never removed"
+        );
 
-        fs::create_dir_all(&base).expect("mkdir");
         let dir = OutputDir::prepare(&base).expect("existing dir");
         dir.abandon();
         assert!(base.exists(), "an existing directory is never removed");
@@ -412,6 +517,8 @@ mod tests {
         fs::write(base.join("f"), b"").expect("file");
         let e = OutputDir::prepare(&base.join("f/sub")).expect_err("cannot mkdir under a file");
         assert!(matches!(e, Error::OutputDir { .. }), "{e}");
+        let e = OutputDir::prepare(&base.join("f")).expect_err("a file is no directory");
+        assert!(matches!(e, Error::OutputDir { .. }), "{e}");
         let _ = fs::remove_dir_all(&base);
     }
 
@@ -421,8 +528,22 @@ mod tests {
         let dir = OutputDir::prepare(&base).expect("dir");
         let r = dir.write_with("y.txt", |_| Err(Error::Internal("boom".into())));
         assert!(r.is_err());
-        assert!(!base.join("y.txt").exists());
-        assert!(!base.join(".y.txt.tmp").exists());
+        assert!(entries(&base).is_empty(), "{:?}", entries(&base));
         dir.abandon();
+    }
+
+    #[test]
+    fn every_output_is_written_and_the_recording_first() {
+        let base = scratch("all");
+        let dir = OutputDir::prepare(&base).expect("dir");
+        let rec = crate::model::tests::sample_recording();
+        let w = write_outputs(&rec, &dir, Parts::ALL);
+        assert!(w.failed.is_empty(), "{:?}", w.failed);
+        assert!(w.recording_written());
+        assert_eq!(
+            w.written.first().and_then(|p| p.file_name()),
+            Some(std::ffi::OsStr::new(RECORDING_FILE))
+        );
+        let _ = fs::remove_dir_all(&base);
     }
 }

@@ -121,7 +121,9 @@ impl SpanReport {
             .collect();
         let (peak, at) = span_stats::concurrency_peak(&rec.spans);
         let in_spans = rec.samples.iter().filter(|s| s.span != 0).count() as u64;
-        let all_time: u64 = by_name.iter().map(|n| n.total_ns).sum();
+        let all_time = by_name
+            .iter()
+            .fold(0u64, |t, n| t.saturating_add(n.total_ns));
         let key_finding = by_name.first().map(|top| {
             format!(
                 "`{}` has the most span time: {} over {} spans ({:.1}% of all span time), {} CPU samples",
@@ -462,7 +464,7 @@ impl Summary {
             samples: SampleAccounting {
                 recorded: total,
                 seen_by_kernel: c.seen,
-                lost: c.lost() + c.malformed_events,
+                lost: c.lost().saturating_add(c.malformed_events),
                 lost_by_cause: lost_by_cause(&c),
                 user_stack_errors: c.user_stack_errors,
                 kernel_stack_errors: c.kernel_stack_errors,
@@ -508,7 +510,7 @@ impl Summary {
             s.lost_by_cause.malformed,
             s.seen_by_kernel
         );
-        if s.user_stack_errors + s.kernel_stack_errors > 0 {
+        if s.user_stack_errors > 0 || s.kernel_stack_errors > 0 {
             let _ = writeln!(
                 t,
                 "stack walks failed: {} user, {} kernel (samples kept without that stack)",

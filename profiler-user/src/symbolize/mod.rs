@@ -651,6 +651,7 @@ mod tests {
             bpf_run_count: 0,
             bpf_run_time_ns: 0,
             cpus: 1,
+            warnings: Vec::new(),
         }
     }
 

@@ -1,0 +1,124 @@
+//! Entry points for fuzzing the decoders of untrusted input: `recording.pb` (any file handed
+//! to `profiler report`), `/proc/PID/maps` text (written by the kernel, but for any mapping name
+//! a target chooses) and `--fail-if` rules. Each must end in a value or an error for any input,
+//! never in a panic. Driven by `profiler-fuzz` (tests/fuzz); not part of the CLI.
+use std::io;
+
+use crate::{
+    fail_if,
+    model::Recording,
+    outputs::{self, flamegraph::Weight, folded::GroupBy, perfetto::SpanTracks},
+};
+
+/// `data[0]` even: `data[1..]` is a whole file, header included (the header checks are
+/// fuzzed). Odd: `data[1..]` is the payload, given a valid header, so the protobuf decoder and
+/// every output behind it see the mutated bytes.
+pub fn recording(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let path = std::path::Path::new("fuzz.pb");
+    let rec = if mode & 1 == 0 {
+        outputs::recording::decode(rest, path)
+    } else {
+        outputs::recording::decode(&with_header(rest), path)
+    };
+    if let Ok(rec) = rec {
+        every_output(&rec);
+        let ms = std::time::Duration::from_millis;
+        let from = u64::from(mode >> 1);
+        every_output(&rec.window(Some(ms(from)), Some(ms(from.saturating_mul(7)))));
+    }
+}
+
+/// A valid header in front of `payload`.
+pub fn with_header(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len().saturating_add(outputs::recording::HEADER_LEN));
+    out.extend_from_slice(outputs::recording::MAGIC);
+    out.extend_from_slice(&crate::model::FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&outputs::recording::crc32(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Everything `profiler report` derives from a recording, written nowhere.
+pub fn every_output(rec: &Recording) {
+    use outputs::folded;
+    for group in [GroupBy::Process, GroupBy::Thread, GroupBy::None] {
+        let sets = [
+            (folded::folded_lines(rec, group), Weight::Samples),
+            (folded::span_folded_lines(rec, group), Weight::Samples),
+            (folded::off_cpu_lines(rec, group), Weight::OffCpu),
+            (folded::wall_lines(rec, group), Weight::Wall),
+        ];
+        for (lines, weight) in &sets {
+            let _ = folded::write(lines, &mut io::sink());
+            let _ = outputs::flamegraph::write_weighted(rec, lines, *weight, &mut io::sink());
+        }
+    }
+    let summary = outputs::summary::Summary::new(rec);
+    let _ = summary.to_text();
+    let _ = serde_json::to_vec(&summary);
+    for tracks in [SpanTracks::Thread, SpanTracks::Async, SpanTracks::Both] {
+        let _ = outputs::perfetto::write(rec, tracks, &mut io::sink());
+    }
+    let by_name = crate::spans::stats_by_name(&rec.spans);
+    let _ = crate::spans::concurrency_peak(&rec.spans);
+    let _ = outputs::recording::encode(rec);
+    let _ = by_name;
+}
+
+/// `/proc/PID/maps` text.
+pub fn maps(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for m in crate::collect::procfs::parse_maps(&text) {
+        let _ = m.is_file();
+    }
+}
+
+/// A `--fail-if` rule: parsed, printed, parsed again (the canonical form must parse to the
+/// same rule), and judged against spans whose statistics come from the input too.
+pub fn fail_if(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(rule) = fail_if::Rule::parse(&text) else {
+        return;
+    };
+    let again = fail_if::Rule::parse(&rule.to_string());
+    assert_eq!(
+        again.as_ref().ok(),
+        Some(&rule),
+        "canonical form of {text:?}: {again:?}"
+    );
+    let n = |i: usize| {
+        data.get(i..i.saturating_add(8))
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(u64::MAX)
+    };
+    let stats = |name: &str, base: usize| fail_if::NameStats {
+        name: name.into(),
+        count: n(base),
+        total_ns: n(base + 1),
+        mean_ns: f64::from_bits(n(base + 2)),
+        stddev_ns: f64::from_bits(n(base + 3)),
+        p50_ns: n(base + 4),
+        p95_ns: n(base + 5),
+        p99_ns: n(base + 6),
+        max_ns: n(base + 7),
+        samples: n(base + 8),
+        incomplete: n(base + 9),
+    };
+    let by_name = [stats("db_query", 0), stats("", 3), stats("*", 5)];
+    let facts = fail_if::Facts {
+        by_name: &by_name,
+        concurrency_peak: n(1),
+        span_count: n(2),
+        lost_samples: n(4),
+        lost_events: n(6),
+    };
+    for v in fail_if::evaluate(std::slice::from_ref(&rule), &facts) {
+        let _ = v.message;
+    }
+    let _ = fail_if::evaluate(&[], &fail_if::Facts::default());
+}

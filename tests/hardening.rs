@@ -1,0 +1,571 @@
+//! Running as root next to other users, and never losing a recording: links planted for every
+//! file the profiler writes, foreign output directories, a disk that fills up or turns
+//! read-only mid-write, damaged recordings, and signals at every stage. Then a bounded run of
+//! the decoders' fuzzer.
+use std::{
+    io::{BufRead, BufReader, Read},
+    os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink},
+    path::{Path, PathBuf},
+    process::{Child, ChildStderr, Command, Output, Stdio},
+    time::Duration,
+};
+
+use profiler_tests::*;
+
+/// Every file a recording with spans and off-CPU time writes.
+const OUTPUTS: &[&str] = &[
+    "recording.pb",
+    "profile.folded",
+    "flamegraph.svg",
+    "summary.txt",
+    "summary.json",
+    "trace.perfetto-trace",
+    "spans.json",
+    "profile-spans.folded",
+    "flamegraph-spans.svg",
+    "offcpu.folded",
+    "offcpu.svg",
+    "wall.folded",
+    "wall.svg",
+];
+
+/// Arguments that make the profiler write all of `OUTPUTS`.
+const ALL_OUTPUTS: &[&str] = &["--off-cpu", "--span-fn", "hot_a"];
+
+const NOBODY: u32 = 65534;
+
+fn split_target(name: &str) -> Target {
+    let bin = build_c(name, "split.c", C_FP);
+    Target::start(&bin, &["60"])
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A link planted by another user (nobody).
+fn plant(link: &Path, target: &Path) {
+    symlink(target, link).expect("symlink");
+    lchown(link, Some(NOBODY), Some(NOBODY)).expect("lchown");
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+#[test]
+fn links_planted_for_every_file_name_are_never_followed() {
+    let target = split_target("split-links");
+    let base = OutDir::new(scratch("links"));
+    let victim_dir = base.join("victim");
+    std::fs::create_dir_all(&victim_dir).expect("victim dir");
+    let victim = victim_dir.join("precious");
+    std::fs::write(&victim, b"precious").expect("victim");
+
+    // A shared directory (sticky and not), with a link for every name the profiler writes,
+    // its old write test and its old temporary names: half to the victim file (truncate it),
+    // half to a new file in the victim's directory (create it with root's content).
+    for (name, mode) in [("sticky", 0o1777), ("open", 0o777)] {
+        let shared = base.join(name);
+        std::fs::create_dir_all(&shared).expect("shared dir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let mut names: Vec<String> = OUTPUTS.iter().map(|s| s.to_string()).collect();
+        names.push(".profiler-write-test".into());
+        names.extend(OUTPUTS.iter().map(|o| format!(".{o}.tmp")));
+        for (i, n) in names.iter().enumerate() {
+            let to = if i % 2 == 0 {
+                victim.clone()
+            } else {
+                victim_dir.join(format!("created-{n}"))
+            };
+            plant(&shared.join(n), &to);
+        }
+        let mut args = vec!["--duration", "1"];
+        args.extend(ALL_OUTPUTS);
+        let out = record(target.pid(), &shared, &args);
+        assert_eq!(code(&out), Some(0), "{}", stderr_of(&out));
+        assert_eq!(
+            std::fs::read(&victim).ok().as_deref(),
+            Some(&b"precious"[..]),
+            "{name}: the victim is untouched"
+        );
+        assert_eq!(
+            entries(&victim_dir),
+            ["precious"],
+            "{name}: nothing created there"
+        );
+        for o in OUTPUTS {
+            let m = std::fs::symlink_metadata(shared.join(o)).expect("output exists");
+            assert!(m.file_type().is_file(), "{name}/{o} replaced the link");
+            assert!(m.len() > 0, "{name}/{o} not empty");
+        }
+        // Only the outputs and the links (left alone): no temporary file behind.
+        for e in entries(&shared) {
+            if OUTPUTS.contains(&e.as_str()) {
+                continue;
+            }
+            assert!(names.contains(&e), "{name}: stray file {e}");
+            let m = std::fs::symlink_metadata(shared.join(&e)).expect("meta");
+            assert!(
+                m.file_type().is_symlink(),
+                "{name}: the link {e} is still there"
+            );
+        }
+    }
+}
+
+#[test]
+fn foreign_output_directories_and_links_to_them_are_refused() {
+    let target = split_target("split-foreign");
+    let base = OutDir::new(scratch("foreign"));
+    let theirs = base.join("theirs");
+    std::fs::create_dir_all(&theirs).expect("dir");
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).expect("chown");
+
+    // Their directory.
+    let out = record(target.pid(), &theirs, &["--duration", "1"]);
+    assert_eq!(code(&out), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("belongs to uid 65534") && err.contains("use a directory of your own"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(entries(&theirs).is_empty());
+
+    // Their link, as the output directory or on the way to it.
+    let mine = base.join("mine");
+    std::fs::create_dir_all(&mine).expect("dir");
+    plant(&base.join("link"), &mine);
+    for path in [base.join("link"), base.join("link/sub")] {
+        let out = record(target.pid(), &path, &["--duration", "1"]);
+        assert_eq!(code(&out), Some(1));
+        let err = stderr_of(&out);
+        assert!(err.contains("is a link of uid 65534"), "{err}");
+        assert!(
+            entries(&mine).is_empty(),
+            "nothing written through the link"
+        );
+    }
+
+    // The same directory is fine when that user ran sudo: they own what is written.
+    let out = record_command(target.pid(), &theirs)
+        .args(["--duration", "1"])
+        .env("SUDO_UID", NOBODY.to_string())
+        .env("SUDO_GID", NOBODY.to_string())
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), Some(0), "{}", stderr_of(&out));
+    for e in entries(&theirs) {
+        let m = std::fs::metadata(theirs.join(&e)).expect("meta");
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (NOBODY, NOBODY),
+            "{e} belongs to the sudo user"
+        );
+    }
+
+    // A file where the directory should be.
+    let file = base.join("file");
+    std::fs::write(&file, b"keep").expect("file");
+    let out = record(target.pid(), &file, &["--duration", "1"]);
+    assert_eq!(code(&out), Some(1));
+    assert!(
+        stderr_of(&out).contains("Not a directory"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(std::fs::read(&file).ok().as_deref(), Some(&b"keep"[..]));
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Self {
+        let p = scratch(name);
+        std::fs::create_dir_all(&p).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&p)
+            .status()
+            .expect("mount runs");
+        assert!(ok.success(), "tmpfs mounted (tests run as root)");
+        Self(p)
+    }
+
+    fn remount_ro(&self) {
+        let ok = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .expect("mount runs");
+        assert!(ok.success(), "remounted read-only");
+    }
+
+    /// Fills the file system, then frees `leave` bytes again.
+    fn fill_leaving(&self, leave: u64) {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0xa5u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.flush();
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        f.set_len(len.saturating_sub(leave)).expect("shrink filler");
+    }
+}
+
+impl std::ops::Deref for Tmpfs {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `profiler record` started in the background; returns once the probes are attached.
+// The child is handed to the caller, who waits for it (finish_child).
+#[allow(clippy::zombie_processes)]
+fn spawn_record(pid: u32, out: &Path, args: &[&str]) -> (Child, BufReader<ChildStderr>, String) {
+    let mut child = record_command(pid, out)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(child.stderr.take().expect("piped"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait();
+            panic!("profiler ended before attaching ({status:?}): {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("recording pid") {
+            return (child, err, seen);
+        }
+    }
+}
+
+fn finish_child(
+    mut child: Child,
+    mut err: BufReader<ChildStderr>,
+    mut seen: String,
+) -> (Option<i32>, String) {
+    let _ = err.read_to_string(&mut seen);
+    let status = child.wait().expect("profiler exits");
+    eprintln!("profiler stderr ({status}):\n{seen}");
+    (status.code(), seen)
+}
+
+fn kill(child: &Child, sig: i32) {
+    // SAFETY: plain syscall on a child we started and have not reaped.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Regenerates `dir`'s outputs into a new directory: proof that its recording.pb is whole.
+fn report_ok(dir: &Path) -> OutDir {
+    let to = OutDir::new(scratch("regen"));
+    let out = profiler()
+        .arg("report")
+        .arg(dir)
+        .arg("--output")
+        .arg(&*to)
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), Some(0), "report: {}", stderr_of(&out));
+    to
+}
+
+#[test]
+fn a_full_disk_loses_no_recording_and_names_each_missing_output() {
+    let target = split_target("split-full");
+    // How big the recording is, to leave room for it and little else.
+    let reference = OutDir::new(scratch("full-ref"));
+    let out = record(target.pid(), &reference, &["--duration", "2"]);
+    assert_eq!(code(&out), Some(0));
+    let pb = std::fs::metadata(reference.join("recording.pb"))
+        .expect("pb")
+        .len();
+    let svg = std::fs::metadata(reference.join("flamegraph.svg"))
+        .expect("svg")
+        .len();
+    // Room for the recording (tmpfs counts whole pages) and one page more.
+    let leave = pb.div_ceil(4096) * 4096 + 4096;
+    assert!(
+        svg > leave + 4096,
+        "the flame graph ({svg} B) cannot fit in {leave} B"
+    );
+
+    let fs = Tmpfs::mount("full", "4m");
+    let dir = fs.join("out");
+    let (child, err, seen) = spawn_record(target.pid(), &dir, &["--duration", "2"]);
+    fs.fill_leaving(leave);
+    let (status, err) = finish_child(child, err, seen);
+    assert_eq!(status, Some(1), "incomplete outputs fail the run");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("flamegraph.svg") && err.contains("`profiler report"),
+        "{err}"
+    );
+    assert!(err.contains("output(s) could not be written to"), "{err}");
+    let left = entries(&dir);
+    assert!(left.contains(&"recording.pb".to_string()), "{left:?}");
+    assert!(!left.contains(&"flamegraph.svg".to_string()), "{left:?}");
+    assert!(
+        left.iter().all(|e| !e.ends_with(".tmp")),
+        "no temporary file left: {left:?}"
+    );
+    // Every output not written is named, and the recording regenerates them.
+    for o in [
+        "profile.folded",
+        "flamegraph.svg",
+        "summary.txt",
+        "summary.json",
+        "trace.perfetto-trace",
+    ] {
+        assert!(
+            left.contains(&o.to_string()) || err.contains(o),
+            "{o} neither written nor named"
+        );
+    }
+    let regen = report_ok(&dir);
+    assert!(regen.join("flamegraph.svg").exists());
+
+    // No room at all: the recording itself fails, and says so; nothing is deleted.
+    let fs = Tmpfs::mount("full0", "4m");
+    let dir = fs.join("out");
+    let (child, err, seen) = spawn_record(target.pid(), &dir, &["--duration", "1"]);
+    fs.fill_leaving(0);
+    let (status, err) = finish_child(child, err, seen);
+    assert_eq!(status, Some(1));
+    assert!(
+        err.contains("recording.pb") && err.contains("cannot be regenerated"),
+        "{err}"
+    );
+    assert!(dir.is_dir(), "the directory stays");
+    assert!(
+        entries(&dir).iter().all(|e| !e.ends_with(".tmp")),
+        "{:?}",
+        entries(&dir)
+    );
+}
+
+#[test]
+fn an_output_mount_turning_read_only_is_reported_not_fatal() {
+    let target = split_target("split-rofs");
+    let fs = Tmpfs::mount("rofs", "16m");
+    let dir = fs.join("out");
+    let (child, err, seen) = spawn_record(target.pid(), &dir, &["--duration", "1"]);
+    fs.remount_ro();
+    let (status, err) = finish_child(child, err, seen);
+    assert_eq!(status, Some(1));
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(
+        err.contains("cannot write") && err.contains("recording.pb"),
+        "{err}"
+    );
+    assert!(dir.is_dir(), "the directory stays");
+}
+
+fn recording_dir() -> (Target, OutDir) {
+    let target = split_target("split-damaged");
+    let dir = OutDir::new(scratch("damaged"));
+    let out = record(target.pid(), &dir, &["--duration", "1"]);
+    assert_eq!(code(&out), Some(0));
+    (target, dir)
+}
+
+fn report_refuses(bytes: &[u8], needle: &[&str]) -> String {
+    let dir = OutDir::new(scratch("bad-pb"));
+    std::fs::create_dir_all(&*dir).expect("dir");
+    std::fs::write(dir.join("recording.pb"), bytes).expect("write");
+    let to = scratch("bad-pb-out");
+    let out = profiler()
+        .arg("report")
+        .arg(&*dir)
+        .arg("--output")
+        .arg(&to)
+        .output()
+        .expect("runs");
+    let err = stderr_of(&out);
+    assert_eq!(code(&out), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        needle.iter().any(|n| err.contains(n)),
+        "{needle:?} not in {err}"
+    );
+    assert!(!to.exists(), "no output directory for a refused recording");
+    err
+}
+
+#[test]
+fn truncated_and_corrupted_recordings_are_refused() {
+    let (_target, dir) = recording_dir();
+    let bytes = std::fs::read(dir.join("recording.pb")).expect("pb");
+    let len = bytes.len();
+    // 12 offsets spread over the file, header included, from a fixed seed.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut offsets = vec![0, 7, 23, 24, len - 1];
+    while offsets.len() < 12 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        offsets.push((x % len as u64) as usize);
+    }
+    for &at in &offsets {
+        let err = report_refuses(&bytes[..at], &["truncated"]);
+        eprintln!("cut at {at} of {len}: {err}");
+    }
+    // A byte changed in the magic, the version, the length, the checksum and the payload.
+    for at in [0, 9, 13, 21, 24, len / 2, len - 1] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x20;
+        let err = report_refuses(&b, &["corrupted", "truncated", "header", "format version"]);
+        eprintln!("byte {at} changed: {err}");
+    }
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"tail");
+    report_refuses(&longer, &["corrupted"]);
+    report_refuses(b"profiler-recording\n\x08\x01", &["record it again"]);
+}
+
+#[test]
+fn sighup_ends_the_recording_like_sigterm() {
+    let target = split_target("split-hup");
+    let dir = OutDir::new(scratch("hup"));
+    let (child, err, seen) = spawn_record(target.pid(), &dir, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    kill(&child, libc::SIGHUP);
+    let (status, _) = finish_child(child, err, seen);
+    assert_eq!(status, Some(0));
+    let s = summary(&dir);
+    assert_eq!(s["stop_reason"], "SIGHUP received");
+    assert!(s["samples"]["recorded"].as_u64().unwrap_or(0) > 0);
+
+    // An SSH drop: the terminal is gone too, so every later message fails to print.
+    let dir = OutDir::new(scratch("hup-closed"));
+    let (mut child, err, _) = spawn_record(target.pid(), &dir, &[]);
+    drop(err);
+    std::thread::sleep(Duration::from_millis(700));
+    kill(&child, libc::SIGHUP);
+    let status = child.wait().expect("profiler exits");
+    assert_eq!(status.code(), Some(0), "{status}");
+    for o in ["recording.pb", "flamegraph.svg", "summary.json"] {
+        assert!(dir.join(o).exists(), "{o} written");
+    }
+}
+
+/// Stops a recording with SIGINT, then sends `after` while it is being post-processed.
+fn signals_after_stop(name: &str, after: &[i32]) -> (Option<i32>, String, OutDir) {
+    let target = split_target(name);
+    let dir = OutDir::new(scratch(name));
+    let (child, err, seen) =
+        spawn_record(target.pid(), &dir, &["--test-hold-after-stop-ms", "2500"]);
+    std::thread::sleep(Duration::from_millis(500));
+    kill(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(700));
+    for &sig in after {
+        kill(&child, sig);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, err) = finish_child(child, err, seen);
+    (status, err, dir)
+}
+
+#[test]
+fn a_signal_during_post_processing_keeps_the_recording() {
+    // SIGTERM while symbols are resolved: the recording is still written, the rest skipped.
+    let (status, err, dir) = signals_after_stop("split-term-sym", &[libc::SIGTERM]);
+    assert_eq!(status, Some(128 + libc::SIGTERM), "{err}");
+    assert!(
+        err.contains("stopped by SIGTERM") && err.contains("recording.pb kept"),
+        "{err}"
+    );
+    assert!(err.contains("`profiler report"), "{err}");
+    assert_eq!(entries(&dir), ["recording.pb"]);
+    let regen = report_ok(&dir);
+    assert!(regen.join("summary.json").exists());
+
+    // Ctrl-C twice: the first stopped the recording, the second stops the writing at once.
+    let (status, err, dir) = signals_after_stop("split-int-int", &[libc::SIGINT]);
+    assert_eq!(status, Some(128 + libc::SIGINT), "{err}");
+    assert!(err.contains("recording.pb kept"), "{err}");
+    assert_eq!(entries(&dir), ["recording.pb"]);
+
+    // Once more before anything is written: quit at once, and say nothing was kept.
+    let (status, err, dir) = signals_after_stop("split-int3", &[libc::SIGINT, libc::SIGINT]);
+    assert_eq!(status, Some(128 + libc::SIGINT), "{err}");
+    assert!(err.contains("nothing of this recording was kept"), "{err}");
+    assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+}
+
+#[test]
+fn bad_arguments_are_one_line_usage_errors() {
+    let target = split_target("split-args");
+    let pid = target.pid().to_string();
+    for (args, status, needle) in [
+        (&["--frequency", "0"][..], 2, "--frequency"),
+        (&["--frequency", "abc"][..], 2, "--frequency"),
+        (
+            &["--frequency", "100001"][..],
+            1,
+            "perf_event_max_sample_rate",
+        ),
+        (&["--duration=-1"][..], 2, "greater than zero"),
+        (
+            &["--duration", "1", "--span-fn", "no_such_function_xyz"][..],
+            1,
+            "no_such_function_xyz",
+        ),
+    ] {
+        let dir = scratch("args");
+        let out = profiler()
+            .args(["record", "--quiet", "--pid", &pid, "--output"])
+            .arg(&dir)
+            .args(args)
+            .output()
+            .expect("runs");
+        let err = stderr_of(&out);
+        eprintln!("{args:?}: {err}");
+        assert_eq!(code(&out), Some(status), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!dir.exists(), "{args:?}: no output directory");
+    }
+}
+
+#[test]
+fn decoders_survive_a_bounded_fuzz_run() {
+    let out = Command::new(env!("CARGO_BIN_EXE_profiler-fuzz"))
+        .args(["--secs", "45"])
+        .output()
+        .expect("fuzzer runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the fuzzer found crashes (inputs in target/fuzz-crashes)"
+    );
+    for t in ["recording", "maps", "fail_if"] {
+        assert!(
+            text.contains(&format!("profiler-fuzz: {t}: ")) && text.contains(" 0 crashes"),
+            "{t}"
+        );
+    }
+}
