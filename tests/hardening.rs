@@ -22,6 +22,8 @@ const OUTPUTS: &[&str] = &[
     "trace.perfetto-trace",
     "spans.json",
     "profile-spans.folded",
+    "profile.pb.gz",
+    "offcpu.pb.gz",
     "flamegraph-spans.svg",
     "offcpu.folded",
     "offcpu.svg",

@@ -173,6 +173,7 @@ impl<'a> Stacks<'a> {
             let a = lookup_addr(addr, i == 0);
             locs.push(t.location(self.kernel_module, a, addr));
         }
+        let mut truncated = truncated;
         for (i, &addr) in frames(user, &self.raw.stacks).iter().enumerate() {
             // The user leaf is the registers' IP, never a return address: after a syscall it is
             // the next instruction of the same function, and at a page fault on code not yet
@@ -199,6 +200,13 @@ impl<'a> Stacks<'a> {
                 Some(m) => {
                     let name = if m.path.is_empty() { "[anon]" } else { &m.path };
                     (t.module(name, ModuleKind::Special), a - m.start)
+                }
+                // A caller outside every mapping is no code: the walk read something that is
+                // not a return address (a frame-pointer walk through code without frame
+                // pointers), and every frame it finds above is as wrong. The stack ends here.
+                None if i > 0 => {
+                    truncated = true;
+                    break;
                 }
                 None => (0, a),
             };
@@ -676,8 +684,9 @@ mod tests {
             "{names:?}"
         );
         assert!(!names[marker].starts_with("_ZN"), "demangled: {names:?}");
+        // A caller outside every mapping ends the stack, which says it was cut.
         assert_eq!(names.len(), marker + 3, "{names:?}");
-        assert_eq!(names[marker + 2], "[unknown]", "{names:?}");
+        assert_eq!(names[marker + 2], TRUNCATED_FRAME, "{names:?}");
         // The tail of the text mapping is either a real symbol or exe+0xOFFSET; never a bare
         // address.
         assert!(!names[marker + 1].starts_with("0x"), "{names:?}");
