@@ -139,6 +139,21 @@ impl Processes {
 
     /// Applies one record; returns the pid of a process it made known.
     fn apply_one(&mut self, r: Record) -> Option<u32> {
+        // A process's own records wait until it is known (its fork may be read later).
+        let own = match &r {
+            Record::Exec { pid, time_ns, .. } | Record::Mmap { pid, time_ns, .. } => {
+                Some((*pid, *time_ns))
+            }
+            Record::Exit { pid, tid, time_ns } if pid == tid => Some((*pid, *time_ns)),
+            Record::Exit { .. } => return None,
+            _ => None,
+        };
+        if let Some((pid, time_ns)) = own
+            && !self.is_known(pid)
+        {
+            self.defer(pid, time_ns, r);
+            return None;
+        }
         match r {
             Record::Fork {
                 pid,
@@ -176,10 +191,6 @@ impl Processes {
                 return Some(pid);
             }
             Record::Exec { pid, time_ns, comm } => {
-                if !self.is_known(pid) {
-                    self.defer(pid, time_ns, Record::Exec { pid, time_ns, comm });
-                    return None;
-                }
                 let before = self.index_at(pid, time_ns);
                 let index = self.push_space(AddressSpace::new(pid));
                 if let Some(before) = before {
@@ -206,22 +217,6 @@ impl Processes {
                 identity,
                 path,
             } => {
-                let Some(index) = self.index_at(pid, time_ns) else {
-                    self.defer(
-                        pid,
-                        time_ns,
-                        Record::Mmap {
-                            pid,
-                            time_ns,
-                            start,
-                            len,
-                            offset,
-                            identity,
-                            path,
-                        },
-                    );
-                    return None;
-                };
                 let mut m = Mapping {
                     start,
                     end: start.saturating_add(len),
@@ -231,18 +226,15 @@ impl Processes {
                     module: None,
                 };
                 m.module = self.modules.intern(pid, &m);
-                if let Some(space) = self.spaces.get_mut(index) {
+                if let Some(space) = self
+                    .index_at(pid, time_ns)
+                    .and_then(|i| self.spaces.get_mut(i))
+                {
                     space.add(m);
                 }
             }
-            Record::Exit { pid, tid, time_ns } => {
-                if pid == tid {
-                    if self.is_known(pid) {
-                        self.exited.insert(pid, time_ns);
-                    } else {
-                        self.defer(pid, time_ns, r);
-                    }
-                }
+            Record::Exit { pid, time_ns, .. } => {
+                self.exited.insert(pid, time_ns);
             }
             Record::Lost(n) => self.sideband_lost = self.sideband_lost.saturating_add(n),
         }
