@@ -94,15 +94,31 @@ impl ModuleFile {
             .clone()
     }
 
-    /// The virtual address (ELF `p_vaddr` space) of a file offset: what a debug file, which
-    /// has no file contents for code, is indexed by.
-    pub fn vaddr_of(&self, offset: u64) -> Option<u64> {
-        let file = object::File::parse(self.bytes()).ok()?;
-        file.segments().find_map(|s| {
-            let (start, size) = s.file_range();
-            (start <= offset && offset < start.checked_add(size)?)
-                .then(|| s.address().checked_add(offset - start))?
-        })
+    /// The virtual addresses (ELF `p_vaddr` space) of file offsets, 0 for an offset no
+    /// segment holds: what a debug file, which has no file contents for code, is indexed by.
+    pub fn vaddrs_of(&self, offsets: &[u64]) -> Vec<u64> {
+        let segments: Vec<(u64, u64, u64)> = object::File::parse(self.bytes())
+            .map(|file| {
+                file.segments()
+                    .map(|s| {
+                        let (start, size) = s.file_range();
+                        (start, size, s.address())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        offsets
+            .iter()
+            .map(|&offset| {
+                segments
+                    .iter()
+                    .find_map(|&(start, size, vaddr)| {
+                        (start <= offset && offset < start.checked_add(size)?)
+                            .then(|| vaddr.checked_add(offset - start))?
+                    })
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 }
 

@@ -1,7 +1,6 @@
 //! Just enough ELF reading to tell a stripped file from one with symbols: blazesym answers
 //! "unknown" for both an address in a stripped binary and one between functions, and the user
 //! must be told which it is.
-use std::{fs::File, io::Read, path::Path};
 
 /// Section names of an ELF64 little-endian file; None when it is not one.
 pub fn section_names(bytes: &[u8]) -> Option<Vec<String>> {
@@ -33,20 +32,8 @@ pub fn section_names(bytes: &[u8]) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// Whether the file carries a symbol table or DWARF. Files that are not ELF64 (or cannot be
-/// read) count as having symbols, so that no false "stripped" warning is printed.
-pub fn has_symbols(path: &Path) -> bool {
-    let mut bytes = Vec::new();
-    if File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .is_err()
-    {
-        return true;
-    }
-    bytes_have_symbols(&bytes)
-}
-
-/// [`has_symbols`] of bytes already in memory (a mapped module).
+/// Whether an ELF image carries a symbol table or DWARF. Bytes that are not ELF64 count as
+/// having symbols, so that no false "stripped" warning is printed.
 pub fn bytes_have_symbols(bytes: &[u8]) -> bool {
     match section_names(bytes) {
         Some(names) => names
@@ -66,7 +53,7 @@ mod tests {
         let bytes = std::fs::read(&exe).expect("read exe");
         let names = section_names(&bytes).expect("an ELF64 file");
         assert!(names.iter().any(|n| n == ".text"));
-        assert!(has_symbols(&exe));
+        assert!(bytes_have_symbols(&bytes));
     }
 
     #[test]

@@ -138,27 +138,21 @@ struct Stacks<'a> {
     raw: &'a RawRecording,
     kernel_module: u32,
     /// Keyed by address space too: the same addresses mean other code in another process.
-    /// Also keyed by how the leaf is read (at a switch or a tick) and truncation.
-    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool, bool), u32>,
+    /// Also keyed by truncation.
+    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool), u32>,
     empty: crate::collect::AddressSpace,
 }
 
 impl<'a> Stacks<'a> {
-    /// `at_switch`: taken where the thread left the CPU, so every address, the user leaf
-    /// included, is where execution resumes (a return address) rather than an exact IP.
     fn resolve(
         &mut self,
         t: &mut Interner,
         space: u32,
         kernel: &'a RawStack,
         user: &'a RawStack,
-        at_switch: bool,
         truncated: bool,
     ) -> u32 {
-        if let Some(&id) = self
-            .resolved
-            .get(&(space, kernel, user, at_switch, truncated))
-        {
+        if let Some(&id) = self.resolved.get(&(space, kernel, user, truncated)) {
             return id;
         }
         let addr_space = self
@@ -223,8 +217,7 @@ impl<'a> Stacks<'a> {
             locs.push(loc);
         }
         let id = t.stack(locs);
-        self.resolved
-            .insert((space, kernel, user, at_switch, truncated), id);
+        self.resolved.insert((space, kernel, user, truncated), id);
         id
     }
 }
@@ -242,7 +235,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
 
     for s in &raw.samples {
         thread_pids.entry(s.tid).or_insert(s.pid);
-        let stack = stacks.resolve(&mut t, s.space, &s.kernel, &s.user, false, s.truncated);
+        let stack = stacks.resolve(&mut t, s.space, &s.kernel, &s.user, s.truncated);
         samples.push(Sample {
             timestamp_ns: s.timestamp_ns,
             pid: s.pid,
@@ -262,7 +255,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             off_cpu.push(OffCpu {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true, false),
+                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, false),
                 span: x.span_id,
                 runnable: x.runnable,
                 total_ns: x.total_ns,
@@ -273,7 +266,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             off_cpu_intervals.push(OffCpuInterval {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, true, false),
+                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, false),
                 span: x.span_id,
                 runnable: x.runnable,
                 begin_ns: x.begin_ns,
@@ -556,10 +549,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording) {
                     // module become its virtual addresses first.
                     Some(debug) => {
                         m.debug_file = debug.path.to_string_lossy().into_owned();
-                        let vaddrs: Vec<u64> = offsets
-                            .iter()
-                            .map(|&o| file.vaddr_of(o).unwrap_or(0))
-                            .collect();
+                        let vaddrs = file.vaddrs_of(&offsets);
                         let src = Source::Elf(Elf::new(&debug.path));
                         symbolizer.symbolize(&src, Input::VirtOffset(&vaddrs))
                     }
