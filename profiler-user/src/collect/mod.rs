@@ -332,10 +332,9 @@ pub async fn record(
     let ring = session.take_ring()?;
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
-    let probe_modules = probe_modules(&space, &modules, exe_module);
-    let probes: Vec<spans::ProbeModule> = probe_modules.iter().map(|(p, _)| p.clone()).collect();
+    let (probes, readables) = probe_modules(&space, &modules, exe_module);
     let spans_attached = session.attach_spans(&probes, pid, &info.exe, opts)?;
-    drop(probe_modules);
+    drop(readables);
     let mut meta = spans::MetaReader::open(pid);
     session.load_sampler()?;
     if let Some(hold) = opts.hold_before_attach {
@@ -387,10 +386,7 @@ pub async fn record(
                     guard.clear_ready();
                     sink.unwind_pending(Some(UNWIND_BUDGET));
                 }
-                Err(e) => {
-                    warnings.push(format!("polling the side-band records failed ({e}): the recording stopped early"));
-                    break StopReason::Error;
-                }
+                Err(e) => break polling_failed("the side-band records", e, &mut warnings),
             },
             guard = ring.readable_mut() => match guard {
                 Ok(mut guard) => {
@@ -398,10 +394,7 @@ pub async fn record(
                     guard.clear_ready();
                     sink.unwind_pending(Some(UNWIND_BUDGET));
                 }
-                Err(e) => {
-                    warnings.push(format!("polling the ring buffer failed ({e}): the recording stopped early"));
-                    break StopReason::Error;
-                }
+                Err(e) => break polling_failed("the ring buffer", e, &mut warnings),
             },
             _ = sigint.recv() => {
                 // Under `run`, Ctrl-C reached the command too (same process group): passing
@@ -544,6 +537,14 @@ pub async fn record(
     })
 }
 
+/// A descriptor the loop waits on failed: the recording ends there, and says why.
+fn polling_failed(what: &str, e: std::io::Error, warnings: &mut Vec<String>) -> StopReason {
+    warnings.push(format!(
+        "polling {what} failed ({e}): the recording stopped early"
+    ));
+    StopReason::Error
+}
+
 /// The value of a step after attach, or its default with the failure kept as a warning.
 fn kept<T: Default>(r: Result<T>, what: &str, warnings: &mut Vec<String>) -> T {
     r.unwrap_or_else(|e| {
@@ -562,11 +563,12 @@ fn probe_modules(
     space: &AddressSpace,
     modules: &modules::ModuleStore,
     exe: Option<modules::ModuleId>,
-) -> Vec<(spans::ProbeModule, modules::Readable)> {
+) -> (Vec<spans::ProbeModule>, Vec<modules::Readable>) {
     let mut ids: Vec<modules::ModuleId> = space.mappings.iter().filter_map(|m| m.module).collect();
     ids.extend(exe);
     ids.sort_unstable();
     ids.dedup();
+    // The readables keep the descriptors behind `fd_path` open while probes are attached.
     ids.into_iter()
         .filter_map(|id| {
             let readable = modules.readable_path(id)?;
@@ -576,7 +578,7 @@ fn probe_modules(
             };
             Some((probe, readable))
         })
-        .collect()
+        .unzip()
 }
 
 /// Scripts (and tests) wait for this line to know the probes are live.

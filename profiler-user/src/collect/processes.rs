@@ -34,8 +34,6 @@ pub struct Processes {
     pending_count: usize,
     /// Side-band records the kernel dropped (buffer full).
     pub sideband_lost: u64,
-    /// Processes whose mappings only /proc could tell (no side-band record of them).
-    pub read_from_proc: u64,
     exited: HashMap<u32, u64>,
     /// The image each exec replaced, by space index: during the exec syscall a sample's user
     /// registers still point into the old program.
@@ -94,7 +92,6 @@ impl Processes {
         let index = match self.index_at(pid, time_ns) {
             Some(i) => i,
             None => {
-                self.read_from_proc += 1;
                 let mut space = AddressSpace::new(pid);
                 // A process that is already gone keeps an empty space: [unknown] frames.
                 let _ = space.refresh(&mut self.modules);
