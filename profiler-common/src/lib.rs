@@ -26,9 +26,6 @@ pub mod names {
     pub const PROGRAM_PROCESS_FORK: &str = "process_fork";
     pub const PROGRAM_PROCESS_EXEC: &str = "process_exec";
     pub const PROGRAM_PROCESS_EXIT: &str = "process_exit";
-    /// Offsets of tracepoint fields, read from tracefs' format files by the loader.
-    pub const GLOBAL_FORK_CHILD_PID_OFFSET: &str = "FORK_CHILD_PID_OFFSET";
-    pub const GLOBAL_EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     /// The profiler's PID namespace (st_dev and st_ino of /proc/self/ns/pid): every pid the
     /// programs report or compare is as seen from there, so a profiler in a container works
     /// with the pids it can see.
@@ -45,8 +42,11 @@ pub mod names {
     pub const MAP_OFF_CPU_TOTALS: &str = "OFF_CPU_TOTALS";
     pub const GLOBAL_OFF_CPU_MIN_NS: &str = "OFF_CPU_MIN_NS";
     pub const GLOBAL_OFF_CPU_INTERVAL_MIN_NS: &str = "OFF_CPU_INTERVAL_MIN_NS";
-    pub const GLOBAL_SWITCH_PREV_STATE_OFFSET: &str = "SWITCH_PREV_STATE_OFFSET";
-    pub const GLOBAL_SWITCH_NEXT_PID_OFFSET: &str = "SWITCH_NEXT_PID_OFFSET";
+    /// Offsets in kernel structures the raw tracepoint programs read, from the kernel's BTF.
+    pub const GLOBAL_TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    pub const GLOBAL_TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+    pub const GLOBAL_TASK_SIGNAL_OFFSET: &str = "TASK_SIGNAL_OFFSET";
+    pub const GLOBAL_SIGNAL_LIVE_OFFSET: &str = "SIGNAL_LIVE_OFFSET";
     /// DWARF call graphs: bytes of user stack copied per sample, and the per-CPU scratch
     /// record they are assembled in (one entry per possible CPU).
     pub const GLOBAL_DWARF_STACK_BYTES: &str = "DWARF_STACK_BYTES";
@@ -399,8 +399,17 @@ pub mod counter {
     /// Target switch-outs that found the thread's previous switch-out still open: the
     /// program never saw that thread come back on CPU, and that interval is lost.
     pub const OFF_CPU_UNMATCHED: u32 = 18;
+    /// Reads of kernel structures (task_struct fields at BTF offsets) that faulted: a
+    /// switch-in, fork or exit the programs could not account.
+    pub const KERNEL_READ_FAILED: u32 = 19;
+    /// Children of followed processes not followed because PENDING_CHILDREN was full.
+    pub const PENDING_CHILDREN_FULL: u32 = 20;
+    /// Children not followed because TARGETS was full.
+    pub const TARGETS_FULL: u32 = 21;
+    /// Span enters not tracked because THREAD_SPANS was full (their samples get no span).
+    pub const SPAN_THREADS_FULL: u32 = 22;
     /// Size of the array.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 23;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).

@@ -24,10 +24,10 @@ mod programs {
                 bpf_task_pt_regs,
             },
         },
-        macros::{map, perf_event, tracepoint, uprobe, uretprobe},
-        maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+        macros::{map, perf_event, raw_tracepoint, uprobe, uretprobe},
+        maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
         programs::{
-            PerfEventContext, ProbeContext, RetProbeContext, TracePointContext,
+            PerfEventContext, ProbeContext, RawTracePointContext, RetProbeContext,
             tracing::StackIdContext,
         },
     };
@@ -75,9 +75,11 @@ mod programs {
     }
 
     /// The spans running on each thread (by tid), so a sample knows its innermost span.
+    /// Entries go when their thread exits (process_exit). Not an LRU map: an eviction would
+    /// silently lose a running span, where a full map refuses and is counted.
     #[map(name = "THREAD_SPANS")]
-    static THREAD_SPANS: LruHashMap<u32, ThreadSpans> =
-        LruHashMap::with_max_entries(defaults::MAX_SPAN_THREADS, 0);
+    static THREAD_SPANS: HashMap<u32, ThreadSpans> =
+        HashMap::with_max_entries(defaults::MAX_SPAN_THREADS, 0);
 
     /// Per-CPU sequence numbers for the ids of `--span-fn` spans.
     #[map(name = "SPAN_FN_SEQ")]
@@ -152,7 +154,11 @@ mod programs {
         let _ = PENDING_CHILDREN.remove(host);
         let parent = pending as u32;
         let inherited = (pending >> 32) as u32 & target::DWARF;
-        let _ = TARGETS.insert(pid, target::FOLLOW | inherited, 0);
+        if TARGETS.insert(pid, target::FOLLOW | inherited, 0).is_err() {
+            // The child is not followed: its samples are counted, never sent.
+            bump(counter::TARGETS_FULL);
+            return None;
+        }
         emit_process(EventKind::ProcessFork, pid, parent);
         TARGETS.get_ptr_mut(pid)
     }
@@ -209,7 +215,7 @@ mod programs {
             Ok(id) => id,
             Err(e) => e as i64,
         };
-        if user == -(errno::EFAULT as i64) {
+        if user < 0 && !map_refused(user) {
             bump(counter::USER_STACK_ERROR);
         }
         header.user_stack_id = user as i32;
@@ -460,7 +466,11 @@ mod programs {
                 ids: [0; MAX_SPAN_DEPTH],
             };
             fresh.ids[0] = id;
-            return THREAD_SPANS.insert(tid, fresh, 0).is_ok();
+            let ok = THREAD_SPANS.insert(tid, fresh, 0).is_ok();
+            if !ok {
+                bump(counter::SPAN_THREADS_FULL);
+            }
+            return ok;
         };
         // SAFETY: the value belongs to this thread, which is running this program.
         let t = unsafe { &mut *t };
@@ -583,7 +593,7 @@ mod programs {
         0
     }
 
-    /// Switch-outs of target threads, by global tid (the only id `next_pid` gives).
+    /// Switch-outs of target threads, by global tid (the only id `next` gives cheaply).
     #[map(name = "OFF_CPU_START")]
     static OFF_CPU_START: HashMap<u32, OffCpuStart> =
         HashMap::with_max_entries(defaults::OFF_CPU_THREADS, 0);
@@ -600,39 +610,39 @@ mod programs {
     /// Intervals at least this long are also sent one by one, for timelines.
     #[unsafe(no_mangle)]
     static OFF_CPU_INTERVAL_MIN_NS: u64 = u64::MAX;
+    /// Offset of `pid` (the global thread id) in `struct task_struct`, from the kernel's BTF.
     #[unsafe(no_mangle)]
-    static SWITCH_PREV_STATE_OFFSET: u32 = 0;
-    #[unsafe(no_mangle)]
-    static SWITCH_NEXT_PID_OFFSET: u32 = 0;
+    static TASK_PID_OFFSET: u32 = 0;
 
-    /// `prev_state` bits below TASK_REPORT_MAX; none set means the task was preempted while
-    /// runnable rather than blocking.
-    const TASK_REPORT_BITS: i64 = 0xff;
-    /// EXIT_DEAD and EXIT_ZOMBIE: the task's last switch-out. It never runs again, so its
-    /// entry would only leak (and be claimed by the next task that gets its tid).
-    const TASK_EXITING: i64 = 0x10 | 0x20;
+    /// `__state` bit of a task that has exited: its last switch-out. It never runs again, so
+    /// its entry would only leak (and be claimed by the next task that gets its tid).
+    const TASK_DEAD: u64 = 0x80;
+    /// The states the scheduler reports as blocked (TASK_REPORT, 0x7f) and TASK_RTLOCK_WAIT
+    /// (0x1000), which it reports as uninterruptible.
+    const TASK_BLOCKED: u64 = 0x7f | 0x1000;
 
     /// sched_switch runs in the context of the task going off CPU (`prev`): its stacks are the
     /// current ones. The task coming in (`next`) closes its own interval here too.
-    #[tracepoint]
-    pub fn off_cpu_switch(ctx: TracePointContext) -> u32 {
+    ///
+    /// A raw tracepoint rather than the classic one: the classic one formats a record in the
+    /// perf trace buffer first and is skipped whenever that buffer or `bpf_prog_active` is
+    /// busy on the CPU (about 1 switch in 2,000 here), leaving an interval that never closes.
+    /// Arguments: (bool preempt, task_struct *prev, task_struct *next, unsigned prev_state).
+    #[raw_tracepoint(tracepoint = "sched_switch")]
+    pub fn off_cpu_switch(ctx: RawTracePointContext) -> u32 {
         // SAFETY: plain helper call without arguments.
         let now = unsafe { bpf_ktime_get_boot_ns() };
-        // SAFETY: read-only globals the loader fills in before the program runs.
-        let (next_offset, state_offset) = unsafe {
-            (
-                core::ptr::read_volatile(&SWITCH_NEXT_PID_OFFSET) as usize,
-                core::ptr::read_volatile(&SWITCH_PREV_STATE_OFFSET) as usize,
-            )
-        };
-        // SAFETY: reads within the tracepoint record at the offset its format gives.
-        if let Ok(next) = unsafe { ctx.read_at::<i32>(next_offset) } {
-            let next = next as u32;
+        // SAFETY: a read-only global the loader fills in before the program runs.
+        let pid_offset = unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) };
+        let next: u64 = ctx.arg(2);
+        if let Some(next_tid) = kernel_u32(next, pid_offset) {
             // SAFETY: a plain copy of the value.
-            if let Some(start) = unsafe { OFF_CPU_START.get(next) }.copied() {
-                let _ = OFF_CPU_START.remove(next);
+            if let Some(start) = unsafe { OFF_CPU_START.get(next_tid) }.copied() {
+                let _ = OFF_CPU_START.remove(next_tid);
                 account_off_cpu(&start, now);
             }
+        } else {
+            bump(counter::KERNEL_READ_FAILED);
         }
 
         let Some((pid, tid)) = current_ids() else {
@@ -641,9 +651,9 @@ mod programs {
         if target_flags(pid).is_none() {
             return 0;
         }
-        // SAFETY: as above.
-        let state = unsafe { ctx.read_at::<i64>(state_offset) }.unwrap_or(1);
-        if state & TASK_EXITING != 0 {
+        let preempt: u64 = ctx.arg(0);
+        let state: u64 = ctx.arg(3);
+        if state & TASK_DEAD != 0 {
             return 0;
         }
         bump(counter::OFF_CPU_SWITCHES);
@@ -662,7 +672,8 @@ mod programs {
             tid,
             user_stack_id: user,
             kernel_stack_id: kernel,
-            runnable: u32::from(state & TASK_REPORT_BITS == 0),
+            // Preempted, or yielded while still runnable (sched_yield, cond_resched).
+            runnable: u32::from(preempt & 1 != 0 || state & TASK_BLOCKED == 0),
             _pad: 0,
         };
         let host_tid = bpf_get_current_pid_tgid() as u32;
@@ -750,11 +761,27 @@ mod programs {
         }
     }
 
-    /// Offsets of the fields read from classic tracepoints, from tracefs' format files.
+    /// Offsets in kernel structures, from the kernel's BTF: `task_struct.tgid`,
+    /// `task_struct.signal` and `signal_struct.live`.
     #[unsafe(no_mangle)]
-    static FORK_CHILD_PID_OFFSET: u32 = 0;
+    static TASK_TGID_OFFSET: u32 = 0;
     #[unsafe(no_mangle)]
-    static EXIT_GROUP_DEAD_OFFSET: u32 = 0;
+    static TASK_SIGNAL_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SIGNAL_LIVE_OFFSET: u32 = 0;
+
+    /// A u32 field of a kernel structure, or None where the read faults.
+    #[inline(always)]
+    fn kernel_u32(base: u64, offset: u32) -> Option<u32> {
+        // SAFETY: bpf_probe_read_kernel checks the address itself.
+        unsafe { bpf_probe_read_kernel((base as usize + offset as usize) as *const u32) }.ok()
+    }
+
+    #[inline(always)]
+    fn kernel_u64(base: u64, offset: u32) -> Option<u64> {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_kernel((base as usize + offset as usize) as *const u64) }.ok()
+    }
 
     #[inline(always)]
     fn emit_process(kind: EventKind, pid: u32, parent: u32) {
@@ -777,10 +804,10 @@ mod programs {
     }
 
     /// A target that follows its children forked: the child is a target from its first
-    /// event (sample, exec) on. Thread creation fires here too (child = new tid): the entry
-    /// goes when the thread exits, and its samples match its process anyway.
-    #[tracepoint]
-    pub fn process_fork(ctx: TracePointContext) -> u32 {
+    /// event (sample, exec) on. Raw tracepoints, like sched_switch, so that no fork or exit is
+    /// skipped; arguments (task_struct *parent, task_struct *child).
+    #[raw_tracepoint(tracepoint = "sched_process_fork")]
+    pub fn process_fork(ctx: RawTracePointContext) -> u32 {
         let Some((parent, _)) = current_ids() else {
             return 0;
         };
@@ -794,19 +821,34 @@ mod programs {
         if flags & target::FOLLOW == 0 {
             return 0;
         }
-        // SAFETY: a read-only global the loader fills in before the program runs.
-        let offset = unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) } as usize;
-        // SAFETY: reads within the tracepoint record at the offset its format gives.
-        let Ok(child) = (unsafe { ctx.read_at::<i32>(offset) }) else {
+        // SAFETY: read-only globals the loader fills in before the program runs.
+        let (pid_offset, tgid_offset) = unsafe {
+            (
+                core::ptr::read_volatile(&TASK_PID_OFFSET),
+                core::ptr::read_volatile(&TASK_TGID_OFFSET),
+            )
+        };
+        let child: u64 = ctx.arg(1);
+        let (Some(tid), Some(tgid)) = (
+            kernel_u32(child, pid_offset),
+            kernel_u32(child, tgid_offset),
+        ) else {
+            bump(counter::KERNEL_READ_FAILED);
             return 0;
         };
+        // A new thread of a process already followed: nothing to do.
+        if tid != tgid {
+            return 0;
+        }
         let pending = u64::from(parent) | (u64::from(flags & target::DWARF) << 32);
-        let _ = PENDING_CHILDREN.insert(child as u32, pending, 0);
+        if PENDING_CHILDREN.insert(tid, pending, 0).is_err() {
+            bump(counter::PENDING_CHILDREN_FULL);
+        }
         0
     }
 
-    #[tracepoint]
-    pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    #[raw_tracepoint(tracepoint = "sched_process_exec")]
+    pub fn process_exec(_ctx: RawTracePointContext) -> u32 {
         let Some((pid, _)) = current_ids() else {
             return 0;
         };
@@ -820,24 +862,38 @@ mod programs {
         0
     }
 
-    #[tracepoint]
-    pub fn process_exit(ctx: TracePointContext) -> u32 {
+    /// Arguments (task_struct *p) and, since 6.16, group_dead, which is not read so that older
+    /// kernels attach too: `signal->live` has already dropped to 0 for the last thread.
+    #[raw_tracepoint(tracepoint = "sched_process_exit")]
+    pub fn process_exit(ctx: RawTracePointContext) -> u32 {
         let host = bpf_get_current_pid_tgid();
-        // A thread of a followed process (threads fire the fork tracepoint too), or a child
-        // that exits before any event of its own: no longer pending.
+        // A child that exits before any event of its own: no longer pending.
         let _ = PENDING_CHILDREN.remove(host as u32);
         let Some((pid, tid)) = current_ids() else {
             return 0;
         };
         // A thread that dies inside spans must not hand them to the next thread with its tid.
         let _ = THREAD_SPANS.remove(tid);
-        // group_dead is set on the last thread to exit, which need not be the leader.
-        // SAFETY: a read-only global the loader fills in before the program runs.
-        let offset = unsafe { core::ptr::read_volatile(&EXIT_GROUP_DEAD_OFFSET) } as usize;
-        // SAFETY: reads within the tracepoint record at the offset its format gives.
-        let group_dead = unsafe { ctx.read_at::<u8>(offset) }.unwrap_or(0) != 0;
         // SAFETY: the value is only tested for presence.
-        if group_dead && unsafe { TARGETS.get(pid) }.is_some() {
+        if unsafe { TARGETS.get(pid) }.is_none() {
+            return 0;
+        }
+        // SAFETY: read-only globals the loader fills in before the program runs.
+        let (signal_offset, live_offset) = unsafe {
+            (
+                core::ptr::read_volatile(&TASK_SIGNAL_OFFSET),
+                core::ptr::read_volatile(&SIGNAL_LIVE_OFFSET),
+            )
+        };
+        let task: u64 = ctx.arg(0);
+        let live =
+            kernel_u64(task, signal_offset).and_then(|signal| kernel_u32(signal, live_offset));
+        let Some(live) = live else {
+            bump(counter::KERNEL_READ_FAILED);
+            return 0;
+        };
+        // The last thread to exit, which need not be the leader.
+        if live == 0 {
             emit_process(EventKind::ProcessExit, pid, 0);
             // Harnesses start thousands of processes over a run: free the slot.
             let _ = TARGETS.remove(pid);

@@ -456,6 +456,22 @@ pub struct Counters {
     /// read): their frames show as `module+0xOFFSET`.
     #[prost(uint64, tag = "25")]
     pub modules_missed: u64,
+    /// Kernel structure reads (task fields at BTF offsets) that faulted in the sched programs.
+    #[prost(uint64, tag = "26")]
+    pub kernel_read_failed: u64,
+    /// Children of followed processes not followed: the pending-children map was full.
+    #[prost(uint64, tag = "27")]
+    pub pending_children_full: u64,
+    /// Children not followed: the targets map was full.
+    #[prost(uint64, tag = "28")]
+    pub targets_full: u64,
+    /// Span enters not tracked: the per-thread span map was full.
+    #[prost(uint64, tag = "29")]
+    pub span_threads_full: u64,
+    /// Runs of the profiler's programs the kernel skipped because another BPF program was
+    /// running on that CPU (the kernel's `recursion_misses`, summed over programs).
+    #[prost(uint64, tag = "30")]
+    pub bpf_recursion_misses: u64,
 }
 
 impl Counters {

@@ -2,6 +2,7 @@
 //! clock of every CPU, and turns what the kernel reports into a [`RawRecording`]: ring buffer
 //! records (`decode`, `drain`) and side-band records of the processes' mappings
 //! (`sideband`, `processes`, `modules`).
+pub mod btf;
 pub mod debuginfo;
 pub mod decode;
 pub mod drain;

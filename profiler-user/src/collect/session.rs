@@ -7,16 +7,16 @@ use aya::{
     EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
-        PerfEvent, ProgramInfo, TracePoint,
+        PerfEvent, ProgramInfo, RawTracePoint,
         perf_event::{
             PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
         },
-        trace_point::TracePointLinkId,
+        raw_trace_point::RawTracePointLinkId,
     },
 };
 use profiler_common::{SAMPLE_DWARF_HEADER, counter, names, target};
 
-use super::{CallGraph, RawStack, RecordOptions, spans, unwind};
+use super::{CallGraph, RawStack, RecordOptions, btf::Btf, spans, unwind};
 use crate::{
     error::{Error, Result},
     model::Counters,
@@ -61,15 +61,13 @@ pub struct RunStats {
 pub struct Session {
     pub ebpf: aya::Ebpf,
     sample_links: Vec<PerfEventLinkId>,
-    off_cpu_link: Option<TracePointLinkId>,
+    off_cpu_link: Option<RawTracePointLinkId>,
     /// Run-time statistics stay on while this descriptor lives.
     stats_fd: Option<std::os::fd::OwnedFd>,
     pub cpus: Vec<u32>,
     pub dwarf: bool,
     pub off_cpu_min_ns: u64,
     pub off_cpu_interval_min_ns: u64,
-    /// The exit tracepoint's layout is known: span state of dying threads can be cleared.
-    exit_tracking: bool,
 }
 
 impl Session {
@@ -79,35 +77,8 @@ impl Session {
         let wakeup_bytes = opts
             .wakeup_bytes
             .unwrap_or(u64::from(opts.ring_buffer_bytes / 4));
-        // Following children needs the sched tracepoints; span tracking uses the exit one to
-        // forget the spans of threads that die inside them, where tracefs allows.
-        let offsets = if opts.follow_children || opts.spans != spans::SpansMode::Off {
-            ensure_tracefs();
-            tracepoint_field_offset("sched/sched_process_fork", "child_pid").and_then(|fork| {
-                Ok((
-                    fork,
-                    tracepoint_field_offset("sched/sched_process_exit", "group_dead")?,
-                ))
-            })
-        } else {
-            Ok((0, 0))
-        };
-        let (fork_child, exit_dead) = match offsets {
-            Ok(o) => o,
-            Err(e) if opts.follow_children => return Err(e),
-            Err(_) => (0, 0),
-        };
         let (pidns_dev, pidns_ino) = own_pid_namespace()?;
-        let (switch_state, switch_next) = match opts.off_cpu {
-            Some(_) => {
-                ensure_tracefs();
-                (
-                    tracepoint_field_offset("sched/sched_switch", "prev_state")?,
-                    tracepoint_field_offset("sched/sched_switch", "next_pid")?,
-                )
-            }
-            None => (0, 0),
-        };
+        let kernel = KernelOffsets::read()?;
         let nanos = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         let (off_cpu_min, off_cpu_interval_min) = opts
             .off_cpu
@@ -131,8 +102,10 @@ impl Session {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
             .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
-            .override_global(names::GLOBAL_SWITCH_PREV_STATE_OFFSET, &switch_state, true)
-            .override_global(names::GLOBAL_SWITCH_NEXT_PID_OFFSET, &switch_next, true)
+            .override_global(names::GLOBAL_TASK_PID_OFFSET, &kernel.task_pid, true)
+            .override_global(names::GLOBAL_TASK_TGID_OFFSET, &kernel.task_tgid, true)
+            .override_global(names::GLOBAL_TASK_SIGNAL_OFFSET, &kernel.task_signal, true)
+            .override_global(names::GLOBAL_SIGNAL_LIVE_OFFSET, &kernel.signal_live, true)
             .override_global(names::GLOBAL_OFF_CPU_MIN_NS, &off_cpu_min, true)
             .override_global(
                 names::GLOBAL_OFF_CPU_INTERVAL_MIN_NS,
@@ -142,8 +115,6 @@ impl Session {
             .override_global(names::GLOBAL_PIDNS_DEV, &pidns_dev, true)
             .override_global(names::GLOBAL_PIDNS_INO, &pidns_ino, true)
             .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
-            .override_global(names::GLOBAL_FORK_CHILD_PID_OFFSET, &fork_child, true)
-            .override_global(names::GLOBAL_EXIT_GROUP_DEAD_OFFSET, &exit_dead, true)
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
@@ -175,7 +146,6 @@ impl Session {
             dwarf,
             off_cpu_min_ns: off_cpu_min,
             off_cpu_interval_min_ns: off_cpu_interval_min,
-            exit_tracking: exit_dead != 0,
         };
         Ok(session)
     }
@@ -215,7 +185,7 @@ impl Session {
             &opts.span_fns,
         )?;
         let live = !attached.abi_modules.is_empty() || !attached.span_fns.is_empty();
-        if live && !opts.follow_children && self.exit_tracking {
+        if live && !opts.follow_children {
             attach_process_tracepoints(&mut self.ebpf, false)?;
         }
         Ok(attached)
@@ -345,34 +315,29 @@ fn own_pid_namespace() -> Result<(u64, u64)> {
     })
 }
 
-/// Offset of `field` in a classic tracepoint's record, from its tracefs format file.
-fn tracepoint_field_offset(event: &str, field: &str) -> Result<u32> {
-    let path = format!("/sys/kernel/tracing/events/{event}/format");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::io(format!("reading {path} (is tracefs mounted?)"), e))?;
-    text.lines()
-        .find(|l| {
-            l.split(';')
-                .next()
-                .is_some_and(|decl| decl.trim_end().ends_with(&format!(" {field}")))
-        })
-        .and_then(|l| l.split("offset:").nth(1)?.split(';').next()?.parse().ok())
-        .ok_or_else(|| Error::Internal(format!("{path} has no field {field}")))
+/// Where the raw tracepoint programs find the fields they read in kernel structures.
+struct KernelOffsets {
+    task_pid: u32,
+    task_tgid: u32,
+    task_signal: u32,
+    signal_live: u32,
 }
 
-/// Classic tracepoints need tracefs, which is not always mounted at boot.
-fn ensure_tracefs() {
-    if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
-        let _ = std::process::Command::new("mount")
-            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-            .status();
+impl KernelOffsets {
+    fn read() -> Result<Self> {
+        let btf = Btf::vmlinux()?;
+        Ok(Self {
+            task_pid: btf.member_offset("task_struct", "pid")?,
+            task_tgid: btf.member_offset("task_struct", "tgid")?,
+            task_signal: btf.member_offset("task_struct", "signal")?,
+            signal_live: btf.member_offset("signal_struct", "live")?,
+        })
     }
 }
 
 /// Follows fork/exec/exit of the targets in the kernel (sched tracepoints); without
 /// `follow`, only exits (which also clear the span state of dying threads).
 fn attach_process_tracepoints(ebpf: &mut aya::Ebpf, follow: bool) -> Result<()> {
-    ensure_tracefs();
     let all = [
         (names::PROGRAM_PROCESS_EXIT, "sched_process_exit"),
         (names::PROGRAM_PROCESS_FORK, "sched_process_fork"),
@@ -391,19 +356,23 @@ fn tracepoint_err(program: &'static str) -> impl Fn(aya::programs::ProgramError)
     }
 }
 
-/// The classic tracepoint program `name` of the eBPF object.
-fn sched_program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut TracePoint> {
+/// The raw tracepoint program `name` of the eBPF object.
+fn sched_program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint> {
     ebpf.program_mut(name)
         .ok_or_else(|| Error::Internal(format!("eBPF object lacks {name}")))?
         .try_into()
         .map_err(tracepoint_err(name))
 }
 
-/// Loads program `name` and attaches it to the sched tracepoint `event`.
-fn attach_sched(ebpf: &mut aya::Ebpf, name: &'static str, event: &str) -> Result<TracePointLinkId> {
+/// Loads program `name` and attaches it to the raw sched tracepoint `event`.
+fn attach_sched(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    event: &str,
+) -> Result<RawTracePointLinkId> {
     let p = sched_program(ebpf, name)?;
     p.load().map_err(tracepoint_err(name))?;
-    p.attach("sched", event).map_err(tracepoint_err(name))
+    p.attach(event).map_err(tracepoint_err(name))
 }
 
 /// A program's kernel run-time statistics: (runs, total ns), zeros where unavailable.
@@ -445,10 +414,31 @@ fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
         off_cpu_lost_ns: sum(counter::OFF_CPU_LOST_NS)?,
         off_cpu_start_full: sum(counter::OFF_CPU_START_FULL)?,
         off_cpu_unmatched: sum(counter::OFF_CPU_UNMATCHED)?,
+        kernel_read_failed: sum(counter::KERNEL_READ_FAILED)?,
+        pending_children_full: sum(counter::PENDING_CHILDREN_FULL)?,
+        targets_full: sum(counter::TARGETS_FULL)?,
+        span_threads_full: sum(counter::SPAN_THREADS_FULL)?,
         sideband_lost: 0,
         modules_missed: 0,
+        bpf_recursion_misses: recursion_misses(ebpf),
         off_cpu_events_received: 0,
     })
+}
+
+/// Runs the kernel skipped for recursion, summed over the loaded programs: a loss no map
+/// counter can see, reported by the kernel in each program's fdinfo (since 5.12).
+fn recursion_misses(ebpf: &aya::Ebpf) -> u64 {
+    use std::os::fd::{AsFd, AsRawFd};
+    ebpf.programs()
+        .filter_map(|(_, p)| p.fd().ok())
+        .filter_map(|fd| {
+            let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+            let text = std::fs::read_to_string(path).ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("recursion_misses:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .fold(0, u64::saturating_add)
 }
 
 fn read_stacks<'a>(

@@ -139,8 +139,11 @@ struct Stacks<'a> {
     kernel_module: u32,
     /// Keyed by address space too: the same addresses mean other code in another process.
     /// Also keyed by truncation.
-    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool), u32>,
+    /// And by whether the kernel stack is an off-CPU one, trimmed to `__schedule`.
+    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool, bool), u32>,
     empty: crate::collect::AddressSpace,
+    /// Where `__schedule` lies in kernel text, when kallsyms says.
+    schedule: Option<std::ops::Range<u64>>,
 }
 
 impl<'a> Stacks<'a> {
@@ -152,7 +155,33 @@ impl<'a> Stacks<'a> {
         user: &'a RawStack,
         truncated: bool,
     ) -> u32 {
-        if let Some(&id) = self.resolved.get(&(space, kernel, user, truncated)) {
+        self.resolve_stack(t, space, kernel, user, truncated, false)
+    }
+
+    /// An off-CPU stack: taken in the sched_switch program, so its innermost kernel frames
+    /// are the tracepoint's machinery (`bpf_trace_run4`, the program itself). The task's own
+    /// stack starts at `__schedule`.
+    fn resolve_off_cpu(
+        &mut self,
+        t: &mut Interner,
+        space: u32,
+        kernel: &'a RawStack,
+        user: &'a RawStack,
+    ) -> u32 {
+        self.resolve_stack(t, space, kernel, user, false, true)
+    }
+
+    fn resolve_stack(
+        &mut self,
+        t: &mut Interner,
+        space: u32,
+        kernel: &'a RawStack,
+        user: &'a RawStack,
+        truncated: bool,
+        off_cpu: bool,
+    ) -> u32 {
+        let key = (space, kernel, user, truncated, off_cpu);
+        if let Some(&id) = self.resolved.get(&key) {
             return id;
         }
         let addr_space = self
@@ -163,7 +192,14 @@ impl<'a> Stacks<'a> {
             .unwrap_or(&self.empty);
         let mut locs = Vec::new();
         let kernel_frames = frames(kernel, &self.raw.stacks);
-        for (i, &addr) in kernel_frames.iter().enumerate() {
+        let first = match (&self.schedule, off_cpu) {
+            (Some(range), true) => kernel_frames
+                .iter()
+                .position(|a| range.contains(a))
+                .unwrap_or(0),
+            _ => 0,
+        };
+        for (i, &addr) in kernel_frames.iter().enumerate().skip(first) {
             let a = lookup_addr(addr, i == 0);
             locs.push(t.location(self.kernel_module, a, addr));
         }
@@ -217,7 +253,7 @@ impl<'a> Stacks<'a> {
             locs.push(loc);
         }
         let id = t.stack(locs);
-        self.resolved.insert((space, kernel, user, truncated), id);
+        self.resolved.insert(key, id);
         id
     }
 }
@@ -229,6 +265,10 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         kernel_module: t.module(KERNEL_MODULE, ModuleKind::Kernel),
         resolved: HashMap::new(),
         empty: crate::collect::AddressSpace::default(),
+        schedule: raw
+            .off_cpu
+            .as_ref()
+            .and_then(|_| kernel_function_range("__schedule")),
     };
     let mut samples = Vec::with_capacity(raw.samples.len());
     let mut thread_pids: HashMap<u32, u32> = HashMap::new();
@@ -255,7 +295,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             off_cpu.push(OffCpu {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, false),
+                stack: stacks.resolve_off_cpu(&mut t, x.space, &x.kernel, &x.user),
                 span: x.span_id,
                 runnable: x.runnable,
                 total_ns: x.total_ns,
@@ -266,7 +306,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             off_cpu_intervals.push(OffCpuInterval {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve(&mut t, x.space, &x.kernel, &x.user, false),
+                stack: stacks.resolve_off_cpu(&mut t, x.space, &x.kernel, &x.user),
                 span: x.span_id,
                 runnable: x.runnable,
                 begin_ns: x.begin_ns,
@@ -365,6 +405,24 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         warnings.push(format!(
             "{} off-CPU intervals lost: the kernel never ran the sched_switch program when their thread came back on CPU",
             c.off_cpu_unmatched
+        ));
+    }
+    if c.bpf_recursion_misses + c.kernel_read_failed > 0 {
+        warnings.push(format!(
+            "the kernel skipped the profiler's programs {} times (another BPF program was running on that CPU) and {} reads of task fields failed: some samples, switches or process events are missing",
+            c.bpf_recursion_misses, c.kernel_read_failed
+        ));
+    }
+    if c.pending_children_full + c.targets_full > 0 {
+        warnings.push(format!(
+            "{} child processes not followed (the kernel's target maps were full): their samples are missing",
+            c.pending_children_full + c.targets_full
+        ));
+    }
+    if c.span_threads_full > 0 {
+        warnings.push(format!(
+            "{} span enters not tracked (more threads inside spans at once than the kernel map holds): their samples carry no span",
+            c.span_threads_full
         ));
     }
     if c.off_cpu_start_full > 0 {
@@ -503,6 +561,21 @@ fn unwind_info(u: &crate::collect::unwind::UnwindStats) -> crate::model::UnwindI
         stack_bytes_max: at(100.0),
         load_ns: u.load_ns,
     }
+}
+
+/// Addresses of kernel function `name`: from its kallsyms address to the next symbol's.
+/// None where kallsyms hides addresses (kptr_restrict) or lacks the function.
+fn kernel_function_range(name: &str) -> Option<std::ops::Range<u64>> {
+    let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    let mut lines = text.lines().map(|l| {
+        let mut f = l.split_whitespace();
+        let addr = f.next().and_then(|a| u64::from_str_radix(a, 16).ok());
+        (addr, f.nth(1))
+    });
+    let start = lines.find_map(|(addr, sym)| (sym == Some(name)).then_some(addr).flatten())?;
+    // kallsyms lists text in address order: the next greater address ends the function.
+    let end = lines.find_map(|(addr, _)| addr.filter(|&a| a > start))?;
+    (start != 0).then_some(start..end)
 }
 
 fn kernel_release() -> String {
