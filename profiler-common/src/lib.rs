@@ -23,6 +23,7 @@ pub mod names {
     pub const PROGRAM_SPAN_FN_ENTRY: &str = "span_fn_entry";
     pub const PROGRAM_SPAN_FN_RETURN: &str = "span_fn_return";
     pub const MAP_THREAD_SPANS: &str = "THREAD_SPANS";
+    pub const MAP_PENDING_CHILDREN: &str = "PENDING_CHILDREN";
     pub const PROGRAM_PROCESS_FORK: &str = "process_fork";
     pub const PROGRAM_PROCESS_EXEC: &str = "process_exec";
     pub const PROGRAM_PROCESS_EXIT: &str = "process_exit";

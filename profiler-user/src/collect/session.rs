@@ -14,7 +14,7 @@ use aya::{
         raw_trace_point::RawTracePointLinkId,
     },
 };
-use profiler_common::{SAMPLE_DWARF_HEADER, counter, names, target};
+use profiler_common::{SAMPLE_DWARF_HEADER, counter, defaults, names, target};
 
 use super::{CallGraph, RawStack, RecordOptions, btf::Btf, spans, unwind};
 use crate::{
@@ -97,8 +97,17 @@ impl Session {
                 ),
             });
         }
-        // One DWARF scratch record per possible CPU, indexed by CPU number.
-        let scratch_entries = highest_possible_cpu().map_or(1, |c| c + 1);
+        // One DWARF scratch record per possible CPU, indexed by CPU number, when DWARF can be
+        // used at all (`auto` may switch a child to it later). Maps a run does not use get one
+        // entry: a 4,096-CPU machine would otherwise pin 64 MiB of scratch for nothing.
+        let may_dwarf = dwarf || (opts.call_graph == CallGraph::Auto && opts.follow_children);
+        let scratch_entries = if may_dwarf {
+            highest_possible_cpu().map_or(1, |c| c + 1)
+        } else {
+            1
+        };
+        let unused = |used: bool, entries: u32| if used { entries } else { 1 };
+        let off_cpu = opts.off_cpu.is_some();
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
             .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
@@ -115,6 +124,25 @@ impl Session {
             .override_global(names::GLOBAL_PIDNS_DEV, &pidns_dev, true)
             .override_global(names::GLOBAL_PIDNS_INO, &pidns_ino, true)
             .override_global(names::GLOBAL_WAKEUP_BYTES, &wakeup_bytes, true)
+            .map_max_entries(
+                names::MAP_OFF_CPU_START,
+                unused(off_cpu, defaults::OFF_CPU_THREADS),
+            )
+            .map_max_entries(
+                names::MAP_OFF_CPU_TOTALS,
+                unused(off_cpu, defaults::OFF_CPU_TOTALS),
+            )
+            .map_max_entries(
+                names::MAP_PENDING_CHILDREN,
+                unused(opts.follow_children, defaults::MAX_TARGETS),
+            )
+            .map_max_entries(
+                names::MAP_THREAD_SPANS,
+                unused(
+                    opts.spans != spans::SpansMode::Off || !opts.span_fns.is_empty(),
+                    defaults::MAX_SPAN_THREADS,
+                ),
+            )
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
