@@ -20,7 +20,7 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own, offcpu, callgraph), to work on one without waiting for the
+/// slowdown-mt, attach, post, own, offcpu, callgraph, build), to work on one without waiting for the
 /// others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
@@ -794,6 +794,173 @@ fn slowdown(dir: &Path, rows: &mut Vec<Row>, threads: u32, rates: &[&str]) -> Re
     Ok(())
 }
 
+/// A parallel C build: 40 generated files of 200 functions each, `make -j2`.
+fn write_build(src: &Path) -> Result {
+    let _ = fs::remove_dir_all(src);
+    fs::create_dir_all(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let mut objs = Vec::new();
+    for f in 0..40 {
+        let mut c = String::new();
+        for i in 0..200 {
+            c += &format!(
+                "int f{f}_{i}(int *a, int n) {{ int s = {i}; for (int j = 0; j < n; j++) {{ s += a[j] * {i} ^ (s >> 3); if (s % 7 == {f} % 7) s -= a[(j + {i}) % n]; }} return s; }}\n"
+            );
+        }
+        let name = format!("f{f}.c");
+        fs::write(src.join(&name), c).map_err(|e| format!("{name}: {e}"))?;
+        objs.push(format!("f{f}.o"));
+    }
+    let makefile = format!("all: {}\n%.o: %.c\n\tcc -O2 -c $< -o $@\n", objs.join(" "));
+    fs::write(src.join("Makefile"), makefile).map_err(|e| format!("Makefile: {e}"))
+}
+
+/// Shares of samples with a frame in no known mapping (`[unknown]` module: the process's
+/// address space was not known when it was symbolized) and with a frame without a function
+/// name (that, or code without symbols: `module+0xOFFSET` in ours, `[unknown]` in perf).
+fn unnamed_shares(stacks: &[(Vec<(String, bool)>, u64)]) -> (f64, f64) {
+    let total = stacks.iter().map(|(_, n)| n).sum::<u64>().max(1) as f64;
+    let share = |bad: &dyn Fn(&(String, bool)) -> bool| {
+        let n: u64 = stacks
+            .iter()
+            .filter(|(frames, _)| frames.iter().any(bad))
+            .map(|(_, n)| n)
+            .sum();
+        n as f64 / total
+    };
+    (
+        share(&|(_, module_known)| !module_known),
+        share(&|(name, module_known)| {
+            !module_known || name.contains("[unknown]") || name.contains("+0x")
+        }),
+    )
+}
+
+/// Our folded stacks: a frame `[unknown]` is one no mapping explains.
+fn our_stacks(folded: &str) -> Vec<(Vec<(String, bool)>, u64)> {
+    folded
+        .lines()
+        .filter_map(|l| {
+            let (stack, n) = l.rsplit_once(' ')?;
+            let frames = stack
+                .split(';')
+                .map(|f| (f.to_string(), f != "[unknown]"))
+                .collect();
+            Some((frames, n.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `perf script -F comm,ip,sym,dso` blocks (one per sample: a header line, then frames
+/// "ADDR SYMBOL (DSO)", leaf first) as stacks.
+fn perf_stacks(script: &str) -> Vec<(Vec<(String, bool)>, u64)> {
+    script
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let frames = block
+                .lines()
+                .skip(1)
+                .map(|l| {
+                    let mut f = l.split_whitespace();
+                    let _addr = f.next();
+                    let sym = f.next().unwrap_or("[unknown]").to_string();
+                    let dso_known = !l.trim_end().ends_with("([unknown])");
+                    (sym, dso_known)
+                })
+                .collect();
+            (frames, 1)
+        })
+        .collect()
+}
+
+/// Naming in a parallel build (issue: every process named, however briefly it lives):
+/// `profiler run -- make -j2` against `perf record --call-graph dwarf` on the same build.
+fn build_naming(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let src = dir.join("build-src");
+    let rounds = rounds();
+    let hz = "499";
+    let (mut ours, mut perf) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        step(&format!("build naming: round {}/{rounds}", round + 1));
+        for tool in if round % 2 == 0 {
+            ["profiler", "perf"]
+        } else {
+            ["perf", "profiler"]
+        } {
+            write_build(&src)?;
+            if tool == "profiler" {
+                let out = dir.join("build-profile");
+                let _ = fs::remove_dir_all(&out);
+                run(Command::new(profiler_bin())
+                    .args([
+                        "run",
+                        "--quiet",
+                        "--call-graph",
+                        "dwarf",
+                        "--frequency",
+                        hz,
+                        "--output",
+                    ])
+                    .arg(&out)
+                    .args(["--", "make", "-s", "-j2", "-C"])
+                    .arg(&src))?;
+                let folded = fs::read_to_string(out.join("profile.folded"))
+                    .map_err(|e| format!("profile.folded: {e}"))?;
+                ours.push(unnamed_shares(&our_stacks(&folded)));
+            } else {
+                let data = dir.join("build-perf.data");
+                run(Command::new("perf")
+                    .args(["record", "-q", "--call-graph", "dwarf", "-F", hz, "-o"])
+                    .arg(&data)
+                    .args(["--", "make", "-s", "-j2", "-C"])
+                    .arg(&src)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()))?;
+                let script = quiet_output(
+                    Command::new("perf")
+                        .args(["script", "-F", "comm,ip,sym,dso", "-i"])
+                        .arg(&data),
+                )?;
+                perf.push(unnamed_shares(&perf_stacks(&script)));
+            }
+        }
+    }
+    let pct = |v: &[(f64, f64)], second: bool| {
+        stat(
+            v.iter()
+                .map(|&(a, b)| 100.0 * if second { b } else { a })
+                .collect(),
+        )
+    };
+    let (om, pm, os, ps) = (
+        pct(&ours, false),
+        pct(&perf, false),
+        pct(&ours, true),
+        pct(&perf, true),
+    );
+    rows.push(Row {
+        what: "samples with a frame in no known mapping / with a nameless frame, `make -j2` of 40 C files".into(),
+        value: format!(
+            "no mapping: ours {} %, perf {} %; nameless: ours {} %, perf {} %",
+            om.show(1),
+            pm.show(1),
+            os.show(1),
+            ps.show(1)
+        ),
+        method: format!(
+            "`profiler run --call-graph dwarf -F {hz} -- make -j2` vs `perf record --call-graph dwarf -F {hz} -- make -j2`, the build written afresh before each, {rounds} interleaved rounds. No mapping: a frame `[unknown]` (ours) or DSO `[unknown]` (perf). Nameless: that, or a frame with no function name (`module+0xOFFSET` in ours, `[unknown]` symbol in perf); Debian's cc1 is stripped, so most samples of the build are nameless in both"
+        ),
+        json: format!(
+            "{{\"name\":\"build_naming\",{},{},{},{}}}",
+            om.json("ours_no_mapping_pct"),
+            pm.json("perf_no_mapping_pct"),
+            os.json("ours_nameless_pct"),
+            ps.json("perf_nameless_pct")
+        ),
+    });
+    Ok(())
+}
+
 /// A command's stdout; its stderr is dropped (bpftrace warns about RLIMIT_MEMLOCK each run).
 fn quiet_output(cmd: &mut Command) -> Result<String> {
     crate::stdout_of(cmd.stderr(Stdio::null()))
@@ -1511,6 +1678,9 @@ pub fn bench() -> Result {
     }
     if part("callgraph") {
         call_graph_cost(&dir, &mut rows)?;
+    }
+    if part("build") {
+        build_naming(&dir, &mut rows)?;
     }
 
     // A quick or partial run checks the bench: it must not replace the real figures.
