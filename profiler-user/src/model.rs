@@ -679,7 +679,14 @@ impl Recording {
             .map(|p| p.comm.as_str())
             .filter(|c| !c.is_empty())
             .or_else(|| self.thread_name(pid).filter(|n| !n.is_empty()))
-            .unwrap_or_else(|| self.meta().comm.as_str())
+            .unwrap_or_else(|| {
+                // The kernel's name for the idle task, as `ps` and perf show it.
+                if pid == 0 {
+                    "swapper"
+                } else {
+                    self.meta().comm.as_str()
+                }
+            })
     }
 
     /// Processes that are the kernel's rather than a program's: pid 0 (the idle task), and
@@ -1154,7 +1161,7 @@ pub(crate) mod tests {
     }
 
     /// A recording of a user process, the idle task and kernel threads known three ways.
-    fn with_kernel_tasks() -> Recording {
+    pub fn with_kernel_tasks() -> Recording {
         let mut r = sample_recording();
         let f = r.functions.len() as u32;
         r.functions.push(Function {

@@ -857,6 +857,105 @@ mod tests {
     }
 
     #[test]
+    fn per_process_and_per_cgroup_tables() {
+        let mut rec = sample_recording();
+        let id = "ab".repeat(32);
+        rec.processes[0].cgroup = "/user.slice/session-1.scope".into();
+        rec.processes.push(crate::model::Process {
+            pid: 77,
+            comm: "child".into(),
+            cgroup: format!("/system.slice/docker-{id}.scope"),
+            ..Default::default()
+        });
+        // child: 2 samples of hot_a, 1 of hot_b, 1 of the kernel stack; app keeps 6.
+        for i in [0, 1, 6, 9] {
+            rec.samples[i].pid = 77;
+        }
+        let s = Summary::new(&rec);
+        let rows: Vec<(u32, &str, u64)> = s
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.comm.as_str(), p.samples))
+            .collect();
+        assert_eq!(rows, [(42, "app", 6), (77, "child", 4)]);
+        let sum: f64 = s.processes.iter().map(|p| p.percent).sum();
+        assert!((sum - 100.0).abs() < 1e-9, "{sum}");
+        let child = &s.processes[1];
+        let top: Vec<(&str, u64, f64)> = child
+            .top_self
+            .iter()
+            .map(|f| (f.name.as_str(), f.samples, f.percent))
+            .collect();
+        // Shares of the process's own samples, at most three.
+        assert_eq!(
+            top,
+            [
+                ("inlined_helper_[i]", 2, 50.0),
+                ("asm_sysvec_apic_timer_interrupt_[k]", 1, 25.0),
+                ("hot_b", 1, 25.0)
+            ]
+        );
+        assert_eq!(child.container.as_deref(), Some(id.as_str()));
+        assert_eq!(s.processes[0].container, None);
+        let cgroups: Vec<(&str, u64, u64)> = s
+            .cgroups
+            .iter()
+            .map(|c| (c.cgroup.as_str(), c.processes, c.samples))
+            .collect();
+        assert_eq!(
+            cgroups,
+            [
+                ("/user.slice/session-1.scope", 1, 6),
+                (&*format!("/system.slice/docker-{id}.scope"), 1, 4)
+            ]
+        );
+        let text = s.to_text();
+        assert!(text.contains("Processes (2)"), "{text}");
+        assert!(
+            text.lines().any(|l| l.contains(" 77 ")
+                && l.contains("child")
+                && l.contains("inlined_helper_[i] 50%")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("(container {})", &id[..12])),
+            "{text}"
+        );
+        let v = serde_json::to_value(&s).expect("serializable");
+        assert_eq!(v["processes"][1]["top_self"][0]["percent"], 50.0);
+        assert_eq!(v["cgroups"][1]["container"], id.as_str());
+        // One process, no cgroup: no table in the text (the JSON still has the row).
+        let one = Summary::new(&sample_recording());
+        assert!(!one.to_text().contains("Processes ("));
+        assert_eq!(one.processes.len(), 1);
+        assert!(one.cgroups.is_empty());
+    }
+
+    #[test]
+    fn kernel_tasks_are_left_out_and_counted_unless_asked() {
+        let rec = crate::model::tests::with_kernel_tasks();
+        let shown = crate::outputs::Shown::new(&rec, false);
+        let s = shown.summary();
+        assert_eq!(s.kernel_tasks_hidden.processes, 4);
+        assert_eq!(s.kernel_tasks_hidden.samples, 4);
+        assert_eq!(s.samples.recorded, 11);
+        let pids: Vec<u32> = s.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [42, 901]);
+        assert!(
+            s.to_text()
+                .contains("4 samples of 4 kernel thread(s) and idle left out")
+        );
+        let all = crate::outputs::Shown::new(&rec, true).summary();
+        assert_eq!(all.kernel_tasks_hidden.processes, 0);
+        assert_eq!(all.samples.recorded, 15);
+        assert!(
+            all.processes
+                .iter()
+                .any(|p| p.pid == 0 && p.comm == "swapper")
+        );
+    }
+
+    #[test]
     fn bars_scale_with_percent() {
         assert_eq!(bar(0.0).trim_end(), "");
         assert_eq!(bar(100.0).chars().filter(|&c| c == '█').count(), BAR_WIDTH);

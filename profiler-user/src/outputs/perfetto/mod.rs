@@ -626,6 +626,61 @@ mod tests {
         assert_eq!(lost, 2);
     }
 
+    /// Process tracks (pid → name) of a trace.
+    fn process_tracks(bytes: &[u8]) -> Vec<(u32, String)> {
+        packets(bytes)
+            .iter()
+            .filter_map(|p| p.track_descriptor.as_ref()?.process.as_ref())
+            .map(|p| {
+                (
+                    p.pid.unwrap_or(-1) as u32,
+                    p.process_name.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernel_threads_and_idle_have_tracks_only_when_asked() {
+        use crate::outputs::{Format, Parts, write_format};
+        let rec = crate::model::tests::with_kernel_tasks();
+        let trace = |kernel_threads| {
+            let mut bytes = Vec::new();
+            let parts = Parts {
+                kernel_threads,
+                ..Parts::NONE
+            };
+            write_format(
+                &rec,
+                Format::Perfetto,
+                parts,
+                std::path::Path::new("-"),
+                &mut bytes,
+            )
+            .expect("write to memory");
+            bytes
+        };
+        let shown = trace(false);
+        assert_eq!(
+            process_tracks(&shown),
+            [(42, "app".to_string()), (901, "app".to_string())]
+        );
+        let samples = packets(&shown)
+            .iter()
+            .filter(|p| {
+                p.perf_sample
+                    .as_ref()
+                    .is_some_and(|s| s.callstack_iid.is_some())
+            })
+            .count();
+        assert_eq!(samples, 11);
+        let pids: Vec<u32> = process_tracks(&trace(true))
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(pids, [0, 42, 900, 901, 902, 903]);
+    }
+
     fn recording_with_spans() -> Recording {
         use crate::model::SpanRun;
         let mut rec = sample_recording();
