@@ -152,6 +152,41 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
         let share = row["percent"].as_f64().unwrap_or(0.0);
         assert!(share > 15.0, "{comm}: {share:.1}%");
     }
+    // The same samples per process as pprof's own reading of the `pid` labels.
+    let out = std::process::Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-symbolize=none",
+            "-sample_index=samples",
+            "-tags",
+        ])
+        .arg(dir.join("profile.pb.gz"))
+        .output()
+        .expect("go runs (cargo xtask setup installs golang-go)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let tags = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid_counts: HashMap<u64, u64> = tags
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("pid:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let (count, pid) = l.trim().split_once(' ')?;
+            let pid = pid.rsplit(": ").next()?.parse().ok()?;
+            Some((pid, count.parse::<f64>().ok()? as u64))
+        })
+        .collect();
+    assert!(!pid_counts.is_empty(), "pid tags in {tags}");
+    for row in table {
+        let pid = row["pid"].as_u64().expect("pid");
+        assert_eq!(
+            pid_counts.get(&pid).copied(),
+            row["samples"].as_u64(),
+            "pid {pid}"
+        );
+    }
+    assert_eq!(pid_counts.len(), table.len());
     let text = std::fs::read_to_string(dir.join("summary.txt")).expect("summary.txt");
     assert!(text.contains("\nProcesses ("), "{text}");
     for (comm, hot, _) in &programs {

@@ -424,6 +424,9 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
     pids.extend(rec.samples.iter().map(|s| s.pid));
     pids.extend(rec.spans.iter().map(|s| s.pid));
     pids.extend(rec.off_cpu_intervals.iter().map(|o| o.pid));
+    // Every thread track below names its process's track as parent: it must exist.
+    pids.extend(rec.threads.iter().map(|t| t.pid));
+    pids.extend(rec.span_runs.iter().map(|r| r.pid));
     pids.sort_unstable();
     pids.dedup();
     for &pid in &pids {
@@ -679,6 +682,31 @@ mod tests {
             .map(|t| t.0)
             .collect();
         assert_eq!(pids, [0, 42, 900, 901, 902, 903]);
+    }
+
+    #[test]
+    fn every_thread_track_has_its_process_track() {
+        let mut rec = sample_recording();
+        // Known as a thread only: no process entry, no sample.
+        rec.threads.push(crate::model::Thread {
+            tid: 601,
+            pid: 600,
+            name: "lonely".into(),
+        });
+        let mut bytes = Vec::new();
+        write(&rec, SpanTracks::Both, &mut bytes).expect("write to memory");
+        let mut described = HashSet::new();
+        for p in packets(&bytes) {
+            let Some(t) = p.track_descriptor else {
+                continue;
+            };
+            if let Some(parent) = t.parent_uuid {
+                assert!(described.contains(&parent), "parent of {:?} first", t.uuid);
+            }
+            described.insert(t.uuid.unwrap_or(0));
+        }
+        assert!(described.contains(&process_uuid(600)));
+        assert!(described.contains(&thread_uuid(601)));
     }
 
     fn recording_with_spans() -> Recording {
