@@ -237,4 +237,66 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
         let own = process_tracks.get(pid).map(|t| t.0);
         assert_eq!(own, Some(*parent), "thread {tid} under its process {pid}");
     }
+
+    // Kernel threads are left out unless asked. None can be in scope yet, so one program is
+    // flagged the way /proc flags a kernel thread, in a copy of the recording.
+    let (hidden_comm, _, _) = &programs[1];
+    let hidden_pid = pids[hidden_comm];
+    let mut rec = profiler::outputs::recording::read(&dir.join("recording.pb")).expect("read");
+    let p = rec
+        .processes
+        .iter_mut()
+        .find(|p| p.pid == hidden_pid)
+        .expect("process entry");
+    p.kernel_thread = true;
+    let flagged = OutDir::new(scratch("many-kthread"));
+    std::fs::create_dir_all(&*flagged).expect("mkdir");
+    std::fs::write(
+        flagged.join("recording.pb"),
+        profiler::outputs::recording::encode(&rec),
+    )
+    .expect("write recording");
+    let report = |out: &str, extra: &[&str]| {
+        let o = profiler()
+            .arg("report")
+            .arg(&*flagged)
+            .arg("--output")
+            .arg(flagged.join(out))
+            .args(extra)
+            .output()
+            .expect("report runs");
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        flagged.join(out)
+    };
+    let tracked = |dir: &std::path::Path| -> Vec<u64> {
+        let trace = decode_perfetto(&dir.join("trace.perfetto-trace"));
+        check_perfetto(&trace);
+        trace
+            .all("packet")
+            .filter_map(|p| {
+                p.child("track_descriptor")?
+                    .child("process")?
+                    .get_u64("pid")
+            })
+            .collect()
+    };
+    let hidden_samples = roots[hidden_comm];
+    let without = report("default", &[]);
+    assert!(!by_root(&folded(&without)).contains_key(hidden_comm));
+    assert_eq!(total(&folded(&without)), all - hidden_samples);
+    let s = summary(&without);
+    assert_eq!(s["kernel_tasks_hidden"]["processes"], 1);
+    assert_eq!(s["kernel_tasks_hidden"]["samples"], hidden_samples);
+    let rows = s["processes"].as_array().expect("table");
+    assert!(rows.iter().all(|r| r["pid"] != hidden_pid));
+    let sum: f64 = rows.iter().filter_map(|p| p["percent"].as_f64()).sum();
+    assert!((sum - 100.0).abs() < 0.01, "shares of what is shown: {sum}");
+    assert!(!tracked(&without).contains(&u64::from(hidden_pid)));
+    let with = report("with", &["--kernel-threads"]);
+    assert_eq!(
+        by_root(&folded(&with)).get(hidden_comm),
+        Some(&hidden_samples)
+    );
+    assert_eq!(summary(&with)["kernel_tasks_hidden"]["samples"], 0);
+    assert!(tracked(&with).contains(&u64::from(hidden_pid)));
 }
