@@ -288,9 +288,6 @@ pub struct Process {
 /// The kernel's `PF_KTHREAD` task flag (include/linux/sched.h), field 9 of /proc/PID/stat.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// The pid of `kthreadd`, which starts every kernel thread.
-pub const KTHREADD_PID: u32 = 2;
-
 impl Process {
     /// The cgroup v2 path in the text of /proc/PID/cgroup: the `0::PATH` line (the only line
     /// on a pure v2 host, beside the v1 hierarchies on a hybrid one). None without one.
@@ -691,12 +688,13 @@ impl Recording {
 
     /// Processes that are the kernel's rather than a program's: pid 0 (the idle task), and
     /// kernel threads. A process is a kernel thread when it was found flagged so
-    /// ([`Process::kernel_thread`], from /proc/PID/stat), when it is `kthreadd` or was
-    /// started by it (pid 2 as its parent), or, for processes whose flags were never read
-    /// (gone first, or a recording made before the flag existed), when none of its samples
-    /// has a user frame and its kernel stacks start in `kthread`, the entry of every kernel
-    /// thread. A program whose user stack could not be walked still enters the kernel
-    /// through a system call or an interrupt, never through `kthread`, so it stays shown.
+    /// ([`Process::kernel_thread`], from /proc/PID/stat), or, for processes whose flags were
+    /// never read (gone first, or a recording made before the flag existed), when none of
+    /// its samples has a user frame and its kernel stacks go through `kthread`, the entry of
+    /// every kernel thread. A program whose user stack could not be walked still enters the
+    /// kernel through a system call or an interrupt, never through `kthread`, so it stays.
+    /// Pids say nothing more: `kthreadd` is pid 2 on the host, but inside a PID namespace
+    /// pid 2 is an ordinary program (the profiler in a sidecar sees those pids).
     pub fn kernel_tasks(&self) -> std::collections::HashMap<u32, KernelTask> {
         use std::collections::HashMap;
         #[derive(Clone, Copy, Default)]
@@ -731,10 +729,8 @@ impl Recording {
         for pid in pids.into_iter().filter(|&p| p != 0) {
             let process = known.get(&pid);
             let flagged = process.is_some_and(|p| p.kernel_thread);
-            let from_kthreadd =
-                pid == KTHREADD_PID || process.is_some_and(|p| p.parent == KTHREADD_PID);
             let kernel_only = per_pid.get(&pid).is_some_and(|s| !s.user && s.kthread);
-            if flagged || from_kthreadd || kernel_only {
+            if flagged || kernel_only {
                 out.insert(pid, KernelTask::KernelThread);
             }
         }
@@ -1198,7 +1194,8 @@ pub(crate) mod tests {
             sample(900, 3), // kworker gone before it was read: known by its stack
             sample(901, 4), // a program whose user stack was lost: not a kernel thread
             sample(902, 4), // flagged from /proc
-            sample(903, 4), // started by kthreadd
+            sample(2, 0),   // pid 2 of a PID namespace: an ordinary program
+            sample(903, 4), // its child, entered through an interrupt
         ]);
         r.processes.push(Process {
             pid: 902,
@@ -1207,14 +1204,14 @@ pub(crate) mod tests {
         });
         r.processes.push(Process {
             pid: 903,
-            parent: KTHREADD_PID,
+            parent: 2,
             ..Default::default()
         });
         r
     }
 
     #[test]
-    fn kernel_tasks_are_idle_flagged_kthreadd_children_or_kthread_stacks() {
+    fn kernel_tasks_are_idle_flagged_or_kthread_stacks_never_by_pid() {
         let r = with_kernel_tasks();
         let mut tasks: Vec<(u32, KernelTask)> = r.kernel_tasks().into_iter().collect();
         tasks.sort_by_key(|t| t.0);
@@ -1223,17 +1220,17 @@ pub(crate) mod tests {
             [
                 (0, KernelTask::Idle),
                 (900, KernelTask::KernelThread),
-                (902, KernelTask::KernelThread),
-                (903, KernelTask::KernelThread)
+                (902, KernelTask::KernelThread)
             ]
         );
         let hide = tasks.iter().map(|t| t.0).collect();
         let (shown, hidden) = r.without_pids(&hide);
-        assert_eq!(hidden, 4);
-        assert_eq!(shown.samples.len(), 11);
+        assert_eq!(hidden, 3);
+        assert_eq!(shown.samples.len(), 13);
         let pids: std::collections::BTreeSet<u32> = shown.samples.iter().map(|s| s.pid).collect();
-        assert_eq!(pids.into_iter().collect::<Vec<_>>(), [42, 901]);
-        assert!(shown.processes.iter().all(|p| p.pid == 42));
+        assert_eq!(pids.into_iter().collect::<Vec<_>>(), [2, 42, 901, 903]);
+        let kept: Vec<u32> = shown.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(kept, [42, 903]);
         assert!(sample_recording().kernel_tasks().is_empty());
     }
 

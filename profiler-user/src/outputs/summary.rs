@@ -936,18 +936,19 @@ mod tests {
         let rec = crate::model::tests::with_kernel_tasks();
         let shown = crate::outputs::Shown::new(&rec, false);
         let s = shown.summary();
-        assert_eq!(s.kernel_tasks_hidden.processes, 4);
-        assert_eq!(s.kernel_tasks_hidden.samples, 4);
-        assert_eq!(s.samples.recorded, 11);
-        let pids: Vec<u32> = s.processes.iter().map(|p| p.pid).collect();
-        assert_eq!(pids, [42, 901]);
+        assert_eq!(s.kernel_tasks_hidden.processes, 3);
+        assert_eq!(s.kernel_tasks_hidden.samples, 3);
+        assert_eq!(s.samples.recorded, 13);
+        let mut pids: Vec<u32> = s.processes.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, [2, 42, 901, 903]);
         assert!(
             s.to_text()
-                .contains("4 samples of 4 kernel thread(s) and idle left out")
+                .contains("3 samples of 3 kernel thread(s) and idle left out")
         );
         let all = crate::outputs::Shown::new(&rec, true).summary();
         assert_eq!(all.kernel_tasks_hidden.processes, 0);
-        assert_eq!(all.samples.recorded, 15);
+        assert_eq!(all.samples.recorded, 16);
         assert!(
             all.processes
                 .iter()
