@@ -46,7 +46,12 @@ fn three_hundred_short_processes_are_all_named() {
         "i=0; while [ $i -lt 300 ]; do {} $((5 + i % 16)); i=$((i+1)); done",
         bin.display()
     );
-    run(&dir, &["--frequency", "999"], &script);
+    // One root per process (`name [pid]`): processes are told apart by it.
+    run(
+        &dir,
+        &["--frequency", "999", "--group-by", "process"],
+        &script,
+    );
     let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
     let comm = &name[..name.len().min(15)];
     let f = folded(&dir);
@@ -114,7 +119,12 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
         second = second.display(),
         bin = bin.display()
     );
-    run(&dir, &["--frequency", "999"], &script);
+    // One root per process (`name [pid]`): processes are told apart by it.
+    run(
+        &dir,
+        &["--frequency", "999", "--group-by", "process"],
+        &script,
+    );
     let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
     let f = folded(&dir);
     let mut by_process: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
@@ -266,7 +276,15 @@ fn two_thousand_processes_keep_descriptors_and_memory_bounded() {
         bin.display()
     );
     let mut child = profiler()
-        .args(["run", "--quiet", "--frequency", "999", "--output"])
+        .args([
+            "run",
+            "--quiet",
+            "--frequency",
+            "999",
+            "--group-by",
+            "process",
+        ])
+        .arg("--output")
         .arg(&dir)
         .args(["--", "sh", "-c", &script])
         .stdout(Stdio::null())

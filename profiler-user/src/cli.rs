@@ -214,9 +214,13 @@ pub struct OutputArgs {
     /// Where spans go in trace.perfetto-trace.
     #[arg(long, value_enum, default_value_t = SpanTracks::Both)]
     pub perfetto_spans: SpanTracks,
-    /// Root frames of the folded stacks and flame graphs.
-    #[arg(long, value_enum, default_value_t = GroupBy::Process)]
+    /// Root frames of the folded stacks and flame graphs: the process name (processes of
+    /// one name together), each process (`name [pid]`), each thread, or none.
+    #[arg(long, value_enum, default_value_t = GroupBy::Comm)]
     pub group_by: GroupBy,
+    /// Keep kernel threads and the idle task in the outputs (recording.pb always has them).
+    #[arg(long)]
+    pub kernel_threads: bool,
 }
 
 /// DWARF stack copy per sample: see the README (`--stack-size`) for how it was chosen.
@@ -446,6 +450,7 @@ async fn record_into(
     let parts = Parts {
         perfetto_spans: s.outputs.perfetto_spans,
         group_by: s.outputs.group_by,
+        kernel_threads: s.outputs.kernel_threads,
         ..Parts::ALL
     };
     let regenerate = dir.path().to_path_buf();
@@ -544,7 +549,8 @@ fn finish(
     let w = outputs::write_outputs(rec, dir, parts);
     let complete = w.failed.is_empty() && w.skipped.is_empty();
     if !quiet && complete {
-        let _ = write!(report, "{}", outputs::summary::Summary::new(rec).to_text());
+        let shown = outputs::Shown::new(rec, parts.kernel_threads);
+        let _ = write!(report, "{}", shown.summary().to_text());
     }
     if !w.written.is_empty() {
         let _ = writeln!(report, "\nwrote {}:", dir.path().display());
@@ -620,6 +626,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
         let parts = Parts {
             perfetto_spans: args.outputs.perfetto_spans,
             group_by: args.outputs.group_by,
+            kernel_threads: args.outputs.kernel_threads,
             ..Parts::NONE
         };
         report_one(&rec, format, parts, args.output.as_deref())?;
@@ -632,11 +639,13 @@ pub fn report(args: ReportArgs) -> Result<()> {
         recording: !windowed || args.output.is_some(),
         perfetto_spans: args.outputs.perfetto_spans,
         group_by: args.outputs.group_by,
+        kernel_threads: args.outputs.kernel_threads,
         ..Parts::ALL
     };
     if args.summary_only {
         parts = Parts {
             summary: true,
+            kernel_threads: args.outputs.kernel_threads,
             ..Parts::NONE
         };
     } else if args.flame_only {
@@ -644,6 +653,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
             folded: true,
             flame_graph: true,
             group_by: args.outputs.group_by,
+            kernel_threads: args.outputs.kernel_threads,
             ..Parts::NONE
         };
     } else if args.no_flame_graphs {

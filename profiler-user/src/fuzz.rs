@@ -45,7 +45,12 @@ pub fn with_header(payload: &[u8]) -> Vec<u8> {
 /// Everything `profiler report` derives from a recording, written nowhere.
 pub fn every_output(rec: &Recording) {
     use outputs::folded;
-    for group in [GroupBy::Process, GroupBy::Thread, GroupBy::None] {
+    for group in [
+        GroupBy::Comm,
+        GroupBy::Process,
+        GroupBy::Thread,
+        GroupBy::None,
+    ] {
         let sets = [
             (folded::folded_lines(rec, group), Weight::Samples),
             (folded::span_folded_lines(rec, group), Weight::Samples),

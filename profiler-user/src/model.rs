@@ -276,6 +276,60 @@ pub struct Process {
     /// The followed process that started it; 0 for the process the recording began on.
     #[prost(uint32, tag = "5")]
     pub parent: u32,
+    /// Its cgroup v2 path (the `0::` line of /proc/PID/cgroup, e.g.
+    /// `/system.slice/docker-ID.scope`) when it became known; empty when unknown.
+    #[prost(string, tag = "6")]
+    pub cgroup: String,
+    /// A kernel thread (PF_KTHREAD in the flags of /proc/PID/stat): no user code of its own.
+    #[prost(bool, tag = "7")]
+    pub kernel_thread: bool,
+}
+
+/// The kernel's `PF_KTHREAD` task flag (include/linux/sched.h), field 9 of /proc/PID/stat.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+impl Process {
+    /// The cgroup v2 path in the text of /proc/PID/cgroup: the `0::PATH` line (the only line
+    /// on a pure v2 host, beside the v1 hierarchies on a hybrid one). None without one.
+    pub fn cgroup_from_proc(text: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(|p| p.trim_end().to_string())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Whether the text of /proc/PID/stat is a kernel thread's. The name in field 2 can hold
+    /// spaces and parentheses, so fields are counted after its last `)`.
+    pub fn kernel_thread_from_stat(text: &str) -> Option<bool> {
+        let rest = &text[text.rfind(')')? + 1..];
+        // After the name: state (3), ppid, pgrp, session, tty_nr, tpgid, flags (9).
+        let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+        Some(flags & PF_KTHREAD != 0)
+    }
+
+    /// The container a cgroup path belongs to, for the layouts of docker
+    /// (`docker-ID.scope`, `/docker/ID`), containerd (`cri-containerd-ID.scope`), CRI-O
+    /// (`crio-ID.scope`) and podman (`libpod-ID.scope`): the 64-hex-digit id. None for any
+    /// other cgroup.
+    pub fn container_id(cgroup: &str) -> Option<&str> {
+        let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        cgroup.rsplit('/').find_map(|part| {
+            let part = part.strip_suffix(".scope").unwrap_or(part);
+            let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
+                .iter()
+                .find_map(|p| part.strip_prefix(p))
+                .unwrap_or(part);
+            is_id(id).then_some(id)
+        })
+    }
+}
+
+/// Why a process is left out of the outputs unless `--kernel-threads` asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelTask {
+    /// pid 0: the CPU had nothing to run.
+    Idle,
+    KernelThread,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration)]
@@ -628,14 +682,90 @@ impl Recording {
         out
     }
 
-    /// Name shown as the root frame of a process's stacks.
+    /// Name shown as the root frame of a process's stacks. A process with no entry of its
+    /// own (gone before it could be read) is named by its main thread, whose tid is its pid:
+    /// in a recording of many processes the recorded process's name would be wrong for it.
     pub fn process_name(&self, pid: u32) -> &str {
         self.processes
             .iter()
             .find(|p| p.pid == pid)
             .map(|p| p.comm.as_str())
             .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| self.meta().comm.as_str())
+            .or_else(|| self.thread_name(pid).filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| {
+                // The kernel's name for the idle task, as `ps` and perf show it.
+                if pid == 0 {
+                    "swapper"
+                } else {
+                    self.meta().comm.as_str()
+                }
+            })
+    }
+
+    /// Processes that are the kernel's rather than a program's: pid 0 (the idle task), and
+    /// kernel threads. A process is a kernel thread when it was found flagged so
+    /// ([`Process::kernel_thread`], from /proc/PID/stat), or, for processes whose flags were
+    /// never read (gone first, or a recording made before the flag existed), when none of
+    /// its samples has a user frame and its kernel stacks go through `kthread`, the entry of
+    /// every kernel thread. A program whose user stack could not be walked still enters the
+    /// kernel through a system call or an interrupt, never through `kthread`, so it stays.
+    /// Pids say nothing more: `kthreadd` is pid 2 on the host, but inside a PID namespace
+    /// pid 2 is an ordinary program (the profiler in a sidecar sees those pids).
+    pub fn kernel_tasks(&self) -> std::collections::HashMap<u32, KernelTask> {
+        use std::collections::HashMap;
+        #[derive(Clone, Copy, Default)]
+        struct Seen {
+            user: bool,
+            kthread: bool,
+        }
+        let mut per_stack: HashMap<u32, Seen> = HashMap::new();
+        let mut per_pid: HashMap<u32, Seen> = HashMap::new();
+        for s in &self.samples {
+            let stack = *per_stack.entry(s.stack).or_insert_with(|| {
+                let frames = self.frames(s.stack);
+                Seen {
+                    user: frames.iter().any(|f| f.kind != FrameKind::Kernel),
+                    kthread: frames.iter().any(|f| {
+                        f.kind == FrameKind::Kernel && f.name == FrameName::Function("kthread")
+                    }),
+                }
+            });
+            let seen = per_pid.entry(s.pid).or_default();
+            seen.user |= stack.user;
+            seen.kthread |= stack.kthread;
+        }
+        let mut out = HashMap::new();
+        if per_pid.contains_key(&0) || self.processes.iter().any(|p| p.pid == 0) {
+            out.insert(0, KernelTask::Idle);
+        }
+        let known: HashMap<u32, &Process> = self.processes.iter().map(|p| (p.pid, p)).collect();
+        let mut pids: Vec<u32> = known.keys().chain(per_pid.keys()).copied().collect();
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids.into_iter().filter(|&p| p != 0) {
+            let process = known.get(&pid);
+            let flagged = process.is_some_and(|p| p.kernel_thread);
+            let kernel_only = per_pid.get(&pid).is_some_and(|s| !s.user && s.kthread);
+            if flagged || kernel_only {
+                out.insert(pid, KernelTask::KernelThread);
+            }
+        }
+        out
+    }
+
+    /// The recording without the processes in `hide` (their samples, threads, spans and
+    /// off-CPU time), and how many samples went with them.
+    pub fn without_pids(&self, hide: &std::collections::HashSet<u32>) -> (Self, u64) {
+        let mut out = self.clone();
+        out.samples.retain(|s| !hide.contains(&s.pid));
+        let hidden = (self.samples.len() - out.samples.len()) as u64;
+        out.processes.retain(|p| !hide.contains(&p.pid));
+        out.threads.retain(|t| !hide.contains(&t.pid));
+        out.spans.retain(|s| !hide.contains(&s.pid));
+        out.span_runs.retain(|r| !hide.contains(&r.pid));
+        out.off_cpu.retain(|o| !hide.contains(&o.pid));
+        out.off_cpu_intervals.retain(|o| !hide.contains(&o.pid));
+        (out, hidden)
     }
 
     pub fn thread_name(&self, tid: u32) -> Option<&str> {
@@ -858,6 +988,7 @@ pub(crate) mod tests {
                 command: vec![],
                 exe: "/usr/bin/app".into(),
                 parent: 0,
+                ..Default::default()
             }],
             ..Default::default()
         }
@@ -999,6 +1130,141 @@ pub(crate) mod tests {
         let late = r.window(Some(Duration::from_secs(5)), None);
         assert!(late.samples.is_empty());
         assert_eq!(late.duration_ns(), 0);
+    }
+
+    #[test]
+    fn cgroup_and_kernel_thread_flag_from_proc_text() {
+        // Hybrid host: v1 hierarchies beside the v2 line.
+        let text = "12:cpu,cpuacct:/docker/abc\n1:name=systemd:/init.scope\n0::/system.slice/docker-0123.scope\n";
+        assert_eq!(
+            Process::cgroup_from_proc(text).as_deref(),
+            Some("/system.slice/docker-0123.scope")
+        );
+        assert_eq!(Process::cgroup_from_proc("0::/\n").as_deref(), Some("/"));
+        assert_eq!(Process::cgroup_from_proc("3:memory:/x\n"), None);
+        assert_eq!(Process::cgroup_from_proc(""), None);
+        // Real lines: kthreadd (flags 0x208040) and a shell (0x400100); a name with spaces
+        // and parentheses must not shift the fields.
+        let kthreadd = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0";
+        let shell = "4321 (sh) S 4300 4321 4300 34816 4321 4194560 131 0 0 0 0 0 0 0 20 0 1";
+        let odd = "77 (a) b (c) R 1 77 77 0 -1 2129984 0 0";
+        assert_eq!(Process::kernel_thread_from_stat(kthreadd), Some(true));
+        assert_eq!(Process::kernel_thread_from_stat(shell), Some(false));
+        assert_eq!(Process::kernel_thread_from_stat(odd), Some(true));
+        assert_eq!(Process::kernel_thread_from_stat("12 (x) S 1"), None);
+        assert_eq!(Process::kernel_thread_from_stat("garbage"), None);
+    }
+
+    #[test]
+    fn container_ids_of_the_runtimes_layouts() {
+        let id = "4f1c".repeat(16);
+        for path in [
+            format!("/system.slice/docker-{id}.scope"),
+            format!("/docker/{id}"),
+            format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"),
+            format!("/kubepods/burstable/pod1/crio-{id}.scope"),
+            format!("/machine.slice/libpod-{id}.scope/container"),
+        ] {
+            assert_eq!(Process::container_id(&path), Some(id.as_str()), "{path}");
+        }
+        assert_eq!(Process::container_id("/user.slice/session-3.scope"), None);
+        assert_eq!(Process::container_id("/docker/short"), None);
+        assert_eq!(Process::container_id(""), None);
+    }
+
+    /// A recording of a user process, the idle task and kernel threads known three ways.
+    pub fn with_kernel_tasks() -> Recording {
+        let mut r = sample_recording();
+        let f = r.functions.len() as u32;
+        r.functions.push(Function {
+            name: "kthread".into(),
+            file: String::new(),
+        });
+        r.functions.push(Function {
+            name: "worker_thread".into(),
+            file: String::new(),
+        });
+        let loc = r.locations.len() as u32;
+        for (i, function) in [f, f + 1].into_iter().enumerate() {
+            r.locations.push(Location {
+                module: 3,
+                offset: 0xffff_ffff_8200_0000 + i as u64,
+                address: 0xffff_ffff_8200_0000 + i as u64,
+                lines: vec![Line { function, line: 0 }],
+            });
+        }
+        // 3: a kernel thread's stack; 4: kernel frames only, entered through an interrupt.
+        r.stacks.push(Stack {
+            locations: vec![loc + 1, loc],
+        });
+        r.stacks.push(Stack { locations: vec![5] });
+        let sample = |pid, stack| Sample {
+            timestamp_ns: 1_050_000_000,
+            pid,
+            tid: pid,
+            stack,
+            ..Default::default()
+        };
+        r.samples.extend([
+            sample(0, 4),   // idle
+            sample(900, 3), // kworker gone before it was read: known by its stack
+            sample(901, 4), // a program whose user stack was lost: not a kernel thread
+            sample(902, 4), // flagged from /proc
+            sample(2, 0),   // pid 2 of a PID namespace: an ordinary program
+            sample(903, 4), // its child, entered through an interrupt
+        ]);
+        r.processes.push(Process {
+            pid: 902,
+            kernel_thread: true,
+            ..Default::default()
+        });
+        r.processes.push(Process {
+            pid: 903,
+            parent: 2,
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn kernel_tasks_are_idle_flagged_or_kthread_stacks_never_by_pid() {
+        let r = with_kernel_tasks();
+        let mut tasks: Vec<(u32, KernelTask)> = r.kernel_tasks().into_iter().collect();
+        tasks.sort_by_key(|t| t.0);
+        assert_eq!(
+            tasks,
+            [
+                (0, KernelTask::Idle),
+                (900, KernelTask::KernelThread),
+                (902, KernelTask::KernelThread)
+            ]
+        );
+        let hide = tasks.iter().map(|t| t.0).collect();
+        let (shown, hidden) = r.without_pids(&hide);
+        assert_eq!(hidden, 3);
+        assert_eq!(shown.samples.len(), 13);
+        let pids: std::collections::BTreeSet<u32> = shown.samples.iter().map(|s| s.pid).collect();
+        assert_eq!(pids.into_iter().collect::<Vec<_>>(), [2, 42, 901, 903]);
+        let kept: Vec<u32> = shown.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(kept, [42, 903]);
+        assert!(sample_recording().kernel_tasks().is_empty());
+    }
+
+    #[test]
+    fn a_process_without_entry_is_named_by_its_main_thread() {
+        let mut r = sample_recording();
+        r.threads.push(Thread {
+            tid: 500,
+            pid: 500,
+            name: "cc1".into(),
+        });
+        assert_eq!(r.process_name(500), "cc1");
+        assert_eq!(r.process_name(42), "app");
+        assert_eq!(
+            r.process_name(501),
+            "app",
+            "nothing known: the recorded one's"
+        );
     }
 
     #[test]

@@ -233,6 +233,13 @@ fn random_recording(r: &mut Rng) -> Recording {
             command: r.vec(2, |r| r.text()),
             exe: r.text(),
             parent: pid(r),
+            // Sometimes a container's path, so the container id parser sees near misses.
+            cgroup: if r.chance(2) {
+                format!("/docker-{}{}.scope", "0f".repeat(r.below(34)), r.text())
+            } else {
+                r.text()
+            },
+            kernel_thread: r.chance(4),
         }),
         spans,
         span_runs,

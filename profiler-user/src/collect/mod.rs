@@ -260,6 +260,8 @@ pub fn preflight_command(pid: u32, argv: &[String]) -> Result<Target> {
         exe: exe
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        // Read again at its exec, where they are its own.
+        ..Default::default()
     };
     Ok(Target {
         info,

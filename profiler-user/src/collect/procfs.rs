@@ -87,6 +87,9 @@ pub struct ProcessInfo {
     pub comm: String,
     pub command: Vec<String>,
     pub exe: String,
+    /// cgroup v2 path, empty when unknown (see `model::Process::cgroup`).
+    pub cgroup: String,
+    pub kernel_thread: bool,
 }
 
 fn proc_path(pid: u32, leaf: &str) -> PathBuf {
@@ -123,11 +126,18 @@ impl ProcessInfo {
         let exe = fs::read_link(proc_path(pid, "exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Both only label outputs: a process that cannot tell them is still profiled.
+        let text = |leaf| fs::read_to_string(proc_path(pid, leaf)).unwrap_or_default();
+        let cgroup = crate::model::Process::cgroup_from_proc(&text("cgroup")).unwrap_or_default();
+        let kernel_thread =
+            crate::model::Process::kernel_thread_from_stat(&text("stat")).unwrap_or(false);
         Ok(Self {
             pid,
             comm,
             command,
             exe,
+            cgroup,
+            kernel_thread,
         })
     }
 }

@@ -122,7 +122,7 @@ mod tests {
         let mut out = Vec::new();
         write(
             rec,
-            &folded_lines(rec, crate::outputs::folded::GroupBy::Process),
+            &folded_lines(rec, crate::outputs::folded::GroupBy::Comm),
             &mut out,
         )
         .expect("render");

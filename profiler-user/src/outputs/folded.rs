@@ -1,5 +1,5 @@
-//! Brendan Gregg's folded stacks: `root;caller;callee count`, one line per distinct stack, the
-//! process name as the root frame. Read by flamegraph.pl, inferno, speedscope and others.
+//! Brendan Gregg's folded stacks: `root;caller;callee count`, one line per distinct stack,
+//! the process name (or what `--group-by` asks for) as the root frame. Read by flamegraph.pl, inferno, speedscope and others.
 use std::{collections::BTreeMap, io};
 
 use crate::{
@@ -22,30 +22,49 @@ fn push_sanitized(out: &mut String, name: &str) {
 /// What the root frames of each stack name (`--group-by`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
-    /// The process name; with several processes, `name [pid]` each.
+    /// The process name: processes that share it (a `make -j` of `cc1`s, a pool of
+    /// workers) share one root, which is what a machine-wide profile wants to compare.
     #[default]
+    Comm,
+    /// Each process on its own: `name [pid]`.
     Process,
-    /// The process, then the thread: `name [tid]`.
+    /// The process (`name [pid]`), then the thread: `name [tid]`.
     Thread,
-    /// One root for everything: the name of the process the recording began on.
+    /// No grouping frame: stacks start at their outermost function, so the same code run
+    /// by different processes merges.
     None,
 }
 
-fn push_root(line: &mut String, rec: &Recording, group: GroupBy, pid: u32, tid: u32) {
-    if group == GroupBy::None {
-        push_sanitized(line, &rec.meta().comm);
-        return;
-    }
-    push_sanitized(line, rec.process_name(pid));
-    if rec.processes.len() > 1 {
-        line.push_str(&format!(" [{pid}]"));
+/// Writes the grouping frames of a stack; returns whether it wrote any, so the caller knows
+/// whether the next frame needs a separator.
+fn push_root(line: &mut String, rec: &Recording, group: GroupBy, pid: u32, tid: u32) -> bool {
+    match group {
+        GroupBy::None => return false,
+        GroupBy::Comm => push_sanitized(line, rec.process_name(pid)),
+        GroupBy::Process | GroupBy::Thread => {
+            push_sanitized(line, rec.process_name(pid));
+            line.push_str(&format!(" [{pid}]"));
+        }
     }
     if group == GroupBy::Thread {
         line.push(';');
         push_sanitized(line, rec.thread_name(tid).unwrap_or("?"));
         line.push_str(&format!(" [{tid}]"));
     }
+    true
 }
+
+/// Appends one frame, with a separator unless it is the first.
+fn push_frame(line: &mut String, name: &str) {
+    if !line.is_empty() {
+        line.push(';');
+    }
+    push_sanitized(line, name);
+}
+
+/// A stack with no frame and no grouping frame still needs a name: an empty line is not a
+/// folded record.
+const NO_STACK: &str = "[no stack]";
 
 /// The folded stack of a sample taken inside `spans` (root span first): the span path sits
 /// between the grouping frames and the functions, as `span:NAME` frames.
@@ -60,12 +79,13 @@ pub fn stack_line_in_span(
     let mut line = String::new();
     push_root(&mut line, rec, group, pid, tid);
     for span in spans {
-        line.push_str(";span:");
-        push_sanitized(&mut line, span);
+        push_frame(&mut line, &format!("span:{span}"));
     }
     for frame in rec.frames(stack).iter().rev() {
-        line.push(';');
-        push_sanitized(&mut line, &frame.to_string());
+        push_frame(&mut line, &frame.to_string());
+    }
+    if line.is_empty() {
+        line.push_str(NO_STACK);
     }
     line
 }
@@ -114,18 +134,18 @@ fn off_cpu_line(rec: &Recording, group: GroupBy, o: &crate::model::OffCpu) -> St
     let frames = rec.frames(o.stack);
     let (kernel, user): (Vec<_>, Vec<_>) = frames.iter().partition(|f| f.kind == FrameKind::Kernel);
     for frame in user.iter().rev() {
-        line.push(';');
-        push_sanitized(&mut line, &frame.to_string());
+        push_frame(&mut line, &frame.to_string());
     }
-    line.push(';');
-    line.push_str(if o.runnable {
-        PREEMPTED_FRAME
-    } else {
-        OFF_CPU_FRAME
-    });
+    push_frame(
+        &mut line,
+        if o.runnable {
+            PREEMPTED_FRAME
+        } else {
+            OFF_CPU_FRAME
+        },
+    );
     for frame in kernel.iter().rev() {
-        line.push(';');
-        push_sanitized(&mut line, &frame.to_string());
+        push_frame(&mut line, &frame.to_string());
     }
     line
 }
@@ -219,7 +239,7 @@ mod tests {
     fn off_cpu_stacks_put_the_marker_between_user_and_kernel_frames() {
         let rec = with_off_cpu(sample_recording());
         assert_eq!(
-            off_cpu_lines(&rec, GroupBy::Process),
+            off_cpu_lines(&rec, GroupBy::Comm),
             vec![
                 ("app;main;compute;hot_b;[preempted]".to_string(), 40),
                 (
@@ -235,7 +255,7 @@ mod tests {
     fn wall_time_adds_samples_times_period_to_off_cpu_time() {
         let rec = with_off_cpu(sample_recording());
         let wall: std::collections::HashMap<String, u64> =
-            wall_lines(&rec, GroupBy::Process).into_iter().collect();
+            wall_lines(&rec, GroupBy::Comm).into_iter().collect();
         // 99 Hz: a sample stands for 10101 µs (integer ns period, then µs).
         assert_eq!(wall["app;main;compute;hot_a;inlined_helper_[i]"], 60_606);
         assert_eq!(wall["app;main;compute;hot_b"], 30_303);
@@ -251,7 +271,7 @@ mod tests {
     fn folds_root_first_with_process_name() {
         let rec = sample_recording();
         let mut out = Vec::new();
-        write(&folded_lines(&rec, GroupBy::Process), &mut out).expect("write to memory");
+        write(&folded_lines(&rec, GroupBy::Comm), &mut out).expect("write to memory");
         let text = String::from_utf8(out).expect("utf-8");
         assert_eq!(
             text,
@@ -282,7 +302,7 @@ mod tests {
         ];
         rec.samples[0].span = 2;
         rec.samples[6].span = 1;
-        let lines = span_folded_lines(&rec, GroupBy::Process);
+        let lines = span_folded_lines(&rec, GroupBy::Comm);
         let find = |prefix: &str| {
             lines
                 .iter()
@@ -314,28 +334,77 @@ mod tests {
             r
         };
         let t = roots(folded_lines(&rec, GroupBy::Thread));
-        assert!(t.contains(&"app;app [42]".to_string()), "{t:?}");
-        assert!(t.contains(&"app;worker [43]".to_string()), "{t:?}");
-        // A second process: roots name each process with its pid.
-        rec.processes.push(crate::model::Process {
-            pid: 77,
-            comm: "child".into(),
-            ..Default::default()
-        });
+        assert!(t.contains(&"app [42];app [42]".to_string()), "{t:?}");
+        assert!(t.contains(&"app [42];worker [43]".to_string()), "{t:?}");
+        // Two more processes, two of the three sharing a name.
+        for (pid, comm) in [(77, "child"), (78, "app")] {
+            rec.processes.push(crate::model::Process {
+                pid,
+                comm: comm.into(),
+                ..Default::default()
+            });
+        }
         rec.samples[0].pid = 77;
+        rec.samples[1].pid = 78;
+        rec.samples[2].pid = 78;
+        let by_root = |lines: &[(String, u64)]| {
+            let mut m: BTreeMap<String, u64> = BTreeMap::new();
+            for (l, n) in lines {
+                *m.entry(l.split(';').next().unwrap_or("").to_string())
+                    .or_default() += n;
+            }
+            m.into_iter().collect::<Vec<_>>()
+        };
+        // Default: one root per name, the two `app` processes merged.
+        let c = folded_lines(&rec, GroupBy::Comm);
+        assert_eq!(
+            by_root(&c),
+            [("app".to_string(), 9), ("child".to_string(), 1)]
+        );
         let p = folded_lines(&rec, GroupBy::Process);
+        assert_eq!(
+            by_root(&p),
+            [
+                ("app [42]".to_string(), 7),
+                ("app [78]".to_string(), 2),
+                ("child [77]".to_string(), 1)
+            ]
+        );
         assert!(p.iter().any(|(l, _)| l.starts_with("child [77];main")));
-        assert!(p.iter().any(|(l, _)| l.starts_with("app [42];main")));
+        // No grouping frame: stacks start at their outermost function and merge across
+        // processes.
         let n = folded_lines(&rec, GroupBy::None);
-        assert!(n.iter().all(|(l, _)| l.starts_with("app;main")), "{n:?}");
+        assert!(n.iter().all(|(l, _)| l.starts_with("main;")), "{n:?}");
+        assert_eq!(
+            n.iter()
+                .find(|(l, _)| l == "main;compute;hot_a;inlined_helper_[i]")
+                .map(|(_, c)| *c),
+            Some(6)
+        );
         assert_eq!(n.iter().map(|(_, c)| c).sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn a_stack_without_frames_and_without_root_is_still_a_record() {
+        let mut rec = sample_recording();
+        rec.stacks.push(crate::model::Stack::default());
+        rec.samples[0].stack = 3;
+        let n = folded_lines(&rec, GroupBy::None);
+        assert!(n.contains(&("[no stack]".to_string(), 1)), "{n:?}");
+        assert!(n.iter().all(|(l, _)| !l.is_empty() && !l.starts_with(';')));
+        let rec = with_off_cpu(sample_recording());
+        let off = off_cpu_lines(&rec, GroupBy::None);
+        assert!(
+            off.contains(&("main;compute;hot_b;[preempted]".to_string(), 40)),
+            "{off:?}"
+        );
     }
 
     #[test]
     fn separators_inside_names_are_replaced() {
         let mut rec = sample_recording();
         rec.functions[2].name = "hot_a<[u8; 16]>\nx".into();
-        let line = stack_line_in_span(&rec, GroupBy::Process, 42, 0, 0, &[]);
+        let line = stack_line_in_span(&rec, GroupBy::Comm, 42, 0, 0, &[]);
         assert_eq!(
             line,
             "app;main;compute;hot_a<[u8: 16]> x;inlined_helper_[i]"

@@ -188,6 +188,8 @@ pub struct Parts {
     pub pprof: bool,
     pub perfetto_spans: perfetto::SpanTracks,
     pub group_by: folded::GroupBy,
+    /// Kernel threads and the idle task stay in the outputs (`--kernel-threads`).
+    pub kernel_threads: bool,
 }
 
 impl Parts {
@@ -199,7 +201,8 @@ impl Parts {
         perfetto: false,
         pprof: false,
         perfetto_spans: perfetto::SpanTracks::Both,
-        group_by: folded::GroupBy::Process,
+        group_by: folded::GroupBy::Comm,
+        kernel_threads: false,
     };
 
     pub const ALL: Self = Self {
@@ -210,7 +213,8 @@ impl Parts {
         perfetto: true,
         pprof: true,
         perfetto_spans: perfetto::SpanTracks::Both,
-        group_by: folded::GroupBy::Process,
+        group_by: folded::GroupBy::Comm,
+        kernel_threads: false,
     };
 }
 
@@ -247,6 +251,44 @@ impl Written {
     }
 }
 
+/// The recording as the derived outputs show it: without kernel threads and the idle task
+/// unless `--kernel-threads` asks for them, since a machine-wide profile is about programs,
+/// and with what was left out, for the summary to say. `recording.pb` always keeps them.
+pub struct Shown<'a> {
+    pub rec: std::borrow::Cow<'a, Recording>,
+    pub hidden: summary::KernelTasksHidden,
+}
+
+impl<'a> Shown<'a> {
+    pub fn new(rec: &'a Recording, kernel_threads: bool) -> Self {
+        let hide: std::collections::HashSet<u32> = if kernel_threads {
+            Default::default()
+        } else {
+            rec.kernel_tasks().into_keys().collect()
+        };
+        if hide.is_empty() {
+            return Self {
+                rec: std::borrow::Cow::Borrowed(rec),
+                hidden: Default::default(),
+            };
+        }
+        let (shown, samples) = rec.without_pids(&hide);
+        Self {
+            rec: std::borrow::Cow::Owned(shown),
+            hidden: summary::KernelTasksHidden {
+                processes: hide.len() as u64,
+                samples,
+            },
+        }
+    }
+
+    pub fn summary(&self) -> summary::Summary {
+        let mut s = summary::Summary::new(&self.rec);
+        s.kernel_tasks_hidden = self.hidden.clone();
+        s
+    }
+}
+
 /// Writes the selected outputs of `rec` into `dir`: the recording first, since every other
 /// output can be regenerated from it, then each derived output on its own, so one that fails
 /// (disk full, permissions) neither stops the others nor removes anything already written.
@@ -267,6 +309,8 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Written 
         });
         put(&mut out, RECORDING_FILE, r);
     }
+    let shown = Shown::new(rec, parts.kernel_threads);
+    let rec: &Recording = &shown.rec;
     let derived = |out: &mut Written,
                    name: &'static str,
                    fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>| {
@@ -347,7 +391,7 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Written 
         );
     }
     if parts.summary {
-        let summary = summary::Summary::new(rec);
+        let summary = shown.summary();
         let text = summary.to_text();
         derived(&mut out, SUMMARY_TXT_FILE, &mut |w| {
             w.write_all(text.as_bytes()).map_err(|source| Error::Write {
@@ -422,6 +466,8 @@ pub fn write_format(
         path: dest.to_path_buf(),
         source,
     };
+    let shown = Shown::new(rec, parts.kernel_threads);
+    let rec: &Recording = &shown.rec;
     match format {
         Format::Folded => {
             folded::write(&folded::folded_lines(rec, parts.group_by), w).map_err(werr)
@@ -430,7 +476,7 @@ pub fn write_format(
         Format::Perfetto => perfetto::write(rec, parts.perfetto_spans, w).map_err(werr),
         Format::Pprof => pprof::write(&pprof::cpu_profile(rec), w).map_err(werr),
         Format::Json => {
-            let json = serde_json::to_vec_pretty(&summary::Summary::new(rec))
+            let json = serde_json::to_vec_pretty(&shown.summary())
                 .map_err(|e| Error::Internal(format!("summary JSON: {e}")))?;
             w.write_all(&json)
                 .and_then(|()| w.write_all(b"\n"))

@@ -29,6 +29,13 @@ pub struct Summary {
     pub stop_reason: String,
     pub samples: SampleAccounting,
     pub threads: Vec<ThreadShare>,
+    /// Per process, most samples first.
+    pub processes: Vec<ProcessShare>,
+    /// Per cgroup, most samples first; empty when no process's cgroup is known.
+    pub cgroups: Vec<CgroupShare>,
+    /// Kernel threads and the idle task left out of every output but `recording.pb`
+    /// (`--kernel-threads` keeps them).
+    pub kernel_tasks_hidden: KernelTasksHidden,
     pub top_self: Vec<FunctionShare>,
     pub top_total: Vec<FunctionShare>,
     pub hot_paths: Vec<HotPath>,
@@ -244,6 +251,42 @@ pub struct ThreadShare {
 }
 
 #[derive(Debug, Serialize)]
+pub struct ProcessShare {
+    pub pid: u32,
+    pub comm: String,
+    /// cgroup v2 path; empty when unknown.
+    pub cgroup: String,
+    /// Container id found in the cgroup path (docker, containerd, CRI-O, podman).
+    pub container: Option<String>,
+    pub samples: u64,
+    /// Of all samples of the profile.
+    pub percent: f64,
+    /// Its hottest functions by self time; `percent` of the process's own samples.
+    pub top_self: Vec<FunctionShare>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CgroupShare {
+    pub cgroup: String,
+    pub container: Option<String>,
+    /// Processes of the profile in it.
+    pub processes: u64,
+    pub samples: u64,
+    pub percent: f64,
+    /// `percent` of the cgroup's own samples.
+    pub top_self: Vec<FunctionShare>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KernelTasksHidden {
+    pub processes: u64,
+    pub samples: u64,
+}
+
+/// Functions per process and per cgroup in the tables.
+const TOP_PER_GROUP: usize = 3;
+
+#[derive(Debug, Serialize)]
 pub struct FunctionShare {
     pub name: String,
     pub samples: u64,
@@ -385,6 +428,7 @@ impl Summary {
         }
         let mut self_counts: HashMap<String, u64> = HashMap::new();
         let mut total_counts: HashMap<String, u64> = HashMap::new();
+        let mut self_per_pid: HashMap<u32, HashMap<String, u64>> = HashMap::new();
         let mut root = Node::default();
         for (&(pid, stack), &n) in &per_stack {
             let frames: Vec<String> = rec.frames(stack).iter().map(|f| f.to_string()).collect();
@@ -392,6 +436,11 @@ impl Summary {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "[no stack]".to_string());
+            *self_per_pid
+                .entry(pid)
+                .or_default()
+                .entry(leaf.clone())
+                .or_default() += n;
             *self_counts.entry(leaf).or_default() += n;
             // Recursion must not count a function twice in one sample.
             let unique: HashSet<&String> = frames.iter().collect();
@@ -435,6 +484,8 @@ impl Summary {
             .collect();
         threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
 
+        let (processes, cgroups) = process_tables(rec, self_per_pid, total);
+
         let modules_without_symbols = rec
             .modules
             .iter()
@@ -472,6 +523,9 @@ impl Summary {
                 stack_map_collisions_sent_inline: c.stack_map_collisions,
             },
             threads,
+            processes,
+            cgroups,
+            kernel_tasks_hidden: KernelTasksHidden::default(),
             top_self: top(self_counts),
             top_total: top(total_counts),
             hot_paths,
@@ -561,6 +615,7 @@ impl Summary {
                 );
             }
         }
+        self.process_tables_text(&mut t);
         for (title, list) in [
             ("Top functions by self time", &self.top_self),
             ("Top functions by total time", &self.top_total),
@@ -592,6 +647,138 @@ impl Summary {
             off_cpu.to_text(&mut t);
         }
         t
+    }
+}
+
+/// The hottest functions of one group (a process, a cgroup) by self samples, with their
+/// share of the group's samples.
+fn top_of_group(counts: HashMap<String, u64>, group_total: u64) -> Vec<FunctionShare> {
+    let mut v: Vec<(String, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.into_iter()
+        .take(TOP_PER_GROUP)
+        .map(|(name, samples)| FunctionShare {
+            percent: percent(samples, group_total),
+            name,
+            samples,
+        })
+        .collect()
+}
+
+/// The per-process and per-cgroup tables, from each process's self samples per function.
+fn process_tables(
+    rec: &Recording,
+    self_per_pid: HashMap<u32, HashMap<String, u64>>,
+    total: u64,
+) -> (Vec<ProcessShare>, Vec<CgroupShare>) {
+    let cgroup_of = |pid: u32| {
+        rec.processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.cgroup.as_str())
+            .unwrap_or_default()
+    };
+    let container = |cgroup: &str| crate::model::Process::container_id(cgroup).map(str::to_string);
+    // cgroup → (pids, function → self samples)
+    let mut per_cgroup: BTreeMap<&str, (u64, HashMap<String, u64>)> = BTreeMap::new();
+    let mut processes = Vec::new();
+    for (pid, counts) in self_per_pid {
+        let cgroup = cgroup_of(pid);
+        if !cgroup.is_empty() {
+            let (pids, functions) = per_cgroup.entry(cgroup).or_default();
+            *pids += 1;
+            for (name, n) in &counts {
+                *functions.entry(name.clone()).or_default() += n;
+            }
+        }
+        let samples = counts.values().sum();
+        processes.push(ProcessShare {
+            pid,
+            comm: rec.process_name(pid).to_string(),
+            cgroup: cgroup.to_string(),
+            container: container(cgroup),
+            samples,
+            percent: percent(samples, total),
+            top_self: top_of_group(counts, samples),
+        });
+    }
+    processes.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.pid.cmp(&b.pid)));
+    let mut cgroups: Vec<CgroupShare> = per_cgroup
+        .into_iter()
+        .map(|(cgroup, (pids, counts))| {
+            let samples = counts.values().sum();
+            CgroupShare {
+                cgroup: cgroup.to_string(),
+                container: container(cgroup),
+                processes: pids,
+                samples,
+                percent: percent(samples, total),
+                top_self: top_of_group(counts, samples),
+            }
+        })
+        .collect();
+    cgroups.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.cgroup.cmp(&b.cgroup)));
+    (processes, cgroups)
+}
+
+impl Summary {
+    /// Tables of processes and cgroups, when there is more than one to compare.
+    fn process_tables_text(&self, t: &mut String) {
+        use std::fmt::Write as _;
+        let tops = |top: &[FunctionShare]| {
+            top.iter()
+                .map(|f| format!("{} {:.0}%", f.name, f.percent))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.processes.len() > 1 {
+            let _ = writeln!(t, "\nProcesses ({})", self.processes.len());
+            let _ = writeln!(
+                t,
+                "  {:>6} {:>8} {:>8}  {:<16} top functions by self time (share of the process)",
+                "share", "samples", "pid", "name"
+            );
+            for p in self.processes.iter().take(TOP) {
+                let _ = writeln!(
+                    t,
+                    "  {:5.1}% {:>8} {:>8}  {:<16} {}",
+                    p.percent,
+                    p.samples,
+                    p.pid,
+                    p.comm,
+                    tops(&p.top_self)
+                );
+            }
+            if self.processes.len() > TOP {
+                let _ = writeln!(t, "  … {} more in summary.json", self.processes.len() - TOP);
+            }
+        }
+        if self.cgroups.len() > 1 {
+            let _ = writeln!(t, "\nCgroups ({})", self.cgroups.len());
+            for c in self.cgroups.iter().take(TOP) {
+                let name = match &c.container {
+                    Some(id) => format!("{} (container {})", c.cgroup, &id[..id.len().min(12)]),
+                    None => c.cgroup.clone(),
+                };
+                let _ = writeln!(
+                    t,
+                    "  {:5.1}% {:>8} samples, {} process(es)  {}\n          {}",
+                    c.percent,
+                    c.samples,
+                    c.processes,
+                    name,
+                    tops(&c.top_self)
+                );
+            }
+        }
+        let h = &self.kernel_tasks_hidden;
+        if h.processes > 0 {
+            let _ = writeln!(
+                t,
+                "\n{} samples of {} kernel thread(s) and idle left out (--kernel-threads shows them)",
+                h.samples, h.processes
+            );
+        }
     }
 }
 
@@ -667,6 +854,106 @@ mod tests {
         let text = s.to_text();
         assert!(text.contains("Top functions by self time"));
         assert!(text.contains("2 lost (ring buffer full 2"));
+    }
+
+    #[test]
+    fn per_process_and_per_cgroup_tables() {
+        let mut rec = sample_recording();
+        let id = "ab".repeat(32);
+        rec.processes[0].cgroup = "/user.slice/session-1.scope".into();
+        rec.processes.push(crate::model::Process {
+            pid: 77,
+            comm: "child".into(),
+            cgroup: format!("/system.slice/docker-{id}.scope"),
+            ..Default::default()
+        });
+        // child: 2 samples of hot_a, 1 of hot_b, 1 of the kernel stack; app keeps 6.
+        for i in [0, 1, 6, 9] {
+            rec.samples[i].pid = 77;
+        }
+        let s = Summary::new(&rec);
+        let rows: Vec<(u32, &str, u64)> = s
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.comm.as_str(), p.samples))
+            .collect();
+        assert_eq!(rows, [(42, "app", 6), (77, "child", 4)]);
+        let sum: f64 = s.processes.iter().map(|p| p.percent).sum();
+        assert!((sum - 100.0).abs() < 1e-9, "{sum}");
+        let child = &s.processes[1];
+        let top: Vec<(&str, u64, f64)> = child
+            .top_self
+            .iter()
+            .map(|f| (f.name.as_str(), f.samples, f.percent))
+            .collect();
+        // Shares of the process's own samples, at most three.
+        assert_eq!(
+            top,
+            [
+                ("inlined_helper_[i]", 2, 50.0),
+                ("asm_sysvec_apic_timer_interrupt_[k]", 1, 25.0),
+                ("hot_b", 1, 25.0)
+            ]
+        );
+        assert_eq!(child.container.as_deref(), Some(id.as_str()));
+        assert_eq!(s.processes[0].container, None);
+        let cgroups: Vec<(&str, u64, u64)> = s
+            .cgroups
+            .iter()
+            .map(|c| (c.cgroup.as_str(), c.processes, c.samples))
+            .collect();
+        assert_eq!(
+            cgroups,
+            [
+                ("/user.slice/session-1.scope", 1, 6),
+                (&*format!("/system.slice/docker-{id}.scope"), 1, 4)
+            ]
+        );
+        let text = s.to_text();
+        assert!(text.contains("Processes (2)"), "{text}");
+        assert!(
+            text.lines().any(|l| l.contains(" 77 ")
+                && l.contains("child")
+                && l.contains("inlined_helper_[i] 50%")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("(container {})", &id[..12])),
+            "{text}"
+        );
+        let v = serde_json::to_value(&s).expect("serializable");
+        assert_eq!(v["processes"][1]["top_self"][0]["percent"], 50.0);
+        assert_eq!(v["cgroups"][1]["container"], id.as_str());
+        // One process, no cgroup: no table in the text (the JSON still has the row).
+        let one = Summary::new(&sample_recording());
+        assert!(!one.to_text().contains("Processes ("));
+        assert_eq!(one.processes.len(), 1);
+        assert!(one.cgroups.is_empty());
+    }
+
+    #[test]
+    fn kernel_tasks_are_left_out_and_counted_unless_asked() {
+        let rec = crate::model::tests::with_kernel_tasks();
+        let shown = crate::outputs::Shown::new(&rec, false);
+        let s = shown.summary();
+        assert_eq!(s.kernel_tasks_hidden.processes, 3);
+        assert_eq!(s.kernel_tasks_hidden.samples, 3);
+        assert_eq!(s.samples.recorded, 13);
+        let mut pids: Vec<u32> = s.processes.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        assert_eq!(pids, [2, 42, 901, 903]);
+        assert!(
+            s.to_text()
+                .contains("3 samples of 3 kernel thread(s) and idle left out")
+        );
+        let all = crate::outputs::Shown::new(&rec, true).summary();
+        assert_eq!(all.kernel_tasks_hidden.processes, 0);
+        assert_eq!(all.samples.recorded, 16);
+        assert!(
+            all.processes
+                .iter()
+                .any(|p| p.pid == 0 && p.comm == "swapper")
+        );
     }
 
     #[test]

@@ -515,6 +515,8 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
                     command: i.command.clone(),
                     exe: i.exe.clone(),
                     parent: raw.processes.parents.get(&i.pid).copied().unwrap_or(0),
+                    cgroup: i.cgroup.clone(),
+                    kernel_thread: i.kernel_thread,
                 })
                 .collect();
             // A process gone before userspace could read anything of it still has its

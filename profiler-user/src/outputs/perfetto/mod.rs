@@ -424,6 +424,9 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
     pids.extend(rec.samples.iter().map(|s| s.pid));
     pids.extend(rec.spans.iter().map(|s| s.pid));
     pids.extend(rec.off_cpu_intervals.iter().map(|o| o.pid));
+    // Every thread track below names its process's track as parent: it must exist.
+    pids.extend(rec.threads.iter().map(|t| t.pid));
+    pids.extend(rec.span_runs.iter().map(|r| r.pid));
     pids.sort_unstable();
     pids.dedup();
     for &pid in &pids {
@@ -624,6 +627,84 @@ mod tests {
             .filter_map(|p| p.perf_sample.as_ref()?.kernel_records_lost)
             .sum();
         assert_eq!(lost, 2);
+    }
+
+    /// Process tracks (pid → name) of a trace.
+    fn process_tracks(bytes: &[u8]) -> Vec<(u32, String)> {
+        packets(bytes)
+            .iter()
+            .filter_map(|p| p.track_descriptor.as_ref()?.process.as_ref())
+            .map(|p| {
+                (
+                    p.pid.unwrap_or(-1) as u32,
+                    p.process_name.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernel_threads_and_idle_have_tracks_only_when_asked() {
+        use crate::outputs::{Format, Parts, write_format};
+        let rec = crate::model::tests::with_kernel_tasks();
+        let trace = |kernel_threads| {
+            let mut bytes = Vec::new();
+            let parts = Parts {
+                kernel_threads,
+                ..Parts::NONE
+            };
+            write_format(
+                &rec,
+                Format::Perfetto,
+                parts,
+                std::path::Path::new("-"),
+                &mut bytes,
+            )
+            .expect("write to memory");
+            bytes
+        };
+        let shown = trace(false);
+        let pids: Vec<u32> = process_tracks(&shown).into_iter().map(|t| t.0).collect();
+        assert_eq!(pids, [2, 42, 901, 903]);
+        let samples = packets(&shown)
+            .iter()
+            .filter(|p| {
+                p.perf_sample
+                    .as_ref()
+                    .is_some_and(|s| s.callstack_iid.is_some())
+            })
+            .count();
+        assert_eq!(samples, 13);
+        let pids: Vec<u32> = process_tracks(&trace(true))
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(pids, [0, 2, 42, 900, 901, 902, 903]);
+    }
+
+    #[test]
+    fn every_thread_track_has_its_process_track() {
+        let mut rec = sample_recording();
+        // Known as a thread only: no process entry, no sample.
+        rec.threads.push(crate::model::Thread {
+            tid: 601,
+            pid: 600,
+            name: "lonely".into(),
+        });
+        let mut bytes = Vec::new();
+        write(&rec, SpanTracks::Both, &mut bytes).expect("write to memory");
+        let mut described = HashSet::new();
+        for p in packets(&bytes) {
+            let Some(t) = p.track_descriptor else {
+                continue;
+            };
+            if let Some(parent) = t.parent_uuid {
+                assert!(described.contains(&parent), "parent of {:?} first", t.uuid);
+            }
+            described.insert(t.uuid.unwrap_or(0));
+        }
+        assert!(described.contains(&process_uuid(600)));
+        assert!(described.contains(&thread_uuid(601)));
     }
 
     fn recording_with_spans() -> Recording {

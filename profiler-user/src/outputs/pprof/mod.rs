@@ -228,6 +228,19 @@ impl<'a> Builder<'a> {
         if let Some(name) = rec.thread_name(tid) {
             labels.push(self.str_label("thread", name));
         }
+        // Where a process ran, for tools that filter or group by it (`-tagfocus`, Pyroscope).
+        if let Some(cgroup) = rec
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.cgroup.as_str())
+            .filter(|c| !c.is_empty())
+        {
+            labels.push(self.str_label("cgroup", cgroup));
+            if let Some(id) = crate::model::Process::container_id(cgroup) {
+                labels.push(self.str_label("container_id", id));
+            }
+        }
         if span != 0 {
             labels.push(self.str_label("span_id", &format!("{span:016x}")));
             let path = self.spans.path(pid, span);
@@ -560,6 +573,33 @@ mod tests {
                 .iter()
                 .all(|s| s.label.iter().any(|l| l.key == pid && l.num == 42))
         );
+    }
+
+    #[test]
+    fn cgroup_and_container_labels_when_known() {
+        let mut rec = sample_recording();
+        let id = "c0".repeat(32);
+        rec.processes[0].cgroup = format!("/system.slice/docker-{id}.scope");
+        rec.processes.push(crate::model::Process {
+            pid: 77,
+            comm: "child".into(),
+            ..Default::default()
+        });
+        rec.samples[0].pid = 77;
+        let p = cpu_profile(&rec);
+        let of = |pid: u32| {
+            p.sample
+                .iter()
+                .find(|s| label(&p, s, "process") == Some(if pid == 42 { "app" } else { "child" }))
+                .expect("a sample of the process")
+        };
+        assert_eq!(
+            label(&p, of(42), "cgroup"),
+            Some(rec.processes[0].cgroup.as_str())
+        );
+        assert_eq!(label(&p, of(42), "container_id"), Some(id.as_str()));
+        assert_eq!(label(&p, of(77), "cgroup"), None, "unknown: no label");
+        assert_eq!(label(&p, of(77), "container_id"), None);
     }
 
     #[test]
