@@ -24,6 +24,13 @@ pub mod names {
     pub const PROGRAM_SPAN_FN_RETURN: &str = "span_fn_return";
     pub const MAP_THREAD_SPANS: &str = "THREAD_SPANS";
     pub const MAP_PENDING_CHILDREN: &str = "PENDING_CHILDREN";
+    /// Scopes beyond a list of pids: every process of the profiler's PID namespace, or
+    /// every process in a cgroup v2 subtree (its id and depth below the root).
+    pub const GLOBAL_SCOPE_ALL: &str = "SCOPE_ALL";
+    pub const GLOBAL_SCOPE_CGROUP_ID: &str = "SCOPE_CGROUP_ID";
+    pub const GLOBAL_SCOPE_CGROUP_LEVEL: &str = "SCOPE_CGROUP_LEVEL";
+    /// Target flags (`target::DWARF`) of processes that join a scope.
+    pub const GLOBAL_SCOPE_FLAGS: &str = "SCOPE_FLAGS";
     pub const PROGRAM_PROCESS_FORK: &str = "process_fork";
     pub const PROGRAM_PROCESS_EXEC: &str = "process_exec";
     pub const PROGRAM_PROCESS_EXIT: &str = "process_exit";

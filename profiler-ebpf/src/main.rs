@@ -19,9 +19,9 @@ mod programs {
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
             bpf_probe_read_kernel,
             generated::{
-                bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid,
-                bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user, bpf_ringbuf_output,
-                bpf_task_pt_regs,
+                bpf_get_attach_cookie, bpf_get_current_ancestor_cgroup_id,
+                bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid, bpf_get_stack,
+                bpf_ktime_get_boot_ns, bpf_probe_read_user, bpf_ringbuf_output, bpf_task_pt_regs,
             },
         },
         macros::{map, perf_event, raw_tracepoint, uprobe, uretprobe},
@@ -142,11 +142,53 @@ mod programs {
     static PENDING_CHILDREN: HashMap<u32, u64> =
         HashMap::with_max_entries(defaults::MAX_TARGETS, 0);
 
-    /// The current task's flags if its process is a target, promoting a pending child.
+    #[unsafe(no_mangle)]
+    static SCOPE_ALL: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SCOPE_CGROUP_ID: u64 = 0;
+    #[unsafe(no_mangle)]
+    static SCOPE_CGROUP_LEVEL: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SCOPE_FLAGS: u32 = 0;
+
+    /// Whether the current task's process belongs to the scope (`--all`, `--cgroup`), which
+    /// the kernel decides by itself: a process that starts and ends between two reads of
+    /// userspace is still in it. The idle task (pid 0) never is.
+    #[inline(always)]
+    fn in_scope(pid: u32) -> bool {
+        // SAFETY: read-only globals the loader fills in before the programs run.
+        let (all, cgroup, level) = unsafe {
+            (
+                core::ptr::read_volatile(&SCOPE_ALL),
+                core::ptr::read_volatile(&SCOPE_CGROUP_ID),
+                core::ptr::read_volatile(&SCOPE_CGROUP_LEVEL),
+            )
+        };
+        if pid == 0 {
+            return false;
+        }
+        if all != 0 {
+            return true;
+        }
+        // SAFETY: plain helper call; an ancestor level deeper than the task's gives 0.
+        cgroup != 0 && unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) } == cgroup
+    }
+
+    /// The current task's flags if its process is a target, promoting a pending child or a
+    /// process of the scope.
     #[inline(always)]
     fn target_flags(pid: u32) -> Option<*mut u32> {
         if let Some(flags) = TARGETS.get_ptr_mut(pid) {
             return Some(flags);
+        }
+        if in_scope(pid) {
+            // SAFETY: a read-only global the loader fills in before the programs run.
+            let flags = unsafe { core::ptr::read_volatile(&SCOPE_FLAGS) } & target::DWARF;
+            if TARGETS.insert(pid, target::FOLLOW | flags, 0).is_err() {
+                bump(counter::TARGETS_FULL);
+                return None;
+            }
+            return TARGETS.get_ptr_mut(pid);
         }
         let host = (bpf_get_current_pid_tgid() >> 32) as u32;
         // SAFETY: a plain copy of the value.

@@ -83,10 +83,23 @@ pub fn ps(args: PsArgs) -> Result<()> {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container"])))]
 pub struct RecordArgs {
-    /// Process to profile.
-    #[arg(long, short)]
-    pub pid: u32,
+    /// Process to profile; repeat (or separate with commas) for several.
+    #[arg(long, short, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+    /// Every process of the profiler's PID namespace: the whole machine from the host, the
+    /// pod's processes from a sidecar that shares its PID namespace.
+    #[arg(long)]
+    pub all: bool,
+    /// Every process in a cgroup v2 directory and below it (absolute, or relative to the
+    /// cgroup v2 root), including processes that enter it later.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Every process of a container, by id (at least 12 hex digits): docker, containerd,
+    /// CRI-O and podman cgroup layouts.
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
     /// Also profile every process the target starts from now on (followed in the kernel).
     #[arg(long)]
     pub follow_children: bool,
@@ -387,8 +400,14 @@ fn check_frequency(hz: u64) -> Result<()> {
     Ok(())
 }
 
-fn record_options(s: &SamplingArgs, follow_children: bool, forward: Option<u32>) -> RecordOptions {
+fn record_options(
+    s: &SamplingArgs,
+    follow_children: bool,
+    forward: Option<u32>,
+    scope: collect::scope::Scope,
+) -> RecordOptions {
     RecordOptions {
+        scope,
         spans: s.spans,
         span_fns: s.span_fns.clone(),
         follow_children,
@@ -461,14 +480,29 @@ async fn record_into(
 pub async fn record(args: RecordArgs) -> Result<()> {
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
-    let target = collect::preflight(args.pid)?;
+    use collect::scope::{Cgroup, Scope};
+    let scope = if args.all {
+        Scope::All
+    } else if let Some(path) = &args.cgroup {
+        Scope::Cgroup(Cgroup::resolve(path)?)
+    } else if let Some(id) = &args.container {
+        Scope::Cgroup(collect::scope::container(id)?)
+    } else {
+        let mut pids = args.pid.clone();
+        pids.dedup();
+        Scope::Pids(pids)
+    };
+    let target = match &scope {
+        Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
+        _ => collect::preflight_scope(&scope)?,
+    };
     let out_path = args
         .sampling
         .output
         .clone()
-        .unwrap_or_else(|| default_output_dir(&target.info.comm, args.pid));
+        .unwrap_or_else(|| default_output_dir(&target.info.comm, target.info.pid));
     let dir = OutputDir::prepare(&out_path)?;
-    let opts = record_options(&args.sampling, args.follow_children, None);
+    let opts = record_options(&args.sampling, args.follow_children, None, scope);
     let rec = record_into(
         target,
         dir,
@@ -518,7 +552,12 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             return Err(e);
         }
     };
-    let opts = record_options(&args.sampling, true, Some(pid));
+    let opts = record_options(
+        &args.sampling,
+        true,
+        Some(pid),
+        collect::scope::Scope::Pids(vec![pid]),
+    );
     let recorded = record_into(
         target,
         dir,

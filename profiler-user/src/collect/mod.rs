@@ -13,6 +13,7 @@ pub mod processes;
 pub mod procfs;
 pub mod ps;
 pub mod run;
+pub mod scope;
 pub mod session;
 pub mod sideband;
 pub mod spans;
@@ -50,6 +51,8 @@ pub struct RecordOptions {
     pub span_fns: Vec<spans::SpanFn>,
     /// Processes the target forks become targets too.
     pub follow_children: bool,
+    /// What is recorded: processes by pid, the PID namespace, a cgroup.
+    pub scope: scope::Scope,
     /// `run`: SIGTERM goes to this process (the command) and Ctrl-C is left to it, instead of
     /// stopping the recording, which ends when the command exits.
     pub forward_signals_to: Option<u32>,
@@ -65,6 +68,14 @@ pub struct RecordOptions {
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
     pub stall_consumer: Option<Duration>,
+}
+
+impl RecordOptions {
+    /// Whether processes started during the recording can become targets: followed
+    /// children, or any process that enters a scope wider than a list of pids.
+    pub fn follows(&self) -> bool {
+        self.follow_children || !matches!(self.scope, scope::Scope::Pids(_))
+    }
 }
 
 /// How user stacks are walked (`--call-graph`).
@@ -220,7 +231,10 @@ pub struct Target {
     modules: modules::ModuleStore,
     /// The executable it runs (or, under `run`, will run).
     exe_module: Option<modules::ModuleId>,
-    pidfd: OwnedFd,
+    /// Ends the recording when the process exits; None for a scope of many processes.
+    pidfd: Option<OwnedFd>,
+    /// The other processes in scope when the recording begins.
+    others: Vec<(ProcessInfo, AddressSpace)>,
 }
 
 /// `run`: the held child has not exec'd yet, so its /proc describes the profiler itself.
@@ -268,7 +282,46 @@ pub fn preflight_command(pid: u32, argv: &[String]) -> Result<Target> {
         space,
         modules,
         exe_module,
-        pidfd,
+        pidfd: Some(pidfd),
+        others: Vec::new(),
+    })
+}
+
+/// A scope of several processes (`--pid` given more than once, `--all`, `--cgroup`): each
+/// process in it now, read from /proc. The recording is described as the first `--pid`, or
+/// as the scope itself (pid 0) for the others.
+pub fn preflight_scope(scope: &scope::Scope) -> Result<Target> {
+    privileges::check_sampling()?;
+    let mut modules = modules::ModuleStore::default();
+    let mut others = Vec::new();
+    for pid in scope.current_pids() {
+        // Processes that exit meanwhile, and kernel threads (no maps), are simply skipped
+        // or kept with an empty space: the kernel still places their samples.
+        let Ok(info) = ProcessInfo::capture(pid) else {
+            if matches!(scope, scope::Scope::Pids(_)) {
+                return Err(Error::NoSuchProcess(pid));
+            }
+            continue;
+        };
+        let mut space = AddressSpace::new(pid);
+        let _ = space.refresh(&mut modules);
+        others.push((info, space));
+    }
+    let name = scope.name();
+    let info = ProcessInfo {
+        pid: 0,
+        comm: name.clone(),
+        command: Vec::new(),
+        exe: String::new(),
+        ..Default::default()
+    };
+    Ok(Target {
+        info,
+        space: AddressSpace::new(0),
+        modules,
+        exe_module: None,
+        pidfd: None,
+        others,
     })
 }
 
@@ -289,7 +342,8 @@ pub fn preflight(pid: u32) -> Result<Target> {
         space,
         modules,
         exe_module,
-        pidfd,
+        pidfd: Some(pidfd),
+        others: Vec::new(),
     })
 }
 
@@ -314,9 +368,16 @@ pub async fn record(
         modules,
         exe_module,
         pidfd,
+        others,
     } = target;
+    // pid 0: a scope of many processes, none of which the recording is named after.
     let pid = info.pid;
-    let threads: HashMap<u32, String> = procfs::thread_names(pid).into_iter().collect();
+    let mut pids: Vec<u32> = others.iter().map(|(i, _)| i.pid).collect();
+    if pid != 0 {
+        pids.insert(0, pid);
+    }
+    let threads: HashMap<u32, String> =
+        pids.iter().flat_map(|&p| procfs::thread_names(p)).collect();
     modules::raise_nofile();
     let started = Instant::now();
 
@@ -324,10 +385,15 @@ pub async fn record(
         .and_then(|id| modules.get(id))
         .and_then(|m| m.frame_pointers());
     let dwarf = session::wants_dwarf(opts.call_graph, exe_fp);
-    let mut session = session::Session::load(opts, pid, dwarf)?;
+    let initial: &[u32] = if matches!(opts.scope, scope::Scope::Pids(_)) {
+        &pids
+    } else {
+        &[]
+    };
+    let mut session = session::Session::load(opts, initial, dwarf)?;
     // Before anything can run in the target: every mapping from now on is reported.
     let sideband = sideband::Sideband::open(&session.cpus)?;
-    let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follow_children {
+    let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follows() {
         Some(session.take_targets()?)
     } else {
         None
@@ -335,9 +401,22 @@ pub async fn record(
     let ring = session.take_ring()?;
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
-    let (probes, readables) = probe_modules(&space, &modules, exe_module);
-    let spans_attached = session.attach_spans(&probes, pid, &info.exe, opts)?;
-    drop(readables);
+    // Spans are attached in the process the recording is named after; in a scope of many
+    // processes, not yet (said in the warnings).
+    let mut warnings = Vec::new();
+    let spans_attached = if pid != 0 {
+        let (probes, readables) = probe_modules(&space, &modules, exe_module);
+        let attached = session.attach_spans(&probes, pid, &info.exe, opts)?;
+        drop(readables);
+        attached
+    } else {
+        if !opts.span_fns.is_empty() {
+            warnings.push(
+                "--span-fn is not attached in a scope of many processes yet: record one --pid for spans".into(),
+            );
+        }
+        spans::Attached::default()
+    };
     let mut meta = spans::MetaReader::open(pid);
     session.load_sampler()?;
     if let Some(hold) = opts.hold_before_attach {
@@ -348,15 +427,22 @@ pub async fn record(
     let start_boottime_ns = boottime_ns();
     let start_unix_ns = unix_ns();
 
-    let mut procs = processes::Processes::new(modules, opts.follow_children);
-    let root = procs.add_root(space, info.clone());
-    // The target may have died while we loaded: nothing of it could then be recorded.
-    let still_there = match procs.spaces.get_mut(root) {
-        Some(s) => s.refresh(&mut procs.modules).is_ok(),
-        None => false,
-    };
-    if procfs::has_exited(pid) || !still_there {
-        return Err(Error::ExitedBeforeAttach(pid));
+    let mut procs = processes::Processes::new(modules, opts.follows());
+    if pid != 0 {
+        let root = procs.add_root(space, info.clone());
+        // The target may have died while we loaded: nothing of it could then be recorded.
+        let still_there = match procs.spaces.get_mut(root) {
+            Some(s) => s.refresh(&mut procs.modules).is_ok(),
+            None => false,
+        };
+        if procfs::has_exited(pid) || !still_there {
+            return Err(Error::ExitedBeforeAttach(pid));
+        }
+    }
+    for (other, mut space) in others {
+        // Mappings made between preflight and attach: the side-band records only start now.
+        let _ = space.refresh(&mut procs.modules);
+        procs.add_root(space, other);
     }
     announce(&info, opts, &spans_attached, dwarf);
     on_attached()?;
@@ -368,8 +454,18 @@ pub async fn record(
     // SAFETY: as above; the epoll descriptor lives as long as the Sideband.
     let mut sideband = unsafe { AsyncFd::register(sideband) }
         .map_err(|e| Error::io("polling the side-band records", e.into()))?;
-    let pidfd = unsafe { AsyncFd::register(pidfd) }
-        .map_err(|e| Error::io("polling the target's pidfd", e.into()))?;
+    let pidfd = match pidfd {
+        Some(fd) => Some(
+            unsafe { AsyncFd::register(fd) }
+                .map_err(|e| Error::io("polling the target's pidfd", e.into()))?,
+        ),
+        None => None,
+    };
+    // Several --pid: the recording ends when the last of them has exited.
+    let listed = match &opts.scope {
+        scope::Scope::Pids(p) if p.len() > 1 => p.clone(),
+        _ => Vec::new(),
+    };
     if let Some(stall) = opts.stall_consumer {
         std::thread::sleep(stall);
     }
@@ -380,7 +476,6 @@ pub async fn record(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     // From here on samples exist: a failure ends the recording early or leaves a part out,
     // and is told in the warnings, but never loses what was recorded.
-    let mut warnings = Vec::new();
     let stop_reason = loop {
         tokio::select! {
             guard = sideband.readable_mut() => match guard {
@@ -414,7 +509,10 @@ pub async fn record(
                 Some(child) => forward(child, libc::SIGHUP),
                 None => break StopReason::Signal("SIGHUP"),
             },
-            _ = pidfd.readable() => break StopReason::TargetExited,
+            _ = async { match &pidfd {
+                Some(fd) => { let _ = fd.readable().await; }
+                None => std::future::pending().await,
+            } } => break StopReason::TargetExited,
             _ = async { match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
@@ -423,6 +521,9 @@ pub async fn record(
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
                 sink.unwind_pending(Some(UNWIND_BUDGET));
+                if !listed.is_empty() && listed.iter().all(|&p| procfs::has_exited(p)) {
+                    break StopReason::TargetExited;
+                }
                 let lost = session.counters().map(|c| c.lost_ringbuf_full).unwrap_or(0);
                 on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: sink.samples.len() as u64, lost });
             }
@@ -602,10 +703,13 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
     if opts.off_cpu.is_some() {
         what += ", off-CPU";
     }
-    eprintln!(
-        "profiler: recording pid {} ({}) {what}; Ctrl-C to stop",
-        info.pid, info.comm
-    );
+    let whom = match &opts.scope {
+        scope::Scope::Pids(p) if p.len() > 1 => format!("pids {}", opts.scope.name()),
+        scope::Scope::Pids(_) => format!("pid {} ({})", info.pid, info.comm),
+        scope::Scope::All => "every process of this PID namespace".into(),
+        scope::Scope::Cgroup(c) => format!("cgroup {}", c.relative),
+    };
+    eprintln!("profiler: recording {whom} {what}; Ctrl-C to stop");
 }
 
 fn forward(pid: u32, signal: libc::c_int) {

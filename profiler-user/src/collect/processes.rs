@@ -91,6 +91,15 @@ impl Processes {
     pub fn space_at(&mut self, pid: u32, time_ns: u64) -> u32 {
         let index = match self.index_at(pid, time_ns) {
             Some(i) => i,
+            // A process the kernel made a target by itself (a scope, or a fork whose record
+            // is lost or not read yet) has its own records waiting: it is known from now on,
+            // with what they say (its exec and mappings).
+            None if self.pending.contains_key(&pid) => {
+                let index = self.push_space(AddressSpace::new(pid));
+                self.timelines.insert(pid, vec![(0, index)]);
+                self.replay(pid);
+                self.index_at(pid, time_ns).unwrap_or(index)
+            }
             None => {
                 let mut space = AddressSpace::new(pid);
                 // A process that is already gone keeps an empty space: [unknown] frames.

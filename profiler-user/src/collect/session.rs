@@ -16,7 +16,7 @@ use aya::{
 };
 use profiler_common::{SAMPLE_DWARF_HEADER, counter, defaults, names, target};
 
-use super::{CallGraph, RawStack, RecordOptions, btf::Btf, spans, unwind};
+use super::{CallGraph, RawStack, RecordOptions, btf::Btf, scope::Scope, spans, unwind};
 use crate::{
     error::{Error, Result},
     model::Counters,
@@ -71,8 +71,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads the object configured for `opts` and makes `pid` its first target.
-    pub fn load(opts: &RecordOptions, pid: u32, dwarf: bool) -> Result<Self> {
+    /// Loads the object configured for `opts`; `pids` are its first targets, and the scope
+    /// of `opts` adds the processes the kernel finds in it.
+    pub fn load(opts: &RecordOptions, pids: &[u32], dwarf: bool) -> Result<Self> {
         raise_memlock();
         let wakeup_bytes = opts
             .wakeup_bytes
@@ -100,13 +101,19 @@ impl Session {
         // One DWARF scratch record per possible CPU, indexed by CPU number, when DWARF can be
         // used at all (`auto` may switch a child to it later). Maps a run does not use get one
         // entry: a 4,096-CPU machine would otherwise pin 64 MiB of scratch for nothing.
-        let may_dwarf = dwarf || (opts.call_graph == CallGraph::Auto && opts.follow_children);
+        let may_dwarf = dwarf || (opts.call_graph == CallGraph::Auto && opts.follows());
         let scratch_entries = if may_dwarf {
             highest_possible_cpu().map_or(1, |c| c + 1)
         } else {
             1
         };
         let unused = |used: bool, entries: u32| if used { entries } else { 1 };
+        let (scope_all, cgroup_id, cgroup_level) = match &opts.scope {
+            Scope::All => (1u32, 0u64, 0u32),
+            Scope::Cgroup(c) => (0, c.id, c.level),
+            Scope::Pids(_) => (0, 0, 0),
+        };
+        let scope_flags: u32 = if dwarf { target::DWARF } else { 0 };
         let off_cpu = opts.off_cpu.is_some();
         let mut ebpf = EbpfLoader::new()
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
@@ -134,7 +141,7 @@ impl Session {
             )
             .map_max_entries(
                 names::MAP_PENDING_CHILDREN,
-                unused(opts.follow_children, defaults::MAX_TARGETS),
+                unused(opts.follows(), defaults::MAX_TARGETS),
             )
             .map_max_entries(
                 names::MAP_THREAD_SPANS,
@@ -143,6 +150,10 @@ impl Session {
                     defaults::MAX_SPAN_THREADS,
                 ),
             )
+            .override_global(names::GLOBAL_SCOPE_ALL, &scope_all, true)
+            .override_global(names::GLOBAL_SCOPE_CGROUP_ID, &cgroup_id, true)
+            .override_global(names::GLOBAL_SCOPE_CGROUP_LEVEL, &cgroup_level, true)
+            .override_global(names::GLOBAL_SCOPE_FLAGS, &scope_flags, true)
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
@@ -156,11 +167,13 @@ impl Session {
             if dwarf {
                 flags |= target::DWARF;
             }
-            targets
-                .insert(pid, flags, 0)
-                .map_err(map_err(names::MAP_TARGETS))?;
+            for &pid in pids {
+                targets
+                    .insert(pid, flags, 0)
+                    .map_err(map_err(names::MAP_TARGETS))?;
+            }
         }
-        if opts.follow_children {
+        if opts.follows() {
             attach_process_tracepoints(&mut ebpf, true)?;
         }
         let cpus = aya::util::online_cpus()
@@ -213,7 +226,7 @@ impl Session {
             &opts.span_fns,
         )?;
         let live = !attached.abi_modules.is_empty() || !attached.span_fns.is_empty();
-        if live && !opts.follow_children {
+        if live && !opts.follows() {
             attach_process_tracepoints(&mut self.ebpf, false)?;
         }
         Ok(attached)

@@ -1,0 +1,232 @@
+//! Scopes wider than one pid: `--all`, `--cgroup` (a cgroup v2 directory of our own under
+//! the unified hierarchy, removed at the end), `--container` (a cgroup named the way docker
+//! names its scopes), and `--pid` given twice. Membership is decided in the kernel: the
+//! processes that start inside the scope after the attach are the ones that matter.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    time::Duration,
+};
+
+use profiler_tests::*;
+
+/// A cgroup v2 directory for one test, removed (after its processes end) when dropped.
+struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> Self {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists())
+            .expect("a cgroup v2 hierarchy");
+        let dir = root.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).expect("create the test cgroup");
+        Self(dir)
+    }
+
+    /// `sh -c SCRIPT` started inside the cgroup: it moves itself in before running SCRIPT.
+    fn spawn(&self, script: &str) -> Child {
+        let procs = self.0.join("cgroup.procs");
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo $$ > {}; {script}", procs.display()))
+            .spawn()
+            .expect("sh")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn record_scope(dir: &Path, args: &[&str]) -> Output {
+    let out = profiler()
+        .args(["record", "--quiet", "--frequency", "499", "--output"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("profiler runs");
+    eprintln!("stderr: {}", stderr_of(&out));
+    out
+}
+
+/// Samples per process name (the default root frame).
+fn by_comm(dir: &Path) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for (frames, n) in folded(dir) {
+        *m.entry(frames[0].clone()).or_default() += n;
+    }
+    m
+}
+
+fn short_named(name: &str) -> PathBuf {
+    build_c(name, "short.c", C_FP)
+}
+
+/// The kernel's name of a program: its file name, cut to 15 bytes.
+fn comm_of(bin: &Path) -> String {
+    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
+    name[..name.len().min(15)].to_string()
+}
+
+/// Share of `comm`'s samples that are fully named through main;spin.
+fn through_spin(dir: &Path, comm: &str) -> (u64, u64) {
+    let f = folded(dir);
+    let mine: Vec<&(Vec<String>, u64)> = f.iter().filter(|(s, _)| s[0] == comm).collect();
+    let total = mine.iter().map(|(_, n)| n).sum();
+    let spin = mine
+        .iter()
+        .filter(|(s, _)| s.windows(2).any(|w| w[0] == "main" && w[1] == "spin"))
+        .map(|(_, n)| n)
+        .sum();
+    for (s, n) in mine
+        .iter()
+        .filter(|(s, _)| !s.windows(2).any(|w| w[0] == "main" && w[1] == "spin"))
+        .take(8)
+    {
+        eprintln!("  not through main;spin: {n} {}", s.join(";"));
+    }
+    (spin, total)
+}
+
+#[test]
+fn cgroup_scope_takes_processes_started_inside_it_and_nothing_outside() {
+    let inside = short_named("scope-in");
+    let outside = short_named("scope-out");
+    let cg = TestCgroup::new("profiler-scope");
+    let dir = OutDir::new(scratch("scope-cgroup"));
+    // Both start after the profiler has attached; only one is in the cgroup.
+    let mut a = cg.spawn(&format!(
+        "sleep 0.7; {} 400; {} 300",
+        inside.display(),
+        inside.display()
+    ));
+    let mut b = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.7; {} 400", outside.display()))
+        .spawn()
+        .expect("sh");
+    let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
+    let out = record_scope(&dir, &["--cgroup", rel, "--duration", "2.5"]);
+    let _ = (a.wait(), b.wait());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("recording cgroup /"),
+        "{}",
+        stderr_of(&out)
+    );
+    let roots = by_comm(&dir);
+    eprintln!("roots: {roots:?}");
+    assert!(!roots.contains_key(&comm_of(&outside)), "{roots:?}");
+    let (spin, total) = through_spin(&dir, &comm_of(&inside));
+    // 700 ms of CPU at 499 Hz: about 350 samples, named through main by the kernel's own
+    // mapping records however short the processes were.
+    assert!(total >= 200, "{total} samples of scope-in");
+    assert!(
+        spin * 100 >= total * 90,
+        "{spin} of {total} through main;spin"
+    );
+    // Every process of the cgroup is in the per-process table: the shell and both runs.
+    let s = summary(&dir);
+    let procs = s["processes"].as_array().expect("processes[]");
+    let runs = procs
+        .iter()
+        .filter(|p| p["comm"] == comm_of(&inside).as_str())
+        .count();
+    assert_eq!(runs, 2, "{procs:?}");
+}
+
+#[test]
+fn container_scope_finds_a_docker_layout_cgroup_by_id_prefix() {
+    let bin = short_named("scope-ctr");
+    let id = "3f2a9c0d1e8b47a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2";
+    let parent = TestCgroup::new("profiler-ctr");
+    let cg = TestCgroup(parent.0.join(format!("docker-{id}.scope")));
+    std::fs::create_dir(&cg.0).expect("container cgroup");
+    let dir = OutDir::new(scratch("scope-container"));
+    // A process already inside before the attach, as a container's would be.
+    let mut a = cg.spawn(&format!("sleep 0.7; {} 300", bin.display()));
+    std::thread::sleep(Duration::from_millis(200));
+    let out = record_scope(&dir, &["--container", &id[..12], "--duration", "2"]);
+    let _ = a.wait();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (spin, total) = through_spin(&dir, &comm_of(&bin));
+    assert!(total >= 100, "{total} samples");
+    assert!(spin * 100 >= total * 90, "{spin} of {total}");
+    drop(cg);
+
+    // Ids that name nothing, or are not ids, are one-line errors before anything is loaded.
+    for bad in ["abc", "ffffffffffffffffff"] {
+        let out = record_scope(&dir, &["--container", bad, "--duration", "1"]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", stderr_of(&out));
+        assert_eq!(
+            stderr_of(&out).trim().lines().count(),
+            1,
+            "{}",
+            stderr_of(&out)
+        );
+    }
+    let out = record_scope(&dir, &["--cgroup", "no/such/cgroup", "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("--cgroup"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn all_scope_sees_a_process_that_starts_after_the_attach() {
+    let bin = short_named("scope-all");
+    let dir = OutDir::new(scratch("scope-all"));
+    let mut a = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.7; {} 300", bin.display()))
+        .spawn()
+        .expect("sh");
+    let out = record_scope(&dir, &["--all", "--duration", "2"]);
+    let _ = a.wait();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (spin, total) = through_spin(&dir, &comm_of(&bin));
+    assert!(total >= 100, "{total} samples");
+    assert!(spin * 100 >= total * 90, "{spin} of {total}");
+    // The idle task is never a process of the recording.
+    let s = summary(&dir);
+    let procs = s["processes"].as_array().expect("processes[]");
+    assert!(procs.iter().all(|p| p["pid"] != 0), "{procs:?}");
+}
+
+#[test]
+fn two_pids_are_recorded_until_both_exit() {
+    let bin = build_c("split-two", "split.c", C_FP);
+    let one = Target::start(&bin, &["1"]);
+    let two = Target::start(&bin, &["2"]);
+    let dir = OutDir::new(scratch("scope-pids"));
+    let out = record_scope(
+        &dir,
+        &[
+            "--pid",
+            &one.pid().to_string(),
+            "--pid",
+            &two.pid().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let s = summary(&dir);
+    assert_eq!(s["stop_reason"], "target exited", "{}", s["stop_reason"]);
+    let procs = s["processes"].as_array().expect("processes[]");
+    for t in [&one, &two] {
+        assert!(
+            procs
+                .iter()
+                .any(|p| p["pid"] == t.pid() && p["samples"].as_u64().unwrap_or(0) > 50),
+            "{} in {procs:?}",
+            t.pid()
+        );
+    }
+}
