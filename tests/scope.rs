@@ -115,9 +115,25 @@ fn cgroup_scope_takes_processes_started_inside_it_and_nothing_outside() {
         .arg(format!("sleep 0.7; {} 400", outside.display()))
         .spawn()
         .expect("sh");
+    // Running before the attach, outside; moved in during the recording: only its samples
+    // after the move belong to the scope.
+    let moved_bin = short_named("scope-moved");
+    let mut moved = Command::new(&moved_bin)
+        .arg("60000")
+        .spawn()
+        .expect("moved");
+    let procs = cg.0.join("cgroup.procs");
+    let moved_pid = moved.id();
+    let mover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::write(procs, moved_pid.to_string()).expect("move into the cgroup");
+    });
     let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
     let out = record_scope(&dir, &["--cgroup", rel, "--duration", "2.5"]);
     let _ = (a.wait(), b.wait());
+    let _ = mover.join();
+    let _ = moved.kill();
+    let _ = moved.wait();
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(
         stderr_of(&out).contains("recording cgroup /"),
@@ -143,6 +159,61 @@ fn cgroup_scope_takes_processes_started_inside_it_and_nothing_outside() {
         .filter(|p| p["comm"] == comm_of(&inside).as_str())
         .count();
     assert_eq!(runs, 2, "{procs:?}");
+    // Moved in after 1.5 of 2.5 s: about 1 s of its CPU (it shares two CPUs with the others),
+    // never the whole recording.
+    let moved_samples = roots.get(&comm_of(&moved_bin)).copied().unwrap_or(0);
+    let (moved_spin, _) = through_spin(&dir, &comm_of(&moved_bin));
+    eprintln!("moved in: {moved_samples} samples, {moved_spin} through main;spin");
+    assert!(
+        moved_samples >= 50,
+        "{moved_samples} samples after the move"
+    );
+    assert!(
+        moved_samples <= 700,
+        "{moved_samples}: samples from before the move"
+    );
+    assert!(
+        moved_spin * 100 >= moved_samples * 90,
+        "{moved_spin} of {moved_samples}"
+    );
+}
+
+#[test]
+fn all_in_a_new_pid_namespace_sees_exactly_its_processes() {
+    let inner = short_named("ns-inner");
+    let outer = short_named("ns-outer");
+    let dir = OutDir::new(scratch("scope-ns"));
+    let mut host = Command::new(&outer).arg("60000").spawn().expect("outer");
+    let script = format!(
+        "{} 1500 & {} record --quiet --all --frequency 499 --duration 2 --output {}; wait",
+        inner.display(),
+        profiler_bin().display(),
+        dir.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let _ = host.kill();
+    let _ = host.wait();
+    eprintln!("stderr: {}", stderr_of(&out));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let roots = by_comm(&dir);
+    eprintln!("roots: {roots:?}");
+    assert!(
+        roots.get(&comm_of(&inner)).is_some_and(|&n| n >= 100),
+        "{roots:?}"
+    );
+    assert!(!roots.contains_key(&comm_of(&outer)), "{roots:?}");
+    // Pids as the namespace numbers them: its init (sh) is 1, the rest follow closely.
+    let s = summary(&dir);
+    let procs = s["processes"].as_array().expect("processes[]");
+    assert!(
+        procs
+            .iter()
+            .all(|p| p["pid"].as_u64().is_some_and(|pid| (1..100).contains(&pid))),
+        "{procs:?}"
+    );
 }
 
 #[test]
