@@ -20,7 +20,7 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own, offcpu, callgraph, build), to work on one without waiting for the
+/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all), to work on one without waiting for the
 /// others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
@@ -791,6 +791,79 @@ fn slowdown(dir: &Path, rows: &mut Vec<Row>, threads: u32, rates: &[&str]) -> Re
             ),
         });
     }
+    Ok(())
+}
+
+/// `record --all` on a busy machine beside `perf record -a -g`, same rate and duration: the
+/// tool's CPU, peak RSS and (ours) BPF time per program run.
+fn all_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("threads");
+    compile(&bin, "threads.c", &[])?;
+    let secs: f64 = if quick() { 10.0 } else { 60.0 };
+    let hz = "99";
+    let duration = secs.to_string();
+    let target = threads_target(&bin, 2.0 * secs + 20.0)?;
+    // Ours first, perf second, on the same busy machine (both CPUs spinning).
+    step(&format!("--all cost: profiler, {secs} s at {hz} Hz"));
+    let out = dir.join("all-profile");
+    let _ = fs::remove_dir_all(&out);
+    let mut cmd = Command::new(profiler_bin());
+    cmd.args([
+        "record",
+        "--all",
+        "--quiet",
+        "--frequency",
+        hz,
+        "--duration",
+        &duration,
+        "--output",
+    ])
+    .arg(&out);
+    let (child, live) = spawn_recording(cmd)?;
+    std::thread::sleep(Duration::from_secs_f64(secs - 0.5).saturating_sub(live.elapsed()));
+    let (bpf_ns, bpf_runs) = prog_stats(child.id())?;
+    let ours = wait_usage(&child)?;
+    if !ours.success {
+        return Err("profiler record --all failed".into());
+    }
+    let samples = json_number(&read_summary(&out)?, "recorded").unwrap_or(f64::NAN);
+    step(&format!("--all cost: perf, {secs} s at {hz} Hz"));
+    let data = dir.join("all-perf.data");
+    let perf = Command::new("perf")
+        .args(["record", "-q", "-a", "-g", "-F", hz, "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &duration])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf: {e}"))?;
+    let theirs = wait_usage(&perf)?;
+    target.stop();
+    let pct = |cpu: f64| cpu / secs * 100.0;
+    rows.push(Row {
+        what: format!("`record --all`, {secs:.0} s at {hz} Hz on a busy machine, beside `perf record -a -g`"),
+        value: format!(
+            "ours: {:.2} s CPU ({:.2}% of one CPU, outputs included), peak RSS {:.0} MB, {:.0} ns of BPF per program run, {samples:.0} samples; perf: {:.2} s CPU ({:.2}%), peak RSS {:.0} MB",
+            ours.cpu_s,
+            pct(ours.cpu_s),
+            ours.max_rss_mb,
+            bpf_ns / bpf_runs.max(1.0),
+            theirs.cpu_s,
+            pct(theirs.cpu_s),
+            theirs.max_rss_mb
+        ),
+        method: format!(
+            "tests/targets/threads.c spinning on both CPUs; `profiler record --all --frequency {hz} --duration {secs:.0}` then `perf record -a -g -F {hz} -- sleep {secs:.0}`, one after the other; CPU = utime+stime and ru_maxrss from wait4 (ours includes symbolizing and writing every output; perf's only recording); BPF time from the perf_event program's fdinfo (kernel.bpf_stats_enabled) 0.5 s before the end; one run each"
+        ),
+        json: format!(
+            "{{\"name\":\"all_cost\",\"hz\":{hz},\"seconds\":{secs},\"ours_cpu_s\":{},\"ours_peak_rss_mb\":{},\"ours_bpf_ns_per_run\":{},\"perf_cpu_s\":{},\"perf_peak_rss_mb\":{}}}",
+            num(ours.cpu_s),
+            num(ours.max_rss_mb),
+            num(bpf_ns / bpf_runs.max(1.0)),
+            num(theirs.cpu_s),
+            num(theirs.max_rss_mb)
+        ),
+    });
     Ok(())
 }
 
@@ -1681,6 +1754,9 @@ pub fn bench() -> Result {
     }
     if part("build") {
         build_naming(&dir, &mut rows)?;
+    }
+    if part("all") {
+        all_cost(&dir, &mut rows)?;
     }
 
     // A quick or partial run checks the bench: it must not replace the real figures.
