@@ -233,8 +233,9 @@ pub struct Target {
     exe_module: Option<modules::ModuleId>,
     /// Ends the recording when the process exits; None for a scope of many processes.
     pidfd: Option<OwnedFd>,
-    /// The other processes in scope when the recording begins.
-    others: Vec<(ProcessInfo, AddressSpace)>,
+    /// The other processes in scope when the recording begins, with whether their
+    /// executable has frame pointers (None: unknown).
+    others: Vec<(ProcessInfo, AddressSpace, Option<bool>)>,
 }
 
 /// `run`: the held child has not exec'd yet, so its /proc describes the profiler itself.
@@ -305,7 +306,11 @@ pub fn preflight_scope(scope: &scope::Scope) -> Result<Target> {
         };
         let mut space = AddressSpace::new(pid);
         let _ = space.refresh(&mut modules);
-        others.push((info, space));
+        let exe_fp = modules
+            .intern_file(&format!("/proc/{pid}/exe"), &info.exe)
+            .and_then(|id| modules.get(id))
+            .and_then(|m| m.frame_pointers());
+        others.push((info, space, exe_fp));
     }
     let name = scope.name();
     let info = ProcessInfo {
@@ -372,7 +377,7 @@ pub async fn record(
     } = target;
     // pid 0: a scope of many processes, none of which the recording is named after.
     let pid = info.pid;
-    let mut pids: Vec<u32> = others.iter().map(|(i, _)| i.pid).collect();
+    let mut pids: Vec<u32> = others.iter().map(|(i, _, _)| i.pid).collect();
     if pid != 0 {
         pids.insert(0, pid);
     }
@@ -384,13 +389,22 @@ pub async fn record(
     let exe_fp = exe_module
         .and_then(|id| modules.get(id))
         .and_then(|m| m.frame_pointers());
-    let dwarf = session::wants_dwarf(opts.call_graph, exe_fp);
-    let initial: &[u32] = if matches!(opts.scope, scope::Scope::Pids(_)) {
-        &pids
+    // The call graph of the process the recording is named after; in a wider scope, that of
+    // processes that join it (frame pointers under `auto`, until their exec decides).
+    let dwarf = if pid != 0 {
+        session::wants_dwarf(opts.call_graph, exe_fp)
     } else {
-        &[]
+        opts.call_graph == CallGraph::Dwarf
     };
-    let mut session = session::Session::load(opts, initial, dwarf)?;
+    // Every process in scope now is a target from the start, each with its own call graph.
+    let mut initial: Vec<(u32, bool)> = others
+        .iter()
+        .map(|(i, _, fp)| (i.pid, session::wants_dwarf(opts.call_graph, *fp)))
+        .collect();
+    if pid != 0 {
+        initial.insert(0, (pid, dwarf));
+    }
+    let mut session = session::Session::load(opts, &initial, dwarf)?;
     // Before anything can run in the target: every mapping from now on is reported.
     let sideband = sideband::Sideband::open(&session.cpus)?;
     let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follows() {
@@ -439,7 +453,7 @@ pub async fn record(
             return Err(Error::ExitedBeforeAttach(pid));
         }
     }
-    for (other, mut space) in others {
+    for (other, mut space, _) in others {
         // Mappings made between preflight and attach: the side-band records only start now.
         let _ = space.refresh(&mut procs.modules);
         procs.add_root(space, other);

@@ -71,9 +71,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads the object configured for `opts`; `pids` are its first targets, and the scope
-    /// of `opts` adds the processes the kernel finds in it.
-    pub fn load(opts: &RecordOptions, pids: &[u32], dwarf: bool) -> Result<Self> {
+    /// Loads the object configured for `opts`; `initial` are its first targets (pid, DWARF
+    /// call graph), and the scope of `opts` adds the processes the kernel finds in it, with
+    /// the call graph `dwarf` says.
+    pub fn load(opts: &RecordOptions, initial: &[(u32, bool)], dwarf: bool) -> Result<Self> {
         raise_memlock();
         let wakeup_bytes = opts
             .wakeup_bytes
@@ -101,7 +102,9 @@ impl Session {
         // One DWARF scratch record per possible CPU, indexed by CPU number, when DWARF can be
         // used at all (`auto` may switch a child to it later). Maps a run does not use get one
         // entry: a 4,096-CPU machine would otherwise pin 64 MiB of scratch for nothing.
-        let may_dwarf = dwarf || (opts.call_graph == CallGraph::Auto && opts.follows());
+        let may_dwarf = dwarf
+            || initial.iter().any(|&(_, d)| d)
+            || (opts.call_graph == CallGraph::Auto && opts.follows());
         let scratch_entries = if may_dwarf {
             highest_possible_cpu().map_or(1, |c| c + 1)
         } else {
@@ -140,6 +143,15 @@ impl Session {
                 unused(off_cpu, defaults::OFF_CPU_TOTALS),
             )
             .map_max_entries(
+                names::MAP_TARGETS,
+                if matches!(opts.scope, Scope::Pids(_)) {
+                    defaults::MAX_TARGETS
+                } else {
+                    // A whole machine's processes, each a target while it lives.
+                    defaults::MAX_TARGETS * 8
+                },
+            )
+            .map_max_entries(
                 names::MAP_PENDING_CHILDREN,
                 unused(opts.follows(), defaults::MAX_TARGETS),
             )
@@ -159,15 +171,9 @@ impl Session {
             .load(EBPF_OBJECT)?;
         {
             let mut targets = targets_map(&mut ebpf)?;
-            let mut flags = if opts.follow_children {
-                target::FOLLOW
-            } else {
-                0
-            };
-            if dwarf {
-                flags |= target::DWARF;
-            }
-            for &pid in pids {
+            let follow = if opts.follows() { target::FOLLOW } else { 0 };
+            for &(pid, dwarf) in initial {
+                let flags = follow | if dwarf { target::DWARF } else { 0 };
                 targets
                     .insert(pid, flags, 0)
                     .map_err(map_err(names::MAP_TARGETS))?;
