@@ -170,3 +170,158 @@ fn report_on_a_directory_without_a_recording() {
     assert_fails(&out, 1, &["not a recording"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Root with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN removed from its bounding set (so an exec
+/// as root cannot regain them): refused before anything is loaded, each capability named.
+#[test]
+fn root_without_bpf_perfmon_or_sys_admin_is_told_each_capability() {
+    let bin = build_c("split-nocaps", "split.c", C_FP);
+    let target = Target::start(&bin, &["20"]);
+    let out_dir = scratch("nocaps");
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"])
+        .arg(profiler_bin())
+        .args(["record", "--duration", "1", "--output"])
+        .arg(&out_dir)
+        .arg("--pid")
+        .arg(target.pid().to_string())
+        .output()
+        .expect("setpriv runs (util-linux)");
+    assert_fails(&out, 1, &["missing CAP_BPF and CAP_PERFMON:", "sudo"]);
+    assert_eq!(stderr_of(&out).lines().count(), 1, "one line");
+    assert!(!out_dir.exists(), "no output directory");
+}
+
+/// CAP_BPF and CAP_PERFMON are enough to profile, as the README says: CAP_SYS_ADMIN is only
+/// for what the kernel or tracefs demands beyond them.
+#[test]
+fn cap_bpf_and_cap_perfmon_without_sys_admin_profile() {
+    let bin = build_c("split-bpfonly", "split.c", C_FP);
+    let target = Target::start(&bin, &["20"]);
+    let out_dir = OutDir::new(scratch("bpfonly"));
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-sys_admin"])
+        .arg(profiler_bin())
+        .args(["record", "--quiet", "--duration", "1", "--output"])
+        .arg(&*out_dir)
+        .arg("--pid")
+        .arg(target.pid().to_string())
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let s = summary(&out_dir);
+    assert!(
+        s["samples"]["recorded"].as_u64().unwrap_or(0) > 50,
+        "samples recorded: {}",
+        s["samples"]
+    );
+}
+
+/// Runs `args` in a private mount namespace where tracefs is unmounted: the host's stays.
+fn without_tracefs(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"umount /sys/kernel/tracing && exec "$@""#)
+        .arg("sh")
+        .args(args)
+        .output()
+        .expect("unshare runs (util-linux)");
+    assert!(
+        Path::new("/sys/kernel/tracing/events").is_dir(),
+        "the host's tracefs is untouched"
+    );
+    out
+}
+
+#[test]
+fn tracefs_unmounted_is_mounted_or_named_with_the_fix() {
+    assert!(
+        Path::new("/sys/kernel/tracing/events").is_dir(),
+        "tracefs mounted on the host before the test"
+    );
+    let bin = build_c("split-notracefs", "split.c", C_FP);
+    let target = Target::start(&bin, &["30"]);
+    let pid = target.pid().to_string();
+    let profiler = profiler_bin();
+
+    // With CAP_SYS_ADMIN the profiler mounts tracefs itself (in that namespace) and records.
+    let out_dir = OutDir::new(scratch("notracefs-ok"));
+    let out = without_tracefs(&[
+        profiler.as_os_str(),
+        "record".as_ref(),
+        "--quiet".as_ref(),
+        "--follow-children".as_ref(),
+        "--duration".as_ref(),
+        "1".as_ref(),
+        "--pid".as_ref(),
+        pid.as_ref(),
+        "--output".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(out_dir.join("recording.pb").is_file());
+
+    // Without it, following children is refused before anything is loaded or written.
+    let out_dir = scratch("notracefs-refused");
+    let out = without_tracefs(&[
+        "setpriv".as_ref(),
+        "--inh-caps=-all".as_ref(),
+        "--bounding-set=-sys_admin".as_ref(),
+        profiler.as_os_str(),
+        "record".as_ref(),
+        "--follow-children".as_ref(),
+        "--duration".as_ref(),
+        "1".as_ref(),
+        "--pid".as_ref(),
+        pid.as_ref(),
+        "--output".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert_fails(
+        &out,
+        1,
+        &[
+            "tracefs is not mounted at /sys/kernel/tracing and mounting it failed",
+            "mount -t tracefs nodev /sys/kernel/tracing",
+            "CAP_SYS_ADMIN",
+        ],
+    );
+    assert_eq!(stderr_of(&out).lines().count(), 1, "one line");
+    assert!(!out_dir.exists(), "no output directory");
+
+    // `run` needs it too, and starts no command it cannot profile.
+    let marker = scratch("notracefs-marker");
+    let out = without_tracefs(&[
+        "setpriv".as_ref(),
+        "--inh-caps=-all".as_ref(),
+        "--bounding-set=-sys_admin".as_ref(),
+        profiler.as_os_str(),
+        "run".as_ref(),
+        "--output".as_ref(),
+        out_dir.as_os_str(),
+        "--".as_ref(),
+        "touch".as_ref(),
+        marker.as_os_str(),
+    ]);
+    assert_fails(&out, 1, &["tracefs is not mounted", "CAP_SYS_ADMIN"]);
+    assert!(!marker.exists(), "the command was not started");
+    assert!(!out_dir.exists(), "no output directory");
+
+    // Without --follow-children, --off-cpu or spans in use, tracefs is not needed at all.
+    let out_dir = OutDir::new(scratch("notracefs-plain"));
+    let out = without_tracefs(&[
+        "setpriv".as_ref(),
+        "--inh-caps=-all".as_ref(),
+        "--bounding-set=-sys_admin".as_ref(),
+        profiler.as_os_str(),
+        "record".as_ref(),
+        "--quiet".as_ref(),
+        "--duration".as_ref(),
+        "1".as_ref(),
+        "--pid".as_ref(),
+        pid.as_ref(),
+        "--output".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}

@@ -456,6 +456,7 @@ async fn record_into(
 pub async fn record(args: RecordArgs) -> Result<()> {
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
+    collect::checks::startup(args.follow_children || args.sampling.off_cpu)?;
     let target = collect::preflight(args.pid)?;
     let out_path = args
         .sampling
@@ -496,7 +497,8 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         .unwrap_or_else(|| default_output_dir(&name, std::process::id()));
     // Privileges and the output directory first: a command that cannot be profiled is not
     // started at all.
-    collect::privileges::check_sampling()?;
+    // `run` follows the command's children through the sched tracepoints: tracefs is needed.
+    collect::checks::startup(true)?;
     let dir = OutputDir::prepare(&out_path)?;
     let held = match collect::run::spawn_held(&args.command, run_as.as_ref()) {
         Ok(h) => h,

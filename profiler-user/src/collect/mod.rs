@@ -2,6 +2,7 @@
 //! clock of every CPU, and turns what the kernel reports into a [`RawRecording`]: ring buffer
 //! records (`decode`, `drain`) and side-band records of the processes' mappings
 //! (`sideband`, `processes`, `modules`).
+pub mod checks;
 pub mod debuginfo;
 pub mod decode;
 pub mod drain;
@@ -321,7 +322,7 @@ pub async fn record(
         .and_then(|id| modules.get(id))
         .and_then(|m| m.frame_pointers());
     let dwarf = session::wants_dwarf(opts.call_graph, exe_fp);
-    let mut session = session::Session::load(opts, pid, dwarf)?;
+    let mut session = session::Session::load(opts, pid, dwarf).map_err(checks::explain_refusal)?;
     // Before anything can run in the target: every mapping from now on is reported.
     let sideband = sideband::Sideband::open(&session.cpus)?;
     let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follow_children {
@@ -333,14 +334,18 @@ pub async fn record(
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
     let (probes, readables) = probe_modules(&space, &modules, exe_module);
-    let spans_attached = session.attach_spans(&probes, pid, &info.exe, opts)?;
+    let spans_attached = session
+        .attach_spans(&probes, pid, &info.exe, opts)
+        .map_err(checks::explain_refusal)?;
     drop(readables);
     let mut meta = spans::MetaReader::open(pid);
-    session.load_sampler()?;
+    session.load_sampler().map_err(checks::explain_refusal)?;
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
     }
-    session.attach(opts.frequency_hz, opts.off_cpu.is_some())?;
+    session
+        .attach(opts.frequency_hz, opts.off_cpu.is_some())
+        .map_err(checks::explain_refusal)?;
     let load_attach = started.elapsed();
     let start_boottime_ns = boottime_ns();
     let start_unix_ns = unix_ns();

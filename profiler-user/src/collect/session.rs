@@ -82,7 +82,8 @@ impl Session {
         // Following children needs the sched tracepoints; span tracking uses the exit one to
         // forget the spans of threads that die inside them, where tracefs allows.
         let offsets = if opts.follow_children || opts.spans != spans::SpansMode::Off {
-            ensure_tracefs();
+            // Only following children requires it (checked at start-up); spans do without.
+            let _ = super::checks::ensure_tracefs();
             tracepoint_field_offset("sched/sched_process_fork", "child_pid").and_then(|fork| {
                 Ok((
                     fork,
@@ -100,7 +101,7 @@ impl Session {
         let (pidns_dev, pidns_ino) = own_pid_namespace()?;
         let (switch_state, switch_next) = match opts.off_cpu {
             Some(_) => {
-                ensure_tracefs();
+                super::checks::ensure_tracefs()?;
                 (
                     tracepoint_field_offset("sched/sched_switch", "prev_state")?,
                     tracepoint_field_offset("sched/sched_switch", "next_pid")?,
@@ -360,19 +361,10 @@ fn tracepoint_field_offset(event: &str, field: &str) -> Result<u32> {
         .ok_or_else(|| Error::Internal(format!("{path} has no field {field}")))
 }
 
-/// Classic tracepoints need tracefs, which is not always mounted at boot.
-fn ensure_tracefs() {
-    if !std::path::Path::new("/sys/kernel/tracing/events").exists() {
-        let _ = std::process::Command::new("mount")
-            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-            .status();
-    }
-}
-
 /// Follows fork/exec/exit of the targets in the kernel (sched tracepoints); without
 /// `follow`, only exits (which also clear the span state of dying threads).
 fn attach_process_tracepoints(ebpf: &mut aya::Ebpf, follow: bool) -> Result<()> {
-    ensure_tracefs();
+    super::checks::ensure_tracefs()?;
     let all = [
         (names::PROGRAM_PROCESS_EXIT, "sched_process_exit"),
         (names::PROGRAM_PROCESS_FORK, "sched_process_fork"),
