@@ -729,7 +729,7 @@ fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
         by_name: &by_name,
         concurrency_peak: crate::spans::concurrency_peak(&rec.spans).0,
         span_count: rec.spans.len() as u64,
-        lost_samples: c.lost().saturating_add(c.malformed_events),
+        lost_samples: c.lost(),
         lost_events: c.span_events_lost_total(),
     };
     let violations = fail_if::evaluate(rules, &facts);

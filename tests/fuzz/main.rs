@@ -214,6 +214,14 @@ fn random_recording(r: &mut Rng) -> Recording {
                 stack_bytes_max: r.num32(),
                 load_ns: r.num(),
             }),
+            coverage: r.chance(2).then(|| Coverage {
+                cpu_ns: r.num(),
+                sampled: r.num(),
+                expected: r.num(),
+                threads: r.num32(),
+                threads_left_out: r.num32(),
+            }),
+            window_cut: r.chance(4),
             ..Default::default()
         }),
         modules,

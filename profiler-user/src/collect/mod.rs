@@ -3,6 +3,7 @@
 //! records (`decode`, `drain`) and side-band records of the processes' mappings
 //! (`sideband`, `processes`, `modules`).
 pub mod checks;
+pub mod coverage;
 pub mod debuginfo;
 pub mod decode;
 pub mod drain;
@@ -155,6 +156,8 @@ pub struct RawRecording {
     pub unwind: unwind::UnwindStats,
     /// `--off-cpu` data; None when off-CPU time was not recorded.
     pub off_cpu: Option<offcpu::RawOffCpuData>,
+    /// Samples against the targets' CPU time; None when no thread's could be read.
+    pub coverage: Option<crate::model::Coverage>,
     /// Thread names: from /proc at the start and end, and from the samples themselves.
     pub threads: HashMap<u32, String>,
     pub start_boottime_ns: u64,
@@ -360,6 +363,8 @@ pub async fn record(
     if procfs::has_exited(pid) || !still_there {
         return Err(Error::ExitedBeforeAttach(pid));
     }
+    // The first reading of the coverage check, once sampling runs.
+    let cpu_start = coverage::read([pid], boottime_ns());
     announce(&info, opts, &spans_attached, dwarf);
     on_attached()?;
 
@@ -431,6 +436,9 @@ pub async fn record(
         }
     };
 
+    // The second reading, while sampling still runs: samples after it are not compared.
+    let mut cpu_end = coverage::read(sink.procs.pids().collect::<Vec<_>>(), 0);
+    cpu_end.at_ns = boottime_ns();
     // Detach first so the counters are final, then take what is still in the buffers.
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
@@ -458,6 +466,11 @@ pub async fn record(
         }
     }
 
+    let coverage = (!cpu_start.threads.is_empty()).then(|| {
+        let c = coverage::compare(&cpu_start, &cpu_end, &samples, opts.frequency_hz);
+        warnings.extend(coverage::warning(&c));
+        c
+    });
     let mut counters = kept(
         session.counters(),
         "reading the kernel's counters (losses unknown)",
@@ -528,6 +541,7 @@ pub async fn record(
         stack_bytes: opts.stack_bytes,
         unwind: unwinder.stats,
         off_cpu,
+        coverage,
         threads,
         start_boottime_ns,
         end_boottime_ns,
