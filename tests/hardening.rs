@@ -564,7 +564,7 @@ fn decoders_survive_a_bounded_fuzz_run() {
         out.status.success(),
         "the fuzzer found crashes (inputs in target/fuzz-crashes)"
     );
-    for t in ["recording", "maps", "fail_if"] {
+    for t in ["recording", "maps", "fail_if", "ring"] {
         assert!(
             text.contains(&format!("profiler-fuzz: {t}: ")) && text.contains(" 0 crashes"),
             "{t}"
