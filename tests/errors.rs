@@ -325,3 +325,51 @@ fn tracefs_unmounted_is_mounted_or_named_with_the_fix() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 }
+
+/// PID reuse while the profiler loads: the target exits and a new process gets its PID
+/// (forced with ns_last_pid in a private PID namespace). /proc then describes the newcomer,
+/// which must not be recorded in the target's name: the target's pidfd says it is gone.
+#[test]
+fn a_pid_reused_during_attach_is_not_recorded_as_the_target() {
+    let bin = build_c("split-reuse", "split.c", C_FP);
+    let out_dir = scratch("reuse");
+    let script = r#"
+        "$1" 0.5 > /dev/null &
+        x=$!
+        "$2" record --pid "$x" --duration 2 --test-hold-before-attach-ms 2500 --output "$3" &
+        p=$!
+        wait "$x"
+        echo $((x - 1)) > /proc/sys/kernel/ns_last_pid
+        "$1" 30 > /dev/null &
+        y=$!
+        wait "$p"
+        code=$?
+        kill "$y"
+        echo "target $x newcomer $y profiler $code"
+    "#;
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh"])
+        .arg(&bin)
+        .arg(profiler_bin())
+        .arg(&out_dir)
+        .output()
+        .expect("unshare runs (util-linux)");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = stderr_of(&out);
+    eprintln!("{said}{err}");
+    let v: Vec<&str> = said.split_whitespace().collect();
+    let (target, newcomer, code) = match v.as_slice() {
+        ["target", t, "newcomer", n, "profiler", c] => (*t, *n, *c),
+        _ => panic!("script output: {said} {err}"),
+    };
+    assert_eq!(target, newcomer, "the PID was reused (the test's premise)");
+    assert_eq!(code, "1", "{err}");
+    assert!(
+        err.contains(&format!(
+            "process {target} exited before the profiler could attach"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("recording pid"), "never attached: {err}");
+    assert!(!out_dir.exists(), "no output directory");
+}

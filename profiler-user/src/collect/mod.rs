@@ -215,6 +215,18 @@ fn open_pidfd(pid: u32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Whether the process `pidfd` refers to has exited (its pidfd is readable then).
+fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
+}
+
 /// A process checked by [`preflight`], ready to be recorded.
 #[derive(Debug)]
 pub struct Target {
@@ -281,7 +293,7 @@ pub fn preflight(pid: u32) -> Result<Target> {
     let mut space = AddressSpace::new(pid);
     let mut modules = modules::ModuleStore::default();
     space.refresh(&mut modules)?;
-    if procfs::has_exited(pid) {
+    if pidfd_exited(&pidfd) || procfs::has_exited(pid) {
         return Err(Error::ExitedBeforeAttach(pid));
     }
     let exe_module = modules.intern_file(&format!("/proc/{pid}/exe"), &info.exe);
@@ -360,7 +372,9 @@ pub async fn record(
         Some(s) => s.refresh(&mut procs.modules).is_ok(),
         None => false,
     };
-    if procfs::has_exited(pid) || !still_there {
+    // The pidfd, not /proc, says whether it is still the same process: once it exited its pid
+    // may already name another one, which /proc would describe and the probes would sample.
+    if pidfd_exited(&pidfd) || procfs::has_exited(pid) || !still_there {
         return Err(Error::ExitedBeforeAttach(pid));
     }
     // The first reading of the coverage check, once sampling runs.
