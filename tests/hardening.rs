@@ -175,6 +175,22 @@ fn foreign_output_directories_and_links_to_them_are_refused() {
         );
     }
 
+    // Their link as well: followed when they ran sudo (they could write there themselves),
+    // and what is written through it is theirs.
+    let out = record_command(target.pid(), &base.join("link"))
+        .args(["--duration", "1"])
+        .env("SUDO_UID", NOBODY.to_string())
+        .env("SUDO_GID", NOBODY.to_string())
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), Some(0), "{}", stderr_of(&out));
+    let written = entries(&mine);
+    assert!(written.contains(&"recording.pb".to_string()), "{written:?}");
+    for e in &written {
+        let m = std::fs::metadata(mine.join(e)).expect("meta");
+        assert_eq!(m.uid(), NOBODY, "{e} belongs to the sudo user");
+    }
+
     // A file where the directory should be.
     let file = base.join("file");
     std::fs::write(&file, b"keep").expect("file");
