@@ -645,3 +645,28 @@ fn coverage_of_cpu_bound_targets_is_close_to_expected() {
         );
     }
 }
+
+/// Work done by threads that start and end during the recording: the per-thread figure has
+/// almost nothing to compare (only the main thread lives through, and it waits), so the
+/// process-wide figure (ended threads' CPU time kept in /proc/PID/stat) carries the check.
+#[test]
+fn coverage_counts_threads_that_ended_process_wide() {
+    let target = Target::start(&build_c("cpu-churn", "cpu_churn.c", C_FP), &["60"]);
+    let dir = record_ok(
+        &target,
+        "coverage-churn",
+        &["--duration", "6", "--frequency", "999"],
+    );
+    let s = summary(&dir);
+    let c = &s["coverage"];
+    eprintln!("coverage of short-lived threads: {c}");
+    assert!(c["threads_left_out"].as_u64().unwrap_or(0) >= 10, "{c}");
+    assert!(c["process_expected"].as_u64().unwrap_or(0) >= 300, "{c}");
+    let pct = c["process_percent"].as_f64().unwrap_or(-1.0);
+    assert!((90.0..=110.0).contains(&pct), "process-wide {pct}%: {c}");
+    let text = std::fs::read_to_string(dir.join("summary.txt")).expect("summary.txt");
+    assert!(
+        text.contains(&format!("process-wide, ended threads included: {pct:.1}%")),
+        "{text}"
+    );
+}

@@ -267,6 +267,15 @@ pub struct Coverage {
     /// Threads born or ended between the readings: left out, samples and CPU time alike.
     #[prost(uint32, tag = "5")]
     pub threads_left_out: u32,
+    /// Process-wide, ended threads included: CPU time of the target processes alive at both
+    /// readings (`/proc/PID/stat` utime + stime, to the clock tick), their samples, and what
+    /// that CPU time should have given.
+    #[prost(uint64, tag = "6")]
+    pub process_cpu_ns: u64,
+    #[prost(uint64, tag = "7")]
+    pub process_sampled: u64,
+    #[prost(uint64, tag = "8")]
+    pub process_expected: u64,
 }
 
 /// What DWARF unwinding in userspace cost and found.

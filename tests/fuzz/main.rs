@@ -221,6 +221,9 @@ fn random_recording(r: &mut Rng) -> Recording {
                 expected: r.num(),
                 threads: r.num32(),
                 threads_left_out: r.num32(),
+                process_cpu_ns: r.num(),
+                process_sampled: r.num(),
+                process_expected: r.num(),
             }),
             window_cut: r.chance(4),
             ..Default::default()

@@ -57,6 +57,12 @@ pub struct CoverageReport {
     pub cpu_s: f64,
     pub threads: u32,
     pub threads_left_out: u32,
+    /// Process-wide, threads that ended during the recording included (`/proc/PID/stat`, to
+    /// the clock tick): "N% process-wide".
+    pub process_percent: Option<f64>,
+    pub process_sampled: u64,
+    pub process_expected: u64,
+    pub process_cpu_s: f64,
     /// The output was cut to a `--from/--to` window, and this still covers the whole
     /// recording (CPU time is only read at its start and end).
     pub whole_recording: bool,
@@ -73,6 +79,10 @@ impl CoverageReport {
             cpu_s: c.cpu_ns as f64 / 1e9,
             threads: c.threads,
             threads_left_out: c.threads_left_out,
+            process_percent: crate::collect::coverage::process_percent(c),
+            process_sampled: c.process_sampled,
+            process_expected: c.process_expected,
+            process_cpu_s: c.process_cpu_ns as f64 / 1e9,
             whole_recording: m.window_cut,
         })
     }
@@ -99,6 +109,14 @@ impl CoverageReport {
             );
         }
         line += ")";
+        if let Some(p) = self.process_percent
+            && self.threads_left_out > 0
+        {
+            line += &format!(
+                "; process-wide, ended threads included: {p:.1}% ({} of {} from {:.2} s, to the clock tick)",
+                self.process_sampled, self.process_expected, self.process_cpu_s
+            );
+        }
         if self.whole_recording {
             line += ", whole recording";
         }
@@ -722,12 +740,15 @@ mod tests {
                 expected: 200,
                 threads: 1,
                 threads_left_out: 2,
+                process_cpu_ns: 3_030_303_030,
+                process_sampled: 290,
+                process_expected: 300,
             });
         }
         let s = Summary::new(&rec);
         let text = s.to_text();
         assert!(
-            text.contains("coverage: sampled 95.0% of expected (190 samples, 200 expected from 2.02 s on CPU of 1 thread alive throughout; 2 threads born or ended during it left out)\n"),
+            text.contains("coverage: sampled 95.0% of expected (190 samples, 200 expected from 2.02 s on CPU of 1 thread alive throughout; 2 threads born or ended during it left out); process-wide, ended threads included: 96.7% (290 of 300 from 3.03 s, to the clock tick)\n"),
             "{text}"
         );
         assert!(!s.samples.counters_whole_recording);
@@ -739,7 +760,7 @@ mod tests {
         assert_eq!(v["coverage"]["percent"], 95.0);
         assert_eq!(v["samples"]["counters_whole_recording"], true);
         let text = s.to_text();
-        assert!(text.contains("left out), whole recording\n"), "{text}");
+        assert!(text.contains("clock tick), whole recording\n"), "{text}");
         assert!(
             text.contains(
                 "recorded in the window; in the whole recording (counters have no times), 2 lost"
