@@ -646,6 +646,24 @@ fn coverage_of_cpu_bound_targets_is_close_to_expected() {
     }
 }
 
+/// A target that exits ends the recording, and its threads are gone at the stop: the last
+/// reading taken while it ran (about once a second) stands in for the end one.
+#[test]
+fn coverage_of_a_target_that_exits_uses_its_last_reading() {
+    let target = Target::start(&build_c("split-coverage-exit", "split.c", C_FP), &["4"]);
+    let dir = record_ok(&target, "coverage-exit", &["--frequency", "999"]);
+    let s = summary(&dir);
+    assert_eq!(s["stop_reason"], "target exited");
+    let c = &s["coverage"];
+    eprintln!("coverage of a target that exited: {c}");
+    assert!(c["expected"].as_u64().unwrap_or(0) >= 300, "{c}");
+    let pct = c["percent"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (90.0..=110.0).contains(&pct),
+        "sampled {pct}% of expected: {c}"
+    );
+}
+
 /// Work done by threads that start and end during the recording: the per-thread figure has
 /// almost nothing to compare (only the main thread lives through, and it waits), so the
 /// process-wide figure (ended threads' CPU time kept in /proc/PID/stat) carries the check.

@@ -83,6 +83,14 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     utime.checked_add(stime)
 }
 
+/// An end reading: its time is taken after the last thread is read, so that every sample
+/// before it is compared.
+pub fn read_end(pids: impl IntoIterator<Item = u32>) -> CpuTimes {
+    let mut t = read(pids, 0);
+    t.at_ns = super::boottime_ns();
+    t
+}
+
 /// The first field of a schedstat line: nanoseconds spent on CPU.
 pub fn parse_schedstat(text: &str) -> Option<u64> {
     text.split_ascii_whitespace().next()?.parse().ok()

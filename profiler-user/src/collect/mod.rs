@@ -399,6 +399,10 @@ pub async fn record(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // Also the drain period while the ring buffer stays below its wakeup threshold.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // A recent end reading for the coverage check, in case the targets are gone at the stop
+    // (a target that exits ends the recording): refreshed about once a second.
+    let mut cpu_recent = coverage::CpuTimes::default();
+    let mut ticks = 0u32;
     // From here on samples exist: a failure ends the recording early or leaves a part out,
     // and is told in the warnings, but never loses what was recorded.
     let mut warnings = Vec::new();
@@ -446,13 +450,24 @@ pub async fn record(
                 sink.unwind_pending(Some(UNWIND_BUDGET));
                 let lost = session.counters().map(|c| c.lost_ringbuf_full).unwrap_or(0);
                 on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: sink.samples.len() as u64, lost });
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(10) {
+                    cpu_recent = coverage::read_end(sink.procs.pids().collect::<Vec<_>>());
+                }
             }
         }
     };
 
-    // The second reading, while sampling still runs: samples after it are not compared.
-    let mut cpu_end = coverage::read(sink.procs.pids().collect::<Vec<_>>(), 0);
-    cpu_end.at_ns = boottime_ns();
+    // The second reading, while sampling still runs: samples after it are not compared. When
+    // the targets are already gone, the last reading taken while they ran stands in.
+    let mut cpu_end = coverage::read_end(sink.procs.pids().collect::<Vec<_>>());
+    if !cpu_start
+        .threads
+        .keys()
+        .any(|t| cpu_end.threads.contains_key(t))
+    {
+        cpu_end = cpu_recent;
+    }
     // Detach first so the counters are final, then take what is still in the buffers.
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
