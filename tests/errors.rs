@@ -373,3 +373,33 @@ fn a_pid_reused_during_attach_is_not_recorded_as_the_target() {
     assert!(!err.contains("recording pid"), "never attached: {err}");
     assert!(!out_dir.exists(), "no output directory");
 }
+
+/// Root of a user namespace (a rootless container) has every capability in CapEff, which the
+/// kernel does not count for bpf(): the refusal says so instead of blaming a missing one.
+#[test]
+fn a_user_namespace_refusal_is_explained() {
+    let bin = build_c("split-userns", "split.c", C_FP);
+    let out_dir = scratch("userns");
+    // The target runs in the namespace too, so that reading its maps is allowed there.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(r#""$1" 5 > /dev/null & exec "$2" record --pid $! --duration 1 --output "$3""#)
+        .arg("sh")
+        .arg(&bin)
+        .arg(profiler_bin())
+        .arg(&out_dir)
+        .output()
+        .expect("unshare runs (util-linux)");
+    assert_fails(
+        &out,
+        1,
+        &[
+            "the kernel refused: loading the eBPF programs failed",
+            "Operation not permitted",
+            "runs in a user namespace",
+            "run it in the host's user namespace",
+        ],
+    );
+    assert_eq!(stderr_of(&out).lines().count(), 1, "one line");
+    assert!(!out_dir.exists(), "no output directory");
+}

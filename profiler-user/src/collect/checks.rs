@@ -42,6 +42,9 @@ pub struct Facts {
     /// Effective capabilities.
     pub caps: u64,
     pub perf_event_paranoid: Option<i32>,
+    /// False inside a user namespace (`/proc/self/uid_map` maps less than every uid to
+    /// itself): its capabilities do not count for bpf() and perf events. None if unreadable.
+    pub initial_user_ns: Option<bool>,
 }
 
 impl Facts {
@@ -55,8 +58,21 @@ impl Facts {
             lockdown: std::fs::read_to_string(LOCKDOWN_PATH).ok(),
             caps: privileges::effective_caps(),
             perf_event_paranoid: read_paranoid(),
+            initial_user_ns: std::fs::read_to_string("/proc/self/uid_map")
+                .ok()
+                .map(|m| is_initial_uid_map(&m)),
         }
     }
+}
+
+/// The initial user namespace maps every uid to itself in one line: `0 0 4294967295`.
+fn is_initial_uid_map(map: &str) -> bool {
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_ascii_whitespace().collect())
+        .filter(|f: &Vec<&str>| !f.is_empty())
+        .collect();
+    matches!(lines.as_slice(), [f] if f.as_slice() == ["0", "0", "4294967295"])
 }
 
 fn read_paranoid() -> Option<i32> {
@@ -216,6 +232,11 @@ pub fn explain_refusal(e: Error) -> Error {
 
 fn refusal_cause(f: &Facts) -> String {
     let has = |cap: u32| f.caps & (1u64 << cap) != 0;
+    // Capabilities held in a user namespace look complete in CapEff, yet the kernel checks
+    // bpf() and perf events against the initial one.
+    if f.initial_user_ns == Some(false) {
+        return "the profiler runs in a user namespace (a rootless container, `unshare --user`), whose capabilities do not count for bpf() and perf events; run it in the host's user namespace (sudo on the host, or a privileged container)".to_string();
+    }
     let missing = privileges::missing_for_sampling(f.caps);
     if !missing.is_empty() {
         // perf_event_paranoid is what users usually try first; it cannot help here, as the
@@ -261,6 +282,7 @@ mod tests {
             lockdown: Some("[none] integrity confidentiality\n".into()),
             caps: (1 << CAP_BPF) | (1 << CAP_PERFMON),
             perf_event_paranoid: Some(2),
+            initial_user_ns: Some(true),
         }
     }
 
@@ -382,6 +404,19 @@ mod tests {
         );
         let m = refusal_cause(&good());
         assert!(m.contains("security policy"), "{m}");
+        let m = refusal_cause(&Facts {
+            initial_user_ns: Some(false),
+            ..good()
+        });
+        assert!(m.contains("runs in a user namespace"), "{m}");
+    }
+
+    #[test]
+    fn tells_the_initial_user_namespace() {
+        assert!(is_initial_uid_map("         0          0 4294967295\n"));
+        assert!(!is_initial_uid_map("         0       1000          1\n"));
+        assert!(!is_initial_uid_map("0 0 4294967295\n1 1 1\n"));
+        assert!(!is_initial_uid_map(""));
     }
 
     #[test]
