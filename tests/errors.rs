@@ -170,3 +170,210 @@ fn report_on_a_directory_without_a_recording() {
     assert_fails(&out, 1, &["not a recording"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Root with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN removed from its bounding set (so an exec
+/// as root cannot regain them): refused before anything is loaded, each capability named.
+#[test]
+fn root_without_bpf_perfmon_or_sys_admin_is_told_each_capability() {
+    let bin = build_c("split-nocaps", "split.c", C_FP);
+    let target = Target::start(&bin, &["20"]);
+    let out_dir = scratch("nocaps");
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-bpf,-perfmon,-sys_admin"])
+        .arg(profiler_bin())
+        .args(["record", "--duration", "1", "--output"])
+        .arg(&out_dir)
+        .arg("--pid")
+        .arg(target.pid().to_string())
+        .output()
+        .expect("setpriv runs (util-linux)");
+    assert_fails(&out, 1, &["missing CAP_BPF and CAP_PERFMON:", "sudo"]);
+    assert_eq!(stderr_of(&out).lines().count(), 1, "one line");
+    assert!(!out_dir.exists(), "no output directory");
+}
+
+/// CAP_BPF and CAP_PERFMON are enough to profile, as the README says: CAP_SYS_ADMIN is only
+/// for what the kernel or tracefs demands beyond them.
+#[test]
+fn cap_bpf_and_cap_perfmon_without_sys_admin_profile() {
+    let bin = build_c("split-bpfonly", "split.c", C_FP);
+    let target = Target::start(&bin, &["20"]);
+    let out_dir = OutDir::new(scratch("bpfonly"));
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-sys_admin"])
+        .arg(profiler_bin())
+        .args(["record", "--quiet", "--duration", "1", "--output"])
+        .arg(&*out_dir)
+        .arg("--pid")
+        .arg(target.pid().to_string())
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let s = summary(&out_dir);
+    assert!(
+        s["samples"]["recorded"].as_u64().unwrap_or(0) > 50,
+        "samples recorded: {}",
+        s["samples"]
+    );
+}
+
+/// Runs `args` in a private mount namespace where tracefs is unmounted: the host's stays.
+fn without_tracefs(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"umount /sys/kernel/tracing && exec "$@""#)
+        .arg("sh")
+        .args(args)
+        .output()
+        .expect("unshare runs (util-linux)");
+    assert!(
+        Path::new("/sys/kernel/tracing/events").is_dir(),
+        "the host's tracefs is untouched"
+    );
+    out
+}
+
+/// The sched programs are raw tracepoints located through BTF: tracefs is needed for
+/// nothing, so with it unmounted and without CAP_SYS_ADMIN (which could mount it) following
+/// children, off-CPU time and `run` all work.
+#[test]
+fn tracefs_unmounted_is_not_needed() {
+    assert!(
+        Path::new("/sys/kernel/tracing/events").is_dir(),
+        "tracefs mounted on the host before the test"
+    );
+    let bin = build_c("split-notracefs", "split.c", C_FP);
+    let target = Target::start(&bin, &["30"]);
+    let pid = target.pid().to_string();
+    let profiler = profiler_bin();
+    let no_sys_admin = ["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin"];
+
+    let out_dir = OutDir::new(scratch("notracefs-record"));
+    let mut args: Vec<&std::ffi::OsStr> = no_sys_admin.iter().map(|a| a.as_ref()).collect();
+    args.extend([
+        profiler.as_os_str(),
+        "record".as_ref(),
+        "--quiet".as_ref(),
+        "--follow-children".as_ref(),
+        "--off-cpu".as_ref(),
+        "--duration".as_ref(),
+        "1".as_ref(),
+        "--pid".as_ref(),
+        pid.as_ref(),
+        "--output".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    let out = without_tracefs(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let s = summary(&out_dir);
+    assert!(
+        s["samples"]["recorded"].as_u64().unwrap_or(0) > 50,
+        "{}",
+        s["samples"]
+    );
+    assert!(
+        s["off_cpu"]["switches"].as_u64().is_some(),
+        "{}",
+        s["off_cpu"]
+    );
+
+    // `run` follows its command's children the same way.
+    let out_dir = OutDir::new(scratch("notracefs-run"));
+    let marker = scratch("notracefs-marker");
+    let mut args: Vec<&std::ffi::OsStr> = no_sys_admin.iter().map(|a| a.as_ref()).collect();
+    args.extend([
+        profiler.as_os_str(),
+        "run".as_ref(),
+        "--quiet".as_ref(),
+        "--output".as_ref(),
+        out_dir.as_os_str(),
+        "--".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        "touch \"$0\"".as_ref(),
+        marker.as_os_str(),
+    ]);
+    let out = without_tracefs(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(marker.exists(), "the command ran");
+    let _ = std::fs::remove_file(&marker);
+    assert!(out_dir.join("recording.pb").is_file());
+}
+
+/// PID reuse while the profiler loads: the target exits and a new process gets its PID
+/// (forced with ns_last_pid in a private PID namespace). /proc then describes the newcomer,
+/// which must not be recorded in the target's name: the target's pidfd says it is gone.
+#[test]
+fn a_pid_reused_during_attach_is_not_recorded_as_the_target() {
+    let bin = build_c("split-reuse", "split.c", C_FP);
+    let out_dir = scratch("reuse");
+    let script = r#"
+        "$1" 0.5 > /dev/null &
+        x=$!
+        "$2" record --pid "$x" --duration 2 --test-hold-before-attach-ms 2500 --output "$3" &
+        p=$!
+        wait "$x"
+        echo $((x - 1)) > /proc/sys/kernel/ns_last_pid
+        "$1" 30 > /dev/null &
+        y=$!
+        wait "$p"
+        code=$?
+        kill "$y"
+        echo "target $x newcomer $y profiler $code"
+    "#;
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", script, "sh"])
+        .arg(&bin)
+        .arg(profiler_bin())
+        .arg(&out_dir)
+        .output()
+        .expect("unshare runs (util-linux)");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = stderr_of(&out);
+    eprintln!("{said}{err}");
+    let v: Vec<&str> = said.split_whitespace().collect();
+    let (target, newcomer, code) = match v.as_slice() {
+        ["target", t, "newcomer", n, "profiler", c] => (*t, *n, *c),
+        _ => panic!("script output: {said} {err}"),
+    };
+    assert_eq!(target, newcomer, "the PID was reused (the test's premise)");
+    assert_eq!(code, "1", "{err}");
+    assert!(
+        err.contains(&format!(
+            "process {target} exited before the profiler could attach"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("recording pid"), "never attached: {err}");
+    assert!(!out_dir.exists(), "no output directory");
+}
+
+/// Root of a user namespace (a rootless container) has every capability in CapEff, which the
+/// kernel does not count for bpf(): the refusal says so instead of blaming a missing one.
+#[test]
+fn a_user_namespace_refusal_is_explained() {
+    let bin = build_c("split-userns", "split.c", C_FP);
+    let out_dir = scratch("userns");
+    // The target runs in the namespace too, so that reading its maps is allowed there.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c"])
+        .arg(r#""$1" 5 > /dev/null & exec "$2" record --pid $! --duration 1 --output "$3""#)
+        .arg("sh")
+        .arg(&bin)
+        .arg(profiler_bin())
+        .arg(&out_dir)
+        .output()
+        .expect("unshare runs (util-linux)");
+    assert_fails(
+        &out,
+        1,
+        &[
+            "the kernel refused: loading the eBPF programs failed",
+            "Operation not permitted",
+            "runs in a user namespace",
+            "run it in the host's user namespace",
+        ],
+    );
+    assert_eq!(stderr_of(&out).lines().count(), 1, "one line");
+    assert!(!out_dir.exists(), "no output directory");
+}

@@ -175,6 +175,22 @@ fn foreign_output_directories_and_links_to_them_are_refused() {
         );
     }
 
+    // Their link as well: followed when they ran sudo (they could write there themselves),
+    // and what is written through it is theirs.
+    let out = record_command(target.pid(), &base.join("link"))
+        .args(["--duration", "1"])
+        .env("SUDO_UID", NOBODY.to_string())
+        .env("SUDO_GID", NOBODY.to_string())
+        .output()
+        .expect("runs");
+    assert_eq!(code(&out), Some(0), "{}", stderr_of(&out));
+    let written = entries(&mine);
+    assert!(written.contains(&"recording.pb".to_string()), "{written:?}");
+    for e in &written {
+        let m = std::fs::metadata(mine.join(e)).expect("meta");
+        assert_eq!(m.uid(), NOBODY, "{e} belongs to the sudo user");
+    }
+
     // A file where the directory should be.
     let file = base.join("file");
     std::fs::write(&file, b"keep").expect("file");
@@ -564,10 +580,111 @@ fn decoders_survive_a_bounded_fuzz_run() {
         out.status.success(),
         "the fuzzer found crashes (inputs in target/fuzz-crashes)"
     );
-    for t in ["recording", "maps", "fail_if"] {
+    for t in ["recording", "maps", "fail_if", "ring"] {
         assert!(
             text.contains(&format!("profiler-fuzz: {t}: ")) && text.contains(" 0 crashes"),
             "{t}"
         );
     }
+}
+
+/// The coverage check on CPU-bound targets: the samples match the threads' own CPU time
+/// (schedstat) × frequency, whatever else the machine runs, and the summary says so.
+#[test]
+fn coverage_of_cpu_bound_targets_is_close_to_expected() {
+    let single = split_target("split-coverage");
+    let threads = Target::start(&build_c("threads-coverage", "threads.c", C_FP), &["60"]);
+    // Hundreds of Hz: on a loaded machine the targets get a share of a CPU, ticks then land
+    // on them at random, and the figure needs thousands of expected samples to be within a
+    // few percent of its mean (at 99 Hz and a 1.3 s share, one run read 91.5%).
+    for (target, hz, threads_at_least) in [(&single, "999", 1), (&threads, "499", 3)] {
+        let dir = record_ok(target, "coverage", &["--duration", "6", "--frequency", hz]);
+        let s = summary(&dir);
+        let c = &s["coverage"];
+        let pct = c["percent"].as_f64().unwrap_or(-1.0);
+        eprintln!("coverage at {hz} Hz: {c}");
+        assert!(
+            (90.0..=110.0).contains(&pct),
+            "sampled {pct}% of expected: {c}"
+        );
+        assert!(
+            c["threads"].as_u64().unwrap_or(0) >= threads_at_least,
+            "{c}"
+        );
+        assert!(c["expected"].as_u64().unwrap_or(0) >= 300, "{c}");
+        assert_eq!(c["whole_recording"], false);
+        let text = std::fs::read_to_string(dir.join("summary.txt")).expect("summary.txt");
+        assert!(
+            text.contains(&format!("coverage: sampled {pct:.1}% of expected")),
+            "{text}"
+        );
+        assert!(
+            !s["warnings"].to_string().contains("of expected"),
+            "no warning at {pct}%"
+        );
+
+        // Cut to a window, the coverage and the counters say they cover the whole recording.
+        let cut = OutDir::new(scratch("coverage-cut"));
+        let out = profiler()
+            .arg("report")
+            .arg(&*dir)
+            .args(["--from", "1", "--to", "2", "--output"])
+            .arg(&*cut)
+            .output()
+            .expect("report runs");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let w = summary(&cut);
+        assert_eq!(w["coverage"]["whole_recording"], true, "{}", w["coverage"]);
+        assert_eq!(w["samples"]["counters_whole_recording"], true);
+        assert_eq!(w["coverage"]["sampled"], c["sampled"]);
+        let text = std::fs::read_to_string(cut.join("summary.txt")).expect("summary.txt");
+        assert!(text.contains(", whole recording\n"), "{text}");
+        assert!(
+            text.contains("recorded in the window; in the whole recording"),
+            "{text}"
+        );
+    }
+}
+
+/// A target that exits ends the recording, and its threads are gone at the stop: the last
+/// reading taken while it ran (about once a second) stands in for the end one.
+#[test]
+fn coverage_of_a_target_that_exits_uses_its_last_reading() {
+    let target = Target::start(&build_c("split-coverage-exit", "split.c", C_FP), &["4"]);
+    let dir = record_ok(&target, "coverage-exit", &["--frequency", "999"]);
+    let s = summary(&dir);
+    assert_eq!(s["stop_reason"], "target exited");
+    let c = &s["coverage"];
+    eprintln!("coverage of a target that exited: {c}");
+    assert!(c["expected"].as_u64().unwrap_or(0) >= 300, "{c}");
+    let pct = c["percent"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (90.0..=110.0).contains(&pct),
+        "sampled {pct}% of expected: {c}"
+    );
+}
+
+/// Work done by threads that start and end during the recording: the per-thread figure has
+/// almost nothing to compare (only the main thread lives through, and it waits), so the
+/// process-wide figure (ended threads' CPU time kept in /proc/PID/stat) carries the check.
+#[test]
+fn coverage_counts_threads_that_ended_process_wide() {
+    let target = Target::start(&build_c("cpu-churn", "cpu_churn.c", C_FP), &["60"]);
+    let dir = record_ok(
+        &target,
+        "coverage-churn",
+        &["--duration", "6", "--frequency", "999"],
+    );
+    let s = summary(&dir);
+    let c = &s["coverage"];
+    eprintln!("coverage of short-lived threads: {c}");
+    assert!(c["threads_left_out"].as_u64().unwrap_or(0) >= 10, "{c}");
+    assert!(c["process_expected"].as_u64().unwrap_or(0) >= 300, "{c}");
+    let pct = c["process_percent"].as_f64().unwrap_or(-1.0);
+    assert!((90.0..=110.0).contains(&pct), "process-wide {pct}%: {c}");
+    let text = std::fs::read_to_string(dir.join("summary.txt")).expect("summary.txt");
+    assert!(
+        text.contains(&format!("process-wide, ended threads included: {pct:.1}%")),
+        "{text}"
+    );
 }

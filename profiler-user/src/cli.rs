@@ -480,6 +480,7 @@ async fn record_into(
 pub async fn record(args: RecordArgs) -> Result<()> {
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
+    collect::checks::startup()?;
     use collect::scope::{Cgroup, Scope};
     let scope = if args.all {
         Scope::All
@@ -535,7 +536,8 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         .unwrap_or_else(|| default_output_dir(&name, std::process::id()));
     // Privileges and the output directory first: a command that cannot be profiled is not
     // started at all.
-    collect::privileges::check_sampling()?;
+    // `run` follows the command's children through the sched tracepoints: tracefs is needed.
+    collect::checks::startup()?;
     let dir = OutputDir::prepare(&out_path)?;
     let held = match collect::run::spawn_held(&args.command, run_as.as_ref()) {
         Ok(h) => h,
@@ -776,7 +778,7 @@ fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
         by_name: &by_name,
         concurrency_peak: crate::spans::concurrency_peak(&rec.spans).0,
         span_count: rec.spans.len() as u64,
-        lost_samples: c.lost().saturating_add(c.malformed_events),
+        lost_samples: c.lost(),
         lost_events: c.span_events_lost_total(),
     };
     let violations = fail_if::evaluate(rules, &facts);

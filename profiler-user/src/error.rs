@@ -59,6 +59,10 @@ pub enum Error {
     #[error("{path} is not a recording this profiler can read: {reason}")]
     BadRecording { path: PathBuf, reason: String },
 
+    /// The machine cannot run the profiler as it is: what is wrong and the fix, in one line.
+    #[error("{0}")]
+    Startup(String),
+
     #[error("invalid {what}: {reason}")]
     InvalidArgument { what: &'static str, reason: String },
 

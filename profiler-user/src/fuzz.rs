@@ -127,3 +127,101 @@ pub fn fail_if(data: &[u8]) {
     }
     let _ = fail_if::evaluate(&[], &fail_if::Facts::default());
 }
+
+/// A ring buffer record as the kernel programs write it (`collect::decode::parse_event`),
+/// then what the drain loop does with the event: a record the kernel (or a mismatched
+/// eBPF object) gets wrong must be refused or bounded, never read out of bounds.
+pub fn ring_record(data: &[u8]) {
+    use crate::collect::{Event, RawStack, offcpu, parse_event};
+    let stack_ok = |s: &RawStack| match s {
+        RawStack::Inline(frames) => {
+            assert!(
+                !frames.is_empty() && frames.len() <= profiler_common::MAX_STACK_DEPTH,
+                "inline stack of {} frames",
+                frames.len()
+            );
+        }
+        RawStack::Id(id) => assert!(i32::try_from(*id).is_ok(), "stack id {id} was negative"),
+        RawStack::Empty => {}
+    };
+    match parse_event(data) {
+        Some(Event::SampleDwarf(s, comm, regs, stack)) => {
+            assert_eq!(stack.start, profiler_common::SAMPLE_DWARF_HEADER);
+            assert!(
+                stack.start <= stack.end && stack.end <= data.len(),
+                "{stack:?}"
+            );
+            assert!(stack.len() as u64 <= u64::from(regs.stack_len), "{stack:?}");
+            assert!(comm.len() <= 4 * profiler_common::COMM_LEN);
+            stack_ok(&s.kernel);
+            // What the drain loop does with it.
+            let _ = data.get(stack).unwrap_or(&[]).to_vec();
+        }
+        Some(Event::Sample(s, comm)) => {
+            assert!(comm.len() <= 4 * profiler_common::COMM_LEN);
+            stack_ok(&s.user);
+            stack_ok(&s.kernel);
+        }
+        Some(Event::OffCpu(e)) => {
+            let o = offcpu::from_event(&e);
+            assert!(o.total_ns <= o.end_ns, "{o:?}");
+            stack_ok(&o.user);
+            stack_ok(&o.kernel);
+        }
+        Some(Event::Span(_) | Event::Process(_)) | None => {}
+    }
+}
+
+/// Well-formed records of every kind the kernel programs send, zero-filled but for their
+/// kind and a few values: the seeds the fuzzer mutates (and its corpus, `tests/fuzz/corpus/ring`).
+pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use profiler_common::{
+        DwarfRegs, EventKind, OffCpuEvent, ProcessEvent, SampleEvent, SampleInlineEvent, SpanEvent,
+    };
+    fn bytes<T>(kind: EventKind, extra: usize) -> Vec<u8> {
+        let mut v = vec![0u8; size_of::<T>() + extra];
+        v[..4].copy_from_slice(&(kind as u32).to_ne_bytes());
+        // cpu 1, timestamp 1 s, pid 42, tid 43 where the layout has them.
+        v[4..8].copy_from_slice(&1u32.to_ne_bytes());
+        v[8..16].copy_from_slice(&1_000_000_000u64.to_ne_bytes());
+        v[16..20].copy_from_slice(&42u32.to_ne_bytes());
+        v[20..24].copy_from_slice(&43u32.to_ne_bytes());
+        v
+    }
+    let sample = size_of::<SampleEvent>();
+    let mut inline = bytes::<SampleInlineEvent>(EventKind::SampleInline, 0);
+    inline[sample..sample + 4].copy_from_slice(&2u32.to_ne_bytes());
+    inline[sample + 8..sample + 16].copy_from_slice(&0x40_1000u64.to_ne_bytes());
+    inline[sample + 16..sample + 24].copy_from_slice(&0x40_2000u64.to_ne_bytes());
+    let mut dwarf = bytes::<SampleEvent>(EventKind::SampleDwarf, size_of::<DwarfRegs>() + 64);
+    // stack_len (after ip, sp, bp): 64 bytes follow.
+    dwarf[sample + 24..sample + 28].copy_from_slice(&64u32.to_ne_bytes());
+    vec![
+        ("sample", bytes::<SampleEvent>(EventKind::Sample, 0)),
+        ("sample-inline", inline),
+        ("sample-dwarf", dwarf),
+        ("span-begin", bytes::<SpanEvent>(EventKind::SpanBegin, 0)),
+        ("span-fn-call", bytes::<SpanEvent>(EventKind::SpanFnCall, 0)),
+        (
+            "process-fork",
+            bytes::<ProcessEvent>(EventKind::ProcessFork, 0),
+        ),
+        (
+            "process-exit",
+            bytes::<ProcessEvent>(EventKind::ProcessExit, 0),
+        ),
+        ("off-cpu", bytes::<OffCpuEvent>(EventKind::OffCpu, 0)),
+    ]
+}
+
+/// Offsets of the length fields a record of `kind` carries, where the fuzzer plants edge
+/// values: the inline stacks' frame counts, the DWARF stack byte count.
+pub fn ring_length_fields(kind: u32) -> Vec<usize> {
+    use profiler_common::{EventKind, SampleEvent};
+    let sample = size_of::<SampleEvent>();
+    match EventKind::from_u32(kind) {
+        Some(EventKind::SampleInline) => vec![sample, sample + 4],
+        Some(EventKind::SampleDwarf) => vec![sample + 24],
+        _ => Vec::new(),
+    }
+}

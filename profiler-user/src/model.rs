@@ -239,6 +239,43 @@ pub struct Meta {
     pub stack_bytes: u32,
     #[prost(message, optional, tag = "19")]
     pub unwind: Option<UnwindInfo>,
+    /// Samples of the targets against their own CPU time; None when it could not be read.
+    #[prost(message, optional, tag = "20")]
+    pub coverage: Option<Coverage>,
+    /// Cut to a `report --from/--to` window: the samples, spans and off-CPU intervals are,
+    /// while the kernel's counters and `coverage` have no times and cover the whole recording.
+    #[prost(bool, tag = "21")]
+    pub window_cut: bool,
+}
+
+/// The coverage check (`collect::coverage`): threads alive at the start and at the end of
+/// sampling, their CPU time from schedstat, and their samples between the two readings.
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct Coverage {
+    /// Nanoseconds on CPU of the compared threads.
+    #[prost(uint64, tag = "1")]
+    pub cpu_ns: u64,
+    /// Their samples.
+    #[prost(uint64, tag = "2")]
+    pub sampled: u64,
+    /// `cpu_ns` / sampling period: what the clock should have sampled.
+    #[prost(uint64, tag = "3")]
+    pub expected: u64,
+    /// Threads compared.
+    #[prost(uint32, tag = "4")]
+    pub threads: u32,
+    /// Threads born or ended between the readings: left out, samples and CPU time alike.
+    #[prost(uint32, tag = "5")]
+    pub threads_left_out: u32,
+    /// Process-wide, ended threads included: CPU time of the target processes alive at both
+    /// readings (`/proc/PID/stat` utime + stime, to the clock tick), their samples, and what
+    /// that CPU time should have given.
+    #[prost(uint64, tag = "6")]
+    pub process_cpu_ns: u64,
+    #[prost(uint64, tag = "7")]
+    pub process_sampled: u64,
+    #[prost(uint64, tag = "8")]
+    pub process_expected: u64,
 }
 
 /// What DWARF unwinding in userspace cost and found.
@@ -529,10 +566,24 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Samples of the target that never reached the outputs.
+    /// Samples of the target that never reached the outputs. A malformed record is counted
+    /// once: one that was a sample is already among the emitted records never received, and
+    /// one of unknown kind cannot be told apart, so malformed records count as lost samples
+    /// only beyond that difference.
     pub fn lost(&self) -> u64 {
-        self.lost_ringbuf_full
-            .saturating_add(self.emitted.saturating_sub(self.received))
+        self.lost_ringbuf_full.saturating_add(
+            self.emitted
+                .saturating_sub(self.received)
+                .max(self.malformed_events),
+        )
+    }
+
+    /// Emitted samples never received for another reason than being malformed (0 after a
+    /// complete drain).
+    pub fn undelivered(&self) -> u64 {
+        self.emitted
+            .saturating_sub(self.received)
+            .saturating_sub(self.malformed_events)
     }
 
     /// Span probe hits that never reached the recording.
@@ -803,6 +854,11 @@ impl Recording {
         let lo = from.map_or(start, clamp);
         let hi = to.map_or(m.end_boottime_ns, clamp).max(lo);
         let mut out = self.clone();
+        if (lo, hi) != (start, m.end_boottime_ns)
+            && let Some(meta) = out.meta.as_mut()
+        {
+            meta.window_cut = true;
+        }
         out.samples
             .retain(|s| s.timestamp_ns >= lo && s.timestamp_ns <= hi);
         out.spans.retain(|s| s.end_ns >= lo && s.begin_ns <= hi);
@@ -1277,6 +1333,38 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(c.lost(), 15);
+    }
+
+    #[test]
+    fn a_malformed_sample_is_lost_once() {
+        // Two sample records emitted, one received, the other malformed: one lost.
+        let c = Counters {
+            seen: 2,
+            emitted: 2,
+            received: 1,
+            malformed_events: 1,
+            ..Default::default()
+        };
+        assert_eq!((c.lost(), c.undelivered()), (1, 0));
+        // A malformed record that was no sample still counts, as the kind is unknown.
+        let c = Counters {
+            seen: 2,
+            emitted: 2,
+            received: 2,
+            malformed_events: 1,
+            ..Default::default()
+        };
+        assert_eq!((c.lost(), c.undelivered()), (1, 0));
+        // Undelivered and malformed apart.
+        let c = Counters {
+            seen: 10,
+            emitted: 10,
+            received: 6,
+            malformed_events: 1,
+            lost_ringbuf_full: 0,
+            ..Default::default()
+        };
+        assert_eq!((c.lost(), c.undelivered()), (4, 3));
     }
 
     /// Every prost field of this file is in the checked-in `recording.proto`, with the same

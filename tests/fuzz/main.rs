@@ -10,7 +10,8 @@
 //! they reach the protobuf decoder and every output; maps lines and rules are built from
 //! their grammar's tokens. Runs are reproducible from the printed seed.
 //!
-//! Usage: profiler-fuzz [recording|maps|fail_if]... [--secs N] [--seed S] [--corpus DIR]
+//! Usage: profiler-fuzz [recording|maps|fail_if|ring]... [--secs N] [--seed S] [--corpus DIR]
+//!        profiler-fuzz --write-ring-seeds DIR   (the seeds of tests/fuzz/corpus/ring)
 //! Crashing inputs are saved to target/fuzz-crashes/; the exit status is 1 if any.
 use std::{
     path::{Path, PathBuf},
@@ -214,6 +215,17 @@ fn random_recording(r: &mut Rng) -> Recording {
                 stack_bytes_max: r.num32(),
                 load_ns: r.num(),
             }),
+            coverage: r.chance(2).then(|| Coverage {
+                cpu_ns: r.num(),
+                sampled: r.num(),
+                expected: r.num(),
+                threads: r.num32(),
+                threads_left_out: r.num32(),
+                process_cpu_ns: r.num(),
+                process_sampled: r.num(),
+                process_expected: r.num(),
+            }),
+            window_cut: r.chance(4),
             ..Default::default()
         }),
         modules,
@@ -427,7 +439,54 @@ const TARGETS: &[Target] = &[
         name: "fail_if",
         run: profiler::fuzz::fail_if,
     },
+    Target {
+        name: "ring",
+        run: profiler::fuzz::ring_record,
+    },
 ];
+
+/// A ring buffer record: a well-formed one of a random kind (or a kind that does not exist),
+/// its fields filled with edge numbers, its length fields set to edges (0, the bound, just
+/// past it, u32::MAX), then its length and bytes mutated.
+fn ring_input(r: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    let seeds = profiler::fuzz::ring_seeds();
+    let mut data = if corpus.is_empty() || r.chance(2) {
+        seeds[r.below(seeds.len())].1.clone()
+    } else {
+        corpus[r.below(corpus.len())].clone()
+    };
+    if r.chance(8) && data.len() >= 4 {
+        let kind = [0u32, 14, 255, u32::MAX, r.next() as u32][r.below(5)];
+        data[..4].copy_from_slice(&kind.to_ne_bytes());
+    }
+    // Whole fields, 8 bytes at a time past the kind: pids, times, stack ids, span ids.
+    for _ in 0..r.below(6) {
+        if data.len() >= 16 {
+            let at = 4 + r.below(data.len() - 12);
+            data[at..at + 8].copy_from_slice(&r.num().to_ne_bytes());
+        }
+    }
+    let kind = data
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_ne_bytes);
+    for at in profiler::fuzz::ring_length_fields(kind) {
+        if r.chance(2)
+            && let Some(field) = data.get_mut(at..at + 4)
+        {
+            let v = [0u32, 1, 126, 127, 128, 4096, 1 << 17, u32::MAX, r.num32()][r.below(9)];
+            field.copy_from_slice(&v.to_ne_bytes());
+        }
+    }
+    match r.below(4) {
+        // Cut short, or longer than the record (DWARF records carry a variable tail).
+        0 => data.truncate(r.below(data.len() + 1)),
+        1 => data.extend((0..r.below(300)).map(|_| r.next() as u8)),
+        2 => mutate(r, &mut data, &[], corpus),
+        _ => {}
+    }
+    data
+}
 
 fn load_corpus(dir: &Path) -> Vec<Vec<u8>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -462,6 +521,7 @@ fn next_input(r: &mut Rng, target: &str, corpus: &[Vec<u8>]) -> Vec<u8> {
             input.extend_from_slice(&payload);
             input
         }
+        "ring" => ring_input(r, corpus),
         "maps" => {
             let mut data = if corpus.is_empty() || r.chance(3) {
                 grammar(r, MAPS_TOKENS, 40)
@@ -494,6 +554,16 @@ fn main() -> std::process::ExitCode {
             "--secs" => secs = args.next().and_then(|s| s.parse().ok()).unwrap_or(secs),
             "--seed" => seed = args.next().and_then(|s| s.parse().ok()),
             "--corpus" => corpus_root = args.next().map(PathBuf::from).unwrap_or(corpus_root),
+            "--write-ring-seeds" => {
+                let dir = args.next().map(PathBuf::from).unwrap_or_default();
+                for (name, bytes) in profiler::fuzz::ring_seeds() {
+                    if let Err(e) = std::fs::write(dir.join(name), bytes) {
+                        eprintln!("profiler-fuzz: {}: {e}", dir.join(name).display());
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+                return std::process::ExitCode::SUCCESS;
+            }
             name => names.push(name.to_string()),
         }
     }
@@ -528,7 +598,7 @@ fn main() -> std::process::ExitCode {
     let mut any_crash = false;
     for name in &names {
         let Some(target) = TARGETS.iter().find(|t| t.name == name) else {
-            eprintln!("profiler-fuzz: unknown target {name} (recording, maps, fail_if)");
+            eprintln!("profiler-fuzz: unknown target {name} (recording, maps, fail_if, ring)");
             return std::process::ExitCode::from(2);
         };
         let corpus = load_corpus(&corpus_root.join(target.name));

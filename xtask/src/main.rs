@@ -1,6 +1,7 @@
 //! `cargo xtask <setup|build|test|lint|demo>`: everything a fresh machine needs, driven from
 //! the repository. Deliberately dependency-free so it compiles in seconds on a clean clone.
 mod bench;
+mod ebpf_toolchain;
 
 use std::{
     env,
@@ -90,9 +91,11 @@ fn stdout_of(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// What later steps need from setup: a PATH on which bpf-linker is found.
+/// What later steps need from setup: a PATH on which bpf-linker is found, and the pinned
+/// nightly toolchain (`ebpf-toolchain`) by the name it is installed under.
 struct Env {
     path: OsString,
+    nightly: String,
 }
 
 impl Env {
@@ -100,7 +103,7 @@ impl Env {
     /// not understand `+nightly`.
     fn nightly_cargo(&self) -> Command {
         let mut c = Command::new("rustup");
-        c.args(["run", "nightly", "cargo"])
+        c.args(["run", &self.nightly, "cargo"])
             .env("PATH", &self.path)
             .current_dir(workspace_root());
         c
@@ -129,24 +132,27 @@ fn cargo_home() -> Result<PathBuf> {
 /// Idempotent: each step checks before it acts, so a set-up machine passes in about a second.
 fn setup() -> Result<Env> {
     let started = Instant::now();
-    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
-        .map_err(|e| format!("{e}\nthe nightly toolchain is needed for the eBPF build: rustup toolchain install nightly"))?;
+    let nightly = pinned_nightly()?;
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{nightly}"), "--print", "sysroot"]))?;
     let sysroot = PathBuf::from(sysroot.trim());
 
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
-        step("installing rust-src for nightly (needed by -Z build-std=core)");
+        step(&format!(
+            "installing rust-src for {nightly} (needed by -Z build-std=core)"
+        ));
         run(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
             "--toolchain",
-            "nightly",
+            &nightly,
         ]))?;
     }
 
     let bin_dir = cargo_home()?.join("bin");
     let path = prepend_path(&bin_dir);
-    ensure_bpf_linker(&sysroot, &bin_dir, &path)?;
+    ensure_bpf_linker(&sysroot, &nightly, &bin_dir, &path)?;
 
     ensure_tool(
         "gcc",
@@ -173,7 +179,31 @@ fn setup() -> Result<Env> {
         "setup done in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    Ok(Env { path })
+    Ok(Env { path, nightly })
+}
+
+/// The nightly pinned in `ebpf-toolchain`, installed through rustup when this machine has no
+/// toolchain of that commit (a rustup component download, like rust-src).
+fn pinned_nightly() -> Result<String> {
+    let root = workspace_root();
+    match ebpf_toolchain::resolve(&root) {
+        Ok(t) => Ok(t),
+        Err(why) => {
+            let pin = ebpf_toolchain::read_pin(&root)?;
+            step(&format!("{why}\nxtask: installing {}", pin.channel));
+            run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                &pin.channel,
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]))
+            .map_err(|e| format!("{e}\n{why}"))?;
+            ebpf_toolchain::resolve(&root)
+        }
+    }
 }
 
 /// Installs `packages` from Debian when `tool` does not run.
@@ -207,7 +237,7 @@ fn prepend_path(dir: &Path) -> OsString {
 
 /// bpf-linker must link against the very LLVM that nightly's rustc uses, so it is built from
 /// source against the libLLVM shipped in nightly's sysroot, and rebuilt when nightly changes.
-fn ensure_bpf_linker(sysroot: &Path, bin_dir: &Path, path: &OsString) -> Result {
+fn ensure_bpf_linker(sysroot: &Path, nightly: &str, bin_dir: &Path, path: &OsString) -> Result {
     let lib = sysroot.join("lib");
     let soname = fs::read_dir(&lib)
         .map_err(|e| format!("reading {}: {e}", lib.display()))?
@@ -220,12 +250,12 @@ fn ensure_bpf_linker(sysroot: &Path, bin_dir: &Path, path: &OsString) -> Result 
                 lib.display()
             )
         })?;
-    let version = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let version = output(Command::new("rustc").args([&format!("+{nightly}"), "-vV"]))?;
     let llvm_major = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .and_then(|v| v.split('.').next())
-        .ok_or("rustc +nightly -vV prints no LLVM version")?
+        .ok_or_else(|| format!("rustc +{nightly} -vV prints no LLVM version"))?
         .to_string();
 
     let cache = home()?.join(".cache/profiler-xtask");

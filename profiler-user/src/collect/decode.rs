@@ -54,7 +54,10 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
                     std::ptr::read_unaligned(bytes[size_of::<SampleEvent>()..].as_ptr().cast()),
                 )
             };
-            let end = (SAMPLE_DWARF_HEADER + regs.stack_len as usize).min(bytes.len());
+            // stack_len comes from the record: bounded by the bytes that are really there.
+            let end = SAMPLE_DWARF_HEADER
+                .saturating_add(usize::try_from(regs.stack_len).unwrap_or(usize::MAX))
+                .min(bytes.len());
             let (sample, comm) =
                 raw_sample(&h, RawStack::Empty, RawStack::from_id(h.kernel_stack_id));
             return Some(Event::SampleDwarf(
@@ -204,6 +207,29 @@ mod tests {
         let (s, _) = sample(&bytes_of(&e));
         assert_eq!(s.user, RawStack::Inline(vec![0x1000, 0x2000]));
         assert_eq!(s.kernel, RawStack::Empty);
+    }
+
+    #[test]
+    fn a_dwarf_stack_length_is_bounded_by_the_record() {
+        let mut b = bytes_of(&header(EventKind::SampleDwarf));
+        let regs = profiler_common::DwarfRegs {
+            ip: 1,
+            sp: 2,
+            bp: 3,
+            stack_len: u32::MAX,
+            source: 0,
+        };
+        b.extend(bytes_of(&regs));
+        b.extend([7u8; 40]);
+        match parse_event(&b) {
+            Some(Event::SampleDwarf(_, _, r, stack)) => {
+                assert_eq!(r.stack_len, u32::MAX);
+                assert_eq!(stack, SAMPLE_DWARF_HEADER..SAMPLE_DWARF_HEADER + 40);
+            }
+            other => panic!("not a DWARF sample: {other:?}"),
+        }
+        // A header cut short is refused.
+        assert!(parse_event(&b[..SAMPLE_DWARF_HEADER - 1]).is_none());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! records (`decode`, `drain`) and side-band records of the processes' mappings
 //! (`sideband`, `processes`, `modules`).
 pub mod btf;
+pub mod checks;
+pub mod coverage;
 pub mod debuginfo;
 pub mod decode;
 pub mod drain;
@@ -166,6 +168,8 @@ pub struct RawRecording {
     pub unwind: unwind::UnwindStats,
     /// `--off-cpu` data; None when off-CPU time was not recorded.
     pub off_cpu: Option<offcpu::RawOffCpuData>,
+    /// Samples against the targets' CPU time; None when no thread's could be read.
+    pub coverage: Option<crate::model::Coverage>,
     /// Thread names: from /proc at the start and end, and from the samples themselves.
     pub threads: HashMap<u32, String>,
     pub start_boottime_ns: u64,
@@ -221,6 +225,18 @@ fn open_pidfd(pid: u32) -> Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the process `pidfd` refers to has exited (its pidfd is readable then).
+fn pidfd_exited(pidfd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout never blocks.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
 }
 
 /// A process checked by [`preflight`], ready to be recorded.
@@ -338,7 +354,7 @@ pub fn preflight(pid: u32) -> Result<Target> {
     let mut space = AddressSpace::new(pid);
     let mut modules = modules::ModuleStore::default();
     space.refresh(&mut modules)?;
-    if procfs::has_exited(pid) {
+    if pidfd_exited(&pidfd) || procfs::has_exited(pid) {
         return Err(Error::ExitedBeforeAttach(pid));
     }
     let exe_module = modules.intern_file(&format!("/proc/{pid}/exe"), &info.exe);
@@ -404,7 +420,8 @@ pub async fn record(
     if pid != 0 {
         initial.insert(0, (pid, dwarf));
     }
-    let mut session = session::Session::load(opts, &initial, dwarf)?;
+    let mut session =
+        session::Session::load(opts, &initial, dwarf).map_err(checks::explain_refusal)?;
     // Before anything can run in the target: every mapping from now on is reported.
     let sideband = sideband::Sideband::open(&session.cpus)?;
     let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follows() {
@@ -420,7 +437,9 @@ pub async fn record(
     let mut warnings = Vec::new();
     let spans_attached = if pid != 0 {
         let (probes, readables) = probe_modules(&space, &modules, exe_module);
-        let attached = session.attach_spans(&probes, pid, &info.exe, opts)?;
+        let attached = session
+            .attach_spans(&probes, pid, &info.exe, opts)
+            .map_err(checks::explain_refusal)?;
         drop(readables);
         attached
     } else {
@@ -432,11 +451,13 @@ pub async fn record(
         spans::Attached::default()
     };
     let mut meta = spans::MetaReader::open(pid);
-    session.load_sampler()?;
+    session.load_sampler().map_err(checks::explain_refusal)?;
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
     }
-    session.attach(opts.frequency_hz, opts.off_cpu.is_some())?;
+    session
+        .attach(opts.frequency_hz, opts.off_cpu.is_some())
+        .map_err(checks::explain_refusal)?;
     let load_attach = started.elapsed();
     let start_boottime_ns = boottime_ns();
     let start_unix_ns = unix_ns();
@@ -449,7 +470,10 @@ pub async fn record(
             Some(s) => s.refresh(&mut procs.modules).is_ok(),
             None => false,
         };
-        if procfs::has_exited(pid) || !still_there {
+        // The pidfd, not /proc, says whether it is still the same process: once it exited its
+        // pid may already name another one, which /proc would describe and the probes would
+        // sample.
+        if pidfd.as_ref().is_some_and(pidfd_exited) || procfs::has_exited(pid) || !still_there {
             return Err(Error::ExitedBeforeAttach(pid));
         }
     }
@@ -458,6 +482,8 @@ pub async fn record(
         let _ = space.refresh(&mut procs.modules);
         procs.add_root(space, other);
     }
+    // The first reading of the coverage check, once sampling runs.
+    let cpu_start = coverage::read(pids.iter().copied(), boottime_ns());
     announce(&info, opts, &spans_attached, dwarf);
     on_attached()?;
 
@@ -488,6 +514,10 @@ pub async fn record(
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // Also the drain period while the ring buffer stays below its wakeup threshold.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // A recent end reading for the coverage check, in case the targets are gone at the stop
+    // (a target that exits ends the recording): refreshed about once a second.
+    let mut cpu_recent = coverage::CpuTimes::default();
+    let mut ticks = 0u32;
     // From here on samples exist: a failure ends the recording early or leaves a part out,
     // and is told in the warnings, but never loses what was recorded.
     let stop_reason = loop {
@@ -540,10 +570,24 @@ pub async fn record(
                 }
                 let lost = session.counters().map(|c| c.lost_ringbuf_full).unwrap_or(0);
                 on_status(Status { elapsed: started.elapsed().saturating_sub(load_attach), samples: sink.samples.len() as u64, lost });
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(10) {
+                    cpu_recent = coverage::read_end(sink.procs.pids().collect::<Vec<_>>());
+                }
             }
         }
     };
 
+    // The second reading, while sampling still runs: samples after it are not compared. When
+    // the targets are already gone, the last reading taken while they ran stands in.
+    let mut cpu_end = coverage::read_end(sink.procs.pids().collect::<Vec<_>>());
+    if !cpu_start
+        .threads
+        .keys()
+        .any(|t| cpu_end.threads.contains_key(t))
+    {
+        cpu_end = cpu_recent;
+    }
     // Detach first so the counters are final, then take what is still in the buffers.
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
@@ -571,6 +615,11 @@ pub async fn record(
         }
     }
 
+    let coverage = (!cpu_start.threads.is_empty()).then(|| {
+        let c = coverage::compare(&cpu_start, &cpu_end, &samples, opts.frequency_hz);
+        warnings.extend(coverage::warning(&c));
+        c
+    });
     let mut counters = kept(
         session.counters(),
         "reading the kernel's counters (losses unknown)",
@@ -641,6 +690,7 @@ pub async fn record(
         stack_bytes: opts.stack_bytes,
         unwind: unwinder.stats,
         off_cpu,
+        coverage,
         threads,
         start_boottime_ns,
         end_boottime_ns,

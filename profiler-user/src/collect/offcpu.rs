@@ -126,8 +126,9 @@ pub fn read_totals(ebpf: &aya::Ebpf) -> Result<Vec<RawOffCpu>> {
         let (mut total_ns, mut count) = (0u64, 0u64);
         for v in per_cpu.iter() {
             if let Some(t) = read_pod::<OffCpuTotal>(v) {
-                total_ns += t.total_ns;
-                count += t.count;
+                // Per-CPU values straight from a kernel map: summed without overflow.
+                total_ns = total_ns.saturating_add(t.total_ns);
+                count = count.saturating_add(t.count);
             }
         }
         if count == 0 {

@@ -161,16 +161,18 @@ impl CpuBuffer {
         // SAFETY: the data area follows the metadata page and is data_size bytes long.
         let data = unsafe { std::slice::from_raw_parts(self.base.add(page), self.data_size) };
         let size = self.data_size as u64;
+        // The positions are free-running counters the kernel advances (and may, in principle,
+        // wrap): wrapping arithmetic, and every index reduced modulo the area's size.
         while tail < head {
-            let at = |off: u64| data[((tail + off) % size) as usize];
-            let rec_size = u16::from_le_bytes([at(6), at(7)]) as u64;
-            if rec_size < 8 || tail + rec_size > head {
+            let at = |off: u64| data[(tail.wrapping_add(off) % size) as usize];
+            let rec_size = u64::from(u16::from_le_bytes([at(6), at(7)]));
+            if rec_size < 8 || head - tail < rec_size {
                 // Corrupt or torn: skip what is there rather than loop forever.
                 tail = head;
                 break;
             }
             out.push((0..rec_size).map(at).collect());
-            tail += rec_size;
+            tail = tail.wrapping_add(rec_size);
         }
         self.tail().store(tail, Ordering::Release);
     }

@@ -236,9 +236,11 @@ impl Unwinder {
         let mut used = 0usize;
         let sp = regs.sp;
         let mut read = |addr: u64| -> Result<u64, ()> {
+            // `addr` is whatever the target's stack held: any value, checked before use.
             let at = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
-            let bytes = stack.get(at..at + 8).ok_or(())?;
-            used = used.max(at + 8);
+            let end = at.checked_add(8).ok_or(())?;
+            let bytes = stack.get(at..end).ok_or(())?;
+            used = used.max(end);
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
         let mut truncated = true;
@@ -333,8 +335,14 @@ pub fn frame_pointer_share(bytes: &[u8]) -> Option<(u32, u32)> {
         let Some(start) = sym.address().checked_sub(base) else {
             continue;
         };
-        let Some(code) = data.get(start as usize..(start + 24).min(data.len() as u64) as usize)
-        else {
+        // A symbol's address comes from the file: any value, so no overflow on the way.
+        let (Ok(from), Ok(to)) = (
+            usize::try_from(start),
+            usize::try_from(start.saturating_add(24).min(data.len() as u64)),
+        ) else {
+            continue;
+        };
+        let Some(code) = data.get(from..to) else {
             continue;
         };
         let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa]).unwrap_or(code);

@@ -69,11 +69,17 @@ pub fn write_weighted(
     match weight {
         Weight::Samples => {
             opts.title = title(rec);
+            // The kernel's loss counters carry no times: a window cannot cut them.
             opts.subtitle = Some(format!(
-                "pid {} at {} Hz; {} samples lost",
+                "pid {} at {} Hz; {} samples lost{}",
                 m.pid,
                 m.frequency_hz,
-                rec.counters().lost()
+                rec.counters().lost(),
+                if m.window_cut {
+                    " in the whole recording"
+                } else {
+                    ""
+                }
             ));
             opts.count_name = "samples".to_string();
         }

@@ -49,6 +49,86 @@ pub struct Summary {
     pub spans: Option<SpanReport>,
     /// Present with `--off-cpu`.
     pub off_cpu: Option<crate::offcpu::OffCpuReport>,
+    /// Samples against the targets' own CPU time; None when it could not be read.
+    pub coverage: Option<CoverageReport>,
+}
+
+/// The coverage check (`collect::coverage`) as the summary shows it.
+#[derive(Debug, Serialize)]
+pub struct CoverageReport {
+    /// `sampled` as a share of `expected`: "sampled N% of expected"; None when the compared
+    /// threads used no CPU.
+    pub percent: Option<f64>,
+    pub sampled: u64,
+    pub expected: u64,
+    pub cpu_s: f64,
+    pub threads: u32,
+    pub threads_left_out: u32,
+    /// Process-wide, threads that ended during the recording included (`/proc/PID/stat`, to
+    /// the clock tick): "N% process-wide".
+    pub process_percent: Option<f64>,
+    pub process_sampled: u64,
+    pub process_expected: u64,
+    pub process_cpu_s: f64,
+    /// The output was cut to a `--from/--to` window, and this still covers the whole
+    /// recording (CPU time is only read at its start and end).
+    pub whole_recording: bool,
+}
+
+impl CoverageReport {
+    fn new(rec: &Recording) -> Option<Self> {
+        let m = rec.meta();
+        let c = m.coverage.as_ref()?;
+        Some(Self {
+            percent: crate::collect::coverage::percent(c),
+            sampled: c.sampled,
+            expected: c.expected,
+            cpu_s: c.cpu_ns as f64 / 1e9,
+            threads: c.threads,
+            threads_left_out: c.threads_left_out,
+            process_percent: crate::collect::coverage::process_percent(c),
+            process_sampled: c.process_sampled,
+            process_expected: c.process_expected,
+            process_cpu_s: c.process_cpu_ns as f64 / 1e9,
+            whole_recording: m.window_cut,
+        })
+    }
+
+    fn to_text(&self) -> String {
+        let head = match self.percent {
+            Some(p) => format!("sampled {p:.1}% of expected"),
+            None => "nothing expected".to_string(),
+        };
+        let plural = |n: u32| if n == 1 { "" } else { "s" };
+        let mut line = format!(
+            "coverage: {head} ({} samples, {} expected from {:.2} s on CPU of {} thread{} alive throughout",
+            self.sampled,
+            self.expected,
+            self.cpu_s,
+            self.threads,
+            plural(self.threads)
+        );
+        if self.threads_left_out > 0 {
+            line += &format!(
+                "; {} thread{} born or ended during it left out",
+                self.threads_left_out,
+                plural(self.threads_left_out)
+            );
+        }
+        line += ")";
+        if let Some(p) = self.process_percent
+            && self.threads_left_out > 0
+        {
+            line += &format!(
+                "; process-wide, ended threads included: {p:.1}% ({} of {} from {:.2} s, to the clock tick)",
+                self.process_sampled, self.process_expected, self.process_cpu_s
+            );
+        }
+        if self.whole_recording {
+            line += ", whole recording";
+        }
+        line
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -232,6 +312,9 @@ pub struct SampleAccounting {
     pub kernel_stack_errors: u64,
     pub stack_map_full_sent_inline: u64,
     pub stack_map_collisions_sent_inline: u64,
+    /// The output was cut to a `--from/--to` window: `recorded` counts the window's samples,
+    /// every other count here (the kernel's counters carry no times) the whole recording's.
+    pub counters_whole_recording: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -408,7 +491,7 @@ struct Node {
 fn lost_by_cause(c: &Counters) -> LostByCause {
     LostByCause {
         ring_buffer_full: c.lost_ringbuf_full,
-        undelivered: c.emitted.saturating_sub(c.received),
+        undelivered: c.undelivered(),
         malformed: c.malformed_events,
     }
 }
@@ -515,12 +598,13 @@ impl Summary {
             samples: SampleAccounting {
                 recorded: total,
                 seen_by_kernel: c.seen,
-                lost: c.lost().saturating_add(c.malformed_events),
+                lost: c.lost(),
                 lost_by_cause: lost_by_cause(&c),
                 user_stack_errors: c.user_stack_errors,
                 kernel_stack_errors: c.kernel_stack_errors,
                 stack_map_full_sent_inline: c.stack_map_full,
                 stack_map_collisions_sent_inline: c.stack_map_collisions,
+                counters_whole_recording: m.window_cut,
             },
             threads,
             processes,
@@ -541,6 +625,7 @@ impl Summary {
             warnings: m.warnings.clone(),
             spans: SpanReport::new(rec),
             off_cpu: crate::offcpu::OffCpuReport::new(rec),
+            coverage: CoverageReport::new(rec),
         }
     }
 
@@ -556,8 +641,13 @@ impl Summary {
         );
         let _ = writeln!(
             t,
-            "samples: {} recorded, {} lost (ring buffer full {}, undelivered {}, malformed {}); {} seen by the kernel",
+            "samples: {} recorded{}, {} lost (ring buffer full {}, undelivered {}, malformed {}); {} seen by the kernel",
             s.recorded,
+            if s.counters_whole_recording {
+                " in the window; in the whole recording (counters have no times)"
+            } else {
+                ""
+            },
             s.lost,
             s.lost_by_cause.ring_buffer_full,
             s.lost_by_cause.undelivered,
@@ -570,6 +660,9 @@ impl Summary {
                 "stack walks failed: {} user, {} kernel (samples kept without that stack)",
                 s.user_stack_errors, s.kernel_stack_errors
             );
+        }
+        if let Some(c) = &self.coverage {
+            let _ = writeln!(t, "{}", c.to_text());
         }
         if let Some(ns) = self.overhead.bpf_ns_per_run {
             let _ = writeln!(
@@ -822,6 +915,48 @@ mod tests {
         assert_eq!(total_of("compute"), Some(90.0));
         assert_eq!(total_of("hot_a"), Some(60.0));
         assert_eq!(s.modules_without_symbols, ["/lib/libstripped.so"]);
+    }
+
+    #[test]
+    fn coverage_and_counters_say_what_a_window_cannot_cut() {
+        let mut rec = sample_recording();
+        if let Some(m) = rec.meta.as_mut() {
+            m.coverage = Some(crate::model::Coverage {
+                cpu_ns: 2_020_202_020,
+                sampled: 190,
+                expected: 200,
+                threads: 1,
+                threads_left_out: 2,
+                process_cpu_ns: 3_030_303_030,
+                process_sampled: 290,
+                process_expected: 300,
+            });
+        }
+        let s = Summary::new(&rec);
+        let text = s.to_text();
+        assert!(
+            text.contains("coverage: sampled 95.0% of expected (190 samples, 200 expected from 2.02 s on CPU of 1 thread alive throughout; 2 threads born or ended during it left out); process-wide, ended threads included: 96.7% (290 of 300 from 3.03 s, to the clock tick)\n"),
+            "{text}"
+        );
+        assert!(!s.samples.counters_whole_recording);
+
+        let w = rec.window(Some(std::time::Duration::from_millis(10)), None);
+        let s = Summary::new(&w);
+        let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(v["coverage"]["whole_recording"], true);
+        assert_eq!(v["coverage"]["percent"], 95.0);
+        assert_eq!(v["samples"]["counters_whole_recording"], true);
+        let text = s.to_text();
+        assert!(text.contains("clock tick), whole recording\n"), "{text}");
+        assert!(
+            text.contains(
+                "recorded in the window; in the whole recording (counters have no times), 2 lost"
+            ),
+            "{text}"
+        );
+        // The whole recording through a window that cuts nothing is not labelled.
+        let s = Summary::new(&rec.window(None, None));
+        assert!(!s.samples.counters_whole_recording);
     }
 
     #[test]

@@ -220,7 +220,9 @@ impl<'a> Stacks<'a> {
             });
             let (module, offset) = match mapping {
                 Some(m) if m.is_file() => {
-                    let offset = a - m.start + m.offset;
+                    // `find` guarantees a >= start; the file offset comes from the kernel's
+                    // record or /proc and is not trusted not to overflow.
+                    let offset = (a - m.start).saturating_add(m.offset);
                     match m.module {
                         Some(id) => (t.file_module(id, &m.path), offset),
                         // A file that could not be opened: named, never symbolized.
@@ -454,7 +456,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         ));
     }
     let info = &matched.info;
-    if info.unmatched_ends + info.unmatched_exits > 0 {
+    if info.unmatched_ends.saturating_add(info.unmatched_exits) > 0 {
         warnings.push(format!(
             "{} span ends and {} exits had no matching begin/enter (spans begun before the recording)",
             info.unmatched_ends, info.unmatched_exits
@@ -487,6 +489,8 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             .to_string(),
             stack_bytes: raw.stack_bytes,
             unwind: (raw.unwind.samples > 0).then(|| unwind_info(&raw.unwind)),
+            coverage: raw.coverage.clone(),
+            window_cut: false,
         }),
         modules: t.modules,
         functions: t.functions,
@@ -710,6 +714,7 @@ mod tests {
             spans_attached: Default::default(),
             stacks: HashMap::new(),
             off_cpu: None,
+            coverage: None,
             counters: Counters::default(),
             threads: HashMap::new(),
             start_boottime_ns: 0,
