@@ -633,7 +633,12 @@ impl Summary {
         use std::fmt::Write as _;
         let mut t = String::new();
         let s = &self.samples;
-        let _ = writeln!(t, "profile of {} (pid {})", self.command, self.pid);
+        if self.pid == 0 {
+            // A scope of many processes (`--all`, `--cgroup`, several `--pid`): named after it.
+            let _ = writeln!(t, "profile of scope {}", self.command);
+        } else {
+            let _ = writeln!(t, "profile of {} (pid {})", self.command, self.pid);
+        }
         let _ = writeln!(
             t,
             "duration {:.2} s at {} Hz on {} CPUs; stopped: {}",
