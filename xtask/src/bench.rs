@@ -867,14 +867,14 @@ fn all_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
-/// A parallel C build: 40 generated files of 200 functions each, `make -j2`.
+/// A parallel C build: 40 generated files of 60 functions each (5 rounds fit the budget), `make -j2`.
 fn write_build(src: &Path) -> Result {
     let _ = fs::remove_dir_all(src);
     fs::create_dir_all(src).map_err(|e| format!("{}: {e}", src.display()))?;
     let mut objs = Vec::new();
     for f in 0..40 {
         let mut c = String::new();
-        for i in 0..200 {
+        for i in 0..60 {
             c += &format!(
                 "int f{f}_{i}(int *a, int n) {{ int s = {i}; for (int j = 0; j < n; j++) {{ s += a[j] * {i} ^ (s >> 3); if (s % 7 == {f} % 7) s -= a[(j + {i}) % n]; }} return s; }}\n"
             );
@@ -950,7 +950,8 @@ fn perf_stacks(script: &str) -> Vec<(Vec<(String, bool)>, u64)> {
 /// `profiler run -- make -j2` against `perf record --call-graph dwarf` on the same build.
 fn build_naming(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let src = dir.join("build-src");
-    let rounds = rounds();
+    // A round is two full builds under DWARF profilers (about 2.5 min here): 3 of them.
+    let rounds = rounds().min(3);
     let hz = "499";
     let (mut ours, mut perf) = (Vec::new(), Vec::new());
     for round in 0..rounds {
