@@ -213,6 +213,18 @@ impl AddressSpace {
 }
 
 /// Whether the process has exited (gone, or a zombie waiting to be reaped).
+/// Every process /proc lists now, in pid order.
+pub fn pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
+}
+
 pub fn has_exited(pid: u32) -> bool {
     match fs::read_to_string(proc_path(pid, "stat")) {
         Ok(stat) => stat

@@ -20,14 +20,7 @@ pub struct Instrumented {
 pub fn find_instrumented() -> Vec<Instrumented> {
     let mut by_file: HashMap<(u64, u64), bool> = HashMap::new();
     let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    let mut pids: Vec<u32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    for pid in pids {
+    for pid in procfs::pids() {
         if pid == std::process::id() {
             continue;
         }

@@ -51,8 +51,8 @@ impl Scope {
     pub fn current_pids(&self) -> Vec<u32> {
         match self {
             Self::Pids(p) => p.clone(),
-            Self::All => numeric_proc_entries(),
-            Self::Cgroup(c) => numeric_proc_entries()
+            Self::All => super::procfs::pids(),
+            Self::Cgroup(c) => super::procfs::pids()
                 .into_iter()
                 .filter(|&pid| {
                     let text =
@@ -137,7 +137,7 @@ pub fn container(id: &str) -> Result<Cgroup> {
         )));
     }
     let id = id.to_ascii_lowercase();
-    let found = numeric_proc_entries().into_iter().find_map(|pid| {
+    let found = super::procfs::pids().into_iter().find_map(|pid| {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let path = crate::model::Process::cgroup_from_proc(&text)?;
         container_dir(&path, &id)
@@ -150,18 +150,16 @@ pub fn container(id: &str) -> Result<Cgroup> {
     Cgroup::resolve(&dir)
 }
 
-/// The part of a cgroup path up to the component naming container `id`, if one does.
+/// The part of a cgroup path up to the component naming a container whose id starts with
+/// `id`, if one does (the layouts [`Process::container_id`] knows).
+///
+/// [`Process::container_id`]: crate::model::Process::container_id
 fn container_dir(path: &str, id: &str) -> Option<String> {
     let mut dir = String::new();
     for part in path.split('/').filter(|s| !s.is_empty()) {
         dir.push('/');
         dir.push_str(part);
-        let bare = part.strip_suffix(".scope").unwrap_or(part);
-        let bare = ["docker-", "cri-containerd-", "crio-", "libpod-"]
-            .iter()
-            .find_map(|p| bare.strip_prefix(p))
-            .unwrap_or(bare);
-        if bare.len() >= 12 && bare.chars().all(|c| c.is_ascii_hexdigit()) && bare.starts_with(id) {
+        if crate::model::Process::container_id(part).is_some_and(|found| found.starts_with(id)) {
             return Some(dir);
         }
     }
@@ -178,17 +176,6 @@ fn cgroup2_root() -> Option<PathBuf> {
         }
         left.split_whitespace().nth(4).map(PathBuf::from)
     })
-}
-
-fn numeric_proc_entries() -> Vec<u32> {
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    pids.sort_unstable();
-    pids
 }
 
 #[cfg(test)]
