@@ -55,6 +55,8 @@ pub mod names {
     pub const GLOBAL_TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
     pub const GLOBAL_TASK_SIGNAL_OFFSET: &str = "TASK_SIGNAL_OFFSET";
     pub const GLOBAL_SIGNAL_LIVE_OFFSET: &str = "SIGNAL_LIVE_OFFSET";
+    pub const GLOBAL_TASK_SUM_EXEC_OFFSET: &str = "TASK_SUM_EXEC_OFFSET";
+    pub const GLOBAL_TASK_PREV_SUM_EXEC_OFFSET: &str = "TASK_PREV_SUM_EXEC_OFFSET";
     /// DWARF call graphs: bytes of user stack copied per sample, and the per-CPU scratch
     /// record they are assembled in (one entry per possible CPU).
     pub const GLOBAL_DWARF_STACK_BYTES: &str = "DWARF_STACK_BYTES";
@@ -405,7 +407,8 @@ pub mod counter {
     /// user registers to start from, or on a CPU without a scratch record.
     pub const DWARF_NO_USER_REGS: u32 = 17;
     /// Target switch-outs that found the thread's previous switch-out still open: the
-    /// program never saw that thread come back on CPU, and that interval is lost.
+    /// program never saw that thread come back on CPU. The interval is closed at the time the
+    /// thread's CPU time says it came back.
     pub const OFF_CPU_UNMATCHED: u32 = 18;
     /// Reads of kernel structures (task_struct fields at BTF offsets) that faulted: a
     /// switch-in, fork or exit the programs could not account.

@@ -655,6 +655,12 @@ mod programs {
     /// Offset of `pid` (the global thread id) in `struct task_struct`, from the kernel's BTF.
     #[unsafe(no_mangle)]
     static TASK_PID_OFFSET: u32 = 0;
+    /// Offsets of `se.sum_exec_runtime` and `se.prev_sum_exec_runtime` in `struct
+    /// task_struct`: CPU time in all, and at the moment the scheduler last picked the task.
+    #[unsafe(no_mangle)]
+    static TASK_SUM_EXEC_OFFSET: u32 = 0;
+    #[unsafe(no_mangle)]
+    static TASK_PREV_SUM_EXEC_OFFSET: u32 = 0;
 
     /// `__state` bit of a task that has exited: its last switch-out. It never runs again, so
     /// its entry would only leak (and be claimed by the next task that gets its tid).
@@ -719,14 +725,41 @@ mod programs {
             _pad: 0,
         };
         let host_tid = bpf_get_current_pid_tgid() as u32;
-        // SAFETY: only tested for presence.
-        if unsafe { OFF_CPU_START.get(host_tid) }.is_some() {
-            bump(counter::OFF_CPU_UNMATCHED);
+        // SAFETY: a plain copy of the value.
+        if let Some(open) = unsafe { OFF_CPU_START.get(host_tid) }.copied() {
+            close_unseen_return(&open, ctx.arg(1), now);
         }
         if OFF_CPU_START.insert(host_tid, start, 0).is_err() {
             bump(counter::OFF_CPU_START_FULL);
         }
         0
+    }
+
+    /// The thread is switching out again with its last interval still open: the kernel came
+    /// back to it without running this program (seen on switches from some tasks whose own
+    /// context runs no tracepoint programs). It has been on CPU since the scheduler last
+    /// picked it, for `sum_exec_runtime - prev_sum_exec_runtime`, so it came back that long
+    /// before now: the interval closes there, with its stacks and span, and is counted.
+    #[inline(always)]
+    fn close_unseen_return(open: &OffCpuStart, task: u64, now: u64) {
+        bump(counter::OFF_CPU_UNMATCHED);
+        // SAFETY: read-only globals the loader fills in before the program runs.
+        let (sum_at, prev_at) = unsafe {
+            (
+                core::ptr::read_volatile(&TASK_SUM_EXEC_OFFSET),
+                core::ptr::read_volatile(&TASK_PREV_SUM_EXEC_OFFSET),
+            )
+        };
+        let (Some(sum), Some(prev)) = (kernel_u64(task, sum_at), kernel_u64(task, prev_at)) else {
+            bump(counter::KERNEL_READ_FAILED);
+            return;
+        };
+        // A task of another scheduling class leaves prev_sum_exec_runtime stale: clamp to the
+        // switch-out so that a bad estimate shortens the interval, never lengthens it.
+        let back = now
+            .saturating_sub(sum.saturating_sub(prev))
+            .max(open.start_ns);
+        account_off_cpu(open, back);
     }
 
     #[inline(always)]

@@ -190,7 +190,7 @@ impl OffCpuReport {
         use std::fmt::Write as _;
         let _ = writeln!(
             t,
-            "\nOff-CPU: {} ({} blocked, {} preempted) in {} intervals of at least {}; {} switch-outs; {} intervals lost, {} unmatched{}",
+            "\nOff-CPU: {} ({} blocked, {} preempted) in {} intervals of at least {}; {} switch-outs; {} intervals lost, {} closed from CPU time (their return to CPU went unreported){}",
             fmt_ns(self.total_ns as f64),
             fmt_ns(self.blocked_ns as f64),
             fmt_ns(self.preempted_ns as f64),

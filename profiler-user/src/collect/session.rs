@@ -125,6 +125,16 @@ impl Session {
             .override_global(names::GLOBAL_TASK_TGID_OFFSET, &kernel.task_tgid, true)
             .override_global(names::GLOBAL_TASK_SIGNAL_OFFSET, &kernel.task_signal, true)
             .override_global(names::GLOBAL_SIGNAL_LIVE_OFFSET, &kernel.signal_live, true)
+            .override_global(
+                names::GLOBAL_TASK_SUM_EXEC_OFFSET,
+                &kernel.task_sum_exec,
+                true,
+            )
+            .override_global(
+                names::GLOBAL_TASK_PREV_SUM_EXEC_OFFSET,
+                &kernel.task_prev_sum_exec,
+                true,
+            )
             .override_global(names::GLOBAL_OFF_CPU_MIN_NS, &off_cpu_min, true)
             .override_global(
                 names::GLOBAL_OFF_CPU_INTERVAL_MIN_NS,
@@ -368,12 +378,22 @@ struct KernelOffsets {
     task_tgid: u32,
     task_signal: u32,
     signal_live: u32,
+    task_sum_exec: u32,
+    task_prev_sum_exec: u32,
 }
 
 impl KernelOffsets {
     fn read() -> Result<Self> {
         let btf = Btf::vmlinux()?;
+        let se = btf.member_offset("task_struct", "se")?;
+        let in_se = |member| -> Result<u32> {
+            let at = btf.member_offset("sched_entity", member)?;
+            se.checked_add(at)
+                .ok_or_else(|| Error::Internal(format!("task_struct.se.{member} offset overflows")))
+        };
         Ok(Self {
+            task_sum_exec: in_se("sum_exec_runtime")?,
+            task_prev_sum_exec: in_se("prev_sum_exec_runtime")?,
             task_pid: btf.member_offset("task_struct", "pid")?,
             task_tgid: btf.member_offset("task_struct", "tgid")?,
             task_signal: btf.member_offset("task_struct", "signal")?,

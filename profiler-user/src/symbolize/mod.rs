@@ -403,12 +403,6 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             c.off_cpu_lost_ns as f64 / 1e9
         ));
     }
-    if c.off_cpu_unmatched > 0 {
-        warnings.push(format!(
-            "{} off-CPU intervals lost: the kernel never ran the sched_switch program when their thread came back on CPU",
-            c.off_cpu_unmatched
-        ));
-    }
     if c.bpf_recursion_misses + c.kernel_read_failed > 0 {
         warnings.push(format!(
             "the kernel skipped the profiler's programs {} times (another BPF program was running on that CPU) and {} reads of task fields failed: some samples, switches or process events are missing",
