@@ -320,6 +320,52 @@ pub struct Process {
     /// A kernel thread (PF_KTHREAD in the flags of /proc/PID/stat): no user code of its own.
     #[prost(bool, tag = "7")]
     pub kernel_thread: bool,
+    /// The names it had before its execs, oldest first; `comm` is its name after the last.
+    /// A forked shell that runs `cc` is `sh` until the exec: its samples before it are the
+    /// shell's, as perf names them from its COMM records.
+    #[prost(message, repeated, tag = "8")]
+    pub names_before: Vec<NameBefore>,
+}
+
+/// A name a process had until an exec replaced its program.
+#[derive(Clone, PartialEq, Message)]
+pub struct NameBefore {
+    /// CLOCK_BOOTTIME nanoseconds of the exec that ended this name.
+    #[prost(uint64, tag = "1")]
+    pub until_ns: u64,
+    #[prost(string, tag = "2")]
+    pub comm: String,
+}
+
+/// Which of a process's names held at a time: an index into [`Process::names_before`], or
+/// its length for the current name. Outputs key samples by it so that each name is a root of
+/// its own.
+pub type Generation = u32;
+/// The generation of a process's current name, whatever the number of its execs.
+pub const CURRENT: Generation = Generation::MAX;
+
+/// Processes by pid, for per-sample lookups of [`Generation`]s.
+pub struct ProcessIndex<'a> {
+    by_pid: std::collections::HashMap<u32, &'a Process>,
+}
+
+impl<'a> ProcessIndex<'a> {
+    pub fn new(rec: &'a Recording) -> Self {
+        Self {
+            by_pid: rec.processes.iter().map(|p| (p.pid, p)).collect(),
+        }
+    }
+
+    /// The generation of `pid`'s name at `timestamp_ns`.
+    pub fn generation(&self, pid: u32, timestamp_ns: u64) -> Generation {
+        // The names that ended at or before the time: as many as the generation's index.
+        self.by_pid.get(&pid).map_or(0, |p| {
+            let ended = p
+                .names_before
+                .partition_point(|n| n.until_ns <= timestamp_ns);
+            u32::try_from(ended).unwrap_or(u32::MAX)
+        })
+    }
 }
 
 /// The kernel's `PF_KTHREAD` task flag (include/linux/sched.h), field 9 of /proc/PID/stat.
@@ -751,6 +797,18 @@ impl Recording {
                     self.meta().comm.as_str()
                 }
             })
+    }
+
+    /// The name `pid` had in `generation` (see [`ProcessIndex::generation`]): a name before
+    /// one of its execs, or [`Recording::process_name`] for the current one.
+    pub fn process_name_in(&self, pid: u32, generation: Generation) -> &str {
+        self.processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .and_then(|p| p.names_before.get(usize::try_from(generation).ok()?))
+            .map(|n| n.comm.as_str())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| self.process_name(pid))
     }
 
     /// Processes that are the kernel's rather than a program's: pid 0 (the idle task), and

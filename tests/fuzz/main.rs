@@ -252,6 +252,11 @@ fn random_recording(r: &mut Rng) -> Recording {
                 r.text()
             },
             kernel_thread: r.chance(4),
+            // Names before execs, in any order: a file need not keep them sorted.
+            names_before: r.vec(2, |r| profiler::model::NameBefore {
+                until_ns: r.num(),
+                comm: r.text(),
+            }),
         }),
         spans,
         span_runs,

@@ -23,6 +23,8 @@ pub struct Processes {
     timelines: HashMap<u32, Vec<(u64, usize)>>,
     /// Names and command lines, as last seen (after exec).
     pub infos: HashMap<u32, ProcessInfo>,
+    /// The names each process had before its execs, oldest first.
+    pub names_before: HashMap<u32, Vec<crate::model::NameBefore>>,
     /// Parent of each followed child.
     pub parents: HashMap<u32, u32>,
     pub modules: ModuleStore,
@@ -180,6 +182,7 @@ impl Processes {
                 }
                 // A pid seen before is a new process now (pids are reused).
                 self.exited.remove(&pid);
+                self.names_before.remove(&pid);
                 let parent = self
                     .index_at(ppid, time_ns)
                     .and_then(|i| self.spaces.get(i))
@@ -212,7 +215,17 @@ impl Processes {
                     comm: comm.clone(),
                     ..Default::default()
                 });
-                self.infos.insert(pid, ProcessInfo { comm, ..info });
+                if let Some(old) = self.infos.insert(pid, ProcessInfo { comm, ..info })
+                    && !old.comm.is_empty()
+                {
+                    self.names_before
+                        .entry(pid)
+                        .or_default()
+                        .push(crate::model::NameBefore {
+                            until_ns: time_ns,
+                            comm: old.comm,
+                        });
+                }
             }
             Record::Mmap {
                 pid,

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, io};
 
 use crate::{
-    model::{FrameKind, Recording},
+    model::{CURRENT, FrameKind, Generation, ProcessIndex, Recording},
     spans::SpanPaths,
 };
 
@@ -37,12 +37,18 @@ pub enum GroupBy {
 
 /// Writes the grouping frames of a stack; returns whether it wrote any, so the caller knows
 /// whether the next frame needs a separator.
-fn push_root(line: &mut String, rec: &Recording, group: GroupBy, pid: u32, tid: u32) -> bool {
+fn push_root(
+    line: &mut String,
+    rec: &Recording,
+    group: GroupBy,
+    (pid, generation): (u32, Generation),
+    tid: u32,
+) -> bool {
     match group {
         GroupBy::None => return false,
-        GroupBy::Comm => push_sanitized(line, rec.process_name(pid)),
+        GroupBy::Comm => push_sanitized(line, rec.process_name_in(pid, generation)),
         GroupBy::Process | GroupBy::Thread => {
-            push_sanitized(line, rec.process_name(pid));
+            push_sanitized(line, rec.process_name_in(pid, generation));
             line.push_str(&format!(" [{pid}]"));
         }
     }
@@ -71,13 +77,13 @@ const NO_STACK: &str = "[no stack]";
 pub fn stack_line_in_span(
     rec: &Recording,
     group: GroupBy,
-    pid: u32,
+    process: (u32, Generation),
     tid: u32,
     stack: u32,
     spans: &[&str],
 ) -> String {
     let mut line = String::new();
-    push_root(&mut line, rec, group, pid, tid);
+    push_root(&mut line, rec, group, process, tid);
     for span in spans {
         push_frame(&mut line, &format!("span:{span}"));
     }
@@ -92,21 +98,23 @@ pub fn stack_line_in_span(
 
 fn lines(rec: &Recording, group: GroupBy, with_spans: bool) -> Vec<(String, u64)> {
     let paths = with_spans.then(|| SpanPaths::new(rec));
-    // Distinct (process, thread, stack, span) first: each is rendered once.
-    let mut by_stack: BTreeMap<(u32, u32, u32, u64), u64> = BTreeMap::new();
+    let index = ProcessIndex::new(rec);
+    // Distinct (process and its name then, thread, stack, span) first: each is rendered once.
+    let mut by_stack: BTreeMap<((u32, Generation), u32, u32, u64), u64> = BTreeMap::new();
     for s in &rec.samples {
         let tid = if group == GroupBy::Thread { s.tid } else { 0 };
         let span = if with_spans { s.span } else { 0 };
-        *by_stack.entry((s.pid, tid, s.stack, span)).or_default() += 1;
+        let process = (s.pid, index.generation(s.pid, s.timestamp_ns));
+        *by_stack.entry((process, tid, s.stack, span)).or_default() += 1;
     }
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for ((pid, tid, stack, span), n) in by_stack {
+    for ((process, tid, stack, span), n) in by_stack {
         let path = paths
             .as_ref()
-            .map(|p| p.path(pid, span))
+            .map(|p| p.path(process.0, span))
             .unwrap_or_default();
         *lines
-            .entry(stack_line_in_span(rec, group, pid, tid, stack, &path))
+            .entry(stack_line_in_span(rec, group, process, tid, stack, &path))
             .or_default() += n;
     }
     lines.into_iter().collect()
@@ -130,7 +138,8 @@ pub const PREEMPTED_FRAME: &str = "[preempted]";
 /// An off-CPU stack: the user frames, the marker, then the kernel frames.
 fn off_cpu_line(rec: &Recording, group: GroupBy, o: &crate::model::OffCpu) -> String {
     let mut line = String::new();
-    push_root(&mut line, rec, group, o.pid, o.tid);
+    // Summed in the kernel without times: named by the process's current name.
+    push_root(&mut line, rec, group, (o.pid, CURRENT), o.tid);
     let frames = rec.frames(o.stack);
     let (kernel, user): (Vec<_>, Vec<_>) = frames.iter().partition(|f| f.kind == FrameKind::Kernel);
     for frame in user.iter().rev() {
@@ -385,6 +394,53 @@ mod tests {
     }
 
     #[test]
+    fn samples_before_an_exec_carry_the_name_the_process_had_then() {
+        let mut rec = sample_recording();
+        // The forked shell was `sh` until it exec'd `app` between the 3rd and 4th samples
+        // (10 ms apart from 1 s on), and `app` ran `env` before that: two names before.
+        let app = rec
+            .processes
+            .iter_mut()
+            .find(|p| p.pid == 42)
+            .expect("pid 42");
+        app.names_before = vec![
+            crate::model::NameBefore {
+                until_ns: 1_000_000_000,
+                comm: "env".into(),
+            },
+            crate::model::NameBefore {
+                until_ns: 1_025_000_000,
+                comm: "sh".into(),
+            },
+        ];
+        let roots = |lines: Vec<(String, u64)>| {
+            let mut m: BTreeMap<String, u64> = BTreeMap::new();
+            for (l, n) in lines {
+                *m.entry(l.split(';').next().unwrap_or("").to_string())
+                    .or_default() += n;
+            }
+            m.into_iter().collect::<Vec<_>>()
+        };
+        // The first sample is at the first exec itself: the new program's.
+        assert_eq!(
+            roots(folded_lines(&rec, GroupBy::Process)),
+            [("app [42]".to_string(), 7), ("sh [42]".to_string(), 3)]
+        );
+        assert_eq!(rec.process_name(42), "app");
+        let pprof = crate::outputs::pprof::cpu_profile(&rec);
+        let names: Vec<&str> = pprof
+            .sample
+            .iter()
+            .flat_map(|s| &s.label)
+            .filter(|l| {
+                pprof.string_table.get(l.key as usize).map(String::as_str) == Some("process")
+            })
+            .filter_map(|l| pprof.string_table.get(l.str as usize).map(String::as_str))
+            .collect();
+        assert!(names.contains(&"sh") && names.contains(&"app"), "{names:?}");
+    }
+
+    #[test]
     fn a_stack_without_frames_and_without_root_is_still_a_record() {
         let mut rec = sample_recording();
         rec.stacks.push(crate::model::Stack::default());
@@ -404,7 +460,7 @@ mod tests {
     fn separators_inside_names_are_replaced() {
         let mut rec = sample_recording();
         rec.functions[2].name = "hot_a<[u8; 16]>\nx".into();
-        let line = stack_line_in_span(&rec, GroupBy::Comm, 42, 0, 0, &[]);
+        let line = stack_line_in_span(&rec, GroupBy::Comm, (42, CURRENT), 0, 0, &[]);
         assert_eq!(
             line,
             "app;main;compute;hot_a<[u8: 16]> x;inlined_helper_[i]"

@@ -503,17 +503,19 @@ impl Summary {
         let total = rec.samples.len() as u64;
 
         // Per distinct stack first: the frames of a stack are rendered once.
-        let mut per_stack: HashMap<(u32, u32), u64> = HashMap::new();
+        let index = crate::model::ProcessIndex::new(rec);
+        let mut per_stack: HashMap<(u32, crate::model::Generation, u32), u64> = HashMap::new();
         let mut per_thread: HashMap<u32, u64> = HashMap::new();
         for s in &rec.samples {
-            *per_stack.entry((s.pid, s.stack)).or_default() += 1;
+            let generation = index.generation(s.pid, s.timestamp_ns);
+            *per_stack.entry((s.pid, generation, s.stack)).or_default() += 1;
             *per_thread.entry(s.tid).or_default() += 1;
         }
         let mut self_counts: HashMap<String, u64> = HashMap::new();
         let mut total_counts: HashMap<String, u64> = HashMap::new();
         let mut self_per_pid: HashMap<u32, HashMap<String, u64>> = HashMap::new();
         let mut root = Node::default();
-        for (&(pid, stack), &n) in &per_stack {
+        for (&(pid, generation, stack), &n) in &per_stack {
             let frames: Vec<String> = rec.frames(stack).iter().map(|f| f.to_string()).collect();
             let leaf = frames
                 .first()
@@ -532,7 +534,7 @@ impl Summary {
             }
             let mut node = root
                 .children
-                .entry(rec.process_name(pid).to_string())
+                .entry(rec.process_name_in(pid, generation).to_string())
                 .or_default();
             node.samples += n;
             for f in frames.iter().rev() {

@@ -515,6 +515,12 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
                     parent: raw.processes.parents.get(&i.pid).copied().unwrap_or(0),
                     cgroup: i.cgroup.clone(),
                     kernel_thread: i.kernel_thread,
+                    names_before: raw
+                        .processes
+                        .names_before
+                        .get(&i.pid)
+                        .cloned()
+                        .unwrap_or_default(),
                 })
                 .collect();
             // A process gone before userspace could read anything of it still has its

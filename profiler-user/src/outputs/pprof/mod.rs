@@ -22,7 +22,7 @@ use std::{
 use prost::Message;
 
 use crate::{
-    model::{ModuleKind, Recording},
+    model::{CURRENT, Generation, ModuleKind, ProcessIndex, Recording},
     spans::SpanPaths,
 };
 
@@ -218,11 +218,16 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn labels(&mut self, pid: u32, tid: u32, span: u64) -> Vec<proto::Label> {
+    fn labels(
+        &mut self,
+        (pid, generation): (u32, Generation),
+        tid: u32,
+        span: u64,
+    ) -> Vec<proto::Label> {
         let rec = self.rec;
         let mut labels = vec![
             self.num_label("pid", u64::from(pid)),
-            self.str_label("process", rec.process_name(pid)),
+            self.str_label("process", rec.process_name_in(pid, generation)),
             self.num_label("thread_id", u64::from(tid)),
         ];
         if let Some(name) = rec.thread_name(tid) {
@@ -313,18 +318,20 @@ pub fn cpu_profile(rec: &Recording) -> proto::Profile {
     let period = rec.sample_period_ns();
     b.p.period = i64::try_from(period).unwrap_or(i64::MAX);
     b.p.default_sample_type = cpu.r#type;
-    let mut counts: BTreeMap<(u32, u32, u32, u64), u64> = BTreeMap::new();
+    let index = ProcessIndex::new(rec);
+    let mut counts: BTreeMap<((u32, Generation), u32, u32, u64), u64> = BTreeMap::new();
     for s in &rec.samples {
-        *counts.entry((s.pid, s.tid, s.stack, s.span)).or_default() += 1;
+        let process = (s.pid, index.generation(s.pid, s.timestamp_ns));
+        *counts.entry((process, s.tid, s.stack, s.span)).or_default() += 1;
     }
-    for ((pid, tid, stack, span), n) in counts {
+    for ((process, tid, stack, span), n) in counts {
         let sample = proto::Sample {
             location_id: b.stack(stack),
             value: vec![
                 i64::try_from(n).unwrap_or(i64::MAX),
                 i64::try_from(n.saturating_mul(period)).unwrap_or(i64::MAX),
             ],
-            label: b.labels(pid, tid, span),
+            label: b.labels(process, tid, span),
         };
         b.p.sample.push(sample);
     }
@@ -354,7 +361,8 @@ pub fn off_cpu_profile(rec: &Recording) -> Option<proto::Profile> {
         e.1 += o.count;
     }
     for ((pid, tid, stack, span, runnable), (ns, count)) in sums {
-        let mut label = b.labels(pid, tid, span);
+        // Summed in the kernel without times: the process's current name.
+        let mut label = b.labels((pid, CURRENT), tid, span);
         label.push(b.str_label("state", if runnable { "preempted" } else { "blocked" }));
         let sample = proto::Sample {
             location_id: b.stack(stack),
