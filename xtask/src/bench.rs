@@ -20,7 +20,7 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all), to work on one without waiting for the
+/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short), to work on one without waiting for the
 /// others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
@@ -1035,6 +1035,104 @@ fn build_naming(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// Short processes (issue: every process named, however briefly it lives): 300 fork + execs
+/// of 5 to 20 ms of CPU each from a shell, the share of their samples whose stack reaches
+/// `main`, ours beside `perf record -g` at the same rate.
+fn short_processes(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("short-bench");
+    crate::compile_c(&bin, "short.c", &[])?;
+    let count = if quick() { 60 } else { 300 };
+    let script = format!(
+        "i=0; while [ $i -lt {count} ]; do {} $((5 + i % 16)); i=$((i+1)); done",
+        bin.display()
+    );
+    let comm = "short-bench";
+    let hz = "999";
+    let rounds = rounds().min(3);
+    // Of the program's samples (those its name roots), the share through main.
+    let through_main = |stacks: &[(String, Vec<String>, u64)]| {
+        let mine = stacks.iter().filter(|(c, _, _)| c == comm);
+        let (mut all, mut main) = (0u64, 0u64);
+        for (_, frames, n) in mine {
+            all += n;
+            if frames.iter().any(|f| f == "main") {
+                main += n;
+            }
+        }
+        100.0 * main as f64 / all.max(1) as f64
+    };
+    let (mut ours, mut perf) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        step(&format!("short processes: round {}/{rounds}", round + 1));
+        for tool in if round % 2 == 0 {
+            ["profiler", "perf"]
+        } else {
+            ["perf", "profiler"]
+        } {
+            if tool == "profiler" {
+                let out = dir.join("short-profile");
+                let _ = fs::remove_dir_all(&out);
+                run(Command::new(profiler_bin())
+                    .args(["run", "--quiet", "--frequency", hz, "--output"])
+                    .arg(&out)
+                    .args(["--", "sh", "-c", &script]))?;
+                let folded = fs::read_to_string(out.join("profile.folded"))
+                    .map_err(|e| format!("profile.folded: {e}"))?;
+                let stacks: Vec<(String, Vec<String>, u64)> = folded
+                    .lines()
+                    .filter_map(|l| {
+                        let (stack, n) = l.rsplit_once(' ')?;
+                        let mut frames = stack.split(';').map(str::to_string);
+                        let root = frames.next()?;
+                        Some((root, frames.collect(), n.parse().ok()?))
+                    })
+                    .collect();
+                ours.push(through_main(&stacks));
+            } else {
+                let data = dir.join("short-perf.data");
+                run(Command::new("perf")
+                    .args(["record", "-q", "-g", "-F", hz, "-o"])
+                    .arg(&data)
+                    .args(["--", "sh", "-c", &script])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()))?;
+                let text = quiet_output(
+                    Command::new("perf")
+                        .args(["script", "-F", "comm,ip,sym", "-i"])
+                        .arg(&data),
+                )?;
+                // Blocks: a header line starting with the comm, then one `ADDR SYM` per frame.
+                let stacks: Vec<(String, Vec<String>, u64)> = text
+                    .split("\n\n")
+                    .filter_map(|block| {
+                        let mut lines = block.lines().filter(|l| !l.trim().is_empty());
+                        let comm = lines.next()?.split_whitespace().next()?.to_string();
+                        let frames = lines
+                            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                            .collect();
+                        Some((comm, frames, 1))
+                    })
+                    .collect();
+                perf.push(through_main(&stacks));
+            }
+        }
+    }
+    let (o, p) = (stat(ours), stat(perf));
+    rows.push(Row {
+        what: format!("samples of {count} short processes (5-20 ms each, fork + exec) whose stack reaches main"),
+        value: format!("ours {} %, perf {} %", o.show(1), p.show(1)),
+        method: format!(
+            "`profiler run -F {hz} -- sh -c LOOP` vs `perf record -g -F {hz} -- sh -c LOOP`, tests/targets/short.c with frame pointers, {rounds} interleaved rounds; of the samples named after the program (perf: its COMM at the sample), the share with `main` in the stack. What is not under main is the exec, the dynamic loader and exit"
+        ),
+        json: format!(
+            "{{\"name\":\"short_processes\",{},{}}}",
+            o.json("ours_through_main_pct"),
+            p.json("perf_through_main_pct")
+        ),
+    });
+    Ok(())
+}
+
 /// A command's stdout; its stderr is dropped (bpftrace warns about RLIMIT_MEMLOCK each run).
 fn quiet_output(cmd: &mut Command) -> Result<String> {
     crate::stdout_of(cmd.stderr(Stdio::null()))
@@ -1758,6 +1856,9 @@ pub fn bench() -> Result {
     }
     if part("all") {
         all_cost(&dir, &mut rows)?;
+    }
+    if part("short") {
+        short_processes(&dir, &mut rows)?;
     }
 
     // A quick or partial run checks the bench: it must not replace the real figures.
