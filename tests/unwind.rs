@@ -156,5 +156,11 @@ fn short_stack_copies_are_marked_truncated() {
     );
     assert!(truncated > 0);
     assert!(marked > 0.0);
+    // They ran out of copied bytes: the one case a larger --stack-size helps, and says so.
+    let warnings = s["warnings"].to_string();
+    assert!(
+        warnings.contains("at the end of the copied stack, raise --stack-size"),
+        "{warnings}"
+    );
     assert!(s["stacks"]["complete_percent"].as_f64().expect("complete") < 95.0);
 }

@@ -61,6 +61,8 @@ pub struct Sections {
     debug_frame: Option<Data>,
     /// PT_LOAD segments: (file offset, file size, virtual address).
     segments: Vec<(u64, u64, u64)>,
+    /// The ELF entry point (virtual address).
+    entry: u64,
 }
 
 impl std::fmt::Debug for Sections {
@@ -101,6 +103,7 @@ impl Sections {
                     (offset, size, s.address())
                 })
                 .collect(),
+            entry: file.entry(),
         })
     }
 
@@ -155,6 +158,9 @@ pub struct UnwindStats {
     pub samples: u64,
     /// Stacks that ended before a thread's entry point (copy too short, no unwind info).
     pub truncated: u64,
+    /// Of those, the ones that needed bytes past the end of the copied stack while the copy
+    /// had not reached the top of the stack: a larger `--stack-size` would have gone on.
+    pub out_of_copy: u64,
     /// Time spent unwinding, and of it loading modules (reading and indexing their CFI).
     pub total_ns: u64,
     pub load_ns: u64,
@@ -234,12 +240,16 @@ impl Unwinder {
         self.stats.load_ns += started.elapsed().as_nanos() as u64;
         let mut frames = Vec::with_capacity(32);
         let mut used = 0usize;
+        let mut past_copy = false;
         let sp = regs.sp;
         let mut read = |addr: u64| -> Result<u64, ()> {
             // `addr` is whatever the target's stack held: any value, checked before use.
             let at = usize::try_from(addr.checked_sub(sp).ok_or(())?).map_err(|_| ())?;
             let end = at.checked_add(8).ok_or(())?;
-            let bytes = stack.get(at..end).ok_or(())?;
+            let Some(bytes) = stack.get(at..end) else {
+                past_copy = at >= stack.len();
+                return Err(());
+            };
             used = used.max(end);
             Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
         };
@@ -262,9 +272,27 @@ impl Unwinder {
                 }
             }
         }
+        if truncated
+            && frames
+                .last()
+                .is_some_and(|&a| returns_into_entry(space, modules, a))
+        {
+            truncated = false;
+        }
         self.stats.samples += 1;
         if truncated {
             self.stats.truncated += 1;
+            // The kernel copies page by page and stops at the first page it cannot read: an
+            // empty copy read nothing (a sample in the exec of a new program), and one ending
+            // on a page boundary hit the top of the stack (or, when the stack pointer happens
+            // to be page-aligned, its size: rare, and then undercounted).
+            let hit_top = stack.is_empty()
+                || sp
+                    .checked_add(stack.len() as u64)
+                    .is_none_or(|top| top % 4096 == 0);
+            if past_copy && !hit_top {
+                self.stats.out_of_copy += 1;
+            }
         } else {
             self.stats.stack_bytes_used.push(used as u32);
         }
@@ -275,6 +303,28 @@ impl Unwinder {
         self.stats.total_ns += started.elapsed().as_nanos() as u64;
         Unwound { id, truncated }
     }
+}
+
+/// The dynamic loader's entry (`_start`: `mov %rsp,%rdi; call _dl_start`) has no CFI, unlike
+/// an executable's, which marks its return address undefined: a stack whose outermost frame
+/// returns into the first instructions of an entry point ended where the kernel started the
+/// process, and is complete though the unwinder could not step past it.
+fn returns_into_entry(space: &AddressSpace, modules: &ModuleStore, addr: u64) -> bool {
+    const CALL_WITHIN: u64 = 16;
+    let Some(m) = space.find(addr) else {
+        return false;
+    };
+    let Some(sections) = m
+        .module
+        .and_then(|id| modules.get(id))
+        .and_then(|f| f.sections())
+    else {
+        return false;
+    };
+    let Some(svma) = sections.bias(m).and_then(|bias| addr.checked_sub(bias)) else {
+        return false;
+    };
+    sections.entry != 0 && svma > sections.entry && svma - sections.entry <= CALL_WITHIN
 }
 
 fn vdso_sections(pid: u32, m: &Mapping) -> Option<Sections> {
@@ -373,6 +423,7 @@ mod tests {
             got: None,
             debug_frame: None,
             segments,
+            entry: 0,
         }
     }
 

@@ -382,13 +382,36 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
     }
     let u = &raw.unwind;
     if u.samples > 0 && u.truncated * 20 > u.samples {
-        warnings.push(format!(
-            "{} of {} DWARF stacks ended early ([unwind: truncated]): raise --stack-size (now {} bytes, at most {})",
-            u.truncated,
-            u.samples,
-            raw.stack_bytes,
-            profiler_common::MAX_DWARF_STACK
-        ));
+        // Only stacks that ran out of copied bytes grow with --stack-size; the rest stopped
+        // in code whose unwind information does not lead on (the kernel's exec of a new
+        // program, hand-written assembly, JIT code).
+        let elsewhere = u.truncated.saturating_sub(u.out_of_copy);
+        let mut w = format!(
+            "{} of {} DWARF stacks ended early ([unwind: truncated])",
+            u.truncated, u.samples
+        );
+        // A wild read past the copy (unwinding with the wrong rules) looks the same as a deep
+        // stack: advise a larger copy only when that is common.
+        if u.out_of_copy * 20 > u.samples {
+            w.push_str(&format!(
+                ": {} at the end of the copied stack, raise --stack-size (now {} bytes, at most {})",
+                u.out_of_copy,
+                raw.stack_bytes,
+                profiler_common::MAX_DWARF_STACK
+            ));
+        } else if u.out_of_copy > 0 {
+            w.push_str(&format!(
+                ": {} at the end of the copied stack",
+                u.out_of_copy
+            ));
+        }
+        if elsewhere > 0 {
+            w.push_str(&format!(
+                "{} {elsewhere} in code without usable unwind information (no larger --stack-size helps)",
+                if u.out_of_copy > 0 { ";" } else { ":" }
+            ));
+        }
+        warnings.push(w);
     }
     if c.dwarf_stack_errors + c.dwarf_no_user_regs > 0 {
         warnings.push(format!(
