@@ -44,6 +44,35 @@ pub enum Command {
     Report(ReportArgs),
     /// List running processes that carry the span probe ABI (profiler-probes).
     Ps(PsArgs),
+    /// Compare two recordings: differential flame graph, changed functions and spans, and
+    /// which changes are significant.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The recording to compare against: a directory written by `profiler record`, or its
+    /// recording.pb.
+    pub base: PathBuf,
+    /// The recording judged against BASE.
+    pub new: PathBuf,
+    /// Where diff.svg, diff.txt and diff.json go. Default: ./diff-TIMESTAMP.
+    #[arg(long, short, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Exit with code 3 when a significant change breaks a rule, e.g.
+    /// 'diff.fn(parse).self > +5pp', 'diff.span(*).p95 > +10%', 'diff.cpu > +5%' (repeatable).
+    #[arg(long = "fail-if", value_name = "RULE")]
+    pub fail_if: Vec<Rule>,
+    /// Differential flame graph from raw sample counts, instead of scaling BASE to NEW's
+    /// total (which shows shifts of share even when the recordings differ in length).
+    #[arg(long)]
+    pub absolute: bool,
+    /// Keep kernel threads and the idle task in the comparison.
+    #[arg(long)]
+    pub kernel_threads: bool,
+    /// Do not print diff.txt.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -478,6 +507,7 @@ async fn record_into(
 }
 
 pub async fn record(args: RecordArgs) -> Result<()> {
+    refuse_diff_rules(&args.sampling.outputs.fail_if)?;
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
     collect::checks::startup()?;
@@ -518,6 +548,7 @@ pub async fn record(args: RecordArgs) -> Result<()> {
 
 /// Runs the command under the profiler; returns the command's exit code (or 128 + signal).
 pub async fn run(args: RunArgs) -> Result<u8> {
+    refuse_diff_rules(&args.sampling.outputs.fail_if)?;
     check_frequency(args.sampling.frequency)?;
     let run_as = if args.as_root {
         None
@@ -648,6 +679,7 @@ fn finish(
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
+    refuse_diff_rules(&args.outputs.fail_if)?;
     if let (Some(from), Some(to)) = (args.from, args.to)
         && from >= to
     {
@@ -767,6 +799,118 @@ fn report_one(
     Ok(())
 }
 
+/// A recording directory or its recording.pb, read and shown as the outputs show it.
+fn read_side(path: &Path, kernel_threads: bool) -> Result<crate::model::Recording> {
+    let file = if path.is_dir() {
+        path.join(outputs::RECORDING_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let rec = outputs::recording::read(&file)?;
+    Ok(outputs::Shown::new(&rec, kernel_threads).rec.into_owned())
+}
+
+pub fn diff(args: DiffArgs) -> Result<()> {
+    if let Some(rule) = args.fail_if.iter().find(|r| !r.is_diff()) {
+        return Err(Error::InvalidArgument {
+            what: "--fail-if",
+            reason: format!(
+                "`{rule}` judges one recording: in `profiler diff` write a change (diff.fn(NAME).self, diff.span(NAME).p95, diff.cpu), or run `profiler report NEW --fail-if '{rule}'`"
+            ),
+        });
+    }
+    let base = read_side(&args.base, args.kernel_threads)?;
+    let new = read_side(&args.new, args.kernel_threads)?;
+    let d = crate::diff::compare(
+        &base,
+        &args.base.display().to_string(),
+        &new,
+        &args.new.display().to_string(),
+    );
+    let out_path = args.output.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("diff-{}", utc_stamp(now)))
+    });
+    let dir = OutputDir::prepare(&out_path)?;
+    let text = outputs::diff_text::to_text(&d);
+    let mut written = Vec::new();
+    let mut failed = Vec::new();
+    let mut put = |name: &'static str, bytes: Result<Vec<u8>>| match bytes
+        .and_then(|b| dir.write_bytes(name, &b))
+    {
+        Ok(p) => written.push(p),
+        Err(e) => failed.push((name, e)),
+    };
+    put(outputs::DIFF_JSON_FILE, outputs::diff_json::to_bytes(&d));
+    put(outputs::DIFF_TXT_FILE, Ok(text.clone().into_bytes()));
+    put(
+        outputs::DIFF_SVG_FILE,
+        outputs::diff_flamegraph::render(&d, &base, &new, args.absolute),
+    );
+    // Not println!/eprintln!: a closed terminal must not panic the exit status away.
+    let mut stdout = std::io::stdout();
+    if !args.quiet {
+        let _ = write!(stdout, "{text}");
+    }
+    if !written.is_empty() {
+        let _ = writeln!(stdout, "\nwrote {}:", dir.path().display());
+        for p in &written {
+            let _ = writeln!(stdout, "  {}", p.display());
+        }
+    }
+    for (_, e) in &failed {
+        let _ = writeln!(std::io::stderr(), "profiler: error: {e}");
+    }
+    if written.is_empty() {
+        dir.abandon();
+    }
+    let violations = fail_if::evaluate_diff(&args.fail_if, &d);
+    report_violations(&violations, args.fail_if.len())?;
+    if !failed.is_empty() {
+        return Err(Error::OutputsIncomplete {
+            dir: dir.path().to_path_buf(),
+            failed: failed.len(),
+        });
+    }
+    Ok(())
+}
+
+/// A one-recording command refuses `diff.*` rules before it starts: they need two.
+fn refuse_diff_rules(rules: &[Rule]) -> Result<()> {
+    match rules.iter().find(|r| r.is_diff()) {
+        Some(rule) => Err(Error::InvalidArgument {
+            what: "--fail-if",
+            reason: format!(
+                "`{rule}` compares two recordings: use it with `profiler diff BASE NEW`"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Prints each violation on its own line; Err when there is one.
+fn report_violations(violations: &[fail_if::Violation], rules: usize) -> Result<()> {
+    if rules == 0 {
+        return Ok(());
+    }
+    // Not eprintln!/println!: a closed terminal (SSH drop) must not panic the exit status away.
+    for v in violations {
+        let _ = writeln!(
+            std::io::stderr(),
+            "profiler: --fail-if violated: {}",
+            v.message
+        );
+    }
+    if violations.is_empty() {
+        let _ = writeln!(std::io::stdout(), "--fail-if: {rules} rule(s) hold");
+        Ok(())
+    } else {
+        Err(Error::RulesViolated(violations.len()))
+    }
+}
+
 /// Evaluates `--fail-if` rules; each violation is printed on its own line.
 fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
     if rules.is_empty() {
@@ -782,20 +926,7 @@ fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
         lost_events: c.span_events_lost_total(),
     };
     let violations = fail_if::evaluate(rules, &facts);
-    // Not eprintln!/println!: a closed terminal (SSH drop) must not panic the exit status away.
-    for v in &violations {
-        let _ = writeln!(
-            std::io::stderr(),
-            "profiler: --fail-if violated: {}",
-            v.message
-        );
-    }
-    if violations.is_empty() {
-        let _ = writeln!(std::io::stdout(), "--fail-if: {} rule(s) hold", rules.len());
-        Ok(())
-    } else {
-        Err(Error::RulesViolated(violations.len()))
-    }
+    report_violations(&violations, rules.len())
 }
 
 #[cfg(test)]
