@@ -4,7 +4,7 @@
 //! Every test of one comparison forms one family: each function's self and total share
 //! (two-proportion z-tests on sample counts), each span name seen on both sides (Mann-Whitney
 //! U on the durations of its complete spans) and the CPU time (a rate test on the sample
-//! counts). Holm's correction over that family keeps the chance that *anything* in a
+//! counts), each asking for a change beyond a small margin ([`SHARE_MARGIN_PP`], …). Holm's correction over that family keeps the chance that *anything* in a
 //! comparison of two recordings of unchanged code is called significant at or below
 //! [`ALPHA`], as long as samples behave as independent draws.
 //!
@@ -20,6 +20,11 @@ use crate::{model::Recording, offcpu, spans::percentile};
 pub const SCHEMA: &str = "profiler-diff/1";
 /// Family-wise false-positive rate of one comparison.
 pub const ALPHA: f64 = 0.01;
+/// Changes no smaller than these are tested for (see `stats`): a function's share by half a
+/// percentage point, a span's durations and the CPU time by 2%.
+pub const SHARE_MARGIN_PP: f64 = 0.5;
+pub const DURATION_MARGIN_PCT: f64 = 2.0;
+pub const CPU_MARGIN_PCT: f64 = 2.0;
 /// Changed off-CPU stacks listed.
 const TOP_STACKS: usize = 10;
 /// Frame name of a sample without any stack, as the summary names it.
@@ -31,6 +36,9 @@ pub struct Diff {
     /// A change is significant when its Holm-adjusted p-value is below this.
     pub alpha: f64,
     pub correction: &'static str,
+    /// The smallest changes tested for: shares in percentage points, durations and CPU
+    /// time in percent.
+    pub margins: Margins,
     /// Tests in the family the correction covers.
     pub tests: usize,
     pub base: Side,
@@ -59,6 +67,13 @@ pub struct Side {
     pub samples: u64,
     /// Complete spans (the ones compared).
     pub spans: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Margins {
+    pub share_pp: f64,
+    pub duration_pct: f64,
+    pub cpu_pct: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -286,8 +301,9 @@ pub fn compare(base: &Recording, base_path: &str, new: &Recording, new_path: &st
         .map(|name| {
             let (bs, bt) = fb.get(*name).copied().unwrap_or_default();
             let (ns, nt) = fnew.get(*name).copied().unwrap_or_default();
-            raw_p.push(stats::two_proportions(bs, n1, ns, n2).1);
-            raw_p.push(stats::two_proportions(bt, n1, nt, n2).1);
+            let m = SHARE_MARGIN_PP / 100.0;
+            raw_p.push(stats::two_proportions(bs, n1, ns, n2, m));
+            raw_p.push(stats::two_proportions(bt, n1, nt, n2, m));
             FunctionDiff {
                 name: (*name).clone(),
                 base_self_samples: bs,
@@ -322,7 +338,8 @@ pub fn compare(base: &Recording, base_path: &str, new: &Recording, new_path: &st
         .iter()
         .filter_map(|name| {
             let (a, b) = (sb.get(*name)?, snew.get(*name)?);
-            raw_p.push(stats::mann_whitney(&a.durations, &b.durations).1);
+            let m = DURATION_MARGIN_PCT / 100.0;
+            raw_p.push(stats::durations_changed(&a.durations, &b.durations, m));
             let base = span_side(a, base.sample_period_ns(), off1 && off2);
             let new = span_side(b, new.sample_period_ns(), off1 && off2);
             Some(SpanDiff {
@@ -348,7 +365,14 @@ pub fn compare(base: &Recording, base_path: &str, new: &Recording, new_path: &st
     let cpu_index = raw_p.len();
     let cpu_s = |n: u64, hz: u64| n as f64 / hz.max(1) as f64;
     let (c1, c2) = (cpu_s(n1, f1), cpu_s(n2, f2));
-    raw_p.push(stats::poisson_rates(n1, f1.max(1) as f64, n2, f2.max(1) as f64).1);
+    let m = CPU_MARGIN_PCT / 100.0;
+    raw_p.push(stats::poisson_rates(
+        n1,
+        f1.max(1) as f64,
+        n2,
+        f2.max(1) as f64,
+        m,
+    ));
 
     let adjusted = stats::holm(&raw_p);
     let adj = |i: usize| adjusted.get(i).copied().unwrap_or(1.0);
@@ -428,6 +452,11 @@ pub fn compare(base: &Recording, base_path: &str, new: &Recording, new_path: &st
         schema: SCHEMA,
         alpha: ALPHA,
         correction: "holm",
+        margins: Margins {
+            share_pp: SHARE_MARGIN_PP,
+            duration_pct: DURATION_MARGIN_PCT,
+            cpu_pct: CPU_MARGIN_PCT,
+        },
         tests: raw_p.len(),
         base: side(base, base_path, count(&sb)),
         new: side(new, new_path, count(&snew)),
@@ -584,7 +613,7 @@ pub(crate) mod tests {
         assert!(
             d.functions
                 .iter()
-                .all(|f| !f.significant && f.p_value == 1.0)
+                .all(|f| !f.significant && f.p_value > 0.5)
         );
         assert!(d.spans.iter().all(|s| !s.significant));
         assert!(!d.cpu.significant);

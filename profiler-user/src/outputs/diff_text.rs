@@ -44,7 +44,9 @@ pub fn to_text(d: &Diff) -> String {
         + usize::from(d.cpu.significant);
     let _ = writeln!(
         t,
-        "  {significant} significant change(s) (*): Holm-adjusted p < {} over {} tests, so unchanged code shows any at most {}% of the time",
+        "  {significant} significant change(s) (*): beyond {}pp of share, {}% of duration or CPU, at Holm-adjusted p < {} over {} tests (unchanged code shows any at most {}% of the time)",
+        d.margins.share_pp,
+        d.margins.duration_pct,
         d.alpha,
         d.tests,
         d.alpha * 100.0
