@@ -56,12 +56,30 @@ fn significant(d: &serde_json::Value) -> Vec<String> {
     for (list, what) in [(&d["functions"], "fn"), (&d["spans"], "span")] {
         for x in list.as_array().expect("array") {
             if x["significant"] == true {
-                out.push(format!("{what} {}", x["name"]));
+                let f = |k: &str| x[k].as_f64().unwrap_or(f64::NAN);
+                let deltas = if what == "fn" {
+                    format!(
+                        "{:+.2}pp self, {:+.2}pp total",
+                        f("delta_self_pp"),
+                        f("delta_total_pp")
+                    )
+                } else {
+                    format!(
+                        "mean {:+.2}%, p95 {:+.2}%",
+                        f("delta_mean_pct"),
+                        f("delta_p95_pct")
+                    )
+                };
+                out.push(format!(
+                    "{what} {} ({deltas}, p = {})",
+                    x["name"], x["p_value"]
+                ));
             }
         }
     }
     if d["cpu"]["significant"] == true {
-        out.push("cpu".into());
+        let delta = d["cpu"]["delta_pct"].as_f64().unwrap_or(f64::NAN);
+        out.push(format!("cpu ({delta:+.2}%)"));
     }
     out
 }
@@ -203,6 +221,25 @@ fn a_regressed_build_is_named_first_and_fails_the_gate() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
     let o = diff(&base, &new, &out, &["--fail-if", "diff.cpu > +5%"]);
     assert_eq!(o.status.code(), Some(3));
+
+    // `run --baseline`: record, compare and gate in one command.
+    let again = OutDir::new(scratch("diff-baseline"));
+    let o = profiler()
+        .args(["run", "--quiet", "-F", "999", "--off-cpu"])
+        .args(["--span-fn", "flush", "--span-fn", "encode", "--baseline"])
+        .arg(&*base)
+        .args(["--fail-if", "diff.fn(hot_a).self > +5pp", "--output"])
+        .arg(&*again)
+        .arg("--")
+        .arg(&bin)
+        .args([ITERATIONS, "2", "1.2", "rt"])
+        .output()
+        .expect("profiler runs");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr_of(&o));
+    let d = diff_json(&again);
+    assert_eq!(d["functions"][0]["name"], "hot_a");
+    assert_eq!(d["spans"][0]["name"], "flush");
+    assert!(again.join("recording.pb").exists() && again.join("diff.svg").exists());
 
     // Rules of the wrong kind are refused, in one line naming the fix.
     let o = diff(&base, &new, &out, &["--fail-if", "span(flush).p95 > 1ms"]);

@@ -197,6 +197,11 @@ pub struct SamplingArgs {
     pub off_cpu_interval_min: Duration,
     #[command(flatten)]
     pub outputs: OutputArgs,
+    /// Then compare with the recording in DIR, as `profiler diff DIR OUTPUT` does: diff.svg,
+    /// diff.txt and diff.json go beside the outputs, the top changes are printed, and
+    /// `diff.*` --fail-if rules judge the comparison.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
     /// No live status line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -507,7 +512,7 @@ async fn record_into(
 }
 
 pub async fn record(args: RecordArgs) -> Result<()> {
-    refuse_diff_rules(&args.sampling.outputs.fail_if)?;
+    let baseline = read_baseline(&args.sampling)?;
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
     collect::checks::startup()?;
@@ -543,12 +548,18 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         &mut std::io::stdout(),
     )
     .await?;
-    check_rules(&rec, &args.sampling.outputs.fail_if)
+    judge(
+        &rec,
+        baseline,
+        &out_path,
+        &args.sampling,
+        &mut std::io::stdout(),
+    )
 }
 
 /// Runs the command under the profiler; returns the command's exit code (or 128 + signal).
 pub async fn run(args: RunArgs) -> Result<u8> {
-    refuse_diff_rules(&args.sampling.outputs.fail_if)?;
+    let baseline = read_baseline(&args.sampling)?;
     check_frequency(args.sampling.frequency)?;
     let run_as = if args.as_root {
         None
@@ -603,7 +614,13 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     // Reap the command whatever happened to the recording, so its status is known.
     let code = collect::run::wait_exit_code(pid)?;
     let rec = recorded?;
-    check_rules(&rec, &args.sampling.outputs.fail_if)?;
+    judge(
+        &rec,
+        baseline,
+        &out_path,
+        &args.sampling,
+        &mut std::io::stderr(),
+    )?;
     Ok(code)
 }
 
@@ -834,47 +851,116 @@ pub fn diff(args: DiffArgs) -> Result<()> {
         PathBuf::from(format!("diff-{}", utc_stamp(now)))
     });
     let dir = OutputDir::prepare(&out_path)?;
-    let text = outputs::diff_text::to_text(&d);
+    let failed = write_diff(
+        &dir,
+        &d,
+        &base,
+        &new,
+        args.absolute,
+        args.quiet,
+        &mut std::io::stdout(),
+    );
+    let violations = fail_if::evaluate_diff(&args.fail_if, &d);
+    report_violations(&violations, args.fail_if.len())?;
+    incomplete(&dir, failed)
+}
+
+fn incomplete(dir: &OutputDir, failed: usize) -> Result<()> {
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(Error::OutputsIncomplete {
+        dir: dir.path().to_path_buf(),
+        failed,
+    })
+}
+
+/// Writes diff.json, diff.txt and diff.svg into `dir`, prints diff.txt (unless `quiet`) and
+/// what was written to `report`; returns how many outputs failed, each named on stderr.
+fn write_diff(
+    dir: &OutputDir,
+    d: &crate::diff::Diff,
+    base: &crate::model::Recording,
+    new: &crate::model::Recording,
+    absolute: bool,
+    quiet: bool,
+    report: &mut dyn Write,
+) -> usize {
+    let text = outputs::diff_text::to_text(d);
     let mut written = Vec::new();
     let mut failed = Vec::new();
     let mut put = |name: &'static str, bytes: Result<Vec<u8>>| match bytes
         .and_then(|b| dir.write_bytes(name, &b))
     {
         Ok(p) => written.push(p),
-        Err(e) => failed.push((name, e)),
+        Err(e) => failed.push(e),
     };
-    put(outputs::DIFF_JSON_FILE, outputs::diff_json::to_bytes(&d));
+    put(outputs::DIFF_JSON_FILE, outputs::diff_json::to_bytes(d));
     put(outputs::DIFF_TXT_FILE, Ok(text.clone().into_bytes()));
     put(
         outputs::DIFF_SVG_FILE,
-        outputs::diff_flamegraph::render(&d, &base, &new, args.absolute),
+        outputs::diff_flamegraph::render(d, base, new, absolute),
     );
     // Not println!/eprintln!: a closed terminal must not panic the exit status away.
-    let mut stdout = std::io::stdout();
-    if !args.quiet {
-        let _ = write!(stdout, "{text}");
+    if !quiet {
+        let _ = write!(report, "{text}");
     }
     if !written.is_empty() {
-        let _ = writeln!(stdout, "\nwrote {}:", dir.path().display());
+        let _ = writeln!(report, "\nwrote {}:", dir.path().display());
         for p in &written {
-            let _ = writeln!(stdout, "  {}", p.display());
+            let _ = writeln!(report, "  {}", p.display());
         }
     }
-    for (_, e) in &failed {
+    for e in &failed {
         let _ = writeln!(std::io::stderr(), "profiler: error: {e}");
     }
     if written.is_empty() {
         dir.abandon();
     }
-    let violations = fail_if::evaluate_diff(&args.fail_if, &d);
-    report_violations(&violations, args.fail_if.len())?;
-    if !failed.is_empty() {
-        return Err(Error::OutputsIncomplete {
-            dir: dir.path().to_path_buf(),
-            failed: failed.len(),
-        });
+    failed.len()
+}
+
+/// `--baseline`: read before anything is recorded, so a wrong path fails in a second.
+fn read_baseline(s: &SamplingArgs) -> Result<Option<(PathBuf, crate::model::Recording)>> {
+    match &s.baseline {
+        None => {
+            refuse_diff_rules(&s.outputs.fail_if)?;
+            Ok(None)
+        }
+        Some(path) => Ok(Some((
+            path.clone(),
+            read_side(path, s.outputs.kernel_threads)?,
+        ))),
     }
-    Ok(())
+}
+
+/// After `record`/`run`: the rules, and with `--baseline` the comparison with it (written
+/// beside the outputs and printed), which the `diff.*` rules judge.
+fn judge(
+    rec: &crate::model::Recording,
+    baseline: Option<(PathBuf, crate::model::Recording)>,
+    out: &Path,
+    s: &SamplingArgs,
+    report: &mut dyn Write,
+) -> Result<()> {
+    let rules = &s.outputs.fail_if;
+    let Some((path, base)) = baseline else {
+        return check_rules(rec, rules);
+    };
+    let shown = outputs::Shown::new(rec, s.outputs.kernel_threads);
+    let d = crate::diff::compare(
+        &base,
+        &path.display().to_string(),
+        &shown.rec,
+        &out.display().to_string(),
+    );
+    let dir = OutputDir::prepare(out)?;
+    let _ = writeln!(report, "\ncompared with the baseline {}:", path.display());
+    let failed = write_diff(&dir, &d, &base, &shown.rec, false, s.quiet, report);
+    let mut violations = rule_violations(rec, rules);
+    violations.extend(fail_if::evaluate_diff(rules, &d));
+    report_violations(&violations, rules.len())?;
+    incomplete(&dir, failed)
 }
 
 /// A one-recording command refuses `diff.*` rules before it starts: they need two.
@@ -883,7 +969,7 @@ fn refuse_diff_rules(rules: &[Rule]) -> Result<()> {
         Some(rule) => Err(Error::InvalidArgument {
             what: "--fail-if",
             reason: format!(
-                "`{rule}` compares two recordings: use it with `profiler diff BASE NEW`"
+                "`{rule}` compares two recordings: use it with `profiler diff BASE NEW`, or record with --baseline DIR"
             ),
         }),
         None => Ok(()),
@@ -916,6 +1002,11 @@ fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
     if rules.is_empty() {
         return Ok(());
     }
+    report_violations(&rule_violations(rec, rules), rules.len())
+}
+
+/// The one-recording rules' violations (`diff.*` rules are not judged here).
+fn rule_violations(rec: &crate::model::Recording, rules: &[Rule]) -> Vec<fail_if::Violation> {
     let by_name = crate::spans::stats_by_name(&rec.spans);
     let c = rec.counters();
     let facts = fail_if::Facts {
@@ -925,8 +1016,7 @@ fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
         lost_samples: c.lost(),
         lost_events: c.span_events_lost_total(),
     };
-    let violations = fail_if::evaluate(rules, &facts);
-    report_violations(&violations, rules.len())
+    fail_if::evaluate(rules, &facts)
 }
 
 #[cfg(test)]

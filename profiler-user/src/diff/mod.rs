@@ -44,7 +44,8 @@ pub struct Diff {
     pub base: Side,
     pub new: Side,
     pub cpu: CpuDiff,
-    /// Significant changes first, then by the size of the larger of the two deltas.
+    /// Significant changes first, then by the size of the change of self CPU time, then of
+    /// total CPU time.
     pub functions: Vec<FunctionDiff>,
     /// Significant changes first, then by the size of the change of the mean.
     pub spans: Vec<SpanDiff>,
@@ -103,6 +104,9 @@ pub struct FunctionDiff {
     pub base_total_pct: f64,
     pub new_total_pct: f64,
     pub delta_total_pp: f64,
+    /// Change of the CPU time the samples stand for (samples ÷ sampling rate), NEW − BASE.
+    pub delta_self_ms: f64,
+    pub delta_total_ms: f64,
     /// Holm-adjusted p-values of the two shares' tests.
     pub self_p_value: f64,
     pub total_p_value: f64,
@@ -296,6 +300,7 @@ pub fn compare(base: &Recording, base_path: &str, new: &Recording, new_path: &st
     names.sort();
     names.dedup();
     let mut raw_p: Vec<f64> = Vec::with_capacity(names.len() * 2 + 1);
+    let ms = |samples: u64, hz: u64| samples as f64 * 1e3 / hz.max(1) as f64;
     let mut functions: Vec<FunctionDiff> = names
         .iter()
         .map(|name| {
@@ -316,6 +321,8 @@ pub fn compare(base: &Recording, base_path: &str, new: &Recording, new_path: &st
                 base_total_pct: pct(bt, n1),
                 new_total_pct: pct(nt, n2),
                 delta_total_pp: pct(nt, n2) - pct(bt, n1),
+                delta_self_ms: ms(ns, f2) - ms(bs, f1),
+                delta_total_ms: ms(nt, f2) - ms(bt, f1),
                 self_p_value: 1.0,
                 total_p_value: 1.0,
                 p_value: 1.0,
@@ -399,11 +406,14 @@ pub fn compare(base: &Recording, base_path: &str, new: &Recording, new_path: &st
         significant: cpu_p < ALPHA,
     };
 
-    let fn_size = |f: &FunctionDiff| f.delta_self_pp.abs().max(f.delta_total_pp.abs());
+    // By CPU time, not share: when one of two equal functions doubles its work, the shares
+    // of both move by the same 17 points, but only its time grew. Self before total: its
+    // callers' totals grow by as much as its own time, and it is the one that changed.
     functions.sort_by(|a, b| {
         b.significant
             .cmp(&a.significant)
-            .then_with(|| fn_size(b).total_cmp(&fn_size(a)))
+            .then_with(|| b.delta_self_ms.abs().total_cmp(&a.delta_self_ms.abs()))
+            .then_with(|| b.delta_total_ms.abs().total_cmp(&a.delta_total_ms.abs()))
             .then_with(|| a.name.cmp(&b.name))
     });
     let span_size = |s: &SpanDiff| {
@@ -581,6 +591,12 @@ pub(crate) mod tests {
 
         let first = &d.functions[0];
         assert_eq!(first.name, "hot_a");
+        // 500 more samples at 99 Hz.
+        assert!((first.delta_self_ms - 500_000.0 / 99.0).abs() < 1e-6);
+        // hot_b's share fell by nearly as much, but its time did not change.
+        let hot_b = d.function("hot_b").expect("hot_b");
+        assert!(hot_b.self_significant && hot_b.delta_self_pp < -15.0);
+        assert_eq!(hot_b.delta_self_ms, 0.0);
         assert!(first.self_significant && first.significant);
         // 500/1020 → 1000/1520.
         assert!((first.base_self_pct - 49.019_607_843).abs() < 1e-6);

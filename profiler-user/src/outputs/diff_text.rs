@@ -63,12 +63,16 @@ pub fn to_text(d: &Diff) -> String {
 
     let _ = writeln!(
         t,
-        "\nFunctions: share of samples, BASE → NEW (change in percentage points)"
+        "\nFunctions: share of samples, BASE → NEW (change in percentage points), change of own CPU time"
     );
     if d.functions.is_empty() {
         let _ = writeln!(t, "  (no samples on either side)");
     } else {
-        let _ = writeln!(t, "  {:<28} {:<28} {:>9}  function", "self", "total", "p");
+        let _ = writeln!(
+            t,
+            "  {:<28} {:<28} {:>10} {:>9}  function",
+            "self", "total", "self time", "p"
+        );
     }
     for f in d.functions.iter().take(FUNCTIONS) {
         let self_col = format!(
@@ -87,8 +91,8 @@ pub fn to_text(d: &Diff) -> String {
         );
         let _ = writeln!(
             t,
-            "  {self_col:<28} {total_col:<28} {:>9.2e}  {}",
-            f.p_value, f.name
+            "  {self_col:<28} {total_col:<28} {:>+8.1}ms {:>9.2e}  {}",
+            f.delta_self_ms, f.p_value, f.name
         );
     }
     if d.functions.len() > FUNCTIONS {
