@@ -44,6 +44,35 @@ pub enum Command {
     Report(ReportArgs),
     /// List running processes that carry the span probe ABI (profiler-probes).
     Ps(PsArgs),
+    /// Compare two recordings: differential flame graph, changed functions and spans, and
+    /// which changes are significant.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The recording to compare against: a directory written by `profiler record`, or its
+    /// recording.pb.
+    pub base: PathBuf,
+    /// The recording judged against BASE.
+    pub new: PathBuf,
+    /// Where diff.svg, diff.txt and diff.json go. Default: ./diff-TIMESTAMP.
+    #[arg(long, short, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Exit with code 3 when a significant change breaks a rule, e.g.
+    /// 'diff.fn(parse).self > +5pp', 'diff.span(*).p95 > +10%', 'diff.cpu > +5%' (repeatable).
+    #[arg(long = "fail-if", value_name = "RULE")]
+    pub fail_if: Vec<Rule>,
+    /// Differential flame graph from raw sample counts, instead of scaling BASE to NEW's
+    /// total (which shows shifts of share even when the recordings differ in length).
+    #[arg(long)]
+    pub absolute: bool,
+    /// Keep kernel threads and the idle task in the comparison.
+    #[arg(long)]
+    pub kernel_threads: bool,
+    /// Do not print diff.txt.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +197,11 @@ pub struct SamplingArgs {
     pub off_cpu_interval_min: Duration,
     #[command(flatten)]
     pub outputs: OutputArgs,
+    /// Then compare with the recording in DIR, as `profiler diff DIR OUTPUT` does: diff.svg,
+    /// diff.txt and diff.json go beside the outputs, the top changes are printed, and
+    /// `diff.*` --fail-if rules judge the comparison.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
     /// No live status line.
     #[arg(long, short)]
     pub quiet: bool,
@@ -478,6 +512,7 @@ async fn record_into(
 }
 
 pub async fn record(args: RecordArgs) -> Result<()> {
+    let baseline = read_baseline(&args.sampling)?;
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
     collect::checks::startup()?;
@@ -513,11 +548,18 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         &mut std::io::stdout(),
     )
     .await?;
-    check_rules(&rec, &args.sampling.outputs.fail_if)
+    judge(
+        &rec,
+        baseline,
+        &out_path,
+        &args.sampling,
+        &mut std::io::stdout(),
+    )
 }
 
 /// Runs the command under the profiler; returns the command's exit code (or 128 + signal).
 pub async fn run(args: RunArgs) -> Result<u8> {
+    let baseline = read_baseline(&args.sampling)?;
     check_frequency(args.sampling.frequency)?;
     let run_as = if args.as_root {
         None
@@ -572,7 +614,13 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     // Reap the command whatever happened to the recording, so its status is known.
     let code = collect::run::wait_exit_code(pid)?;
     let rec = recorded?;
-    check_rules(&rec, &args.sampling.outputs.fail_if)?;
+    judge(
+        &rec,
+        baseline,
+        &out_path,
+        &args.sampling,
+        &mut std::io::stderr(),
+    )?;
     Ok(code)
 }
 
@@ -648,6 +696,7 @@ fn finish(
 }
 
 pub fn report(args: ReportArgs) -> Result<()> {
+    refuse_diff_rules(&args.outputs.fail_if)?;
     if let (Some(from), Some(to)) = (args.from, args.to)
         && from >= to
     {
@@ -767,11 +816,197 @@ fn report_one(
     Ok(())
 }
 
+/// A recording directory or its recording.pb, read and shown as the outputs show it.
+fn read_side(path: &Path, kernel_threads: bool) -> Result<crate::model::Recording> {
+    let file = if path.is_dir() {
+        path.join(outputs::RECORDING_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let rec = outputs::recording::read(&file)?;
+    Ok(outputs::Shown::new(&rec, kernel_threads).rec.into_owned())
+}
+
+pub fn diff(args: DiffArgs) -> Result<()> {
+    if let Some(rule) = args.fail_if.iter().find(|r| !r.is_diff()) {
+        return Err(Error::InvalidArgument {
+            what: "--fail-if",
+            reason: format!(
+                "`{rule}` judges one recording: in `profiler diff` write a change (diff.fn(NAME).self, diff.span(NAME).p95, diff.cpu), or run `profiler report NEW --fail-if '{rule}'`"
+            ),
+        });
+    }
+    let base = read_side(&args.base, args.kernel_threads)?;
+    let new = read_side(&args.new, args.kernel_threads)?;
+    let d = crate::diff::compare(
+        &base,
+        &args.base.display().to_string(),
+        &new,
+        &args.new.display().to_string(),
+    );
+    let out_path = args.output.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("diff-{}", utc_stamp(now)))
+    });
+    let dir = OutputDir::prepare(&out_path)?;
+    let failed = write_diff(
+        &dir,
+        &d,
+        &base,
+        &new,
+        args.absolute,
+        args.quiet,
+        &mut std::io::stdout(),
+    );
+    let violations = fail_if::evaluate_diff(&args.fail_if, &d);
+    report_violations(&violations, args.fail_if.len())?;
+    incomplete(&dir, failed)
+}
+
+fn incomplete(dir: &OutputDir, failed: usize) -> Result<()> {
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(Error::OutputsIncomplete {
+        dir: dir.path().to_path_buf(),
+        failed,
+    })
+}
+
+/// Writes diff.json, diff.txt and diff.svg into `dir`, prints diff.txt (unless `quiet`) and
+/// what was written to `report`; returns how many outputs failed, each named on stderr.
+fn write_diff(
+    dir: &OutputDir,
+    d: &crate::diff::Diff,
+    base: &crate::model::Recording,
+    new: &crate::model::Recording,
+    absolute: bool,
+    quiet: bool,
+    report: &mut dyn Write,
+) -> usize {
+    let text = outputs::diff_text::to_text(d);
+    let mut written = Vec::new();
+    let mut failed = Vec::new();
+    let mut put = |name: &'static str, bytes: Result<Vec<u8>>| match bytes
+        .and_then(|b| dir.write_bytes(name, &b))
+    {
+        Ok(p) => written.push(p),
+        Err(e) => failed.push(e),
+    };
+    put(outputs::DIFF_JSON_FILE, outputs::diff_json::to_bytes(d));
+    put(outputs::DIFF_TXT_FILE, Ok(text.clone().into_bytes()));
+    put(
+        outputs::DIFF_SVG_FILE,
+        outputs::diff_flamegraph::render(d, base, new, absolute),
+    );
+    // Not println!/eprintln!: a closed terminal must not panic the exit status away.
+    if !quiet {
+        let _ = write!(report, "{text}");
+    }
+    if !written.is_empty() {
+        let _ = writeln!(report, "\nwrote {}:", dir.path().display());
+        for p in &written {
+            let _ = writeln!(report, "  {}", p.display());
+        }
+    }
+    for e in &failed {
+        let _ = writeln!(std::io::stderr(), "profiler: error: {e}");
+    }
+    if written.is_empty() {
+        dir.abandon();
+    }
+    failed.len()
+}
+
+/// `--baseline`: read before anything is recorded, so a wrong path fails in a second.
+fn read_baseline(s: &SamplingArgs) -> Result<Option<(PathBuf, crate::model::Recording)>> {
+    match &s.baseline {
+        None => {
+            refuse_diff_rules(&s.outputs.fail_if)?;
+            Ok(None)
+        }
+        Some(path) => Ok(Some((
+            path.clone(),
+            read_side(path, s.outputs.kernel_threads)?,
+        ))),
+    }
+}
+
+/// After `record`/`run`: the rules, and with `--baseline` the comparison with it (written
+/// beside the outputs and printed), which the `diff.*` rules judge.
+fn judge(
+    rec: &crate::model::Recording,
+    baseline: Option<(PathBuf, crate::model::Recording)>,
+    out: &Path,
+    s: &SamplingArgs,
+    report: &mut dyn Write,
+) -> Result<()> {
+    let rules = &s.outputs.fail_if;
+    let Some((path, base)) = baseline else {
+        return check_rules(rec, rules);
+    };
+    let shown = outputs::Shown::new(rec, s.outputs.kernel_threads);
+    let d = crate::diff::compare(
+        &base,
+        &path.display().to_string(),
+        &shown.rec,
+        &out.display().to_string(),
+    );
+    let dir = OutputDir::prepare(out)?;
+    let _ = writeln!(report, "\ncompared with the baseline {}:", path.display());
+    let failed = write_diff(&dir, &d, &base, &shown.rec, false, s.quiet, report);
+    let mut violations = rule_violations(rec, rules);
+    violations.extend(fail_if::evaluate_diff(rules, &d));
+    report_violations(&violations, rules.len())?;
+    incomplete(&dir, failed)
+}
+
+/// A one-recording command refuses `diff.*` rules before it starts: they need two.
+fn refuse_diff_rules(rules: &[Rule]) -> Result<()> {
+    match rules.iter().find(|r| r.is_diff()) {
+        Some(rule) => Err(Error::InvalidArgument {
+            what: "--fail-if",
+            reason: format!(
+                "`{rule}` compares two recordings: use it with `profiler diff BASE NEW`, or record with --baseline DIR"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Prints each violation on its own line; Err when there is one.
+fn report_violations(violations: &[fail_if::Violation], rules: usize) -> Result<()> {
+    if rules == 0 {
+        return Ok(());
+    }
+    // Not eprintln!/println!: a closed terminal (SSH drop) must not panic the exit status away.
+    for v in violations {
+        let _ = writeln!(
+            std::io::stderr(),
+            "profiler: --fail-if violated: {}",
+            v.message
+        );
+    }
+    if violations.is_empty() {
+        let _ = writeln!(std::io::stdout(), "--fail-if: {rules} rule(s) hold");
+        Ok(())
+    } else {
+        Err(Error::RulesViolated(violations.len()))
+    }
+}
+
 /// Evaluates `--fail-if` rules; each violation is printed on its own line.
 fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
     if rules.is_empty() {
         return Ok(());
     }
+    report_violations(&rule_violations(rec, rules), rules.len())
+}
+
+/// The one-recording rules' violations (`diff.*` rules are not judged here).
+fn rule_violations(rec: &crate::model::Recording, rules: &[Rule]) -> Vec<fail_if::Violation> {
     let by_name = crate::spans::stats_by_name(&rec.spans);
     let c = rec.counters();
     let facts = fail_if::Facts {
@@ -781,21 +1016,7 @@ fn check_rules(rec: &crate::model::Recording, rules: &[Rule]) -> Result<()> {
         lost_samples: c.lost(),
         lost_events: c.span_events_lost_total(),
     };
-    let violations = fail_if::evaluate(rules, &facts);
-    // Not eprintln!/println!: a closed terminal (SSH drop) must not panic the exit status away.
-    for v in &violations {
-        let _ = writeln!(
-            std::io::stderr(),
-            "profiler: --fail-if violated: {}",
-            v.message
-        );
-    }
-    if violations.is_empty() {
-        let _ = writeln!(std::io::stdout(), "--fail-if: {} rule(s) hold", rules.len());
-        Ok(())
-    } else {
-        Err(Error::RulesViolated(violations.len()))
-    }
+    fail_if::evaluate(rules, &facts)
 }
 
 #[cfg(test)]

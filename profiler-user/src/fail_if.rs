@@ -7,6 +7,9 @@
 //! rule      = subject op value
 //! subject   = "span(" name ")." field
 //!           | "spans.concurrency" | "spans.count" | "lost.samples" | "lost.events"
+//!           | "diff.fn(" name ")." ("self" | "total")     (profiler diff only)
+//!           | "diff.span(" name ")." ("mean" | "p50" | "p95" | "p99")
+//!           | "diff.cpu"
 //! name      = "*"                      every recorded name, each judged on its own
 //!           | '"' quoted '"'           \" and \\ are the only escapes; may hold `)` and `*`
 //!           | raw                      anything up to the `)` that closes `span(`;
@@ -16,8 +19,16 @@
 //!           | total | mean | stddev | p50 | p95 | p99 | max   (times)
 //! op        = ">" | ">=" | "<" | "<=" | "==" | "!="
 //! value     = digits ["." digits] [unit]
+//!           | ["+" | "-"] digits ["." digits] ("pp" | "%")   (diff subjects)
 //! unit      = ns | us | µs | ms | s | m               (m is minutes)
 //! ```
+//!
+//! `diff.*` rules judge a comparison (`profiler diff BASE NEW`), NEW against BASE: `diff.fn`
+//! the change of a function's self or total share of samples in percentage points (`pp`),
+//! `diff.span` the relative change of a span name's duration statistic and `diff.cpu` that
+//! of the CPU time, in percent (`%`). Such a rule is violated only when the comparison holds
+//! *and* the change is statistically significant (see `diff`): noise never fails a build.
+//! A name without a measured change (absent from one side, or from both) never violates.
 //!
 //! Whitespace is allowed between the parts. Time fields need a unit (a bare `700` is refused:
 //! nanoseconds and seconds are both plausible readings); counts (`count`, `samples`,
@@ -41,6 +52,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::diff::Diff;
 pub use crate::spans::NameStats;
 
 /// What rules can refer to.
@@ -83,6 +95,11 @@ impl Rule {
     pub fn parse(text: &str) -> Result<Rule, String> {
         text.parse()
     }
+
+    /// A `diff.*` rule, which judges a comparison of two recordings, not one recording.
+    pub fn is_diff(&self) -> bool {
+        matches!(self.subject, Subject::Diff(_))
+    }
 }
 
 impl FromStr for Rule {
@@ -102,10 +119,21 @@ impl fmt::Display for Rule {
 }
 
 /// Every violation of every rule, in rule order and, for `span(*)`, in `by_name` order.
+/// `diff.*` rules are not judged here (see [`evaluate_diff`]).
 pub fn evaluate(rules: &[Rule], facts: &Facts<'_>) -> Vec<Violation> {
     let mut out = Vec::new();
     for rule in rules {
         rule.check(facts, &mut out);
+    }
+    out
+}
+
+/// Every violation of the `diff.*` rules by a comparison, in rule order and, for `(*)`, in
+/// the comparison's order (significant changes first). Other rules are not judged here.
+pub fn evaluate_diff(rules: &[Rule], diff: &Diff) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for rule in rules {
+        rule.check_diff(diff, &mut out);
     }
     out
 }
@@ -177,11 +205,47 @@ enum Subject {
     SpanCount,
     LostSamples,
     LostEvents,
+    Diff(DiffSubject),
 }
+
+/// What a `diff.*` rule measures; `None` names are `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DiffSubject {
+    Fn(Option<String>, FnShare),
+    /// Only `Mean`, `P50`, `P95` and `P99`.
+    Span(Option<String>, Field),
+    Cpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FnShare {
+    Self_,
+    Total,
+}
+
+impl FnShare {
+    fn name(self) -> &'static str {
+        match self {
+            FnShare::Self_ => "self",
+            FnShare::Total => "total",
+        }
+    }
+}
+
+const DIFF_SPAN_FIELDS: [Field; 4] = [Field::Mean, Field::P50, Field::P95, Field::P99];
 
 impl Subject {
     fn is_time(&self) -> bool {
         matches!(self, Subject::Span(_, field) if field.is_time())
+    }
+
+    /// The unit a `diff.*` subject's threshold takes; None for the other subjects.
+    fn delta_unit(&self) -> Option<Unit> {
+        match self {
+            Subject::Diff(DiffSubject::Fn(..)) => Some(Unit::Pp),
+            Subject::Diff(_) => Some(Unit::Pct),
+            _ => None,
+        }
     }
 }
 
@@ -194,8 +258,21 @@ impl fmt::Display for Subject {
             Subject::SpanCount => f.write_str("spans.count"),
             Subject::LostSamples => f.write_str("lost.samples"),
             Subject::LostEvents => f.write_str("lost.events"),
+            Subject::Diff(DiffSubject::Fn(name, share)) => {
+                f.write_str(&diff_subject("fn", name.as_deref(), share.name()))
+            }
+            Subject::Diff(DiffSubject::Span(name, field)) => {
+                f.write_str(&diff_subject("span", name.as_deref(), field.name()))
+            }
+            Subject::Diff(DiffSubject::Cpu) => f.write_str("diff.cpu"),
         }
     }
+}
+
+/// `diff.fn(NAME).FIELD`, `diff.span(*).FIELD`.
+fn diff_subject(kind: &str, name: Option<&str>, field: &str) -> String {
+    let name = name.map_or_else(|| "*".to_string(), display_name);
+    format!("diff.{kind}({name}).{field}")
 }
 
 /// `span(NAME).FIELD`, quoting NAME whenever the raw form would not parse back to it.
@@ -305,6 +382,10 @@ enum Unit {
     Ms,
     S,
     M,
+    /// Percentage points (`diff.fn`).
+    Pp,
+    /// Percent (`diff.span`, `diff.cpu`).
+    Pct,
 }
 
 impl Unit {
@@ -316,6 +397,8 @@ impl Unit {
             "ms" => Unit::Ms,
             "s" => Unit::S,
             "m" => Unit::M,
+            "pp" => Unit::Pp,
+            "%" => Unit::Pct,
             _ => return None,
         })
     }
@@ -327,6 +410,7 @@ impl Unit {
             Unit::Ms => 1_000_000,
             Unit::S => 1_000_000_000,
             Unit::M => 60_000_000_000,
+            Unit::Pp | Unit::Pct => 1,
         }
     }
 
@@ -337,6 +421,8 @@ impl Unit {
             Unit::Ms => "ms",
             Unit::S => "s",
             Unit::M => "m",
+            Unit::Pp => "pp",
+            Unit::Pct => "%",
         }
     }
 }
@@ -352,6 +438,8 @@ struct Threshold {
     unit: Option<Unit>,
     num: u128,
     den: u128,
+    /// Only `diff.*` thresholds can be negative (a share that fell).
+    negative: bool,
 }
 
 /// At most 10^18, so that `u64 * den` cannot overflow u128.
@@ -359,15 +447,25 @@ const MAX_DECIMALS: usize = 18;
 
 impl Threshold {
     fn compare(&self, actual: Actual) -> Option<Ordering> {
+        let num = if self.negative {
+            -(self.num as f64)
+        } else {
+            self.num as f64
+        };
         match actual {
-            Actual::Int(a) => Some((u128::from(a) * self.den).cmp(&self.num)),
-            Actual::Float(a) => (a * self.den as f64).partial_cmp(&(self.num as f64)),
+            Actual::Int(a) if !self.negative => Some((u128::from(a) * self.den).cmp(&self.num)),
+            Actual::Int(_) => Some(Ordering::Greater),
+            Actual::Float(a) => (a * self.den as f64).partial_cmp(&num),
         }
     }
 }
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A change always shows its direction.
+        if matches!(self.unit, Some(Unit::Pp | Unit::Pct)) {
+            f.write_str(if self.negative { "-" } else { "+" })?;
+        }
         f.write_str(&self.number)?;
         if let Some(unit) = self.unit {
             f.write_str(unit.symbol())?;
@@ -428,7 +526,89 @@ impl Rule {
                 let actual = Actual::Int(facts.lost_events);
                 self.judge(self.subject.to_string(), actual, None, out);
             }
+            Subject::Diff(_) => {}
         }
+    }
+
+    fn check_diff(&self, diff: &Diff, out: &mut Vec<Violation>) {
+        let Subject::Diff(subject) = &self.subject else {
+            return;
+        };
+        match subject {
+            DiffSubject::Fn(name, share) => {
+                let judged = diff
+                    .functions
+                    .iter()
+                    .filter(|f| name.as_ref().is_none_or(|n| *n == f.name));
+                for f in judged {
+                    let (delta, significant, p) = match share {
+                        FnShare::Self_ => (f.delta_self_pp, f.self_significant, f.self_p_value),
+                        FnShare::Total => (f.delta_total_pp, f.total_significant, f.total_p_value),
+                    };
+                    let subject = diff_subject("fn", Some(&f.name), share.name());
+                    self.judge_delta(subject, delta, significant, p, out);
+                }
+            }
+            DiffSubject::Span(name, field) => {
+                let judged = diff
+                    .spans
+                    .iter()
+                    .filter(|s| name.as_ref().is_none_or(|n| *n == s.name));
+                for s in judged {
+                    let delta = match field {
+                        Field::Mean => s.delta_mean_pct,
+                        Field::P50 => s.delta_p50_pct,
+                        Field::P95 => s.delta_p95_pct,
+                        _ => s.delta_p99_pct,
+                    };
+                    if let Some(delta) = delta {
+                        let subject = diff_subject("span", Some(&s.name), field.name());
+                        self.judge_delta(subject, delta, s.significant, s.p_value, out);
+                    }
+                }
+            }
+            DiffSubject::Cpu => {
+                if let Some(delta) = diff.cpu.delta_pct {
+                    let (significant, p) = (diff.cpu.significant, diff.cpu.p_value);
+                    self.judge_delta("diff.cpu".into(), delta, significant, p, out);
+                }
+            }
+        }
+    }
+
+    /// A change violates only when the comparison holds and the change is significant.
+    fn judge_delta(
+        &self,
+        subject: String,
+        delta: f64,
+        significant: bool,
+        p: f64,
+        out: &mut Vec<Violation>,
+    ) {
+        if !significant || !self.op.holds(self.threshold.compare(Actual::Float(delta))) {
+            return;
+        }
+        let unit = self.threshold.unit.map_or("", Unit::symbol);
+        // The fewest decimals whose shown value still violates, as for times.
+        let mut actual = String::new();
+        for decimals in 1..=9 {
+            let scale = 10f64.powi(decimals);
+            let shown = (delta * scale).round() / scale;
+            actual = format!("{shown:+.*}{unit}", decimals as usize);
+            if self.op.holds(self.threshold.compare(Actual::Float(shown))) {
+                break;
+            }
+        }
+        let message = format!(
+            "{subject} = {actual} (significant, p = {p:.2e}), violates {} {}",
+            self.op, self.threshold
+        );
+        out.push(Violation {
+            rule: self.to_string(),
+            subject,
+            actual,
+            message,
+        });
     }
 
     fn judge(&self, subject: String, actual: Actual, note: Option<&str>, out: &mut Vec<Violation>) {
@@ -585,8 +765,7 @@ impl<'a> Parser<'a> {
     }
 
     fn subject(&mut self) -> Result<Subject, String> {
-        const SUBJECTS: &str =
-            "span(NAME).FIELD, spans.concurrency, spans.count, lost.samples or lost.events";
+        const SUBJECTS: &str = "span(NAME).FIELD, spans.concurrency, spans.count, lost.samples, lost.events, diff.fn(NAME).self|total, diff.span(NAME).FIELD or diff.cpu";
         let word = self.word();
         match word {
             "span" => {
@@ -596,7 +775,7 @@ impl<'a> Parser<'a> {
                         one_line(self.rest())
                     ));
                 }
-                let name = self.span_name()?;
+                let name = self.span_name("span", "span")?;
                 let shown = match &name {
                     None => "span(*)".to_string(),
                     Some(n) => format!("span({})", display_name(n)),
@@ -647,6 +826,7 @@ impl<'a> Parser<'a> {
                     )),
                 }
             }
+            "diff" => self.diff_subject().map(Subject::Diff),
             "" => Err(format!(
                 "expected a subject ({SUBJECTS}), found `{}`",
                 one_line(self.rest())
@@ -655,31 +835,84 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// After `span(`: the name and its closing `)`. `None` is `*`.
-    fn span_name(&mut self) -> Result<Option<String>, String> {
-        const UNCLOSED: &str = "unbalanced parenthesis: `span(` is never closed";
+    /// After `diff`: `.fn(NAME).self|total`, `.span(NAME).FIELD` or `.cpu`.
+    fn diff_subject(&mut self) -> Result<DiffSubject, String> {
+        const DIFF: &str =
+            "diff.fn(NAME).self, diff.fn(NAME).total, diff.span(NAME).mean|p50|p95|p99 or diff.cpu";
+        if !self.eat('.') {
+            return Err(format!(
+                "expected `.` after `diff`; diff subjects are {DIFF}"
+            ));
+        }
+        let kind = self.word();
+        let (opener, what) = match kind {
+            "cpu" => return Ok(DiffSubject::Cpu),
+            "fn" => ("diff.fn", "function"),
+            "span" => ("diff.span", "span"),
+            "" => {
+                return Err(format!(
+                    "expected fn, span or cpu after `diff.`; diff subjects are {DIFF}"
+                ));
+            }
+            _ => return Err(format!("unknown subject `diff.{kind}`; expected {DIFF}")),
+        };
+        if !self.eat('(') {
+            return Err(format!(
+                "expected `(` right after `{opener}`; write {opener}(NAME).FIELD"
+            ));
+        }
+        let name = self.span_name(opener, what)?;
+        let shown = format!(
+            "{opener}({})",
+            name.as_deref().map_or("*".into(), display_name)
+        );
+        let expected = if kind == "fn" {
+            "expected self or total".to_string()
+        } else {
+            "expected mean, p50, p95 or p99".to_string()
+        };
+        if !self.eat('.') {
+            return Err(format!("expected `.FIELD` after `{shown}`; {expected}"));
+        }
+        let field = self.word();
+        if kind == "fn" {
+            return match field {
+                "self" => Ok(DiffSubject::Fn(name, FnShare::Self_)),
+                "total" => Ok(DiffSubject::Fn(name, FnShare::Total)),
+                _ => Err(format!(
+                    "unknown field `{field}` in `{shown}.{field}`; {expected}"
+                )),
+            };
+        }
+        match DIFF_SPAN_FIELDS.into_iter().find(|f| f.name() == field) {
+            Some(f) => Ok(DiffSubject::Span(name, f)),
+            None => Err(format!(
+                "unknown field `{field}` in `{shown}.{field}`; {expected}"
+            )),
+        }
+    }
+
+    /// After `span(` (or `diff.fn(`, `diff.span(`: `opener`, naming a `what`): the name and
+    /// its closing `)`. `None` is `*`.
+    fn span_name(&mut self, opener: &str, what: &str) -> Result<Option<String>, String> {
+        let unclosed = format!("unbalanced parenthesis: `{opener}(` is never closed");
+        let unclosed_quote = format!("unbalanced quote: the quoted {what} name is never closed");
         self.skip_ws();
         if self.eat('"') {
             let mut name = String::new();
             loop {
                 match self.take_char() {
-                    None => {
-                        return Err("unbalanced quote: the quoted span name is never closed".into());
-                    }
+                    None => return Err(unclosed_quote),
                     Some('"') => break,
                     Some('\\') => match self.take_char() {
                         Some(c @ ('"' | '\\')) => name.push(c),
                         Some(c) => {
                             return Err(format!(
-                                "unknown escape `\\{}` in quoted span name; only \\\" and \\\\ are allowed",
+                                "unknown escape `\\{}` in quoted {what} name; only \\\" and \\\\ are allowed",
                                 one_line(&c.to_string())
                             ));
                         }
-                        None => {
-                            return Err(
-                                "unbalanced quote: the quoted span name is never closed".into()
-                            );
-                        }
+                        None => return Err(unclosed_quote),
                     },
                     Some(c) => name.push(c),
                 }
@@ -689,10 +922,10 @@ impl<'a> Parser<'a> {
                 return Ok(Some(name));
             }
             return Err(if self.rest().is_empty() {
-                UNCLOSED.to_string()
+                unclosed
             } else {
                 format!(
-                    "expected `)` after the quoted span name, found `{}`",
+                    "expected `)` after the quoted {what} name, found `{}`",
                     one_line(self.rest())
                 )
             });
@@ -714,13 +947,15 @@ impl<'a> Parser<'a> {
         }
         let Some(end) = end else {
             return Err(format!(
-                "{UNCLOSED} (quote a name with an unbalanced parenthesis: span(\"a)b\"))"
+                "{unclosed} (quote a name with an unbalanced parenthesis: {opener}(\"a)b\"))"
             ));
         };
         let name = rest[..end].trim();
         self.pos += end + 1;
         match name {
-            "" => Err("empty span name in `span()`; use span(*) for every name".to_string()),
+            "" => Err(format!(
+                "empty {what} name in `{opener}()`; use {opener}(*) for every name"
+            )),
             "*" => Ok(None),
             _ => Ok(Some(name.to_string())),
         }
@@ -753,6 +988,9 @@ impl<'a> Parser<'a> {
     }
 
     fn threshold(&mut self, subject: &Subject, op: Op) -> Result<Threshold, String> {
+        if let Some(unit) = subject.delta_unit() {
+            return self.delta(subject, op, unit);
+        }
         let time = subject.is_time();
         let example = if time { "700ms" } else { "100" };
         let start = self.pos;
@@ -831,6 +1069,7 @@ impl<'a> Parser<'a> {
                 unit: None,
                 num: u128::from(n),
                 den: 1,
+                negative: false,
             });
         }
 
@@ -860,6 +1099,90 @@ impl<'a> Parser<'a> {
             unit: Some(unit),
             num,
             den,
+            negative: false,
+        })
+    }
+
+    /// A signed change: `+5pp`, `-2.5pp`, `10%`; `unit` is the only one `subject` takes.
+    fn delta(&mut self, subject: &Subject, op: Op, unit: Unit) -> Result<Threshold, String> {
+        let example = format!("+5{}", unit.symbol());
+        let start = self.pos;
+        if self.rest().is_empty() {
+            return Err(format!(
+                "missing value after `{subject} {op}` (e.g. `{subject} {op} {example}`)"
+            ));
+        }
+        let negative = if self.eat('-') {
+            true
+        } else {
+            self.eat('+');
+            false
+        };
+        let int = self.take_while(|c| c.is_ascii_digit());
+        if int.is_empty() {
+            return Err(format!(
+                "expected a number after `{subject} {op}`, found `{}` (e.g. `{example}`)",
+                one_line(&self.s[start..])
+            ));
+        }
+        let frac = if self.eat('.') {
+            let frac = self.take_while(|c| c.is_ascii_digit());
+            if frac.is_empty() {
+                return Err(format!(
+                    "expected digits after the decimal point in `{}`",
+                    &self.s[start..self.pos]
+                ));
+            }
+            frac
+        } else {
+            ""
+        };
+        let number_end = self.pos;
+        self.skip_ws();
+        let unit_text = self.take_while(|c| c.is_alphabetic() || c == '%');
+        let written = self.s[start..self.pos].trim_end();
+        let wanted = match unit {
+            Unit::Pp => "pp (percentage points of all samples)",
+            _ => "% (relative change)",
+        };
+        if unit_text.is_empty() {
+            self.pos = number_end;
+            return Err(format!(
+                "missing unit in `{}` for {subject}; it takes {wanted}, e.g. `{example}`",
+                &self.s[start..number_end]
+            ));
+        }
+        if Unit::parse(unit_text) != Some(unit) {
+            return Err(format!(
+                "{subject} takes a change in {wanted}, not `{written}`"
+            ));
+        }
+        let frac = frac.trim_end_matches('0');
+        let int = match int.trim_start_matches('0') {
+            "" => "0",
+            int => int,
+        };
+        let number = if frac.is_empty() {
+            int.to_string()
+        } else {
+            format!("{int}.{frac}")
+        };
+        if frac.len() > MAX_DECIMALS {
+            return Err(format!(
+                "value `{written}` has more than {MAX_DECIMALS} decimals"
+            ));
+        }
+        let num: u128 = format!("{int}{frac}")
+            .parse()
+            .map_err(|_| format!("value `{written}` is too large"))?;
+        let den = 10u128.pow(frac.len() as u32);
+        Ok(Threshold {
+            number,
+            unit: Some(unit),
+            num,
+            den,
+            // -0 is +0: one canonical text.
+            negative: negative && num != 0,
         })
     }
 }
@@ -1436,5 +1759,174 @@ mod tests {
         assert!(violated("span(s).count == 18446744073709551615", &facts));
         assert!(violated("span(s).total > 1000000m", &facts));
         assert!(!violated("span(s).total > 10000000000m", &facts));
+    }
+
+    #[test]
+    fn diff_rules_parse_and_print_canonically() {
+        for text in [
+            "diff.fn(hot_a).self > +5pp",
+            "diff.fn(hot_a).total > +5pp",
+            "diff.fn(*).self >= +2.5pp",
+            "diff.fn(parse(int)).self < -5pp",
+            "diff.span(db_query).p95 > +10%",
+            "diff.span(*).mean > +10%",
+            "diff.span(x).p50 <= -3%",
+            "diff.span(x).p99 != +0%",
+            "diff.cpu > +5%",
+            r#"diff.fn("a)b").self > +1pp"#,
+        ] {
+            let r = rule(text);
+            assert!(r.is_diff(), "{text}");
+            assert_eq!(r.to_string(), text);
+        }
+        let cases = [
+            ("diff.fn(hot_a).self>5pp", "diff.fn(hot_a).self > +5pp"),
+            ("diff.fn( f ).self > 5.50 pp", "diff.fn(f).self > +5.5pp"),
+            ("diff.span(s).p95 > 010%", "diff.span(s).p95 > +10%"),
+            ("diff.cpu < -0%", "diff.cpu < +0%"),
+            ("diff.cpu > -5.0%", "diff.cpu > -5%"),
+        ];
+        for (input, canonical) in cases {
+            assert_eq!(rule(input).to_string(), canonical, "{input}");
+            assert_eq!(rule(canonical), rule(input));
+        }
+        assert!(!rule("span(x).p95 > 1ms").is_diff());
+    }
+
+    #[test]
+    fn diff_rule_errors_are_precise() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "diff.fn(f).self > 5",
+                "missing unit in `5` for diff.fn(f).self; it takes pp",
+            ),
+            (
+                "diff.fn(f).self > 5%",
+                "diff.fn(f).self takes a change in pp (percentage points of all samples), not `5%`",
+            ),
+            (
+                "diff.span(s).p95 > 10pp",
+                "diff.span(s).p95 takes a change in % (relative change), not `10pp`",
+            ),
+            ("diff.span(s).p95 > 10ms", "not `10ms`"),
+            (
+                "diff.cpu > 5",
+                "missing unit in `5` for diff.cpu; it takes %",
+            ),
+            (
+                "diff.cpu >",
+                "missing value after `diff.cpu >` (e.g. `diff.cpu > +5%`)",
+            ),
+            (
+                "diff.cpu > fast",
+                "expected a number after `diff.cpu >`, found `fast`",
+            ),
+            (
+                "diff.cpu > +-5%",
+                "expected a number after `diff.cpu >`, found `+-5%`",
+            ),
+            (
+                "diff.fn(f).avg > 5pp",
+                "unknown field `avg` in `diff.fn(f).avg`; expected self or total",
+            ),
+            (
+                "diff.span(s).max > 5%",
+                "unknown field `max` in `diff.span(s).max`; expected mean, p50, p95 or p99",
+            ),
+            (
+                "diff.span(s) > 5%",
+                "expected `.FIELD` after `diff.span(s)`",
+            ),
+            ("diff.mem > 5%", "unknown subject `diff.mem`"),
+            ("diff > 5%", "expected `.` after `diff`"),
+            ("diff.fn f.self > 5pp", "expected `(` right after `diff.fn`"),
+            (
+                "diff.fn().self > 5pp",
+                "empty function name in `diff.fn()`; use diff.fn(*)",
+            ),
+            (
+                "diff.fn(f.self > 5pp",
+                "unbalanced parenthesis: `diff.fn(` is never closed",
+            ),
+            (
+                r#"diff.fn("f).self > 5pp"#,
+                "the quoted function name is never closed",
+            ),
+            ("diff.cpu > 5% and", "unexpected trailing text `and`"),
+            (
+                "diff.cpu > 1.%",
+                "expected digits after the decimal point in `1.`",
+            ),
+            (
+                "diff.fn(f).self > 99999999999999999999999999999999999999999pp",
+                "too large",
+            ),
+            (
+                "span(x).total > +1s",
+                "expected a number after `span(x).total >`, found `+1s`",
+            ),
+        ];
+        for (input, expected) in cases {
+            let e = err(input);
+            assert!(e.contains(expected), "{input:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn diff_rules_trip_only_on_significant_changes() {
+        let d = crate::diff::tests::regression();
+        let diff_messages = |rules: &[&str]| -> Vec<String> {
+            let rules: Vec<Rule> = rules.iter().map(|r| rule(r)).collect();
+            evaluate_diff(&rules, &d)
+                .into_iter()
+                .map(|v| v.message)
+                .collect()
+        };
+        let hot_a = d.function("hot_a").expect("hot_a");
+        let m = diff_messages(&["diff.fn(hot_a).self > +5pp"]);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with(&format!(
+                "diff.fn(hot_a).self = {:+.1}pp (significant, p = ",
+                hot_a.delta_self_pp
+            )),
+            "{}",
+            m[0]
+        );
+        assert!(m[0].ends_with("violates > +5pp"), "{}", m[0]);
+        // A larger threshold than the change, or the other direction: quiet.
+        assert!(diff_messages(&["diff.fn(hot_a).self > +20pp"]).is_empty());
+        assert!(diff_messages(&["diff.fn(hot_a).self < -5pp"]).is_empty());
+        // hot_b fell significantly.
+        assert_eq!(diff_messages(&["diff.fn(hot_b).self < -5pp"]).len(), 1);
+        // main's total is 100% on both sides: no change, nothing to trip on.
+        assert!(diff_messages(&["diff.fn(main).total >= +0pp"]).is_empty());
+        // The kernel frame went from 20/1020 to 20/1520 of the samples: -0.64pp, which
+        // holds for `< -0.5pp` but is not significant, so it must not trip.
+        let k = d
+            .function("asm_sysvec_apic_timer_interrupt_[k]")
+            .expect("kernel frame");
+        assert!(k.delta_self_pp < -0.5 && !k.self_significant, "{k:?}");
+        assert!(
+            diff_messages(&["diff.fn(asm_sysvec_apic_timer_interrupt_[k]).self < -0.5pp"])
+                .is_empty()
+        );
+        // Never recorded: no change.
+        assert!(diff_messages(&["diff.fn(nope).self > -5pp"]).is_empty());
+
+        let m = diff_messages(&["diff.span(flush).p95 > +10%", "diff.span(*).mean > +10%"]);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].starts_with("diff.span(flush).p95 = +2"), "{}", m[0]);
+        assert!(m[1].starts_with("diff.span(flush).mean = +"), "{}", m[1]);
+        assert!(diff_messages(&["diff.span(encode).mean >= +0%"]).is_empty());
+        assert!(diff_messages(&["diff.span(flush).p95 > +30%"]).is_empty());
+
+        let m = diff_messages(&["diff.cpu > +5%"]);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].starts_with("diff.cpu = +49"), "{}", m[0]);
+        assert!(diff_messages(&["diff.cpu < +0%"]).is_empty());
+        // One-recording rules are not judged on a comparison, nor diff rules on a recording.
+        assert!(diff_messages(&["lost.samples >= 0"]).is_empty());
+        assert!(evaluate(&[rule("diff.cpu > +0%")], &Facts::default()).is_empty());
     }
 }

@@ -126,6 +126,60 @@ pub fn fail_if(data: &[u8]) {
         let _ = v.message;
     }
     let _ = fail_if::evaluate(&[], &fail_if::Facts::default());
+    // diff.* rules against a comparison with every kind of entry, some deltas undefined.
+    let diff = sample_diff();
+    for v in fail_if::evaluate_diff(std::slice::from_ref(&rule), &diff) {
+        let _ = v.message;
+    }
+}
+
+/// A comparison of two small recordings: functions that grew, fell, appeared and vanished,
+/// a span name on both sides and one on each, empty CPU on neither.
+fn sample_diff() -> crate::diff::Diff {
+    use crate::model::{Function, Line, Location, Recording, Sample, Span, Stack};
+    let rec = |leaves: &[(&str, u64)], spans: &[(&str, u64)]| {
+        let mut r = Recording::default();
+        for (i, &(name, n)) in leaves.iter().enumerate() {
+            r.functions.push(Function {
+                name: name.into(),
+                file: String::new(),
+            });
+            r.locations.push(Location {
+                lines: vec![Line {
+                    function: i as u32,
+                    line: 0,
+                }],
+                ..Default::default()
+            });
+            r.stacks.push(Stack {
+                locations: vec![i as u32],
+            });
+            for _ in 0..n {
+                r.samples.push(Sample {
+                    stack: i as u32,
+                    ..Default::default()
+                });
+            }
+        }
+        for (i, &(name, ns)) in spans.iter().enumerate() {
+            r.spans.push(Span {
+                id: i as u64 + 1,
+                name: name.into(),
+                end_ns: ns,
+                ..Default::default()
+            });
+        }
+        r
+    };
+    let base = rec(
+        &[("grew", 10), ("fell", 50), ("gone", 5)],
+        &[("s", 0), ("s", 100), ("old", 5)],
+    );
+    let new = rec(
+        &[("grew", 60), ("fell", 10), ("came", 5)],
+        &[("s", 150), ("s", 160), ("new", 5)],
+    );
+    crate::diff::compare(&base, "base", &new, "new")
 }
 
 /// A ring buffer record as the kernel programs write it (`collect::decode::parse_event`),
@@ -223,5 +277,26 @@ pub fn ring_length_fields(kind: u32) -> Vec<usize> {
         Some(EventKind::SampleInline) => vec![sample, sample + 4],
         Some(EventKind::SampleDwarf) => vec![sample + 24],
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_rules_are_judged_on_the_sample_comparison() {
+        let d = sample_diff();
+        let rule = |t: &str| fail_if::Rule::parse(t).unwrap_or_else(|e| panic!("{e}"));
+        let v = fail_if::evaluate_diff(&[rule("diff.fn(grew).self > +5pp")], &d);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(fail_if::evaluate_diff(&[rule("diff.fn(came).self > +50pp")], &d).is_empty());
+        for text in [
+            "diff.fn(*).total < -5pp",
+            "diff.span(*).p95 >= +10%",
+            "diff.cpu > +5%",
+        ] {
+            fail_if(text.as_bytes());
+        }
     }
 }

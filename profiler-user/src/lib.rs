@@ -3,6 +3,7 @@
 //! `profiler` binary is a thin CLI over it.
 pub mod cli;
 pub mod collect;
+pub mod diff;
 pub mod error;
 pub mod fail_if;
 #[doc(hidden)]

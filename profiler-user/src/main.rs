@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         },
         Command::Report(args) => cli::report(args),
         Command::Ps(args) => cli::ps(args),
+        Command::Diff(args) => cli::diff(args),
     };
     // Not eprintln!: after an SSH drop stderr fails, and a panic would replace the exit status.
     let say = |line: std::fmt::Arguments| {

@@ -112,6 +112,17 @@ pub fn describe_stack(rec: &Recording, stack: u32) -> String {
     s
 }
 
+/// Every stack the recording's threads waited in, by description, most off-CPU time first.
+pub fn blocking_stacks(rec: &Recording) -> Vec<BlockingStack> {
+    let mut stacks: HashMap<(u32, bool), (u64, u64)> = HashMap::new();
+    for o in &rec.off_cpu {
+        let e = stacks.entry((o.stack, o.runnable)).or_default();
+        e.0 = e.0.saturating_add(o.total_ns);
+        e.1 = e.1.saturating_add(o.count);
+    }
+    top(stacks, rec, usize::MAX)
+}
+
 fn top(map: HashMap<(u32, bool), (u64, u64)>, rec: &Recording, n: usize) -> Vec<BlockingStack> {
     // Different stacks can read the same (inlined frames, kernel detail): merge by text.
     let mut by_text: HashMap<(String, bool), (u64, u64)> = HashMap::new();

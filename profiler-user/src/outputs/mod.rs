@@ -1,4 +1,7 @@
 //! Writers, one module per format, and the output directory they share.
+pub mod diff_flamegraph;
+pub mod diff_json;
+pub mod diff_text;
 pub mod flamegraph;
 pub mod folded;
 pub mod perfetto;
@@ -233,6 +236,9 @@ pub const WALL_FOLDED_FILE: &str = "wall.folded";
 pub const WALL_FLAMEGRAPH_FILE: &str = "wall.svg";
 pub const PPROF_FILE: &str = "profile.pb.gz";
 pub const OFFCPU_PPROF_FILE: &str = "offcpu.pb.gz";
+pub const DIFF_JSON_FILE: &str = "diff.json";
+pub const DIFF_TXT_FILE: &str = "diff.txt";
+pub const DIFF_SVG_FILE: &str = "diff.svg";
 
 /// What `write_outputs` did: every file it wrote, and every one it could not write, by name.
 #[derive(Debug, Default)]
