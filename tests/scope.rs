@@ -3,8 +3,9 @@
 //! names its scopes), and `--pid` given twice. Membership is decided in the kernel: the
 //! processes that start inside the scope after the attach are the ones that matter.
 use std::{
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output},
+    process::{Child, Command, Output, Stdio},
     time::Duration,
 };
 
@@ -298,6 +299,133 @@ fn two_pids_are_recorded_until_both_exit() {
                 .any(|p| p["pid"] == t.pid() && p["samples"].as_u64().unwrap_or(0) > 50),
             "{} in {procs:?}",
             t.pid()
+        );
+    }
+}
+
+/// `sh -c` moving itself into `cg` and exec'ing `bin`, which prints "ready" and waits for a
+/// line on stdin (probes_c.c).
+fn start_in(cg: &TestCgroup, bin: &Path) -> Child {
+    let procs = cg.0.join("cgroup.procs");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}; exec {}",
+            procs.display(),
+            bin.display()
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("target prints ready");
+    assert!(line.starts_with("ready"), "{line:?}");
+    child
+}
+
+/// Tells a probes_c target to work, and waits for it to finish.
+fn go_and_wait(child: &mut Child) {
+    let stdin = child.stdin.as_mut().expect("piped stdin");
+    stdin.write_all(b"go\n").expect("target reads stdin");
+    stdin.flush().expect("flush");
+    let status = child.wait().expect("target exits");
+    assert!(status.success(), "{status}");
+}
+
+/// Reads the profiler's stderr until a line starting with `prefix`; returns what was read.
+fn wait_for_line(err: &mut impl BufRead, prefix: &str, seen: &mut String) {
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).expect("profiler stderr");
+        seen.push_str(&line);
+        assert!(n > 0, "profiler ended before {prefix:?}: {seen}");
+        if line.starts_with(prefix) {
+            return;
+        }
+    }
+}
+
+/// Span counts of one process, by name.
+fn spans_of(spans: &serde_json::Value, pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for s in spans["spans"].as_array().expect("spans[]") {
+        if s["pid"] == pid {
+            *m.entry(s["name"].as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn span_probes_go_into_every_instrumented_program_of_a_cgroup_even_one_started_later() {
+    let a_bin = build_c("scope-spans-a", "probes_c.c", &c_fp_probes());
+    // Another program (another file, another build id): it is probed when it starts.
+    let mut flags = c_fp_probes();
+    flags.push("-DREQUESTS=200".into());
+    let b_bin = build_c("scope-spans-b", "probes_c.c", &flags);
+    let cg = TestCgroup::new("profiler-spans");
+    let dir = OutDir::new(scratch("scope-spans"));
+    let mut a = start_in(&cg, &a_bin);
+    // The same file outside the scope: its probes fire there too, the kernel drops them.
+    let mut outside = Target::start(&a_bin, &[]);
+    let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
+    let mut profiler = profiler()
+        .args(["record", "--quiet", "--frequency", "499", "--output"])
+        .arg(&*dir)
+        .args(["--cgroup", rel])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(profiler.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    wait_for_line(&mut err, "profiler: recording cgroup", &mut seen);
+    assert!(
+        seen.contains(&format!("span probes in {}", a_bin.display())),
+        "{seen}"
+    );
+    let mut b = start_in(&cg, &b_bin);
+    wait_for_line(
+        &mut err,
+        &format!("profiler: span probes in {}", b_bin.display()),
+        &mut seen,
+    );
+    go_and_wait(&mut a);
+    go_and_wait(&mut b);
+    outside.go();
+    outside.finish();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(profiler.id() as i32, libc::SIGINT) };
+    let status = profiler.wait().expect("profiler exits");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).expect("stderr");
+    seen.push_str(&rest);
+    eprintln!("profiler stderr:\n{seen}");
+    assert!(status.success(), "{seen}");
+
+    let text = std::fs::read_to_string(dir.join("spans.json")).expect("spans.json");
+    let spans: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(spans["lost_events"], 0);
+    // Exactly what each program made: 2 threads × REQUESTS requests, one query each.
+    for (pid, n) in [(a.id(), 600), (b.id(), 400)] {
+        let got = spans_of(&spans, pid);
+        assert_eq!(got.get("request"), Some(&n), "pid {pid}: {got:?}");
+        assert_eq!(got.get("db_query"), Some(&n), "pid {pid}: {got:?}");
+    }
+    assert!(spans_of(&spans, outside.pid()).is_empty());
+    let modules = &spans["info"]["abi_modules"];
+    for bin in [&a_bin, &b_bin] {
+        let path = bin.to_str().expect("utf-8");
+        assert!(
+            modules
+                .as_array()
+                .is_some_and(|m| m.iter().any(|p| p == path)),
+            "{modules}"
         );
     }
 }

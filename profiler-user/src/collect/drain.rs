@@ -33,6 +33,9 @@ pub struct Sink<'a> {
     pub malformed: u64,
     /// Side-band records up to this time (CLOCK_BOOTTIME) have been applied.
     pub sideband_horizon_ns: u64,
+    /// A target's exec makes it known at once (its files are then looked at as it maps
+    /// them), not at its first sample.
+    pub know_execs: bool,
 }
 
 impl<'a> Sink<'a> {
@@ -54,6 +57,7 @@ impl<'a> Sink<'a> {
             procs,
             malformed: 0,
             sideband_horizon_ns: 0,
+            know_execs: false,
         }
     }
 
@@ -84,16 +88,19 @@ impl<'a> Sink<'a> {
                     self.threads.insert(sample.tid, comm);
                     self.samples.push(sample);
                 }
-                Some(Event::Process(e)) => {
-                    if EventKind::from_u32(e.kind) == Some(EventKind::ProcessExec) {
+                Some(Event::Process(e)) => match EventKind::from_u32(e.kind) {
+                    Some(EventKind::ProcessExec) => {
                         if let Some(targets) = self.auto_targets.as_mut() {
                             choose_call_graph(targets, self.procs, e.pid);
                         }
-                        if e.pid == self.meta.pid() {
-                            self.meta.reopen();
+                        if self.know_execs && !self.procs.is_known(e.pid) {
+                            self.procs.space_at(e.pid, e.timestamp_ns);
                         }
+                        self.meta.forget(e.pid);
                     }
-                }
+                    Some(EventKind::ProcessExit) => self.meta.forget(e.pid),
+                    _ => {}
+                },
                 Some(Event::OffCpu(e)) => {
                     self.off_cpu
                         .push((offcpu::from_event(&e), e.in_totals != 0));
@@ -101,7 +108,7 @@ impl<'a> Sink<'a> {
                 Some(Event::Span(e)) => {
                     // Metadata is read while the target is alive, once per callsite.
                     if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
-                        self.meta.read(e.meta);
+                        self.meta.read(e.pid, e.meta);
                     }
                     self.span_events.push(e);
                 }

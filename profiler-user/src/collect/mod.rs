@@ -156,8 +156,8 @@ pub struct RawRecording {
     pub samples: Vec<RawSample>,
     /// Span probe hits, in arrival order.
     pub span_events: Vec<SpanEvent>,
-    /// Callsite metadata by address in the target.
-    pub span_meta: HashMap<u64, spans::SpanMeta>,
+    /// Callsite metadata by (process, address in it).
+    pub span_meta: HashMap<(u32, u64), spans::SpanMeta>,
     pub spans_attached: spans::Attached,
     /// Frames of every stack id the samples reference, leaf first.
     pub stacks: HashMap<u32, Vec<u64>>,
@@ -432,25 +432,44 @@ pub async fn record(
     let ring = session.take_ring()?;
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
-    // Spans are attached in the process the recording is named after; in a scope of many
-    // processes, not yet (said in the warnings).
+    // The process the recording is named after gets them as before (a --span-fn it cannot
+    // take is an error); when processes join during the recording (a scope, followed
+    // children) every file they map is looked at as it appears, and probed once.
     let mut warnings = Vec::new();
+    let mut live = None;
     let spans_attached = if pid != 0 {
         let (probes, readables) = probe_modules(&space, &modules, exe_module);
         let attached = session
             .attach_spans(&probes, pid, &info.exe, opts)
             .map_err(checks::explain_refusal)?;
         drop(readables);
+        if opts.follows() && spans::LiveProbes::wanted(opts.spans, &opts.span_fns) {
+            live = Some(spans::LiveProbes::new(
+                opts.spans,
+                &opts.span_fns,
+                modules.len(),
+                attached.clone(),
+            ));
+        }
         attached
     } else {
-        if !opts.span_fns.is_empty() {
-            warnings.push(
-                "--span-fn is not attached in a scope of many processes yet: record one --pid for spans".into(),
-            );
+        if spans::LiveProbes::wanted(opts.spans, &opts.span_fns) {
+            let mut probes =
+                spans::LiveProbes::new(opts.spans, &opts.span_fns, 0, Default::default());
+            session
+                .clear_spans_at_exit(opts)
+                .map_err(checks::explain_refusal)?;
+            probes
+                .attach_new(&mut session.ebpf, &modules)
+                .map_err(checks::explain_refusal)?;
+            let attached = probes.attached.clone();
+            live = Some(probes);
+            attached
+        } else {
+            spans::Attached::default()
         }
-        spans::Attached::default()
     };
-    let mut meta = spans::MetaReader::open(pid);
+    let mut meta = spans::MetaReader::default();
     session.load_sampler().map_err(checks::explain_refusal)?;
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
@@ -511,6 +530,12 @@ pub async fn record(
     }
 
     let mut sink = drain::Sink::new(&mut procs, &mut meta, threads, auto_targets);
+    // A process that joins the scope by its exec is known from then on, so the files it maps
+    // are looked at (for span probes) as they are mapped, not at its first sample.
+    sink.know_execs = live.is_some();
+    if let Some(live) = live.as_mut() {
+        live.tell = true;
+    }
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // Also the drain period while the ring buffer stays below its wakeup threshold.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -526,6 +551,7 @@ pub async fn record(
                 Ok(mut guard) => {
                     sink.drain_sideband(guard.get_inner_mut());
                     guard.clear_ready();
+                    probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
                     sink.unwind_pending(Some(UNWIND_BUDGET));
                 }
                 Err(e) => break polling_failed("the side-band records", e, &mut warnings),
@@ -534,6 +560,7 @@ pub async fn record(
                 Ok(mut guard) => {
                     sink.drain_ring(guard.get_inner_mut());
                     guard.clear_ready();
+                    probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
                     sink.unwind_pending(Some(UNWIND_BUDGET));
                 }
                 Err(e) => break polling_failed("the ring buffer", e, &mut warnings),
@@ -564,6 +591,7 @@ pub async fn record(
             _ = tick.tick() => {
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
+                probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
                 sink.unwind_pending(Some(UNWIND_BUDGET));
                 if !listed.is_empty() && listed.iter().all(|&p| procfs::has_exited(p)) {
                     break StopReason::TargetExited;
@@ -673,6 +701,18 @@ pub async fn record(
     stacks.extend(unwinder.stacks.into_iter().map(|(frames, id)| (id, frames)));
     let (bpf_run_count, bpf_run_time_ns) = run_stats.sampler;
 
+    let spans_attached = match live {
+        Some(live) => {
+            for f in live.unattached() {
+                warnings.push(format!(
+                    "--span-fn {f}: no file mapped in the scope defines it, no span of it recorded"
+                ));
+            }
+            live.attached
+        }
+        None => spans_attached,
+    };
+
     Ok(RawRecording {
         info,
         processes: procs,
@@ -703,6 +743,21 @@ pub async fn record(
         cpus: session.cpus.len() as u32,
         warnings,
     })
+}
+
+/// Span probes for the files processes in scope mapped since the last look; a failure is
+/// told once per file in the warnings and the recording goes on without that file's spans.
+fn probe_new_files(
+    live: &mut Option<spans::LiveProbes>,
+    session: &mut session::Session,
+    procs: &processes::Processes,
+    warnings: &mut Vec<String>,
+) {
+    if let Some(live) = live.as_mut()
+        && let Err(e) = live.attach_new(&mut session.ebpf, &procs.modules)
+    {
+        warnings.push(format!("{e}: spans of that file left out"));
+    }
 }
 
 /// A descriptor the loop waits on failed: the recording ends there, and says why.

@@ -233,10 +233,13 @@ impl Session {
         exe: &str,
         opts: &RecordOptions,
     ) -> Result<spans::Attached> {
+        // Followed children run the same files (fork without exec): probed for every
+        // process, the kernel keeps the targets' hits.
+        let scope = if opts.follows() { 0 } else { pid };
         let attached = spans::attach(
             &mut self.ebpf,
             modules,
-            pid,
+            scope,
             exe,
             opts.spans,
             &opts.span_fns,
@@ -246,6 +249,15 @@ impl Session {
             attach_process_tracepoints(&mut self.ebpf, false)?;
         }
         Ok(attached)
+    }
+
+    /// Without followed processes the exit tracepoint is not there yet: it clears the span
+    /// state of threads that die inside spans.
+    pub fn clear_spans_at_exit(&mut self, opts: &RecordOptions) -> Result<()> {
+        if opts.follows() {
+            return Ok(());
+        }
+        attach_process_tracepoints(&mut self.ebpf, false)
     }
 
     fn sampler(&mut self) -> Result<&mut PerfEvent> {
