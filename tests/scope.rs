@@ -429,3 +429,63 @@ fn span_probes_go_into_every_instrumented_program_of_a_cgroup_even_one_started_l
         );
     }
 }
+
+#[test]
+fn comm_scope_takes_matching_names_including_one_taken_by_exec() {
+    let keep = short_named("cmkeep");
+    let late = short_named("cmlate");
+    let other = short_named("cmother");
+    let dir = OutDir::new(scratch("scope-comm"));
+    // Running before the attach: one matches, one does not.
+    let mut running = Command::new(&keep).arg("60000").spawn().expect("keep");
+    let mut unmatched = Command::new(&other).arg("60000").spawn().expect("other");
+    // A shell (not matching) that becomes a matching program by exec after the attach, and
+    // one that starts it as a child.
+    let mut by_exec = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.7; exec {} 400", late.display()))
+        .spawn()
+        .expect("sh");
+    let mut by_child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.7; {} 300", late.display()))
+        .spawn()
+        .expect("sh");
+    let out = record_scope(
+        &dir,
+        &["--comm", "^cm(keep|late)-[0-9]*$", "--duration", "2.5"],
+    );
+    let _ = (by_exec.wait(), by_child.wait());
+    for c in [&mut running, &mut unmatched] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("recording processes named /"),
+        "{}",
+        stderr_of(&out)
+    );
+    let roots = by_comm(&dir);
+    eprintln!("roots: {roots:?}");
+    assert!(!roots.contains_key(&comm_of(&other)), "{roots:?}");
+    assert!(!roots.contains_key("sh"), "{roots:?}");
+    for bin in [&keep, &late] {
+        let (spin, total) = through_spin(&dir, &comm_of(bin));
+        assert!(total >= 100, "{total} samples of {}", comm_of(bin));
+        assert!(spin * 100 >= total * 90, "{spin} of {total}");
+    }
+    // Both runs of the late program are processes of the recording.
+    let s = summary(&dir);
+    let procs = s["processes"].as_array().expect("processes[]");
+    let runs = procs
+        .iter()
+        .filter(|p| p["comm"] == comm_of(&late).as_str())
+        .count();
+    assert_eq!(runs, 2, "{procs:?}");
+
+    let out = record_scope(&dir, &["--comm", "(", "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(stderr_of(&out).trim().lines().count(), 1);
+    assert!(stderr_of(&out).contains("--comm"), "{}", stderr_of(&out));
+}

@@ -83,7 +83,7 @@ pub fn ps(args: PsArgs) -> Result<()> {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container"])))]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container", "comm"])))]
 pub struct RecordArgs {
     /// Process to profile; repeat (or separate with commas) for several.
     #[arg(long, short, value_delimiter = ',')]
@@ -100,6 +100,10 @@ pub struct RecordArgs {
     /// CRI-O and podman cgroup layouts.
     #[arg(long, value_name = "ID")]
     pub container: Option<String>,
+    /// Every process whose command name (as `ps -o comm` shows it, 15 bytes at most)
+    /// matches a regular expression, including processes that take such a name by exec.
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
     /// Also profile every process the target starts from now on (followed in the kernel).
     #[arg(long)]
     pub follow_children: bool,
@@ -488,6 +492,8 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         Scope::Cgroup(Cgroup::resolve(path)?)
     } else if let Some(id) = &args.container {
         Scope::Cgroup(collect::scope::container(id)?)
+    } else if let Some(pattern) = &args.comm {
+        Scope::Comm(collect::scope::Comm::new(pattern)?)
     } else {
         let mut pids = args.pid.clone();
         pids.dedup();

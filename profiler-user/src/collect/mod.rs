@@ -424,7 +424,12 @@ pub async fn record(
         session::Session::load(opts, &initial, dwarf).map_err(checks::explain_refusal)?;
     // Before anything can run in the target: every mapping from now on is reported.
     let sideband = sideband::Sideband::open(&session.cpus)?;
-    let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follows() {
+    let comm = match &opts.scope {
+        scope::Scope::Comm(c) => Some(c.clone()),
+        _ => None,
+    };
+    let auto_call_graph = opts.call_graph == CallGraph::Auto && opts.follows();
+    let auto_targets = if auto_call_graph || comm.is_some() {
         Some(session.take_targets()?)
     } else {
         None
@@ -533,6 +538,14 @@ pub async fn record(
     // A process that joins the scope by its exec is known from then on, so the files it maps
     // are looked at (for span probes) as they are mapped, not at its first sample.
     sink.know_execs = live.is_some();
+    sink.auto_call_graph = auto_call_graph;
+    sink.comm = comm;
+    sink.comm_flags = profiler_common::target::FOLLOW
+        | if opts.call_graph == CallGraph::Dwarf {
+            profiler_common::target::DWARF
+        } else {
+            0
+        };
     if let Some(live) = live.as_mut() {
         live.tell = true;
     }
@@ -623,6 +636,7 @@ pub async fn record(
     sink.drain_sideband(sideband.get_mut());
     sink.unwind_pending(None);
     let drain::Sink {
+        targets_refused,
         mut samples,
         span_events,
         off_cpu: off_cpu_events,
@@ -657,6 +671,7 @@ pub async fn record(
     counters.malformed_events = malformed;
     counters.span_events_received = span_events.len() as u64;
     counters.sideband_lost = procs.sideband_lost;
+    counters.targets_full = counters.targets_full.saturating_add(targets_refused);
     counters.modules_missed = procs.modules.missed.values().sum();
     let off_cpu = match opts.off_cpu {
         Some(_) => {
@@ -827,6 +842,7 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
         scope::Scope::Pids(_) => format!("pid {} ({})", info.pid, info.comm),
         scope::Scope::All => "every process of this PID namespace".into(),
         scope::Scope::Cgroup(c) => format!("cgroup {}", c.relative),
+        scope::Scope::Comm(c) => format!("processes named /{}/", c.pattern),
     };
     eprintln!("profiler: recording {whom} {what}; Ctrl-C to stop");
 }

@@ -114,8 +114,9 @@ impl Session {
         let (scope_all, cgroup_id, cgroup_level) = match &opts.scope {
             Scope::All => (1u32, 0u64, 0u32),
             Scope::Cgroup(c) => (0, c.id, c.level),
-            Scope::Pids(_) => (0, 0, 0),
+            Scope::Pids(_) | Scope::Comm(_) => (0, 0, 0),
         };
+        let exec_events: u32 = matches!(opts.scope, Scope::Comm(_)).into();
         let scope_flags: u32 = if dwarf { target::DWARF } else { 0 };
         let off_cpu = opts.off_cpu.is_some();
         let mut ebpf = EbpfLoader::new()
@@ -176,6 +177,7 @@ impl Session {
             .override_global(names::GLOBAL_SCOPE_CGROUP_ID, &cgroup_id, true)
             .override_global(names::GLOBAL_SCOPE_CGROUP_LEVEL, &cgroup_level, true)
             .override_global(names::GLOBAL_SCOPE_FLAGS, &scope_flags, true)
+            .override_global(names::GLOBAL_SCOPE_EXEC_EVENTS, &exec_events, true)
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
