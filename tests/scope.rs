@@ -489,3 +489,52 @@ fn comm_scope_takes_matching_names_including_one_taken_by_exec() {
     assert_eq!(stderr_of(&out).trim().lines().count(), 1);
     assert!(stderr_of(&out).contains("--comm"), "{}", stderr_of(&out));
 }
+
+#[test]
+fn run_with_a_scope_records_the_scope_while_the_command_runs() {
+    let cmd_bin = short_named("runscope-cmd");
+    let other = short_named("runscope-oth");
+    let cg = TestCgroup::new("profiler-run");
+    // In the cgroup before the attach, and running all along.
+    let mut inside = cg.spawn(&format!("exec {} 60000", other.display()));
+    let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
+    let script = format!("{} 300; exit 7", cmd_bin.display());
+    let run = |dir: &Path, scope: &[&str]| {
+        let out = profiler()
+            .args(["run", "--quiet", "--frequency", "499", "--output"])
+            .arg(dir)
+            .args(scope)
+            .args(["--", "sh", "-c", &script])
+            .output()
+            .expect("profiler runs");
+        eprintln!("stderr: {}", stderr_of(&out));
+        // The command's exit code, and the recording ended with it.
+        assert_eq!(out.status.code(), Some(7), "{}", stderr_of(&out));
+        assert_eq!(summary(dir)["stop_reason"], "target exited");
+        by_comm(dir)
+    };
+
+    // The cgroup is recorded while the command, which runs outside it, runs.
+    let dir = OutDir::new(scratch("scope-run-cgroup"));
+    let roots = run(&dir, &["--cgroup", rel]);
+    eprintln!("--cgroup roots: {roots:?}");
+    assert!(
+        roots.get(&comm_of(&other)).is_some_and(|&n| n >= 10),
+        "{roots:?}"
+    );
+    assert!(!roots.contains_key(&comm_of(&cmd_bin)), "{roots:?}");
+
+    // The whole PID namespace: the command and the cgroup's process both.
+    let dir = OutDir::new(scratch("scope-run-all"));
+    let roots = run(&dir, &["--all"]);
+    eprintln!("--all roots: {roots:?}");
+    assert!(
+        roots.get(&comm_of(&other)).is_some_and(|&n| n >= 10),
+        "{roots:?}"
+    );
+    let (spin, total) = through_spin(&dir, &comm_of(&cmd_bin));
+    assert!(total >= 100, "{total} samples of the command's program");
+    assert!(spin * 100 >= total * 90, "{spin} of {total}");
+    let _ = inside.kill();
+    let _ = inside.wait();
+}

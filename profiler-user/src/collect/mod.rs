@@ -308,10 +308,28 @@ pub fn preflight_command(pid: u32, argv: &[String]) -> Result<Target> {
 /// process in it now, read from /proc. The recording is described as the first `--pid`, or
 /// as the scope itself (pid 0) for the others.
 pub fn preflight_scope(scope: &scope::Scope) -> Result<Target> {
+    preflight_scope_except(scope, None)
+}
+
+/// `run` with a scope: the scope's processes are recorded while the held command `pid` runs
+/// (it is recorded too when the scope takes it in: `--all`, or its exec into a name `--comm`
+/// matches). The recording ends when the command exits.
+pub fn preflight_scope_command(scope: &scope::Scope, pid: u32) -> Result<Target> {
+    let pidfd = open_pidfd(pid)?;
+    // Before its exec the held command is a copy of the profiler: nothing of it to read.
+    let mut target = preflight_scope_except(scope, Some(pid))?;
+    target.pidfd = Some(pidfd);
+    Ok(target)
+}
+
+fn preflight_scope_except(scope: &scope::Scope, skip: Option<u32>) -> Result<Target> {
     privileges::check_sampling()?;
     let mut modules = modules::ModuleStore::default();
     let mut others = Vec::new();
     for pid in scope.current_pids() {
+        if Some(pid) == skip {
+            continue;
+        }
         // Processes that exit meanwhile, and kernel threads (no maps), are simply skipped
         // or kept with an empty space: the kernel still places their samples.
         let Ok(info) = ProcessInfo::capture(pid) else {
