@@ -524,6 +524,10 @@ pub async fn record(
         let _ = space.refresh(&mut procs.modules);
         procs.add_root(space, other);
     }
+    // What the start-up checks read of every file is not needed again before symbolization
+    // (only the files samples land in are read then): with `--all` that was most of the
+    // profiler's memory for the whole recording.
+    procs.modules.release_pages();
     // The first reading of the coverage check, once sampling runs.
     let cpu_start = coverage::read(pids.iter().copied(), boottime_ns());
     announce(&info, opts, &spans_attached, dwarf);

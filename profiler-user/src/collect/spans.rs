@@ -326,6 +326,9 @@ impl LiveProbes {
                 .filter(|(_, f)| strings_mention(m.bytes(), &f.symbol))
                 .map(|(i, _)| i)
                 .collect();
+            // The scan touched the string tables of every file; only probed ones are read
+            // again before symbolization.
+            m.release_pages();
             if !abi && fns.is_empty() {
                 continue;
             }
