@@ -546,6 +546,31 @@ mod tests {
         assert!(kernel_version().is_some_and(|v| v.0 >= 3));
     }
 
+    /// A mapped library of this test process, by file name prefix.
+    fn own_library(prefix: &str) -> Option<String> {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(prefix)))
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn string_tables_and_programs_are_told_apart() {
+        let exe = std::fs::read("/proc/self/exe").expect("own exe");
+        let path = std::fs::read_link("/proc/self/exe").expect("link");
+        let path = path.to_string_lossy();
+        assert!(is_program(&path, &exe), "a test binary is a program");
+        // Its own functions are named in its symbol string table; a name no table holds is not.
+        assert!(strings_mention(&exe, "main"));
+        assert!(!strings_mention(&exe, "no_such_symbol_anywhere_42"));
+        assert!(!strings_mention(b"not an ELF file", "main"));
+        let libc = own_library("libc.so").expect("libc mapped");
+        let bytes = std::fs::read(&libc).expect("libc");
+        assert!(!is_program(&libc, &bytes), "libc has an interpreter but is a library");
+        assert!(strings_mention(&bytes, "malloc"));
+    }
+
     #[test]
     fn span_fn_specs() {
         let f: SpanFn = "compute".parse().expect("plain");
