@@ -327,13 +327,22 @@ fn start_in(cg: &TestCgroup, bin: &Path) -> Child {
     child
 }
 
-/// Tells a probes_c target to work, and waits for it to finish.
-fn go_and_wait(child: &mut Child) {
+/// Tells a target started by `start_in` to work, waits for it to finish, and returns what it
+/// printed.
+fn go_and_wait(child: &mut Child) -> String {
     let stdin = child.stdin.as_mut().expect("piped stdin");
     stdin.write_all(b"go\n").expect("target reads stdin");
     stdin.flush().expect("flush");
+    let mut printed = String::new();
+    child
+        .stdout
+        .as_mut()
+        .expect("piped stdout")
+        .read_to_string(&mut printed)
+        .expect("target output");
     let status = child.wait().expect("target exits");
     assert!(status.success(), "{status}");
+    printed
 }
 
 /// Reads the profiler's stderr until a line starting with `prefix`; returns what was read.
@@ -537,4 +546,59 @@ fn run_with_a_scope_records_the_scope_while_the_command_runs() {
     assert!(spin * 100 >= total * 90, "{spin} of {total}");
     let _ = inside.kill();
     let _ = inside.wait();
+}
+
+#[test]
+fn span_fn_goes_into_every_program_of_a_scope_that_defines_it() {
+    let a_bin = build_c("scope-spanfn-a", "spanfn.c", C_FP);
+    let mut flags: Vec<String> = C_FP.iter().map(|f| f.to_string()).collect();
+    flags.push("-DREQUESTS=300".into());
+    let b_bin = build_c("scope-spanfn-b", "spanfn.c", &flags);
+    let cg = TestCgroup::new("profiler-spanfn");
+    let dir = OutDir::new(scratch("scope-spanfn"));
+    let mut a = start_in(&cg, &a_bin);
+    let mut outside = Target::start(&a_bin, &[]);
+    let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
+    let mut profiler = profiler()
+        .args(["record", "--quiet", "--frequency", "499", "--output"])
+        .arg(&*dir)
+        .args(["--cgroup", rel, "--span-fn", "handle_request"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(profiler.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    wait_for_line(&mut err, "profiler: recording cgroup", &mut seen);
+    let mut b = start_in(&cg, &b_bin);
+    wait_for_line(
+        &mut err,
+        &format!("profiler: --span-fn handle_request in {}", b_bin.display()),
+        &mut seen,
+    );
+    let printed_a = go_and_wait(&mut a);
+    let printed_b = go_and_wait(&mut b);
+    outside.go();
+    outside.finish();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(profiler.id() as i32, libc::SIGINT) };
+    let status = profiler.wait().expect("profiler exits");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).expect("stderr");
+    seen.push_str(&rest);
+    eprintln!("profiler stderr:\n{seen}\nprinted: {printed_a} / {printed_b}");
+    assert!(status.success(), "{seen}");
+    let text = std::fs::read_to_string(dir.join("spans.json")).expect("spans.json");
+    let spans: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(spans["lost_events"], 0);
+    for (pid, printed) in [(a.id(), &printed_a), (b.id(), &printed_b)] {
+        let want: std::collections::HashMap<String, u64> = printed_values(printed);
+        let got = spans_of(&spans, pid);
+        assert_eq!(
+            got.get("handle_request"),
+            want.get("handle_request"),
+            "pid {pid}: {got:?}"
+        );
+    }
+    assert!(spans_of(&spans, outside.pid()).is_empty());
 }

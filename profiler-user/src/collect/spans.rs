@@ -567,7 +567,10 @@ mod tests {
         assert!(!strings_mention(b"not an ELF file", "main"));
         let libc = own_library("libc.so").expect("libc mapped");
         let bytes = std::fs::read(&libc).expect("libc");
-        assert!(!is_program(&libc, &bytes), "libc has an interpreter but is a library");
+        assert!(
+            !is_program(&libc, &bytes),
+            "libc has an interpreter but is a library"
+        );
         assert!(strings_mention(&bytes, "malloc"));
     }
 
