@@ -568,10 +568,17 @@ mod programs {
         id
     }
 
+    #[unsafe(no_mangle)]
+    static SPANS_ANY_PROCESS: u32 = 0;
+
     /// Span probes go on a file for every process that maps it when the scope is wider
     /// than one pid (a file is probed once, not per process): only targets' hits count.
     #[inline(always)]
     fn span_target() -> bool {
+        // SAFETY: a read-only global the loader fills in before the programs run.
+        if unsafe { core::ptr::read_volatile(&SPANS_ANY_PROCESS) } == 0 {
+            return true;
+        }
         current_ids().is_some_and(|(pid, _)| target_flags(pid).is_some())
     }
 

@@ -117,6 +117,9 @@ impl Session {
             Scope::Pids(_) | Scope::Comm(_) => (0, 0, 0),
         };
         let exec_events: u32 = matches!(opts.scope, Scope::Comm(_)).into();
+        // One pid, not followed: its probes are placed for it alone (see `attach_spans`).
+        let spans_any_process: u32 =
+            (opts.follows() || !matches!(&opts.scope, Scope::Pids(p) if p.len() == 1)).into();
         let scope_flags: u32 = if dwarf { target::DWARF } else { 0 };
         let off_cpu = opts.off_cpu.is_some();
         let mut ebpf = EbpfLoader::new()
@@ -178,6 +181,7 @@ impl Session {
             .override_global(names::GLOBAL_SCOPE_CGROUP_LEVEL, &cgroup_level, true)
             .override_global(names::GLOBAL_SCOPE_FLAGS, &scope_flags, true)
             .override_global(names::GLOBAL_SCOPE_EXEC_EVENTS, &exec_events, true)
+            .override_global(names::GLOBAL_SPANS_ANY_PROCESS, &spans_any_process, true)
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
