@@ -250,3 +250,58 @@ fn spans_of_the_command_itself_are_recorded_under_run() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A child the command starts runs another instrumented program: its file is probed when the
+/// child maps it, and its spans are recorded under its own pid.
+#[test]
+fn spans_of_a_child_program_are_recorded_under_run() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let bin = build_c("probes-run-child", "probes_c.c", &c_fp_probes());
+    let dir = scratch("run-child-spans");
+    // `; true`: the shell forks the program instead of exec'ing it.
+    let mut child = profiler()
+        .args(["run", "--quiet", "--frequency", "999", "--output"])
+        .arg(&dir)
+        .args(["--", "sh", "-c"])
+        .arg(format!("{}; true", bin.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let want = format!("profiler: span probes in {}", bin.display());
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).expect("profiler stderr");
+        seen.push_str(&line);
+        assert!(n > 0, "profiler ended before probing the child: {seen}");
+        if line.starts_with(&want) {
+            break;
+        }
+    }
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("exits");
+    err.read_to_string(&mut seen).expect("stderr");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{seen}");
+    assert!(out.status.success(), "{seen}");
+    assert!(stdout.contains("request 600 db_query 600"), "{stdout}");
+    let spans: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("spans.json")).expect("spans.json"))
+            .expect("json");
+    let all = spans["spans"].as_array().expect("array");
+    let named = |n: &str| all.iter().filter(|s| s["name"] == n).count();
+    assert_eq!((named("request"), named("db_query")), (600, 600));
+    assert_eq!(spans["lost_events"], 0);
+    // All of them the child's: not the shell the command is.
+    let s = summary(&dir);
+    assert!(all.iter().all(|sp| sp["pid"] != s["pid"]), "{}", s["pid"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

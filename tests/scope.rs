@@ -3,8 +3,9 @@
 //! names its scopes), and `--pid` given twice. Membership is decided in the kernel: the
 //! processes that start inside the scope after the attach are the ones that matter.
 use std::{
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output},
+    process::{Child, Command, Output, Stdio},
     time::Duration,
 };
 
@@ -300,4 +301,304 @@ fn two_pids_are_recorded_until_both_exit() {
             t.pid()
         );
     }
+}
+
+/// `sh -c` moving itself into `cg` and exec'ing `bin`, which prints "ready" and waits for a
+/// line on stdin (probes_c.c).
+fn start_in(cg: &TestCgroup, bin: &Path) -> Child {
+    let procs = cg.0.join("cgroup.procs");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}; exec {}",
+            procs.display(),
+            bin.display()
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("target prints ready");
+    assert!(line.starts_with("ready"), "{line:?}");
+    child
+}
+
+/// Tells a target started by `start_in` to work, waits for it to finish, and returns what it
+/// printed.
+fn go_and_wait(child: &mut Child) -> String {
+    let stdin = child.stdin.as_mut().expect("piped stdin");
+    stdin.write_all(b"go\n").expect("target reads stdin");
+    stdin.flush().expect("flush");
+    let mut printed = String::new();
+    child
+        .stdout
+        .as_mut()
+        .expect("piped stdout")
+        .read_to_string(&mut printed)
+        .expect("target output");
+    let status = child.wait().expect("target exits");
+    assert!(status.success(), "{status}");
+    printed
+}
+
+/// Reads the profiler's stderr until a line starting with `prefix`; returns what was read.
+fn wait_for_line(err: &mut impl BufRead, prefix: &str, seen: &mut String) {
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).expect("profiler stderr");
+        seen.push_str(&line);
+        assert!(n > 0, "profiler ended before {prefix:?}: {seen}");
+        if line.starts_with(prefix) {
+            return;
+        }
+    }
+}
+
+/// Span counts of one process, by name.
+fn spans_of(spans: &serde_json::Value, pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for s in spans["spans"].as_array().expect("spans[]") {
+        if s["pid"] == pid {
+            *m.entry(s["name"].as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn span_probes_go_into_every_instrumented_program_of_a_cgroup_even_one_started_later() {
+    let a_bin = build_c("scope-spans-a", "probes_c.c", &c_fp_probes());
+    // Another program (another file, another build id): it is probed when it starts.
+    let mut flags = c_fp_probes();
+    flags.push("-DREQUESTS=200".into());
+    let b_bin = build_c("scope-spans-b", "probes_c.c", &flags);
+    let cg = TestCgroup::new("profiler-spans");
+    let dir = OutDir::new(scratch("scope-spans"));
+    let mut a = start_in(&cg, &a_bin);
+    // The same file outside the scope: its probes fire there too, the kernel drops them.
+    let mut outside = Target::start(&a_bin, &[]);
+    let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
+    let mut profiler = profiler()
+        .args(["record", "--quiet", "--frequency", "499", "--output"])
+        .arg(&*dir)
+        .args(["--cgroup", rel])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(profiler.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    wait_for_line(&mut err, "profiler: recording cgroup", &mut seen);
+    assert!(
+        seen.contains(&format!("span probes in {}", a_bin.display())),
+        "{seen}"
+    );
+    let mut b = start_in(&cg, &b_bin);
+    wait_for_line(
+        &mut err,
+        &format!("profiler: span probes in {}", b_bin.display()),
+        &mut seen,
+    );
+    go_and_wait(&mut a);
+    go_and_wait(&mut b);
+    outside.go();
+    outside.finish();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(profiler.id() as i32, libc::SIGINT) };
+    let status = profiler.wait().expect("profiler exits");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).expect("stderr");
+    seen.push_str(&rest);
+    eprintln!("profiler stderr:\n{seen}");
+    assert!(status.success(), "{seen}");
+
+    let text = std::fs::read_to_string(dir.join("spans.json")).expect("spans.json");
+    let spans: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(spans["lost_events"], 0);
+    // Exactly what each program made: 2 threads × REQUESTS requests, one query each.
+    for (pid, n) in [(a.id(), 600), (b.id(), 400)] {
+        let got = spans_of(&spans, pid);
+        assert_eq!(got.get("request"), Some(&n), "pid {pid}: {got:?}");
+        assert_eq!(got.get("db_query"), Some(&n), "pid {pid}: {got:?}");
+    }
+    assert!(spans_of(&spans, outside.pid()).is_empty());
+    let modules = &spans["info"]["abi_modules"];
+    for bin in [&a_bin, &b_bin] {
+        let path = bin.to_str().expect("utf-8");
+        assert!(
+            modules
+                .as_array()
+                .is_some_and(|m| m.iter().any(|p| p == path)),
+            "{modules}"
+        );
+    }
+}
+
+#[test]
+fn comm_scope_takes_matching_names_including_one_taken_by_exec() {
+    let keep = short_named("cmkeep");
+    let late = short_named("cmlate");
+    let other = short_named("cmother");
+    let dir = OutDir::new(scratch("scope-comm"));
+    // Running before the attach: one matches, one does not.
+    let mut running = Command::new(&keep).arg("60000").spawn().expect("keep");
+    let mut unmatched = Command::new(&other).arg("60000").spawn().expect("other");
+    // A shell (not matching) that becomes a matching program by exec after the attach, and
+    // one that starts it as a child.
+    let mut by_exec = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.7; exec {} 400", late.display()))
+        .spawn()
+        .expect("sh");
+    let mut by_child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("sleep 0.7; {} 300", late.display()))
+        .spawn()
+        .expect("sh");
+    let out = record_scope(
+        &dir,
+        &["--comm", "^cm(keep|late)-[0-9]*$", "--duration", "2.5"],
+    );
+    let _ = (by_exec.wait(), by_child.wait());
+    for c in [&mut running, &mut unmatched] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("recording processes named /"),
+        "{}",
+        stderr_of(&out)
+    );
+    let roots = by_comm(&dir);
+    eprintln!("roots: {roots:?}");
+    assert!(!roots.contains_key(&comm_of(&other)), "{roots:?}");
+    assert!(!roots.contains_key("sh"), "{roots:?}");
+    for bin in [&keep, &late] {
+        let (spin, total) = through_spin(&dir, &comm_of(bin));
+        assert!(total >= 100, "{total} samples of {}", comm_of(bin));
+        assert!(spin * 100 >= total * 90, "{spin} of {total}");
+    }
+    // Both runs of the late program are processes of the recording.
+    let s = summary(&dir);
+    let procs = s["processes"].as_array().expect("processes[]");
+    let runs = procs
+        .iter()
+        .filter(|p| p["comm"] == comm_of(&late).as_str())
+        .count();
+    assert_eq!(runs, 2, "{procs:?}");
+
+    let out = record_scope(&dir, &["--comm", "(", "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(stderr_of(&out).trim().lines().count(), 1);
+    assert!(stderr_of(&out).contains("--comm"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn run_with_a_scope_records_the_scope_while_the_command_runs() {
+    let cmd_bin = short_named("runscope-cmd");
+    let other = short_named("runscope-oth");
+    let cg = TestCgroup::new("profiler-run");
+    // In the cgroup before the attach, and running all along.
+    let mut inside = cg.spawn(&format!("exec {} 60000", other.display()));
+    let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
+    let script = format!("{} 300; exit 7", cmd_bin.display());
+    let run = |dir: &Path, scope: &[&str]| {
+        let out = profiler()
+            .args(["run", "--quiet", "--frequency", "499", "--output"])
+            .arg(dir)
+            .args(scope)
+            .args(["--", "sh", "-c", &script])
+            .output()
+            .expect("profiler runs");
+        eprintln!("stderr: {}", stderr_of(&out));
+        // The command's exit code, and the recording ended with it.
+        assert_eq!(out.status.code(), Some(7), "{}", stderr_of(&out));
+        assert_eq!(summary(dir)["stop_reason"], "target exited");
+        by_comm(dir)
+    };
+
+    // The cgroup is recorded while the command, which runs outside it, runs.
+    let dir = OutDir::new(scratch("scope-run-cgroup"));
+    let roots = run(&dir, &["--cgroup", rel]);
+    eprintln!("--cgroup roots: {roots:?}");
+    assert!(
+        roots.get(&comm_of(&other)).is_some_and(|&n| n >= 10),
+        "{roots:?}"
+    );
+    assert!(!roots.contains_key(&comm_of(&cmd_bin)), "{roots:?}");
+
+    // The whole PID namespace: the command and the cgroup's process both.
+    let dir = OutDir::new(scratch("scope-run-all"));
+    let roots = run(&dir, &["--all"]);
+    eprintln!("--all roots: {roots:?}");
+    assert!(
+        roots.get(&comm_of(&other)).is_some_and(|&n| n >= 10),
+        "{roots:?}"
+    );
+    let (spin, total) = through_spin(&dir, &comm_of(&cmd_bin));
+    assert!(total >= 100, "{total} samples of the command's program");
+    assert!(spin * 100 >= total * 90, "{spin} of {total}");
+    let _ = inside.kill();
+    let _ = inside.wait();
+}
+
+#[test]
+fn span_fn_goes_into_every_program_of_a_scope_that_defines_it() {
+    let a_bin = build_c("scope-spanfn-a", "spanfn.c", C_FP);
+    let mut flags: Vec<String> = C_FP.iter().map(|f| f.to_string()).collect();
+    flags.push("-DREQUESTS=300".into());
+    let b_bin = build_c("scope-spanfn-b", "spanfn.c", &flags);
+    let cg = TestCgroup::new("profiler-spanfn");
+    let dir = OutDir::new(scratch("scope-spanfn"));
+    let mut a = start_in(&cg, &a_bin);
+    let mut outside = Target::start(&a_bin, &[]);
+    let rel = cg.0.file_name().and_then(|n| n.to_str()).expect("name");
+    let mut profiler = profiler()
+        .args(["record", "--quiet", "--frequency", "499", "--output"])
+        .arg(&*dir)
+        .args(["--cgroup", rel, "--span-fn", "handle_request"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(profiler.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    wait_for_line(&mut err, "profiler: recording cgroup", &mut seen);
+    let mut b = start_in(&cg, &b_bin);
+    wait_for_line(
+        &mut err,
+        &format!("profiler: --span-fn handle_request in {}", b_bin.display()),
+        &mut seen,
+    );
+    let printed_a = go_and_wait(&mut a);
+    let printed_b = go_and_wait(&mut b);
+    outside.go();
+    outside.finish();
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(profiler.id() as i32, libc::SIGINT) };
+    let status = profiler.wait().expect("profiler exits");
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).expect("stderr");
+    seen.push_str(&rest);
+    eprintln!("profiler stderr:\n{seen}\nprinted: {printed_a} / {printed_b}");
+    assert!(status.success(), "{seen}");
+    let text = std::fs::read_to_string(dir.join("spans.json")).expect("spans.json");
+    let spans: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(spans["lost_events"], 0);
+    for (pid, printed) in [(a.id(), &printed_a), (b.id(), &printed_b)] {
+        let want: std::collections::HashMap<String, u64> = printed_values(printed);
+        let got = spans_of(&spans, pid);
+        assert_eq!(
+            got.get("handle_request"),
+            want.get("handle_request"),
+            "pid {pid}: {got:?}"
+        );
+    }
+    assert!(spans_of(&spans, outside.pid()).is_empty());
 }

@@ -31,6 +31,13 @@ pub mod names {
     pub const GLOBAL_SCOPE_CGROUP_LEVEL: &str = "SCOPE_CGROUP_LEVEL";
     /// Target flags (`target::DWARF`) of processes that join a scope.
     pub const GLOBAL_SCOPE_FLAGS: &str = "SCOPE_FLAGS";
+    /// `--comm`: every exec of the PID namespace is reported, targets or not, so userspace
+    /// can judge the new command name and add the process to (or drop it from) `TARGETS`.
+    pub const GLOBAL_SCOPE_EXEC_EVENTS: &str = "SCOPE_EXEC_EVENTS";
+    /// Span probes are placed for every process that maps a file (scopes, followed
+    /// children): the programs then keep only targets' hits. 0 when they are placed for the
+    /// one target only, which spares every hit a map look-up.
+    pub const GLOBAL_SPANS_ANY_PROCESS: &str = "SPANS_ANY_PROCESS";
     pub const PROGRAM_PROCESS_FORK: &str = "process_fork";
     pub const PROGRAM_PROCESS_EXEC: &str = "process_exec";
     pub const PROGRAM_PROCESS_EXIT: &str = "process_exit";

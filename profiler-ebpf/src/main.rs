@@ -150,6 +150,8 @@ mod programs {
     static SCOPE_CGROUP_LEVEL: u32 = 0;
     #[unsafe(no_mangle)]
     static SCOPE_FLAGS: u32 = 0;
+    #[unsafe(no_mangle)]
+    static SCOPE_EXEC_EVENTS: u32 = 0;
 
     /// Whether the current task's process belongs to the scope (`--all`, `--cgroup`), which
     /// the kernel decides by itself: a process that starts and ends between two reads of
@@ -566,8 +568,25 @@ mod programs {
         id
     }
 
+    #[unsafe(no_mangle)]
+    static SPANS_ANY_PROCESS: u32 = 0;
+
+    /// Span probes go on a file for every process that maps it when the scope is wider
+    /// than one pid (a file is probed once, not per process): only targets' hits count.
+    #[inline(always)]
+    fn span_target() -> bool {
+        // SAFETY: a read-only global the loader fills in before the programs run.
+        if unsafe { core::ptr::read_volatile(&SPANS_ANY_PROCESS) } == 0 {
+            return true;
+        }
+        current_ids().is_some_and(|(pid, _)| target_flags(pid).is_some())
+    }
+
     #[uprobe]
     pub fn span_begin(ctx: ProbeContext) -> u32 {
+        if !span_target() {
+            return 0;
+        }
         let id: u64 = ctx.arg(0).unwrap_or(0);
         let parent: u64 = ctx.arg(1).unwrap_or(0);
         let meta: u64 = ctx.arg(2).unwrap_or(0);
@@ -577,6 +596,9 @@ mod programs {
 
     #[uprobe]
     pub fn span_end(ctx: ProbeContext) -> u32 {
+        if !span_target() {
+            return 0;
+        }
         let id: u64 = ctx.arg(0).unwrap_or(0);
         emit_span(EventKind::SpanEnd, id, 0, 0);
         0
@@ -584,6 +606,9 @@ mod programs {
 
     #[uprobe]
     pub fn span_enter(ctx: ProbeContext) -> u32 {
+        if !span_target() {
+            return 0;
+        }
         let id: u64 = ctx.arg(0).unwrap_or(0);
         let _ = push_running(id);
         emit_span(EventKind::SpanEnter, id, 0, 0);
@@ -592,6 +617,9 @@ mod programs {
 
     #[uprobe]
     pub fn span_exit(ctx: ProbeContext) -> u32 {
+        if !span_target() {
+            return 0;
+        }
         let id: u64 = ctx.arg(0).unwrap_or(0);
         pop_running(|x| x == id);
         emit_span(EventKind::SpanExit, id, 0, 0);
@@ -601,6 +629,9 @@ mod programs {
     /// Entry of a `--span-fn` function: a new span, child of whatever runs on this thread.
     #[uprobe]
     pub fn span_fn_entry(ctx: ProbeContext) -> u32 {
+        if !span_target() {
+            return 0;
+        }
         // SAFETY: plain helper calls on this program's context.
         let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
         let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
@@ -628,6 +659,9 @@ mod programs {
     /// is its own call however deep the recursion.
     #[uretprobe]
     pub fn span_fn_return(_ctx: RetProbeContext) -> u32 {
+        if !span_target() {
+            return 0;
+        }
         let id = pop_running(|x| x & SPAN_FN_ID_BIT != 0);
         if id != 0 {
             emit_span(EventKind::SpanFnReturn, id, 0, 0);
@@ -928,6 +962,10 @@ mod programs {
             return 0;
         };
         let Some(flags) = target_flags(pid) else {
+            // SAFETY: a read-only global the loader fills in before the program runs.
+            if unsafe { core::ptr::read_volatile(&SCOPE_EXEC_EVENTS) } != 0 {
+                emit_process(EventKind::ProcessExec, pid, 0);
+            }
             return 0;
         };
         // A new image: its map must be read again at its first samples.

@@ -112,7 +112,7 @@ pub fn ps(args: PsArgs) -> Result<()> {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container"])))]
+#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container", "comm"])))]
 pub struct RecordArgs {
     /// Process to profile; repeat (or separate with commas) for several.
     #[arg(long, short, value_delimiter = ',')]
@@ -129,6 +129,10 @@ pub struct RecordArgs {
     /// CRI-O and podman cgroup layouts.
     #[arg(long, value_name = "ID")]
     pub container: Option<String>,
+    /// Every process whose command name (as `ps -o comm` shows it, 15 bytes at most)
+    /// matches a regular expression, including processes that take such a name by exec.
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
     /// Also profile every process the target starts from now on (followed in the kernel).
     #[arg(long)]
     pub follow_children: bool,
@@ -137,10 +141,25 @@ pub struct RecordArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("scope").args(["all", "cgroup", "container", "comm"])))]
 pub struct RunArgs {
     /// Under sudo, run the command as root instead of as the invoking user.
     #[arg(long)]
     pub as_root: bool,
+    /// Record every process of the PID namespace while the command runs, not only the
+    /// command and what it starts.
+    #[arg(long)]
+    pub all: bool,
+    /// Record the processes of this cgroup v2 directory while the command runs (the
+    /// command itself only if it runs there).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Record the processes of this container while the command runs.
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
+    /// Record the processes whose command name matches while the command runs.
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// The command and its arguments.
@@ -511,22 +530,46 @@ async fn record_into(
     Ok(rec)
 }
 
+/// The scope `--all`, `--cgroup`, `--container` or `--comm` name, if one does.
+fn wide_scope(
+    all: bool,
+    cgroup: Option<&str>,
+    container: Option<&str>,
+    comm: Option<&str>,
+) -> Result<Option<collect::scope::Scope>> {
+    use collect::scope::{Cgroup, Comm, Scope};
+    Ok(if all {
+        Some(Scope::All)
+    } else if let Some(path) = cgroup {
+        Some(Scope::Cgroup(Cgroup::resolve(path)?))
+    } else if let Some(id) = container {
+        Some(Scope::Cgroup(collect::scope::container(id)?))
+    } else if let Some(pattern) = comm {
+        Some(Scope::Comm(Comm::new(pattern)?))
+    } else {
+        None
+    })
+}
+
 pub async fn record(args: RecordArgs) -> Result<()> {
     let baseline = read_baseline(&args.sampling)?;
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
     collect::checks::startup()?;
-    use collect::scope::{Cgroup, Scope};
-    let scope = if args.all {
-        Scope::All
-    } else if let Some(path) = &args.cgroup {
-        Scope::Cgroup(Cgroup::resolve(path)?)
-    } else if let Some(id) = &args.container {
-        Scope::Cgroup(collect::scope::container(id)?)
-    } else {
-        let mut pids = args.pid.clone();
-        pids.dedup();
-        Scope::Pids(pids)
+    use collect::scope::Scope;
+    let wide = wide_scope(
+        args.all,
+        args.cgroup.as_deref(),
+        args.container.as_deref(),
+        args.comm.as_deref(),
+    )?;
+    let scope = match wide {
+        Some(scope) => scope,
+        None => {
+            let mut pids = args.pid.clone();
+            pids.dedup();
+            Scope::Pids(pids)
+        }
     };
     let target = match &scope {
         Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
@@ -580,6 +623,12 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     // started at all.
     // `run` follows the command's children through the sched tracepoints: tracefs is needed.
     collect::checks::startup()?;
+    let wide = wide_scope(
+        args.all,
+        args.cgroup.as_deref(),
+        args.container.as_deref(),
+        args.comm.as_deref(),
+    )?;
     let dir = OutputDir::prepare(&out_path)?;
     let held = match collect::run::spawn_held(&args.command, run_as.as_ref()) {
         Ok(h) => h,
@@ -589,19 +638,19 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         }
     };
     let pid = held.pid;
-    let target = match collect::preflight_command(pid, &args.command) {
+    let target = match &wide {
+        Some(scope) => collect::preflight_scope_command(scope, pid),
+        None => collect::preflight_command(pid, &args.command),
+    };
+    let target = match target {
         Ok(t) => t,
         Err(e) => {
             dir.abandon();
             return Err(e);
         }
     };
-    let opts = record_options(
-        &args.sampling,
-        true,
-        Some(pid),
-        collect::scope::Scope::Pids(vec![pid]),
-    );
+    let scope = wide.unwrap_or_else(|| collect::scope::Scope::Pids(vec![pid]));
+    let opts = record_options(&args.sampling, true, Some(pid), scope);
     let recorded = record_into(
         target,
         dir,

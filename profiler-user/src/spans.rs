@@ -22,7 +22,7 @@ pub struct Matched {
 /// marked incomplete. `span_fns` names the `--span-fn` probes by index.
 pub fn match_events(
     events: &[SpanEvent],
-    meta: &HashMap<u64, SpanMeta>,
+    meta: &HashMap<(u32, u64), SpanMeta>,
     span_fns: &[String],
     end_ns: u64,
 ) -> Matched {
@@ -32,7 +32,8 @@ pub fn match_events(
 
     let mut m = Matched::default();
     let mut open: HashMap<(u32, u64), usize> = HashMap::new();
-    let mut running: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+    // Per thread: (span id, pid, begin).
+    let mut running: HashMap<u32, Vec<(u64, u32, u64)>> = HashMap::new();
     let mut tids_seen: HashMap<usize, HashSet<u32>> = HashMap::new();
 
     for e in order {
@@ -50,7 +51,7 @@ pub fn match_events(
                     .unwrap_or_else(|| format!("[span-fn {}]", e.meta));
                 (name, "span-fn".to_string(), String::new(), 0)
             } else {
-                match meta.get(&e.meta) {
+                match meta.get(&(e.pid, e.meta)) {
                     Some(md) => (md.name.clone(), md.target.clone(), md.file.clone(), md.line),
                     None => (
                         format!("[span meta {:#x}]", e.meta),
@@ -81,7 +82,7 @@ pub fn match_events(
             running
                 .entry(e.tid)
                 .or_default()
-                .push((e.span_id, e.timestamp_ns));
+                .push((e.span_id, e.pid, e.timestamp_ns));
             if let Some(&i) = open.get(&key)
                 && tids_seen.entry(i).or_default().insert(e.tid)
             {
@@ -90,9 +91,9 @@ pub fn match_events(
         }
         if matches!(kind, Some(EventKind::SpanExit | EventKind::SpanFnReturn)) {
             let stack = running.entry(e.tid).or_default();
-            match stack.iter().rposition(|&(id, _)| id == e.span_id) {
+            match stack.iter().rposition(|&(id, _, _)| id == e.span_id) {
                 Some(pos) => {
-                    let (id, begin) = stack.remove(pos);
+                    let (id, _, begin) = stack.remove(pos);
                     m.runs.push(SpanRun {
                         span: id,
                         tid: e.tid,
@@ -116,8 +117,7 @@ pub fn match_events(
         m.spans[i].incomplete = true;
     }
     for (tid, stack) in running {
-        for (id, begin) in stack {
-            let pid = m.spans.iter().find(|s| s.id == id).map_or(0, |s| s.pid);
+        for (id, pid, begin) in stack {
             m.runs.push(SpanRun {
                 span: id,
                 tid,
@@ -299,14 +299,14 @@ mod tests {
         }
     }
 
-    fn meta() -> HashMap<u64, SpanMeta> {
+    fn meta() -> HashMap<(u32, u64), SpanMeta> {
         let m = |name: &str| SpanMeta {
             name: name.into(),
             target: "app".into(),
             file: "app.rs".into(),
             line: 7,
         };
-        HashMap::from([(0x10, m("request")), (0x20, m("db_query"))])
+        HashMap::from([((1, 0x10), m("request")), ((1, 0x20), m("db_query"))])
     }
 
     use EventKind::*;

@@ -7,7 +7,9 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#ifndef REQUESTS
 #define REQUESTS 300 /* per thread */
+#endif
 
 static volatile unsigned long sink;
 

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#ifndef REQUESTS
 #define REQUESTS 500 /* per thread */
+#endif
 #define FIB_N 10
 
 static long fib_calls[2];

@@ -25,14 +25,26 @@ pub struct Sink<'a> {
     pub unwinder: unwind::Unwinder,
     /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
     to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
-    /// `--call-graph auto` with children followed: the targets' flags, to update at exec.
+    /// The targets map, where userspace updates it at exec: the call graph (`--call-graph
+    /// auto` with processes followed) and membership (`--comm`).
     pub auto_targets: Option<BpfHashMap<MapData, u32, u32>>,
+    /// `--call-graph auto`: each exec chooses the call graph of the new program.
+    pub auto_call_graph: bool,
+    /// `--comm`: each exec in the PID namespace is judged by the new command name.
+    pub comm: Option<super::scope::Comm>,
+    /// Flags of a process `--comm` adds (before `auto` judges its program).
+    pub comm_flags: u32,
+    /// Processes `--comm` could not add: the targets map was full.
+    pub targets_refused: u64,
     pub threads: HashMap<u32, String>,
     pub meta: &'a mut spans::MetaReader,
     pub procs: &'a mut processes::Processes,
     pub malformed: u64,
     /// Side-band records up to this time (CLOCK_BOOTTIME) have been applied.
     pub sideband_horizon_ns: u64,
+    /// A target's exec makes it known at once (its files are then looked at as it maps
+    /// them), not at its first sample.
+    pub know_execs: bool,
 }
 
 impl<'a> Sink<'a> {
@@ -54,6 +66,11 @@ impl<'a> Sink<'a> {
             procs,
             malformed: 0,
             sideband_horizon_ns: 0,
+            know_execs: false,
+            auto_call_graph: false,
+            comm: None,
+            comm_flags: 0,
+            targets_refused: 0,
         }
     }
 
@@ -84,16 +101,24 @@ impl<'a> Sink<'a> {
                     self.threads.insert(sample.tid, comm);
                     self.samples.push(sample);
                 }
-                Some(Event::Process(e)) => {
-                    if EventKind::from_u32(e.kind) == Some(EventKind::ProcessExec) {
-                        if let Some(targets) = self.auto_targets.as_mut() {
+                Some(Event::Process(e)) => match EventKind::from_u32(e.kind) {
+                    Some(EventKind::ProcessExec) => {
+                        self.meta.forget(e.pid);
+                        if !self.judge_comm(e.pid) {
+                            continue;
+                        }
+                        if self.auto_call_graph
+                            && let Some(targets) = self.auto_targets.as_mut()
+                        {
                             choose_call_graph(targets, self.procs, e.pid);
                         }
-                        if e.pid == self.meta.pid() {
-                            self.meta.reopen();
+                        if self.know_execs && !self.procs.is_known(e.pid) {
+                            self.procs.space_at(e.pid, e.timestamp_ns);
                         }
                     }
-                }
+                    Some(EventKind::ProcessExit) => self.meta.forget(e.pid),
+                    _ => {}
+                },
                 Some(Event::OffCpu(e)) => {
                     self.off_cpu
                         .push((offcpu::from_event(&e), e.in_totals != 0));
@@ -101,13 +126,33 @@ impl<'a> Sink<'a> {
                 Some(Event::Span(e)) => {
                     // Metadata is read while the target is alive, once per callsite.
                     if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
-                        self.meta.read(e.meta);
+                        self.meta.read(e.pid, e.meta);
                     }
                     self.span_events.push(e);
                 }
                 None => self.malformed += 1,
             }
         }
+    }
+
+    /// Whether the process that exec'd is a target now. Under `--comm` the kernel reports
+    /// every exec of the PID namespace: a process whose new name matches joins the targets
+    /// (from now on: its samples since the exec are not recorded), one whose name no longer
+    /// matches leaves them.
+    fn judge_comm(&mut self, pid: u32) -> bool {
+        let (Some(comm), Some(targets)) = (self.comm.as_ref(), self.auto_targets.as_mut()) else {
+            return true;
+        };
+        let wanted = comm.matches_pid(pid);
+        let present = targets.get(&pid, 0).is_ok();
+        if wanted && !present && targets.insert(pid, self.comm_flags, 0).is_err() {
+            self.targets_refused = self.targets_refused.saturating_add(1);
+            return false;
+        }
+        if !wanted && present {
+            let _ = targets.remove(&pid);
+        }
+        wanted
     }
 
     /// Unwinds queued DWARF samples whose address space is known (side-band records up to

@@ -156,8 +156,8 @@ pub struct RawRecording {
     pub samples: Vec<RawSample>,
     /// Span probe hits, in arrival order.
     pub span_events: Vec<SpanEvent>,
-    /// Callsite metadata by address in the target.
-    pub span_meta: HashMap<u64, spans::SpanMeta>,
+    /// Callsite metadata by (process, address in it).
+    pub span_meta: HashMap<(u32, u64), spans::SpanMeta>,
     pub spans_attached: spans::Attached,
     /// Frames of every stack id the samples reference, leaf first.
     pub stacks: HashMap<u32, Vec<u64>>,
@@ -308,10 +308,28 @@ pub fn preflight_command(pid: u32, argv: &[String]) -> Result<Target> {
 /// process in it now, read from /proc. The recording is described as the first `--pid`, or
 /// as the scope itself (pid 0) for the others.
 pub fn preflight_scope(scope: &scope::Scope) -> Result<Target> {
+    preflight_scope_except(scope, None)
+}
+
+/// `run` with a scope: the scope's processes are recorded while the held command `pid` runs
+/// (it is recorded too when the scope takes it in: `--all`, or its exec into a name `--comm`
+/// matches). The recording ends when the command exits.
+pub fn preflight_scope_command(scope: &scope::Scope, pid: u32) -> Result<Target> {
+    let pidfd = open_pidfd(pid)?;
+    // Before its exec the held command is a copy of the profiler: nothing of it to read.
+    let mut target = preflight_scope_except(scope, Some(pid))?;
+    target.pidfd = Some(pidfd);
+    Ok(target)
+}
+
+fn preflight_scope_except(scope: &scope::Scope, skip: Option<u32>) -> Result<Target> {
     privileges::check_sampling()?;
     let mut modules = modules::ModuleStore::default();
     let mut others = Vec::new();
     for pid in scope.current_pids() {
+        if Some(pid) == skip {
+            continue;
+        }
         // Processes that exit meanwhile, and kernel threads (no maps), are simply skipped
         // or kept with an empty space: the kernel still places their samples.
         let Ok(info) = ProcessInfo::capture(pid) else {
@@ -424,7 +442,12 @@ pub async fn record(
         session::Session::load(opts, &initial, dwarf).map_err(checks::explain_refusal)?;
     // Before anything can run in the target: every mapping from now on is reported.
     let sideband = sideband::Sideband::open(&session.cpus)?;
-    let auto_targets = if opts.call_graph == CallGraph::Auto && opts.follows() {
+    let comm = match &opts.scope {
+        scope::Scope::Comm(c) => Some(c.clone()),
+        _ => None,
+    };
+    let auto_call_graph = opts.call_graph == CallGraph::Auto && opts.follows();
+    let auto_targets = if auto_call_graph || comm.is_some() {
         Some(session.take_targets()?)
     } else {
         None
@@ -432,25 +455,44 @@ pub async fn record(
     let ring = session.take_ring()?;
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
-    // Spans are attached in the process the recording is named after; in a scope of many
-    // processes, not yet (said in the warnings).
+    // The process the recording is named after gets them as before (a --span-fn it cannot
+    // take is an error); when processes join during the recording (a scope, followed
+    // children) every file they map is looked at as it appears, and probed once.
     let mut warnings = Vec::new();
+    let mut live = None;
     let spans_attached = if pid != 0 {
         let (probes, readables) = probe_modules(&space, &modules, exe_module);
         let attached = session
             .attach_spans(&probes, pid, &info.exe, opts)
             .map_err(checks::explain_refusal)?;
         drop(readables);
+        if opts.follows() && spans::LiveProbes::wanted(opts.spans, &opts.span_fns) {
+            live = Some(spans::LiveProbes::new(
+                opts.spans,
+                &opts.span_fns,
+                modules.len(),
+                attached.clone(),
+            ));
+        }
         attached
     } else {
-        if !opts.span_fns.is_empty() {
-            warnings.push(
-                "--span-fn is not attached in a scope of many processes yet: record one --pid for spans".into(),
-            );
+        if spans::LiveProbes::wanted(opts.spans, &opts.span_fns) {
+            let mut probes =
+                spans::LiveProbes::new(opts.spans, &opts.span_fns, 0, Default::default());
+            session
+                .clear_spans_at_exit(opts)
+                .map_err(checks::explain_refusal)?;
+            probes
+                .attach_new(&mut session.ebpf, &modules)
+                .map_err(checks::explain_refusal)?;
+            let attached = probes.attached.clone();
+            live = Some(probes);
+            attached
+        } else {
+            spans::Attached::default()
         }
-        spans::Attached::default()
     };
-    let mut meta = spans::MetaReader::open(pid);
+    let mut meta = spans::MetaReader::default();
     session.load_sampler().map_err(checks::explain_refusal)?;
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
@@ -482,6 +524,10 @@ pub async fn record(
         let _ = space.refresh(&mut procs.modules);
         procs.add_root(space, other);
     }
+    // What the start-up checks read of every file is not needed again before symbolization
+    // (only the files samples land in are read then): with `--all` that was most of the
+    // profiler's memory for the whole recording.
+    procs.modules.release_pages();
     // The first reading of the coverage check, once sampling runs.
     let cpu_start = coverage::read(pids.iter().copied(), boottime_ns());
     announce(&info, opts, &spans_attached, dwarf);
@@ -511,6 +557,20 @@ pub async fn record(
     }
 
     let mut sink = drain::Sink::new(&mut procs, &mut meta, threads, auto_targets);
+    // A process that joins the scope by its exec is known from then on, so the files it maps
+    // are looked at (for span probes) as they are mapped, not at its first sample.
+    sink.know_execs = live.is_some();
+    sink.auto_call_graph = auto_call_graph;
+    sink.comm = comm;
+    sink.comm_flags = profiler_common::target::FOLLOW
+        | if opts.call_graph == CallGraph::Dwarf {
+            profiler_common::target::DWARF
+        } else {
+            0
+        };
+    if let Some(live) = live.as_mut() {
+        live.tell = true;
+    }
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     // Also the drain period while the ring buffer stays below its wakeup threshold.
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -526,6 +586,7 @@ pub async fn record(
                 Ok(mut guard) => {
                     sink.drain_sideband(guard.get_inner_mut());
                     guard.clear_ready();
+                    probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
                     sink.unwind_pending(Some(UNWIND_BUDGET));
                 }
                 Err(e) => break polling_failed("the side-band records", e, &mut warnings),
@@ -534,6 +595,7 @@ pub async fn record(
                 Ok(mut guard) => {
                     sink.drain_ring(guard.get_inner_mut());
                     guard.clear_ready();
+                    probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
                     sink.unwind_pending(Some(UNWIND_BUDGET));
                 }
                 Err(e) => break polling_failed("the ring buffer", e, &mut warnings),
@@ -564,6 +626,7 @@ pub async fn record(
             _ = tick.tick() => {
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
+                probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
                 sink.unwind_pending(Some(UNWIND_BUDGET));
                 if !listed.is_empty() && listed.iter().all(|&p| procfs::has_exited(p)) {
                     break StopReason::TargetExited;
@@ -595,6 +658,7 @@ pub async fn record(
     sink.drain_sideband(sideband.get_mut());
     sink.unwind_pending(None);
     let drain::Sink {
+        targets_refused,
         mut samples,
         span_events,
         off_cpu: off_cpu_events,
@@ -629,6 +693,7 @@ pub async fn record(
     counters.malformed_events = malformed;
     counters.span_events_received = span_events.len() as u64;
     counters.sideband_lost = procs.sideband_lost;
+    counters.targets_full = counters.targets_full.saturating_add(targets_refused);
     counters.modules_missed = procs.modules.missed.values().sum();
     let off_cpu = match opts.off_cpu {
         Some(_) => {
@@ -673,6 +738,18 @@ pub async fn record(
     stacks.extend(unwinder.stacks.into_iter().map(|(frames, id)| (id, frames)));
     let (bpf_run_count, bpf_run_time_ns) = run_stats.sampler;
 
+    let spans_attached = match live {
+        Some(live) => {
+            for f in live.unattached() {
+                warnings.push(format!(
+                    "--span-fn {f}: no file mapped in the scope defines it, no span of it recorded"
+                ));
+            }
+            live.attached
+        }
+        None => spans_attached,
+    };
+
     Ok(RawRecording {
         info,
         processes: procs,
@@ -703,6 +780,21 @@ pub async fn record(
         cpus: session.cpus.len() as u32,
         warnings,
     })
+}
+
+/// Span probes for the files processes in scope mapped since the last look; a failure is
+/// told once per file in the warnings and the recording goes on without that file's spans.
+fn probe_new_files(
+    live: &mut Option<spans::LiveProbes>,
+    session: &mut session::Session,
+    procs: &processes::Processes,
+    warnings: &mut Vec<String>,
+) {
+    if let Some(live) = live.as_mut()
+        && let Err(e) = live.attach_new(&mut session.ebpf, &procs.modules)
+    {
+        warnings.push(format!("{e}: spans of that file left out"));
+    }
 }
 
 /// A descriptor the loop waits on failed: the recording ends there, and says why.
@@ -772,6 +864,7 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
         scope::Scope::Pids(_) => format!("pid {} ({})", info.pid, info.comm),
         scope::Scope::All => "every process of this PID namespace".into(),
         scope::Scope::Cgroup(c) => format!("cgroup {}", c.relative),
+        scope::Scope::Comm(c) => format!("processes named /{}/", c.pattern),
     };
     eprintln!("profiler: recording {whom} {what}; Ctrl-C to stop");
 }

@@ -87,6 +87,19 @@ impl ModuleFile {
         })
     }
 
+    /// Gives back the pages of the file the process has touched (start-up checks read
+    /// headers, symbol and string tables of every file a whole machine maps): they stay in
+    /// the page cache and come back on the next read, but no longer count in the profiler's
+    /// memory while the recording runs.
+    pub fn release_pages(&self) {
+        // SAFETY: a read-only private file mapping that is never written: dropping its pages
+        // loses nothing, the next access reads the same bytes of the (pinned) file again.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
     /// Unwind tables, parsed once.
     pub fn sections(&self) -> Option<Arc<unwind::Sections>> {
         self.sections
@@ -165,6 +178,13 @@ impl ModuleStore {
 
     pub fn len(&self) -> usize {
         self.modules.len()
+    }
+
+    /// [`ModuleFile::release_pages`] for every file.
+    pub fn release_pages(&self) {
+        for m in &self.modules {
+            m.release_pages();
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -18,6 +18,47 @@ pub enum Scope {
     All,
     /// Every process in a cgroup v2 directory or below it.
     Cgroup(Cgroup),
+    /// Every process whose command name matches (`--comm`), judged at the start and at each
+    /// exec.
+    Comm(Comm),
+}
+
+/// A regular expression on command names (`/proc/PID/comm`, at most 15 bytes).
+#[derive(Clone, Debug)]
+pub struct Comm {
+    pub pattern: String,
+    regex: regex_lite::Regex,
+}
+
+impl PartialEq for Comm {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for Comm {}
+
+impl Comm {
+    pub fn new(pattern: &str) -> Result<Self> {
+        let regex = regex_lite::Regex::new(pattern).map_err(|e| Error::InvalidArgument {
+            what: "--comm",
+            reason: format!("{pattern:?} is not a regular expression: {e}"),
+        })?;
+        Ok(Self {
+            pattern: pattern.to_string(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, comm: &str) -> bool {
+        self.regex.is_match(comm)
+    }
+
+    /// Whether process `pid` has a matching name now; false for a process already gone.
+    pub fn matches_pid(&self, pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|text| self.matches(text.trim_end_matches('\n')))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +79,7 @@ impl Scope {
         match self {
             Self::Pids(p) => p.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
             Self::All => "all".into(),
+            Self::Comm(c) => format!("comm-{}", c.pattern),
             Self::Cgroup(c) => c
                 .relative
                 .rsplit('/')
@@ -52,6 +94,13 @@ impl Scope {
         match self {
             Self::Pids(p) => p.clone(),
             Self::All => super::procfs::pids(),
+            Self::Comm(c) => {
+                let me = std::process::id();
+                super::procfs::pids()
+                    .into_iter()
+                    .filter(|&pid| pid != me && c.matches_pid(pid))
+                    .collect()
+            }
             Self::Cgroup(c) => super::procfs::pids()
                 .into_iter()
                 .filter(|&pid| {
@@ -213,6 +262,23 @@ mod tests {
         );
         assert!(container("abc").is_err());
         assert!(container("not-hex-at-all!").is_err());
+    }
+
+    #[test]
+    fn comm_patterns_match_names_and_bad_ones_are_refused() {
+        let c = Comm::new("^(postgres|pgbench)$").expect("valid");
+        assert!(c.matches("postgres"));
+        assert!(!c.matches("postgres2"));
+        assert!(Comm::new("(").is_err());
+        // Our own name: the profiler itself never is in its scope.
+        let me = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        let own = Comm::new(&format!("^{}$", me.trim())).expect("valid");
+        assert!(own.matches_pid(std::process::id()));
+        assert!(
+            !Scope::Comm(own)
+                .current_pids()
+                .contains(&std::process::id())
+        );
     }
 
     #[test]

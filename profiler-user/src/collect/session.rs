@@ -114,8 +114,12 @@ impl Session {
         let (scope_all, cgroup_id, cgroup_level) = match &opts.scope {
             Scope::All => (1u32, 0u64, 0u32),
             Scope::Cgroup(c) => (0, c.id, c.level),
-            Scope::Pids(_) => (0, 0, 0),
+            Scope::Pids(_) | Scope::Comm(_) => (0, 0, 0),
         };
+        let exec_events: u32 = matches!(opts.scope, Scope::Comm(_)).into();
+        // One pid, not followed: its probes are placed for it alone (see `attach_spans`).
+        let spans_any_process: u32 =
+            (opts.follows() || !matches!(&opts.scope, Scope::Pids(p) if p.len() == 1)).into();
         let scope_flags: u32 = if dwarf { target::DWARF } else { 0 };
         let off_cpu = opts.off_cpu.is_some();
         let mut ebpf = EbpfLoader::new()
@@ -176,6 +180,8 @@ impl Session {
             .override_global(names::GLOBAL_SCOPE_CGROUP_ID, &cgroup_id, true)
             .override_global(names::GLOBAL_SCOPE_CGROUP_LEVEL, &cgroup_level, true)
             .override_global(names::GLOBAL_SCOPE_FLAGS, &scope_flags, true)
+            .override_global(names::GLOBAL_SCOPE_EXEC_EVENTS, &exec_events, true)
+            .override_global(names::GLOBAL_SPANS_ANY_PROCESS, &spans_any_process, true)
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
@@ -233,10 +239,13 @@ impl Session {
         exe: &str,
         opts: &RecordOptions,
     ) -> Result<spans::Attached> {
+        // Followed children run the same files (fork without exec): probed for every
+        // process, the kernel keeps the targets' hits.
+        let scope = if opts.follows() { 0 } else { pid };
         let attached = spans::attach(
             &mut self.ebpf,
             modules,
-            pid,
+            scope,
             exe,
             opts.spans,
             &opts.span_fns,
@@ -246,6 +255,15 @@ impl Session {
             attach_process_tracepoints(&mut self.ebpf, false)?;
         }
         Ok(attached)
+    }
+
+    /// Without followed processes the exit tracepoint is not there yet: it clears the span
+    /// state of threads that die inside spans.
+    pub fn clear_spans_at_exit(&mut self, opts: &RecordOptions) -> Result<()> {
+        if opts.follows() {
+            return Ok(());
+        }
+        attach_process_tracepoints(&mut self.ebpf, false)
     }
 
     fn sampler(&mut self) -> Result<&mut PerfEvent> {

@@ -260,6 +260,179 @@ pub fn attach(
     Ok(attached)
 }
 
+/// Span probes for a scope whose processes change during the recording: every distinct file
+/// a process in scope maps is looked at once, as the module store learns of it, and probed
+/// for every process (`UProbeScope::AllProcesses`; uprobes live on the file's inode), the
+/// kernel keeping only targets' hits. A file is probed once however many processes map it.
+#[derive(Debug)]
+pub struct LiveProbes {
+    mode: SpansMode,
+    span_fns: Vec<SpanFn>,
+    kernel: Option<(u32, u32)>,
+    /// Modules of the store below this id have been looked at.
+    checked: usize,
+    pub attached: Attached,
+    /// Whether each `--span-fn` went into at least one file.
+    fn_attached: Vec<bool>,
+    /// Files probed after the recording began are told on stderr (scripts wait for them).
+    pub tell: bool,
+}
+
+impl LiveProbes {
+    /// `already`: modules of the store that were probed for one process before (not looked at
+    /// again).
+    pub fn new(mode: SpansMode, span_fns: &[SpanFn], already: usize, attached: Attached) -> Self {
+        Self {
+            mode,
+            span_fns: span_fns.to_vec(),
+            kernel: kernel_version(),
+            checked: already,
+            fn_attached: vec![!attached.span_fns.is_empty(); span_fns.len()],
+            tell: false,
+            attached: Attached {
+                // The events name `--span-fn` probes by index: all of them, in order.
+                span_fns: span_fns.iter().map(ToString::to_string).collect(),
+                ..attached
+            },
+        }
+    }
+
+    pub fn wanted(mode: SpansMode, span_fns: &[SpanFn]) -> bool {
+        mode == SpansMode::Auto || !span_fns.is_empty()
+    }
+
+    /// Probes the modules the store learnt of since the last call. A failure names the file
+    /// and the rest are looked at on the next call.
+    pub fn attach_new(
+        &mut self,
+        ebpf: &mut aya::Ebpf,
+        modules: &super::modules::ModuleStore,
+    ) -> Result<()> {
+        while self.checked < modules.len() {
+            let id = self.checked as super::modules::ModuleId;
+            self.checked += 1;
+            let Some(m) = modules.get(id) else {
+                continue;
+            };
+            let abi = self.mode == SpansMode::Auto && strings_mention(m.bytes(), abi::SYM_BEGIN);
+            let fns: Vec<usize> = self
+                .span_fns
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| match &f.binary {
+                    None => is_program(&m.path, m.bytes()),
+                    Some(b) => m.path == *b || m.path.rsplit('/').next() == Some(b.as_str()),
+                })
+                .filter(|(_, f)| strings_mention(m.bytes(), &f.symbol))
+                .map(|(i, _)| i)
+                .collect();
+            // The scan touched the string tables of every file; only probed ones are read
+            // again before symbolization.
+            m.release_pages();
+            if !abi && fns.is_empty() {
+                continue;
+            }
+            // Keeps the descriptor behind the path open until the probes hold the inode.
+            let Some(readable) = modules.readable_path(id) else {
+                continue;
+            };
+            let path = readable.path();
+            if abi
+                && let Ok(offsets) = symbol_offsets(path, &abi::SYMBOLS)
+                && let [Some(begin), Some(end), Some(enter), Some(exit)] = offsets[..]
+            {
+                for (prog, off) in [
+                    (names::PROGRAM_SPAN_BEGIN, begin),
+                    (names::PROGRAM_SPAN_END, end),
+                    (names::PROGRAM_SPAN_ENTER, enter),
+                    (names::PROGRAM_SPAN_EXIT, exit),
+                ] {
+                    let at = probe_offset(path, off, self.kernel);
+                    attach_at(ebpf, prog, path, at, 0, None).map_err(|e| in_file(e, &m.path))?;
+                }
+                self.attached.abi_modules.push(m.path.clone());
+                if self.tell {
+                    eprintln!("profiler: span probes in {}", m.path);
+                }
+            }
+            for index in fns {
+                let Some(f) = self.span_fns.get(index) else {
+                    continue;
+                };
+                let Some(offset) = symbol_offsets(path, &[f.symbol.as_str()])
+                    .ok()
+                    .and_then(|found| found.first().copied().flatten())
+                else {
+                    continue;
+                };
+                let cookie = Some(index as u64);
+                for prog in [names::PROGRAM_SPAN_FN_ENTRY, names::PROGRAM_SPAN_FN_RETURN] {
+                    attach_at(ebpf, prog, path, offset, 0, cookie)
+                        .map_err(|e| in_file(e, &m.path))?;
+                }
+                if let Some(done) = self.fn_attached.get_mut(index) {
+                    *done = true;
+                }
+                if self.tell {
+                    eprintln!("profiler: --span-fn {f} in {}", m.path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `--span-fn` requests no file in scope could take, for the warnings.
+    pub fn unattached(&self) -> Vec<String> {
+        self.span_fns
+            .iter()
+            .zip(&self.fn_attached)
+            .filter(|(_, done)| !**done)
+            .map(|(f, _)| f.to_string())
+            .collect()
+    }
+}
+
+fn in_file(e: Error, path: &str) -> Error {
+    Error::Internal(format!("attaching span probes to {path}: {e}"))
+}
+
+/// Whether the ELF file's symbol string tables hold `name`: a cheap test that rules out
+/// almost every file before its symbols are parsed, touching only those tables (a whole
+/// machine's files are looked at under `--all`).
+fn strings_mention(bytes: &[u8], name: &str) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(file) = object::File::parse(bytes) else {
+        return false;
+    };
+    let mut needle = name.as_bytes().to_vec();
+    needle.push(0);
+    let finder = memchr::memmem::Finder::new(&needle);
+    [".dynstr", ".strtab"].iter().any(|section| {
+        file.section_by_name(section)
+            .and_then(|s| s.data().ok())
+            .is_some_and(|data| finder.find(data).is_some())
+    })
+}
+
+/// Whether a file is a program's executable rather than a library: where `--span-fn SYMBOL`
+/// without a binary goes in a scope of many programs.
+fn is_program(path: &str, bytes: &[u8]) -> bool {
+    use object::Object;
+    let Ok(file) = object::File::parse(bytes) else {
+        return false;
+    };
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match file.kind() {
+        object::ObjectKind::Executable => true,
+        // PIE executables are ET_DYN like libraries; libc has an interpreter too, but not
+        // a library's name.
+        object::ObjectKind::Dynamic => {
+            file.section_by_name(".interp").is_some() && !name.contains(".so")
+        }
+        _ => false,
+    }
+}
+
 /// A span callsite's metadata, as read from the target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpanMeta {
@@ -269,76 +442,73 @@ pub struct SpanMeta {
     pub line: u32,
 }
 
-/// Reads `SpanMeta` structures and their strings out of the target's memory, once per address.
-#[derive(Debug)]
+/// Reads `SpanMeta` structures and their strings out of the targets' memory, once per
+/// (process, address): two programs can have different callsites at one address.
+#[derive(Debug, Default)]
 pub struct MetaReader {
-    pid: u32,
-    mem: Option<File>,
-    pub cache: HashMap<u64, SpanMeta>,
+    /// /proc/PID/mem of the processes whose spans began, None where it cannot be opened.
+    mems: HashMap<u32, Option<File>>,
+    pub cache: HashMap<(u32, u64), SpanMeta>,
 }
 
 const MAX_STRING: usize = 512;
 
 impl MetaReader {
-    pub fn open(pid: u32) -> Self {
-        Self {
-            pid,
-            mem: File::open(format!("/proc/{pid}/mem")).ok(),
-            cache: HashMap::new(),
-        }
+    /// After an exec the old /proc/PID/mem still points at the image that was replaced; after
+    /// an exit the descriptor is of no use and must not pile up over a long recording.
+    pub fn forget(&mut self, pid: u32) {
+        self.mems.remove(&pid);
     }
 
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// After an exec the old /proc/PID/mem still points at the image that was replaced.
-    pub fn reopen(&mut self) {
-        self.mem = File::open(format!("/proc/{}/mem", self.pid)).ok();
-    }
-
-    /// Reads the metadata at `addr` if not read yet. Unreadable metadata (the target exited,
-    /// or a bad pointer) is cached as a placeholder naming the address, not retried forever.
-    pub fn read(&mut self, addr: u64) {
-        if self.cache.contains_key(&addr) {
+    /// Reads the metadata at `addr` in `pid` if not read yet. Unreadable metadata (the target
+    /// exited, or a bad pointer) is cached as a placeholder naming the address, not retried
+    /// forever.
+    pub fn read(&mut self, pid: u32, addr: u64) {
+        if self.cache.contains_key(&(pid, addr)) {
             return;
         }
-        let meta = self.read_uncached(addr).unwrap_or_else(|| SpanMeta {
-            name: format!("[span meta {addr:#x} unreadable]"),
-            ..Default::default()
-        });
-        self.cache.insert(addr, meta);
+        let mem = self
+            .mems
+            .entry(pid)
+            .or_insert_with(|| File::open(format!("/proc/{pid}/mem")).ok());
+        let meta = mem
+            .as_ref()
+            .and_then(|mem| read_meta(mem, addr))
+            .unwrap_or_else(|| SpanMeta {
+                name: format!("[span meta {addr:#x} unreadable]"),
+                ..Default::default()
+            });
+        self.cache.insert((pid, addr), meta);
     }
+}
 
-    fn read_uncached(&self, addr: u64) -> Option<SpanMeta> {
-        let mem = self.mem.as_ref()?;
-        let mut raw = [0u8; size_of::<abi::SpanMetaRaw>()];
-        mem.read_exact_at(&mut raw, addr).ok()?;
-        // SAFETY: SpanMetaRaw is plain old data of exactly this size.
-        let meta: abi::SpanMetaRaw = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
-        if meta.version < abi::META_VERSION {
-            return None;
-        }
-        let string = |ptr: u64| -> String {
-            if ptr == 0 {
-                return String::new();
-            }
-            let mut buf = vec![0u8; MAX_STRING];
-            // A string near the end of a mapping reads short: take what was read.
-            let n = (0..4)
-                .map(|shift| MAX_STRING >> (shift * 2))
-                .find_map(|len| mem.read_exact_at(&mut buf[..len], ptr).ok().map(|()| len))
-                .unwrap_or(0);
-            let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
-            String::from_utf8_lossy(&buf[..end]).into_owned()
-        };
-        Some(SpanMeta {
-            name: string(meta.name),
-            target: string(meta.target),
-            file: string(meta.file),
-            line: meta.line,
-        })
+fn read_meta(mem: &File, addr: u64) -> Option<SpanMeta> {
+    let mut raw = [0u8; size_of::<abi::SpanMetaRaw>()];
+    mem.read_exact_at(&mut raw, addr).ok()?;
+    // SAFETY: SpanMetaRaw is plain old data of exactly this size.
+    let meta: abi::SpanMetaRaw = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    if meta.version < abi::META_VERSION {
+        return None;
     }
+    let string = |ptr: u64| -> String {
+        if ptr == 0 {
+            return String::new();
+        }
+        let mut buf = vec![0u8; MAX_STRING];
+        // A string near the end of a mapping reads short: take what was read.
+        let n = (0..4)
+            .map(|shift| MAX_STRING >> (shift * 2))
+            .find_map(|len| mem.read_exact_at(&mut buf[..len], ptr).ok().map(|()| len))
+            .unwrap_or(0);
+        let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    };
+    Some(SpanMeta {
+        name: string(meta.name),
+        target: string(meta.target),
+        file: string(meta.file),
+        line: meta.line,
+    })
 }
 
 #[cfg(test)]
@@ -374,6 +544,34 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(kernel_version().is_some_and(|v| v.0 >= 3));
+    }
+
+    /// A mapped library of this test process, by file name prefix.
+    fn own_library(prefix: &str) -> Option<String> {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(prefix)))
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn string_tables_and_programs_are_told_apart() {
+        let exe = std::fs::read("/proc/self/exe").expect("own exe");
+        let path = std::fs::read_link("/proc/self/exe").expect("link");
+        let path = path.to_string_lossy();
+        assert!(is_program(&path, &exe), "a test binary is a program");
+        // Its own functions are named in its symbol string table; a name no table holds is not.
+        assert!(strings_mention(&exe, "main"));
+        assert!(!strings_mention(&exe, "no_such_symbol_anywhere_42"));
+        assert!(!strings_mention(b"not an ELF file", "main"));
+        let libc = own_library("libc.so").expect("libc mapped");
+        let bytes = std::fs::read(&libc).expect("libc");
+        assert!(
+            !is_program(&libc, &bytes),
+            "libc has an interpreter but is a library"
+        );
+        assert!(strings_mention(&bytes, "malloc"));
     }
 
     #[test]
@@ -413,11 +611,12 @@ mod tests {
             target: TARGET.as_ptr(),
             file: std::ptr::null(),
         };
-        let mut r = MetaReader::open(std::process::id());
+        let mut r = MetaReader::default();
+        let me = std::process::id();
         let addr = &meta as *const Meta as u64;
-        r.read(addr);
+        r.read(me, addr);
         assert_eq!(
-            r.cache.get(&addr),
+            r.cache.get(&(me, addr)),
             Some(&SpanMeta {
                 name: "db_query".into(),
                 target: "app::db".into(),
@@ -425,7 +624,7 @@ mod tests {
                 line: 42
             })
         );
-        r.read(8);
-        assert!(r.cache[&8].name.contains("unreadable"));
+        r.read(me, 8);
+        assert!(r.cache[&(me, 8)].name.contains("unreadable"));
     }
 }
