@@ -199,8 +199,12 @@ mod tests {
         assert_eq!(tgid, pid + 4);
         assert!(btf.member_offset("task_struct", "no_such_field").is_err());
         // The two CPU-time fields that close an interval whose return went unreported.
-        let sum = btf.member_offset("sched_entity", "sum_exec_runtime").expect("sum");
-        let prev = btf.member_offset("sched_entity", "prev_sum_exec_runtime").expect("prev");
+        let sum = btf
+            .member_offset("sched_entity", "sum_exec_runtime")
+            .expect("sum");
+        let prev = btf
+            .member_offset("sched_entity", "prev_sum_exec_runtime")
+            .expect("prev");
         assert_ne!(sum, prev);
         assert!(btf.member_offset("task_struct", "se").is_ok());
     }

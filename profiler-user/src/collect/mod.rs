@@ -435,6 +435,9 @@ pub async fn record(
     // Spans are attached in the process the recording is named after; in a scope of many
     // processes, not yet (said in the warnings).
     let mut warnings = Vec::new();
+    if pid != 0 {
+        warnings.extend(procfs::memory_access_warning(pid));
+    }
     let spans_attached = if pid != 0 {
         let (probes, readables) = probe_modules(&space, &modules, exe_module);
         let attached = session

@@ -212,7 +212,6 @@ impl AddressSpace {
     }
 }
 
-/// Whether the process has exited (gone, or a zombie waiting to be reaped).
 /// Every process /proc lists now, in pid order.
 pub fn pids() -> Vec<u32> {
     let mut pids: Vec<u32> = fs::read_dir("/proc")
@@ -225,6 +224,45 @@ pub fn pids() -> Vec<u32> {
     pids
 }
 
+/// When the profiler may not read `pid`'s memory, the one-line warning that says what is lost
+/// and the fix. `/proc/PID/mem` needs ptrace access (the same user, or CAP_SYS_PTRACE) and
+/// passes its owner's mode bits (0600: the same user, or CAP_DAC_READ_SEARCH or
+/// CAP_DAC_OVERRIDE): the capabilities named are those missing from the effective set.
+pub fn memory_access_warning(pid: u32) -> Option<String> {
+    let e = fs::File::open(proc_path(pid, "mem")).err()?;
+    if !matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+        return None;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let owner = fs::metadata(proc_path(pid, ""))
+        .map(|m| format!(" (uid {})", m.uid()))
+        .unwrap_or_default();
+    let missing = missing_for_memory(super::privileges::effective_caps());
+    let missing = if missing.is_empty() {
+        "access".to_string()
+    } else {
+        missing.join(" and ")
+    };
+    Some(format!(
+        "missing {missing}: cannot read the memory of pid {pid}{owner}: {e}; span names and [vdso] frames are lost; run with sudo or grant {missing}"
+    ))
+}
+
+/// The capabilities missing from `caps` for reading another user's process memory.
+pub fn missing_for_memory(caps: u64) -> Vec<&'static str> {
+    use super::privileges::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE};
+    let has = |cap: u32| caps & (1u64 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_SYS_PTRACE) {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    if !has(CAP_DAC_READ_SEARCH) && !has(CAP_DAC_OVERRIDE) {
+        missing.push("CAP_DAC_READ_SEARCH");
+    }
+    missing
+}
+
+/// Whether the process has exited (gone, or a zombie waiting to be reaped).
 pub fn has_exited(pid: u32) -> bool {
     match fs::read_to_string(proc_path(pid, "stat")) {
         Ok(stat) => stat
@@ -238,6 +276,27 @@ pub fn has_exited(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_the_capabilities_memory_reads_miss() {
+        use super::super::privileges::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE};
+        let all = (1u64 << CAP_SYS_PTRACE) | (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_DAC_OVERRIDE);
+        assert!(missing_for_memory(all).is_empty());
+        assert_eq!(
+            missing_for_memory(all & !(1 << CAP_SYS_PTRACE)),
+            ["CAP_SYS_PTRACE"]
+        );
+        // Either DAC capability passes the 0600 mode of /proc/PID/mem.
+        assert!(missing_for_memory(all & !(1 << CAP_DAC_OVERRIDE)).is_empty());
+        assert_eq!(
+            missing_for_memory(1 << CAP_SYS_PTRACE),
+            ["CAP_DAC_READ_SEARCH"]
+        );
+        assert_eq!(
+            missing_for_memory(0),
+            ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
+        );
+    }
 
     #[test]
     fn parses_executable_mappings_only() {
