@@ -414,9 +414,10 @@ fn record_private_target(name: &str, without: &str) -> (OutDir, Option<i32>, Vec
         .expect("setpriv runs");
     drop(target);
     let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("stderr: {}", stderr_of(&out));
+    let err = stderr_of(&out);
+    eprintln!("stderr: {err}");
     let s = summary(&out_dir);
-    let warnings = s["warnings"]
+    let warnings: Vec<String> = s["warnings"]
         .as_array()
         .map(|w| {
             w.iter()
@@ -425,6 +426,17 @@ fn record_private_target(name: &str, without: &str) -> (OutDir, Option<i32>, Vec
         })
         .unwrap_or_default();
     eprintln!("warnings: {warnings:#?}");
+    // Said on stderr too, even with --quiet: one line per capability warning of the summary.
+    let said: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("profiler: warning: "))
+        .collect();
+    let expected: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w.starts_with("missing CAP_"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(said, expected, "each capability warning on stderr, once");
     let folded = std::fs::read_to_string(out_dir.join("profile.folded")).unwrap_or_default();
     (out_dir, out.status.code(), warnings, folded)
 }

@@ -473,6 +473,16 @@ async fn record_into(
     interrupt::set_phase(Phase::Writing);
     if let Some(meta) = rec.meta.as_mut() {
         meta.warnings.extend(warnings);
+        // A missing capability is for the user to fix, so it is said on stderr even with
+        // --quiet (which only keeps the summary off the terminal), one line each.
+        let mut err = std::io::stderr();
+        for w in meta
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("missing CAP_"))
+        {
+            let _ = writeln!(err, "profiler: warning: {w}");
+        }
     }
     let parts = Parts {
         perfetto_spans: s.outputs.perfetto_spans,
