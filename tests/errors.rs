@@ -380,7 +380,10 @@ fn a_user_namespace_refusal_is_explained() {
 
 /// Another user's program, in a directory only that user may enter, profiled by root with
 /// `without` taken out of its capabilities (bounding set too, so an exec cannot regain them).
-fn record_private_target(name: &str, without: &str) -> (OutDir, Option<i32>, Vec<String>, String) {
+fn record_private_target(
+    name: &str,
+    without: &str,
+) -> (OutDir, Option<i32>, Vec<String>, String, String) {
     let bin = build_c(&format!("split-{name}"), "split.c", C_FP);
     let dir = scratch(&format!("{name}-private"));
     std::fs::create_dir_all(&dir).expect("private dir");
@@ -438,7 +441,7 @@ fn record_private_target(name: &str, without: &str) -> (OutDir, Option<i32>, Vec
         .collect();
     assert_eq!(said, expected, "each capability warning on stderr, once");
     let folded = std::fs::read_to_string(out_dir.join("profile.folded")).unwrap_or_default();
-    (out_dir, out.status.code(), warnings, folded)
+    (out_dir, out.status.code(), warnings, folded, err)
 }
 
 /// Without CAP_DAC_READ_SEARCH (nor CAP_DAC_OVERRIDE) root cannot read another user's binary
@@ -447,7 +450,7 @@ fn record_private_target(name: &str, without: &str) -> (OutDir, Option<i32>, Vec
 /// binary "gone or replaced".
 #[test]
 fn without_cap_dac_read_search_the_unreadable_binary_is_named_with_the_fix() {
-    let (_out, code, warnings, folded) =
+    let (_out, code, warnings, folded, _) =
         record_private_target("nodac", "-dac_read_search,-dac_override");
     assert_eq!(code, Some(0), "recorded; warnings {warnings:?}");
     let file = warnings
@@ -489,7 +492,7 @@ fn without_cap_dac_read_search_the_unreadable_binary_is_named_with_the_fix() {
 /// CAP_SYS_PTRACE, what is lost and the fix.
 #[test]
 fn without_cap_sys_ptrace_the_unreadable_memory_is_named_with_the_fix() {
-    let (_out, code, warnings, folded) = record_private_target("noptrace", "-sys_ptrace");
+    let (_out, code, warnings, folded, err) = record_private_target("noptrace", "-sys_ptrace");
     assert_eq!(code, Some(0), "recorded; warnings {warnings:?}");
     let mem: Vec<&String> = warnings.iter().filter(|w| w.contains("CAP_")).collect();
     assert_eq!(mem.len(), 1, "one capability line: {warnings:?}");
@@ -503,5 +506,11 @@ fn without_cap_sys_ptrace_the_unreadable_memory_is_named_with_the_fix() {
     assert!(
         folded.contains("hot_a"),
         "the binary is symbolized: {folded}"
+    );
+    // /proc/PID/exe is refused too: the executable is found from its mapping, so `auto` still
+    // sees its frame pointers instead of falling back to DWARF for an unknown program.
+    assert!(
+        err.contains("(split) at 99 Hz;") && !err.contains("DWARF"),
+        "frame pointers chosen from the executable: {err}"
     );
 }

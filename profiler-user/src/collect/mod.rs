@@ -324,6 +324,7 @@ pub fn preflight_scope(scope: &scope::Scope) -> Result<Target> {
         let _ = space.refresh(&mut modules);
         let exe_fp = modules
             .intern_file(&format!("/proc/{pid}/exe"), &info.exe)
+            .or_else(|| exe_mapping_module(&space, &info.exe))
             .and_then(|id| modules.get(id))
             .and_then(|m| m.frame_pointers());
         others.push((info, space, exe_fp));
@@ -346,6 +347,20 @@ pub fn preflight_scope(scope: &scope::Scope) -> Result<Target> {
     })
 }
 
+/// The executable's module as its mapping found it, when /proc/PID/exe may not be opened
+/// (another user's process without CAP_SYS_PTRACE): the mapping's file is the one the kernel
+/// mapped, checked by identity.
+fn exe_mapping_module(space: &AddressSpace, exe: &str) -> Option<modules::ModuleId> {
+    if exe.is_empty() {
+        return None;
+    }
+    space
+        .mappings
+        .iter()
+        .filter(|m| m.path == exe)
+        .find_map(|m| m.module)
+}
+
 /// Checks everything the user can get wrong before anything is loaded.
 pub fn preflight(pid: u32) -> Result<Target> {
     let pidfd = open_pidfd(pid)?;
@@ -357,7 +372,9 @@ pub fn preflight(pid: u32) -> Result<Target> {
     if pidfd_exited(&pidfd) || procfs::has_exited(pid) {
         return Err(Error::ExitedBeforeAttach(pid));
     }
-    let exe_module = modules.intern_file(&format!("/proc/{pid}/exe"), &info.exe);
+    let exe_module = modules
+        .intern_file(&format!("/proc/{pid}/exe"), &info.exe)
+        .or_else(|| exe_mapping_module(&space, &info.exe));
     Ok(Target {
         info,
         space,

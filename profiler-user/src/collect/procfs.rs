@@ -123,8 +123,12 @@ impl ProcessInfo {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        // /proc/PID/exe needs ptrace access, which maps and auxv do not always (another
+        // user's process without CAP_SYS_PTRACE): then the file mapped at the entry point.
         let exe = fs::read_link(proc_path(pid, "exe"))
             .map(|p| p.to_string_lossy().into_owned())
+            .ok()
+            .or_else(|| exe_from_auxv(pid))
             .unwrap_or_default();
         // Both only label outputs: a process that cannot tell them is still profiled.
         let text = |leaf| fs::read_to_string(proc_path(pid, leaf)).unwrap_or_default();
@@ -140,6 +144,28 @@ impl ProcessInfo {
             kernel_thread,
         })
     }
+}
+
+/// The executable's path as the file mapped at the program's entry point (AT_ENTRY of
+/// /proc/PID/auxv), for when /proc/PID/exe may not be read.
+fn exe_from_auxv(pid: u32) -> Option<String> {
+    let auxv = fs::read(proc_path(pid, "auxv")).ok()?;
+    let maps = fs::read_to_string(proc_path(pid, "maps")).ok()?;
+    exe_at_entry(&auxv, &maps)
+}
+
+fn exe_at_entry(auxv: &[u8], maps: &str) -> Option<String> {
+    const AT_ENTRY: u64 = 9;
+    let word = |c: &[u8]| c.try_into().ok().map(u64::from_ne_bytes);
+    let entry = auxv
+        .chunks_exact(16)
+        .filter_map(|pair| Some((word(pair.get(..8)?)?, word(pair.get(8..)?)?)))
+        .find(|&(key, _)| key == AT_ENTRY)?
+        .1;
+    parse_maps(maps)
+        .into_iter()
+        .find(|m| m.start <= entry && entry < m.end && m.is_file())
+        .map(|m| m.path)
 }
 
 /// Names of a process's threads, read from /proc/PID/task/*/comm.
@@ -276,6 +302,20 @@ pub fn has_exited(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executable_is_the_file_mapped_at_the_entry_point() {
+        let auxv = std::fs::read("/proc/self/auxv").expect("auxv");
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
+        assert_eq!(
+            exe_at_entry(&auxv, &maps).as_deref(),
+            exe.to_str(),
+            "{maps}"
+        );
+        assert_eq!(exe_at_entry(&auxv[..7], &maps), None, "cut short");
+        assert_eq!(exe_at_entry(&auxv, ""), None, "no maps");
+    }
 
     #[test]
     fn names_the_capabilities_memory_reads_miss() {
