@@ -377,3 +377,140 @@ fn a_user_namespace_refusal_is_explained() {
     assert_eq!(stderr_of(&out).lines().count(), 1, "one line");
     assert!(!out_dir.exists(), "no output directory");
 }
+
+/// Another user's program, in a directory only that user may enter, profiled by root with
+/// `without` taken out of its capabilities (bounding set too, so an exec cannot regain them).
+fn record_private_target(
+    name: &str,
+    without: &str,
+) -> (OutDir, Option<i32>, Vec<String>, String, String) {
+    let bin = build_c(&format!("split-{name}"), "split.c", C_FP);
+    let dir = scratch(&format!("{name}-private"));
+    std::fs::create_dir_all(&dir).expect("private dir");
+    let private_bin = dir.join("split");
+    std::fs::copy(&bin, &private_bin).expect("copy target");
+    for (path, mode) in [(&private_bin, 0o755), (&dir, 0o700)] {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).expect("chown to nobody");
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let target = Target::start(
+        Path::new("setpriv"),
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            private_bin.to_str().expect("utf-8 path"),
+            "20",
+        ],
+    );
+    let out_dir = OutDir::new(scratch(name));
+    let out = Command::new("setpriv")
+        .arg(format!("--inh-caps={without}"))
+        .arg(format!("--bounding-set={without}"))
+        .arg(profiler_bin())
+        .args(["record", "--quiet", "--duration", "1", "--output"])
+        .arg(&*out_dir)
+        .arg("--pid")
+        .arg(target.pid().to_string())
+        .output()
+        .expect("setpriv runs");
+    drop(target);
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = stderr_of(&out);
+    eprintln!("stderr: {err}");
+    let s = summary(&out_dir);
+    let warnings: Vec<String> = s["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| w.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!("warnings: {warnings:#?}");
+    // Said on stderr too, even with --quiet: one line per capability warning of the summary.
+    let said: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("profiler: warning: "))
+        .collect();
+    let expected: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w.starts_with("missing CAP_"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(said, expected, "each capability warning on stderr, once");
+    let folded = std::fs::read_to_string(out_dir.join("profile.folded")).unwrap_or_default();
+    (out_dir, out.status.code(), warnings, folded, err)
+}
+
+/// Without CAP_DAC_READ_SEARCH (nor CAP_DAC_OVERRIDE) root cannot read another user's binary
+/// in a private directory, nor its memory (`/proc/PID/mem` is mode 0600): the recording is
+/// made, and one warning names the capability, the file and the fix, instead of calling the
+/// binary "gone or replaced".
+#[test]
+fn without_cap_dac_read_search_the_unreadable_binary_is_named_with_the_fix() {
+    let (_out, code, warnings, folded, _) =
+        record_private_target("nodac", "-dac_read_search,-dac_override");
+    assert_eq!(code, Some(0), "recorded; warnings {warnings:?}");
+    let file = warnings
+        .iter()
+        .filter(|w| w.starts_with("missing CAP_DAC_READ_SEARCH: 1 mapped files could not be read"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        file.len(),
+        1,
+        "one line for the unreadable binary: {warnings:?}"
+    );
+    assert!(
+        file[0].contains("-private-")
+            && file[0].contains("/split; run with sudo")
+            && file[0].ends_with("grant CAP_DAC_READ_SEARCH"),
+        "names the file and the fix: {}",
+        file[0]
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("missing CAP_DAC_READ_SEARCH: cannot read the memory of pid")),
+        "the memory refusal names the DAC capability, not CAP_SYS_PTRACE: {warnings:?}"
+    );
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("gone or replaced") || w.contains("CAP_SYS_PTRACE")),
+        "no wrong cause: {warnings:?}"
+    );
+    assert!(
+        folded.contains("split+0x"),
+        "frames shown as FILE+0xOFFSET: {folded}"
+    );
+}
+
+/// Without CAP_SYS_PTRACE root reads another user's /proc/PID/maps here but not its memory:
+/// the binary is still symbolized (it is readable by path), and one warning names
+/// CAP_SYS_PTRACE, what is lost and the fix.
+#[test]
+fn without_cap_sys_ptrace_the_unreadable_memory_is_named_with_the_fix() {
+    let (_out, code, warnings, folded, err) = record_private_target("noptrace", "-sys_ptrace");
+    assert_eq!(code, Some(0), "recorded; warnings {warnings:?}");
+    let mem: Vec<&String> = warnings.iter().filter(|w| w.contains("CAP_")).collect();
+    assert_eq!(mem.len(), 1, "one capability line: {warnings:?}");
+    assert!(
+        mem[0].starts_with("missing CAP_SYS_PTRACE: cannot read the memory of pid")
+            && mem[0].contains("(uid 65534)")
+            && mem[0].ends_with("run with sudo or grant CAP_SYS_PTRACE"),
+        "names the capability, the owner and the fix: {}",
+        mem[0]
+    );
+    assert!(
+        folded.contains("hot_a"),
+        "the binary is symbolized: {folded}"
+    );
+    // /proc/PID/exe is refused too: the executable is found from its mapping, so `auto` still
+    // sees its frame pointers instead of falling back to DWARF for an unknown program.
+    assert!(
+        err.contains("(split) at 99 Hz;") && !err.contains("DWARF"),
+        "frame pointers chosen from the executable: {err}"
+    );
+}

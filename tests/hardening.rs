@@ -547,6 +547,8 @@ fn bad_arguments_are_one_line_usage_errors() {
             "perf_event_max_sample_rate",
         ),
         (&["--duration=-1"][..], 2, "greater than zero"),
+        (&["--duration", "-1"][..], 2, "greater than zero"),
+        (&["--frequency", "-5"][..], 2, "at least 1 Hz"),
         (
             &["--duration", "1", "--span-fn", "no_such_function_xyz"][..],
             1,

@@ -172,10 +172,10 @@ pub struct RunArgs {
 pub struct SamplingArgs {
     /// Stop after this long (`10`, `2.5s`, `500ms`, `1m`). Default: until Ctrl-C or the
     /// target exits.
-    #[arg(long, short, value_parser = parse_duration, value_name = "SECS")]
+    #[arg(long, short, allow_negative_numbers = true, value_parser = parse_duration, value_name = "SECS")]
     pub duration: Option<Duration>,
     /// Samples per second per CPU.
-    #[arg(long, short = 'F', default_value_t = 99, value_parser = parse_frequency)]
+    #[arg(long, short = 'F', allow_negative_numbers = true, default_value_t = 99, value_parser = parse_frequency)]
     pub frequency: u64,
     /// Output directory. Default: ./profile-COMM-PID-TIMESTAMP.
     #[arg(long, short)]
@@ -208,11 +208,11 @@ pub struct SamplingArgs {
     pub off_cpu: bool,
     /// Off-CPU intervals shorter than this are not counted (`1us`, `50us`, `1ms`): bounds the
     /// cost on programs that switch very often.
-    #[arg(long, value_parser = parse_offset, default_value = "1us", value_name = "DURATION")]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_offset, default_value = "1us", value_name = "DURATION")]
     pub off_cpu_min: Duration,
     /// Off-CPU intervals at least this long are also kept one by one, for the Perfetto
     /// timeline; shorter ones are only summed.
-    #[arg(long, value_parser = parse_offset, default_value = "100us", value_name = "DURATION")]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_offset, default_value = "100us", value_name = "DURATION")]
     pub off_cpu_interval_min: Duration,
     #[command(flatten)]
     pub outputs: OutputArgs,
@@ -252,10 +252,10 @@ pub struct ReportArgs {
     #[arg(long, value_enum, conflicts_with_all = ["summary_only", "flame_only", "no_flame_graphs"])]
     pub format: Option<outputs::Format>,
     /// Only the part of the recording from this long after its start (`2`, `1.5s`, `500ms`).
-    #[arg(long, value_parser = parse_offset, value_name = "SECS")]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_offset, value_name = "SECS")]
     pub from: Option<Duration>,
     /// Only the part of the recording up to this long after its start.
-    #[arg(long, value_parser = parse_offset, value_name = "SECS")]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_offset, value_name = "SECS")]
     pub to: Option<Duration>,
     /// Write only the summary (summary.txt, summary.json, spans.json).
     #[arg(long, conflicts_with_all = ["flame_only", "no_flame_graphs"])]
@@ -294,7 +294,12 @@ pub const DEFAULT_STACK_BYTES: u32 = 16 << 10;
 
 /// Durations as people type them; zero and garbage are refused with the reason.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let d = parse_offset(s)?;
+    let negative = s.trim().starts_with('-') && parse_offset(&s.trim()[1..]).is_ok();
+    let d = if negative {
+        Duration::ZERO
+    } else {
+        parse_offset(s)?
+    };
     if d.is_zero() {
         return Err(format!(
             "`{}`: the duration must be greater than zero",
@@ -327,7 +332,7 @@ pub fn parse_offset(s: &str) -> std::result::Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (try 10, 2.5s, 500ms or 1m)"))?;
     if !v.is_finite() || v < 0.0 {
-        return Err(format!("`{s}`: the duration must be greater than zero"));
+        return Err(format!("`{s}`: a duration cannot be negative"));
     }
     let secs = v * scale;
     if secs > 365.0 * 24.0 * 3600.0 {
@@ -340,6 +345,9 @@ fn parse_frequency(s: &str) -> std::result::Result<u64, String> {
     match s.trim().parse::<u64>() {
         Ok(0) => Err("0 Hz takes no samples: give at least 1 (the default is 99)".into()),
         Ok(hz) => Ok(hz),
+        Err(_) if s.trim().starts_with('-') => Err(format!(
+            "`{s}`: a frequency is at least 1 Hz (the default is 99)"
+        )),
         Err(_) => Err(format!(
             "`{s}` is not a whole number of samples per second (e.g. 99 or 999)"
         )),
@@ -518,6 +526,16 @@ async fn record_into(
     interrupt::set_phase(Phase::Writing);
     if let Some(meta) = rec.meta.as_mut() {
         meta.warnings.extend(warnings);
+        // A missing capability is for the user to fix, so it is said on stderr even with
+        // --quiet (which only keeps the summary off the terminal), one line each.
+        let mut err = std::io::stderr();
+        for w in meta
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with("missing CAP_"))
+        {
+            let _ = writeln!(err, "profiler: warning: {w}");
+        }
     }
     let parts = Parts {
         perfetto_spans: s.outputs.perfetto_spans,
@@ -1084,6 +1102,38 @@ mod tests {
         assert_eq!(parse_offset("0"), Ok(Duration::ZERO));
         assert_eq!(parse_offset("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_offset("-1").is_err());
+    }
+
+    /// Found by the fault table: `--duration -1` (a space, not `=`) was taken for an unknown
+    /// option ("unexpected argument '-1' found"), which says nothing about the duration.
+    #[test]
+    fn negative_numbers_reach_the_value_parsers() {
+        for (args, needle) in [
+            (
+                &["--duration", "-1"][..],
+                "the duration must be greater than zero",
+            ),
+            (
+                &["-d", "-0.5"][..],
+                "the duration must be greater than zero",
+            ),
+            (&["--frequency", "-5"][..], "a frequency is at least 1 Hz"),
+            (&["-F", "-1"][..], "a frequency is at least 1 Hz"),
+            (&["--off-cpu-min", "-1"][..], "cannot be negative"),
+        ] {
+            let mut argv = vec!["profiler", "record", "--pid", "1"];
+            argv.extend(args);
+            let e = Cli::try_parse_from(&argv).expect_err("refused");
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}: {e}"
+            );
+            assert!(e.to_string().contains(needle), "{args:?}: {e}");
+        }
+        let e =
+            Cli::try_parse_from(["profiler", "report", "d", "--from", "-2"]).expect_err("refused");
+        assert!(e.to_string().contains("cannot be negative"), "{e}");
     }
 
     #[test]

@@ -342,6 +342,7 @@ fn preflight_scope_except(scope: &scope::Scope, skip: Option<u32>) -> Result<Tar
         let _ = space.refresh(&mut modules);
         let exe_fp = modules
             .intern_file(&format!("/proc/{pid}/exe"), &info.exe)
+            .or_else(|| exe_mapping_module(&space, &info.exe))
             .and_then(|id| modules.get(id))
             .and_then(|m| m.frame_pointers());
         others.push((info, space, exe_fp));
@@ -364,6 +365,20 @@ fn preflight_scope_except(scope: &scope::Scope, skip: Option<u32>) -> Result<Tar
     })
 }
 
+/// The executable's module as its mapping found it, when /proc/PID/exe may not be opened
+/// (another user's process without CAP_SYS_PTRACE): the mapping's file is the one the kernel
+/// mapped, checked by identity.
+fn exe_mapping_module(space: &AddressSpace, exe: &str) -> Option<modules::ModuleId> {
+    if exe.is_empty() {
+        return None;
+    }
+    space
+        .mappings
+        .iter()
+        .filter(|m| m.path == exe)
+        .find_map(|m| m.module)
+}
+
 /// Checks everything the user can get wrong before anything is loaded.
 pub fn preflight(pid: u32) -> Result<Target> {
     let pidfd = open_pidfd(pid)?;
@@ -375,7 +390,9 @@ pub fn preflight(pid: u32) -> Result<Target> {
     if pidfd_exited(&pidfd) || procfs::has_exited(pid) {
         return Err(Error::ExitedBeforeAttach(pid));
     }
-    let exe_module = modules.intern_file(&format!("/proc/{pid}/exe"), &info.exe);
+    let exe_module = modules
+        .intern_file(&format!("/proc/{pid}/exe"), &info.exe)
+        .or_else(|| exe_mapping_module(&space, &info.exe));
     Ok(Target {
         info,
         space,
@@ -460,6 +477,9 @@ pub async fn record(
     // children) every file they map is looked at as it appears, and probed once.
     let mut warnings = Vec::new();
     let mut live = None;
+    if pid != 0 {
+        warnings.extend(procfs::memory_access_warning(pid));
+    }
     let spans_attached = if pid != 0 {
         let (probes, readables) = probe_modules(&space, &modules, exe_module);
         let attached = session

@@ -145,6 +145,9 @@ pub struct ModuleStore {
     open: usize,
     /// Mapped files that could not be opened (gone, replaced, no access), by path.
     pub missed: HashMap<String, u64>,
+    /// Of those, the ones refused for want of a capability, with its name: the file is there
+    /// but the profiler may not read it (see `Refusal`).
+    pub denied: HashMap<String, &'static str>,
 }
 
 fn identity_of(f: &File) -> Option<FileIdentity> {
@@ -202,9 +205,15 @@ impl ModuleStore {
         {
             return Some(id);
         }
-        let Some(file) = open_mapped(pid, m) else {
-            *self.missed.entry(m.path.clone()).or_default() += 1;
-            return None;
+        let file = match open_mapped(pid, m) {
+            Ok(file) => file,
+            Err(refusal) => {
+                *self.missed.entry(m.path.clone()).or_default() += 1;
+                if let Some(cap) = refusal.capability() {
+                    self.denied.insert(m.path.clone(), cap);
+                }
+                return None;
+            }
         };
         let identity = identity_of(&file)?;
         if let Some(&id) = self.by_identity.get(&identity) {
@@ -316,19 +325,68 @@ fn memfd_copy(bytes: &[u8]) -> Option<File> {
     Some(f)
 }
 
+/// Why no way to a mapped file worked: which ways were refused with a permission error.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The path as the profiler sees it was refused (mode bits, a directory not searchable).
+    path_denied: bool,
+    /// The target's root (`/proc/PID/root`) was refused: ptrace access to another user.
+    root_denied: bool,
+    /// The path does not exist in the profiler's own mount namespace.
+    path_absent: bool,
+}
+
+impl Refusal {
+    /// The capability that would have opened the file, when a permission error stood in the
+    /// way: CAP_DAC_READ_SEARCH for a file the profiler can see but not read,
+    /// CAP_SYS_PTRACE for one only the target's root (another mount namespace) reaches.
+    /// Only a capability missing from the effective set is named: with it present, the
+    /// refusal came from elsewhere (a security policy) and the file counts as merely missed.
+    pub fn capability(&self) -> Option<&'static str> {
+        use super::privileges::{
+            CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, effective_caps,
+        };
+        let has = |cap: u32| effective_caps() & (1u64 << cap) != 0;
+        if self.path_denied && !has(CAP_DAC_READ_SEARCH) && !has(CAP_DAC_OVERRIDE) {
+            Some("CAP_DAC_READ_SEARCH")
+        } else if self.root_denied && self.path_absent && !has(CAP_SYS_PTRACE) {
+            Some("CAP_SYS_PTRACE")
+        } else {
+            None
+        }
+    }
+}
+
+fn is_denied(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+}
+
 /// Opens a mapped file through the target's eyes: map_files is the mapping itself (deleted
 /// files, other mount namespaces); a path, in the target's root or ours, must still be the
 /// file the kernel mapped.
-fn open_mapped(pid: u32, m: &Mapping) -> Option<File> {
+fn open_mapped(pid: u32, m: &Mapping) -> Result<File, Refusal> {
     let by_range = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
     if let Ok(f) = File::open(by_range) {
-        return Some(f);
+        return Ok(f);
     }
     let path = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
-    [format!("/proc/{pid}/root{path}"), path.to_string()]
-        .into_iter()
-        .filter_map(|p| File::open(p).ok())
-        .find(|f| m.identity.is_none() || identity_of(f) == m.identity)
+    let mut refusal = Refusal::default();
+    for (in_root, p) in [
+        (true, format!("/proc/{pid}/root{path}")),
+        (false, path.to_string()),
+    ] {
+        match File::open(&p) {
+            Ok(f) if m.identity.is_none() || identity_of(&f) == m.identity => return Ok(f),
+            Ok(_) => {}
+            Err(e) if is_denied(&e) && in_root => refusal.root_denied = true,
+            Err(e) if is_denied(&e) => refusal.path_denied = true,
+            Err(e) if !in_root && e.kind() == std::io::ErrorKind::NotFound => {
+                refusal.path_absent = true
+            }
+            Err(_) => {}
+        }
+    }
+    Err(refusal)
 }
 
 #[cfg(test)]

@@ -315,6 +315,19 @@ impl Processes {
         v.sort();
         v
     }
+
+    /// Files mapped by targets that a missing capability kept the profiler from reading, with
+    /// the capability's name.
+    pub fn denied_modules(&self) -> Vec<(String, &'static str)> {
+        let mut v: Vec<(String, &'static str)> = self
+            .modules
+            .denied
+            .iter()
+            .map(|(p, c)| (p.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    }
 }
 
 #[cfg(test)]

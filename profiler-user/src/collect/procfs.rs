@@ -123,8 +123,12 @@ impl ProcessInfo {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        // /proc/PID/exe needs ptrace access, which maps and auxv do not always (another
+        // user's process without CAP_SYS_PTRACE): then the file mapped at the entry point.
         let exe = fs::read_link(proc_path(pid, "exe"))
             .map(|p| p.to_string_lossy().into_owned())
+            .ok()
+            .or_else(|| exe_from_auxv(pid))
             .unwrap_or_default();
         // Both only label outputs: a process that cannot tell them is still profiled.
         let text = |leaf| fs::read_to_string(proc_path(pid, leaf)).unwrap_or_default();
@@ -140,6 +144,28 @@ impl ProcessInfo {
             kernel_thread,
         })
     }
+}
+
+/// The executable's path as the file mapped at the program's entry point (AT_ENTRY of
+/// /proc/PID/auxv), for when /proc/PID/exe may not be read.
+fn exe_from_auxv(pid: u32) -> Option<String> {
+    let auxv = fs::read(proc_path(pid, "auxv")).ok()?;
+    let maps = fs::read_to_string(proc_path(pid, "maps")).ok()?;
+    exe_at_entry(&auxv, &maps)
+}
+
+fn exe_at_entry(auxv: &[u8], maps: &str) -> Option<String> {
+    const AT_ENTRY: u64 = 9;
+    let word = |c: &[u8]| c.try_into().ok().map(u64::from_ne_bytes);
+    let entry = auxv
+        .chunks_exact(16)
+        .filter_map(|pair| Some((word(pair.get(..8)?)?, word(pair.get(8..)?)?)))
+        .find(|&(key, _)| key == AT_ENTRY)?
+        .1;
+    parse_maps(maps)
+        .into_iter()
+        .find(|m| m.start <= entry && entry < m.end && m.is_file())
+        .map(|m| m.path)
 }
 
 /// Names of a process's threads, read from /proc/PID/task/*/comm.
@@ -212,7 +238,6 @@ impl AddressSpace {
     }
 }
 
-/// Whether the process has exited (gone, or a zombie waiting to be reaped).
 /// Every process /proc lists now, in pid order.
 pub fn pids() -> Vec<u32> {
     let mut pids: Vec<u32> = fs::read_dir("/proc")
@@ -225,6 +250,45 @@ pub fn pids() -> Vec<u32> {
     pids
 }
 
+/// When the profiler may not read `pid`'s memory, the one-line warning that says what is lost
+/// and the fix. `/proc/PID/mem` needs ptrace access (the same user, or CAP_SYS_PTRACE) and
+/// passes its owner's mode bits (0600: the same user, or CAP_DAC_READ_SEARCH or
+/// CAP_DAC_OVERRIDE): the capabilities named are those missing from the effective set.
+pub fn memory_access_warning(pid: u32) -> Option<String> {
+    let e = fs::File::open(proc_path(pid, "mem")).err()?;
+    if !matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+        return None;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let owner = fs::metadata(proc_path(pid, ""))
+        .map(|m| format!(" (uid {})", m.uid()))
+        .unwrap_or_default();
+    let missing = missing_for_memory(super::privileges::effective_caps());
+    let missing = if missing.is_empty() {
+        "access".to_string()
+    } else {
+        missing.join(" and ")
+    };
+    Some(format!(
+        "missing {missing}: cannot read the memory of pid {pid}{owner}: {e}; span names and [vdso] frames are lost; run with sudo or grant {missing}"
+    ))
+}
+
+/// The capabilities missing from `caps` for reading another user's process memory.
+pub fn missing_for_memory(caps: u64) -> Vec<&'static str> {
+    use super::privileges::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE};
+    let has = |cap: u32| caps & (1u64 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_SYS_PTRACE) {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    if !has(CAP_DAC_READ_SEARCH) && !has(CAP_DAC_OVERRIDE) {
+        missing.push("CAP_DAC_READ_SEARCH");
+    }
+    missing
+}
+
+/// Whether the process has exited (gone, or a zombie waiting to be reaped).
 pub fn has_exited(pid: u32) -> bool {
     match fs::read_to_string(proc_path(pid, "stat")) {
         Ok(stat) => stat
@@ -238,6 +302,41 @@ pub fn has_exited(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executable_is_the_file_mapped_at_the_entry_point() {
+        let auxv = std::fs::read("/proc/self/auxv").expect("auxv");
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        let exe = std::fs::read_link("/proc/self/exe").expect("exe");
+        assert_eq!(
+            exe_at_entry(&auxv, &maps).as_deref(),
+            exe.to_str(),
+            "{maps}"
+        );
+        assert_eq!(exe_at_entry(&auxv[..7], &maps), None, "cut short");
+        assert_eq!(exe_at_entry(&auxv, ""), None, "no maps");
+    }
+
+    #[test]
+    fn names_the_capabilities_memory_reads_miss() {
+        use super::super::privileges::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE};
+        let all = (1u64 << CAP_SYS_PTRACE) | (1 << CAP_DAC_READ_SEARCH) | (1 << CAP_DAC_OVERRIDE);
+        assert!(missing_for_memory(all).is_empty());
+        assert_eq!(
+            missing_for_memory(all & !(1 << CAP_SYS_PTRACE)),
+            ["CAP_SYS_PTRACE"]
+        );
+        // Either DAC capability passes the 0600 mode of /proc/PID/mem.
+        assert!(missing_for_memory(all & !(1 << CAP_DAC_OVERRIDE)).is_empty());
+        assert_eq!(
+            missing_for_memory(1 << CAP_SYS_PTRACE),
+            ["CAP_DAC_READ_SEARCH"]
+        );
+        assert_eq!(
+            missing_for_memory(0),
+            ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
+        );
+    }
 
     #[test]
     fn parses_executable_mappings_only() {

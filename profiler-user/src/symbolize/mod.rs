@@ -364,7 +364,14 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             c.sideband_lost
         ));
     }
-    let missed = raw.processes.missed_modules();
+    let denied = raw.processes.denied_modules();
+    warnings.extend(denied_warnings(&denied));
+    let missed: Vec<(String, u64)> = raw
+        .processes
+        .missed_modules()
+        .into_iter()
+        .filter(|(p, _)| !denied.iter().any(|(d, _)| d == p))
+        .collect();
     if !missed.is_empty() {
         let names: Vec<String> = missed.iter().take(5).map(|(p, _)| p.clone()).collect();
         warnings.push(format!(
@@ -698,6 +705,33 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording) {
             t.locations[loc].lines = lines;
         }
     }
+}
+
+/// One line per missing capability that kept mapped files unread: which files, and the fix.
+fn denied_warnings(denied: &[(String, &'static str)]) -> Vec<String> {
+    let mut caps: Vec<&'static str> = denied.iter().map(|(_, c)| *c).collect();
+    caps.sort_unstable();
+    caps.dedup();
+    caps.into_iter()
+        .map(|cap| {
+            let files: Vec<&str> = denied
+                .iter()
+                .filter(|(_, c)| *c == cap)
+                .map(|(p, _)| p.as_str())
+                .collect();
+            let why = if cap == "CAP_SYS_PTRACE" {
+                "another user's process, reached only through its /proc/PID/root"
+            } else {
+                "other users' files"
+            };
+            format!(
+                "missing {cap}: {} mapped files could not be read ({why}), their frames show as FILE+0xOFFSET: {}{}; run with sudo or grant {cap}",
+                files.len(),
+                files.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+                if files.len() > 5 { ", …" } else { "" }
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
