@@ -1082,6 +1082,12 @@ impl<'a> Parser<'a> {
             text => Unit::parse(text)
                 .ok_or_else(|| format!("unknown unit `{text}` in `{written}`; expected {UNITS}"))?,
         };
+        // A change's units belong to diff.* subjects: `span(x).mean < 5pp` means nothing.
+        if matches!(unit, Unit::Pp | Unit::Pct) {
+            return Err(format!(
+                "{subject} takes a time ({UNITS}), not `{written}`: `pp` and `%` are for diff.* rules"
+            ));
+        }
         if frac.len() > MAX_DECIMALS {
             return Err(format!(
                 "value `{written}` has more than {MAX_DECIMALS} decimals"
@@ -1865,6 +1871,9 @@ mod tests {
                 "span(x).total > +1s",
                 "expected a number after `span(x).total >`, found `+1s`",
             ),
+            // Found by the fail_if fuzzer: accepted, then printed as `+5pp`, which is refused.
+            ("span(*).mean <= 5pp", "span(*).mean takes a time"),
+            ("span(x).p99 > 10pp", "`pp` and `%` are for diff.* rules"),
         ];
         for (input, expected) in cases {
             let e = err(input);
