@@ -987,6 +987,37 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// The digits of a value begun at `start` (its sign, if any, already read): the integer
+    /// part and the decimals, both as written.
+    fn number(
+        &mut self,
+        subject: &Subject,
+        op: Op,
+        example: &str,
+        start: usize,
+    ) -> Result<(&'a str, &'a str), String> {
+        let int = self.take_while(|c| c.is_ascii_digit());
+        if int.is_empty() {
+            return Err(format!(
+                "expected a number after `{subject} {op}`, found `{}` (e.g. `{example}`)",
+                one_line(&self.s[start..])
+            ));
+        }
+        let frac = if self.eat('.') {
+            let frac = self.take_while(|c| c.is_ascii_digit());
+            if frac.is_empty() {
+                return Err(format!(
+                    "expected digits after the decimal point in `{}`",
+                    &self.s[start..self.pos]
+                ));
+            }
+            frac
+        } else {
+            ""
+        };
+        Ok((int, frac))
+    }
+
     fn threshold(&mut self, subject: &Subject, op: Op) -> Result<Threshold, String> {
         if let Some(unit) = subject.delta_unit() {
             return self.delta(subject, op, unit);
@@ -1007,25 +1038,7 @@ impl<'a> Parser<'a> {
                 one_line(token)
             ));
         }
-        let int = self.take_while(|c| c.is_ascii_digit());
-        if int.is_empty() {
-            return Err(format!(
-                "expected a number after `{subject} {op}`, found `{}` (e.g. `{example}`)",
-                one_line(rest)
-            ));
-        }
-        let frac = if self.eat('.') {
-            let frac = self.take_while(|c| c.is_ascii_digit());
-            if frac.is_empty() {
-                return Err(format!(
-                    "expected digits after the decimal point in `{}`",
-                    &self.s[start..self.pos]
-                ));
-            }
-            frac
-        } else {
-            ""
-        };
+        let (int, frac) = self.number(subject, op, example, start)?;
         let number_end = self.pos;
         let mut unit_text = self.take_while(char::is_alphabetic);
         if unit_text.is_empty() {
@@ -1124,25 +1137,7 @@ impl<'a> Parser<'a> {
             self.eat('+');
             false
         };
-        let int = self.take_while(|c| c.is_ascii_digit());
-        if int.is_empty() {
-            return Err(format!(
-                "expected a number after `{subject} {op}`, found `{}` (e.g. `{example}`)",
-                one_line(&self.s[start..])
-            ));
-        }
-        let frac = if self.eat('.') {
-            let frac = self.take_while(|c| c.is_ascii_digit());
-            if frac.is_empty() {
-                return Err(format!(
-                    "expected digits after the decimal point in `{}`",
-                    &self.s[start..self.pos]
-                ));
-            }
-            frac
-        } else {
-            ""
-        };
+        let (int, frac) = self.number(subject, op, &example, start)?;
         let number_end = self.pos;
         self.skip_ws();
         let unit_text = self.take_while(|c| c.is_alphabetic() || c == '%');
