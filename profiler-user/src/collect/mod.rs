@@ -70,6 +70,9 @@ pub struct RecordOptions {
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
     pub stall_consumer: Option<Duration>,
+    /// Ends the recording when notified (a server or agent stopping it, not a signal); use
+    /// `notify_one`, whose permit is kept if the drain loop is not waiting at that moment.
+    pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl RecordOptions {
@@ -131,6 +134,8 @@ pub enum StopReason {
     Duration,
     Signal(&'static str),
     TargetExited,
+    /// Stopped through `RecordOptions::stop`.
+    Requested,
     /// Polling failed; the reason is among the warnings.
     Error,
 }
@@ -141,6 +146,7 @@ impl std::fmt::Display for StopReason {
             Self::Duration => f.write_str("duration elapsed"),
             Self::Signal(s) => write!(f, "{s} received"),
             Self::TargetExited => f.write_str("target exited"),
+            Self::Requested => f.write_str("stop requested"),
             Self::Error => f.write_str("error (see warnings)"),
         }
     }
@@ -643,6 +649,10 @@ pub async fn record(
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             } } => break StopReason::Duration,
+            _ = async { match &opts.stop {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            } } => break StopReason::Requested,
             _ = tick.tick() => {
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
