@@ -228,3 +228,53 @@ fn off_cpu_min_leaves_out_shorter_waits() {
     assert_eq!(s["off_cpu"]["min_ns"], 20_000_000);
     assert!(s["off_cpu"]["switches"].as_u64().expect("switches") >= 80);
 }
+
+/// `--off-cpu-sample 2`: half the switch-outs are recorded, each counted twice, so the main
+/// thread's blocked time still matches what it measured (600 waits of ~3 ms: the estimate's
+/// relative spread is sqrt(1/600), about 4%, so 20% is five of it), while the intervals the
+/// timeline keeps are about half of them, each a real one.
+#[test]
+fn off_cpu_sampling_keeps_totals_unbiased() {
+    let bin = build_c("offcpu-sample", "offcpu.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &["300"]);
+    let main_tid = format!("[{}]", target.pid());
+    let (dir, out) = record_run(
+        &mut target,
+        "offcpu-sample",
+        &["--off-cpu", "--off-cpu-sample", "2", "--group-by", "thread"],
+    );
+    let truth: HashMap<String, f64> = printed_values(&out);
+    let off = folded_file(&dir, "offcpu.folded");
+    let blocked: f64 = off
+        .iter()
+        .filter(|(f, _)| f[1].ends_with(&main_tid) && f.iter().any(|x| x == "[off-cpu]"))
+        .map(|(_, n)| *n as f64 * 1e3)
+        .sum();
+    within(
+        blocked,
+        truth["nap_ns"] + truth["wait_ns"],
+        0.20,
+        "main thread blocked, sampled 1 in 2",
+    );
+    let s = summary(&dir);
+    assert_eq!(s["off_cpu"]["sample_every"], 2);
+    let text = std::fs::read_to_string(dir.join("summary.txt")).expect("summary.txt");
+    assert!(text.contains("1 switch-out in 2 recorded"), "{text}");
+    // The timeline holds recorded intervals only, never scaled ones: about half of the
+    // main thread's 600 waits (each ~3 ms, above the 100 µs default).
+    let trace = decode_perfetto(&dir.join("trace.perfetto-trace"));
+    check_perfetto(&trace);
+    let slices = trace
+        .all("packet")
+        .filter_map(|p| p.child("track_event"))
+        .filter(|e| {
+            e.get("type") == Some("TYPE_SLICE_BEGIN")
+                && e.get("name").is_some_and(|n| n.contains("off-CPU: "))
+        })
+        .count();
+    eprintln!("{slices} off-CPU slices on the timeline (all threads)");
+    assert!(
+        (450..=800).contains(&slices),
+        "{slices} off-CPU slices: expected about half of the ~1200 waits of both threads"
+    );
+}

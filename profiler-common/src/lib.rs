@@ -38,6 +38,8 @@ pub mod names {
     /// children): the programs then keep only targets' hits. 0 when they are placed for the
     /// one target only, which spares every hit a map look-up.
     pub const GLOBAL_SPANS_ANY_PROCESS: &str = "SPANS_ANY_PROCESS";
+    pub const GLOBAL_FOLLOWS: &str = "FOLLOWS";
+    pub const GLOBAL_OFF_CPU_SAMPLE: &str = "OFF_CPU_SAMPLE";
     pub const PROGRAM_PROCESS_FORK: &str = "process_fork";
     pub const PROGRAM_PROCESS_EXEC: &str = "process_exec";
     pub const PROGRAM_PROCESS_EXIT: &str = "process_exit";
@@ -54,6 +56,7 @@ pub mod names {
     /// `--off-cpu`: the sched_switch program, its maps and settings.
     pub const PROGRAM_OFF_CPU: &str = "off_cpu_switch";
     pub const MAP_OFF_CPU_START: &str = "OFF_CPU_START";
+    pub const MAP_OFF_CPU_OPEN: &str = "OFF_CPU_OPEN";
     pub const MAP_OFF_CPU_TOTALS: &str = "OFF_CPU_TOTALS";
     pub const GLOBAL_OFF_CPU_MIN_NS: &str = "OFF_CPU_MIN_NS";
     pub const GLOBAL_OFF_CPU_INTERVAL_MIN_NS: &str = "OFF_CPU_INTERVAL_MIN_NS";

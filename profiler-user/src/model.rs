@@ -111,6 +111,11 @@ pub struct OffCpuInfo {
     pub bpf_run_count: u64,
     #[prost(uint64, tag = "5")]
     pub bpf_run_time_ns: u64,
+    /// `--off-cpu-sample N`: 1 switch-out in N was recorded, and every sum here already
+    /// counts each recorded interval N times; the intervals themselves are real ones. 0 in
+    /// recordings made before the option existed: every switch-out.
+    #[prost(uint32, tag = "6")]
+    pub sample_every: u32,
 }
 
 /// A span: an application-defined operation (request, query, task) or a `--span-fn` call.
@@ -960,8 +965,10 @@ impl Recording {
                     .entry((o.pid, o.tid, o.stack, o.span, o.runnable))
                     .or_default();
                 // A file can hold an interval that ends before it begins.
-                e.0 = e.0.saturating_add(o.end_ns.saturating_sub(o.begin_ns));
-                e.1 = e.1.saturating_add(1);
+                let weight = u64::from(info.sample_every.max(1));
+                e.0 =
+                    e.0.saturating_add(o.end_ns.saturating_sub(o.begin_ns).saturating_mul(weight));
+                e.1 = e.1.saturating_add(weight);
             }
             out.off_cpu = sums
                 .into_iter()

@@ -34,6 +34,8 @@ pub struct OffCpuReport {
     pub bpf_ns_per_switch: Option<f64>,
     /// True when the sums were rebuilt from kept intervals for a time window.
     pub windowed: bool,
+    /// `--off-cpu-sample N`: 1 switch-out in N recorded, sums scaled by N (1: all of them).
+    pub sample_every: u32,
     pub top_stacks: Vec<BlockingStack>,
     pub by_thread: Vec<ThreadOffCpu>,
     /// Spans by name, most off-CPU time first; empty without spans.
@@ -190,6 +192,7 @@ impl OffCpuReport {
             bpf_ns_per_switch: (info.bpf_run_count > 0)
                 .then(|| info.bpf_run_time_ns as f64 / info.bpf_run_count as f64),
             windowed: info.windowed,
+            sample_every: info.sample_every.max(1),
             top_stacks: top(stacks, rec, TOP_STACKS),
             by_thread,
             by_span: by_span(rec),
@@ -216,6 +219,13 @@ impl OffCpuReport {
                 ""
             }
         );
+        if self.sample_every > 1 {
+            let _ = writeln!(
+                t,
+                "Sampled: 1 switch-out in {} recorded at random, each counted {} times (sums and counts are estimates)",
+                self.sample_every, self.sample_every
+            );
+        }
         if let Some(ns) = self.bpf_ns_per_switch {
             let _ = writeln!(t, "BPF cost: {ns:.0} ns per context switch (any task)");
         }

@@ -275,6 +275,7 @@ fn random_recording(r: &mut Rng) -> Recording {
             windowed: r.chance(2),
             bpf_run_count: r.num(),
             bpf_run_time_ns: r.num(),
+            sample_every: r.num() as u32,
         }),
     }
 }

@@ -735,6 +735,7 @@ pub async fn record(
                 end_boottime_ns,
                 session.off_cpu_min_ns,
                 session.off_cpu_interval_min_ns,
+                opts.off_cpu.map_or(1, |o| o.sample_every),
             );
             match data {
                 Ok(mut data) => {
@@ -913,6 +914,7 @@ fn off_cpu_data(
     end_ns: u64,
     min_ns: u64,
     interval_min_ns: u64,
+    sample_every: u32,
 ) -> Result<offcpu::RawOffCpuData> {
     // The kernel's sums and the intervals still open are placed in the address space of the
     // end; intervals in that of their beginning (an exec since must not move them).
@@ -935,9 +937,19 @@ fn off_cpu_data(
         }
         totals.push(open);
     }
+    // Each recorded interval stands for `sample_every` switch-outs: the sums, never the
+    // intervals of the timeline, are scaled, so expected totals equal the true ones.
+    if sample_every > 1 {
+        let weight = u64::from(sample_every);
+        for t in &mut totals {
+            t.total_ns = t.total_ns.saturating_mul(weight);
+            t.count = t.count.saturating_mul(weight);
+        }
+    }
     Ok(offcpu::RawOffCpuData {
         min_ns,
         interval_min_ns,
+        sample_every,
         totals,
         intervals,
         ..Default::default()

@@ -14,6 +14,8 @@ pub struct OffCpuOptions {
     pub min: Duration,
     /// Intervals at least this long are kept one by one (timelines) besides being summed.
     pub interval_min: Duration,
+    /// 1 switch-out in this many is recorded, at random, and counted this many times.
+    pub sample_every: u32,
 }
 
 /// Off-CPU time of one thread from one place: a sum over intervals, or one interval.
@@ -39,6 +41,8 @@ pub struct RawOffCpu {
 pub struct RawOffCpuData {
     pub min_ns: u64,
     pub interval_min_ns: u64,
+    /// `--off-cpu-sample`: the sums count each recorded interval this many times.
+    pub sample_every: u32,
     /// Every counted interval, summed: the kernel's sums, intervals the sums had no room for,
     /// and intervals still open when the recording stopped (cut at its end).
     pub totals: Vec<RawOffCpu>,

@@ -120,6 +120,8 @@ impl Session {
         // One pid, not followed: its probes are placed for it alone (see `attach_spans`).
         let spans_any_process: u32 =
             (opts.follows() || !matches!(&opts.scope, Scope::Pids(p) if p.len() == 1)).into();
+        let follows: u32 = opts.follows().into();
+        let off_cpu_sample: u32 = opts.off_cpu.map_or(1, |o| o.sample_every.max(1));
         let scope_flags: u32 = if dwarf { target::DWARF } else { 0 };
         let off_cpu = opts.off_cpu.is_some();
         let mut ebpf = EbpfLoader::new()
@@ -152,6 +154,7 @@ impl Session {
                 names::MAP_OFF_CPU_START,
                 unused(off_cpu, defaults::OFF_CPU_THREADS),
             )
+            .map_max_entries(names::MAP_OFF_CPU_OPEN, unused(off_cpu, thread_id_limit()))
             .map_max_entries(
                 names::MAP_OFF_CPU_TOTALS,
                 unused(off_cpu, defaults::OFF_CPU_TOTALS),
@@ -182,6 +185,8 @@ impl Session {
             .override_global(names::GLOBAL_SCOPE_FLAGS, &scope_flags, true)
             .override_global(names::GLOBAL_SCOPE_EXEC_EVENTS, &exec_events, true)
             .override_global(names::GLOBAL_SPANS_ANY_PROCESS, &spans_any_process, true)
+            .override_global(names::GLOBAL_FOLLOWS, &follows, true)
+            .override_global(names::GLOBAL_OFF_CPU_SAMPLE, &off_cpu_sample, true)
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
@@ -343,6 +348,17 @@ impl Drop for Session {
             let _ = self.stop();
         }
     }
+}
+
+/// One more than the largest thread id the kernel gives now (`kernel.pid_max`, at most 2^22
+/// on 64-bit kernels): OFF_CPU_OPEN has one byte per thread id. Ids beyond it (pid_max raised
+/// during the recording) take the slower look-up.
+fn thread_id_limit() -> u32 {
+    const PID_MAX_LIMIT: u32 = 1 << 22;
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map_or(PID_MAX_LIMIT, |n| n.clamp(1, PID_MAX_LIMIT))
 }
 
 fn targets_map(ebpf: &mut aya::Ebpf) -> Result<BpfHashMap<&mut MapData, u32, u32>> {

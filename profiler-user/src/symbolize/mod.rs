@@ -322,6 +322,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             windowed: false,
             bpf_run_count: o.bpf_run_count,
             bpf_run_time_ns: o.bpf_run_time_ns,
+            sample_every: o.sample_every,
         });
     }
     drop(stacks);
