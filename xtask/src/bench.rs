@@ -515,9 +515,9 @@ fn prog_stats(pid: u32) -> Result<(f64, f64)> {
 
 /// bpftrace sampling `pid` with stacks for `secs`: its BPF run time per sample of the target
 /// and per run (every tick of every CPU runs it, the filter drops other processes).
-fn bpftrace_bpf_cost(pid: u32, hz: &str, secs: f64) -> Result<(f64, f64)> {
+fn bpftrace_bpf_cost(pid: u32, hz: &str, secs: f64, key: &str) -> Result<(f64, f64)> {
     let prog = format!(
-        "profile:hz:{hz} /pid == {pid}/ {{ @s[ustack] = count(); @n = count(); }} END {{ clear(@s); }}"
+        "profile:hz:{hz} /pid == {pid}/ {{ @s[{key}] = count(); @n = count(); }} END {{ clear(@s); }}"
     );
     let mut child = Command::new("taskset")
         .args(["-c", "0", "bpftrace", "-e", &prog])
@@ -560,15 +560,15 @@ fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let rounds = rounds();
     const SECS: f64 = 5.0;
     for hz in ["99", "999"] {
-        let (mut ns, mut attach, mut bt_ns, mut bt_run) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ns, mut attach, mut bt_ns, mut bt_run, mut btk_ns) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             step(&format!(
                 "sampling at {hz} Hz: round {}/{rounds}",
                 round + 1
             ));
-            // Long enough for both tools one after the other, with their start-up.
-            let t = Target::start(&bin, &["14"])?;
+            // Long enough for the three runs one after the other, with their start-up.
+            let t = Target::start(&bin, &["22"])?;
             let ours = |ns: &mut Vec<f64>, attach: &mut Vec<f64>| -> Result {
                 let out = dir.join("split-profile");
                 let _ = fs::remove_dir_all(&out);
@@ -583,17 +583,20 @@ fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 attach.push(json_number(&s, "load_attach_ms").unwrap_or(f64::NAN));
                 Ok(())
             };
-            // Alternate which tool goes first, so the target's phase favours neither.
-            if round % 2 == 1 {
-                let (a, b) = bpftrace_bpf_cost(t.child.id(), hz, SECS)?;
-                bt_ns.push(a);
-                bt_run.push(b);
-                ours(&mut ns, &mut attach)?;
-            } else {
-                ours(&mut ns, &mut attach)?;
-                let (a, b) = bpftrace_bpf_cost(t.child.id(), hz, SECS)?;
-                bt_ns.push(a);
-                bt_run.push(b);
+            // Rotate which tool goes first, so the target's phase favours none.
+            for k in 0..3 {
+                match (round + k) % 3 {
+                    0 => ours(&mut ns, &mut attach)?,
+                    1 => {
+                        let (a, b) = bpftrace_bpf_cost(t.child.id(), hz, SECS, "ustack")?;
+                        bt_ns.push(a);
+                        bt_run.push(b);
+                    }
+                    _ => {
+                        let (a, _) = bpftrace_bpf_cost(t.child.id(), hz, SECS, "kstack, ustack")?;
+                        btk_ns.push(a);
+                    }
+                }
             }
             t.stop();
         }
@@ -601,6 +604,7 @@ fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
         let a = stat(attach);
         let b = stat(bt_ns);
         let br = stat(bt_run);
+        let bk = stat(btk_ns);
         rows.push(Row {
             what: format!("BPF cost per target sample at {hz} Hz"),
             value: format!("{:.0} ns (spread {:.0}–{:.0})", n.median, n.min, n.max),
@@ -626,6 +630,17 @@ fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 "{{\"name\":\"bpftrace_bpf_ns_per_sample\",\"hz\":{hz},{},{}}}",
                 b.json("ns_per_sample"),
                 br.json("ns_per_run")
+            ),
+        });
+        rows.push(Row {
+            what: format!("bpftrace BPF cost per target sample at {hz} Hz, kernel and user stacks"),
+            value: format!("{} ns", bk.show(0)),
+            method: format!(
+                "the same work as ours (both stacks of every target sample), same rounds and target: `bpftrace -e 'profile:hz:{hz} /pid == PID/ {{ @s[kstack, ustack] = count(); @n = count(); }}'` for 5 s pinned to CPU 0, measured as the row above"
+            ),
+            json: format!(
+                "{{\"name\":\"bpftrace_kstack_bpf_ns_per_sample\",\"hz\":{hz},{}}}",
+                bk.json("ns_per_sample")
             ),
         });
         rows.push(Row {
@@ -1631,21 +1646,24 @@ fn own_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
 }
 
 /// `--off-cpu` on a context-switch-heavy program: two threads bouncing a byte over a pair of
-/// pipes (tests/targets/pingpong.c), alone, under `profiler record` and under
-/// `profiler record --off-cpu` (default thresholds), each round all three in a rotating order.
+/// pipes (tests/targets/pingpong.c), alone, under `profiler record`, under `profiler record
+/// --off-cpu` (default thresholds) and under `--off-cpu --off-cpu-sample 16`, each round all
+/// four in a rotating order.
 fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("pingpong");
     compile(&bin, "pingpong.c", &[])?;
     let _stats = BpfStats::enable()?;
     let rounds = rounds();
     let bounces = if quick() { "5000" } else { "30000" };
-    // [alone, record, record --off-cpu] → (cpu s, wall s) per round.
-    let mut runs: [Vec<(f64, f64)>; 3] = Default::default();
-    let (mut ns_per_switch, mut ns_per_target_switch) = (Vec::new(), Vec::new());
+    const SAMPLE: &str = "16";
+    // [alone, record, --off-cpu, --off-cpu --off-cpu-sample] → (cpu s, wall s) per round.
+    let mut runs: [Vec<(f64, f64)>; 4] = Default::default();
+    // Per off-CPU variant: BPF ns per switch of any task, per target switch-out.
+    let mut per: [(Vec<f64>, Vec<f64>); 2] = Default::default();
     for round in 0..rounds {
         step(&format!("off-CPU cost: round {}/{rounds}", round + 1));
-        for k in 0..3 {
-            let variant = (round + k) % 3;
+        for k in 0..4 {
+            let variant = (round + k) % 4;
             let mut t = Target::spawn({
                 let mut c = Command::new(&bin);
                 c.arg(bounces);
@@ -1656,7 +1674,12 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
             let profiler = match variant {
                 0 => None,
                 1 => Some(start_profiler(t.child.id(), &out, &[])?),
-                _ => Some(start_profiler(t.child.id(), &out, &["--off-cpu"])?),
+                2 => Some(start_profiler(t.child.id(), &out, &["--off-cpu"])?),
+                _ => Some(start_profiler(
+                    t.child.id(),
+                    &out,
+                    &["--off-cpu", "--off-cpu-sample", SAMPLE],
+                )?),
             };
             t.go()?;
             let printed = t.finish()?;
@@ -1666,13 +1689,13 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
             ));
             if let Some(mut p) = profiler {
                 p.wait().map_err(|e| e.to_string())?;
-                if variant == 2 {
+                if variant >= 2 {
                     let s = read_summary(&out)?;
-                    let per = json_number(&s, "bpf_ns_per_switch").unwrap_or(f64::NAN);
+                    let ns = json_number(&s, "bpf_ns_per_switch").unwrap_or(f64::NAN);
                     let runs = json_number(&s, "bpf_switch_runs").unwrap_or(f64::NAN);
                     let switches = json_number(&s, "switches").unwrap_or(f64::NAN);
-                    ns_per_switch.push(per);
-                    ns_per_target_switch.push(per * runs / switches);
+                    per[variant - 2].0.push(ns);
+                    per[variant - 2].1.push(ns * runs / switches);
                 }
             }
         }
@@ -1686,48 +1709,57 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 .collect(),
         )
     };
-    let (vs_alone, vs_record) = (ratio(2, 0, false), ratio(2, 1, false));
-    let (wall_alone, wall_record) = (ratio(2, 0, true), ratio(2, 1, true));
     let record_alone = ratio(1, 0, false);
-    let per = stat(ns_per_switch);
-    let per_target = stat(ns_per_target_switch);
-    rows.push(Row {
-        what: "`--off-cpu` slowdown of a context-switch-heavy program".into(),
-        value: format!(
-            "×{} CPU time and ×{} wall vs recording without --off-cpu; ×{} CPU and ×{} wall vs alone (recording without --off-cpu vs alone: ×{} CPU)",
-            vs_record.show(3),
-            wall_record.show(3),
-            vs_alone.show(3),
-            wall_alone.show(3),
-            record_alone.show(3)
+    let switches_k = 2 * bounces.parse::<u32>().unwrap_or(0) / 1000;
+    for (variant, label, key) in [
+        (2, "`--off-cpu`".to_string(), "off_cpu"),
+        (
+            3,
+            format!("`--off-cpu --off-cpu-sample {SAMPLE}`"),
+            "off_cpu_sampled",
         ),
-        method: format!(
-            "tests/targets/pingpong.c: 2 threads bounce a byte over 2 pipes {bounces} times (2 blocking reads per bounce, {}k context switches of target threads), its own CPU and wall time; alone, under `profiler record` and `profiler record --off-cpu` (default --off-cpu-min 1us), the profiler pinned to CPU 0, the threads not pinned; {rounds} rounds, the three in rotating order, ratios per round",
-            2 * bounces.parse::<u32>().unwrap_or(0) / 1000
-        ),
-        json: format!(
-            "{{\"name\":\"off_cpu_slowdown\",{},{},{},{},{}}}",
-            vs_record.json("cpu_vs_record"),
-            wall_record.json("wall_vs_record"),
-            vs_alone.json("cpu_vs_alone"),
-            wall_alone.json("wall_vs_alone"),
-            record_alone.json("record_cpu_vs_alone")
-        ),
-    });
-    rows.push(Row {
-        what: "`--off-cpu` BPF cost per context switch".into(),
-        value: format!(
-            "{} ns per switch of any task; {} ns of BPF time per target switch-out (all switches' cost / target switch-outs)",
-            per.show(0),
-            per_target.show(0)
-        ),
-        method: "same rounds: kernel BPF run-time statistics of the sched_switch program over the recording / its runs (every context switch of the machine); the second figure divides the same total by the target switch-outs it saw, so it includes the cheap runs for other tasks".into(),
-        json: format!(
-            "{{\"name\":\"off_cpu_bpf_ns\",{},{}}}",
-            per.json("per_switch"),
-            per_target.json("per_target_switch")
-        ),
-    });
+    ] {
+        let (vs_alone, vs_record) = (ratio(variant, 0, false), ratio(variant, 1, false));
+        let (wall_alone, wall_record) = (ratio(variant, 0, true), ratio(variant, 1, true));
+        rows.push(Row {
+            what: format!("{label} slowdown of a context-switch-heavy program"),
+            value: format!(
+                "×{} CPU time and ×{} wall vs recording without --off-cpu; ×{} CPU and ×{} wall vs alone (recording without --off-cpu vs alone: ×{} CPU)",
+                vs_record.show(3),
+                wall_record.show(3),
+                vs_alone.show(3),
+                wall_alone.show(3),
+                record_alone.show(3)
+            ),
+            method: format!(
+                "tests/targets/pingpong.c: 2 threads bounce a byte over 2 pipes {bounces} times (2 blocking reads per bounce, {switches_k}k context switches of target threads), its own CPU and wall time; alone, under `profiler record`, `profiler record --off-cpu` and `--off-cpu --off-cpu-sample {SAMPLE}` (default --off-cpu-min 1us), the profiler pinned to CPU 0, the threads not pinned; {rounds} rounds, the four in rotating order, ratios per round"
+            ),
+            json: format!(
+                "{{\"name\":\"{key}_slowdown\",{},{},{},{},{}}}",
+                vs_record.json("cpu_vs_record"),
+                wall_record.json("wall_vs_record"),
+                vs_alone.json("cpu_vs_alone"),
+                wall_alone.json("wall_vs_alone"),
+                record_alone.json("record_cpu_vs_alone")
+            ),
+        });
+        let (any, target) = &per[variant - 2];
+        let (any, target) = (stat(any.clone()), stat(target.clone()));
+        rows.push(Row {
+            what: format!("{label} BPF cost per context switch"),
+            value: format!(
+                "{} ns per switch of any task; {} ns of BPF time per target switch-out (all switches' cost / target switch-outs)",
+                any.show(0),
+                target.show(0)
+            ),
+            method: "same rounds: kernel BPF run-time statistics of the sched_switch program over the recording / its runs (every context switch of the machine); the second figure divides the same total by the target switch-outs it saw, so it includes the cheap runs for other tasks".into(),
+            json: format!(
+                "{{\"name\":\"{key}_bpf_ns\",{},{}}}",
+                any.json("per_switch"),
+                target.json("per_target_switch")
+            ),
+        });
+    }
     Ok(())
 }
 
