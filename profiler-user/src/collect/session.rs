@@ -75,12 +75,18 @@ impl Session {
     /// call graph), and the scope of `opts` adds the processes the kernel finds in it, with
     /// the call graph `dwarf` says.
     pub fn load(opts: &RecordOptions, initial: &[(u32, bool)], dwarf: bool) -> Result<Self> {
+        // Our reading of the kernel's BTF runs beside aya's own (in EbpfLoader::new, which
+        // always parses it): each takes tens of milliseconds of the start-up.
+        let offsets = std::thread::spawn(KernelOffsets::read);
+        let mut loader = EbpfLoader::new();
+        let kernel = offsets
+            .join()
+            .map_err(|_| Error::Internal("reading the kernel's BTF panicked".into()))??;
         raise_memlock();
         let wakeup_bytes = opts
             .wakeup_bytes
             .unwrap_or(u64::from(opts.ring_buffer_bytes / 4));
         let (pidns_dev, pidns_ino) = own_pid_namespace()?;
-        let kernel = KernelOffsets::read()?;
         let nanos = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
         let (off_cpu_min, off_cpu_interval_min) = opts
             .off_cpu
@@ -124,7 +130,7 @@ impl Session {
         let off_cpu_sample: u32 = opts.off_cpu.map_or(1, |o| o.sample_every.max(1));
         let scope_flags: u32 = if dwarf { target::DWARF } else { 0 };
         let off_cpu = opts.off_cpu.is_some();
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
             .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
             .override_global(names::GLOBAL_TASK_PID_OFFSET, &kernel.task_pid, true)
