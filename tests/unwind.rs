@@ -164,3 +164,41 @@ fn short_stack_copies_are_marked_truncated() {
     );
     assert!(s["stacks"]["complete_percent"].as_f64().expect("complete") < 95.0);
 }
+
+/// The kernel copies as much stack per sample as the thread's recent complete unwinds needed,
+/// plus a margin, not all of `--stack-size`: here the stack above `main` holds a 12 KiB
+/// environment string, which a fixed 16 KiB copy would carry along with every sample.
+#[test]
+fn stack_copies_follow_what_unwinding_needs() {
+    let bin = build_c("split-nofp-env", "split.c", C_NOFP);
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("30")
+        .env("PROFILER_TEST_PADDING", "x".repeat(12 << 10));
+    let target = Target::spawn(cmd);
+    let out = record_ok(
+        &target,
+        "stack-copy",
+        &[
+            "--duration",
+            "2",
+            "--frequency",
+            FREQ,
+            "--call-graph",
+            "dwarf",
+        ],
+    );
+    let s = summary(&out);
+    let copied = s["stacks"]["unwind_stack_bytes_copied"]
+        .as_f64()
+        .expect("unwind_stack_bytes_copied");
+    let complete = s["stacks"]["complete_percent"]
+        .as_f64()
+        .expect("complete_percent");
+    eprintln!(
+        "{copied:.0} B copied per sample, {complete:.1}% complete; {}",
+        s["stacks"]
+    );
+    assert!(complete >= 95.0, "{complete:.1}% complete");
+    // A page once the first samples of the thread are unwound (it needs under 1 KiB).
+    assert!(copied < 8192.0, "{copied:.0} B copied per sample");
+}
