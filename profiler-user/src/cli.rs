@@ -487,6 +487,7 @@ fn record_options(
         hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
         stop: None,
+        window: None,
     }
 }
 
