@@ -23,6 +23,10 @@ use crate::model::{Counters, Recording};
 /// took it to the ring buffer.
 pub const CUT_MARGIN: Duration = Duration::from_millis(200);
 
+/// Windows one symbolizer serves before it is replaced: what it keeps of files that are gone
+/// (exited programs, replaced libraries) is let go at least this often.
+const SYMBOLIZER_WINDOWS: u32 = 240;
+
 /// `RecordOptions::window`: cut every `period`, at multiples of it in wall-clock time, and
 /// send each window's recording to `tx`. The recording `collect::record` returns is then the
 /// last window, from the last boundary to the stop.
@@ -51,6 +55,11 @@ pub(super) struct Cutter {
     off_cpu_before: HashMap<OffKey, (u64, u64)>,
     /// The kernel's counters at the last cut.
     counters_before: Counters,
+    /// Kept from window to window: parsing kallsyms and the modules' symbols again for each
+    /// window was most of the agent's CPU time. Replaced every [`SYMBOLIZER_WINDOWS`]
+    /// windows, since it keeps every file it ever parsed.
+    symbolizer: blazesym::symbolize::Symbolizer,
+    symbolizer_uses: u32,
     /// Samples read from the ring buffer up to the last cut, and those of them that went
     /// into windows: the kernel's `emitted` counts up to the cut, not up to the boundary.
     drained_before: u64,
@@ -82,6 +91,8 @@ impl Cutter {
             counters_before: Counters::default(),
             drained_before: 0,
             assigned_before: 0,
+            symbolizer: crate::symbolize::symbolizer(),
+            symbolizer_uses: 0,
         };
         c.advance();
         c
@@ -149,7 +160,12 @@ impl Cutter {
         raw.stop_reason = StopReason::Requested;
         // Symbolized against the live state, which is lent to the window and taken back.
         raw.processes = std::mem::take(sink.procs);
-        let rec = crate::symbolize::symbolize(&raw);
+        if self.symbolizer_uses >= SYMBOLIZER_WINDOWS {
+            self.symbolizer = crate::symbolize::symbolizer();
+            self.symbolizer_uses = 0;
+        }
+        self.symbolizer_uses = self.symbolizer_uses.saturating_add(1);
+        let rec = crate::symbolize::symbolize_with(&raw, &self.symbolizer);
         *sink.procs = std::mem::take(&mut raw.processes);
         // A receiver gone (the agent stopping) leaves nothing to do with the window.
         let _ = self.opts.tx.send(rec);
