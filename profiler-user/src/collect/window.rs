@@ -144,6 +144,10 @@ impl Cutter {
         span_events.splice(0..0, open_from_before);
 
         let off_cpu = base.off_cpu.map(|(min_ns, interval_min_ns)| {
+            // The sums are read now, after the boundary: waits that ended since are in them,
+            // in spans that may have begun since. Their begins name them here too (they stay
+            // for the next window, whose samples they also name).
+            span_events.extend(sink.span_events.iter().filter(|e| is_begin(e)).copied());
             let now = offcpu::read_totals(&session.ebpf).unwrap_or_default();
             self.off_cpu_data(now, off_events, min_ns, interval_min_ns)
         });
@@ -190,9 +194,11 @@ impl Cutter {
         counters.malformed_events = raw.counters.malformed_events;
         raw.counters = counters;
         if let Some(o) = raw.off_cpu.as_mut() {
+            // The kernel's sums come first, before the intervals that were in none and those
+            // still open, which may share their key: each sum is reduced once.
             for t in &mut o.totals {
                 let key = off_key(t);
-                if let Some(&(ns, count)) = self.off_cpu_before.get(&key) {
+                if let Some((ns, count)) = self.off_cpu_before.remove(&key) {
                     t.total_ns = t.total_ns.saturating_sub(ns);
                     t.count = t.count.saturating_sub(count);
                 }
@@ -348,6 +354,13 @@ fn off_key(t: &offcpu::RawOffCpu) -> OffKey {
     )
 }
 
+fn is_begin(e: &SpanEvent) -> bool {
+    matches!(
+        EventKind::from_u32(e.kind),
+        Some(EventKind::SpanBegin | EventKind::SpanFnCall)
+    )
+}
+
 /// Begins (carried and new) whose span did not end by the boundary, of processes still
 /// alive: the span goes on in the next window. Spans of exited processes are let go so a
 /// program that never ends its spans cannot grow this without bound.
@@ -365,12 +378,7 @@ fn still_open(before: &[SpanEvent], window: &[SpanEvent]) -> Vec<SpanEvent> {
     before
         .iter()
         .chain(window)
-        .filter(|e| {
-            matches!(
-                EventKind::from_u32(e.kind),
-                Some(EventKind::SpanBegin | EventKind::SpanFnCall)
-            )
-        })
+        .filter(|e| is_begin(e))
         .filter(|e| !ended.contains(&(e.pid, e.span_id)))
         .filter(|e| !super::procfs::has_exited(e.pid))
         .copied()
