@@ -132,7 +132,9 @@ async fn exchange(
             break;
         }
         response.extend_from_slice(&chunk[..n]);
-        if response.len() >= MAX_RESPONSE {
+        // A server that keeps the connection open despite `Connection: close` has still
+        // answered once its Content-Length bytes are in.
+        if response.len() >= MAX_RESPONSE || complete(&response) {
             break;
         }
     }
@@ -143,6 +145,18 @@ async fn exchange(
     } else {
         Err(PushError::Status(status, reason_body(&response)))
     }
+}
+
+/// Whether `response` holds its head and as many body bytes as its Content-Length says.
+fn complete(response: &[u8]) -> bool {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| response.len() >= end.saturating_add(4).saturating_add(len))
 }
 
 /// The status code of `HTTP/1.x CODE REASON`.
@@ -216,6 +230,13 @@ mod tests {
         assert_eq!(reason_body(r), "bad name");
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status(b""), None);
+        assert!(complete(r));
+        assert!(!complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"
+        ));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"));
+        // Without a length the answer ends with the connection.
+        assert!(!complete(b"HTTP/1.1 200 OK\r\n\r\n"));
     }
 
     #[test]
