@@ -630,3 +630,108 @@ fn a_full_spool_drops_the_oldest_windows_and_counts_them() {
         );
     }
 }
+
+#[test]
+fn a_process_that_starts_after_the_agent_is_pushed_under_its_own_name() {
+    let bin = build_c("agent-late", "split.c", C_FP);
+    let receiver = Receiver::start();
+    let url = format!("http://127.0.0.1:{}", receiver.port);
+    // The name gcc gave it, as /proc/PID/comm shows it (15 bytes).
+    let comm: String = bin
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .chars()
+        .take(15)
+        .collect();
+    let pattern = format!("^{comm}$");
+    let mut child = agent(&[
+        "--comm",
+        &pattern,
+        "--period",
+        "1s",
+        "--duration",
+        "5s",
+        "--push",
+        &url,
+    ]);
+    let err = wait_recording(&mut child);
+    // Nothing matches at the start: the process comes after the agent.
+    let target = Target::start(&bin, &["3"]);
+    let err = finish(child, err);
+    drop(target);
+    let (recorded, delivered, _, _) = figures(&err, &url);
+    assert_eq!(delivered, recorded);
+    let windows = cpu_windows(&receiver.received());
+    assert_contiguous(&windows);
+    let named: u64 = windows
+        .iter()
+        .filter(|(r, _)| {
+            query(&r.path, "name").is_some_and(|n| n.starts_with(&format!("{comm}%7B")))
+        })
+        .map(|(_, p)| samples(p, None))
+        .sum();
+    assert!(named > 20, "{named} samples pushed under {comm}");
+}
+
+/// Sum of value `index` of the samples carrying `label=value`.
+fn value_sum(p: &TextMessage, index: usize, key: &str, value: &str) -> u64 {
+    let s = strings(p);
+    p.all("sample")
+        .filter(|sample| {
+            sample.all("label").any(|l| {
+                s[l.get_u64("key").unwrap_or(0) as usize] == key
+                    && s[l.get_u64("str").unwrap_or(0) as usize] == value
+            })
+        })
+        .filter_map(|sample| {
+            sample
+                .scalars
+                .iter()
+                .filter(|(k, _)| k == "value")
+                .nth(index)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn off_cpu_time_over_the_windows_is_the_time_the_program_waited() {
+    // The kernel's off-CPU sums only grow: each window must report what they grew by, or the
+    // windows together would count the same waits again and again.
+    let bin = build_c("agent-offcpu", "offcpu.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &["300"]);
+    let receiver = Receiver::start();
+    let url = format!("http://127.0.0.1:{}", receiver.port);
+    let pid = target.pid().to_string();
+    let mut child = agent(&["--pid", &pid, "--period", "1s", "--off-cpu", "--push", &url]);
+    let err = wait_recording(&mut child);
+    target.go();
+    let printed = target.finish();
+    let err = finish(child, err);
+    let (recorded, delivered, _, _) = figures(&err, &url);
+    assert_eq!(delivered, recorded);
+    assert!(recorded >= 2, "{recorded} windows");
+    let truth: std::collections::HashMap<String, f64> = printed_values(&printed);
+    let off: Vec<TextMessage> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.content_type.starts_with("multipart/form-data"))
+        .map(|r| decode_pprof(&pprof_part(r)))
+        .collect();
+    assert_eq!(off.len() as u64, recorded);
+    let in_windows = |span: &str| -> f64 {
+        off.iter()
+            .map(|p| value_sum(p, 1, "span_name", span) as f64)
+            .sum()
+    };
+    for (span, key) in [("nap", "nap_ns"), ("wait_reply", "wait_ns")] {
+        let (got, want) = (in_windows(span), truth[key]);
+        let err = (got - want).abs() / want;
+        eprintln!(
+            "{span}: {got} ns off CPU over {recorded} windows, the program says {want} ({:+.2}%)",
+            err * 100.0
+        );
+        assert!(err < 0.05, "{span}: {got} vs {want}");
+    }
+}
