@@ -40,6 +40,9 @@ pub enum Command {
     Record(RecordArgs),
     /// Run a command and profile it and every process it starts; exits with its exit code.
     Run(RunArgs),
+    /// Profile continuously and push a window every period to Grafana Pyroscope or an OTLP
+    /// profiles endpoint.
+    Agent(crate::agent::AgentArgs),
     /// Regenerate the outputs of a recording directory (no root, no target needed).
     Report(ReportArgs),
     /// List running processes that carry the span probe ABI (profiler-probes).
@@ -494,6 +497,7 @@ fn record_options(
         hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
         stop: None,
+        window: None,
     }
 }
 
@@ -624,6 +628,28 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         &args.sampling,
         &mut std::io::stdout(),
     )
+}
+
+/// `profiler agent`: the scope is checked as `record` checks it, then `agent` takes over.
+pub async fn agent(args: crate::agent::AgentArgs) -> Result<()> {
+    check_frequency(args.frequency)?;
+    collect::checks::startup()?;
+    let wide = wide_scope(
+        args.all,
+        args.cgroup.as_deref(),
+        args.container.as_deref(),
+        args.comm.as_deref(),
+    )?;
+    let scope = wide.unwrap_or_else(|| {
+        let mut pids = args.pid.clone();
+        pids.dedup();
+        collect::scope::Scope::Pids(pids)
+    });
+    let target = match &scope {
+        collect::scope::Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
+        _ => collect::preflight_scope(&scope)?,
+    };
+    crate::agent::run(target, scope, args).await
 }
 
 /// Runs the command under the profiler; returns the command's exit code (or 128 + signal).

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },
+        Command::Agent(args) => runtime().and_then(|rt| rt.block_on(cli::agent(args))),
         Command::Report(args) => cli::report(args),
         Command::Ps(args) => cli::ps(args),
         Command::Diff(args) => cli::diff(args),

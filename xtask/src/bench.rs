@@ -20,7 +20,7 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short), to work on one without waiting for the
+/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short, agent), to work on one without waiting for the
 /// others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
@@ -1892,6 +1892,9 @@ pub fn bench() -> Result {
     if part("short") {
         short_processes(&dir, &mut rows)?;
     }
+    if part("agent") {
+        agent_cost(&dir, &mut rows)?;
+    }
 
     // A quick or partial run checks the bench: it must not replace the real figures.
     let partial = std::env::var_os("BENCH_ONLY").is_some();
@@ -1950,5 +1953,159 @@ pub fn bench() -> Result {
     fs::write(out.join("results.json"), json).map_err(|e| e.to_string())?;
     print!("{md}");
     step(&format!("wrote {}", out.join("results.md").display()));
+    Ok(())
+}
+
+/// An HTTP sink for `profiler agent`: answers every POST with 200 and counts requests and
+/// body bytes. Plain std (xtask stays dependency-free); one thread per connection is plenty
+/// for a few requests a minute.
+struct Sink {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn http_sink() -> Result<Sink> {
+    use std::sync::{Arc, atomic::AtomicU64, atomic::Ordering};
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bench sink: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("bench sink: {e}"))?
+        .port();
+    let requests = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (r, b) = (requests.clone(), bytes.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(|s| s.ok()) {
+            let (r, b) = (r.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                let mut body_len = None;
+                loop {
+                    let n = match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = body_len
+                        .get_or_insert_with(|| {
+                            head.lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0)
+                        })
+                        .to_owned();
+                    if buf.len() >= end + 4 + len {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        b.fetch_add(len as u64, Ordering::Relaxed);
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(Sink {
+        port,
+        requests,
+        bytes,
+    })
+}
+
+/// Resident memory of a process now, from /proc (kB).
+fn rss_kb(pid: u32) -> Option<f64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `profiler agent --all` with its defaults (19 Hz, 15 s windows) on a busy machine for ten
+/// minutes (`BENCH_AGENT_SECS` shortens it, to check the bench), pushing to a sink in this
+/// process: its CPU share, its memory (peak, and resident after the first minute and at the
+/// end, to show growth) and the bytes pushed per minute.
+fn agent_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    use std::sync::atomic::Ordering;
+    let bin = dir.join("threads");
+    compile(&bin, "threads.c", &[])?;
+    let secs: f64 = match std::env::var("BENCH_AGENT_SECS") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("BENCH_AGENT_SECS={v}: a number of seconds"))?,
+        Err(_) if quick() => 30.0,
+        Err(_) => 600.0,
+    };
+    let target = threads_target(&bin, secs + 30.0)?;
+    let sink = http_sink()?;
+    step(&format!(
+        "agent cost: `profiler agent --all`, {secs} s, defaults"
+    ));
+    let mut cmd = Command::new(profiler_bin());
+    cmd.args([
+        "agent",
+        "--all",
+        "--duration",
+        &format!("{secs}s"),
+        "--push",
+    ])
+    .arg(format!("http://127.0.0.1:{}", sink.port));
+    let (child, live) = spawn_recording(cmd)?;
+    let pid = child.id();
+    let mut rss_1min = None;
+    let mut rss_end = None;
+    while live.elapsed().as_secs_f64() < secs - 1.0 {
+        std::thread::sleep(Duration::from_secs(1));
+        if rss_1min.is_none()
+            && live.elapsed() >= Duration::from_secs(60).min(Duration::from_secs_f64(secs / 2.0))
+        {
+            rss_1min = rss_kb(pid);
+        }
+        rss_end = rss_kb(pid).or(rss_end);
+    }
+    let usage = wait_usage(&child)?;
+    target.stop();
+    if !usage.success {
+        return Err("profiler agent failed".into());
+    }
+    let minutes = secs / 60.0;
+    let bytes = sink.bytes.load(Ordering::Relaxed) as f64;
+    let requests = sink.requests.load(Ordering::Relaxed);
+    let mb = |kb: Option<f64>| kb.map_or(f64::NAN, |k| k / 1024.0);
+    rows.push(Row {
+        what: format!("`agent --all` (19 Hz, 15 s windows, Pyroscope push), {secs:.0} s on a busy machine"),
+        value: format!(
+            "{:.2}% of one CPU ({:.1} s CPU), peak RSS {:.0} MB (resident {:.0} MB after {:.0} s, {:.0} MB at the end), {:.0} KB pushed per minute in {requests} requests",
+            usage.cpu_s / secs * 100.0,
+            usage.cpu_s,
+            usage.max_rss_mb,
+            mb(rss_1min),
+            (secs / 2.0).min(60.0),
+            mb(rss_end),
+            bytes / minutes / 1024.0,
+        ),
+        method: "tests/targets/threads.c spinning on both CPUs; `profiler agent --all --duration SECS --push http://127.0.0.1:PORT` with every other option at its default, pushing to an HTTP sink in the bench process that answers 200 and counts body bytes; CPU = utime+stime and ru_maxrss from wait4 (recording, symbolizing each window, building pprof and pushing); VmRSS read from /proc every second; one run".into(),
+        json: format!(
+            "{{\"name\":\"agent_cost\",\"seconds\":{secs},\"cpu_s\":{},\"cpu_pct\":{},\"peak_rss_mb\":{},\"rss_1min_mb\":{},\"rss_end_mb\":{},\"bytes_per_min\":{},\"requests\":{requests}}}",
+            num(usage.cpu_s),
+            num(usage.cpu_s / secs * 100.0),
+            num(usage.max_rss_mb),
+            num(mb(rss_1min)),
+            num(mb(rss_end)),
+            num(bytes / minutes),
+        ),
+    });
     Ok(())
 }

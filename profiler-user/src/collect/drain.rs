@@ -158,6 +158,33 @@ impl<'a> Sink<'a> {
         wanted
     }
 
+    /// Takes out what happened before `boundary_ns` (CLOCK_BOOTTIME): samples, span events
+    /// and off-CPU intervals that ended before it, for a window (`collect::window`). Every
+    /// queued DWARF sample is unwound first: the queue refers to samples by index.
+    pub fn take_before(
+        &mut self,
+        boundary_ns: u64,
+    ) -> (
+        Vec<RawSample>,
+        Vec<SpanEvent>,
+        Vec<(offcpu::RawOffCpu, bool)>,
+    ) {
+        self.unwind_pending(None);
+        let (before, after) = std::mem::take(&mut self.samples)
+            .into_iter()
+            .partition(|s| s.timestamp_ns < boundary_ns);
+        self.samples = after;
+        let (spans, later) = std::mem::take(&mut self.span_events)
+            .into_iter()
+            .partition(|e| e.timestamp_ns < boundary_ns);
+        self.span_events = later;
+        let (off_cpu, later) = std::mem::take(&mut self.off_cpu)
+            .into_iter()
+            .partition(|(o, _)| o.end_ns < boundary_ns);
+        self.off_cpu = later;
+        (before, spans, off_cpu)
+    }
+
     /// Unwinds queued DWARF samples whose address space is known (side-band records up to
     /// their time applied), oldest first, for at most `budget`; at the end (None) all of them.
     pub fn unwind_pending(&mut self, budget: Option<std::time::Duration>) {

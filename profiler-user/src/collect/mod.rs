@@ -21,6 +21,7 @@ pub mod sideband;
 pub mod spans;
 pub mod stack_copy;
 pub mod unwind;
+pub mod window;
 
 use std::{
     collections::HashMap,
@@ -74,6 +75,9 @@ pub struct RecordOptions {
     /// Ends the recording when notified (a server or agent stopping it, not a signal); use
     /// `notify_one`, whose permit is kept if the drain loop is not waiting at that moment.
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Cut the recording into windows at period boundaries, each sent symbolized as it ends
+    /// (`profiler agent`); the recording returned is then the last window only.
+    pub window: Option<window::WindowOptions>,
 }
 
 impl RecordOptions {
@@ -609,6 +613,10 @@ pub async fn record(
     // (a target that exits ends the recording): refreshed about once a second.
     let mut cpu_recent = coverage::CpuTimes::default();
     let mut ticks = 0u32;
+    let mut windows = opts
+        .window
+        .clone()
+        .map(|w| window::Cutter::new(w, start_boottime_ns, start_unix_ns));
     // From here on samples exist: a failure ends the recording early or leaves a part out,
     // and is told in the warnings, but never loses what was recorded.
     let stop_reason = loop {
@@ -658,6 +666,16 @@ pub async fn record(
                 Some(n) => n.notified().await,
                 None => std::future::pending().await,
             } } => break StopReason::Requested,
+            _ = async { match &windows {
+                Some(w) => tokio::time::sleep_until(w.deadline()).await,
+                None => std::future::pending().await,
+            } } => if let Some(w) = windows.as_mut() {
+                sink.drain_sideband(sideband.get_mut());
+                sink.drain_ring(ring.get_mut());
+                probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
+                let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
+                w.cut(&mut sink, &session, &window_base(&info, attached, opts, &session, dwarf));
+            },
             _ = tick.tick() => {
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
@@ -675,6 +693,23 @@ pub async fn record(
             }
         }
     };
+
+    // A stop that came after a boundary, before its cut (the cut waits for the records
+    // taken before the boundary to arrive; a busy machine delays it more): the windows
+    // before the stop are cut first, so none spans more than one period.
+    if let Some(w) = windows.as_mut() {
+        while w.passed() {
+            tokio::time::sleep_until(w.deadline()).await;
+            sink.drain_sideband(sideband.get_mut());
+            sink.drain_ring(ring.get_mut());
+            let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
+            w.cut(
+                &mut sink,
+                &session,
+                &window_base(&info, attached, opts, &session, dwarf),
+            );
+        }
+    }
 
     // The second reading, while sampling still runs: samples after it are not compared. When
     // the targets are already gone, the last reading taken while they ran stands in.
@@ -714,7 +749,9 @@ pub async fn record(
         }
     }
 
-    let coverage = (!cpu_start.threads.is_empty()).then(|| {
+    // Windows: the threads' CPU time covers the whole recording, the samples only the last
+    // window, so the comparison would only say that samples are missing.
+    let coverage = (!cpu_start.threads.is_empty() && windows.is_none()).then(|| {
         let c = coverage::compare(&cpu_start, &cpu_end, &samples, opts.frequency_hz);
         warnings.extend(coverage::warning(&c));
         c
@@ -786,7 +823,7 @@ pub async fn record(
         None => spans_attached,
     };
 
-    Ok(RawRecording {
+    let mut raw = RawRecording {
         info,
         processes: procs,
         samples,
@@ -815,7 +852,37 @@ pub async fn record(
         bpf_run_time_ns,
         cpus: session.cpus.len() as u32,
         warnings,
-    })
+    };
+    if let Some(w) = windows {
+        w.finish(&mut raw);
+    }
+    Ok(raw)
+}
+
+/// What every window's recording shares with the whole recording.
+fn window_base<'a>(
+    info: &'a ProcessInfo,
+    spans_attached: &'a spans::Attached,
+    opts: &RecordOptions,
+    session: &session::Session,
+    dwarf: bool,
+) -> window::Base<'a> {
+    window::Base {
+        info,
+        spans_attached,
+        call_graph: if dwarf {
+            CallGraph::Dwarf
+        } else {
+            CallGraph::Fp
+        },
+        stack_bytes: opts.stack_bytes,
+        frequency_hz: opts.frequency_hz,
+        cpus: session.cpus.len() as u32,
+        off_cpu: opts
+            .off_cpu
+            .is_some()
+            .then_some((session.off_cpu_min_ns, session.off_cpu_interval_min_ns)),
+    }
 }
 
 /// Span probes for the files processes in scope mapped since the last look; a failure is

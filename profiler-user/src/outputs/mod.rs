@@ -151,6 +151,29 @@ impl OutputDir {
         })
     }
 
+    /// Reads back a file this directory holds, never through a link (the agent's spool).
+    pub fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut file = safe_dir::open_file_nofollow(&self.dir, name)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Removes a file of this directory (a link is removed, not followed).
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        safe_dir::unlink_name(&self.dir, name)
+    }
+
+    /// Names of the entries of this directory, read through the descriptor it was opened as.
+    pub fn list(&self) -> io::Result<Vec<String>> {
+        use std::os::fd::AsRawFd;
+        let own = format!("/proc/self/fd/{}", self.dir.as_raw_fd());
+        std::fs::read_dir(own)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
     /// Removes the directories this run created, innermost first, as long as they are empty:
     /// whatever was written into them stays.
     pub fn abandon(&self) {

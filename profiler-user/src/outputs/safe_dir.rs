@@ -302,6 +302,19 @@ pub fn unlink(dir: &OwnedFd, name: &CStr) {
     unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
 }
 
+/// Opens `name` in `dir` for reading, refusing a link in its place.
+pub fn open_file_nofollow(dir: &OwnedFd, name: &str) -> io::Result<File> {
+    let name = cstr(OsStr::new(name))?;
+    openat(dir.as_raw_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0).map(File::from)
+}
+
+/// Removes `name` from `dir`: a link there is removed itself, never what it points to.
+pub fn unlink_name(dir: &OwnedFd, name: &str) -> io::Result<()> {
+    let name = cstr(OsStr::new(name))?;
+    // SAFETY: valid descriptor and NUL-terminated name.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
 /// Renames `from` to `to` inside `dir`; an existing `to` (a link included) is replaced itself.
 pub fn rename(dir: &OwnedFd, from: &CStr, to: &str) -> io::Result<()> {
     let to = cstr(OsStr::new(to))?;

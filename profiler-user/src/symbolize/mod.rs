@@ -261,6 +261,22 @@ impl<'a> Stacks<'a> {
 }
 
 pub fn symbolize(raw: &RawRecording) -> Recording {
+    symbolize_with(raw, &symbolizer())
+}
+
+/// The symbolizer `symbolize` uses. It keeps every file it parsed (kallsyms, ELF, DWARF) and
+/// checks each file's identity (device, inode, size, mtime) before reusing what it parsed, so
+/// one can serve many windows of a continuous recording (`collect::window`).
+pub fn symbolizer() -> Symbolizer {
+    Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
+/// [`symbolize`] with a symbolizer that may have served earlier recordings.
+pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording {
     let mut t = Interner::default();
     let mut stacks = Stacks {
         raw,
@@ -327,7 +343,7 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
     }
     drop(stacks);
 
-    resolve_names(&mut t, raw);
+    resolve_names(&mut t, raw, symbolizer);
 
     let mut threads: Vec<Thread> = raw
         .threads
@@ -623,13 +639,7 @@ fn kernel_release() -> String {
 }
 
 /// Fills `lines` of every location, one blazesym batch per module.
-fn resolve_names(t: &mut Interner, raw: &RawRecording) {
-    let symbolizer = Symbolizer::builder()
-        .enable_code_info(true)
-        .enable_inlined_fns(true)
-        .enable_demangling(true)
-        .build();
-
+fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) {
     let mut by_module: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, loc) in t.locations.iter().enumerate() {
         if loc.module != 0 {

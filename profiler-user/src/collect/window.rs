@@ -1,0 +1,489 @@
+//! Continuous recording cut into windows (`profiler agent`): at every period boundary the
+//! drain loop hands over what it collected before that boundary, symbolized against the
+//! process and module state it keeps for the rest of the recording.
+//!
+//! No gap, no overlap: every sample, span event and off-CPU interval belongs to exactly one
+//! window, chosen by its own timestamp (CLOCK_BOOTTIME) against the boundary, never by when
+//! it was read. The cut runs a little after the boundary ([`CUT_MARGIN`]) so that records
+//! taken just before it have reached the buffers; records taken after it stay for the next
+//! window. The kernel's off-CPU sums have no times: each window gets what they grew by
+//! since the previous cut, so an interval counts in the window where the thread came back
+//! on CPU (or up to [`CUT_MARGIN`] later), once.
+use std::{collections::HashMap, time::Duration};
+
+use profiler_common::{EventKind, SpanEvent};
+
+use super::{
+    RawRecording, RawStack, StopReason, drain::Sink, offcpu, processes::Processes, session,
+    spans::Attached, unwind,
+};
+use crate::model::{Counters, Recording};
+
+/// How long after a boundary its window is cut: covers a record's trip from the tick that
+/// took it to the ring buffer.
+pub const CUT_MARGIN: Duration = Duration::from_millis(200);
+
+/// Windows one symbolizer serves before it is replaced: what it keeps of files that are gone
+/// (exited programs, replaced libraries) is let go at least this often.
+const SYMBOLIZER_WINDOWS: u32 = 240;
+
+/// `RecordOptions::window`: cut every `period`, at multiples of it in wall-clock time, and
+/// send each window's recording to `tx`. The recording `collect::record` returns is then the
+/// last window, from the last boundary to the stop.
+#[derive(Clone, Debug)]
+pub struct WindowOptions {
+    pub period: Duration,
+    pub tx: tokio::sync::mpsc::UnboundedSender<Recording>,
+}
+
+/// Identity of one kernel off-CPU sum.
+type OffKey = (u32, u32, RawStack, RawStack, u64, bool);
+
+/// What the cuts keep between windows.
+pub(super) struct Cutter {
+    opts: WindowOptions,
+    start_boot_ns: u64,
+    start_unix_ns: u64,
+    /// The current window's beginning and end (CLOCK_BOOTTIME).
+    from_ns: u64,
+    to_ns: u64,
+    /// When to cut the current window.
+    deadline: tokio::time::Instant,
+    /// Begins of spans still open at the last boundary: the next windows name their samples.
+    open_begins: Vec<SpanEvent>,
+    /// The kernel's off-CPU sums at the last cut.
+    off_cpu_before: HashMap<OffKey, (u64, u64)>,
+    /// The kernel's counters at the last cut.
+    counters_before: Counters,
+    /// Kept from window to window: parsing kallsyms and the modules' symbols again for each
+    /// window was most of the agent's CPU time. Replaced every [`SYMBOLIZER_WINDOWS`]
+    /// windows, since it keeps every file it ever parsed.
+    symbolizer: blazesym::symbolize::Symbolizer,
+    symbolizer_uses: u32,
+    /// Samples read from the ring buffer up to the last cut, and those of them that went
+    /// into windows: the kernel's `emitted` counts up to the cut, not up to the boundary.
+    drained_before: u64,
+    assigned_before: u64,
+}
+
+/// What a window's recording shares with the whole recording.
+pub(super) struct Base<'a> {
+    pub info: &'a super::ProcessInfo,
+    pub spans_attached: &'a Attached,
+    pub call_graph: super::CallGraph,
+    pub stack_bytes: u32,
+    pub frequency_hz: u64,
+    pub cpus: u32,
+    pub off_cpu: Option<(u64, u64)>,
+}
+
+impl Cutter {
+    pub fn new(opts: WindowOptions, start_boot_ns: u64, start_unix_ns: u64) -> Self {
+        let mut c = Self {
+            opts,
+            start_boot_ns,
+            start_unix_ns,
+            from_ns: start_boot_ns,
+            to_ns: start_boot_ns,
+            deadline: tokio::time::Instant::now(),
+            open_begins: Vec::new(),
+            off_cpu_before: HashMap::new(),
+            counters_before: Counters::default(),
+            drained_before: 0,
+            assigned_before: 0,
+            symbolizer: crate::symbolize::symbolizer(),
+            symbolizer_uses: 0,
+        };
+        c.advance();
+        c
+    }
+
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// Whether the current window's end has passed.
+    pub fn passed(&self) -> bool {
+        super::boottime_ns() >= self.to_ns
+    }
+
+    /// The next boundary after the current one: the next multiple of the period in
+    /// wall-clock time, so every host's windows line up.
+    fn advance(&mut self) {
+        let period = u64::try_from(self.opts.period.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let now_unix = self.unix_of(self.to_ns);
+        let next_unix = (now_unix / period).saturating_add(1).saturating_mul(period);
+        self.from_ns = self.to_ns;
+        self.to_ns = self
+            .to_ns
+            .saturating_add(next_unix.saturating_sub(now_unix));
+        let wait = self.to_ns.saturating_sub(super::boottime_ns());
+        self.deadline = tokio::time::Instant::now() + Duration::from_nanos(wait) + CUT_MARGIN;
+    }
+
+    fn unix_of(&self, boot_ns: u64) -> u64 {
+        self.start_unix_ns
+            .saturating_add(boot_ns.saturating_sub(self.start_boot_ns))
+    }
+
+    /// Cuts the window ending at the current boundary from what `sink` holds (drained just
+    /// before), symbolizes it and sends it.
+    pub fn cut(&mut self, sink: &mut Sink, session: &session::Session, base: &Base) {
+        let to = self.to_ns;
+        let (samples, mut span_events, off_events) = sink.take_before(to);
+        let assigned = self.assigned_before.saturating_add(samples.len() as u64);
+        let drained = assigned.saturating_add(sink.samples.len() as u64);
+        let mut counters = self.counters(session.counters().ok());
+        counters.received = drained.saturating_sub(self.drained_before);
+        (self.assigned_before, self.drained_before) = (assigned, drained);
+        counters.span_events_received = span_events.len() as u64;
+        let open_from_before = std::mem::take(&mut self.open_begins);
+        self.open_begins = still_open(&open_from_before, &span_events);
+        span_events.splice(0..0, open_from_before);
+
+        let off_cpu = base.off_cpu.map(|(min_ns, interval_min_ns)| {
+            // The sums are read now, after the boundary: waits that ended since are in them,
+            // in spans that may have begun since. Their begins name them here too (they stay
+            // for the next window, whose samples they also name).
+            span_events.extend(sink.span_events.iter().filter(|e| is_begin(e)).copied());
+            let now = offcpu::read_totals(&session.ebpf).unwrap_or_default();
+            self.off_cpu_data(now, off_events, min_ns, interval_min_ns)
+        });
+        let mut raw = self.raw(
+            sink,
+            session,
+            base,
+            samples,
+            span_events,
+            off_cpu,
+            counters,
+            to,
+        );
+        raw.stop_reason = StopReason::Requested;
+        // Symbolized against the live state, which is lent to the window and taken back.
+        raw.processes = std::mem::take(sink.procs);
+        if self.symbolizer_uses >= SYMBOLIZER_WINDOWS {
+            self.symbolizer = crate::symbolize::symbolizer();
+            self.symbolizer_uses = 0;
+        }
+        self.symbolizer_uses = self.symbolizer_uses.saturating_add(1);
+        let rec = crate::symbolize::symbolize_with(&raw, &self.symbolizer);
+        *sink.procs = std::mem::take(&mut raw.processes);
+        // A receiver gone (the agent stopping) leaves nothing to do with the window.
+        let _ = self.opts.tx.send(rec);
+        self.advance();
+    }
+
+    /// Turns the recording `record` is about to return into the last window: what is left
+    /// after the last cut, with the spans still open then and only the off-CPU time since.
+    pub fn finish(mut self, raw: &mut RawRecording) {
+        let mut events = std::mem::take(&mut self.open_begins);
+        events.append(&mut raw.span_events);
+        raw.span_events = events;
+        raw.start_boottime_ns = self.from_ns;
+        raw.start_unix_ns = self.unix_of(self.from_ns);
+        let drained = self
+            .assigned_before
+            .saturating_add(raw.samples.len() as u64);
+        let received = drained.saturating_sub(self.drained_before);
+        let mut counters = delta(&raw.counters, &self.counters_before);
+        counters.received = received;
+        counters.span_events_received = raw.span_events.len() as u64;
+        counters.malformed_events = raw.counters.malformed_events;
+        raw.counters = counters;
+        if let Some(o) = raw.off_cpu.as_mut() {
+            // The kernel's sums come first, before the intervals that were in none and those
+            // still open, which may share their key: each sum is reduced once.
+            for t in &mut o.totals {
+                let key = off_key(t);
+                if let Some((ns, count)) = self.off_cpu_before.remove(&key) {
+                    t.total_ns = t.total_ns.saturating_sub(ns);
+                    t.count = t.count.saturating_sub(count);
+                }
+            }
+            o.totals.retain(|t| t.count > 0);
+        }
+    }
+
+    fn counters(&mut self, now: Option<Counters>) -> Counters {
+        let Some(now) = now else {
+            return Counters::default();
+        };
+        let d = delta(&now, &self.counters_before);
+        self.counters_before = now;
+        d
+    }
+
+    /// This window's off-CPU time: what the kernel's sums grew by, the intervals they had no
+    /// room for, and the intervals that ended in it.
+    fn off_cpu_data(
+        &mut self,
+        now: Vec<offcpu::RawOffCpu>,
+        events: Vec<(offcpu::RawOffCpu, bool)>,
+        min_ns: u64,
+        interval_min_ns: u64,
+    ) -> offcpu::RawOffCpuData {
+        let mut totals = Vec::new();
+        let mut seen = HashMap::with_capacity(now.len());
+        for mut t in now {
+            let key = off_key(&t);
+            let (ns, count) = self.off_cpu_before.get(&key).copied().unwrap_or((0, 0));
+            seen.insert(key, (t.total_ns, t.count));
+            t.total_ns = t.total_ns.saturating_sub(ns);
+            t.count = t.count.saturating_sub(count);
+            if t.count > 0 {
+                totals.push(t);
+            }
+        }
+        self.off_cpu_before = seen;
+        let mut intervals = Vec::with_capacity(events.len());
+        for (e, in_totals) in events {
+            if !in_totals {
+                totals.push(e.clone());
+            }
+            intervals.push(e);
+        }
+        offcpu::RawOffCpuData {
+            min_ns,
+            interval_min_ns,
+            totals,
+            intervals,
+            ..Default::default()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raw(
+        &self,
+        sink: &mut Sink,
+        session: &session::Session,
+        base: &Base,
+        mut samples: Vec<super::RawSample>,
+        span_events: Vec<SpanEvent>,
+        mut off_cpu: Option<offcpu::RawOffCpuData>,
+        counters: Counters,
+        to: u64,
+    ) -> RawRecording {
+        for s in samples
+            .iter_mut()
+            .filter(|s| !matches!(s.user, RawStack::Id(id) if id & unwind::UNWOUND_ID_BIT != 0))
+        {
+            s.space = sink.procs.space_at(s.pid, s.timestamp_ns);
+        }
+        if let Some(o) = off_cpu.as_mut() {
+            for t in &mut o.totals {
+                t.space = sink.procs.space_at(t.pid, to);
+            }
+            for i in &mut o.intervals {
+                i.space = sink.procs.space_at(i.pid, i.begin_ns);
+            }
+        }
+        let off_cpu_stacks = off_cpu
+            .iter()
+            .flat_map(|o| o.totals.iter().chain(&o.intervals))
+            .flat_map(|o| [&o.user, &o.kernel]);
+        let mut stacks = session
+            .stacks(
+                samples
+                    .iter()
+                    .flat_map(|s| [&s.user, &s.kernel])
+                    .chain(off_cpu_stacks),
+            )
+            .unwrap_or_default();
+        let unwound: std::collections::HashSet<u32> = samples
+            .iter()
+            .filter_map(|s| match s.user {
+                RawStack::Id(id) if id & unwind::UNWOUND_ID_BIT != 0 => Some(id),
+                _ => None,
+            })
+            .collect();
+        if !unwound.is_empty() {
+            stacks.extend(
+                sink.unwinder
+                    .stacks
+                    .iter()
+                    .filter(|(_, id)| unwound.contains(id))
+                    .map(|(frames, &id)| (id, frames.clone())),
+            );
+        }
+        let threads = samples
+            .iter()
+            .map(|s| s.tid)
+            .chain(off_cpu.iter().flat_map(|o| o.totals.iter().map(|t| t.tid)))
+            .filter_map(|tid| Some((tid, sink.threads.get(&tid)?.clone())))
+            .collect();
+        RawRecording {
+            info: base.info.clone(),
+            processes: Processes::default(),
+            samples,
+            span_events,
+            span_meta: sink.meta.cache.clone(),
+            spans_attached: base.spans_attached.clone(),
+            stacks,
+            counters,
+            call_graph: base.call_graph,
+            stack_bytes: base.stack_bytes,
+            unwind: Default::default(),
+            off_cpu,
+            coverage: None,
+            threads,
+            start_boottime_ns: self.from_ns,
+            end_boottime_ns: to,
+            start_unix_ns: self.unix_of(self.from_ns),
+            frequency_hz: base.frequency_hz,
+            stop_reason: StopReason::Requested,
+            load_attach: Duration::ZERO,
+            bpf_run_count: 0,
+            bpf_run_time_ns: 0,
+            cpus: base.cpus,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn off_key(t: &offcpu::RawOffCpu) -> OffKey {
+    (
+        t.pid,
+        t.tid,
+        t.user.clone(),
+        t.kernel.clone(),
+        t.span_id,
+        t.runnable,
+    )
+}
+
+fn is_begin(e: &SpanEvent) -> bool {
+    matches!(
+        EventKind::from_u32(e.kind),
+        Some(EventKind::SpanBegin | EventKind::SpanFnCall)
+    )
+}
+
+/// Begins (carried and new) whose span did not end by the boundary, of processes still
+/// alive: the span goes on in the next window. Spans of exited processes are let go so a
+/// program that never ends its spans cannot grow this without bound.
+fn still_open(before: &[SpanEvent], window: &[SpanEvent]) -> Vec<SpanEvent> {
+    let ended: std::collections::HashSet<(u32, u64)> = window
+        .iter()
+        .filter(|e| {
+            matches!(
+                EventKind::from_u32(e.kind),
+                Some(EventKind::SpanEnd | EventKind::SpanFnReturn)
+            )
+        })
+        .map(|e| (e.pid, e.span_id))
+        .collect();
+    before
+        .iter()
+        .chain(window)
+        .filter(|e| is_begin(e))
+        .filter(|e| !ended.contains(&(e.pid, e.span_id)))
+        .filter(|e| !super::procfs::has_exited(e.pid))
+        .copied()
+        .collect()
+}
+
+/// `now - before`, field by field, for the counters the kernel keeps (cumulative).
+fn delta(now: &Counters, before: &Counters) -> Counters {
+    let mut d = now.clone();
+    macro_rules! sub {
+        ($($f:ident),*) => { $( d.$f = now.$f.saturating_sub(before.$f); )* };
+    }
+    sub!(
+        seen,
+        emitted,
+        lost_ringbuf_full,
+        user_stack_errors,
+        kernel_stack_errors,
+        stack_map_full,
+        stack_map_collisions,
+        span_events,
+        span_events_lost,
+        span_depth_overflow,
+        process_events_lost,
+        off_cpu_switches,
+        off_cpu_totals_full,
+        off_cpu_events_lost,
+        off_cpu_lost_ns,
+        off_cpu_start_full,
+        dwarf_stack_errors,
+        dwarf_no_user_regs,
+        off_cpu_unmatched,
+        kernel_read_failed,
+        pending_children_full,
+        targets_full,
+        span_threads_full,
+        bpf_recursion_misses
+    );
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, pid: u32, id: u64, ts: u64) -> SpanEvent {
+        SpanEvent {
+            kind: kind as u32,
+            cpu: 0,
+            timestamp_ns: ts,
+            pid,
+            tid: pid,
+            span_id: id,
+            parent_id: 0,
+            meta: 0,
+        }
+    }
+
+    #[test]
+    fn spans_open_at_a_boundary_are_carried_until_they_end() {
+        let me = std::process::id();
+        let w1 = [
+            event(EventKind::SpanBegin, me, 1, 10),
+            event(EventKind::SpanBegin, me, 2, 11),
+            event(EventKind::SpanEnd, me, 1, 12),
+        ];
+        let open = still_open(&[], &w1);
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].span_id, 2);
+        let w2 = [event(EventKind::SpanEnd, me, 2, 20)];
+        assert!(still_open(&open, &w2).is_empty());
+        // A process that is gone takes its open spans with it.
+        let gone = [event(EventKind::SpanBegin, u32::MAX - 1, 3, 30)];
+        assert!(still_open(&[], &gone).is_empty());
+    }
+
+    #[test]
+    fn counters_of_a_window_are_what_grew_since_the_last_cut() {
+        let before = Counters {
+            seen: 10,
+            lost_ringbuf_full: 2,
+            ..Default::default()
+        };
+        let now = Counters {
+            seen: 25,
+            lost_ringbuf_full: 2,
+            ..Default::default()
+        };
+        let d = delta(&now, &before);
+        assert_eq!((d.seen, d.lost_ringbuf_full), (15, 0));
+    }
+
+    #[test]
+    fn boundaries_are_multiples_of_the_period_in_wall_clock_time() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let period = Duration::from_secs(15);
+        let start_boot = 1_000_000_000_000;
+        let start_unix = 1_700_000_007_250_000_000;
+        let c = Cutter::new(WindowOptions { period, tx }, start_boot, start_unix);
+        assert_eq!(c.unix_of(c.to_ns) % 15_000_000_000, 0);
+        assert_eq!(c.from_ns, start_boot);
+        let mut c = c;
+        let first_end = c.to_ns;
+        c.advance();
+        assert_eq!(c.from_ns, first_end);
+        assert_eq!(c.to_ns - c.from_ns, 15_000_000_000);
+    }
+}
