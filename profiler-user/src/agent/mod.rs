@@ -540,6 +540,9 @@ pub async fn run(
         off_cpu: args.off_cpu.then_some(collect::offcpu::OffCpuOptions {
             min: Duration::from_micros(1),
             interval_min: Duration::from_millis(100),
+            // Every switch-out: collect::window cuts the kernel's sums per window without
+            // scaling them, which sampling would need.
+            sample_every: 1,
         }),
         hold_before_attach: None,
         stall_consumer: None,
