@@ -96,10 +96,16 @@ async fn route(state: &Rc<State>, req: Request<Incoming>) -> Reply {
         (&Method::DELETE, ["api", "recordings", id]) => delete(state, id),
         (&Method::POST, ["api", "recordings", id, "stop"]) => stop(state, id),
         (&Method::GET, ["api", "recordings", id, file]) => file_of(state, id, file),
-        (_, [""] | ["metrics"] | ["debug", "pprof", "profile"] | ["api", "processes"])
-        | (_, ["api", "recordings", ..]) => {
-            body::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
-        }
+        (
+            _,
+            [""]
+            | ["metrics"]
+            | ["debug", "pprof", "profile"]
+            | ["api", "processes"]
+            | ["api", "recordings"]
+            | ["api", "recordings", _]
+            | ["api", "recordings", _, _],
+        ) => body::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
         _ => body::error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }

@@ -1,0 +1,1 @@
+//! Chromium's DevTools protocol over a pipe (`--remote-debugging-pipe`): next commit.
