@@ -5,7 +5,7 @@ mod cdp;
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -676,4 +676,111 @@ fn sigterm_writes_every_recording_and_exits() {
         assert!(data.path().join(id).join("profile.pb.gz").exists());
         assert!(!folded(&data.path().join(id)).is_empty());
     }
+}
+
+/// The page in headless Chromium, as a person uses it: find the process by searching, pick
+/// it, start a recording, watch its progress, and find the hot function in the inline
+/// (interactive, sandboxed) flame graph. The screenshot is kept as target/serve-page.png.
+#[test]
+fn page_records_and_shows_the_flame_graph() {
+    let target = split_target();
+    let data = OutDir::new(scratch("serve-page"));
+    let server = Server::start(data.path(), &[]);
+    let profile = OutDir::new(scratch("serve-chromium"));
+    let mut browser = cdp::Browser::launch(profile.path());
+    browser.navigate(&server.url("/"));
+    let pid = target.pid();
+    let script = r##"(async () => {
+        const until = (f, ms, what) => new Promise((ok, fail) => {
+            const t0 = Date.now();
+            const iv = setInterval(() => {
+                let v; try { v = f(); } catch (_) {}
+                if (v) { clearInterval(iv); ok(v); }
+                else if (Date.now() - t0 > ms) { clearInterval(iv); fail(new Error("timed out: " + what)); }
+            }, 50);
+        });
+        await until(() => document.querySelector('#procs tr[data-pid="PID"]'), 30000, "the process list");
+        const all = document.querySelectorAll("#procs tbody tr").length;
+        const search = document.querySelector("#search");
+        search.value = "split";
+        search.dispatchEvent(new Event("input"));
+        const rows = [...document.querySelectorAll("#procs tbody tr")];
+        if (!rows.every(r => r.textContent.includes("split"))) throw new Error("the search kept other processes");
+        document.querySelector('#procs tr[data-pid="PID"]').click();
+        if (document.querySelector("#f-target").value !== "PID") throw new Error("a click picks the process");
+        document.querySelector("#f-seconds").value = "3";
+        document.querySelector("#start").click();
+        const samples = [];
+        await until(() => {
+            samples.push(Number(document.querySelector("#samples").textContent));
+            return document.querySelector("#state").textContent === "done";
+        }, 60000, "the recording");
+        await until(() => document.querySelector("#view iframe.flame"), 30000, "the flame graph");
+        return { all, shown: rows.length, samples, state: document.querySelector("#state").textContent,
+                 sandbox: document.querySelector("#view iframe.flame").getAttribute("sandbox"),
+                 tabs: [...document.querySelectorAll("#tabs button")].map(b => b.textContent),
+                 downloads: [...document.querySelectorAll("#downloads button")].map(b => b.textContent) };
+    })()"##
+        .replace("PID", &pid.to_string());
+    let seen = browser.eval(&script);
+    eprintln!("page: {seen}");
+    assert!(seen["shown"].as_u64() < seen["all"].as_u64(), "{seen}");
+    let samples: Vec<u64> = seen["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert!(
+        samples.windows(2).any(|w| 0 < w[0] && w[0] < w[1]),
+        "live progress: the sample count grows while recording: {samples:?}"
+    );
+    assert_eq!(seen["sandbox"], "allow-scripts");
+    assert!(
+        seen["downloads"]
+            .to_string()
+            .contains("Open in Perfetto UI"),
+        "{seen}"
+    );
+
+    // The frame's document is inferno's SVG, its script running (interactive: `zoom` and
+    // `search` are defined), and its frames name the hot function.
+    let probe = r##"(() => {
+        const titles = [...document.querySelectorAll("title")].map(t => t.textContent);
+        return { root: document.documentElement.nodeName, scripted: typeof zoom === "function"
+                 && typeof search === "function", hot: titles.find(t => t.startsWith("hot_a (")) };
+    })()"##;
+    let until = Instant::now() + Duration::from_secs(30);
+    let frame = loop {
+        let found = browser
+            .eval_in_frames(probe)
+            .into_iter()
+            .find(|v| v["root"] == "svg" && v["hot"].is_string());
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            Instant::now() < until,
+            "no frame of the page shows a flame graph with hot_a: {:?}",
+            browser.eval_in_frames(probe)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("flame graph frame: {frame}");
+    assert_eq!(
+        frame["scripted"], true,
+        "inferno's script runs in the frame"
+    );
+    // The page itself cannot reach into it (sandboxed: another origin).
+    let reach = browser.eval(
+        r##"(() => { try { return !!document.querySelector("#view iframe.flame").contentDocument; } catch (_) { return false; } })()"##,
+    );
+    assert_eq!(reach, false);
+    let shot = workspace_root().join("target/serve-page.png");
+    browser.screenshot(&shot);
+    eprintln!("screenshot: {}", shot.display());
+    // The recording the page made is the server's, with every output.
+    let list = server.get_json("/api/recordings");
+    assert_eq!(list[0]["scope"], format!("pid {pid}"));
+    assert_eq!(list[0]["state"], "done");
 }
