@@ -784,3 +784,65 @@ fn page_records_and_shows_the_flame_graph() {
     assert_eq!(list[0]["scope"], format!("pid {pid}"));
     assert_eq!(list[0]["state"], "done");
 }
+
+/// 200 recordings one after the other: the server's open descriptors and resident memory
+/// do not grow. The first 20 warm it up (allocator arenas, the blocking pool's threads,
+/// caches filled once); the figures before and after the next 200 are printed.
+#[test]
+fn two_hundred_recordings_leave_nothing_behind() {
+    // Longer than the 220 recordings take on a loaded machine (killed when dropped).
+    let target = Target::start(&build_c("split", "split.c", C_FP), &["1800"]);
+    let data = OutDir::new(scratch("serve-200"));
+    let server = Server::start(data.path(), &["--retain", "5"]);
+    let pid = server.child.id();
+    let record = |n: usize| {
+        for _ in 0..n {
+            let id = server.start_recording(serde_json::json!({
+                "pid": target.pid(), "seconds": 0.2, "call_graph": "fp"
+            }));
+            let done = server.wait_done(&id);
+            assert!(done["samples"].as_u64() > Some(0), "{done}");
+        }
+    };
+    // Settled: the blocking pool's idle threads end after 10 s.
+    let settle = || std::thread::sleep(Duration::from_secs(11));
+    record(20);
+    settle();
+    let (fds_before, rss_before) = (fds(pid), rss_kib(pid));
+    let started = Instant::now();
+    record(200);
+    let took = started.elapsed();
+    settle();
+    let (fds_after, rss_after) = (fds(pid), rss_kib(pid));
+    eprintln!(
+        "200 recordings in {:.0} s: open files {} before, {} after; RSS {} KiB before, {} KiB after",
+        took.as_secs_f64(),
+        fds_before.len(),
+        fds_after.len(),
+        rss_before,
+        rss_after
+    );
+    assert_eq!(
+        fds_after.len(),
+        fds_before.len(),
+        "{fds_before:?}\n{fds_after:?}"
+    );
+    assert_eq!(server.probe_fds(), 0);
+    // Not one recording's worth of growth: a leak of anything a recording holds (its
+    // samples, stacks, modules) would pass that within a few dozen recordings.
+    assert!(
+        rss_after <= rss_before + 4096,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    let list = server.get_json("/api/recordings");
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(5),
+        "--retain 5 keeps five"
+    );
+    let metrics = String::from_utf8(server.call("GET", "/metrics", &[]).1).expect("text");
+    assert!(
+        metrics.contains("profiler_recordings_total{state=\"done\"} 220"),
+        "{metrics}"
+    );
+}
