@@ -276,7 +276,7 @@ impl Store {
             .filter(|n| valid_id(n))
             .filter_map(|id| self.read_meta(id))
             .collect();
-        all.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
+        all.sort_by_key(|m| std::cmp::Reverse(m.created_unix_ms));
         all
     }
 
