@@ -846,3 +846,87 @@ fn two_hundred_recordings_leave_nothing_behind() {
         "{metrics}"
     );
 }
+
+/// `--allow-cgroup` and `--allow-pid-ns`: what may be profiled, checked before anything is
+/// loaded (403 otherwise).
+#[test]
+fn allow_lists() {
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.controllers").exists())
+        .expect("a cgroup v2 hierarchy");
+    let cg = root.join(format!("profiler-serve-allow-{}", std::process::id()));
+    std::fs::create_dir(&cg).expect("create the test cgroup");
+    struct Rmdir(std::path::PathBuf);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _cg = Rmdir(cg.clone());
+    let inside = split_target();
+    let outside = split_target();
+    std::fs::write(cg.join("cgroup.procs"), inside.pid().to_string()).expect("move");
+    let rel = format!("/{}", cg.strip_prefix(root).expect("below root").display());
+
+    let data = OutDir::new(scratch("serve-allow"));
+    let server = Server::start(data.path(), &["--allow-cgroup", &rel]);
+    let id = server.start_recording(serde_json::json!({"pid": inside.pid(), "seconds": 0.3}));
+    server.wait_done(&id);
+    let id = server.start_recording(serde_json::json!({"cgroup": rel, "seconds": 0.3}));
+    server.wait_done(&id);
+    for req in [
+        serde_json::json!({"pid": outside.pid(), "seconds": 0.3}),
+        serde_json::json!({"pid": [inside.pid(), outside.pid()], "seconds": 0.3}),
+        serde_json::json!({"all": true, "seconds": 0.3}),
+        serde_json::json!({"cgroup": "/", "seconds": 0.3}),
+    ] {
+        let (code, answer) = server.post(req.clone());
+        assert_eq!(code, 403, "{req}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("--allow"),
+            "{answer}"
+        );
+    }
+    let (code, _) = server.call(
+        "GET",
+        &format!("/debug/pprof/profile?seconds=1&pid={}", outside.pid()),
+        &[],
+    );
+    assert_eq!(code, 403);
+    drop(server);
+
+    // A process in a PID namespace of its own (as in a container) is not the server's.
+    let mut nested = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "sleep", "60"])
+        .spawn()
+        .expect("unshare (util-linux)");
+    let until = Instant::now() + Duration::from_secs(10);
+    let nested_pid = loop {
+        let child = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", nested.id()))
+            .unwrap_or_default();
+        if let Some(p) = child.split_whitespace().next() {
+            break p.to_string();
+        }
+        assert!(Instant::now() < until, "unshare forks its child");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let data = OutDir::new(scratch("serve-allow-ns"));
+    let server = Server::start(data.path(), &["--allow-pid-ns"]);
+    let id = server.start_recording(serde_json::json!({"pid": outside.pid(), "seconds": 0.3}));
+    server.wait_done(&id);
+    for req in [
+        serde_json::json!({"pid": nested_pid.parse::<u32>().expect("pid"), "seconds": 0.3}),
+        serde_json::json!({"all": true, "seconds": 0.3}),
+        serde_json::json!({"cgroup": rel, "seconds": 0.3}),
+    ] {
+        let (code, answer) = server.post(req.clone());
+        assert_eq!(code, 403, "{req}: {answer}");
+    }
+    let _ = nested.kill();
+    let _ = nested.wait();
+}
