@@ -930,3 +930,121 @@ fn allow_lists() {
     let _ = nested.kill();
     let _ = nested.wait();
 }
+
+/// The page's other views of a recording with spans and off-CPU time (the demo workload):
+/// the span report as a table that sorts by the column clicked, and the off-CPU and wall
+/// flame graphs, where the request threads wait for their database: `db_query` blocked in a
+/// pipe read (`[off-cpu]` … `anon_pipe_read`; the libc wrapper hides `wait_for_db` from the
+/// frame-pointer walk, see the README's known limits).
+#[test]
+fn page_shows_spans_off_cpu_and_wall() {
+    let bin = build_c("demo", "demo.c", &c_fp_probes());
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let demo = Kill(Command::new(&bin).arg("120").spawn().expect("demo starts"));
+    std::thread::sleep(Duration::from_millis(300));
+    let data = OutDir::new(scratch("serve-page-views"));
+    let server = Server::start(data.path(), &[]);
+    let profile = OutDir::new(scratch("serve-chromium-views"));
+    let mut browser = cdp::Browser::launch(profile.path());
+    browser.navigate(&server.url("/"));
+    let script = r##"(async () => {
+        const until = (f, ms, what) => new Promise((ok, fail) => {
+            const t0 = Date.now();
+            const iv = setInterval(() => {
+                let v; try { v = f(); } catch (_) {}
+                if (v) { clearInterval(iv); ok(v); }
+                else if (Date.now() - t0 > ms) { clearInterval(iv); fail(new Error("timed out: " + what)); }
+            }, 50);
+        });
+        await until(() => document.querySelector('#procs tr[data-pid="PID"]'), 30000, "the process list");
+        const row = document.querySelector('#procs tr[data-pid="PID"]');
+        const probes = row.lastChild.textContent;
+        row.click();
+        document.querySelector("#f-seconds").value = "3";
+        document.querySelector("#f-offcpu").checked = true;
+        document.querySelector("#start").click();
+        await until(() => document.querySelector("#state").textContent === "done", 60000, "the recording");
+        await until(() => document.querySelector("#view iframe.flame"), 30000, "the flame graph");
+        const tabs = [...document.querySelectorAll("#tabs button")];
+        tabs.find(b => b.textContent === "Spans").click();
+        const table = await until(() => document.querySelector("#spans-table"), 10000, "the span table");
+        const column = (i) => [...table.querySelectorAll("tbody tr")].map(r => r.children[i].dataset.value);
+        const headers = [...table.querySelectorAll("th")].map(h => h.textContent);
+        const byTotal = column(0);
+        const totalsDesc = column(2).map(Number);
+        table.querySelectorAll("th")[2].click();
+        const totalsAsc = column(2).map(Number);
+        table.querySelectorAll("th")[0].click();
+        const byName = column(0);
+        tabs.find(b => b.textContent === "Off-CPU").click();
+        await until(() => document.querySelector("#view iframe.flame[title='offcpu.svg']"), 10000, "off-CPU");
+        return { probes, tabs: tabs.map(b => b.textContent), headers, byTotal, totalsDesc, totalsAsc, byName };
+    })()"##
+        .replace("PID", &demo.0.id().to_string());
+    let seen = browser.eval(&script);
+    eprintln!("page: {seen}");
+    assert_eq!(
+        seen["probes"], "yes",
+        "the process list says the demo carries span probes"
+    );
+    assert_eq!(
+        seen["tabs"],
+        serde_json::json!(["CPU", "Spans", "CPU by span", "Off-CPU", "Wall"])
+    );
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s.as_str().expect("text").to_string())
+            .collect()
+    };
+    let by_name = names(&seen["byName"]);
+    for span in ["request", "parse", "db_query", "render"] {
+        assert!(by_name.iter().any(|n| n == span), "{span} in {by_name:?}");
+    }
+    // request holds every other span: the most total time.
+    assert_eq!(names(&seen["byTotal"])[0], "request");
+    let mut sorted = by_name.clone();
+    sorted.sort();
+    assert_eq!(by_name, sorted, "a click on name sorts by name");
+    // Total time: the default order, most first; a click on its header turns it around.
+    let totals = |k: &str| -> Vec<f64> {
+        seen[k]
+            .as_array()
+            .expect("totals")
+            .iter()
+            .map(|c| c.as_f64().expect("total"))
+            .collect()
+    };
+    let (desc, asc) = (totals("totalsDesc"), totals("totalsAsc"));
+    assert!(desc.windows(2).all(|w| w[0] >= w[1]), "{desc:?}");
+    assert!(asc.windows(2).all(|w| w[0] <= w[1]), "{asc:?}");
+    assert!(desc.first() > desc.last(), "totals differ: {desc:?}");
+
+    let probe = r##"(() => {
+        const titles = [...document.querySelectorAll("title")].map(t => t.textContent);
+        const has = (name) => titles.some(t => t.startsWith(name + " ("));
+        return { root: document.documentElement.nodeName,
+                 wait: has("[off-cpu]") && has("db_query") && has("anon_pipe_read") };
+    })()"##;
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let frames = browser.eval_in_frames(probe);
+        if let Some(f) = frames.iter().find(|v| v["wait"] == true) {
+            eprintln!("off-CPU frame: {f}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "db_query waiting on its pipe in the off-CPU flame graph: {frames:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    browser.screenshot(&workspace_root().join("target/serve-page-offcpu.png"));
+}
