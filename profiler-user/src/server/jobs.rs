@@ -197,11 +197,18 @@ fn plan(state: &State, req: Request) -> Result<Plan, Refused> {
     Ok(Plan { scope, opts, meta })
 }
 
-/// Gives a concurrency slot back when the recording that took it ends, however it ends.
-struct Slot(Rc<State>);
+/// Gives a concurrency slot back when the recording that took it ends, however it ends: a
+/// task that panicked leaves no job behind either (its probes went with its unwinding, its
+/// watchers see the channel closed).
+struct Slot(Rc<State>, Option<String>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(id) = &self.1
+            && let Ok(mut jobs) = self.0.jobs.try_borrow_mut()
+        {
+            jobs.remove(id);
+        }
         self.0.active.set(self.0.active.get().saturating_sub(1));
         self.0.job_ended.notify_waiters();
     }
@@ -227,7 +234,7 @@ pub async fn start(state: &Rc<State>, req: Request) -> Result<(String, Job), Ref
     }
     // Taken before the first await: concurrent requests cannot both pass the check.
     state.active.set(state.active.get().saturating_add(1));
-    let slot = Slot(state.clone());
+    let mut slot = Slot(state.clone(), None);
     let Plan {
         scope,
         mut opts,
@@ -278,6 +285,7 @@ pub async fn start(state: &Rc<State>, req: Request) -> Result<(String, Job), Ref
             remove: false,
         },
     );
+    slot.1 = Some(id.clone());
     tokio::task::spawn_local(run(state.clone(), slot, id.clone(), target, dir, opts, tx));
     Ok((
         id,
