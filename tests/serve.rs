@@ -461,6 +461,10 @@ fn tokens() {
         &["-H", &format!("Authorization: Basic {token}")],
     );
     assert_eq!(code, 401);
+    // The page alone is served without the token (it holds no data, and asks for it).
+    let (code, page) = server.call("GET", "/", &[]);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&page).contains("Authorization"));
     server.token = Some(token.to_string());
     let (code, _) = server.call("GET", "/api/recordings", &[]);
     assert_eq!(code, 200);
