@@ -210,10 +210,20 @@ impl Store {
                 uid: st.st_uid,
             });
         }
-        // Profiles name other users' functions and arguments: for the server's eyes only.
-        // SAFETY: plain syscall on a descriptor we own.
-        if unsafe { libc::fchmod(opened.dir.as_raw_fd(), 0o700) } != 0 {
-            return Err(err(io::Error::last_os_error()));
+        // Profiles name other users' functions and command lines: for the server's eyes
+        // only. A directory made now is closed to others; an existing one is never changed
+        // (`--data /tmp` must not lock everyone out of /tmp), but refused if others can read it.
+        if !opened.created.is_empty() {
+            // SAFETY: plain syscall on a descriptor we own.
+            if unsafe { libc::fchmod(opened.dir.as_raw_fd(), 0o700) } != 0 {
+                return Err(err(io::Error::last_os_error()));
+            }
+        } else if st.st_mode & 0o077 != 0 {
+            return Err(Error::Startup(format!(
+                "--data {}: mode {:04o} lets other users read the recordings: chmod 700 {0}, or name a new directory",
+                path.display(),
+                st.st_mode & 0o7777
+            )));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -420,6 +430,15 @@ mod tests {
         assert!(store.open_file("..", outputs::FOLDED_FILE).is_err());
         store.remove(&id).unwrap();
         assert!(!path.join(&id).exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "made private");
+        // An existing directory others can read is refused, and left as it is.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = Store::open(&path, Retain::Count(2)).err().expect("refused");
+        assert!(e.to_string().contains("chmod 700"), "{e}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
         let _ = std::fs::remove_dir_all(&path);
     }
 }
