@@ -189,7 +189,10 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        let opened = safe_dir::open_dir(path, None, true, safe_dir::Trusted::current()).map_err(
+        // Under sudo the recordings belong to the user who ran it, as `record`'s outputs do:
+        // their directory too.
+        let owner = outputs::sudo_owner();
+        let opened = safe_dir::open_dir(path, owner, true, safe_dir::Trusted::current()).map_err(
             |e| match e {
                 safe_dir::OpenError::Io(source) => err(source),
                 safe_dir::OpenError::UntrustedLink { link, uid } => Error::OutputDirLink {
