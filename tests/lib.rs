@@ -246,6 +246,10 @@ impl OutDir {
     pub fn new(path: PathBuf) -> Self {
         Self(path)
     }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
 impl std::ops::Deref for OutDir {

@@ -50,6 +50,9 @@ pub enum Command {
     /// Compare two recordings: differential flame graph, changed functions and spans, and
     /// which changes are significant.
     Diff(DiffArgs),
+    /// Serve recordings over HTTP: a Go-compatible /debug/pprof/profile, a JSON API and a web
+    /// page (never runs commands).
+    Serve(crate::server::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -456,7 +459,7 @@ impl StatusLine {
     }
 }
 
-fn check_frequency(hz: u64) -> Result<()> {
+pub(crate) fn check_frequency(hz: u64) -> Result<()> {
     if let Some(max) = max_sample_rate()
         && hz > max
     {
@@ -533,11 +536,9 @@ async fn record_into(
     if let Some(ms) = s.test_hold_after_stop_ms {
         std::thread::sleep(Duration::from_millis(ms));
     }
-    let mut rec = symbolize::symbolize(&raw);
-    drop(raw);
+    let mut rec = symbolized(raw, warnings);
     interrupt::set_phase(Phase::Writing);
     if let Some(meta) = rec.meta.as_mut() {
-        meta.warnings.extend(warnings);
         // A missing capability is for the user to fix, so it is said on stderr even with
         // --quiet (which only keeps the summary off the terminal), one line each.
         let mut err = std::io::stderr();
@@ -549,15 +550,31 @@ async fn record_into(
             let _ = writeln!(err, "profiler: warning: {w}");
         }
     }
-    let parts = Parts {
-        perfetto_spans: s.outputs.perfetto_spans,
-        group_by: s.outputs.group_by,
-        kernel_threads: s.outputs.kernel_threads,
-        ..Parts::ALL
-    };
+    let parts = output_parts(&s.outputs);
     let regenerate = dir.path().to_path_buf();
     finish(&rec, &dir, parts, s.quiet, &regenerate, report)?;
     Ok(rec)
+}
+
+/// The recording `raw` becomes, with the warnings of its collection: what `record` and
+/// `serve` write. Takes `raw` so its memory is freed before the outputs are drawn.
+pub fn symbolized(raw: collect::RawRecording, warnings: Vec<String>) -> crate::model::Recording {
+    let mut rec = symbolize::symbolize(&raw);
+    drop(raw);
+    if let Some(meta) = rec.meta.as_mut() {
+        meta.warnings.extend(warnings);
+    }
+    rec
+}
+
+/// The outputs `record --output DIR` writes with these options.
+pub fn output_parts(o: &OutputArgs) -> Parts {
+    Parts {
+        perfetto_spans: o.perfetto_spans,
+        group_by: o.group_by,
+        kernel_threads: o.kernel_threads,
+        ..Parts::ALL
+    }
 }
 
 /// The scope `--all`, `--cgroup`, `--container` or `--comm` name, if one does.

@@ -13,6 +13,7 @@ pub mod interrupt;
 pub mod model;
 pub mod offcpu;
 pub mod outputs;
+pub mod server;
 pub mod spans;
 pub mod symbolize;
 

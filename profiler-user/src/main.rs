@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cli::report(args),
         Command::Ps(args) => cli::ps(args),
         Command::Diff(args) => cli::diff(args),
+        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(profiler::server::serve(args))),
     };
     // Not eprintln!: after an SSH drop stderr fails, and a panic would replace the exit status.
     let say = |line: std::fmt::Arguments| {

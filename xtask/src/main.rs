@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
-                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go)\n\
+                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go, curl, chromium)\n\
                  build   setup, then build everything (release)\n\
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
@@ -174,6 +174,16 @@ fn setup() -> Result<Env> {
         "go",
         &["golang-go"],
         "tests read profile.pb.gz with `go tool pprof`, a reader we did not write",
+    )?;
+    ensure_tool(
+        "curl",
+        &["curl"],
+        "tests talk to `profiler serve` with an HTTP client we did not write",
+    )?;
+    ensure_tool(
+        "chromium",
+        &["chromium"],
+        "tests drive the page of `profiler serve` in headless Chromium",
     )?;
     step(&format!(
         "setup done in {:.1} s",

@@ -969,7 +969,15 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
         scope::Scope::Cgroup(c) => format!("cgroup {}", c.relative),
         scope::Scope::Comm(c) => format!("processes named /{}/", c.pattern),
     };
-    eprintln!("profiler: recording {whom} {what}; Ctrl-C to stop");
+    // A server's recordings are stopped through `stop`, not by Ctrl-C; and a server may run
+    // with stderr closed, where eprintln! would panic.
+    let how = if opts.stop.is_some() {
+        ""
+    } else {
+        "; Ctrl-C to stop"
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "profiler: recording {whom} {what}{how}");
 }
 
 fn forward(pid: u32, signal: libc::c_int) {
