@@ -7,6 +7,8 @@
 
 use core::mem::size_of;
 
+pub mod alloc;
+
 /// Frames kept per stack; the kernel's own limit for `bpf_get_stackid` (PERF_MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;
 
@@ -225,6 +227,8 @@ pub enum EventKind {
     OffCpu = 12,
     /// A [`SampleDwarfEvent`], cut after its copied stack bytes.
     SampleDwarf = 13,
+    /// An [`alloc::AllocEvent`]: one sampled allocation (`--alloc`).
+    Alloc = 14,
 }
 
 impl EventKind {
@@ -243,6 +247,7 @@ impl EventKind {
             11 => Some(Self::ProcessExit),
             12 => Some(Self::OffCpu),
             13 => Some(Self::SampleDwarf),
+            14 => Some(Self::Alloc),
             _ => None,
         }
     }
@@ -460,6 +465,9 @@ mod tests {
         assert!(MAX_DWARF_STACK.is_power_of_two());
         assert_eq!(size_of::<ThreadSpans>(), 8 + 8 * MAX_SPAN_DEPTH);
         assert_eq!(size_of::<abi::SpanMetaRaw>(), 32);
+        assert_eq!(size_of::<alloc::AllocEvent>(), 80);
+        assert_eq!(size_of::<alloc::AllocThread>(), 72);
+        assert_eq!(size_of::<alloc::AllocKey>(), 16);
         // The ring buffer hands out 8-byte aligned records.
         assert!(align_of::<SampleInlineEvent>() <= 8);
     }
@@ -480,6 +488,7 @@ mod tests {
             EventKind::ProcessExit,
             EventKind::OffCpu,
             EventKind::SampleDwarf,
+            EventKind::Alloc,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

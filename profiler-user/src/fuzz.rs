@@ -222,6 +222,12 @@ pub fn ring_record(data: &[u8]) {
             stack_ok(&o.user);
             stack_ok(&o.kernel);
         }
+        Some(Event::Alloc(e)) => {
+            let a = crate::collect::alloc::RawAlloc::from_event(&e);
+            stack_ok(&a.user);
+            let (n, b) = crate::alloc::scale(a.size, 1 + u64::from(e.func));
+            assert!(n >= 1.0 && b >= 0.0, "{n} {b}");
+        }
         Some(Event::Span(_) | Event::Process(_)) | None => {}
     }
 }
@@ -265,6 +271,10 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
             bytes::<ProcessEvent>(EventKind::ProcessExit, 0),
         ),
         ("off-cpu", bytes::<OffCpuEvent>(EventKind::OffCpu, 0)),
+        (
+            "alloc",
+            bytes::<profiler_common::alloc::AllocEvent>(EventKind::Alloc, 0),
+        ),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! The profiler as a library: collect (kernel → raw samples), symbolize (addresses → frames),
 //! model (the recording every output reads) and outputs (one module per format). The
 //! `profiler` binary is a thin CLI over it.
+pub mod alloc;
 pub mod cli;
 pub mod collect;
 pub mod diff;

@@ -16,6 +16,7 @@ pub enum Event {
     Span(SpanEvent),
     Process(ProcessEvent),
     OffCpu(OffCpuEvent),
+    Alloc(profiler_common::alloc::AllocEvent),
 }
 
 /// Decodes one ring buffer record; None for a record of unknown kind or size.
@@ -74,6 +75,14 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             // SAFETY: length checked; OffCpuEvent is plain old data, read unaligned.
             let e: OffCpuEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::OffCpu(e));
+        }
+        EventKind::Alloc => {
+            if bytes.len() < size_of::<profiler_common::alloc::AllocEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; AllocEvent is plain old data, read unaligned.
+            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::Alloc(e));
         }
         EventKind::Sample => {
             if bytes.len() < size_of::<SampleEvent>() {
@@ -230,6 +239,27 @@ mod tests {
         }
         // A header cut short is refused.
         assert!(parse_event(&b[..SAMPLE_DWARF_HEADER - 1]).is_none());
+    }
+
+    #[test]
+    fn parses_alloc_events() {
+        let e = profiler_common::alloc::AllocEvent {
+            kind: EventKind::Alloc as u32,
+            pid: 10,
+            tid: 11,
+            size: 4096,
+            addr: 0x5000,
+            seq: 3,
+            caller: 0x401000,
+            user_stack_id: 2,
+            tracked: 1,
+            ..Default::default()
+        };
+        match parse_event(&bytes_of(&e)) {
+            Some(Event::Alloc(got)) => assert_eq!(got, e),
+            other => panic!("not an allocation: {other:?}"),
+        }
+        assert!(parse_event(&bytes_of(&e)[..72]).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use profiler_common::{DwarfRegs, EventKind, SpanEvent, target};
 
 use super::{
-    RawSample, RawStack,
+    RawSample, RawStack, alloc,
     decode::{Event, parse_event},
     offcpu, processes, sideband, spans, unwind,
 };
@@ -22,6 +22,8 @@ pub struct Sink<'a> {
     pub span_events: Vec<SpanEvent>,
     /// Off-CPU intervals, and whether the kernel's sums hold them too.
     pub off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
+    /// Sampled allocations (`--alloc`).
+    pub allocs: Vec<alloc::RawAlloc>,
     pub unwinder: unwind::Unwinder,
     /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
     to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
@@ -58,6 +60,7 @@ impl<'a> Sink<'a> {
             samples: Vec::new(),
             span_events: Vec::new(),
             off_cpu: Vec::new(),
+            allocs: Vec::new(),
             unwinder: unwind::Unwinder::default(),
             to_unwind: Default::default(),
             auto_targets,
@@ -123,6 +126,7 @@ impl<'a> Sink<'a> {
                     self.off_cpu
                         .push((offcpu::from_event(&e), e.in_totals != 0));
                 }
+                Some(Event::Alloc(e)) => self.allocs.push(alloc::RawAlloc::from_event(&e)),
                 Some(Event::Span(e)) => {
                     // Metadata is read while the target is alive, once per callsite.
                     if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {

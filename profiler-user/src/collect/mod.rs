@@ -2,6 +2,7 @@
 //! clock of every CPU, and turns what the kernel reports into a [`RawRecording`]: ring buffer
 //! records (`decode`, `drain`) and side-band records of the processes' mappings
 //! (`sideband`, `processes`, `modules`).
+pub mod alloc;
 pub mod btf;
 pub mod checks;
 pub mod coverage;
@@ -66,6 +67,8 @@ pub struct RecordOptions {
     pub stack_bytes: u32,
     /// Off-CPU time too (sched_switch); None: CPU samples only.
     pub off_cpu: Option<offcpu::OffCpuOptions>,
+    /// Allocations too (uprobes on the targets' allocator); None: not recorded.
+    pub alloc: Option<alloc::AllocOptions>,
     /// Test hook: wait this long between loading and attaching.
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
@@ -174,6 +177,8 @@ pub struct RawRecording {
     pub unwind: unwind::UnwindStats,
     /// `--off-cpu` data; None when off-CPU time was not recorded.
     pub off_cpu: Option<offcpu::RawOffCpuData>,
+    /// `--alloc` data; None when allocations were not recorded.
+    pub alloc: Option<alloc::RawAllocData>,
     /// Samples against the targets' CPU time; None when no thread's could be read.
     pub coverage: Option<crate::model::Coverage>,
     /// Thread names: from /proc at the start and end, and from the samples themselves.
@@ -519,6 +524,30 @@ pub async fn record(
         }
     };
     let mut meta = spans::MetaReader::default();
+    // Allocator probes before the sampler too: the processes in scope now get theirs here,
+    // those that join later as they become known (the drain loop's tick).
+    let mut alloc_probes = opts
+        .alloc
+        .map(|_| alloc::AllocProbes::new(matches!(opts.scope, scope::Scope::All)));
+    if let Some(probes) = alloc_probes.as_mut() {
+        if pid != 0 && space.mappings.is_empty() {
+            // `run`: the held command has not exec'd; its C library is most likely ours.
+            if let Some(libc) = alloc::own_libc() {
+                probes
+                    .attach_path(&mut session.ebpf, &libc, pid)
+                    .map_err(checks::explain_refusal)?;
+            }
+        } else if pid != 0 {
+            probes
+                .attach_space(&mut session.ebpf, &space, &modules)
+                .map_err(checks::explain_refusal)?;
+        }
+        for (_, other, _) in &others {
+            if let Err(e) = probes.attach_space(&mut session.ebpf, other, &modules) {
+                warnings.push(format!("{e}: allocations of pid {} left out", other.pid));
+            }
+        }
+    }
     session.load_sampler().map_err(checks::explain_refusal)?;
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
@@ -657,6 +686,7 @@ pub async fn record(
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
                 probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
+                probe_new_allocators(&mut alloc_probes, &mut session, sink.procs, &mut warnings);
                 sink.unwind_pending(Some(UNWIND_BUDGET));
                 if !listed.is_empty() && listed.iter().all(|&p| procfs::has_exited(p)) {
                     break StopReason::TargetExited;
@@ -682,6 +712,10 @@ pub async fn record(
         cpu_end = cpu_recent;
     }
     // Detach first so the counters are final, then take what is still in the buffers.
+    let alloc_runs = alloc_probes
+        .as_mut()
+        .map(|p| p.stop(&mut session.ebpf))
+        .unwrap_or_default();
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
     sink.drain_ring(ring.get_mut());
@@ -692,6 +726,7 @@ pub async fn record(
         mut samples,
         span_events,
         off_cpu: off_cpu_events,
+        mut allocs,
         unwinder,
         mut threads,
         malformed,
@@ -751,6 +786,9 @@ pub async fn record(
         }
         None => None,
     };
+    for a in &mut allocs {
+        a.space = procs.space_at(a.pid, a.timestamp_ns);
+    }
     let off_cpu_stacks = off_cpu
         .iter()
         .flat_map(|o| o.totals.iter().chain(&o.intervals))
@@ -760,12 +798,38 @@ pub async fn record(
             samples
                 .iter()
                 .flat_map(|s| [&s.user, &s.kernel])
-                .chain(off_cpu_stacks),
+                .chain(off_cpu_stacks)
+                .chain(allocs.iter().map(|a| &a.user)),
         ),
         "reading the kernel's stack map (stacks left empty)",
         &mut warnings,
     );
     stacks.extend(unwinder.stacks.into_iter().map(|(frames, id)| (id, frames)));
+    let alloc = match (opts.alloc, alloc_probes) {
+        (Some(a), Some(probes)) => {
+            alloc::restore_callers(&mut allocs, &stacks);
+            let live_unmatched = kept(
+                alloc::mark_live(&session.ebpf, &mut allocs),
+                "reading the live allocations (none counted as in use)",
+                &mut warnings,
+            );
+            let counters = kept(
+                alloc::read_counters(&session.ebpf),
+                "reading the allocation counters (losses unknown)",
+                &mut warnings,
+            );
+            Some(alloc::RawAllocData {
+                sample_bytes: a.sample_bytes,
+                allocs,
+                counters,
+                live_unmatched,
+                bpf_run_count: alloc_runs.0,
+                bpf_run_time_ns: alloc_runs.1,
+                files: probes.files,
+            })
+        }
+        _ => None,
+    };
     let (bpf_run_count, bpf_run_time_ns) = run_stats.sampler;
 
     let spans_attached = match live {
@@ -797,6 +861,7 @@ pub async fn record(
         stack_bytes: opts.stack_bytes,
         unwind: unwinder.stats,
         off_cpu,
+        alloc,
         coverage,
         threads,
         start_boottime_ns,
@@ -824,6 +889,24 @@ fn probe_new_files(
         && let Err(e) = live.attach_new(&mut session.ebpf, &procs.modules)
     {
         warnings.push(format!("{e}: spans of that file left out"));
+    }
+}
+
+/// Allocator probes for the processes that appeared (or mapped another allocator) since the
+/// last look; a failure is told in the warnings and the others are still probed.
+fn probe_new_allocators(
+    probes: &mut Option<alloc::AllocProbes>,
+    session: &mut session::Session,
+    procs: &processes::Processes,
+    warnings: &mut Vec<String>,
+) {
+    if let Some(p) = probes.as_mut()
+        && let Err(e) = p.update(&mut session.ebpf, procs)
+    {
+        let line = format!("{e}: allocations of that process left out");
+        if !warnings.contains(&line) {
+            warnings.push(line);
+        }
     }
 }
 
@@ -888,6 +971,9 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
     }
     if opts.off_cpu.is_some() {
         what += ", off-CPU";
+    }
+    if let Some(a) = opts.alloc {
+        what += &format!(", allocations (1 sample per {} bytes)", a.sample_bytes);
     }
     let whom = match &opts.scope {
         scope::Scope::Pids(p) if p.len() > 1 => format!("pids {}", opts.scope.name()),

@@ -49,6 +49,8 @@ pub struct Summary {
     pub spans: Option<SpanReport>,
     /// Present with `--off-cpu`.
     pub off_cpu: Option<crate::offcpu::OffCpuReport>,
+    /// Present with `--alloc`.
+    pub alloc: Option<crate::alloc::AllocReport>,
     /// Samples against the targets' own CPU time; None when it could not be read.
     pub coverage: Option<CoverageReport>,
 }
@@ -627,6 +629,7 @@ impl Summary {
             warnings: m.warnings.clone(),
             spans: SpanReport::new(rec),
             off_cpu: crate::offcpu::OffCpuReport::new(rec),
+            alloc: crate::alloc::AllocReport::new(rec),
             coverage: CoverageReport::new(rec),
         }
     }
@@ -745,6 +748,9 @@ impl Summary {
         }
         if let Some(off_cpu) = &self.off_cpu {
             off_cpu.to_text(&mut t);
+        }
+        if let Some(alloc) = &self.alloc {
+            alloc.to_text(&mut t);
         }
         t
     }

@@ -260,6 +260,9 @@ impl<'a> Stacks<'a> {
     }
 }
 
+/// The kernel stack of an allocation: none (the allocator runs in user space).
+static NO_STACK: RawStack = RawStack::Empty;
+
 pub fn symbolize(raw: &RawRecording) -> Recording {
     let mut t = Interner::default();
     let mut stacks = Stacks {
@@ -322,6 +325,48 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             windowed: false,
             bpf_run_count: o.bpf_run_count,
             bpf_run_time_ns: o.bpf_run_time_ns,
+        });
+    }
+    let mut allocs = Vec::new();
+    let mut alloc_info = None;
+    if let Some(a) = &raw.alloc {
+        for x in &a.allocs {
+            thread_pids.entry(x.tid).or_insert(x.pid);
+            allocs.push(crate::model::Alloc {
+                pid: x.pid,
+                tid: x.tid,
+                stack: stacks.resolve(&mut t, x.space, &NO_STACK, &x.user, false),
+                span: x.span_id,
+                timestamp_ns: x.timestamp_ns,
+                size: x.size,
+                live: x.live,
+                tracked: x.tracked,
+                function: profiler_common::alloc::func::NAMES
+                    .get(x.func as usize)
+                    .copied()
+                    .unwrap_or("?")
+                    .to_string(),
+            });
+        }
+        allocs.sort_by_key(|a| (a.timestamp_ns, a.tid));
+        let c = &a.counters;
+        alloc_info = Some(crate::model::AllocInfo {
+            sample_bytes: a.sample_bytes,
+            calls: c.calls,
+            bytes: c.bytes,
+            frees: c.frees,
+            nested: c.nested,
+            sampled: c.sampled,
+            received: a.allocs.len() as u64,
+            lost_ringbuf: c.lost_ringbuf,
+            threads_full: c.threads_full,
+            untracked: c.live_full,
+            failed: c.failed,
+            sampled_frees: c.sampled_frees,
+            bpf_run_count: a.bpf_run_count,
+            bpf_run_time_ns: a.bpf_run_time_ns,
+            files: a.files.clone(),
+            windowed: false,
         });
     }
     drop(stacks);
@@ -581,6 +626,8 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         off_cpu,
         off_cpu_intervals,
         off_cpu_info,
+        allocs,
+        alloc_info,
     }
 }
 
@@ -771,6 +818,7 @@ mod tests {
             spans_attached: Default::default(),
             stacks: HashMap::new(),
             off_cpu: None,
+            alloc: None,
             coverage: None,
             counters: Counters::default(),
             threads: HashMap::new(),
