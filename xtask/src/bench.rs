@@ -20,7 +20,7 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short), to work on one without waiting for the
+/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short, alloc), to work on one without waiting for the
 /// others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
@@ -1731,6 +1731,136 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// `--alloc`: nanoseconds added per allocation (malloc + free) of a tight allocation loop, at
+/// the default sampling and sampling every allocation, beside bpftrace with the equivalent
+/// probes (uprobe and uretprobe on malloc, uprobe on free, for that process only; it keeps
+/// every allocation, so it compares with `--alloc-sample 1`).
+fn alloc_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("allocloop");
+    compile(&bin, "allocloop.c", &[])?;
+    let calls = if quick() { 100_000.0 } else { 1_000_000.0 };
+    let n = format!("{calls}");
+    let rounds = rounds();
+    let libc = own_libc().ok_or("this program maps no libc.so: cannot point bpftrace at one")?;
+    // [alone, --alloc, --alloc --alloc-sample 1, bpftrace] → seconds per round.
+    let mut runs: [Vec<f64>; 4] = Default::default();
+    let mut bpf_ns = Vec::new();
+    for round in 0..rounds {
+        step(&format!("--alloc cost: round {}/{rounds}", round + 1));
+        for k in 0..4 {
+            let variant = (round + k) % 4;
+            let mut t = Target::start(&bin, &[&n, "64"])?;
+            let out = dir.join("alloc-profile");
+            let _ = fs::remove_dir_all(&out);
+            let mut tracer = match variant {
+                0 => None,
+                1 => Some(start_profiler(t.child.id(), &out, &["--alloc"])?),
+                2 => Some(start_profiler(
+                    t.child.id(),
+                    &out,
+                    &["--alloc", "--alloc-sample", "1"],
+                )?),
+                _ => Some(start_bpftrace_alloc(t.child.id(), &libc)?),
+            };
+            t.go()?;
+            let printed = t.finish()?;
+            runs[variant].push(seconds_of(&printed)?);
+            if let Some(mut p) = tracer.take() {
+                if variant == 3 {
+                    signal(p.id(), sys::SIGINT);
+                }
+                p.wait().map_err(|e| e.to_string())?;
+                if variant == 1 {
+                    let s = read_summary(&out)?;
+                    let a = s.find("\"alloc\":").map_or("", |at| &s[at..]);
+                    bpf_ns.push(json_number(a, "bpf_ns_per_run").unwrap_or(f64::NAN));
+                }
+            }
+        }
+    }
+    let added = |v: usize| {
+        stat(
+            runs[v]
+                .iter()
+                .zip(&runs[0])
+                .map(|(p, a)| (p - a) / calls * 1e9)
+                .collect(),
+        )
+    };
+    let (default, every, bpftrace) = (added(1), added(2), added(3));
+    let base = stat(runs[0].iter().map(|a| a / calls * 1e9).collect());
+    let bpf = stat(bpf_ns);
+    rows.push(Row {
+        what: "`--alloc` cost per allocation (malloc + free)".into(),
+        value: format!(
+            "+{} ns at the default sampling (512 KiB); +{} ns with --alloc-sample 1; bpftrace with the same probes +{} ns; unprobed {} ns; our BPF time {} ns per probe hit",
+            default.show(0),
+            every.show(0),
+            bpftrace.show(0),
+            base.show(0),
+            bpf.show(0)
+        ),
+        method: format!(
+            "tests/targets/allocloop.c: {calls} × malloc(64) + free in one thread pinned to CPU 1, timed by itself; alone, under `profiler record --alloc` (and `--alloc-sample 1`) pinned to CPU 0, and under `bpftrace -p PID` with uprobe+uretprobe on malloc (size by tid, then live[retval] and @bytes[ustack]) and a uprobe on free (delete live[arg0]), placed at the symbols as a bpftrace user writes them (the profiler probes glibc's free after its NULL test, which the kernel emulates instead of single-stepping); {rounds} rounds, the four in rotating order, median of per-round differences / calls"
+        ),
+        json: format!(
+            "{{\"name\":\"alloc_ns_per_allocation\",{},{},{},{},{}}}",
+            default.json("default"),
+            every.json("every"),
+            bpftrace.json("bpftrace"),
+            base.json("unprobed"),
+            bpf.json("bpf_ns_per_hit")
+        ),
+    });
+    Ok(())
+}
+
+/// The C library this program maps, for bpftrace's uprobes.
+fn own_libc() -> Option<String> {
+    let maps = fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libc.so"))
+        })
+        .map(str::to_string)
+}
+
+/// bpftrace with probes equivalent to `--alloc --alloc-sample 1` on `pid`, pinned to CPU 0;
+/// returns once they are attached.
+fn start_bpftrace_alloc(pid: u32, libc: &str) -> Result<Child> {
+    let prog = format!(
+        "uprobe:{libc}:malloc {{ @size[tid] = arg0; }} \
+         uretprobe:{libc}:malloc /@size[tid]/ {{ @live[retval] = @size[tid]; @bytes[ustack] = sum(@size[tid]); delete(@size[tid]); }} \
+         uprobe:{libc}:free {{ delete(@live[arg0]); }} \
+         BEGIN {{ printf(\"live\\n\"); }} \
+         END {{ clear(@live); clear(@bytes); clear(@size); }}"
+    );
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", "bpftrace", "-p", &pid.to_string(), "-e", &prog])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting bpftrace: {e}"))?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    // "Attaching N probes..." comes before they are attached; BEGIN runs once they are.
+    while line.trim() != "live" {
+        line.clear();
+        if out.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            let _ = child.wait();
+            return Err("bpftrace ended before attaching".into());
+        }
+    }
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = out.read_to_string(&mut sink);
+    });
+    Ok(child)
+}
+
 /// DWARF unwinding against frame pointers on the same program: split.c built without frame
 /// pointers (gcc -O2), recorded with `--call-graph fp` and `--call-graph dwarf` alternately at
 /// 99 and 999 Hz: kernel cost per sample, userspace unwinding per sample, complete stacks.
@@ -1859,6 +1989,9 @@ pub fn bench() -> Result {
     }
     if part("short") {
         short_processes(&dir, &mut rows)?;
+    }
+    if part("alloc") {
+        alloc_cost(&dir, &mut rows)?;
     }
 
     // A quick or partial run checks the bench: it must not replace the real figures.
