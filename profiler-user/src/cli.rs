@@ -222,6 +222,10 @@ pub struct SamplingArgs {
     /// allocation. Totals are scaled back from the samples, unbiased.
     #[arg(long, value_parser = parse_size, default_value = "512KiB", value_name = "SIZE")]
     pub alloc_sample: u64,
+    /// Record lock contention too: the futex waits of target threads (the lock or condition
+    /// waited on, how long, the waiter's stack). Adds locks.* outputs.
+    #[arg(long)]
+    pub locks: bool,
     #[command(flatten)]
     pub outputs: OutputArgs,
     /// Then compare with the recording in DIR, as `profiler diff DIR OUTPUT` does: diff.svg,
@@ -526,6 +530,7 @@ fn record_options(
         alloc: s.alloc.then_some(collect::alloc::AllocOptions {
             sample_bytes: s.alloc_sample,
         }),
+        locks: s.locks,
         hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
         stop: None,

@@ -228,7 +228,12 @@ pub fn ring_record(data: &[u8]) {
             let (n, b) = crate::alloc::scale(a.size, 1 + u64::from(e.func));
             assert!(n >= 1.0 && b >= 0.0, "{n} {b}");
         }
-        Some(Event::Span(_) | Event::Process(_)) | None => {}
+        Some(Event::LockWait(e, stack)) => {
+            assert!(stack.end <= data.len(), "{stack:?}");
+            assert!(stack.len() <= profiler_common::locks::LOCK_STACK_BYTES);
+            let _ = e.uaddr;
+        }
+        Some(Event::Span(_) | Event::Process(_) | Event::LockDone(_)) | None => {}
     }
 }
 
@@ -274,6 +279,14 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "alloc",
             bytes::<profiler_common::alloc::AllocEvent>(EventKind::Alloc, 0),
+        ),
+        (
+            "lock-wait",
+            bytes::<profiler_common::locks::LockWaitEvent>(EventKind::LockWait, 0),
+        ),
+        (
+            "lock-done",
+            bytes::<profiler_common::locks::LockDoneEvent>(EventKind::LockDone, 0),
         ),
     ]
 }

@@ -10,6 +10,7 @@ pub mod fail_if;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod interrupt;
+pub mod locks;
 pub mod model;
 pub mod offcpu;
 pub mod outputs;

@@ -55,6 +55,66 @@ pub struct Recording {
     /// Present when allocations were recorded.
     #[prost(message, optional, tag = "18")]
     pub alloc_info: Option<AllocInfo>,
+    /// `--locks`: futex waits summed per thread, stack, span and address.
+    #[prost(message, repeated, tag = "19")]
+    pub lock_waits: Vec<LockWait>,
+    /// Present when lock waits were recorded.
+    #[prost(message, optional, tag = "20")]
+    pub lock_info: Option<LockInfo>,
+}
+
+/// Time one thread waited on one futex (a lock, or a condition) from one stack, in one span.
+#[derive(Clone, PartialEq, Message)]
+pub struct LockWait {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(uint32, tag = "2")]
+    pub tid: u32,
+    /// Index into `stacks`: the waiter's stack at its futex call.
+    #[prost(uint32, tag = "3")]
+    pub stack: u32,
+    #[prost(uint64, tag = "4")]
+    pub span: u64,
+    /// The futex word's address in the process.
+    #[prost(uint64, tag = "5")]
+    pub address: u64,
+    /// The static variable there (`big_lock`), empty when no symbol names it.
+    #[prost(string, tag = "6")]
+    pub symbol: String,
+    #[prost(uint64, tag = "7")]
+    pub total_ns: u64,
+    /// Waits summed.
+    #[prost(uint64, tag = "8")]
+    pub count: u64,
+    /// CLOCK_BOOTTIME nanoseconds: the first wait's begin and the last one's end.
+    #[prost(uint64, tag = "9")]
+    pub first_ns: u64,
+    #[prost(uint64, tag = "10")]
+    pub last_ns: u64,
+}
+
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct LockInfo {
+    /// Futex waits of target threads the kernel saw.
+    #[prost(uint64, tag = "1")]
+    pub waits: u64,
+    /// Waits not sent (ring buffer full) or not remembered until their end (map full).
+    #[prost(uint64, tag = "2")]
+    pub lost: u64,
+    /// Waits whose end never came (still waiting at the end, or the end was lost): counted
+    /// up to the end of the recording.
+    #[prost(uint64, tag = "3")]
+    pub unfinished: u64,
+    /// Waits whose user stack could not be copied.
+    #[prost(uint64, tag = "4")]
+    pub stack_errors: u64,
+    #[prost(uint64, tag = "5")]
+    pub bpf_run_count: u64,
+    #[prost(uint64, tag = "6")]
+    pub bpf_run_time_ns: u64,
+    /// Cut by `report --from/--to`: sums of the waits that overlap the window, whole.
+    #[prost(bool, tag = "7")]
+    pub windowed: bool,
 }
 
 /// One sampled allocation (`--alloc`). It stands for more than itself: see
@@ -958,6 +1018,7 @@ impl Recording {
         out.off_cpu.retain(|o| !hide.contains(&o.pid));
         out.off_cpu_intervals.retain(|o| !hide.contains(&o.pid));
         out.allocs.retain(|a| !hide.contains(&a.pid));
+        out.lock_waits.retain(|w| !hide.contains(&w.pid));
         (out, hidden)
     }
 
@@ -1068,6 +1129,13 @@ impl Recording {
             info.windowed = true;
             out.allocs
                 .retain(|a| a.timestamp_ns >= lo && a.timestamp_ns <= hi);
+        }
+        if (lo, hi) != (start, m.end_boottime_ns)
+            && let Some(info) = out.lock_info.as_mut()
+        {
+            info.windowed = true;
+            out.lock_waits
+                .retain(|w| w.last_ns >= lo && w.first_ns <= hi);
         }
         if let Some(meta) = out.meta.as_mut() {
             // The wall clock moves with the start, for outputs that carry it (pprof).

@@ -298,6 +298,26 @@ fn random_recording(r: &mut Rng) -> Recording {
             windowed: r.chance(2),
             ..Default::default()
         }),
+        lock_waits: r.vec(4, |r| LockWait {
+            pid: pid(r),
+            tid: pid(r),
+            stack: r.num32(),
+            span: r.num(),
+            address: r.num(),
+            symbol: r.text(),
+            total_ns: r.num(),
+            count: r.num(),
+            first_ns: t(r),
+            last_ns: t(r),
+        }),
+        lock_info: r.chance(2).then(|| LockInfo {
+            waits: r.num(),
+            lost: r.num(),
+            bpf_run_count: r.num(),
+            bpf_run_time_ns: r.num(),
+            windowed: r.chance(2),
+            ..Default::default()
+        }),
     }
 }
 

@@ -17,6 +17,12 @@ pub enum Event {
     Process(ProcessEvent),
     OffCpu(OffCpuEvent),
     Alloc(profiler_common::alloc::AllocEvent),
+    /// A futex wait began: the event's head, and where its stack bytes are in the record.
+    LockWait(
+        Box<profiler_common::locks::LockWaitEvent>,
+        std::ops::Range<usize>,
+    ),
+    LockDone(profiler_common::locks::LockDoneEvent),
 }
 
 /// Decodes one ring buffer record; None for a record of unknown kind or size.
@@ -83,6 +89,28 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             // SAFETY: length checked; AllocEvent is plain old data, read unaligned.
             let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::Alloc(e));
+        }
+        EventKind::LockWait => {
+            use profiler_common::locks::LockWaitEvent;
+            if bytes.len() < size_of::<LockWaitEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; LockWaitEvent is plain old data, read unaligned.
+            let e: LockWaitEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let start = std::mem::offset_of!(LockWaitEvent, stack);
+            // stack_len comes from the record: bounded by the array.
+            let len = usize::try_from(e.stack_len)
+                .unwrap_or(usize::MAX)
+                .min(profiler_common::locks::LOCK_STACK_BYTES);
+            return Some(Event::LockWait(Box::new(e), start..start + len));
+        }
+        EventKind::LockDone => {
+            if bytes.len() < size_of::<profiler_common::locks::LockDoneEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; LockDoneEvent is plain old data, read unaligned.
+            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::LockDone(e));
         }
         EventKind::Sample => {
             if bytes.len() < size_of::<SampleEvent>() {

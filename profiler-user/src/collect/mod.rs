@@ -9,6 +9,7 @@ pub mod coverage;
 pub mod debuginfo;
 pub mod decode;
 pub mod drain;
+pub mod locks;
 pub mod modules;
 pub mod offcpu;
 pub mod privileges;
@@ -69,6 +70,8 @@ pub struct RecordOptions {
     pub off_cpu: Option<offcpu::OffCpuOptions>,
     /// Allocations too (uprobes on the targets' allocator); None: not recorded.
     pub alloc: Option<alloc::AllocOptions>,
+    /// Futex waits of target threads too (lock contention).
+    pub locks: bool,
     /// Test hook: wait this long between loading and attaching.
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
@@ -179,6 +182,8 @@ pub struct RawRecording {
     pub off_cpu: Option<offcpu::RawOffCpuData>,
     /// `--alloc` data; None when allocations were not recorded.
     pub alloc: Option<alloc::RawAllocData>,
+    /// `--locks` data; None when lock waits were not recorded.
+    pub locks: Option<locks::RawLockData>,
     /// Samples against the targets' CPU time; None when no thread's could be read.
     pub coverage: Option<crate::model::Coverage>,
     /// Thread names: from /proc at the start and end, and from the samples themselves.
@@ -474,6 +479,7 @@ pub async fn record(
         scope::Scope::Comm(c) => Some(c.clone()),
         _ => None,
     };
+
     let auto_call_graph = opts.call_graph == CallGraph::Auto && opts.follows();
     let auto_targets = if auto_call_graph || comm.is_some() {
         Some(session.take_targets()?)
@@ -548,6 +554,11 @@ pub async fn record(
             }
         }
     }
+    let mut lock_probes = if opts.locks {
+        Some(locks::LockProbes::attach(&mut session.ebpf).map_err(checks::explain_refusal)?)
+    } else {
+        None
+    };
     session.load_sampler().map_err(checks::explain_refusal)?;
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
@@ -716,11 +727,18 @@ pub async fn record(
         .as_mut()
         .map(|p| p.stop(&mut session.ebpf))
         .unwrap_or_default();
+    let lock_runs = lock_probes
+        .as_mut()
+        .map(|p| p.stop(&mut session.ebpf))
+        .unwrap_or_default();
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
     sink.drain_ring(ring.get_mut());
     sink.drain_sideband(sideband.get_mut());
     sink.unwind_pending(None);
+    let lock_waits = lock_probes
+        .is_some()
+        .then(|| sink.take_lock_waits(end_boottime_ns));
     let drain::Sink {
         targets_refused,
         mut samples,
@@ -830,6 +848,35 @@ pub async fn record(
         }
         _ => None,
     };
+    let locks = match lock_waits {
+        Some((waits, unfinished)) => {
+            // Each address looked up once, named or not.
+            let mut looked: HashMap<(u32, u64), Option<String>> = HashMap::new();
+            for w in &waits {
+                looked
+                    .entry((w.pid, w.uaddr))
+                    .or_insert_with(|| locks::symbol_at(&mut procs, w.pid, w.begin_ns, w.uaddr));
+            }
+            let symbols = looked
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect();
+            let counters = kept(
+                locks::read_counters(&session.ebpf),
+                "reading the lock counters (losses unknown)",
+                &mut warnings,
+            );
+            Some(locks::RawLockData {
+                waits,
+                unfinished,
+                symbols,
+                counters,
+                bpf_run_count: lock_runs.0,
+                bpf_run_time_ns: lock_runs.1,
+            })
+        }
+        None => None,
+    };
     let (bpf_run_count, bpf_run_time_ns) = run_stats.sampler;
 
     let spans_attached = match live {
@@ -862,6 +909,7 @@ pub async fn record(
         unwind: unwinder.stats,
         off_cpu,
         alloc,
+        locks,
         coverage,
         threads,
         start_boottime_ns,
@@ -974,6 +1022,9 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
     }
     if let Some(a) = opts.alloc {
         what += &format!(", allocations (1 sample per {} bytes)", a.sample_bytes);
+    }
+    if opts.locks {
+        what += ", lock waits";
     }
     let whom = match &opts.scope {
         scope::Scope::Pids(p) if p.len() > 1 => format!("pids {}", opts.scope.name()),

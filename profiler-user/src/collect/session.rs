@@ -135,6 +135,10 @@ impl Session {
                 unused(alloc_on, alloc::defaults::THREADS),
             )
             .map_max_entries(
+                profiler_common::locks::names::MAP_LOCK_WAITS,
+                unused(opts.locks, profiler_common::locks::defaults::WAITS),
+            )
+            .map_max_entries(
                 alloc::names::MAP_ALLOC_LIVE,
                 unused(alloc_on, alloc::defaults::LIVE_ENTRIES),
             )

@@ -33,6 +33,8 @@ pub enum Weight {
     AllocBytes,
     /// Bytes allocated and never freed.
     InuseBytes,
+    /// Microseconds waited for locks (`--locks`).
+    LockWait,
 }
 
 /// Off-CPU markers stand out in blue against the warm palette of CPU frames.
@@ -101,6 +103,15 @@ pub fn write_weighted(
             ));
             opts.count_name = "µs".to_string();
             opts.palette_map = Some(&mut palette);
+        }
+        Weight::LockWait => {
+            let info = rec.lock_info.clone().unwrap_or_default();
+            opts.title = format!("{} — time waiting for locks", rec.command_line());
+            opts.subtitle = Some(format!(
+                "pid {}; futex waits, the lock as the leaf; {} waits lost",
+                m.pid, info.lost
+            ));
+            opts.count_name = "µs".to_string();
         }
         Weight::AllocBytes | Weight::InuseBytes => {
             let what = if weight == Weight::AllocBytes {

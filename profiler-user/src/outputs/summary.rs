@@ -51,6 +51,8 @@ pub struct Summary {
     pub off_cpu: Option<crate::offcpu::OffCpuReport>,
     /// Present with `--alloc`.
     pub alloc: Option<crate::alloc::AllocReport>,
+    /// Present with `--locks`.
+    pub locks: Option<crate::locks::LocksReport>,
     /// Samples against the targets' own CPU time; None when it could not be read.
     pub coverage: Option<CoverageReport>,
 }
@@ -630,6 +632,7 @@ impl Summary {
             spans: SpanReport::new(rec),
             off_cpu: crate::offcpu::OffCpuReport::new(rec),
             alloc: crate::alloc::AllocReport::new(rec),
+            locks: crate::locks::LocksReport::new(rec),
             coverage: CoverageReport::new(rec),
         }
     }
@@ -751,6 +754,9 @@ impl Summary {
         }
         if let Some(alloc) = &self.alloc {
             alloc.to_text(&mut t);
+        }
+        if let Some(locks) = &self.locks {
+            locks.to_text(&mut t);
         }
         t
     }

@@ -369,6 +369,56 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             windowed: false,
         });
     }
+    let mut lock_waits = Vec::new();
+    let mut lock_info = None;
+    if let Some(l) = &raw.locks {
+        // (pid, tid, stack, span, address) → (ns, waits, first, last)
+        let mut sums: std::collections::BTreeMap<(u32, u32, u32, u64, u64), (u64, u64, u64, u64)> =
+            Default::default();
+        for w in &l.waits {
+            thread_pids.entry(w.tid).or_insert(w.pid);
+            let stack = stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, false);
+            let e = sums
+                .entry((w.pid, w.tid, stack, w.span_id, w.uaddr))
+                .or_insert((0, 0, u64::MAX, 0));
+            e.0 = e.0.saturating_add(w.end_ns.saturating_sub(w.begin_ns));
+            e.1 = e.1.saturating_add(1);
+            e.2 = e.2.min(w.begin_ns);
+            e.3 = e.3.max(w.end_ns);
+        }
+        lock_waits = sums
+            .into_iter()
+            .map(
+                |((pid, tid, stack, span, address), (total_ns, count, first_ns, last_ns))| {
+                    crate::model::LockWait {
+                        pid,
+                        tid,
+                        stack,
+                        span,
+                        address,
+                        symbol: l.symbols.get(&(pid, address)).cloned().unwrap_or_default(),
+                        total_ns,
+                        count,
+                        first_ns,
+                        last_ns,
+                    }
+                },
+            )
+            .collect();
+        let c = &l.counters;
+        lock_info = Some(crate::model::LockInfo {
+            waits: c.waits,
+            lost: c
+                .lost_ringbuf
+                .saturating_add(c.waits_full)
+                .saturating_add(c.done_lost),
+            unfinished: l.unfinished,
+            stack_errors: c.stack_errors,
+            bpf_run_count: l.bpf_run_count,
+            bpf_run_time_ns: l.bpf_run_time_ns,
+            windowed: false,
+        });
+    }
     drop(stacks);
 
     resolve_names(&mut t, raw);
@@ -628,6 +678,8 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
         off_cpu_info,
         allocs,
         alloc_info,
+        lock_waits,
+        lock_info,
     }
 }
 
@@ -819,6 +871,7 @@ mod tests {
             stacks: HashMap::new(),
             off_cpu: None,
             alloc: None,
+            locks: None,
             coverage: None,
             counters: Counters::default(),
             threads: HashMap::new(),

@@ -430,6 +430,34 @@ pub fn alloc_profile(rec: &Recording) -> Option<proto::Profile> {
     Some(b.finish())
 }
 
+/// The lock contention profile (`--locks`), in the shape of Go's mutex profile:
+/// `contentions/count` and `delay/nanoseconds` per waiting stack, the waited-on address as the
+/// label `lock` (its symbol when it has one). None without lock data.
+pub fn locks_profile(rec: &Recording) -> Option<proto::Profile> {
+    rec.lock_info.as_ref()?;
+    let mut b = Builder::new(rec);
+    let contentions = b.value_type("contentions", "count");
+    let delay = b.value_type("delay", "nanoseconds");
+    b.p.sample_type = vec![contentions, delay];
+    b.p.period_type = Some(contentions);
+    b.p.period = 1;
+    b.p.default_sample_type = delay.r#type;
+    for w in &rec.lock_waits {
+        let mut label = b.labels((w.pid, CURRENT), w.tid, w.span);
+        label.push(b.str_label("lock", &crate::locks::lock_frame(w)));
+        let sample = proto::Sample {
+            location_id: b.stack(w.stack),
+            value: vec![
+                i64::try_from(w.count).unwrap_or(i64::MAX),
+                i64::try_from(w.total_ns).unwrap_or(i64::MAX),
+            ],
+            label,
+        };
+        b.p.sample.push(sample);
+    }
+    Some(b.finish())
+}
+
 /// Writes `profile` gzipped, as every pprof reader expects it.
 pub fn write(profile: &proto::Profile, w: &mut dyn Write) -> io::Result<()> {
     let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());
