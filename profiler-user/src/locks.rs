@@ -11,6 +11,9 @@ use crate::{
 
 const TOP_LOCKS: usize = 10;
 
+/// One address's symbol, time, waits, and (time, waits) per waiting stack.
+type LockSum = (String, u64, u64, HashMap<u32, (u64, u64)>);
+
 /// The leaf frame of a lock wait's folded stack: what was waited on.
 pub fn lock_frame(w: &LockWait) -> String {
     if w.symbol.is_empty() {
@@ -97,8 +100,7 @@ fn describe(rec: &Recording, stack: u32) -> String {
 impl LocksReport {
     pub fn new(rec: &Recording) -> Option<Self> {
         let info = rec.lock_info.as_ref()?;
-        let mut by_lock: HashMap<(u32, u64), (String, u64, u64, HashMap<u32, (u64, u64)>)> =
-            HashMap::new();
+        let mut by_lock: HashMap<(u32, u64), LockSum> = HashMap::new();
         let (mut total_ns, mut waits) = (0u64, 0u64);
         for w in &rec.lock_waits {
             total_ns = total_ns.saturating_add(w.total_ns);

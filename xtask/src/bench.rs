@@ -1815,6 +1815,95 @@ fn alloc_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// `--locks`: nanoseconds added per contended wait (a futex wait of a target thread) on two
+/// threads fighting over one mutex, beside bpftrace with the equivalent tracepoints.
+fn locks_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("lockloop");
+    compile(&bin, "lockloop.c", &["-lpthread"])?;
+    let n = if quick() { "50000" } else { "200000" };
+    let rounds = rounds();
+    // [alone, --locks, bpftrace] → (seconds, waits seen).
+    let mut runs: [Vec<(f64, f64)>; 3] = Default::default();
+    for round in 0..rounds {
+        step(&format!("--locks cost: round {}/{rounds}", round + 1));
+        for k in 0..3 {
+            let variant = (round + k) % 3;
+            // Two threads: not pinned, the profiler and bpftrace on CPU 0.
+            let mut t = Target::spawn({
+                let mut c = Command::new(&bin);
+                c.arg(n);
+                c
+            })?;
+            let out = dir.join("locks-profile");
+            let _ = fs::remove_dir_all(&out);
+            let mut tracer = match variant {
+                0 => None,
+                1 => Some(start_profiler(t.child.id(), &out, &["--locks"])?),
+                _ => Some(start_bpftrace_locks(t.child.id())?),
+            };
+            t.go()?;
+            let seconds = seconds_of(&t.finish()?)?;
+            let mut waits = f64::NAN;
+            if let Some(mut p) = tracer.take() {
+                if variant == 2 {
+                    signal(p.id(), sys::SIGINT);
+                }
+                p.wait().map_err(|e| e.to_string())?;
+                if variant == 1 {
+                    let s = read_summary(&out)?;
+                    let l = s.find("\"locks\":").map_or("", |at| &s[at..]);
+                    waits = json_number(l, "waits").unwrap_or(f64::NAN);
+                }
+            }
+            runs[variant].push((seconds, waits));
+        }
+    }
+    // Per round: the time added over the waits our recording counted in that round (the
+    // waits of the other rounds' runs are alike: the same program, the same contention).
+    let waits: Vec<f64> = runs[1].iter().map(|r| r.1).collect();
+    let per_wait = |v: usize| {
+        stat(
+            runs[v]
+                .iter()
+                .zip(&runs[0])
+                .zip(&waits)
+                .map(|((p, a), w)| (p.0 - a.0) / w * 1e9)
+                .collect(),
+        )
+    };
+    let (ours, bpftrace) = (per_wait(1), per_wait(2));
+    let w = stat(waits);
+    rows.push(Row {
+        what: "`--locks` cost per contended wait".into(),
+        value: format!(
+            "+{} ns per futex wait ({} waits per run); bpftrace with the same tracepoints +{} ns",
+            ours.show(0),
+            w.show(0),
+            bpftrace.show(0)
+        ),
+        method: format!(
+            "tests/targets/lockloop.c: 2 threads × {n} lock/unlock of one mutex around ~50 multiplies, wall time by itself; alone, under `profiler record --locks` (pinned to CPU 0) and under `bpftrace -p PID` on tracepoint:syscalls:sys_enter_futex (begin time by tid, @[ustack] count) and sys_exit_futex (sum of the wait); {rounds} rounds in rotating order; (time − alone) / the waits our recording counted; negative spreads are noise of a 2-CPU contention benchmark"
+        ),
+        json: format!(
+            "{{\"name\":\"locks_ns_per_wait\",{},{},{}}}",
+            ours.json("profiler"),
+            bpftrace.json("bpftrace"),
+            w.json("waits")
+        ),
+    });
+    Ok(())
+}
+
+/// bpftrace with tracepoints equivalent to `--locks` on `pid`, pinned to CPU 0; returns once
+/// they are attached.
+fn start_bpftrace_locks(pid: u32) -> Result<Child> {
+    let prog = "tracepoint:syscalls:sys_enter_futex { @s[tid] = nsecs; @st[ustack] = count(); } \
+         tracepoint:syscalls:sys_exit_futex /@s[tid]/ { @w = sum(nsecs - @s[tid]); delete(@s[tid]); } \
+         BEGIN { printf(\"live\\n\"); } \
+         END { clear(@s); clear(@st); }";
+    bpftrace_live(pid, prog)
+}
+
 /// The C library this program maps, for bpftrace's uprobes.
 fn own_libc() -> Option<String> {
     let maps = fs::read_to_string("/proc/self/maps").ok()?;
@@ -1838,8 +1927,14 @@ fn start_bpftrace_alloc(pid: u32, libc: &str) -> Result<Child> {
          BEGIN {{ printf(\"live\\n\"); }} \
          END {{ clear(@live); clear(@bytes); clear(@size); }}"
     );
+    bpftrace_live(pid, &prog)
+}
+
+/// `bpftrace -p PID -e PROG` pinned to CPU 0, once its BEGIN probe printed "live" (it says
+/// "Attaching N probes..." before they are attached).
+fn bpftrace_live(pid: u32, prog: &str) -> Result<Child> {
     let mut child = Command::new("taskset")
-        .args(["-c", "0", "bpftrace", "-p", &pid.to_string(), "-e", &prog])
+        .args(["-c", "0", "bpftrace", "-p", &pid.to_string(), "-e", prog])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -1992,6 +2087,7 @@ pub fn bench() -> Result {
     }
     if part("alloc") {
         alloc_cost(&dir, &mut rows)?;
+        locks_cost(&dir, &mut rows)?;
     }
 
     // A quick or partial run checks the bench: it must not replace the real figures.

@@ -180,7 +180,7 @@ pub fn alloc_entry(ctx: ProbeContext) -> u32 {
     let user_stack_id = if sampled {
         match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => id as i32,
-            Err(e) => e as i32,
+            Err(e) => e,
         }
     } else {
         -1

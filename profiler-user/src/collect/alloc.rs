@@ -231,11 +231,16 @@ fn probe_point(bytes: &[u8], at: u64, f: u64) -> u64 {
             _ => return at,
         }
     }
-    let emulated = match rest(i) {
-        [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..] => true,
-        [0x70..=0x7f, ..] | [0xeb, ..] | [0xe9, ..] | [0x0f, 0x80..=0x8f, ..] => true,
-        _ => false,
-    };
+    // push, push r8-r15, and the jumps the kernel emulates.
+    let emulated = matches!(
+        rest(i),
+        [0x50..=0x57, ..]
+            | [0x41, 0x50..=0x57, ..]
+            | [0x70..=0x7f, ..]
+            | [0xeb, ..]
+            | [0xe9, ..]
+            | [0x0f, 0x80..=0x8f, ..]
+    );
     if i > 0 && emulated { at + i as u64 } else { at }
 }
 

@@ -373,8 +373,8 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
     let mut lock_info = None;
     if let Some(l) = &raw.locks {
         // (pid, tid, stack, span, address) → (ns, waits, first, last)
-        let mut sums: std::collections::BTreeMap<(u32, u32, u32, u64, u64), (u64, u64, u64, u64)> =
-            Default::default();
+        type Key = (u32, u32, u32, u64, u64);
+        let mut sums: std::collections::BTreeMap<Key, (u64, u64, u64, u64)> = Default::default();
         for w in &l.waits {
             thread_pids.entry(w.tid).or_insert(w.pid);
             let stack = stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, false);
