@@ -1,13 +1,14 @@
-/* Lock wait cost: two threads take one mutex N times each around a short critical section,
- * so that many lock calls find it taken and wait in the kernel (futex). Prints "seconds S".
+/* Lock wait cost: two threads take one mutex N times each around a critical section ten times
+ * longer than the work between them (~2000 and ~200 multiplies), so that many lock calls find it taken and
+ * wait in the kernel (futex). Prints "seconds S".
  * Waits for a line on stdin (the profiler is attached) before it starts. Argument: N
- * (default 200000). */
+ * (default 20000). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-static long N = 200000;
+static long N = 20000;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile unsigned long counter;
 
@@ -19,11 +20,14 @@ static double now(void) {
 
 static void *worker(void *arg) {
     (void)arg;
+    unsigned long mine = 1;
     for (long i = 0; i < N; i++) {
         pthread_mutex_lock(&lock);
-        for (int k = 0; k < 50; k++) counter = counter * 6364136223846793005UL + 1;
+        for (int k = 0; k < 2000; k++) counter = counter * 6364136223846793005UL + 1;
         pthread_mutex_unlock(&lock);
+        for (int k = 0; k < 200; k++) mine = mine * 6364136223846793005UL + 1;
     }
+    counter += mine;
     return NULL;
 }
 
