@@ -558,6 +558,35 @@ pub fn symbolize(raw: &RawRecording) -> Recording {
             c.stack_map_full
         ));
     }
+    if let Some(a) = &raw.alloc {
+        let lost = a
+            .counters
+            .lost_ringbuf
+            .saturating_add(a.counters.threads_full);
+        if lost > 0 {
+            warnings.push(format!(
+                "{lost} sampled allocations lost (ring buffer full, or too many threads inside the allocator at once): the allocation totals are low by about that many samples; raise --ring-buffer-size or --alloc-sample"
+            ));
+        }
+        if a.counters.live_full > 0 {
+            warnings.push(format!(
+                "{} sampled allocations not watched for their free (more live samples than the kernel map holds): they are left out of inuse.*; raise --alloc-sample",
+                a.counters.live_full
+            ));
+        }
+    }
+    if let Some(l) = &raw.locks {
+        let c = &l.counters;
+        let lost = c
+            .lost_ringbuf
+            .saturating_add(c.waits_full)
+            .saturating_add(c.done_lost);
+        if lost > 0 {
+            warnings.push(format!(
+                "{lost} futex waits lost or left without their end (ring buffer or wait map full): lock wait time is missing or counted to the end of the recording; raise --ring-buffer-size"
+            ));
+        }
+    }
 
     let mut matched = crate::spans::match_events(
         &raw.span_events,
