@@ -7,6 +7,9 @@
 
 use core::mem::size_of;
 
+pub mod alloc;
+pub mod locks;
+
 /// Frames kept per stack; the kernel's own limit for `bpf_get_stackid` (PERF_MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;
 
@@ -231,6 +234,12 @@ pub enum EventKind {
     OffCpu = 12,
     /// A [`SampleDwarfEvent`], cut after its copied stack bytes.
     SampleDwarf = 13,
+    /// An [`alloc::AllocEvent`]: one sampled allocation (`--alloc`).
+    Alloc = 14,
+    /// A [`locks::LockWaitEvent`]: a target thread began waiting on a futex (`--locks`).
+    LockWait = 15,
+    /// A [`locks::LockDoneEvent`]: that wait ended.
+    LockDone = 16,
 }
 
 impl EventKind {
@@ -249,6 +258,9 @@ impl EventKind {
             11 => Some(Self::ProcessExit),
             12 => Some(Self::OffCpu),
             13 => Some(Self::SampleDwarf),
+            14 => Some(Self::Alloc),
+            15 => Some(Self::LockWait),
+            16 => Some(Self::LockDone),
             _ => None,
         }
     }
@@ -466,6 +478,14 @@ mod tests {
         assert!(MAX_DWARF_STACK.is_power_of_two());
         assert_eq!(size_of::<ThreadSpans>(), 8 + 8 * MAX_SPAN_DEPTH);
         assert_eq!(size_of::<abi::SpanMetaRaw>(), 32);
+        assert_eq!(size_of::<alloc::AllocEvent>(), 80);
+        assert_eq!(size_of::<alloc::AllocThread>(), 72);
+        assert_eq!(size_of::<alloc::AllocKey>(), 16);
+        assert_eq!(size_of::<locks::LockDoneEvent>(), 32);
+        assert_eq!(
+            size_of::<locks::LockWaitEvent>(),
+            56 + 32 + locks::LOCK_STACK_BYTES
+        );
         // The ring buffer hands out 8-byte aligned records.
         assert!(align_of::<SampleInlineEvent>() <= 8);
     }
@@ -486,6 +506,9 @@ mod tests {
             EventKind::ProcessExit,
             EventKind::OffCpu,
             EventKind::SampleDwarf,
+            EventKind::Alloc,
+            EventKind::LockWait,
+            EventKind::LockDone,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

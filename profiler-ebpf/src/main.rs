@@ -9,6 +9,10 @@
 
 #[cfg(target_arch = "bpf")]
 mod programs {
+    // Kernel sides of `--alloc` and `--locks`, in files of their own (src/programs/); they
+    // use the shared maps and helpers below (ring buffer, stack map, target membership).
+    mod alloc;
+    mod locks;
     use aya_ebpf::{
         EbpfContext,
         bindings::{

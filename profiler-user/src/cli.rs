@@ -226,6 +226,18 @@ pub struct SamplingArgs {
     /// timeline then shows that sample of intervals.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536), value_name = "N")]
     pub off_cpu_sample: u32,
+    /// Record allocations too: uprobes on the targets' allocator (malloc, calloc, realloc,
+    /// the aligned allocators, free), sampled by bytes. Adds alloc.* and inuse.* outputs.
+    #[arg(long)]
+    pub alloc: bool,
+    /// Mean bytes between sampled allocations (`512KiB`, `1MiB`, `4096`); `1` records every
+    /// allocation. Totals are scaled back from the samples, unbiased.
+    #[arg(long, value_parser = parse_size, default_value = "512KiB", value_name = "SIZE")]
+    pub alloc_sample: u64,
+    /// Record lock contention too: the futex waits of target threads (the lock or condition
+    /// waited on, how long, the waiter's stack). Adds locks.* outputs.
+    #[arg(long)]
+    pub locks: bool,
     #[command(flatten)]
     pub outputs: OutputArgs,
     /// Then compare with the recording in DIR, as `profiler diff DIR OUTPUT` does: diff.svg,
@@ -351,6 +363,37 @@ pub fn parse_offset(s: &str) -> std::result::Result<Duration, String> {
         return Err(format!("`{s}` is longer than a year"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A size in bytes: a number with an optional unit (`B`, `KiB`/`K`/`KB`, `MiB`/`M`/`MB`,
+/// `GiB`/`G`/`GB`; all powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a size such as 4096, 64KiB or 1MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown unit `{other}` (B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes == 0 {
+        return Err(format!(
+            "`{s}`: at least 1 byte (1 records every allocation)"
+        ));
+    }
+    Ok(bytes)
 }
 
 fn parse_frequency(s: &str) -> std::result::Result<u64, String> {
@@ -497,6 +540,10 @@ fn record_options(
             interval_min: s.off_cpu_interval_min,
             sample_every: s.off_cpu_sample,
         }),
+        alloc: s.alloc.then_some(collect::alloc::AllocOptions {
+            sample_bytes: s.alloc_sample,
+        }),
+        locks: s.locks,
         hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
         stop: None,

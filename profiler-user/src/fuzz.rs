@@ -222,7 +222,18 @@ pub fn ring_record(data: &[u8]) {
             stack_ok(&o.user);
             stack_ok(&o.kernel);
         }
-        Some(Event::Span(_) | Event::Process(_)) | None => {}
+        Some(Event::Alloc(e)) => {
+            let a = crate::collect::alloc::RawAlloc::from_event(&e);
+            stack_ok(&a.user);
+            let (n, b) = crate::alloc::scale(a.size, 1 + u64::from(e.func));
+            assert!(n >= 1.0 && b >= 0.0, "{n} {b}");
+        }
+        Some(Event::LockWait(e, stack)) => {
+            assert!(stack.end <= data.len(), "{stack:?}");
+            assert!(stack.len() <= profiler_common::locks::LOCK_STACK_BYTES);
+            let _ = e.uaddr;
+        }
+        Some(Event::Span(_) | Event::Process(_) | Event::LockDone(_)) | None => {}
     }
 }
 
@@ -265,6 +276,18 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
             bytes::<ProcessEvent>(EventKind::ProcessExit, 0),
         ),
         ("off-cpu", bytes::<OffCpuEvent>(EventKind::OffCpu, 0)),
+        (
+            "alloc",
+            bytes::<profiler_common::alloc::AllocEvent>(EventKind::Alloc, 0),
+        ),
+        (
+            "lock-wait",
+            bytes::<profiler_common::locks::LockWaitEvent>(EventKind::LockWait, 0),
+        ),
+        (
+            "lock-done",
+            bytes::<profiler_common::locks::LockDoneEvent>(EventKind::LockDone, 0),
+        ),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! model (the recording every output reads) and outputs (one module per format). The
 //! `profiler` binary is a thin CLI over it.
 pub mod agent;
+pub mod alloc;
 pub mod cli;
 pub mod collect;
 pub mod diff;
@@ -10,6 +11,7 @@ pub mod fail_if;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod interrupt;
+pub mod locks;
 pub mod model;
 pub mod offcpu;
 pub mod outputs;

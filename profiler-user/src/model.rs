@@ -49,6 +49,149 @@ pub struct Recording {
     /// Present when off-CPU time was recorded.
     #[prost(message, optional, tag = "16")]
     pub off_cpu_info: Option<OffCpuInfo>,
+    /// `--alloc`: the sampled allocations.
+    #[prost(message, repeated, tag = "17")]
+    pub allocs: Vec<Alloc>,
+    /// Present when allocations were recorded.
+    #[prost(message, optional, tag = "18")]
+    pub alloc_info: Option<AllocInfo>,
+    /// `--locks`: futex waits summed per thread, stack, span and address.
+    #[prost(message, repeated, tag = "19")]
+    pub lock_waits: Vec<LockWait>,
+    /// Present when lock waits were recorded.
+    #[prost(message, optional, tag = "20")]
+    pub lock_info: Option<LockInfo>,
+}
+
+/// Time one thread waited on one futex (a lock, or a condition) from one stack, in one span.
+#[derive(Clone, PartialEq, Message)]
+pub struct LockWait {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(uint32, tag = "2")]
+    pub tid: u32,
+    /// Index into `stacks`: the waiter's stack at its futex call.
+    #[prost(uint32, tag = "3")]
+    pub stack: u32,
+    #[prost(uint64, tag = "4")]
+    pub span: u64,
+    /// The futex word's address in the process.
+    #[prost(uint64, tag = "5")]
+    pub address: u64,
+    /// The static variable there (`big_lock`), empty when no symbol names it.
+    #[prost(string, tag = "6")]
+    pub symbol: String,
+    #[prost(uint64, tag = "7")]
+    pub total_ns: u64,
+    /// Waits summed.
+    #[prost(uint64, tag = "8")]
+    pub count: u64,
+    /// CLOCK_BOOTTIME nanoseconds: the first wait's begin and the last one's end.
+    #[prost(uint64, tag = "9")]
+    pub first_ns: u64,
+    #[prost(uint64, tag = "10")]
+    pub last_ns: u64,
+}
+
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct LockInfo {
+    /// Futex waits of target threads the kernel saw.
+    #[prost(uint64, tag = "1")]
+    pub waits: u64,
+    /// Waits not sent (ring buffer full) or not remembered until their end (map full).
+    #[prost(uint64, tag = "2")]
+    pub lost: u64,
+    /// Waits whose end never came (still waiting at the end, or the end was lost): counted
+    /// up to the end of the recording.
+    #[prost(uint64, tag = "3")]
+    pub unfinished: u64,
+    /// Waits whose user stack could not be copied.
+    #[prost(uint64, tag = "4")]
+    pub stack_errors: u64,
+    #[prost(uint64, tag = "5")]
+    pub bpf_run_count: u64,
+    #[prost(uint64, tag = "6")]
+    pub bpf_run_time_ns: u64,
+    /// Cut by `report --from/--to`: sums of the waits that overlap the window, whole.
+    #[prost(bool, tag = "7")]
+    pub windowed: bool,
+}
+
+/// One sampled allocation (`--alloc`). It stands for more than itself: see
+/// `crate::alloc::scale`, with `AllocInfo::sample_bytes`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Alloc {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(uint32, tag = "2")]
+    pub tid: u32,
+    /// Index into `stacks`: the allocator's entry, the allocating call above it.
+    #[prost(uint32, tag = "3")]
+    pub stack: u32,
+    /// Innermost span running on the thread, 0 for none.
+    #[prost(uint64, tag = "4")]
+    pub span: u64,
+    /// CLOCK_BOOTTIME nanoseconds, at the allocator's entry.
+    #[prost(uint64, tag = "5")]
+    pub timestamp_ns: u64,
+    /// Bytes asked for.
+    #[prost(uint64, tag = "6")]
+    pub size: u64,
+    /// Not freed while recorded (nor before its process exited): a leak candidate.
+    #[prost(bool, tag = "7")]
+    pub live: bool,
+    /// False when the kernel had no room to watch for its free (then never `live`).
+    #[prost(bool, tag = "8")]
+    pub tracked: bool,
+    /// The allocator function: malloc, calloc, realloc, aligned_alloc, posix_memalign, valloc.
+    #[prost(string, tag = "9")]
+    pub function: String,
+}
+
+#[derive(Clone, PartialEq, Message, serde::Serialize)]
+pub struct AllocInfo {
+    /// Mean bytes between samples (`--alloc-sample`); 1: every allocation.
+    #[prost(uint64, tag = "1")]
+    pub sample_bytes: u64,
+    /// Exact counts from the kernel: allocator calls of the targets and the bytes they asked
+    /// for, frees, and calls nested in another allocator call (counted once, as the outer).
+    #[prost(uint64, tag = "2")]
+    pub calls: u64,
+    #[prost(uint64, tag = "3")]
+    pub bytes: u64,
+    #[prost(uint64, tag = "4")]
+    pub frees: u64,
+    #[prost(uint64, tag = "5")]
+    pub nested: u64,
+    /// Allocations sampled, and what became of them.
+    #[prost(uint64, tag = "6")]
+    pub sampled: u64,
+    #[prost(uint64, tag = "7")]
+    pub received: u64,
+    #[prost(uint64, tag = "8")]
+    pub lost_ringbuf: u64,
+    /// Lost between entry and return: no room to remember the call.
+    #[prost(uint64, tag = "9")]
+    pub threads_full: u64,
+    /// Sent without watching for their free (no room): never counted as in use.
+    #[prost(uint64, tag = "10")]
+    pub untracked: u64,
+    /// Sampled calls that returned no memory.
+    #[prost(uint64, tag = "11")]
+    pub failed: u64,
+    #[prost(uint64, tag = "12")]
+    pub sampled_frees: u64,
+    /// Run-time statistics of the three allocator programs.
+    #[prost(uint64, tag = "13")]
+    pub bpf_run_count: u64,
+    #[prost(uint64, tag = "14")]
+    pub bpf_run_time_ns: u64,
+    /// Files whose allocator was probed.
+    #[prost(string, repeated, tag = "15")]
+    pub files: Vec<String>,
+    /// Allocations cut out by `report --from/--to`: the exact counts are the whole recording's.
+    #[prost(bool, tag = "16")]
+    pub windowed: bool,
 }
 
 /// Time one thread spent off CPU, leaving it from one stack inside one span.
@@ -883,6 +1026,8 @@ impl Recording {
         out.span_runs.retain(|r| !hide.contains(&r.pid));
         out.off_cpu.retain(|o| !hide.contains(&o.pid));
         out.off_cpu_intervals.retain(|o| !hide.contains(&o.pid));
+        out.allocs.retain(|a| !hide.contains(&a.pid));
+        out.lock_waits.retain(|w| !hide.contains(&w.pid));
         (out, hidden)
     }
 
@@ -988,6 +1133,20 @@ impl Recording {
                     },
                 )
                 .collect();
+        }
+        if (lo, hi) != (start, m.end_boottime_ns)
+            && let Some(info) = out.alloc_info.as_mut()
+        {
+            info.windowed = true;
+            out.allocs
+                .retain(|a| a.timestamp_ns >= lo && a.timestamp_ns <= hi);
+        }
+        if (lo, hi) != (start, m.end_boottime_ns)
+            && let Some(info) = out.lock_info.as_mut()
+        {
+            info.windowed = true;
+            out.lock_waits
+                .retain(|w| w.last_ns >= lo && w.first_ns <= hi);
         }
         if let Some(meta) = out.meta.as_mut() {
             // The wall clock moves with the start, for outputs that carry it (pprof).

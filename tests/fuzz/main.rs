@@ -176,6 +176,17 @@ fn random_recording(r: &mut Rng) -> Recording {
         begin_ns: t(r),
         end_ns: t(r),
     });
+    let allocs = r.vec(5, |r| Alloc {
+        pid: pid(r),
+        tid: pid(r),
+        stack: r.num32(),
+        span: r.num(),
+        timestamp_ns: t(r),
+        size: r.num(),
+        live: r.chance(2),
+        tracked: r.chance(2),
+        function: r.text(),
+    });
     let mut counters = Counters::default();
     for c in [
         &mut counters.seen,
@@ -277,6 +288,37 @@ fn random_recording(r: &mut Rng) -> Recording {
             bpf_run_count: r.num(),
             bpf_run_time_ns: r.num(),
             sample_every: r.num() as u32,
+        }),
+        allocs,
+        alloc_info: r.chance(2).then(|| AllocInfo {
+            sample_bytes: r.num(),
+            calls: r.num(),
+            bytes: r.num(),
+            bpf_run_count: r.num(),
+            bpf_run_time_ns: r.num(),
+            files: r.vec(2, |r| r.text()),
+            windowed: r.chance(2),
+            ..Default::default()
+        }),
+        lock_waits: r.vec(4, |r| LockWait {
+            pid: pid(r),
+            tid: pid(r),
+            stack: r.num32(),
+            span: r.num(),
+            address: r.num(),
+            symbol: r.text(),
+            total_ns: r.num(),
+            count: r.num(),
+            first_ns: t(r),
+            last_ns: t(r),
+        }),
+        lock_info: r.chance(2).then(|| LockInfo {
+            waits: r.num(),
+            lost: r.num(),
+            bpf_run_count: r.num(),
+            bpf_run_time_ns: r.num(),
+            windowed: r.chance(2),
+            ..Default::default()
         }),
     }
 }

@@ -20,7 +20,7 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short, agent), to work on one without waiting for the
+/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short, agent, alloc), to work on one without waiting for the
 /// others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
@@ -480,6 +480,11 @@ impl Drop for BpfStats {
 /// Run time and run count summed over `pid`'s perf_event BPF programs, from the fdinfo of its
 /// program descriptors (the kernel keeps them while bpf_stats_enabled is on).
 fn prog_stats(pid: u32) -> Result<(f64, f64)> {
+    prog_stats_of_type(pid, 7)
+}
+
+/// The same for `pid`'s BPF programs of one type (7 perf_event, 5 tracepoint).
+fn prog_stats_of_type(pid: u32, prog_type: u32) -> Result<(f64, f64)> {
     let fds = fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| format!("fds of {pid}: {e}"))?;
     let (mut ns, mut runs) = (0.0, 0.0);
     for fd in fds.flatten() {
@@ -499,7 +504,7 @@ fn prog_stats(pid: u32) -> Result<(f64, f64)> {
                 .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
         };
         // BPF_PROG_TYPE_PERF_EVENT: the sampling program, not BEGIN/END helpers.
-        if field("prog_type:") != Some(7.0) {
+        if field("prog_type:") != Some(f64::from(prog_type)) {
             continue;
         }
         ns += field("run_time_ns:").unwrap_or(0.0);
@@ -507,7 +512,7 @@ fn prog_stats(pid: u32) -> Result<(f64, f64)> {
     }
     if runs == 0.0 {
         return Err(format!(
-            "pid {pid} has no perf_event BPF program with run statistics"
+            "pid {pid} has no BPF program of type {prog_type} with run statistics"
         ));
     }
     Ok((ns, runs))
@@ -1763,6 +1768,229 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// `--alloc`: nanoseconds added per allocation (malloc + free) of a tight allocation loop, at
+/// the default sampling and sampling every allocation, beside bpftrace with the equivalent
+/// probes (uprobe and uretprobe on malloc, uprobe on free, for that process only; it keeps
+/// every allocation, so it compares with `--alloc-sample 1`).
+fn alloc_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("allocloop");
+    compile(&bin, "allocloop.c", &[])?;
+    let calls = if quick() { 100_000.0 } else { 1_000_000.0 };
+    let n = format!("{calls}");
+    let rounds = rounds();
+    let libc = own_libc().ok_or("this program maps no libc.so: cannot point bpftrace at one")?;
+    // [alone, --alloc, --alloc --alloc-sample 1, bpftrace] → seconds per round.
+    let mut runs: [Vec<f64>; 4] = Default::default();
+    let mut bpf_ns = Vec::new();
+    for round in 0..rounds {
+        step(&format!("--alloc cost: round {}/{rounds}", round + 1));
+        for k in 0..4 {
+            let variant = (round + k) % 4;
+            let mut t = Target::start(&bin, &[&n, "64"])?;
+            let out = dir.join("alloc-profile");
+            let _ = fs::remove_dir_all(&out);
+            let mut tracer = match variant {
+                0 => None,
+                1 => Some(start_profiler(t.child.id(), &out, &["--alloc"])?),
+                2 => Some(start_profiler(
+                    t.child.id(),
+                    &out,
+                    &["--alloc", "--alloc-sample", "1"],
+                )?),
+                _ => Some(start_bpftrace_alloc(t.child.id(), &libc)?),
+            };
+            t.go()?;
+            let printed = t.finish()?;
+            runs[variant].push(seconds_of(&printed)?);
+            if let Some(mut p) = tracer.take() {
+                if variant == 3 {
+                    signal(p.id(), sys::SIGINT);
+                }
+                p.wait().map_err(|e| e.to_string())?;
+                if variant == 1 {
+                    let s = read_summary(&out)?;
+                    let a = s.find("\"alloc\":").map_or("", |at| &s[at..]);
+                    bpf_ns.push(json_number(a, "bpf_ns_per_run").unwrap_or(f64::NAN));
+                }
+            }
+        }
+    }
+    let added = |v: usize| {
+        stat(
+            runs[v]
+                .iter()
+                .zip(&runs[0])
+                .map(|(p, a)| (p - a) / calls * 1e9)
+                .collect(),
+        )
+    };
+    let (default, every, bpftrace) = (added(1), added(2), added(3));
+    let base = stat(runs[0].iter().map(|a| a / calls * 1e9).collect());
+    let bpf = stat(bpf_ns);
+    rows.push(Row {
+        what: "`--alloc` cost per allocation (malloc + free)".into(),
+        value: format!(
+            "+{} ns at the default sampling (512 KiB); +{} ns with --alloc-sample 1; bpftrace with the same probes +{} ns; unprobed {} ns; our BPF time {} ns per probe hit",
+            default.show(0),
+            every.show(0),
+            bpftrace.show(0),
+            base.show(0),
+            bpf.show(0)
+        ),
+        method: format!(
+            "tests/targets/allocloop.c: {calls} × malloc(64) + free in one thread pinned to CPU 1, timed by itself; alone, under `profiler record --alloc` (and `--alloc-sample 1`) pinned to CPU 0, and under `bpftrace -p PID` with uprobe+uretprobe on malloc (size by tid, then live[retval] and @bytes[ustack]) and a uprobe on free (delete live[arg0]), placed at the symbols as a bpftrace user writes them (the profiler probes glibc's free after its NULL test, which the kernel emulates instead of single-stepping); {rounds} rounds, the four in rotating order, median of per-round differences / calls"
+        ),
+        json: format!(
+            "{{\"name\":\"alloc_ns_per_allocation\",{},{},{},{},{}}}",
+            default.json("default"),
+            every.json("every"),
+            bpftrace.json("bpftrace"),
+            base.json("unprobed"),
+            bpf.json("bpf_ns_per_hit")
+        ),
+    });
+    Ok(())
+}
+
+/// `--locks`: the kernel-side cost per contended wait (a futex wait of a target thread),
+/// ours and bpftrace's with the equivalent tracepoints, on two threads fighting over one
+/// mutex. Kernel BPF run-time statistics: the target pays this at each wait; the unwinding
+/// of our records happens in the profiler, not in the target. (Wall-time differences were
+/// tried: the number of waits of such a program swings tenfold between runs, and with it the
+/// time, so they measured the contention, not the probes.)
+fn locks_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("lockloop");
+    compile(&bin, "lockloop.c", &["-lpthread"])?;
+    let _stats = BpfStats::enable()?;
+    let n = if quick() { "5000" } else { "20000" };
+    let rounds = rounds();
+    let (mut ours, mut theirs, mut waits) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        step(&format!("--locks cost: round {}/{rounds}", round + 1));
+        for k in 0..2 {
+            let mut t = Target::spawn({
+                let mut c = Command::new(&bin);
+                c.arg(n);
+                c
+            })?;
+            if (round + k) % 2 == 0 {
+                let out = dir.join("locks-profile");
+                let _ = fs::remove_dir_all(&out);
+                let mut p = start_profiler(t.child.id(), &out, &["--locks"])?;
+                t.go()?;
+                t.finish()?;
+                p.wait().map_err(|e| e.to_string())?;
+                let s = read_summary(&out)?;
+                let l = s.find("\"locks\":").map_or("", |at| &s[at..]);
+                let w = json_number(l, "waits").unwrap_or(f64::NAN);
+                let runs = json_number(l, "bpf_runs").unwrap_or(f64::NAN);
+                let per_run = json_number(l, "bpf_ns_per_run").unwrap_or(f64::NAN);
+                ours.push(per_run * runs / w);
+                waits.push(w);
+            } else {
+                let (mut p, printed) = start_bpftrace_locks(t.child.id())?;
+                t.go()?;
+                t.finish()?;
+                // Read while its programs are loaded.
+                let stats = prog_stats_of_type(p.id(), 5);
+                signal(p.id(), sys::SIGINT);
+                p.wait().map_err(|e| e.to_string())?;
+                let out = printed.join().unwrap_or_default();
+                let (ns, _) = stats?;
+                let n: f64 = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("@n:")?.trim().parse().ok())
+                    .ok_or_else(|| format!("bpftrace printed no @n: {out:?}"))?;
+                theirs.push(ns / n);
+            }
+        }
+    }
+    let (ours, theirs, w) = (stat(ours), stat(theirs), stat(waits));
+    rows.push(Row {
+        what: "`--locks` cost per contended wait".into(),
+        value: format!(
+            "{} ns of BPF time per futex wait (entry and return; {} waits per run); bpftrace with the same tracepoints {} ns",
+            ours.show(0),
+            w.show(0),
+            theirs.show(0)
+        ),
+        method: format!(
+            "tests/targets/lockloop.c: 2 threads × {n} lock/unlock of one mutex around ~2000 multiplies, ~200 between; `profiler record --locks` (pinned to CPU 0): the futex programs' kernel run time (bpf_ns_per_run × bpf_runs) / waits; `bpftrace -p PID` on tracepoint:syscalls:sys_enter_futex (wait ops: begin time by tid, @[ustack] count, @n) and sys_exit_futex (sum of the wait): run_time_ns of its tracepoint programs (fdinfo, kernel.bpf_stats_enabled=1) / @n; each includes the cheap runs for the target's other futex calls; {rounds} rounds alternating"
+        ),
+        json: format!(
+            "{{\"name\":\"locks_bpf_ns_per_wait\",{},{},{}}}",
+            ours.json("profiler"),
+            theirs.json("bpftrace"),
+            w.json("waits")
+        ),
+    });
+    Ok(())
+}
+
+/// bpftrace with tracepoints equivalent to `--locks` on `pid`, pinned to CPU 0; returns once
+/// they are attached.
+fn start_bpftrace_locks(pid: u32) -> Result<(Child, std::thread::JoinHandle<String>)> {
+    let prog = "tracepoint:syscalls:sys_enter_futex /(args->op & 0x7f) == 0 || (args->op & 0x7f) == 9 || (args->op & 0x7f) == 6/ { @s[tid] = nsecs; @st[ustack] = count(); @n = count(); } \
+         tracepoint:syscalls:sys_exit_futex /@s[tid]/ { @w = sum(nsecs - @s[tid]); delete(@s[tid]); } \
+         BEGIN { printf(\"live\\n\"); } \
+         END { clear(@s); clear(@st); clear(@w); }";
+    bpftrace_live(pid, prog)
+}
+
+/// The C library this program maps, for bpftrace's uprobes.
+fn own_libc() -> Option<String> {
+    let maps = fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libc.so"))
+        })
+        .map(str::to_string)
+}
+
+/// bpftrace with probes equivalent to `--alloc --alloc-sample 1` on `pid`, pinned to CPU 0;
+/// returns once they are attached.
+fn start_bpftrace_alloc(pid: u32, libc: &str) -> Result<Child> {
+    let prog = format!(
+        "uprobe:{libc}:malloc {{ @size[tid] = arg0; }} \
+         uretprobe:{libc}:malloc /@size[tid]/ {{ @live[retval] = @size[tid]; @bytes[ustack] = sum(@size[tid]); delete(@size[tid]); }} \
+         uprobe:{libc}:free {{ delete(@live[arg0]); }} \
+         BEGIN {{ printf(\"live\\n\"); }} \
+         END {{ clear(@live); clear(@bytes); clear(@size); }}"
+    );
+    bpftrace_live(pid, &prog).map(|(child, _)| child)
+}
+
+/// `bpftrace -p PID -e PROG` pinned to CPU 0, once its BEGIN probe printed "live" (it says
+/// "Attaching N probes..." before they are attached).
+/// Returns it with the rest of what it prints (read until it exits, so it never blocks).
+fn bpftrace_live(pid: u32, prog: &str) -> Result<(Child, std::thread::JoinHandle<String>)> {
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", "bpftrace", "-p", &pid.to_string(), "-e", prog])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting bpftrace: {e}"))?;
+    let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    // "Attaching N probes..." comes before they are attached; BEGIN runs once they are.
+    while line.trim() != "live" {
+        line.clear();
+        if out.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            let _ = child.wait();
+            return Err("bpftrace ended before attaching".into());
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+        rest
+    });
+    Ok((child, rest))
+}
+
 /// DWARF unwinding against frame pointers on the same program: split.c built without frame
 /// pointers (gcc -O2), recorded with `--call-graph fp` and `--call-graph dwarf` alternately at
 /// 99 and 999 Hz: kernel cost per sample, userspace unwinding per sample, complete stacks.
@@ -1894,6 +2122,10 @@ pub fn bench() -> Result {
     }
     if part("agent") {
         agent_cost(&dir, &mut rows)?;
+    }
+    if part("alloc") {
+        alloc_cost(&dir, &mut rows)?;
+        locks_cost(&dir, &mut rows)?;
     }
 
     // A quick or partial run checks the bench: it must not replace the real figures.

@@ -547,6 +547,8 @@ pub async fn run(
         hold_before_attach: None,
         stall_consumer: None,
         stop: None,
+        alloc: None,
+        locks: false,
         window: Some(window::WindowOptions {
             period: args.period,
             tx: tx.clone(),

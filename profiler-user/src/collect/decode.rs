@@ -16,6 +16,13 @@ pub enum Event {
     Span(SpanEvent),
     Process(ProcessEvent),
     OffCpu(OffCpuEvent),
+    Alloc(profiler_common::alloc::AllocEvent),
+    /// A futex wait began: the event's head, and where its stack bytes are in the record.
+    LockWait(
+        Box<profiler_common::locks::LockWaitEvent>,
+        std::ops::Range<usize>,
+    ),
+    LockDone(profiler_common::locks::LockDoneEvent),
 }
 
 /// Decodes one ring buffer record; None for a record of unknown kind or size.
@@ -74,6 +81,36 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             // SAFETY: length checked; OffCpuEvent is plain old data, read unaligned.
             let e: OffCpuEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::OffCpu(e));
+        }
+        EventKind::Alloc => {
+            if bytes.len() < size_of::<profiler_common::alloc::AllocEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; AllocEvent is plain old data, read unaligned.
+            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::Alloc(e));
+        }
+        EventKind::LockWait => {
+            use profiler_common::locks::LockWaitEvent;
+            if bytes.len() < size_of::<LockWaitEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; LockWaitEvent is plain old data, read unaligned.
+            let e: LockWaitEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let start = std::mem::offset_of!(LockWaitEvent, stack);
+            // stack_len comes from the record: bounded by the array.
+            let len = usize::try_from(e.stack_len)
+                .unwrap_or(usize::MAX)
+                .min(profiler_common::locks::LOCK_STACK_BYTES);
+            return Some(Event::LockWait(Box::new(e), start..start + len));
+        }
+        EventKind::LockDone => {
+            if bytes.len() < size_of::<profiler_common::locks::LockDoneEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; LockDoneEvent is plain old data, read unaligned.
+            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::LockDone(e));
         }
         EventKind::Sample => {
             if bytes.len() < size_of::<SampleEvent>() {
@@ -230,6 +267,27 @@ mod tests {
         }
         // A header cut short is refused.
         assert!(parse_event(&b[..SAMPLE_DWARF_HEADER - 1]).is_none());
+    }
+
+    #[test]
+    fn parses_alloc_events() {
+        let e = profiler_common::alloc::AllocEvent {
+            kind: EventKind::Alloc as u32,
+            pid: 10,
+            tid: 11,
+            size: 4096,
+            addr: 0x5000,
+            seq: 3,
+            caller: 0x401000,
+            user_stack_id: 2,
+            tracked: 1,
+            ..Default::default()
+        };
+        match parse_event(&bytes_of(&e)) {
+            Some(Event::Alloc(got)) => assert_eq!(got, e),
+            other => panic!("not an allocation: {other:?}"),
+        }
+        assert!(parse_event(&bytes_of(&e)[..72]).is_none());
     }
 
     #[test]

@@ -7,9 +7,9 @@ use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use profiler_common::{DwarfRegs, EventKind, SpanEvent, target};
 
 use super::{
-    RawSample, RawStack,
+    RawSample, RawStack, alloc,
     decode::{Event, parse_event},
-    offcpu, processes, sideband, spans, unwind,
+    locks, offcpu, processes, sideband, spans, unwind,
 };
 
 /// Side-band records are written when their event happens; this margin covers the time
@@ -22,6 +22,11 @@ pub struct Sink<'a> {
     pub span_events: Vec<SpanEvent>,
     /// Off-CPU intervals, and whether the kernel's sums hold them too.
     pub off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
+    /// Sampled allocations (`--alloc`).
+    pub allocs: Vec<alloc::RawAlloc>,
+    /// Futex waits (`--locks`), their ends by sequence number.
+    pub lock_waits: Vec<locks::RawLockWait>,
+    pub lock_ends: HashMap<u64, u64>,
     pub unwinder: unwind::Unwinder,
     /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
     to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
@@ -60,6 +65,9 @@ impl<'a> Sink<'a> {
             samples: Vec::new(),
             span_events: Vec::new(),
             off_cpu: Vec::new(),
+            allocs: Vec::new(),
+            lock_waits: Vec::new(),
+            lock_ends: HashMap::new(),
             unwinder: unwind::Unwinder::default(),
             to_unwind: Default::default(),
             auto_targets,
@@ -126,6 +134,14 @@ impl<'a> Sink<'a> {
                     self.off_cpu
                         .push((offcpu::from_event(&e), e.in_totals != 0));
                 }
+                Some(Event::Alloc(e)) => self.allocs.push(alloc::RawAlloc::from_event(&e)),
+                Some(Event::LockWait(e, stack)) => {
+                    let bytes = item.get(stack).unwrap_or(&[]).to_vec();
+                    self.lock_waits.push(locks::RawLockWait::new(&e, bytes));
+                }
+                Some(Event::LockDone(e)) => {
+                    self.lock_ends.insert(e.seq, e.end_ns);
+                }
                 Some(Event::Span(e)) => {
                     // Metadata is read while the target is alive, once per callsite.
                     if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
@@ -183,6 +199,34 @@ impl<'a> Sink<'a> {
             .partition(|(o, _)| o.end_ns < boundary_ns);
         self.off_cpu = later;
         (before, spans, off_cpu)
+    }
+
+    /// The futex waits with their ends (a wait whose end never came is closed at `end_ns`,
+    /// and counted), their stacks unwound; and how many were unfinished.
+    pub fn take_lock_waits(&mut self, end_ns: u64) -> (Vec<locks::RawLockWait>, u64) {
+        let mut waits = std::mem::take(&mut self.lock_waits);
+        let mut unfinished = 0u64;
+        // The samples' unwinding statistics must not count these.
+        let stats = std::mem::take(&mut self.unwinder.stats);
+        for w in &mut waits {
+            w.end_ns = match self.lock_ends.get(&w.seq) {
+                Some(&end) => end.max(w.begin_ns),
+                None => {
+                    unfinished += 1;
+                    end_ns.max(w.begin_ns)
+                }
+            };
+            w.space = self.procs.space_at(w.pid, w.begin_ns);
+            if let Some(space) = self.procs.spaces.get(w.space as usize) {
+                let unwound =
+                    self.unwinder
+                        .unwind(w.space, space, &self.procs.modules, &w.regs, &w.stack);
+                w.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
+            }
+            w.stack = Vec::new();
+        }
+        self.unwinder.stats = stats;
+        (waits, unfinished)
     }
 
     /// Unwinds queued DWARF samples whose address space is known (side-band records up to

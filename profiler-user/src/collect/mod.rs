@@ -2,12 +2,14 @@
 //! clock of every CPU, and turns what the kernel reports into a [`RawRecording`]: ring buffer
 //! records (`decode`, `drain`) and side-band records of the processes' mappings
 //! (`sideband`, `processes`, `modules`).
+pub mod alloc;
 pub mod btf;
 pub mod checks;
 pub mod coverage;
 pub mod debuginfo;
 pub mod decode;
 pub mod drain;
+pub mod locks;
 pub mod modules;
 pub mod offcpu;
 pub mod privileges;
@@ -68,6 +70,10 @@ pub struct RecordOptions {
     pub stack_bytes: u32,
     /// Off-CPU time too (sched_switch); None: CPU samples only.
     pub off_cpu: Option<offcpu::OffCpuOptions>,
+    /// Allocations too (uprobes on the targets' allocator); None: not recorded.
+    pub alloc: Option<alloc::AllocOptions>,
+    /// Futex waits of target threads too (lock contention).
+    pub locks: bool,
     /// Test hook: wait this long between loading and attaching.
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
@@ -179,6 +185,10 @@ pub struct RawRecording {
     pub unwind: unwind::UnwindStats,
     /// `--off-cpu` data; None when off-CPU time was not recorded.
     pub off_cpu: Option<offcpu::RawOffCpuData>,
+    /// `--alloc` data; None when allocations were not recorded.
+    pub alloc: Option<alloc::RawAllocData>,
+    /// `--locks` data; None when lock waits were not recorded.
+    pub locks: Option<locks::RawLockData>,
     /// Samples against the targets' CPU time; None when no thread's could be read.
     pub coverage: Option<crate::model::Coverage>,
     /// Thread names: from /proc at the start and end, and from the samples themselves.
@@ -474,6 +484,7 @@ pub async fn record(
         scope::Scope::Comm(c) => Some(c.clone()),
         _ => None,
     };
+
     let auto_call_graph = opts.call_graph == CallGraph::Auto && opts.follows();
     let auto_targets = if auto_call_graph || comm.is_some() {
         Some(session.take_targets()?)
@@ -527,6 +538,35 @@ pub async fn record(
         }
     };
     let mut meta = spans::MetaReader::default();
+    // Allocator probes before the sampler too: the processes in scope now get theirs here,
+    // those that join later as they become known (the drain loop's tick).
+    let mut alloc_probes = opts
+        .alloc
+        .map(|_| alloc::AllocProbes::new(matches!(opts.scope, scope::Scope::All)));
+    if let Some(probes) = alloc_probes.as_mut() {
+        if pid != 0 && space.mappings.is_empty() {
+            // `run`: the held command has not exec'd; its C library is most likely ours.
+            if let Some(libc) = alloc::own_libc() {
+                probes
+                    .attach_path(&mut session.ebpf, &libc, pid)
+                    .map_err(checks::explain_refusal)?;
+            }
+        } else if pid != 0 {
+            probes
+                .attach_space(&mut session.ebpf, &space, &modules)
+                .map_err(checks::explain_refusal)?;
+        }
+        for (_, other, _) in &others {
+            if let Err(e) = probes.attach_space(&mut session.ebpf, other, &modules) {
+                warnings.push(format!("{e}: allocations of pid {} left out", other.pid));
+            }
+        }
+    }
+    let mut lock_probes = if opts.locks {
+        Some(locks::LockProbes::attach(&mut session.ebpf).map_err(checks::explain_refusal)?)
+    } else {
+        None
+    };
     session.load_sampler().map_err(checks::explain_refusal)?;
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
@@ -680,6 +720,7 @@ pub async fn record(
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
                 probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
+                probe_new_allocators(&mut alloc_probes, &mut session, sink.procs, &mut warnings);
                 sink.unwind_pending(Some(UNWIND_BUDGET));
                 if !listed.is_empty() && listed.iter().all(|&p| procfs::has_exited(p)) {
                     break StopReason::TargetExited;
@@ -722,16 +763,28 @@ pub async fn record(
         cpu_end = cpu_recent;
     }
     // Detach first so the counters are final, then take what is still in the buffers.
+    let alloc_runs = alloc_probes
+        .as_mut()
+        .map(|p| p.stop(&mut session.ebpf))
+        .unwrap_or_default();
+    let lock_runs = lock_probes
+        .as_mut()
+        .map(|p| p.stop(&mut session.ebpf))
+        .unwrap_or_default();
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
     sink.drain_ring(ring.get_mut());
     sink.drain_sideband(sideband.get_mut());
     sink.unwind_pending(None);
+    let lock_waits = lock_probes
+        .is_some()
+        .then(|| sink.take_lock_waits(end_boottime_ns));
     let drain::Sink {
         targets_refused,
         mut samples,
         span_events,
         off_cpu: off_cpu_events,
+        mut allocs,
         unwinder,
         mut threads,
         malformed,
@@ -794,6 +847,9 @@ pub async fn record(
         }
         None => None,
     };
+    for a in &mut allocs {
+        a.space = procs.space_at(a.pid, a.timestamp_ns);
+    }
     let off_cpu_stacks = off_cpu
         .iter()
         .flat_map(|o| o.totals.iter().chain(&o.intervals))
@@ -803,12 +859,67 @@ pub async fn record(
             samples
                 .iter()
                 .flat_map(|s| [&s.user, &s.kernel])
-                .chain(off_cpu_stacks),
+                .chain(off_cpu_stacks)
+                .chain(allocs.iter().map(|a| &a.user)),
         ),
         "reading the kernel's stack map (stacks left empty)",
         &mut warnings,
     );
     stacks.extend(unwinder.stacks.into_iter().map(|(frames, id)| (id, frames)));
+    let alloc = match (opts.alloc, alloc_probes) {
+        (Some(a), Some(probes)) => {
+            alloc::restore_callers(&mut allocs, &stacks);
+            let live_unmatched = kept(
+                alloc::mark_live(&session.ebpf, &mut allocs),
+                "reading the live allocations (none counted as in use)",
+                &mut warnings,
+            );
+            let counters = kept(
+                alloc::read_counters(&session.ebpf),
+                "reading the allocation counters (losses unknown)",
+                &mut warnings,
+            );
+            Some(alloc::RawAllocData {
+                sample_bytes: a.sample_bytes,
+                allocs,
+                counters,
+                live_unmatched,
+                bpf_run_count: alloc_runs.0,
+                bpf_run_time_ns: alloc_runs.1,
+                files: probes.files,
+            })
+        }
+        _ => None,
+    };
+    let locks = match lock_waits {
+        Some((waits, unfinished)) => {
+            // Each address looked up once, named or not.
+            let mut looked: HashMap<(u32, u64), Option<String>> = HashMap::new();
+            for w in &waits {
+                looked
+                    .entry((w.pid, w.uaddr))
+                    .or_insert_with(|| locks::symbol_at(&mut procs, w.pid, w.begin_ns, w.uaddr));
+            }
+            let symbols = looked
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect();
+            let counters = kept(
+                locks::read_counters(&session.ebpf),
+                "reading the lock counters (losses unknown)",
+                &mut warnings,
+            );
+            Some(locks::RawLockData {
+                waits,
+                unfinished,
+                symbols,
+                counters,
+                bpf_run_count: lock_runs.0,
+                bpf_run_time_ns: lock_runs.1,
+            })
+        }
+        None => None,
+    };
     let (bpf_run_count, bpf_run_time_ns) = run_stats.sampler;
 
     let spans_attached = match live {
@@ -840,6 +951,8 @@ pub async fn record(
         stack_bytes: opts.stack_bytes,
         unwind: unwinder.stats,
         off_cpu,
+        alloc,
+        locks,
         coverage,
         threads,
         start_boottime_ns,
@@ -897,6 +1010,24 @@ fn probe_new_files(
         && let Err(e) = live.attach_new(&mut session.ebpf, &procs.modules)
     {
         warnings.push(format!("{e}: spans of that file left out"));
+    }
+}
+
+/// Allocator probes for the processes that appeared (or mapped another allocator) since the
+/// last look; a failure is told in the warnings and the others are still probed.
+fn probe_new_allocators(
+    probes: &mut Option<alloc::AllocProbes>,
+    session: &mut session::Session,
+    procs: &processes::Processes,
+    warnings: &mut Vec<String>,
+) {
+    if let Some(p) = probes.as_mut()
+        && let Err(e) = p.update(&mut session.ebpf, procs)
+    {
+        let line = format!("{e}: allocations of that process left out");
+        if !warnings.contains(&line) {
+            warnings.push(line);
+        }
     }
 }
 
@@ -961,6 +1092,12 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
     }
     if opts.off_cpu.is_some() {
         what += ", off-CPU";
+    }
+    if let Some(a) = opts.alloc {
+        what += &format!(", allocations (1 sample per {} bytes)", a.sample_bytes);
+    }
+    if opts.locks {
+        what += ", lock waits";
     }
     let whom = match &opts.scope {
         scope::Scope::Pids(p) if p.len() > 1 => format!("pids {}", opts.scope.name()),

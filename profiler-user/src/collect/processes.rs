@@ -300,6 +300,14 @@ impl Processes {
         }
     }
 
+    /// Each process not known to have exited, with its newest address space.
+    pub fn live_spaces(&self) -> impl Iterator<Item = (u32, &AddressSpace)> + '_ {
+        self.timelines
+            .iter()
+            .filter(|(pid, _)| !self.exited.contains_key(pid))
+            .filter_map(|(&pid, line)| Some((pid, self.spaces.get(line.last()?.1)?)))
+    }
+
     pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.timelines.keys().copied()
     }

@@ -14,7 +14,7 @@ use aya::{
         raw_trace_point::RawTracePointLinkId,
     },
 };
-use profiler_common::{SAMPLE_DWARF_HEADER, counter, defaults, names, target};
+use profiler_common::{SAMPLE_DWARF_HEADER, alloc, counter, defaults, names, target};
 
 use super::{CallGraph, RawStack, RecordOptions, btf::Btf, scope::Scope, spans, unwind};
 use crate::{
@@ -132,7 +132,26 @@ impl Session {
         let off_cpu_sample: u32 = opts.off_cpu.map_or(1, |o| o.sample_every.max(1));
         let scope_flags: u32 = if dwarf { target::DWARF } else { 0 };
         let off_cpu = opts.off_cpu.is_some();
+        let alloc_on = opts.alloc.is_some();
+        let alloc_sample = opts.alloc.map_or(0, |a| a.sample_bytes);
+        // Under `--all` every process is a target: the allocator probes go on each file for
+        // every process and the programs check membership; otherwise they are per process.
+        let alloc_any: u32 = matches!(opts.scope, Scope::All).into();
         let mut ebpf = loader
+            .override_global(alloc::names::GLOBAL_ALLOC_SAMPLE_BYTES, &alloc_sample, true)
+            .override_global(alloc::names::GLOBAL_ALLOC_ANY_PROCESS, &alloc_any, true)
+            .map_max_entries(
+                alloc::names::MAP_ALLOC_THREADS,
+                unused(alloc_on, alloc::defaults::THREADS),
+            )
+            .map_max_entries(
+                profiler_common::locks::names::MAP_LOCK_WAITS,
+                unused(opts.locks, profiler_common::locks::defaults::WAITS),
+            )
+            .map_max_entries(
+                alloc::names::MAP_ALLOC_LIVE,
+                unused(alloc_on, alloc::defaults::LIVE_ENTRIES),
+            )
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
             .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
             .map_max_entries(
@@ -211,6 +230,9 @@ impl Session {
                     .insert(pid, flags, 0)
                     .map_err(map_err(names::MAP_TARGETS))?;
             }
+        }
+        if let Some(a) = &opts.alloc {
+            super::alloc::configure(&mut ebpf, a)?;
         }
         if opts.follows() {
             attach_process_tracepoints(&mut ebpf, true)?;

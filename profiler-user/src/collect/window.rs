@@ -339,6 +339,8 @@ impl Cutter {
             bpf_run_time_ns: 0,
             cpus: base.cpus,
             warnings: Vec::new(),
+            alloc: None,
+            locks: None,
         }
     }
 }

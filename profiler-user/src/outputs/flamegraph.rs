@@ -29,6 +29,12 @@ pub enum Weight {
     OffCpu,
     /// Microseconds on and off CPU.
     Wall,
+    /// Bytes allocated (`--alloc`, estimated from the samples).
+    AllocBytes,
+    /// Bytes allocated and never freed.
+    InuseBytes,
+    /// Microseconds waited for locks (`--locks`).
+    LockWait,
 }
 
 /// Off-CPU markers stand out in blue against the warm palette of CPU frames.
@@ -97,6 +103,34 @@ pub fn write_weighted(
             ));
             opts.count_name = "µs".to_string();
             opts.palette_map = Some(&mut palette);
+        }
+        Weight::LockWait => {
+            let info = rec.lock_info.clone().unwrap_or_default();
+            opts.title = format!("{} — time waiting for locks", rec.command_line());
+            opts.subtitle = Some(format!(
+                "pid {}; futex waits, the lock as the leaf; {} waits lost",
+                m.pid, info.lost
+            ));
+            opts.count_name = "µs".to_string();
+        }
+        Weight::AllocBytes | Weight::InuseBytes => {
+            let what = if weight == Weight::AllocBytes {
+                "bytes allocated"
+            } else {
+                "bytes allocated and never freed (leak candidates)"
+            };
+            let info = rec.alloc_info.clone().unwrap_or_default();
+            opts.title = format!("{} — {what}", rec.command_line());
+            opts.subtitle = Some(format!(
+                "pid {}; estimated from samples 1 per {} bytes; {} samples lost",
+                m.pid,
+                info.sample_bytes,
+                info.lost_ringbuf.saturating_add(info.threads_full)
+            ));
+            opts.count_name = "bytes".to_string();
+            opts.colors = inferno::flamegraph::color::Palette::Basic(
+                inferno::flamegraph::color::BasicPalette::Mem,
+            );
         }
     }
     let text: Vec<String> = lines.iter().map(|(s, n)| format!("{s} {n}")).collect();

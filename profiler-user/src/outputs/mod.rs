@@ -257,6 +257,16 @@ pub const OFFCPU_FOLDED_FILE: &str = "offcpu.folded";
 pub const OFFCPU_FLAMEGRAPH_FILE: &str = "offcpu.svg";
 pub const WALL_FOLDED_FILE: &str = "wall.folded";
 pub const WALL_FLAMEGRAPH_FILE: &str = "wall.svg";
+pub const ALLOC_FOLDED_FILE: &str = "alloc.folded";
+pub const ALLOC_FLAMEGRAPH_FILE: &str = "alloc.svg";
+pub const INUSE_FOLDED_FILE: &str = "inuse.folded";
+pub const INUSE_FLAMEGRAPH_FILE: &str = "inuse.svg";
+pub const LOCKS_FOLDED_FILE: &str = "locks.folded";
+pub const LOCKS_FLAMEGRAPH_FILE: &str = "locks.svg";
+/// `--locks`: contentions/count and delay/nanoseconds, as Go's mutex profile.
+pub const LOCKS_PPROF_FILE: &str = "locks.pb.gz";
+/// `--alloc`: the heap profile (alloc_objects, alloc_space, inuse_objects, inuse_space).
+pub const ALLOC_PPROF_FILE: &str = "alloc.pb.gz";
 pub const PPROF_FILE: &str = "profile.pb.gz";
 pub const OFFCPU_PPROF_FILE: &str = "offcpu.pb.gz";
 pub const DIFF_JSON_FILE: &str = "diff.json";
@@ -384,6 +394,28 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Written 
             Weight::Wall,
         ));
     }
+    if rec.alloc_info.is_some() {
+        flame_sets.push((
+            ALLOC_FOLDED_FILE,
+            ALLOC_FLAMEGRAPH_FILE,
+            crate::alloc::alloc_lines(rec, parts.group_by),
+            Weight::AllocBytes,
+        ));
+        flame_sets.push((
+            INUSE_FOLDED_FILE,
+            INUSE_FLAMEGRAPH_FILE,
+            crate::alloc::inuse_lines(rec, parts.group_by),
+            Weight::InuseBytes,
+        ));
+    }
+    if rec.lock_info.is_some() {
+        flame_sets.push((
+            LOCKS_FOLDED_FILE,
+            LOCKS_FLAMEGRAPH_FILE,
+            crate::locks::lock_lines(rec, parts.group_by),
+            Weight::LockWait,
+        ));
+    }
     for (folded_name, svg_name, lines, weight) in &flame_sets {
         if parts.folded {
             derived(&mut out, folded_name, &mut |w| {
@@ -446,6 +478,12 @@ pub fn write_outputs(rec: &Recording, dir: &OutputDir, parts: Parts) -> Written 
         let mut profiles = vec![(PPROF_FILE, pprof::cpu_profile(rec))];
         if let Some(off_cpu) = pprof::off_cpu_profile(rec) {
             profiles.push((OFFCPU_PPROF_FILE, off_cpu));
+        }
+        if let Some(heap) = pprof::alloc_profile(rec) {
+            profiles.push((ALLOC_PPROF_FILE, heap));
+        }
+        if let Some(locks) = pprof::locks_profile(rec) {
+            profiles.push((LOCKS_PPROF_FILE, locks));
         }
         for (name, profile) in profiles {
             derived(&mut out, name, &mut |w| {

@@ -49,6 +49,10 @@ pub struct Summary {
     pub spans: Option<SpanReport>,
     /// Present with `--off-cpu`.
     pub off_cpu: Option<crate::offcpu::OffCpuReport>,
+    /// Present with `--alloc`.
+    pub alloc: Option<crate::alloc::AllocReport>,
+    /// Present with `--locks`.
+    pub locks: Option<crate::locks::LocksReport>,
     /// Samples against the targets' own CPU time; None when it could not be read.
     pub coverage: Option<CoverageReport>,
 }
@@ -632,6 +636,8 @@ impl Summary {
             warnings: m.warnings.clone(),
             spans: SpanReport::new(rec),
             off_cpu: crate::offcpu::OffCpuReport::new(rec),
+            alloc: crate::alloc::AllocReport::new(rec),
+            locks: crate::locks::LocksReport::new(rec),
             coverage: CoverageReport::new(rec),
         }
     }
@@ -753,6 +759,12 @@ impl Summary {
         }
         if let Some(off_cpu) = &self.off_cpu {
             off_cpu.to_text(&mut t);
+        }
+        if let Some(alloc) = &self.alloc {
+            alloc.to_text(&mut t);
+        }
+        if let Some(locks) = &self.locks {
+            locks.to_text(&mut t);
         }
         t
     }

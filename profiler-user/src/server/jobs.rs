@@ -167,6 +167,8 @@ fn plan(state: &State, req: Request) -> Result<Plan, Refused> {
         hold_before_attach: None,
         stall_consumer: None,
         stop: None,
+        alloc: None,
+        locks: false,
         window: None,
     };
     let meta = Meta {

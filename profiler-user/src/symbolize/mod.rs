@@ -260,6 +260,9 @@ impl<'a> Stacks<'a> {
     }
 }
 
+/// The kernel stack of an allocation: none (the allocator runs in user space).
+static NO_STACK: RawStack = RawStack::Empty;
+
 pub fn symbolize(raw: &RawRecording) -> Recording {
     symbolize_with(raw, &symbolizer())
 }
@@ -339,6 +342,98 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             bpf_run_count: o.bpf_run_count,
             bpf_run_time_ns: o.bpf_run_time_ns,
             sample_every: o.sample_every,
+        });
+    }
+    let mut allocs = Vec::new();
+    let mut alloc_info = None;
+    if let Some(a) = &raw.alloc {
+        for x in &a.allocs {
+            thread_pids.entry(x.tid).or_insert(x.pid);
+            allocs.push(crate::model::Alloc {
+                pid: x.pid,
+                tid: x.tid,
+                stack: stacks.resolve(&mut t, x.space, &NO_STACK, &x.user, false),
+                span: x.span_id,
+                timestamp_ns: x.timestamp_ns,
+                size: x.size,
+                live: x.live,
+                tracked: x.tracked,
+                function: profiler_common::alloc::func::NAMES
+                    .get(x.func as usize)
+                    .copied()
+                    .unwrap_or("?")
+                    .to_string(),
+            });
+        }
+        allocs.sort_by_key(|a| (a.timestamp_ns, a.tid));
+        let c = &a.counters;
+        alloc_info = Some(crate::model::AllocInfo {
+            sample_bytes: a.sample_bytes,
+            calls: c.calls,
+            bytes: c.bytes,
+            frees: c.frees,
+            nested: c.nested,
+            sampled: c.sampled,
+            received: a.allocs.len() as u64,
+            lost_ringbuf: c.lost_ringbuf,
+            threads_full: c.threads_full,
+            untracked: c.live_full,
+            failed: c.failed,
+            sampled_frees: c.sampled_frees,
+            bpf_run_count: a.bpf_run_count,
+            bpf_run_time_ns: a.bpf_run_time_ns,
+            files: a.files.clone(),
+            windowed: false,
+        });
+    }
+    let mut lock_waits = Vec::new();
+    let mut lock_info = None;
+    if let Some(l) = &raw.locks {
+        // (pid, tid, stack, span, address) → (ns, waits, first, last)
+        type Key = (u32, u32, u32, u64, u64);
+        let mut sums: std::collections::BTreeMap<Key, (u64, u64, u64, u64)> = Default::default();
+        for w in &l.waits {
+            thread_pids.entry(w.tid).or_insert(w.pid);
+            let stack = stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, false);
+            let e = sums
+                .entry((w.pid, w.tid, stack, w.span_id, w.uaddr))
+                .or_insert((0, 0, u64::MAX, 0));
+            e.0 = e.0.saturating_add(w.end_ns.saturating_sub(w.begin_ns));
+            e.1 = e.1.saturating_add(1);
+            e.2 = e.2.min(w.begin_ns);
+            e.3 = e.3.max(w.end_ns);
+        }
+        lock_waits = sums
+            .into_iter()
+            .map(
+                |((pid, tid, stack, span, address), (total_ns, count, first_ns, last_ns))| {
+                    crate::model::LockWait {
+                        pid,
+                        tid,
+                        stack,
+                        span,
+                        address,
+                        symbol: l.symbols.get(&(pid, address)).cloned().unwrap_or_default(),
+                        total_ns,
+                        count,
+                        first_ns,
+                        last_ns,
+                    }
+                },
+            )
+            .collect();
+        let c = &l.counters;
+        lock_info = Some(crate::model::LockInfo {
+            waits: c.waits,
+            lost: c
+                .lost_ringbuf
+                .saturating_add(c.waits_full)
+                .saturating_add(c.done_lost),
+            unfinished: l.unfinished,
+            stack_errors: c.stack_errors,
+            bpf_run_count: l.bpf_run_count,
+            bpf_run_time_ns: l.bpf_run_time_ns,
+            windowed: false,
         });
     }
     drop(stacks);
@@ -480,6 +575,35 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             c.stack_map_full
         ));
     }
+    if let Some(a) = &raw.alloc {
+        let lost = a
+            .counters
+            .lost_ringbuf
+            .saturating_add(a.counters.threads_full);
+        if lost > 0 {
+            warnings.push(format!(
+                "{lost} sampled allocations lost (ring buffer full, or too many threads inside the allocator at once): the allocation totals are low by about that many samples; raise --ring-buffer-size or --alloc-sample"
+            ));
+        }
+        if a.counters.live_full > 0 {
+            warnings.push(format!(
+                "{} sampled allocations not watched for their free (more live samples than the kernel map holds): they are left out of inuse.*; raise --alloc-sample",
+                a.counters.live_full
+            ));
+        }
+    }
+    if let Some(l) = &raw.locks {
+        let c = &l.counters;
+        let lost = c
+            .lost_ringbuf
+            .saturating_add(c.waits_full)
+            .saturating_add(c.done_lost);
+        if lost > 0 {
+            warnings.push(format!(
+                "{lost} futex waits lost or left without their end (ring buffer or wait map full): lock wait time is missing or counted to the end of the recording; raise --ring-buffer-size"
+            ));
+        }
+    }
 
     let mut matched = crate::spans::match_events(
         &raw.span_events,
@@ -598,6 +722,10 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         off_cpu,
         off_cpu_intervals,
         off_cpu_info,
+        allocs,
+        alloc_info,
+        lock_waits,
+        lock_info,
     }
 }
 
@@ -783,6 +911,8 @@ mod tests {
             spans_attached: Default::default(),
             stacks: HashMap::new(),
             off_cpu: None,
+            alloc: None,
+            locks: None,
             coverage: None,
             counters: Counters::default(),
             threads: HashMap::new(),

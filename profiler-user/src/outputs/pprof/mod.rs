@@ -377,6 +377,87 @@ pub fn off_cpu_profile(rec: &Recording) -> Option<proto::Profile> {
     Some(b.finish())
 }
 
+/// The heap profile (`--alloc`), in the shape `go tool pprof` reads as one: sample types
+/// `alloc_objects/count`, `alloc_space/bytes`, `inuse_objects/count`, `inuse_space/bytes`
+/// (estimated from the byte sampling, scaled back), one sample per (process, thread, stack,
+/// span); `inuse` is what was never freed while recorded. The `bytes` numeric label is the
+/// size asked for, as Go's heap profiles carry it. None without allocation data.
+pub fn alloc_profile(rec: &Recording) -> Option<proto::Profile> {
+    let info = rec.alloc_info.as_ref()?;
+    let mut b = Builder::new(rec);
+    let alloc_objects = b.value_type("alloc_objects", "count");
+    let alloc_space = b.value_type("alloc_space", "bytes");
+    let inuse_objects = b.value_type("inuse_objects", "count");
+    let inuse_space = b.value_type("inuse_space", "bytes");
+    b.p.sample_type = vec![alloc_objects, alloc_space, inuse_objects, inuse_space];
+    b.p.period_type = Some(alloc_space);
+    b.p.period = i64::try_from(info.sample_bytes).unwrap_or(i64::MAX);
+    b.p.default_sample_type = inuse_space.r#type;
+    // (pid, generation, tid, stack, span, size) → [objects, bytes, inuse objects, inuse bytes]
+    type Key = (u32, Generation, u32, u32, u64, u64);
+    let index = ProcessIndex::new(rec);
+    let mut sums: BTreeMap<Key, [f64; 4]> = BTreeMap::new();
+    for a in &rec.allocs {
+        let (n, bytes) = crate::alloc::scale(a.size, info.sample_bytes);
+        let key = (
+            a.pid,
+            index.generation(a.pid, a.timestamp_ns),
+            a.tid,
+            a.stack,
+            a.span,
+            a.size,
+        );
+        let e = sums.entry(key).or_default();
+        e[0] += n;
+        e[1] += bytes;
+        if a.live {
+            e[2] += n;
+            e[3] += bytes;
+        }
+    }
+    for ((pid, generation, tid, stack, span, size), v) in sums {
+        let mut label = b.labels((pid, generation), tid, span);
+        let mut size_label = b.num_label("bytes", size);
+        size_label.num_unit = b.str("bytes");
+        label.push(size_label);
+        let sample = proto::Sample {
+            location_id: b.stack(stack),
+            value: v.iter().map(|x| x.round() as i64).collect(),
+            label,
+        };
+        b.p.sample.push(sample);
+    }
+    Some(b.finish())
+}
+
+/// The lock contention profile (`--locks`), in the shape of Go's mutex profile:
+/// `contentions/count` and `delay/nanoseconds` per waiting stack, the waited-on address as the
+/// label `lock` (its symbol when it has one). None without lock data.
+pub fn locks_profile(rec: &Recording) -> Option<proto::Profile> {
+    rec.lock_info.as_ref()?;
+    let mut b = Builder::new(rec);
+    let contentions = b.value_type("contentions", "count");
+    let delay = b.value_type("delay", "nanoseconds");
+    b.p.sample_type = vec![contentions, delay];
+    b.p.period_type = Some(contentions);
+    b.p.period = 1;
+    b.p.default_sample_type = delay.r#type;
+    for w in &rec.lock_waits {
+        let mut label = b.labels((w.pid, CURRENT), w.tid, w.span);
+        label.push(b.str_label("lock", &crate::locks::lock_frame(w)));
+        let sample = proto::Sample {
+            location_id: b.stack(w.stack),
+            value: vec![
+                i64::try_from(w.count).unwrap_or(i64::MAX),
+                i64::try_from(w.total_ns).unwrap_or(i64::MAX),
+            ],
+            label,
+        };
+        b.p.sample.push(sample);
+    }
+    Some(b.finish())
+}
+
 /// Writes `profile` gzipped, as every pprof reader expects it.
 pub fn write(profile: &proto::Profile, w: &mut dyn Write) -> io::Result<()> {
     let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::default());

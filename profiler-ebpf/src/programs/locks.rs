@@ -1,0 +1,167 @@
+//! `--locks`: futex waits of target threads, from the `syscalls` tracepoints of the futex
+//! system call (which fire only for futex calls: other system calls pay nothing). A thread
+//! outside the targets leaves at its first look-up. A wait sends its user registers and the
+//! top of the user stack at entry, and its end when the call returns.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_smp_processor_id, bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_user, bpf_task_pt_regs,
+        },
+    },
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use profiler_common::{
+    DwarfRegs, EventKind, dwarf_regs,
+    locks::{
+        LOCK_STACK_BYTES, LockDoneEvent, LockWaitEvent, LockWaiting, counter, defaults, futex,
+    },
+};
+
+use super::{
+    EVENTS, REG_BP, REG_IP, REG_SP, current_ids, innermost_span, submit_flags, target_flags,
+};
+
+#[map(name = "LOCK_WAITS")]
+static LOCK_WAITS: HashMap<u32, LockWaiting> = HashMap::with_max_entries(defaults::WAITS, 0);
+
+#[map(name = "LOCK_COUNTERS")]
+static LOCK_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map(name = "LOCK_SEQ")]
+static LOCK_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn bump(index: u32) {
+    if let Some(v) = LOCK_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; tracepoint programs run with preemption disabled.
+        unsafe { *v += 1 };
+    }
+}
+
+/// sys_enter_futex: (nr, uaddr, op, val, utime, uaddr2, val3) from offset 8, 8 bytes each
+/// but the number.
+#[tracepoint(category = "syscalls", name = "sys_enter_futex")]
+pub fn futex_enter(ctx: TracePointContext) -> u32 {
+    let Some((pid, tid)) = current_ids() else {
+        return 0;
+    };
+    if target_flags(pid).is_none() {
+        return 0;
+    }
+    // SAFETY: offsets of the tracepoint's format, stable for syscall tracepoints.
+    let (uaddr, op) = unsafe {
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(24).unwrap_or(0),
+        )
+    };
+    let cmd = op & futex::CMD_MASK;
+    if !matches!(
+        cmd,
+        futex::WAIT
+            | futex::LOCK_PI
+            | futex::WAIT_BITSET
+            | futex::WAIT_REQUEUE_PI
+            | futex::LOCK_PI2
+    ) {
+        return 0;
+    }
+    bump(counter::WAITS);
+    // SAFETY: plain helper calls without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let seq = match LOCK_SEQ.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; tracepoint programs run with preemption disabled.
+        Some(s) => unsafe {
+            *s += 1;
+            (u64::from(cpu) << 48) | (*s & ((1 << 48) - 1))
+        },
+        None => 0,
+    };
+    let Some(mut entry) = EVENTS.reserve::<LockWaitEvent>(0) else {
+        bump(counter::LOST_RINGBUF);
+        return 0;
+    };
+    let e = entry.as_mut_ptr();
+    // The registers the thread entered the kernel with, and the stack above them.
+    // SAFETY: helpers on the current task; the pointer is only read through
+    // bpf_probe_read_kernel; `e` is the reserved record, written field by field.
+    unsafe {
+        let task_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
+        let read = |slot: usize| {
+            if task_regs.is_null() {
+                0
+            } else {
+                bpf_probe_read_kernel(task_regs.add(slot)).unwrap_or(0)
+            }
+        };
+        let (ip, sp, bp) = (read(REG_IP), read(REG_SP), read(REG_BP));
+        let stack = core::ptr::addr_of_mut!((*e).stack) as *mut core::ffi::c_void;
+        // The whole copy fails when it runs past the stack's mapping: then a shorter one.
+        let mut len = LOCK_STACK_BYTES as u32;
+        if sp == 0 || bpf_probe_read_user(stack, len, sp as *const core::ffi::c_void) != 0 {
+            len = 256;
+            if sp == 0 || bpf_probe_read_user(stack, len, sp as *const core::ffi::c_void) != 0 {
+                len = 0;
+                bump(counter::STACK_ERRORS);
+            }
+        }
+        (*e).kind = EventKind::LockWait as u32;
+        (*e).cpu = cpu;
+        (*e).begin_ns = now;
+        (*e).pid = pid;
+        (*e).tid = tid;
+        (*e).uaddr = uaddr;
+        (*e).seq = seq;
+        (*e).span_id = innermost_span(tid);
+        (*e).op = op as u32;
+        (*e).stack_len = len;
+        (*e).regs = DwarfRegs {
+            ip,
+            sp,
+            bp,
+            stack_len: len,
+            source: dwarf_regs::TASK,
+        };
+    }
+    entry.submit(submit_flags(false));
+    if LOCK_WAITS
+        .insert(tid, LockWaiting { seq, begin_ns: now }, 0)
+        .is_err()
+    {
+        bump(counter::WAITS_FULL);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_futex")]
+pub fn futex_exit(_ctx: TracePointContext) -> u32 {
+    let Some((_, tid)) = current_ids() else {
+        return 0;
+    };
+    // SAFETY: a plain copy of the value; only waits of targets were remembered.
+    let Some(w) = (unsafe { LOCK_WAITS.get(tid) }).copied() else {
+        return 0;
+    };
+    let _ = LOCK_WAITS.remove(tid);
+    let done = LockDoneEvent {
+        kind: EventKind::LockDone as u32,
+        // SAFETY: plain helper calls without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        end_ns: unsafe { bpf_ktime_get_boot_ns() },
+        seq: w.seq,
+        tid,
+        _pad: 0,
+    };
+    match EVENTS.reserve::<LockDoneEvent>(0) {
+        Some(mut entry) => {
+            entry.write(done);
+            entry.submit(submit_flags(false));
+        }
+        None => bump(counter::DONE_LOST),
+    }
+    0
+}

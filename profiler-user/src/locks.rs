@@ -1,0 +1,240 @@
+//! Lock contention analysis (`--locks`): time waited in futex waits, per stack (the folded
+//! view), per address (the most contended locks, named when a static), per span.
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::{
+    model::{CURRENT, FrameKind, LockWait, Recording},
+    outputs::folded::{GroupBy, stack_line_in_span},
+};
+
+const TOP_LOCKS: usize = 10;
+
+/// One address's symbol, time, waits, and (time, waits) per waiting stack.
+type LockSum = (String, u64, u64, HashMap<u32, (u64, u64)>);
+
+/// The leaf frame of a lock wait's folded stack: what was waited on.
+pub fn lock_frame(w: &LockWait) -> String {
+    if w.symbol.is_empty() {
+        format!("[lock {:#x}]", w.address)
+    } else {
+        format!("[lock {}]", w.symbol)
+    }
+}
+
+/// `locks.folded`: the waiters' stacks, the lock as the leaf, weighted by microseconds.
+pub fn lock_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
+    let mut ns: BTreeMap<String, u64> = BTreeMap::new();
+    for w in &rec.lock_waits {
+        let tid = if group == GroupBy::Thread { w.tid } else { 0 };
+        let mut line = stack_line_in_span(rec, group, (w.pid, CURRENT), tid, w.stack, &[]);
+        line.push(';');
+        line.push_str(&lock_frame(w));
+        let n = ns.entry(line).or_default();
+        *n = n.saturating_add(w.total_ns);
+    }
+    ns.into_iter()
+        .map(|(l, n)| (l, n / 1000))
+        .filter(|(_, us)| *us > 0)
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct LocksReport {
+    pub total_ns: u64,
+    pub waits: u64,
+    pub lost: u64,
+    pub unfinished: u64,
+    pub stack_errors: u64,
+    pub bpf_runs: u64,
+    pub bpf_ns_per_run: Option<f64>,
+    pub windowed: bool,
+    /// The most waited-on addresses, most time first.
+    pub top_locks: Vec<ContendedLock>,
+    /// Spans by name, most lock wait first; empty without spans.
+    pub by_span: Vec<SpanWait>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContendedLock {
+    pub pid: u32,
+    pub address: String,
+    /// The static variable at the address, empty when none names it.
+    pub symbol: String,
+    pub ns: u64,
+    pub waits: u64,
+    /// The waiting stacks, most time first: "caller ← … (in the wait function)".
+    pub waiters: Vec<Waiter>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Waiter {
+    pub stack: String,
+    pub ns: u64,
+    pub waits: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpanWait {
+    pub name: String,
+    pub ns: u64,
+    pub waits: u64,
+}
+
+fn describe(rec: &Recording, stack: u32) -> String {
+    let names: Vec<String> = rec
+        .frames(stack)
+        .iter()
+        .filter(|f| f.kind != FrameKind::Kernel)
+        .take(5)
+        .map(|f| f.name.to_string())
+        .collect();
+    if names.is_empty() {
+        "[no stack]".into()
+    } else {
+        names.join(" ← ")
+    }
+}
+
+impl LocksReport {
+    pub fn new(rec: &Recording) -> Option<Self> {
+        let info = rec.lock_info.as_ref()?;
+        let mut by_lock: HashMap<(u32, u64), LockSum> = HashMap::new();
+        let (mut total_ns, mut waits) = (0u64, 0u64);
+        for w in &rec.lock_waits {
+            total_ns = total_ns.saturating_add(w.total_ns);
+            waits = waits.saturating_add(w.count);
+            let e = by_lock
+                .entry((w.pid, w.address))
+                .or_insert_with(|| (w.symbol.clone(), 0, 0, HashMap::new()));
+            e.1 = e.1.saturating_add(w.total_ns);
+            e.2 = e.2.saturating_add(w.count);
+            let s = e.3.entry(w.stack).or_default();
+            s.0 = s.0.saturating_add(w.total_ns);
+            s.1 = s.1.saturating_add(w.count);
+        }
+        let mut top_locks: Vec<ContendedLock> = by_lock
+            .into_iter()
+            .map(|((pid, address), (symbol, ns, waits, stacks))| {
+                let mut waiters: Vec<Waiter> = stacks
+                    .into_iter()
+                    .map(|(stack, (ns, waits))| Waiter {
+                        stack: describe(rec, stack),
+                        ns,
+                        waits,
+                    })
+                    .collect();
+                waiters.sort_by(|a, b| b.ns.cmp(&a.ns).then_with(|| a.stack.cmp(&b.stack)));
+                waiters.truncate(3);
+                ContendedLock {
+                    pid,
+                    address: format!("{address:#x}"),
+                    symbol,
+                    ns,
+                    waits,
+                    waiters,
+                }
+            })
+            .collect();
+        top_locks.sort_by(|a, b| b.ns.cmp(&a.ns).then_with(|| a.address.cmp(&b.address)));
+        top_locks.truncate(TOP_LOCKS);
+        let names: HashMap<(u32, u64), &str> = rec
+            .spans
+            .iter()
+            .map(|s| ((s.pid, s.id), s.name.as_str()))
+            .collect();
+        let mut spans: HashMap<&str, (u64, u64)> = HashMap::new();
+        for w in rec.lock_waits.iter().filter(|w| w.span != 0) {
+            if let Some(name) = names.get(&(w.pid, w.span)) {
+                let e = spans.entry(name).or_default();
+                e.0 = e.0.saturating_add(w.total_ns);
+                e.1 = e.1.saturating_add(w.count);
+            }
+        }
+        let mut by_span: Vec<SpanWait> = spans
+            .into_iter()
+            .map(|(name, (ns, waits))| SpanWait {
+                name: name.to_string(),
+                ns,
+                waits,
+            })
+            .collect();
+        by_span.sort_by(|a, b| b.ns.cmp(&a.ns).then_with(|| a.name.cmp(&b.name)));
+        Some(Self {
+            total_ns,
+            waits,
+            lost: info.lost,
+            unfinished: info.unfinished,
+            stack_errors: info.stack_errors,
+            bpf_runs: info.bpf_run_count,
+            bpf_ns_per_run: (info.bpf_run_count > 0)
+                .then(|| info.bpf_run_time_ns as f64 / info.bpf_run_count as f64),
+            windowed: info.windowed,
+            top_locks,
+            by_span,
+        })
+    }
+
+    pub fn to_text(&self, t: &mut String) {
+        use crate::outputs::summary::fmt_ns;
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            t,
+            "\nLock waits: {} in {} futex waits; {} lost, {} unfinished (counted to the end){}",
+            fmt_ns(self.total_ns as f64),
+            self.waits,
+            self.lost,
+            self.unfinished,
+            if self.windowed {
+                " (windowed: waits overlapping the window, whole)"
+            } else {
+                ""
+            }
+        );
+        if let Some(ns) = self.bpf_ns_per_run {
+            let _ = writeln!(
+                t,
+                "BPF cost: {ns:.0} ns per futex call or return of a target"
+            );
+        }
+        if !self.top_locks.is_empty() {
+            let _ = writeln!(t, "\nMost contended locks");
+        }
+        for l in &self.top_locks {
+            let name = if l.symbol.is_empty() {
+                l.address.clone()
+            } else {
+                format!("{} ({})", l.symbol, l.address)
+            };
+            let _ = writeln!(
+                t,
+                "  {:>10} {:>7}×  {name} in pid {}",
+                fmt_ns(l.ns as f64),
+                l.waits,
+                l.pid
+            );
+            for w in &l.waiters {
+                let _ = writeln!(
+                    t,
+                    "  {:>10} {:>7}×    {}",
+                    fmt_ns(w.ns as f64),
+                    w.waits,
+                    w.stack
+                );
+            }
+        }
+        if !self.by_span.is_empty() {
+            let _ = writeln!(t, "\n  {:<28} {:>10} {:>8}", "span", "lock wait", "waits");
+            for s in &self.by_span {
+                let _ = writeln!(
+                    t,
+                    "  {:<28} {:>10} {:>8}",
+                    s.name,
+                    fmt_ns(s.ns as f64),
+                    s.waits
+                );
+            }
+        }
+    }
+}
