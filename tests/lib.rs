@@ -147,18 +147,12 @@ pub struct Target {
 impl Target {
     /// Starts `bin args…` and waits for its "ready" line.
     pub fn start(bin: &Path, args: &[&str]) -> Self {
-        let mut cmd = Command::new(bin);
-        cmd.args(args);
-        Self::spawn(cmd)
-    }
-
-    /// As `start`, for a command set up by the caller (environment, working directory).
-    pub fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
+        let mut child = Command::new(bin)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("target prints ready");

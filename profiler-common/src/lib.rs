@@ -74,7 +74,6 @@ pub mod names {
     /// record they are assembled in (one entry per possible CPU).
     pub const GLOBAL_DWARF_STACK_BYTES: &str = "DWARF_STACK_BYTES";
     pub const MAP_DWARF_SCRATCH: &str = "DWARF_SCRATCH";
-    pub const MAP_DWARF_COPY: &str = "DWARF_COPY";
 }
 
 /// Default sizes, overridable at load time.
@@ -92,8 +91,6 @@ pub mod defaults {
     pub const MAX_SPAN_THREADS: u32 = 16384;
     /// Target threads off CPU at once whose switch-out is remembered (40 bytes each).
     pub const OFF_CPU_THREADS: u32 = 16384;
-    /// Threads with a DWARF copy size of their own (others copy the full --stack-size).
-    pub const DWARF_COPY_THREADS: u32 = 16384;
     /// Distinct (thread, stacks, span, state) off-CPU sums kept in the kernel; per CPU,
     /// 16 bytes each. Beyond it intervals travel as events (counted), so none is lost.
     pub const OFF_CPU_TOTALS: u32 = 16384;

@@ -331,13 +331,6 @@ mod programs {
     #[map(name = "DWARF_SCRATCH")]
     static DWARF_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
 
-    /// Bytes of user stack to copy per DWARF sample of a thread (by our tid), when userspace
-    /// has learnt from its complete unwinds how deep it goes; other threads copy all of
-    /// DWARF_STACK_BYTES. Most of a DWARF sample's cost is the copy.
-    #[map(name = "DWARF_COPY")]
-    static DWARF_COPY: HashMap<u32, u32> =
-        HashMap::with_max_entries(defaults::DWARF_COPY_THREADS, 0);
-
     /// Bytes of user stack to copy per DWARF sample; set by the loader.
     #[unsafe(no_mangle)]
     static DWARF_STACK_BYTES: u64 = 0;
@@ -397,10 +390,8 @@ mod programs {
             return false;
         }
         // SAFETY: a read-only global the loader fills in before the program runs.
-        let full =
+        let want =
             unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) }.min(MAX_DWARF_STACK as u64);
-        // SAFETY: a plain copy of the value.
-        let want = unsafe { DWARF_COPY.get(header.tid) }.map_or(full, |&n| u64::from(n).min(full));
         // Page by page: a copy that runs past the top of the stack mapping fails whole, so
         // the page that faults ends the copy and everything before it is kept.
         let mut off: u64 = 0;

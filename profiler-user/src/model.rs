@@ -446,10 +446,6 @@ pub struct UnwindInfo {
     /// Of `total_ns`, reading and indexing the modules' unwind tables (once per module).
     #[prost(uint64, tag = "7")]
     pub load_ns: u64,
-    /// Stack bytes the kernel copied, all samples together (each thread's copy follows what
-    /// its complete unwinds needed).
-    #[prost(uint64, tag = "8")]
-    pub stack_bytes_copied: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]

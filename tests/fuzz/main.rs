@@ -225,7 +225,6 @@ fn random_recording(r: &mut Rng) -> Recording {
                 stack_bytes_p99: r.num32(),
                 stack_bytes_max: r.num32(),
                 load_ns: r.num(),
-                stack_bytes_copied: r.num(),
             }),
             coverage: r.chance(2).then(|| Coverage {
                 cpu_ns: r.num(),

@@ -47,8 +47,6 @@ pub struct Sink<'a> {
     pub malformed: u64,
     /// Side-band records up to this time (CLOCK_BOOTTIME) have been applied.
     pub sideband_horizon_ns: u64,
-    /// Per-thread DWARF copy sizes, learnt from the unwinds; None without DWARF.
-    pub stack_copy: Option<super::stack_copy::StackCopy>,
     /// A target's exec makes it known at once (its files are then looked at as it maps
     /// them), not at its first sample.
     pub know_execs: bool,
@@ -81,7 +79,6 @@ impl<'a> Sink<'a> {
             comm: None,
             comm_flags: 0,
             targets_refused: 0,
-            stack_copy: None,
         }
     }
 
@@ -257,11 +254,6 @@ impl<'a> Sink<'a> {
                     );
                     sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
                     sample.truncated = unwound.truncated;
-                    if let Some(copy) = self.stack_copy.as_mut()
-                        && (unwound.used.is_some() || unwound.out_of_copy)
-                    {
-                        copy.observe(sample.tid, unwound.used);
-                    }
                 }
             }
             if budget.is_some_and(|b| started.elapsed() >= b) {

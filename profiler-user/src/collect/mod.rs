@@ -21,7 +21,6 @@ pub mod scope;
 pub mod session;
 pub mod sideband;
 pub mod spans;
-pub mod stack_copy;
 pub mod unwind;
 pub mod window;
 
@@ -492,9 +491,6 @@ pub async fn record(
         None
     };
     let ring = session.take_ring()?;
-    let stack_copy = session
-        .take_dwarf_copy()
-        .map(|m| stack_copy::StackCopy::new(m, opts.stack_bytes));
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
     // The process the recording is named after gets them as before (a --span-fn it cannot
@@ -635,7 +631,6 @@ pub async fn record(
     // are looked at (for span probes) as they are mapped, not at its first sample.
     sink.know_execs = live.is_some();
     sink.auto_call_graph = auto_call_graph;
-    sink.stack_copy = stack_copy;
     sink.comm = comm;
     sink.comm_flags = profiler_common::target::FOLLOW
         | if opts.call_graph == CallGraph::Dwarf {

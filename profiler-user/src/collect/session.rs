@@ -68,8 +68,6 @@ pub struct Session {
     pub dwarf: bool,
     pub off_cpu_min_ns: u64,
     pub off_cpu_interval_min_ns: u64,
-    /// Some process of this recording may use DWARF unwinding.
-    may_dwarf: bool,
 }
 
 impl Session {
@@ -154,10 +152,6 @@ impl Session {
             )
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
             .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
-            .map_max_entries(
-                names::MAP_DWARF_COPY,
-                unused(may_dwarf, defaults::DWARF_COPY_THREADS),
-            )
             .override_global(names::GLOBAL_TASK_PID_OFFSET, &kernel.task_pid, true)
             .override_global(names::GLOBAL_TASK_TGID_OFFSET, &kernel.task_tgid, true)
             .override_global(names::GLOBAL_TASK_SIGNAL_OFFSET, &kernel.task_signal, true)
@@ -248,7 +242,6 @@ impl Session {
             dwarf,
             off_cpu_min_ns: off_cpu_min,
             off_cpu_interval_min_ns: off_cpu_interval_min,
-            may_dwarf,
         };
         Ok(session)
     }
@@ -260,15 +253,6 @@ impl Session {
             .take_map(names::MAP_TARGETS)
             .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
         BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))
-    }
-
-    /// The per-thread DWARF copy sizes, when DWARF unwinding can happen in this recording.
-    pub fn take_dwarf_copy(&mut self) -> Option<BpfHashMap<MapData, u32, u32>> {
-        if !self.may_dwarf {
-            return None;
-        }
-        let map = self.ebpf.take_map(names::MAP_DWARF_COPY)?;
-        BpfHashMap::try_from(map).ok()
     }
 
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {

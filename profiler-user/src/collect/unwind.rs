@@ -166,8 +166,6 @@ pub struct UnwindStats {
     pub load_ns: u64,
     /// Bytes above `sp` each complete unwind read, to choose `--stack-size` from.
     pub stack_bytes_used: Vec<u32>,
-    /// Stack bytes the kernel copied, all samples together.
-    pub stack_bytes_copied: u64,
 }
 
 #[derive(Default)]
@@ -183,10 +181,6 @@ pub struct Unwound {
     /// Id of the stack's frames in [`Unwinder::stacks`], None for no frame at all.
     pub id: Option<u32>,
     pub truncated: bool,
-    /// Stack bytes a complete unwind read; None when it was truncated.
-    pub used: Option<u32>,
-    /// Truncated for want of copied stack, the copy not having reached the stack's top.
-    pub out_of_copy: bool,
 }
 
 impl Unwinder {
@@ -286,11 +280,6 @@ impl Unwinder {
             truncated = false;
         }
         self.stats.samples += 1;
-        self.stats.stack_bytes_copied = self
-            .stats
-            .stack_bytes_copied
-            .saturating_add(stack.len() as u64);
-        let mut out_of_copy = false;
         if truncated {
             self.stats.truncated += 1;
             // The kernel copies page by page and stops at the first page it cannot read: an
@@ -303,7 +292,6 @@ impl Unwinder {
                     .is_none_or(|top| top % 4096 == 0);
             if past_copy && !hit_top {
                 self.stats.out_of_copy += 1;
-                out_of_copy = true;
             }
         } else {
             self.stats.stack_bytes_used.push(used as u32);
@@ -313,12 +301,7 @@ impl Unwinder {
             *self.stacks.entry(frames).or_insert(next)
         });
         self.stats.total_ns += started.elapsed().as_nanos() as u64;
-        Unwound {
-            id,
-            truncated,
-            used: (!truncated).then_some(used as u32),
-            out_of_copy,
-        }
+        Unwound { id, truncated }
     }
 }
 

@@ -408,8 +408,6 @@ pub struct StackQuality {
     pub unwind_stack_bytes_p50: Option<u32>,
     pub unwind_stack_bytes_p99: Option<u32>,
     pub unwind_stack_bytes_max: Option<u32>,
-    /// Stack bytes the kernel copied per DWARF sample, on average.
-    pub unwind_stack_bytes_copied: Option<f64>,
 }
 
 /// Outermost frames of a complete stack: process and thread entry points of glibc and musl.
@@ -458,9 +456,6 @@ fn stack_quality(rec: &Recording) -> StackQuality {
         unwind_stack_bytes_p50: u.map(|u| u.stack_bytes_p50),
         unwind_stack_bytes_p99: u.map(|u| u.stack_bytes_p99),
         unwind_stack_bytes_max: u.map(|u| u.stack_bytes_max),
-        unwind_stack_bytes_copied: u
-            .filter(|u| u.samples > 0)
-            .map(|u| u.stack_bytes_copied as f64 / u.samples as f64),
     }
 }
 
@@ -707,9 +702,6 @@ impl Summary {
             }
             if let (Some(p99), Some(max)) = (q.unwind_stack_bytes_p99, q.unwind_stack_bytes_max) {
                 line += &format!(", stack used p99 {p99} B, max {max} B");
-            }
-            if let Some(copied) = q.unwind_stack_bytes_copied {
-                line += &format!(", {copied:.0} B copied per sample");
             }
         }
         let _ = writeln!(t, "{line}");

@@ -741,7 +741,6 @@ fn unwind_info(u: &crate::collect::unwind::UnwindStats) -> crate::model::UnwindI
         stack_bytes_p99: at(99.0),
         stack_bytes_max: at(100.0),
         load_ns: u.load_ns,
-        stack_bytes_copied: u.stack_bytes_copied,
     }
 }
 
