@@ -7,7 +7,7 @@
 //! dropped and counted).
 use std::{
     io::Write,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -747,4 +747,73 @@ fn off_cpu_time_over_the_windows_is_the_time_the_program_waited() {
         );
         assert!(err < 0.05, "{span}: {got} vs {want}");
     }
+}
+
+/// An agent runs for days while processes come and go: what it keeps of each program (its
+/// file, mapped; its parsed symbols) goes once the program has exited and its samples are
+/// pushed. 60 programs, each its own file, run and exit; a few windows later the agent maps
+/// none of them (it mapped all 60 for good before).
+#[test]
+fn programs_that_exited_are_let_go() {
+    // Without a build id each copy is a module of its own (identical build ids are one).
+    let bin = build_c(
+        "agent-churn",
+        "short.c",
+        &[C_FP, &["-Wl,--build-id=none"]].concat(),
+    );
+    let dir = OutDir::new(scratch("agent-churn"));
+    std::fs::create_dir_all(&*dir).expect("scratch directory");
+    let copies: Vec<PathBuf> = (0..60)
+        .map(|i| {
+            let copy = dir.join(format!("achurn{i:02}"));
+            std::fs::copy(&bin, &copy).expect("copy");
+            copy
+        })
+        .collect();
+    let receiver = Receiver::start();
+    let url = format!("http://127.0.0.1:{}", receiver.port);
+    let mut child = agent(&[
+        "--comm",
+        "^achurn",
+        "--period",
+        "1s",
+        "--duration",
+        "12s",
+        "--frequency",
+        "499",
+        "--push",
+        &url,
+    ]);
+    let agent_pid = child.id();
+    let err = wait_recording(&mut child);
+    let mapped = || {
+        let maps = std::fs::read_to_string(format!("/proc/{agent_pid}/maps")).expect("maps");
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|p| p.starts_with(dir.to_str().expect("utf-8")))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let mut peak = 0;
+    for copy in &copies {
+        let status = Command::new(copy).arg("20").status().expect("copy runs");
+        assert!(status.success());
+        peak = peak.max(mapped());
+    }
+    // Let go once a whole window has passed since the exit; the symbolizer's own mappings
+    // go with it after at most 4 more windows.
+    std::thread::sleep(Duration::from_secs(7));
+    let later = mapped();
+    let err = finish(child, err);
+    eprintln!("programs mapped by the agent: at most {peak} while they ran, {later} 7 s later");
+    let (recorded, delivered, _, _) = figures(&err, &url);
+    assert_eq!(delivered, recorded);
+    let named: u64 = cpu_windows(&receiver.received())
+        .iter()
+        .filter(|(r, _)| query(&r.path, "name").is_some_and(|n| n.starts_with("achurn")))
+        .map(|(_, p)| samples(p, None))
+        .sum();
+    assert!(named > 100, "{named} samples of the copies pushed");
+    assert!(peak >= 10, "{peak} of 60 mapped at once while they ran");
+    assert!(later <= 3, "{later} of 60 exited programs still mapped");
 }

@@ -138,7 +138,8 @@ impl ModuleFile {
 /// Every file mapped by a recorded process.
 #[derive(Debug, Default)]
 pub struct ModuleStore {
-    modules: Vec<ModuleFile>,
+    /// By id; None for a file let go (no process that maps it is left, [`ModuleStore::retain`]).
+    modules: Vec<Option<ModuleFile>>,
     by_identity: HashMap<FileIdentity, ModuleId>,
     /// Same content under another inode (a copy, another container's layer).
     by_build_id: HashMap<Vec<u8>, ModuleId>,
@@ -176,22 +177,50 @@ pub fn raise_nofile() {
 
 impl ModuleStore {
     pub fn get(&self, id: ModuleId) -> Option<&ModuleFile> {
-        self.modules.get(id as usize)
+        self.modules.get(id as usize)?.as_ref()
     }
 
+    /// Files held now (not those let go).
     pub fn len(&self) -> usize {
-        self.modules.len()
+        self.modules.iter().flatten().count()
     }
 
     /// [`ModuleFile::release_pages`] for every file.
     pub fn release_pages(&self) {
-        for m in &self.modules {
+        for m in self.modules.iter().flatten() {
             m.release_pages();
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.modules.is_empty()
+        self.len() == 0
+    }
+
+    /// Lets go of every file `keep` refuses: its mapping, its descriptor, its parsed tables.
+    /// A file mapped again later is opened again under a new id. Returns how many went.
+    pub fn retain(&mut self, keep: impl Fn(ModuleId) -> bool) -> usize {
+        let mut gone = 0;
+        for (id, slot) in self.modules.iter_mut().enumerate() {
+            let Ok(id) = ModuleId::try_from(id) else {
+                break;
+            };
+            if slot.is_none() || keep(id) {
+                continue;
+            }
+            if let Some(m) = slot.take()
+                && m.file.is_some()
+            {
+                self.open = self.open.saturating_sub(1);
+            }
+            gone += 1;
+        }
+        if gone > 0 {
+            self.by_identity
+                .retain(|_, id| self.modules.get(*id as usize).is_some_and(Option::is_some));
+            self.by_build_id
+                .retain(|_, id| self.modules.get(*id as usize).is_some_and(Option::is_some));
+        }
+        gone
     }
 
     /// The module a mapping of `pid` refers to, opened now if it is new. `identity` is what
@@ -265,7 +294,7 @@ impl ModuleStore {
             module.file = Some(file);
             self.open += 1;
         }
-        self.modules.push(module);
+        self.modules.push(Some(module));
         self.by_identity.insert(identity, id);
         if !build_id.is_empty() {
             self.by_build_id.insert(build_id, id);
@@ -445,7 +474,7 @@ mod tests {
         let tmp = dir.join("lib.so.new");
         std::fs::write(&tmp, b"second").expect("write");
         std::fs::rename(&tmp, &path).expect("rename");
-        store.modules[id as usize].file = None;
+        store.modules[id as usize].as_mut().expect("held").file = None;
         let p = store.readable_path(id).expect("readable");
         assert_eq!(std::fs::read(p.path()).expect("read"), b"first contents");
         let _ = std::fs::remove_dir_all(&dir);

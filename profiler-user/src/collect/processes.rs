@@ -3,10 +3,10 @@
 //! they happened, and from /proc for what existed before the recording began. A sample is
 //! placed in the address space its process had at the sample's time, so a child that lived
 //! 5 ms is named from the files it really mapped, however late userspace reads about it.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
-    modules::ModuleStore,
+    modules::{ModuleId, ModuleStore},
     procfs::{self, AddressSpace, Mapping, ProcessInfo},
     sideband::Record,
 };
@@ -14,6 +14,14 @@ use super::{
 /// Records of processes not (yet) known to be targets, kept this long: the record that makes
 /// a process a target (its fork) can be read after its own records from another CPU's buffer.
 const PENDING_NS: u64 = 2_000_000_000;
+
+/// What [`Processes::prune_exited`] forgot.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub pids: HashSet<u32>,
+    pub spaces: HashSet<u32>,
+    pub modules: usize,
+}
 
 #[derive(Debug, Default)]
 pub struct Processes {
@@ -281,6 +289,46 @@ impl Processes {
         }
     }
 
+    /// Forgets processes that exited before `before_ns` (a long recording cut into windows,
+    /// once every sample of theirs is in a window): their address spaces are emptied (the
+    /// indices stay, so other spaces keep theirs) and the files no remaining space maps are
+    /// let go. Returns the pids forgotten, the space indices emptied and the files let go.
+    pub fn prune_exited(&mut self, before_ns: u64) -> Pruned {
+        let pids: Vec<u32> = self
+            .exited
+            .iter()
+            .filter(|&(_, &at)| at < before_ns)
+            .map(|(&pid, _)| pid)
+            .collect();
+        let mut pruned = Pruned::default();
+        for pid in pids {
+            self.exited.remove(&pid);
+            self.infos.remove(&pid);
+            self.names_before.remove(&pid);
+            self.parents.remove(&pid);
+            for (_, index) in self.timelines.remove(&pid).unwrap_or_default() {
+                if let Some(space) = self.spaces.get_mut(index) {
+                    space.mappings = Vec::new();
+                }
+                self.replaced.remove(&index);
+                pruned.spaces.insert(index as u32);
+            }
+            pruned.pids.insert(pid);
+        }
+        if pruned.pids.is_empty() {
+            return pruned;
+        }
+        self.replaced
+            .retain(|_, before| !pruned.spaces.contains(&(*before as u32)));
+        let mapped: HashSet<ModuleId> = self
+            .spaces
+            .iter()
+            .flat_map(|s| s.mappings.iter().filter_map(|m| m.module))
+            .collect();
+        pruned.modules = self.modules.retain(|id| mapped.contains(&id));
+        pruned
+    }
+
     /// Reads /proc/PID/maps again for processes still alive: only needed when side-band
     /// records were lost.
     pub fn refresh_live(&mut self) {
@@ -384,6 +432,73 @@ mod tests {
         assert!(p.spaces[after_exec].find(0x1000).is_some());
         assert!(p.spaces[before_exec].find(0x1000).is_none());
         assert_eq!(p.infos.get(&11).map(|i| i.comm.as_str()), Some("child"));
+    }
+
+    #[test]
+    fn exited_processes_are_forgotten_with_the_files_only_they_mapped() {
+        let dir = std::env::temp_dir().join(format!("profiler-prune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (only, shared) = (dir.join("only.so"), dir.join("shared.so"));
+        std::fs::write(&only, b"mapped by the child that exits").expect("write");
+        std::fs::write(&shared, b"mapped by both").expect("write");
+        let map = |pid, time_ns, start, path: &std::path::Path| Record::Mmap {
+            pid,
+            time_ns,
+            start,
+            len: 0x1000,
+            offset: 0,
+            identity: None,
+            path: path.to_str().expect("utf-8").into(),
+        };
+        // Pids above pid_max: no /proc entry, so files are opened by path.
+        let (root, gone, stays) = (4_000_010, 4_000_011, 4_000_012);
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(root), ProcessInfo::default());
+        p.apply(vec![
+            fork(gone, root, 10),
+            fork(stays, root, 11),
+            map(gone, 20, 0x1000, &only),
+            map(gone, 21, 0x2000, &shared),
+            map(stays, 22, 0x2000, &shared),
+            Record::Exit {
+                pid: gone,
+                tid: gone,
+                time_ns: 50,
+            },
+        ]);
+        assert_eq!(p.modules.len(), 2);
+        let gone_space = p.space_at(gone, 30) as usize;
+        let only_id = p.spaces[gone_space]
+            .find(0x1000)
+            .and_then(|m| m.module)
+            .expect("interned");
+
+        // Not yet: it exited after the horizon.
+        assert!(p.prune_exited(50).pids.is_empty());
+        let pruned = p.prune_exited(100);
+        assert_eq!(pruned.pids, HashSet::from([gone]));
+        assert!(pruned.spaces.contains(&(gone_space as u32)));
+        assert_eq!(pruned.modules, 1);
+        assert!(!p.is_known(gone) && p.is_known(stays));
+        assert!(p.spaces[gone_space].mappings.is_empty());
+        assert!(p.modules.get(only_id).is_none());
+        assert_eq!(p.modules.len(), 1);
+        let stays_space = p.space_at(stays, 30) as usize;
+        assert!(
+            p.spaces[stays_space]
+                .find(0x2000)
+                .is_some_and(|m| m.module.is_some())
+        );
+
+        // The same file mapped again is opened again, under a new id.
+        p.apply(vec![map(stays, 60, 0x3000, &only)]);
+        let again = p.spaces[stays_space]
+            .find(0x3000)
+            .and_then(|m| m.module)
+            .expect("opened again");
+        assert_ne!(again, only_id);
+        assert_eq!(p.modules.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

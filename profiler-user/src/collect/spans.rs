@@ -460,6 +460,12 @@ impl MetaReader {
         self.mems.remove(&pid);
     }
 
+    /// Lets go of the metadata of processes a long recording has forgotten.
+    pub fn prune(&mut self, pids: &std::collections::HashSet<u32>) {
+        self.mems.retain(|pid, _| !pids.contains(pid));
+        self.cache.retain(|(pid, _), _| !pids.contains(pid));
+    }
+
     /// Reads the metadata at `addr` in `pid` if not read yet. Unreadable metadata (the target
     /// exited, or a bad pointer) is cached as a placeholder naming the address, not retried
     /// forever.

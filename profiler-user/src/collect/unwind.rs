@@ -173,6 +173,8 @@ pub struct Unwinder {
     spaces: HashMap<u32, SpaceUnwinder>,
     /// Unwound stacks, interned: leaf first.
     pub stacks: HashMap<Vec<u64>, u32>,
+    /// The next stack's id: ids are never reused, even after [`Unwinder::prune`].
+    next_id: u32,
     pub stats: UnwindStats,
 }
 
@@ -184,6 +186,15 @@ pub struct Unwound {
 }
 
 impl Unwinder {
+    /// Lets go of what a long recording no longer needs: the unwinders of address spaces
+    /// emptied by [`super::processes::Processes::prune_exited`], the stacks no sample still
+    /// waiting refers to, and the per-sample figures of the windows already cut.
+    pub fn prune(&mut self, spaces: &HashSet<u32>, keep: &HashSet<u32>) {
+        self.spaces.retain(|index, _| !spaces.contains(index));
+        self.stacks.retain(|_, id| keep.contains(id));
+        self.stats.stack_bytes_used = Vec::new();
+    }
+
     /// Adds the modules of `space` this unwinder has not seen yet; their tables are parsed
     /// once per file, in the module store, whatever the number of processes mapping them.
     fn sync(&mut self, index: u32, space: &AddressSpace, modules: &ModuleStore) {
@@ -297,8 +308,12 @@ impl Unwinder {
             self.stats.stack_bytes_used.push(used as u32);
         }
         let id = (!frames.is_empty()).then(|| {
-            let next = UNWOUND_ID_BIT | self.stacks.len() as u32;
-            *self.stacks.entry(frames).or_insert(next)
+            let next = UNWOUND_ID_BIT | self.next_id;
+            *self.stacks.entry(frames).or_insert_with(|| {
+                // 2^31 distinct stacks wrap into ids of stacks let go long ago.
+                self.next_id = self.next_id.wrapping_add(1) & !UNWOUND_ID_BIT;
+                next
+            })
         });
         self.stats.total_ns += started.elapsed().as_nanos() as u64;
         Unwound { id, truncated }

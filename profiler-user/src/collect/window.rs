@@ -27,6 +27,12 @@ pub const CUT_MARGIN: Duration = Duration::from_millis(200);
 /// (exited programs, replaced libraries) is let go at least this often.
 const SYMBOLIZER_WINDOWS: u32 = 240;
 
+/// Files let go (their processes exited) after which the symbolizer is replaced sooner, but
+/// not before it served [`SYMBOLIZER_MIN_WINDOWS`]: replacing it means parsing every live
+/// module again.
+const SYMBOLIZER_STALE_MODULES: usize = 32;
+const SYMBOLIZER_MIN_WINDOWS: u32 = 4;
+
 /// `RecordOptions::window`: cut every `period`, at multiples of it in wall-clock time, and
 /// send each window's recording to `tx`. The recording `collect::record` returns is then the
 /// last window, from the last boundary to the stop.
@@ -60,6 +66,8 @@ pub(super) struct Cutter {
     /// windows, since it keeps every file it ever parsed.
     symbolizer: blazesym::symbolize::Symbolizer,
     symbolizer_uses: u32,
+    /// Files let go since the symbolizer was made: it may still hold them.
+    symbolizer_stale: usize,
     /// Samples read from the ring buffer up to the last cut, and those of them that went
     /// into windows: the kernel's `emitted` counts up to the cut, not up to the boundary.
     drained_before: u64,
@@ -93,6 +101,7 @@ impl Cutter {
             assigned_before: 0,
             symbolizer: crate::symbolize::symbolizer(),
             symbolizer_uses: 0,
+            symbolizer_stale: 0,
         };
         c.advance();
         c
@@ -164,16 +173,46 @@ impl Cutter {
         raw.stop_reason = StopReason::Requested;
         // Symbolized against the live state, which is lent to the window and taken back.
         raw.processes = std::mem::take(sink.procs);
-        if self.symbolizer_uses >= SYMBOLIZER_WINDOWS {
+        if self.symbolizer_uses >= SYMBOLIZER_WINDOWS
+            || self.symbolizer_stale >= SYMBOLIZER_STALE_MODULES
+                && self.symbolizer_uses >= SYMBOLIZER_MIN_WINDOWS
+        {
             self.symbolizer = crate::symbolize::symbolizer();
             self.symbolizer_uses = 0;
+            self.symbolizer_stale = 0;
         }
         self.symbolizer_uses = self.symbolizer_uses.saturating_add(1);
         let rec = crate::symbolize::symbolize_with(&raw, &self.symbolizer);
         *sink.procs = std::mem::take(&mut raw.processes);
         // A receiver gone (the agent stopping) leaves nothing to do with the window.
         let _ = self.opts.tx.send(rec);
+        self.prune(sink);
         self.advance();
+    }
+
+    /// What the recording keeps of processes that exited before the window just cut began
+    /// (every sample of theirs is in a window by now, with a whole window to spare for
+    /// late records) goes, so an agent that runs for days on a machine whose processes
+    /// come and go stays the same size.
+    fn prune(&mut self, sink: &mut Sink) {
+        let pruned = sink.procs.prune_exited(self.from_ns);
+        self.symbolizer_stale = self.symbolizer_stale.saturating_add(pruned.modules);
+        let waiting: std::collections::HashSet<u32> = sink
+            .samples
+            .iter()
+            .filter_map(|s| match s.user {
+                RawStack::Id(id) if id & unwind::UNWOUND_ID_BIT != 0 => Some(id),
+                _ => None,
+            })
+            .collect();
+        sink.unwinder.prune(&pruned.spaces, &waiting);
+        sink.meta.prune(&pruned.pids);
+        // Names come again with each thread's next sample.
+        sink.threads
+            .retain(|&tid, _| !super::procfs::has_exited(tid));
+        // Pages of files read for this window: they stay in the page cache, not in the
+        // agent's memory.
+        sink.procs.modules.release_pages();
     }
 
     /// Turns the recording `record` is about to return into the last window: what is left
