@@ -2253,16 +2253,32 @@ fn http_sink() -> Result<Sink> {
     })
 }
 
-/// Resident memory of a process now, from /proc (kB).
-fn rss_kb(pid: u32) -> Option<f64> {
+/// Resident memory of a process now, from /proc (kB): all of it, the anonymous part (what the
+/// process itself holds) and the pages of files it maps (page cache, which the kernel takes
+/// back under pressure).
+#[derive(Clone, Copy)]
+struct Rss {
+    total: f64,
+    anon: f64,
+    file: f64,
+}
+
+fn rss_kb(pid: u32) -> Option<Rss> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let field = |key: &str| -> Option<f64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(Rss {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+    })
 }
 
 /// `profiler agent --all` with its defaults (19 Hz, 15 s windows) on a busy machine for ten
@@ -2316,26 +2332,35 @@ fn agent_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bytes = sink.bytes.load(Ordering::Relaxed) as f64;
     let requests = sink.requests.load(Ordering::Relaxed);
     let mb = |kb: Option<f64>| kb.map_or(f64::NAN, |k| k / 1024.0);
+    let total = |r: Option<Rss>| mb(r.map(|r| r.total));
+    let anon = |r: Option<Rss>| mb(r.map(|r| r.anon));
+    let file = |r: Option<Rss>| mb(r.map(|r| r.file));
     rows.push(Row {
         what: format!("`agent --all` (19 Hz, 15 s windows, Pyroscope push), {secs:.0} s on a busy machine"),
         value: format!(
-            "{:.2}% of one CPU ({:.1} s CPU), peak RSS {:.0} MB (resident {:.0} MB after {:.0} s, {:.0} MB at the end), {:.0} KB pushed per minute in {requests} requests",
+            "{:.2}% of one CPU ({:.1} s CPU), peak RSS {:.0} MB; resident {:.0} MB after {:.0} s ({:.0} MB anonymous, {:.0} MB of mapped files), {:.0} MB at the end ({:.0} MB anonymous, {:.0} MB of files); {:.0} KB pushed per minute in {requests} requests",
             usage.cpu_s / secs * 100.0,
             usage.cpu_s,
             usage.max_rss_mb,
-            mb(rss_1min),
+            total(rss_1min),
             (secs / 2.0).min(60.0),
-            mb(rss_end),
+            anon(rss_1min),
+            file(rss_1min),
+            total(rss_end),
+            anon(rss_end),
+            file(rss_end),
             bytes / minutes / 1024.0,
         ),
-        method: "tests/targets/threads.c spinning on both CPUs; `profiler agent --all --duration SECS --push http://127.0.0.1:PORT` with every other option at its default, pushing to an HTTP sink in the bench process that answers 200 and counts body bytes; CPU = utime+stime and ru_maxrss from wait4 (recording, symbolizing each window, building pprof and pushing); VmRSS read from /proc every second; one run".into(),
+        method: "tests/targets/threads.c spinning on both CPUs; `profiler agent --all --duration SECS --push http://127.0.0.1:PORT` with every other option at its default, pushing to an HTTP sink in the bench process that answers 200 and counts body bytes; CPU = utime+stime and ru_maxrss from wait4 (recording, symbolizing each window, building pprof and pushing); VmRSS, RssAnon and RssFile read from /proc every second; one run".into(),
         json: format!(
-            "{{\"name\":\"agent_cost\",\"seconds\":{secs},\"cpu_s\":{},\"cpu_pct\":{},\"peak_rss_mb\":{},\"rss_1min_mb\":{},\"rss_end_mb\":{},\"bytes_per_min\":{},\"requests\":{requests}}}",
+            "{{\"name\":\"agent_cost\",\"seconds\":{secs},\"cpu_s\":{},\"cpu_pct\":{},\"peak_rss_mb\":{},\"rss_1min_mb\":{},\"rss_end_mb\":{},\"anon_1min_mb\":{},\"anon_end_mb\":{},\"bytes_per_min\":{},\"requests\":{requests}}}",
             num(usage.cpu_s),
             num(usage.cpu_s / secs * 100.0),
             num(usage.max_rss_mb),
-            num(mb(rss_1min)),
-            num(mb(rss_end)),
+            num(total(rss_1min)),
+            num(total(rss_end)),
+            num(anon(rss_1min)),
+            num(anon(rss_end)),
             num(bytes / minutes),
         ),
     });

@@ -391,6 +391,10 @@ mod tests {
     use super::*;
 
     fn mmap(pid: u32, time_ns: u64, start: u64) -> Record {
+        mmap_of(pid, time_ns, start, "[anon-test]")
+    }
+
+    fn mmap_of(pid: u32, time_ns: u64, start: u64, path: &str) -> Record {
         Record::Mmap {
             pid,
             time_ns,
@@ -398,7 +402,7 @@ mod tests {
             len: 0x1000,
             offset: 0,
             identity: None,
-            path: "[anon-test]".into(),
+            path: path.into(),
         }
     }
 
@@ -441,14 +445,8 @@ mod tests {
         let (only, shared) = (dir.join("only.so"), dir.join("shared.so"));
         std::fs::write(&only, b"mapped by the child that exits").expect("write");
         std::fs::write(&shared, b"mapped by both").expect("write");
-        let map = |pid, time_ns, start, path: &std::path::Path| Record::Mmap {
-            pid,
-            time_ns,
-            start,
-            len: 0x1000,
-            offset: 0,
-            identity: None,
-            path: path.to_str().expect("utf-8").into(),
+        let map = |pid, time_ns, start, path: &std::path::Path| {
+            mmap_of(pid, time_ns, start, path.to_str().expect("utf-8"))
         };
         // Pids above pid_max: no /proc entry, so files are opened by path.
         let (root, gone, stays) = (4_000_010, 4_000_011, 4_000_012);
