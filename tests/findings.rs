@@ -139,3 +139,63 @@ fn cpu_bound_program_first_finding_is_its_70_percent_function() {
         "{text}"
     );
 }
+
+#[test]
+fn off_cpu_splits_synchronous_spans_into_computing_and_blocked() {
+    // offcpu times each phase itself: compute (busy 4 ms), nap (nanosleep 3 ms), wait_reply
+    // (blocked on a pipe until a helper answers 3 ms later), each a span run on the thread.
+    let bin = build_c("offcpu-findings", "offcpu.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &["150"]);
+    let (dir, out) = record_run(
+        &mut target,
+        "findings-offcpu",
+        &["--off-cpu", "--frequency", "199"],
+    );
+    let truth: std::collections::HashMap<String, f64> = printed_values(&out);
+    let s = summary(&dir);
+    for (span, own) in [("nap", truth["nap_ns"]), ("wait_reply", truth["wait_ns"])] {
+        let x = exclusive(&s, span);
+        eprintln!("{span}: {x:#}");
+        // Off CPU the whole time it waited: blocked, and preempted for the wake-up's wait
+        // for a CPU on a busy machine.
+        let off = ns(&x["blocked_ns"]) + ns(&x["preempted_ns"]);
+        let err = (off - own).abs() / own;
+        eprintln!(
+            "{span}: off CPU {off} ns, the program timed {own} ns ({:+.2}%)",
+            err * 100.0
+        );
+        assert!(err < 0.05, "{span}: {off} vs {own}");
+        // A synchronous span always has its thread: nothing is an async wait.
+        assert!(ns(&x["no_thread_ns"]) < 0.02 * own, "{x}");
+        assert!(ns(&x["on_cpu_ns"]) < 0.1 * own, "{x}");
+    }
+    let c = exclusive(&s, "compute");
+    eprintln!("compute: {c:#}");
+    let busy = ns(&c["on_cpu_ns"]) + ns(&c["preempted_ns"]);
+    assert!(busy > 0.8 * truth["compute_ns"], "{c}");
+    assert!(ns(&c["blocked_ns"]) < 0.02 * truth["compute_ns"], "{c}");
+
+    // The verdict names the span with the most time, by the program's own clock when the
+    // margin is clear, and says what that time was.
+    let first = &s["findings"][0];
+    eprintln!("first finding: {first:#}");
+    let mut own = [
+        ("compute", truth["compute_ns"]),
+        ("nap", truth["nap_ns"]),
+        ("wait_reply", truth["wait_ns"]),
+    ];
+    own.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if own[0].1 > 1.05 * own[1].1 {
+        assert_eq!(first["subject"], own[0].0, "{first}");
+    }
+    let hint = first["hint"].as_str().expect("hint");
+    if first["subject"] == "compute" {
+        assert!(
+            first["kind"] == "span_computing" || first["kind"] == "span_preempted",
+            "{first}"
+        );
+    } else {
+        assert_eq!(first["kind"], "span_waiting", "{first}");
+        assert!(hint.contains("its thread blocks in"), "{hint}");
+    }
+}
