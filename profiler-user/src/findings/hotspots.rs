@@ -184,29 +184,40 @@ fn is_page_fault(n: &str) -> bool {
     .contains(&n)
 }
 
-/// The system call of a kernel stack: the function the syscall entry called, by its name
-/// (`__x64_sys_write` → `write`; `do_writev` where the wrapper was inlined → `writev`).
+/// The system call of a kernel stack: its `__x64_sys_*` entry point (`__x64_sys_write` →
+/// `write`), else the function the syscall entry called when that was inlined (`do_writev` →
+/// `writev`); samples on the way back to user mode (signals, rescheduling) have neither.
 fn syscall_name(frames: &[Frame]) -> Option<String> {
-    let entry = frames
-        .iter()
-        .rposition(|f| f.kind == FrameKind::Kernel && name(f) == "do_syscall_64")?;
-    let mut inner = frames[..entry].iter().rev().map(name);
-    let mut n = inner.next()?;
-    if n == "x64_sys_call" {
-        n = inner.next()?;
+    let kernel = || {
+        frames
+            .iter()
+            .rev()
+            .filter(|f| f.kind == FrameKind::Kernel)
+            .map(name)
+    };
+    let by_entry = kernel().find_map(|n| {
+        ["__x64_sys_", "__se_sys_", "__do_sys_"]
+            .iter()
+            .find_map(|p| n.strip_prefix(p).map(str::to_string))
+    });
+    if by_entry.is_some() {
+        return by_entry;
     }
-    let bare = [
-        "__x64_sys_",
-        "__se_sys_",
-        "__do_sys_",
-        "ksys_",
-        "__sys_",
-        "do_",
-    ]
-    .iter()
-    .find_map(|p| n.strip_prefix(p))
-    .unwrap_or(&n);
-    Some(bare.to_string())
+    let mut after = kernel().skip_while(|n| n != "do_syscall_64").skip(1);
+    let mut n = after.next()?;
+    if n == "x64_sys_call" {
+        n = after.next()?;
+    }
+    if n.contains("exit_to_user_mode") {
+        return Some("[return to user mode]".to_string());
+    }
+    Some(
+        ["ksys_", "__sys_", "do_"]
+            .iter()
+            .find_map(|p| n.strip_prefix(p))
+            .unwrap_or(&n)
+            .to_string(),
+    )
 }
 
 /// System calls the profiler's own probes make the target issue (optimized uprobes and
@@ -586,4 +597,52 @@ pub fn lock_wait_finding(rec: &Recording) -> Option<Finding> {
         ),
         hint: "lock contention: hold the lock shorter, split it, or give each thread its own data".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FrameName;
+
+    /// Kernel frames, leaf first, then one user frame.
+    fn stack(kernel: &[&'static str]) -> Vec<Frame<'static>> {
+        let frame = |n, kind| Frame {
+            name: FrameName::Function(n),
+            kind,
+            location: None,
+            inline_depth: 0,
+        };
+        let mut v: Vec<Frame> = kernel.iter().map(|n| frame(n, FrameKind::Kernel)).collect();
+        v.push(frame("__GI___writev", FrameKind::User));
+        v.push(frame("flush", FrameKind::User));
+        v
+    }
+
+    #[test]
+    fn system_calls_are_named_when_their_entry_point_was_inlined() {
+        let entry = ["do_syscall_64", "entry_SYSCALL_64_after_hwframe"];
+        let named = |inner: &[&'static str]| {
+            let mut k = inner.to_vec();
+            k.extend(entry);
+            syscall_name(&stack(&k))
+        };
+        assert_eq!(
+            named(&["vfs_write", "ksys_write", "__x64_sys_write", "x64_sys_call"]).as_deref(),
+            Some("write")
+        );
+        assert_eq!(
+            named(&["vfs_writev", "do_writev"]).as_deref(),
+            Some("writev")
+        );
+        assert_eq!(
+            named(&["schedule", "exit_to_user_mode_loop"]).as_deref(),
+            Some("[return to user mode]")
+        );
+        assert!(is_probe_syscall(
+            &named(&["__do_sys_uprobe"]).unwrap_or_default()
+        ));
+        assert_eq!(syscall_name(&stack(&["asm_exc_page_fault"])), None);
+        // Who asked: past the C library's wrapper.
+        assert_eq!(asker(&stack(&[])).as_deref(), Some("flush"));
+    }
 }
