@@ -121,6 +121,8 @@ fn cpu_bound_program_first_finding_is_its_70_percent_function() {
     assert_eq!(first["kind"], "function", "{first}");
     assert_eq!(first["subject"], "hot_a", "{first}");
     let share = first["share"].as_f64().expect("share");
+    // Self time: the clock reads split.c makes in its loops (vDSO) are not hot_a's own, so
+    // its self share runs a few points under the 70% of CPU time it is given (66-71% here).
     assert!(
         (share - 70.0).abs() < 8.0,
         "hot_a {share:.1}% of CPU samples"
