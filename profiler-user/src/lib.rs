@@ -8,6 +8,7 @@ pub mod collect;
 pub mod diff;
 pub mod error;
 pub mod fail_if;
+pub mod findings;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod interrupt;

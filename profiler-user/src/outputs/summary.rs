@@ -27,6 +27,8 @@ pub struct Summary {
     pub frequency_hz: u64,
     pub cpus: u32,
     pub stop_reason: String,
+    /// What to look at first: the span verdict, then hotspots (`crate::findings`).
+    pub findings: Vec<crate::findings::Finding>,
     pub samples: SampleAccounting,
     pub threads: Vec<ThreadShare>,
     /// Per process, most samples first.
@@ -161,7 +163,10 @@ pub struct SpanReport {
     /// CPU samples taken inside some span, and outside all.
     pub samples_in_spans: u64,
     pub samples_outside_spans: u64,
+    /// The span verdict of the findings, in one line.
     pub key_finding: Option<String>,
+    /// Exclusive time along the span tree, per name, most top-level time first.
+    pub exclusive: Vec<crate::findings::ExclusiveTime>,
 }
 
 #[derive(Debug, Serialize)]
@@ -189,7 +194,7 @@ pub fn fmt_ns(ns: f64) -> String {
 }
 
 impl SpanReport {
-    pub fn new(rec: &Recording) -> Option<Self> {
+    pub fn new(rec: &Recording, analysis: &crate::findings::Analysis) -> Option<Self> {
         let info = rec.span_info.as_ref()?;
         if info.abi_modules.is_empty() && info.span_fns.is_empty() && rec.spans.is_empty() {
             return None;
@@ -212,19 +217,12 @@ impl SpanReport {
             .collect();
         let (peak, at) = span_stats::concurrency_peak(&rec.spans);
         let in_spans = rec.samples.iter().filter(|s| s.span != 0).count() as u64;
-        let all_time = by_name
-            .iter()
-            .fold(0u64, |t, n| t.saturating_add(n.total_ns));
-        let key_finding = by_name.first().map(|top| {
-            format!(
-                "`{}` has the most span time: {} over {} spans ({:.1}% of all span time), {} CPU samples",
-                top.name,
-                fmt_ns(top.total_ns as f64),
-                top.count,
-                percent(top.total_ns, all_time),
-                top.samples
-            )
-        });
+        // Summed durations count nested time twice: the verdict is the span tree's.
+        let key_finding = analysis
+            .findings
+            .first()
+            .filter(|f| f.kind.starts_with("span_"))
+            .map(|f| format!("{}: {}", f.subject, f.hint));
         Some(Self {
             total: rec.spans.len() as u64,
             names: by_name.len() as u64,
@@ -242,6 +240,11 @@ impl SpanReport {
             samples_in_spans: in_spans,
             samples_outside_spans: rec.samples.len() as u64 - in_spans,
             key_finding,
+            exclusive: analysis
+                .span_tree
+                .as_ref()
+                .map(|t| t.by_name.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -266,6 +269,7 @@ impl SpanReport {
         if let Some(k) = &self.key_finding {
             let _ = writeln!(t, "Key finding: {k}");
         }
+        self.exclusive_text(t);
         let _ = writeln!(
             t,
             "\n  {:<28} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
@@ -301,6 +305,70 @@ impl SpanReport {
             );
         }
     }
+}
+
+impl SpanReport {
+    /// Each name's own time (children's taken out) and what its threads did meanwhile.
+    fn exclusive_text(&self, t: &mut String) {
+        use std::fmt::Write as _;
+        if self.exclusive.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            t,
+            "\nSpan time, children's taken out (top-level: share of the top-level spans' time)"
+        );
+        let _ = writeln!(
+            t,
+            "  {:<28} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  critical child",
+            "span", "top-level", "own", "on-CPU", "no thread", "blocked", "preempted", "other"
+        );
+        for x in &self.exclusive {
+            let critical = x
+                .critical_child
+                .as_ref()
+                .map(|c| format!("{} {:.1}%", c.name, c.share))
+                .unwrap_or_default();
+            let _ = writeln!(
+                t,
+                "  {:<28} {:>8.1}% {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {critical}",
+                x.name,
+                x.top_level_share,
+                fmt_ns(x.exclusive_ns as f64),
+                fmt_ns(x.on_cpu_ns as f64),
+                fmt_ns(x.no_thread_ns as f64),
+                fmt_ns(x.blocked_ns as f64),
+                fmt_ns(x.preempted_ns as f64),
+                fmt_ns(x.on_thread_other_ns as f64),
+            );
+        }
+    }
+}
+
+/// The findings, numbered, first the verdict.
+fn findings_text(findings: &[crate::findings::Finding], t: &mut String) {
+    use std::fmt::Write as _;
+    if findings.is_empty() {
+        return;
+    }
+    let _ = writeln!(t, "\nFindings");
+    for (i, f) in findings.iter().enumerate() {
+        let title = if f.kind.starts_with("span_") {
+            format!("Performance bottleneck: {}", f.subject)
+        } else {
+            format!("{}: {}", f.kind.replace('_', " "), f.subject)
+        };
+        let _ = writeln!(
+            t,
+            "  {}. {title}, {:.1}% of {}\n     {}\n     → {}",
+            i + 1,
+            f.share,
+            f.share_of,
+            f.evidence,
+            f.hint
+        );
+    }
+    let _ = writeln!(t);
 }
 
 #[derive(Debug, Serialize)]
@@ -592,6 +660,7 @@ impl Summary {
             })
             .collect();
 
+        let analysis = crate::findings::Analysis::new(rec);
         Self {
             schema: SCHEMA,
             command: rec.command_line(),
@@ -601,6 +670,7 @@ impl Summary {
             frequency_hz: m.frequency_hz,
             cpus: m.cpus,
             stop_reason: m.stop_reason.clone(),
+            findings: analysis.findings.clone(),
             samples: SampleAccounting {
                 recorded: total,
                 seen_by_kernel: c.seen,
@@ -629,7 +699,7 @@ impl Summary {
             modules_without_symbols,
             debug_files,
             warnings: m.warnings.clone(),
-            spans: SpanReport::new(rec),
+            spans: SpanReport::new(rec, &analysis),
             off_cpu: crate::offcpu::OffCpuReport::new(rec),
             alloc: crate::alloc::AllocReport::new(rec),
             locks: crate::locks::LocksReport::new(rec),
@@ -652,6 +722,7 @@ impl Summary {
             "duration {:.2} s at {} Hz on {} CPUs; stopped: {}",
             self.duration_s, self.frequency_hz, self.cpus, self.stop_reason
         );
+        findings_text(&self.findings, &mut t);
         let _ = writeln!(
             t,
             "samples: {} recorded{}, {} lost (ring buffer full {}, undelivered {}, malformed {}); {} seen by the kernel",
