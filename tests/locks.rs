@@ -241,13 +241,16 @@ fn kernel_lock_waits_match_bpftrace() {
     eprintln!("bpftrace: {bpftrace_ns:.0} ns in {bpftrace_waits} waits");
     assert!(bpftrace_waits > 0.0, "bpftrace saw no kernel lock wait");
 
-    let (mut kernel_ns, mut rwsem_under_remap) = (0.0, 0.0);
+    let (mut kernel_ns, mut rwsem_under_remap, mut under_remap) = (0.0, 0.0, 0.0);
     for (frames, us) in folded_file(&dir, "locks.folded") {
         let leaf = frames.last().map(String::as_str).unwrap_or_default();
         if !leaf.starts_with("[kernel ") {
             continue;
         }
         kernel_ns += us as f64 * 1e3;
+        if frames.iter().any(|f| f == "remap") {
+            under_remap += us as f64 * 1e3;
+        }
         let (Some(remap), true) = (
             frames.iter().position(|f| f == "remap"),
             leaf.starts_with("[kernel rwsem "),
@@ -284,6 +287,33 @@ fn kernel_lock_waits_match_bpftrace() {
         rwsem_under_remap > 0.5 * kernel_ns,
         "rwsem wait under remap {rwsem_under_remap} of {kernel_ns}"
     );
+
+    // go tool pprof: the same kernel lock wait under remap, as delay.
+    let out = Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-symbolize=none",
+            "-top",
+            "-unit=ns",
+            "-focus=^remap$",
+        ])
+        .arg(dir.join("locks.pb.gz"))
+        .output()
+        .expect("go runs (cargo xtask setup installs golang-go)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.trim_end_matches("ns").parse().ok())
+        .unwrap_or_else(|| panic!("no total in {text}"));
+    within(shown, under_remap, 0.01, "pprof delay under remap");
 
     let s = summary(&dir);
     let l = &s["locks"];
