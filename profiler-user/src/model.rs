@@ -126,8 +126,8 @@ pub struct LockInfo {
     /// Kernel lock contentions of target threads the kernel saw.
     #[prost(uint64, tag = "9")]
     pub kernel_waits: u64,
-    /// Kernel lock waits not sent (ring buffer full), not remembered (map full), or whose
-    /// end was missed.
+    /// Kernel lock waits not sent (ring buffer full), not remembered (map full), whose end
+    /// was missed, or still going on at the end (only the end sends a wait).
     #[prost(uint64, tag = "10")]
     pub kernel_lost: u64,
     /// Kernel lock waits whose user stack could not be copied or kernel stack not kept.

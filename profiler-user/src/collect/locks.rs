@@ -92,6 +92,8 @@ pub struct LockCounters {
     pub kernel_kstack_errors: u64,
     pub kernel_ends_missed: u64,
     pub kernel_in_futex: u64,
+    /// Kernel lock waits still going on when the programs were detached: never sent.
+    pub kernel_in_flight: u64,
 }
 
 /// Run-time statistics of the futex programs and of the kernel lock programs: (runs, ns).
@@ -290,7 +292,29 @@ pub fn read_counters(ebpf: &aya::Ebpf) -> Result<LockCounters> {
         kernel_kstack_errors: sum(counter::KERNEL_KSTACK_ERRORS)?,
         kernel_ends_missed: sum(counter::KERNEL_ENDS_MISSED)?,
         kernel_in_futex: sum(counter::KERNEL_IN_FUTEX)?,
+        kernel_in_flight: in_flight(ebpf)?,
     })
+}
+
+/// Kernel lock contentions that began and had not ended when the programs were detached:
+/// only their end sends them.
+fn in_flight(ebpf: &aya::Ebpf) -> Result<u64> {
+    use profiler_common::locks::{KernelLockKey, KernelLockWaiting};
+    let map = ebpf
+        .map(names::MAP_KLOCK_WAITS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the KLOCK_WAITS map".into()))?;
+    // As bytes: `aya::Pod` stays off the shared types (no userspace dependencies).
+    let waits: aya::maps::HashMap<
+        _,
+        [u8; size_of::<KernelLockKey>()],
+        [u8; size_of::<KernelLockWaiting>()],
+    > = aya::maps::HashMap::try_from(map).map_err(map_err(names::MAP_KLOCK_WAITS))?;
+    let mut n = 0u64;
+    for key in waits.keys() {
+        key.map_err(map_err(names::MAP_KLOCK_WAITS))?;
+        n = n.saturating_add(1);
+    }
+    Ok(n)
 }
 
 /// The name of the static variable at `addr` in `pid`'s memory at `time_ns`, when a mapped

@@ -501,7 +501,8 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             kernel_lost: c
                 .kernel_lost_ringbuf
                 .saturating_add(c.kernel_waits_full)
-                .saturating_add(c.kernel_ends_missed),
+                .saturating_add(c.kernel_ends_missed)
+                .saturating_add(c.kernel_in_flight),
             kernel_stack_errors: c.kernel_stack_errors.saturating_add(c.kernel_kstack_errors),
             kernel_bpf_run_count: l.kernel_bpf_run_count,
             kernel_bpf_run_time_ns: l.kernel_bpf_run_time_ns,
