@@ -172,3 +172,173 @@ fn combined_with_run_alloc_and_off_cpu() {
         assert!(dir.join(f).exists(), "run: {f}");
     }
 }
+
+/// bpftrace on the same tracepoints, for one pid: nanoseconds between each thread's first
+/// `contention_begin` on a lock and its `contention_end`, summed, and the number of waits.
+/// Started before the target's work and stopped after it, so it sees the same waits.
+struct Bpftrace(std::process::Child);
+
+impl Bpftrace {
+    fn start(pid: u32) -> Self {
+        let script = format!(
+            "tracepoint:lock:contention_begin /pid == {pid}/ {{ \
+               if (@start[tid, args->lock_addr] == 0) {{ @start[tid, args->lock_addr] = nsecs; }} }} \
+             tracepoint:lock:contention_end /pid == {pid} && @start[tid, args->lock_addr] != 0/ {{ \
+               @ns = sum(nsecs - @start[tid, args->lock_addr]); @n = count(); \
+               delete(@start[tid, args->lock_addr]); }} \
+             END {{ clear(@start); }}"
+        );
+        let mut child = Command::new("bpftrace")
+            .args(["-e", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bpftrace runs (cargo xtask setup installs it)");
+        let mut out = std::io::BufReader::new(child.stdout.as_mut().expect("stdout"));
+        let mut line = String::new();
+        use std::io::BufRead;
+        out.read_line(&mut line).expect("bpftrace prints");
+        assert!(line.starts_with("Attaching"), "bpftrace: {line}");
+        // "Attaching" comes before the attach itself.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Self(child)
+    }
+
+    /// (ns, waits).
+    fn stop(mut self) -> (f64, f64) {
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let mut text = String::new();
+        use std::io::Read;
+        self.0
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut text)
+            .expect("bpftrace output");
+        let _ = self.0.wait();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        (value("@ns:"), value("@n:"))
+    }
+}
+
+/// Kernel lock contention (`lock:contention_begin/end`): four threads mapping and unmapping
+/// wait for their process's mmap_lock. The kernel lock wait in locks.folded must come under
+/// remap, with the kernel's rwsem functions above the C library's and the kind as the leaf,
+/// and add up to what bpftrace measures on the same tracepoints for the same process.
+#[test]
+fn kernel_lock_waits_match_bpftrace() {
+    let bin = build_c("klocks", "klocks.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &["20000"]);
+    let bpftrace = Bpftrace::start(target.pid());
+    let (dir, _) = record_run(&mut target, "klocks", &["--locks"]);
+    let (bpftrace_ns, bpftrace_waits) = bpftrace.stop();
+    eprintln!("bpftrace: {bpftrace_ns:.0} ns in {bpftrace_waits} waits");
+    assert!(bpftrace_waits > 0.0, "bpftrace saw no kernel lock wait");
+
+    let (mut kernel_ns, mut rwsem_under_remap, mut under_remap) = (0.0, 0.0, 0.0);
+    for (frames, us) in folded_file(&dir, "locks.folded") {
+        let leaf = frames.last().map(String::as_str).unwrap_or_default();
+        if !leaf.starts_with("[kernel ") {
+            continue;
+        }
+        kernel_ns += us as f64 * 1e3;
+        if frames.iter().any(|f| f == "remap") {
+            under_remap += us as f64 * 1e3;
+        }
+        let (Some(remap), true) = (
+            frames.iter().position(|f| f == "remap"),
+            leaf.starts_with("[kernel rwsem "),
+        ) else {
+            continue;
+        };
+        // worker → remap → the C library or the page fault → the kernel's rwsem wait.
+        assert_eq!(
+            frames.get(remap.wrapping_sub(1)).map(String::as_str),
+            Some("worker"),
+            "{frames:?}"
+        );
+        let kernel = frames
+            .iter()
+            .position(|f| f.ends_with("_[k]"))
+            .unwrap_or_else(|| panic!("no kernel frame: {frames:?}"));
+        assert!(kernel > remap, "{frames:?}");
+        assert!(
+            frames
+                .get(frames.len() - 2)
+                .is_some_and(|f| f.starts_with("rwsem_down_")),
+            "the wait's kernel function below the kind: {frames:?}"
+        );
+        rwsem_under_remap += us as f64 * 1e3;
+    }
+    within(
+        kernel_ns,
+        bpftrace_ns,
+        0.10,
+        "kernel lock wait in locks.folded vs bpftrace",
+    );
+    // mmap_lock is what they contend: most of the wait.
+    assert!(
+        rwsem_under_remap > 0.5 * kernel_ns,
+        "rwsem wait under remap {rwsem_under_remap} of {kernel_ns}"
+    );
+
+    // go tool pprof: the same kernel lock wait under remap, as delay.
+    let out = Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-symbolize=none",
+            "-top",
+            "-unit=ns",
+            "-focus=^remap$",
+        ])
+        .arg(dir.join("locks.pb.gz"))
+        .output()
+        .expect("go runs (cargo xtask setup installs golang-go)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.trim_end_matches("ns").parse().ok())
+        .unwrap_or_else(|| panic!("no total in {text}"));
+    within(shown, under_remap, 0.01, "pprof delay under remap");
+
+    let s = summary(&dir);
+    let l = &s["locks"];
+    assert_eq!(l["kernel"], true, "{l}");
+    assert_eq!(l["kernel_lost"], 0, "{l}");
+    within(
+        l["kernel_waits"].as_f64().expect("kernel_waits"),
+        bpftrace_waits,
+        0.10,
+        "kernel lock waits vs bpftrace",
+    );
+    // The main thread's pthread_join, a futex wait as long as the work, may come first.
+    let mmap_lock = l["top_locks"]
+        .as_array()
+        .expect("top_locks")
+        .iter()
+        .find(|x| x["kind"] != "futex")
+        .unwrap_or_else(|| panic!("a kernel lock among the contended locks: {l}"));
+    assert_eq!(mmap_lock["kind"], "rwsem", "{l}");
+    assert!(
+        mmap_lock["waiters"]
+            .as_array()
+            .expect("waiters")
+            .iter()
+            .any(|w| w["stack"].as_str().is_some_and(|s| s.contains("remap"))),
+        "{l}"
+    );
+}

@@ -237,6 +237,8 @@ pub enum EventKind {
     LockWait = 15,
     /// A [`locks::LockDoneEvent`]: that wait ended.
     LockDone = 16,
+    /// A [`locks::KernelLockEvent`]: a target thread waited for a kernel lock (`--locks`).
+    KernelLock = 17,
 }
 
 impl EventKind {
@@ -258,6 +260,7 @@ impl EventKind {
             14 => Some(Self::Alloc),
             15 => Some(Self::LockWait),
             16 => Some(Self::LockDone),
+            17 => Some(Self::KernelLock),
             _ => None,
         }
     }
@@ -483,6 +486,12 @@ mod tests {
             size_of::<locks::LockWaitEvent>(),
             56 + 32 + locks::LOCK_STACK_BYTES
         );
+        assert_eq!(size_of::<locks::KernelLockKey>(), 16);
+        assert_eq!(size_of::<locks::KernelLockWaiting>(), 24);
+        assert_eq!(
+            size_of::<locks::KernelLockEvent>(),
+            64 + 32 + locks::LOCK_STACK_BYTES
+        );
         // The ring buffer hands out 8-byte aligned records.
         assert!(align_of::<SampleInlineEvent>() <= 8);
     }
@@ -506,6 +515,7 @@ mod tests {
             EventKind::Alloc,
             EventKind::LockWait,
             EventKind::LockDone,
+            EventKind::KernelLock,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

@@ -5,6 +5,12 @@
 //! and the top of its user stack (the wait is in the C library, whose frames have no frame
 //! pointers: userspace unwinds them with their CFI), and one [`LockDoneEvent`] when the call
 //! returns. Only waits are seen, never the uncontended fast path, which makes no system call.
+//!
+//! The kernel's own locks (`lock:contention_begin`/`contention_end`, where the kernel has
+//! them) are seen by a second pair of programs: the begin remembers its time per (thread,
+//! lock), the end sends one [`KernelLockEvent`] with the whole wait, its kernel stack and, as
+//! for a futex wait, the user registers and stack top (the thread is in a system call or a
+//! page fault, usually in a C library wrapper without frame pointers).
 
 pub mod names {
     pub const PROGRAM_FUTEX_ENTER: &str = "futex_enter";
@@ -13,11 +19,17 @@ pub mod names {
     pub const MAP_LOCK_WAITS: &str = "LOCK_WAITS";
     pub const MAP_LOCK_COUNTERS: &str = "LOCK_COUNTERS";
     pub const MAP_LOCK_SEQ: &str = "LOCK_SEQ";
+    pub const PROGRAM_KLOCK_BEGIN: &str = "klock_begin";
+    pub const PROGRAM_KLOCK_END: &str = "klock_end";
+    /// Per (thread, kernel lock): the contention it is in.
+    pub const MAP_KLOCK_WAITS: &str = "KLOCK_WAITS";
 }
 
 pub mod defaults {
     /// Threads waiting at once whose wait is remembered.
     pub const WAITS: u32 = 16384;
+    /// (thread, kernel lock) contentions going on at once that are remembered.
+    pub const KERNEL_WAITS: u32 = 16384;
 }
 
 /// Bytes of user stack sent per wait: the C library's lock and wait frames plus the caller's.
@@ -88,5 +100,102 @@ pub mod counter {
     pub const WAITS_FULL: u32 = 3;
     /// Waits whose user stack could not be copied.
     pub const STACK_ERRORS: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Kernel lock contentions of target threads seen (`contention_begin`).
+    pub const KERNEL_WAITS: u32 = 5;
+    /// Kernel lock waits not sent at their end: ring buffer full.
+    pub const KERNEL_LOST_RINGBUF: u32 = 6;
+    /// Kernel lock contentions not remembered: KLOCK_WAITS full.
+    pub const KERNEL_WAITS_FULL: u32 = 7;
+    /// Kernel lock waits whose user stack could not be copied.
+    pub const KERNEL_STACK_ERRORS: u32 = 8;
+    /// Kernel lock waits without a kernel stack (the stack map refused it).
+    pub const KERNEL_KSTACK_ERRORS: u32 = 9;
+    /// A contention began on a (thread, lock) whose previous one never ended (its end was
+    /// missed): the old begin is dropped, the wait counted lost.
+    pub const KERNEL_ENDS_MISSED: u32 = 10;
+    /// Kernel lock contentions inside a futex wait of the thread, left out: the futex wait's
+    /// time has them already.
+    pub const KERNEL_IN_FUTEX: u32 = 11;
+    pub const COUNT: u32 = 12;
+}
+
+/// `contention_begin`'s flags (`include/trace/events/lock.h`): what kind of lock it is.
+pub mod lcb {
+    pub const SPIN: u32 = 1 << 0;
+    pub const READ: u32 = 1 << 1;
+    pub const WRITE: u32 = 1 << 2;
+    pub const RT: u32 = 1 << 3;
+    pub const PERCPU: u32 = 1 << 4;
+    pub const MUTEX: u32 = 1 << 5;
+    pub const ALL: u32 = (1 << 6) - 1;
+
+    /// The lock's kind as the flags tell it (`rwsem write`), None for a combination the
+    /// kernel does not send today.
+    pub fn kind(flags: u32) -> Option<&'static str> {
+        Some(match flags & ALL {
+            SPIN => "spinlock",
+            f if f == SPIN | READ => "rwlock read",
+            f if f == SPIN | WRITE => "rwlock write",
+            READ => "rwsem read",
+            WRITE => "rwsem write",
+            RT => "rtmutex",
+            f if f == RT | READ => "rt rwlock read",
+            f if f == RT | WRITE => "rt rwlock write",
+            f if f == PERCPU | READ => "percpu-rwsem read",
+            f if f == PERCPU | WRITE => "percpu-rwsem write",
+            // A mutex announces its optimistic spin (MUTEX | SPIN) and, when the spin fails,
+            // its sleep (MUTEX): one wait either way.
+            MUTEX => "mutex",
+            f if f == MUTEX | SPIN => "mutex",
+            _ => return None,
+        })
+    }
+}
+
+/// `KLOCK_WAITS`' key: a thread (host tid) and the lock it contends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLockKey {
+    pub lock_addr: u64,
+    pub host_tid: u32,
+    pub _pad: u32,
+}
+
+/// What `KLOCK_WAITS` keeps per contention.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelLockWaiting {
+    pub begin_ns: u64,
+    /// Process and thread ids as the profiler's PID namespace sees them.
+    pub pid: u32,
+    pub tid: u32,
+    /// `contention_begin`'s flags ([`lcb`]).
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// A target thread waited for a kernel lock: sent at the wait's end, with all of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLockEvent {
+    /// [`crate::EventKind::KernelLock`] as u32.
+    pub kind: u32,
+    pub cpu: u32,
+    pub begin_ns: u64,
+    pub end_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// The lock's kernel address.
+    pub lock_addr: u64,
+    pub span_id: u64,
+    /// `contention_begin`'s flags ([`lcb`]).
+    pub flags: u32,
+    /// `contention_end`'s ret: 0, or the error that ended the wait (-EINTR).
+    pub ret: i32,
+    /// Id in the stack map, or a negative errno.
+    pub kernel_stack_id: i32,
+    /// Bytes of `stack` copied (0 when the copy failed).
+    pub stack_len: u32,
+    pub regs: crate::DwarfRegs,
+    pub stack: [u8; LOCK_STACK_BYTES],
 }

@@ -233,6 +233,13 @@ pub fn ring_record(data: &[u8]) {
             assert!(stack.len() <= profiler_common::locks::LOCK_STACK_BYTES);
             let _ = e.uaddr;
         }
+        Some(Event::KernelLock(e, stack)) => {
+            assert!(stack.end <= data.len(), "{stack:?}");
+            assert!(stack.len() <= profiler_common::locks::LOCK_STACK_BYTES);
+            let w = crate::collect::locks::RawLockWait::from_kernel(&e, Vec::new());
+            assert!(w.end_ns >= w.begin_ns, "{w:?}");
+            stack_ok(&w.kernel);
+        }
         Some(Event::Span(_) | Event::Process(_) | Event::LockDone(_)) | None => {}
     }
 }
@@ -287,6 +294,10 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "lock-done",
             bytes::<profiler_common::locks::LockDoneEvent>(EventKind::LockDone, 0),
+        ),
+        (
+            "kernel-lock",
+            bytes::<profiler_common::locks::KernelLockEvent>(EventKind::KernelLock, 0),
         ),
     ]
 }

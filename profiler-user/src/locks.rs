@@ -1,5 +1,6 @@
-//! Lock contention analysis (`--locks`): time waited in futex waits, per stack (the folded
-//! view), per address (the most contended locks, named when a static), per span.
+//! Lock contention analysis (`--locks`): time waited in futex waits and for kernel locks,
+//! per stack (the folded view), per address (the most contended locks, named when a
+//! static), per span.
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -11,15 +12,19 @@ use crate::{
 
 const TOP_LOCKS: usize = 10;
 
-/// One address's symbol, time, waits, and (time, waits) per waiting stack.
-type LockSum = (String, u64, u64, HashMap<u32, (u64, u64)>);
+/// One address's symbol, kind, time, waits, and (time, waits) per waiting stack.
+type LockSum = (String, String, u64, u64, HashMap<u32, (u64, u64)>);
 
-/// The leaf frame of a lock wait's folded stack: what was waited on.
+/// The leaf frame of a lock wait's folded stack: what was waited on. A futex by its symbol
+/// or address (`[lock big_lock]`); a kernel lock by its kind, and its symbol when a static
+/// (`[kernel rwsem write]`, `[kernel mutex cgroup_mutex]`): kernel objects come and go at
+/// any address, which would split the flame graph by nothing the reader can use.
 pub fn lock_frame(w: &LockWait) -> String {
-    if w.symbol.is_empty() {
-        format!("[lock {:#x}]", w.address)
-    } else {
-        format!("[lock {}]", w.symbol)
+    match (w.kernel_kind.is_empty(), w.symbol.is_empty()) {
+        (true, true) => format!("[lock {:#x}]", w.address),
+        (true, false) => format!("[lock {}]", w.symbol),
+        (false, true) => format!("[kernel {}]", w.kernel_kind),
+        (false, false) => format!("[kernel {} {}]", w.kernel_kind, w.symbol),
     }
 }
 
@@ -42,6 +47,7 @@ pub fn lock_lines(rec: &Recording, group: GroupBy) -> Vec<(String, u64)> {
 
 #[derive(Debug, Serialize)]
 pub struct LocksReport {
+    /// Futex waits (kernel lock waits apart, below).
     pub total_ns: u64,
     pub waits: u64,
     pub lost: u64,
@@ -50,6 +56,17 @@ pub struct LocksReport {
     pub bpf_runs: u64,
     pub bpf_ns_per_run: Option<f64>,
     pub windowed: bool,
+    /// Whether kernel lock contention was recorded.
+    pub kernel: bool,
+    /// Kernel lock waits.
+    pub kernel_ns: u64,
+    pub kernel_waits: u64,
+    pub kernel_lost: u64,
+    pub kernel_stack_errors: u64,
+    /// Kernel lock contentions inside futex waits, left out (the futex wait has them).
+    pub kernel_in_futex: u64,
+    pub kernel_bpf_runs: u64,
+    pub kernel_bpf_ns_per_run: Option<f64>,
     /// The most waited-on addresses, most time first.
     pub top_locks: Vec<ContendedLock>,
     /// Spans by name, most lock wait first; empty without spans.
@@ -62,6 +79,8 @@ pub struct ContendedLock {
     pub address: String,
     /// The static variable at the address, empty when none names it.
     pub symbol: String,
+    /// "futex", or the kernel lock's kind ("rwsem write").
+    pub kind: String,
     pub ns: u64,
     pub waits: u64,
     /// The waiting stacks, most time first: "caller ← … (in the wait function)".
@@ -100,23 +119,45 @@ fn describe(rec: &Recording, stack: u32) -> String {
 impl LocksReport {
     pub fn new(rec: &Recording) -> Option<Self> {
         let info = rec.lock_info.as_ref()?;
-        let mut by_lock: HashMap<(u32, u64), LockSum> = HashMap::new();
+        // A kernel lock is one lock whatever its kind of wait (read or write).
+        let mut by_lock: HashMap<(u32, u64, bool), LockSum> = HashMap::new();
         let (mut total_ns, mut waits) = (0u64, 0u64);
+        let (mut kernel_ns, mut kernel_waits) = (0u64, 0u64);
         for w in &rec.lock_waits {
-            total_ns = total_ns.saturating_add(w.total_ns);
-            waits = waits.saturating_add(w.count);
+            let kernel = !w.kernel_kind.is_empty();
+            if kernel {
+                kernel_ns = kernel_ns.saturating_add(w.total_ns);
+                kernel_waits = kernel_waits.saturating_add(w.count);
+            } else {
+                total_ns = total_ns.saturating_add(w.total_ns);
+                waits = waits.saturating_add(w.count);
+            }
             let e = by_lock
-                .entry((w.pid, w.address))
-                .or_insert_with(|| (w.symbol.clone(), 0, 0, HashMap::new()));
-            e.1 = e.1.saturating_add(w.total_ns);
-            e.2 = e.2.saturating_add(w.count);
-            let s = e.3.entry(w.stack).or_default();
+                .entry((w.pid, w.address, kernel))
+                .or_insert_with(|| (w.symbol.clone(), String::new(), 0, 0, HashMap::new()));
+            let kind = if kernel {
+                // "rwsem write" and "rwsem read" are one "rwsem".
+                w.kernel_kind
+                    .split_once(' ')
+                    .map_or(w.kernel_kind.as_str(), |(k, _)| k)
+            } else {
+                "futex"
+            };
+            if e.1.is_empty() {
+                e.1 = kind.to_string();
+            } else if e.1 != kind {
+                // Seen as two kinds: the address was reused by another lock.
+                e.1 = "several".into();
+            }
+            e.2 = e.2.saturating_add(w.total_ns);
+            e.3 = e.3.saturating_add(w.count);
+            let s = e.4.entry(w.stack).or_default();
             s.0 = s.0.saturating_add(w.total_ns);
             s.1 = s.1.saturating_add(w.count);
         }
         let mut top_locks: Vec<ContendedLock> = by_lock
             .into_iter()
-            .map(|((pid, address), (symbol, ns, waits, stacks))| {
+            .map(|((pid, address, _), (symbol, kind, ns, waits, stacks))| {
                 let mut waiters: Vec<Waiter> = stacks
                     .into_iter()
                     .map(|(stack, (ns, waits))| Waiter {
@@ -131,6 +172,7 @@ impl LocksReport {
                     pid,
                     address: format!("{address:#x}"),
                     symbol,
+                    kind,
                     ns,
                     waits,
                     waiters,
@@ -171,6 +213,15 @@ impl LocksReport {
             bpf_ns_per_run: (info.bpf_run_count > 0)
                 .then(|| info.bpf_run_time_ns as f64 / info.bpf_run_count as f64),
             windowed: info.windowed,
+            kernel: info.kernel,
+            kernel_ns,
+            kernel_waits,
+            kernel_lost: info.kernel_lost,
+            kernel_stack_errors: info.kernel_stack_errors,
+            kernel_in_futex: info.kernel_in_futex,
+            kernel_bpf_runs: info.kernel_bpf_run_count,
+            kernel_bpf_ns_per_run: (info.kernel_bpf_run_count > 0)
+                .then(|| info.kernel_bpf_run_time_ns as f64 / info.kernel_bpf_run_count as f64),
             top_locks,
             by_span,
         })
@@ -192,21 +243,42 @@ impl LocksReport {
                 ""
             }
         );
+        if self.kernel {
+            let _ = writeln!(
+                t,
+                "Kernel lock waits: {} in {} waits; {} lost, {} without a stack, {} inside futex waits (counted there)",
+                fmt_ns(self.kernel_ns as f64),
+                self.kernel_waits,
+                self.kernel_lost,
+                self.kernel_stack_errors,
+                self.kernel_in_futex,
+            );
+        }
         if let Some(ns) = self.bpf_ns_per_run {
             let _ = writeln!(
                 t,
                 "BPF cost: {ns:.0} ns per futex call or return of a target"
             );
         }
+        if let Some(ns) = self.kernel_bpf_ns_per_run {
+            let _ = writeln!(
+                t,
+                "BPF cost: {ns:.0} ns per kernel lock contention or its end, of any process ({} runs)",
+                self.kernel_bpf_runs
+            );
+        }
         if !self.top_locks.is_empty() {
             let _ = writeln!(t, "\nMost contended locks");
         }
         for l in &self.top_locks {
-            let name = if l.symbol.is_empty() {
+            let mut name = if l.symbol.is_empty() {
                 l.address.clone()
             } else {
                 format!("{} ({})", l.symbol, l.address)
             };
+            if l.kind != "futex" {
+                name = format!("kernel {} {name}", l.kind);
+            }
             let _ = writeln!(
                 t,
                 "  {:>10} {:>7}×  {name} in pid {}",

@@ -91,6 +91,11 @@ pub struct LockWait {
     pub first_ns: u64,
     #[prost(uint64, tag = "10")]
     pub last_ns: u64,
+    /// A kernel lock wait: the lock's kind ("mutex", "rwsem write"); empty for a futex wait.
+    /// Then `address` is a kernel address, `symbol` the kernel data symbol there, and the
+    /// stack has the kernel frames on top.
+    #[prost(string, tag = "11")]
+    pub kernel_kind: String,
 }
 
 #[derive(Clone, PartialEq, Message, serde::Serialize)]
@@ -115,6 +120,28 @@ pub struct LockInfo {
     /// Cut by `report --from/--to`: sums of the waits that overlap the window, whole.
     #[prost(bool, tag = "7")]
     pub windowed: bool,
+    /// Kernel lock contention recorded (the kernel has `lock:contention_begin/end`).
+    #[prost(bool, tag = "8")]
+    pub kernel: bool,
+    /// Kernel lock contentions of target threads the kernel saw.
+    #[prost(uint64, tag = "9")]
+    pub kernel_waits: u64,
+    /// Kernel lock waits not sent (ring buffer full), not remembered (map full), whose end
+    /// was missed, or still going on at the end (only the end sends a wait).
+    #[prost(uint64, tag = "10")]
+    pub kernel_lost: u64,
+    /// Kernel lock waits whose user stack could not be copied or kernel stack not kept.
+    #[prost(uint64, tag = "11")]
+    pub kernel_stack_errors: u64,
+    /// Run-time statistics of the two kernel lock programs.
+    #[prost(uint64, tag = "12")]
+    pub kernel_bpf_run_count: u64,
+    #[prost(uint64, tag = "13")]
+    pub kernel_bpf_run_time_ns: u64,
+    /// Kernel lock contentions inside a futex wait of the same thread, left out: that
+    /// wait's time has them already.
+    #[prost(uint64, tag = "14")]
+    pub kernel_in_futex: u64,
 }
 
 /// One sampled allocation (`--alloc`). It stands for more than itself: see

@@ -23,6 +23,11 @@ pub enum Event {
         std::ops::Range<usize>,
     ),
     LockDone(profiler_common::locks::LockDoneEvent),
+    /// A kernel lock wait: the event's head, and where its user stack bytes are in the record.
+    KernelLock(
+        Box<profiler_common::locks::KernelLockEvent>,
+        std::ops::Range<usize>,
+    ),
 }
 
 /// Decodes one ring buffer record; None for a record of unknown kind or size.
@@ -103,6 +108,20 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
                 .unwrap_or(usize::MAX)
                 .min(profiler_common::locks::LOCK_STACK_BYTES);
             return Some(Event::LockWait(Box::new(e), start..start + len));
+        }
+        EventKind::KernelLock => {
+            use profiler_common::locks::KernelLockEvent;
+            if bytes.len() < size_of::<KernelLockEvent>() {
+                return None;
+            }
+            // SAFETY: length checked; KernelLockEvent is plain old data, read unaligned.
+            let e: KernelLockEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            let start = std::mem::offset_of!(KernelLockEvent, stack);
+            // stack_len comes from the record: bounded by the array.
+            let len = usize::try_from(e.stack_len)
+                .unwrap_or(usize::MAX)
+                .min(profiler_common::locks::LOCK_STACK_BYTES);
+            return Some(Event::KernelLock(Box::new(e), start..start + len));
         }
         EventKind::LockDone => {
             if bytes.len() < size_of::<profiler_common::locks::LockDoneEvent>() {

@@ -24,7 +24,7 @@ pub struct Sink<'a> {
     pub off_cpu: Vec<(offcpu::RawOffCpu, bool)>,
     /// Sampled allocations (`--alloc`).
     pub allocs: Vec<alloc::RawAlloc>,
-    /// Futex waits (`--locks`), their ends by sequence number.
+    /// Futex and kernel lock waits (`--locks`); the futex waits' ends by sequence number.
     pub lock_waits: Vec<locks::RawLockWait>,
     pub lock_ends: HashMap<u64, u64>,
     pub unwinder: unwind::Unwinder,
@@ -139,6 +139,11 @@ impl<'a> Sink<'a> {
                 Some(Event::LockDone(e)) => {
                     self.lock_ends.insert(e.seq, e.end_ns);
                 }
+                Some(Event::KernelLock(e, stack)) => {
+                    let bytes = item.get(stack).unwrap_or(&[]).to_vec();
+                    self.lock_waits
+                        .push(locks::RawLockWait::from_kernel(&e, bytes));
+                }
                 Some(Event::Span(e)) => {
                     // Metadata is read while the target is alive, once per callsite.
                     if e.kind == EventKind::SpanBegin as u32 && e.meta != 0 {
@@ -198,21 +203,24 @@ impl<'a> Sink<'a> {
         (before, spans, off_cpu)
     }
 
-    /// The futex waits with their ends (a wait whose end never came is closed at `end_ns`,
-    /// and counted), their stacks unwound; and how many were unfinished.
+    /// The lock waits with their ends (a futex wait whose end never came is closed at
+    /// `end_ns`, and counted), their user stacks unwound; and how many were unfinished.
     pub fn take_lock_waits(&mut self, end_ns: u64) -> (Vec<locks::RawLockWait>, u64) {
         let mut waits = std::mem::take(&mut self.lock_waits);
         let mut unfinished = 0u64;
         // The samples' unwinding statistics must not count these.
         let stats = std::mem::take(&mut self.unwinder.stats);
         for w in &mut waits {
-            w.end_ns = match self.lock_ends.get(&w.seq) {
-                Some(&end) => end.max(w.begin_ns),
-                None => {
-                    unfinished += 1;
-                    end_ns.max(w.begin_ns)
-                }
-            };
+            // A kernel lock wait arrives whole, at its end.
+            if w.kernel_flags.is_none() {
+                w.end_ns = match self.lock_ends.get(&w.seq) {
+                    Some(&end) => end.max(w.begin_ns),
+                    None => {
+                        unfinished += 1;
+                        end_ns.max(w.begin_ns)
+                    }
+                };
+            }
             w.space = self.procs.space_at(w.pid, w.begin_ns);
             if let Some(space) = self.procs.spaces.get(w.space as usize) {
                 let unwound =

@@ -6,11 +6,14 @@ use std::collections::HashMap;
 
 use aya::{
     maps::PerCpuArray,
-    programs::{TracePoint, trace_point::TracePointLinkId},
+    programs::{
+        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        trace_point::TracePointLinkId,
+    },
 };
 use profiler_common::{
     DwarfRegs,
-    locks::{LockWaitEvent, counter, names},
+    locks::{KernelLockEvent, LockWaitEvent, counter, names},
 };
 
 use super::{RawStack, map_err, processes::Processes};
@@ -30,6 +33,10 @@ pub struct RawLockWait {
     pub stack: Vec<u8>,
     pub user: RawStack,
     pub space: u32,
+    /// A kernel lock wait: `contention_begin`'s flags (its kind); None for a futex wait.
+    pub kernel_flags: Option<u32>,
+    /// A kernel lock wait's kernel stack, from the stack map.
+    pub kernel: RawStack,
 }
 
 impl RawLockWait {
@@ -46,6 +53,27 @@ impl RawLockWait {
             stack,
             user: RawStack::Empty,
             space: 0,
+            kernel_flags: None,
+            kernel: RawStack::Empty,
+        }
+    }
+
+    pub fn from_kernel(e: &KernelLockEvent, stack: Vec<u8>) -> Self {
+        Self {
+            pid: e.pid,
+            tid: e.tid,
+            uaddr: e.lock_addr,
+            begin_ns: e.begin_ns,
+            // Both from the kernel's clock, but not trusted to be in order.
+            end_ns: e.end_ns.max(e.begin_ns),
+            seq: 0,
+            span_id: e.span_id,
+            regs: e.regs,
+            stack,
+            user: RawStack::Empty,
+            space: 0,
+            kernel_flags: Some(e.flags),
+            kernel: RawStack::from_id(e.kernel_stack_id),
         }
     }
 }
@@ -57,6 +85,22 @@ pub struct LockCounters {
     pub done_lost: u64,
     pub waits_full: u64,
     pub stack_errors: u64,
+    pub kernel_waits: u64,
+    pub kernel_lost_ringbuf: u64,
+    pub kernel_waits_full: u64,
+    pub kernel_stack_errors: u64,
+    pub kernel_kstack_errors: u64,
+    pub kernel_ends_missed: u64,
+    pub kernel_in_futex: u64,
+    /// Kernel lock waits still going on when the programs were detached: never sent.
+    pub kernel_in_flight: u64,
+}
+
+/// Run-time statistics of the futex programs and of the kernel lock programs: (runs, ns).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LockRuns {
+    pub futex: (u64, u64),
+    pub kernel: (u64, u64),
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +113,10 @@ pub struct RawLockData {
     pub counters: LockCounters,
     pub bpf_run_count: u64,
     pub bpf_run_time_ns: u64,
+    /// Whether kernel lock contention was recorded (the kernel has the tracepoints).
+    pub kernel: bool,
+    pub kernel_bpf_run_count: u64,
+    pub kernel_bpf_run_time_ns: u64,
 }
 
 fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut TracePoint> {
@@ -81,24 +129,57 @@ fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut Tr
         })
 }
 
-/// The futex tracepoints, attached while it lives (aya detaches them when the object drops).
+/// The futex tracepoints and, where the kernel has them, the kernel lock contention ones,
+/// attached while it lives (aya detaches them when the object drops).
 #[derive(Debug, Default)]
 pub struct LockProbes {
     links: Vec<(&'static str, TracePointLinkId)>,
+    kernel_links: Vec<(&'static str, RawTracePointLinkId)>,
+    /// Why kernel lock contention is not recorded, for the summary's warnings.
+    pub kernel_missing: Option<String>,
+}
+
+fn tracepoint_exists(category: &str, name: &str) -> bool {
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|root| {
+        std::path::Path::new(root)
+            .join(category)
+            .join(name)
+            .exists()
+    })
+}
+
+fn raw_program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::Internal(format!("eBPF object lacks {name}")))?
+        .try_into()
+        .map_err(|e| Error::Program {
+            program: name,
+            source: Box::new(e),
+        })
+}
+
+/// (runs, ns) of a loaded program, from the kernel's statistics.
+fn run_stats(info: aya::programs::ProgramInfo) -> (u64, u64) {
+    (
+        info.run_count(),
+        info.run_time().as_nanos().min(u128::from(u64::MAX)) as u64,
+    )
 }
 
 impl LockProbes {
     pub fn attach(ebpf: &mut aya::Ebpf) -> Result<Self> {
-        if !std::path::Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_futex").exists()
-            && !std::path::Path::new("/sys/kernel/debug/tracing/events/syscalls/sys_enter_futex")
-                .exists()
-        {
+        if !tracepoint_exists("syscalls", "sys_enter_futex") {
             return Err(Error::InvalidArgument {
                 what: "--locks",
                 reason: "the syscalls:sys_enter_futex tracepoint is not visible: mount tracefs (`mount -t tracefs tracefs /sys/kernel/tracing`) on a kernel built with CONFIG_FTRACE_SYSCALLS".into(),
             });
         }
-        let mut links = Vec::new();
+        let mut probes = Self::default();
         for (name, event) in [
             (names::PROGRAM_FUTEX_EXIT, "sys_exit_futex"),
             (names::PROGRAM_FUTEX_ENTER, "sys_enter_futex"),
@@ -109,28 +190,80 @@ impl LockProbes {
                 source: Box::new(e),
             };
             p.load().map_err(err)?;
-            links.push((name, p.attach("syscalls", event).map_err(err)?));
+            probes
+                .links
+                .push((name, p.attach("syscalls", event).map_err(err)?));
         }
-        Ok(Self { links })
+        // Kernel lock contention is a bonus: a kernel without it (before 5.19) still records
+        // futex waits, and says so once.
+        if !tracepoint_exists("lock", "contention_begin") {
+            probes.kernel_missing = Some(
+                "--locks: this kernel has no lock:contention_begin tracepoint (Linux 5.19+), kernel lock contention not recorded".into(),
+            );
+            return Ok(probes);
+        }
+        // The end first: every contention the begin remembers can end.
+        for (name, event) in [
+            (names::PROGRAM_KLOCK_END, "contention_end"),
+            (names::PROGRAM_KLOCK_BEGIN, "contention_begin"),
+        ] {
+            let attached = raw_program(ebpf, name).and_then(|p| {
+                let err = |e| Error::Program {
+                    program: name,
+                    source: Box::new(e),
+                };
+                p.load().map_err(err)?;
+                p.attach(event).map_err(err)
+            });
+            match attached {
+                Ok(link) => probes.kernel_links.push((name, link)),
+                Err(e) => {
+                    probes.detach_kernel(ebpf);
+                    probes.kernel_missing = Some(format!(
+                        "--locks: lock:{event} could not be attached ({e}), kernel lock contention not recorded"
+                    ));
+                    break;
+                }
+            }
+        }
+        Ok(probes)
     }
 
-    /// Detaches (entries first, so every wait that began can still end); returns the
-    /// programs' run-time statistics.
-    pub fn stop(&mut self, ebpf: &mut aya::Ebpf) -> (u64, u64) {
+    fn detach_kernel(&mut self, ebpf: &mut aya::Ebpf) -> (u64, u64) {
         let mut runs = (0u64, 0u64);
-        for (name, link) in self.links.drain(..).rev() {
-            if let Ok(p) = program(ebpf, name) {
+        // Begins first, so every contention that began can still end.
+        for (name, link) in self.kernel_links.drain(..).rev() {
+            if let Ok(p) = raw_program(ebpf, name) {
                 if let Ok(info) = p.info() {
-                    runs.0 = runs.0.saturating_add(info.run_count());
-                    runs.1 =
-                        runs.1.saturating_add(
-                            info.run_time().as_nanos().min(u128::from(u64::MAX)) as u64
-                        );
+                    let (n, ns) = run_stats(info);
+                    runs = (runs.0.saturating_add(n), runs.1.saturating_add(ns));
                 }
                 let _ = p.detach(link);
             }
         }
         runs
+    }
+
+    /// Whether the kernel lock programs are attached.
+    pub fn kernel(&self) -> bool {
+        !self.kernel_links.is_empty()
+    }
+
+    /// Detaches (entries first, so every wait that began can still end); returns the
+    /// programs' run-time statistics.
+    pub fn stop(&mut self, ebpf: &mut aya::Ebpf) -> LockRuns {
+        let kernel = self.detach_kernel(ebpf);
+        let mut futex = (0u64, 0u64);
+        for (name, link) in self.links.drain(..).rev() {
+            if let Ok(p) = program(ebpf, name) {
+                if let Ok(info) = p.info() {
+                    let (n, ns) = run_stats(info);
+                    futex = (futex.0.saturating_add(n), futex.1.saturating_add(ns));
+                }
+                let _ = p.detach(link);
+            }
+        }
+        LockRuns { futex, kernel }
     }
 }
 
@@ -152,7 +285,36 @@ pub fn read_counters(ebpf: &aya::Ebpf) -> Result<LockCounters> {
         done_lost: sum(counter::DONE_LOST)?,
         waits_full: sum(counter::WAITS_FULL)?,
         stack_errors: sum(counter::STACK_ERRORS)?,
+        kernel_waits: sum(counter::KERNEL_WAITS)?,
+        kernel_lost_ringbuf: sum(counter::KERNEL_LOST_RINGBUF)?,
+        kernel_waits_full: sum(counter::KERNEL_WAITS_FULL)?,
+        kernel_stack_errors: sum(counter::KERNEL_STACK_ERRORS)?,
+        kernel_kstack_errors: sum(counter::KERNEL_KSTACK_ERRORS)?,
+        kernel_ends_missed: sum(counter::KERNEL_ENDS_MISSED)?,
+        kernel_in_futex: sum(counter::KERNEL_IN_FUTEX)?,
+        kernel_in_flight: in_flight(ebpf)?,
     })
+}
+
+/// Kernel lock contentions that began and had not ended when the programs were detached:
+/// only their end sends them.
+fn in_flight(ebpf: &aya::Ebpf) -> Result<u64> {
+    use profiler_common::locks::{KernelLockKey, KernelLockWaiting};
+    let map = ebpf
+        .map(names::MAP_KLOCK_WAITS)
+        .ok_or_else(|| Error::Internal("eBPF object lacks the KLOCK_WAITS map".into()))?;
+    // As bytes: `aya::Pod` stays off the shared types (no userspace dependencies).
+    let waits: aya::maps::HashMap<
+        _,
+        [u8; size_of::<KernelLockKey>()],
+        [u8; size_of::<KernelLockWaiting>()],
+    > = aya::maps::HashMap::try_from(map).map_err(map_err(names::MAP_KLOCK_WAITS))?;
+    let mut n = 0u64;
+    for key in waits.keys() {
+        key.map_err(map_err(names::MAP_KLOCK_WAITS))?;
+        n = n.saturating_add(1);
+    }
+    Ok(n)
 }
 
 /// The name of the static variable at `addr` in `pid`'s memory at `time_ns`, when a mapped
@@ -195,4 +357,98 @@ pub fn symbol_at(procs: &mut Processes, pid: u32, time_ns: u64, addr: u64) -> Op
     } else {
         format!("{name}+{at:#x}")
     })
+}
+
+/// Kernel data symbols from /proc/kallsyms, to name the static locks of the kernel
+/// (`cgroup_mutex`, `init_mm+0x60`). Kernels built without CONFIG_KALLSYMS_ALL list no data
+/// symbols but section bounds: their locks stay unnamed.
+#[derive(Debug, Default)]
+pub struct KernelSymbols {
+    /// (address, is data, name), by address.
+    symbols: Vec<(u64, bool, String)>,
+}
+
+/// A lock this far past a data symbol with no symbol in between is taken to be another,
+/// unnamed object: kallsyms gives no sizes, and a sparse table would otherwise name it after
+/// whatever lies below.
+const KERNEL_SYMBOL_REACH: u64 = 4096;
+
+impl KernelSymbols {
+    /// Empty where kallsyms cannot be read or hides its addresses (kptr_restrict).
+    pub fn read() -> Self {
+        std::fs::read_to_string("/proc/kallsyms")
+            .map(|t| Self::parse(&t))
+            .unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut symbols: Vec<(u64, bool, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+                let kind = f.next()?.chars().next()?;
+                let name = f.next()?;
+                // Section bounds (`__start_rodata`) mark where objects begin, not one.
+                let data = matches!(kind, 'd' | 'D' | 'b' | 'B' | 'r' | 'R')
+                    && !name.starts_with("__start_")
+                    && !name.starts_with("__stop_");
+                (addr != 0).then(|| (addr, data, name.to_string()))
+            })
+            .collect();
+        symbols.sort_by_key(|s| s.0);
+        Self { symbols }
+    }
+
+    /// The data symbol `addr` lies in, as `name` or `name+0x40`.
+    pub fn data_at(&self, addr: u64) -> Option<String> {
+        let after = self.symbols.partition_point(|s| s.0 <= addr);
+        let (start, data, name) = self.symbols.get(after.checked_sub(1)?)?;
+        let at = addr.checked_sub(*start)?;
+        if !data || at >= KERNEL_SYMBOL_REACH {
+            return None;
+        }
+        Some(if at == 0 {
+            name.clone()
+        } else {
+            format!("{name}+{at:#x}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_locks_are_named_only_inside_a_data_symbol() {
+        let k = KernelSymbols::parse(
+            "ffffffff81000000 T _text\n\
+             ffffffff82000000 D __start_rodata\n\
+             ffffffff83000100 D cgroup_mutex\n\
+             ffffffff83000140 d other_lock\n\
+             ffffffff83100000 t some_function\n\
+             0000000000000000 b hidden\n",
+        );
+        assert_eq!(
+            k.data_at(0xffffffff83000100).as_deref(),
+            Some("cgroup_mutex")
+        );
+        assert_eq!(
+            k.data_at(0xffffffff83000108).as_deref(),
+            Some("cgroup_mutex+0x8")
+        );
+        assert_eq!(
+            k.data_at(0xffffffff83000150).as_deref(),
+            Some("other_lock+0x10")
+        );
+        // Past the reach of the last data symbol, in code, at a section bound, below all.
+        assert_eq!(k.data_at(0xffffffff83002000), None);
+        assert_eq!(k.data_at(0xffffffff83100010), None);
+        assert_eq!(k.data_at(0xffffffff82000010), None);
+        assert_eq!(k.data_at(0x1000), None);
+        // kptr_restrict: every address 0, nothing named.
+        let hidden = KernelSymbols::parse("0000000000000000 D cgroup_mutex\n");
+        assert_eq!(hidden.data_at(0), None);
+    }
 }

@@ -559,7 +559,10 @@ pub async fn record(
         }
     }
     let mut lock_probes = if opts.locks {
-        Some(locks::LockProbes::attach(&mut session.ebpf).map_err(checks::explain_refusal)?)
+        let probes =
+            locks::LockProbes::attach(&mut session.ebpf).map_err(checks::explain_refusal)?;
+        warnings.extend(probes.kernel_missing.clone());
+        Some(probes)
     } else {
         None
     };
@@ -762,6 +765,7 @@ pub async fn record(
         .as_mut()
         .map(|p| p.stop(&mut session.ebpf))
         .unwrap_or_default();
+    let lock_kernel = lock_probes.as_ref().is_some_and(locks::LockProbes::kernel);
     let lock_runs = lock_probes
         .as_mut()
         .map(|p| p.stop(&mut session.ebpf))
@@ -855,7 +859,12 @@ pub async fn record(
                 .iter()
                 .flat_map(|s| [&s.user, &s.kernel])
                 .chain(off_cpu_stacks)
-                .chain(allocs.iter().map(|a| &a.user)),
+                .chain(allocs.iter().map(|a| &a.user))
+                .chain(
+                    lock_waits
+                        .iter()
+                        .flat_map(|(w, _)| w.iter().map(|w| &w.kernel)),
+                ),
         ),
         "reading the kernel's stack map (stacks left empty)",
         &mut warnings,
@@ -890,10 +899,18 @@ pub async fn record(
         Some((waits, unfinished)) => {
             // Each address looked up once, named or not.
             let mut looked: HashMap<(u32, u64), Option<String>> = HashMap::new();
+            let kallsyms = waits
+                .iter()
+                .any(|w| w.kernel_flags.is_some())
+                .then(locks::KernelSymbols::read);
             for w in &waits {
-                looked
-                    .entry((w.pid, w.uaddr))
-                    .or_insert_with(|| locks::symbol_at(&mut procs, w.pid, w.begin_ns, w.uaddr));
+                looked.entry((w.pid, w.uaddr)).or_insert_with(|| {
+                    if w.kernel_flags.is_some() {
+                        kallsyms.as_ref().and_then(|k| k.data_at(w.uaddr))
+                    } else {
+                        locks::symbol_at(&mut procs, w.pid, w.begin_ns, w.uaddr)
+                    }
+                });
             }
             let symbols = looked
                 .into_iter()
@@ -909,8 +926,11 @@ pub async fn record(
                 unfinished,
                 symbols,
                 counters,
-                bpf_run_count: lock_runs.0,
-                bpf_run_time_ns: lock_runs.1,
+                bpf_run_count: lock_runs.futex.0,
+                bpf_run_time_ns: lock_runs.futex.1,
+                kernel: lock_kernel,
+                kernel_bpf_run_count: lock_runs.kernel.0,
+                kernel_bpf_run_time_ns: lock_runs.kernel.1,
             })
         }
         None => None,

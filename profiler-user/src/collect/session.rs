@@ -147,6 +147,10 @@ impl Session {
                 unused(opts.locks, profiler_common::locks::defaults::WAITS),
             )
             .map_max_entries(
+                profiler_common::locks::names::MAP_KLOCK_WAITS,
+                unused(opts.locks, profiler_common::locks::defaults::KERNEL_WAITS),
+            )
+            .map_max_entries(
                 alloc::names::MAP_ALLOC_LIVE,
                 unused(alloc_on, alloc::defaults::LIVE_ENTRIES),
             )

@@ -140,11 +140,36 @@ struct Stacks<'a> {
     /// Keyed by address space too: the same addresses mean other code in another process.
     /// Also keyed by truncation.
     /// And by whether the kernel stack is an off-CPU one, trimmed to `__schedule`.
-    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool, bool), u32>,
+    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool, Trim), u32>,
     empty: crate::collect::AddressSpace,
     /// Where `__schedule` lies in kernel text, when kallsyms says.
     schedule: Option<std::ops::Range<u64>>,
+    /// Where the functions that run a lock tracepoint's program lie, when kallsyms says.
+    lock_trace: Vec<std::ops::Range<u64>>,
 }
+
+/// What of a kernel stack's top is the profiler's own machinery, cut off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Trim {
+    None,
+    /// An off-CPU stack: up to `__schedule`.
+    Schedule,
+    /// A kernel lock wait's: the tracepoint's frames, up to the lock function.
+    LockTrace,
+}
+
+/// Kernel functions between a lock tracepoint and the program it runs.
+const LOCK_TRACE_FUNCTIONS: &[&str] = &[
+    "bpf_trace_run2",
+    "__bpf_trace_contention_begin",
+    "__bpf_trace_contention_end",
+    "__traceiter_contention_begin",
+    "__traceiter_contention_end",
+];
+
+/// The tracepoint machinery is within the first few frames; deeper, a match would be a
+/// coincidence of the task's own stack.
+const LOCK_TRACE_DEPTH: usize = 8;
 
 impl<'a> Stacks<'a> {
     fn resolve(
@@ -155,7 +180,20 @@ impl<'a> Stacks<'a> {
         user: &'a RawStack,
         truncated: bool,
     ) -> u32 {
-        self.resolve_stack(t, space, kernel, user, truncated, false)
+        self.resolve_stack(t, space, kernel, user, truncated, Trim::None)
+    }
+
+    /// A kernel lock wait's stack: taken in the contention_end program, its innermost kernel
+    /// frames are the tracepoint's (`bpf_trace_run2`, the program); the task's own stack
+    /// starts at the lock function that waited (`rwsem_down_write_slowpath`).
+    fn resolve_kernel_lock(
+        &mut self,
+        t: &mut Interner,
+        space: u32,
+        kernel: &'a RawStack,
+        user: &'a RawStack,
+    ) -> u32 {
+        self.resolve_stack(t, space, kernel, user, false, Trim::LockTrace)
     }
 
     /// An off-CPU stack: taken in the sched_switch program, so its innermost kernel frames
@@ -168,7 +206,7 @@ impl<'a> Stacks<'a> {
         kernel: &'a RawStack,
         user: &'a RawStack,
     ) -> u32 {
-        self.resolve_stack(t, space, kernel, user, false, true)
+        self.resolve_stack(t, space, kernel, user, false, Trim::Schedule)
     }
 
     fn resolve_stack(
@@ -178,9 +216,9 @@ impl<'a> Stacks<'a> {
         kernel: &'a RawStack,
         user: &'a RawStack,
         truncated: bool,
-        off_cpu: bool,
+        trim: Trim,
     ) -> u32 {
-        let key = (space, kernel, user, truncated, off_cpu);
+        let key = (space, kernel, user, truncated, trim);
         if let Some(&id) = self.resolved.get(&key) {
             return id;
         }
@@ -192,11 +230,16 @@ impl<'a> Stacks<'a> {
             .unwrap_or(&self.empty);
         let mut locs = Vec::new();
         let kernel_frames = frames(kernel, &self.raw.stacks);
-        let first = match (&self.schedule, off_cpu) {
-            (Some(range), true) => kernel_frames
+        let first = match (&self.schedule, trim) {
+            (Some(range), Trim::Schedule) => kernel_frames
                 .iter()
                 .position(|a| range.contains(a))
                 .unwrap_or(0),
+            (_, Trim::LockTrace) => kernel_frames
+                .iter()
+                .take(LOCK_TRACE_DEPTH)
+                .rposition(|a| self.lock_trace.iter().any(|r| r.contains(a)))
+                .map_or(0, |i| i + 1),
             _ => 0,
         };
         for (i, &addr) in kernel_frames.iter().enumerate().skip(first) {
@@ -260,6 +303,13 @@ impl<'a> Stacks<'a> {
     }
 }
 
+/// A kernel lock's kind from `contention_begin`'s flags, the flags themselves for a
+/// combination the kernel does not send today.
+fn kernel_lock_kind(flags: u32) -> String {
+    profiler_common::locks::lcb::kind(flags)
+        .map_or_else(|| format!("lock (flags {flags:#x})"), str::to_string)
+}
+
 /// The kernel stack of an allocation: none (the allocator runs in user space).
 static NO_STACK: RawStack = RawStack::Empty;
 
@@ -290,6 +340,10 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             .off_cpu
             .as_ref()
             .and_then(|_| kernel_function_range("__schedule")),
+        lock_trace: match &raw.locks {
+            Some(l) if l.kernel => kernel_function_ranges(LOCK_TRACE_FUNCTIONS),
+            _ => Vec::new(),
+        },
     };
     let mut samples = Vec::with_capacity(raw.samples.len());
     let mut thread_pids: HashMap<u32, u32> = HashMap::new();
@@ -389,14 +443,18 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
     let mut lock_waits = Vec::new();
     let mut lock_info = None;
     if let Some(l) = &raw.locks {
-        // (pid, tid, stack, span, address) → (ns, waits, first, last)
-        type Key = (u32, u32, u32, u64, u64);
+        // (pid, tid, stack, span, address, kernel lock kind) → (ns, waits, first, last)
+        type Key = (u32, u32, u32, u64, u64, Option<u32>);
         let mut sums: std::collections::BTreeMap<Key, (u64, u64, u64, u64)> = Default::default();
         for w in &l.waits {
             thread_pids.entry(w.tid).or_insert(w.pid);
-            let stack = stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, false);
+            let stack = if w.kernel_flags.is_some() {
+                stacks.resolve_kernel_lock(&mut t, w.space, &w.kernel, &w.user)
+            } else {
+                stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, false)
+            };
             let e = sums
-                .entry((w.pid, w.tid, stack, w.span_id, w.uaddr))
+                .entry((w.pid, w.tid, stack, w.span_id, w.uaddr, w.kernel_flags))
                 .or_insert((0, 0, u64::MAX, 0));
             e.0 = e.0.saturating_add(w.end_ns.saturating_sub(w.begin_ns));
             e.1 = e.1.saturating_add(1);
@@ -406,7 +464,10 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         lock_waits = sums
             .into_iter()
             .map(
-                |((pid, tid, stack, span, address), (total_ns, count, first_ns, last_ns))| {
+                |(
+                    (pid, tid, stack, span, address, flags),
+                    (total_ns, count, first_ns, last_ns),
+                )| {
                     crate::model::LockWait {
                         pid,
                         tid,
@@ -418,6 +479,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
                         count,
                         first_ns,
                         last_ns,
+                        kernel_kind: flags.map(kernel_lock_kind).unwrap_or_default(),
                     }
                 },
             )
@@ -434,6 +496,17 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             bpf_run_count: l.bpf_run_count,
             bpf_run_time_ns: l.bpf_run_time_ns,
             windowed: false,
+            kernel: l.kernel,
+            kernel_waits: c.kernel_waits,
+            kernel_lost: c
+                .kernel_lost_ringbuf
+                .saturating_add(c.kernel_waits_full)
+                .saturating_add(c.kernel_ends_missed)
+                .saturating_add(c.kernel_in_flight),
+            kernel_stack_errors: c.kernel_stack_errors.saturating_add(c.kernel_kstack_errors),
+            kernel_bpf_run_count: l.kernel_bpf_run_count,
+            kernel_bpf_run_time_ns: l.kernel_bpf_run_time_ns,
+            kernel_in_futex: c.kernel_in_futex,
         });
     }
     drop(stacks);
@@ -747,16 +820,40 @@ fn unwind_info(u: &crate::collect::unwind::UnwindStats) -> crate::model::UnwindI
 /// Addresses of kernel function `name`: from its kallsyms address to the next symbol's.
 /// None where kallsyms hides addresses (kptr_restrict) or lacks the function.
 fn kernel_function_range(name: &str) -> Option<std::ops::Range<u64>> {
-    let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
-    let mut lines = text.lines().map(|l| {
-        let mut f = l.split_whitespace();
-        let addr = f.next().and_then(|a| u64::from_str_radix(a, 16).ok());
-        (addr, f.nth(1))
-    });
-    let start = lines.find_map(|(addr, sym)| (sym == Some(name)).then_some(addr).flatten())?;
-    // kallsyms lists text in address order: the next greater address ends the function.
-    let end = lines.find_map(|(addr, _)| addr.filter(|&a| a > start))?;
-    (start != 0).then_some(start..end)
+    kernel_function_ranges(&[name]).pop()
+}
+
+/// [`kernel_function_range`] of each of `names` kallsyms has, in one reading.
+fn kernel_function_ranges(names: &[&str]) -> Vec<std::ops::Range<u64>> {
+    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+        return Vec::new();
+    };
+    let lines: Vec<(Option<u64>, Option<&str>)> = text
+        .lines()
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = f.next().and_then(|a| u64::from_str_radix(a, 16).ok());
+            (addr, f.nth(1))
+        })
+        .collect();
+    let mut ranges = Vec::new();
+    for (i, (addr, sym)) in lines.iter().enumerate() {
+        let (Some(start), Some(sym)) = (*addr, *sym) else {
+            continue;
+        };
+        if start == 0 || !names.contains(&sym) {
+            continue;
+        }
+        // kallsyms lists text in address order: the next greater address ends the function.
+        let end = lines
+            .iter()
+            .skip(i + 1)
+            .find_map(|(a, _)| a.filter(|&a| a > start));
+        if let Some(end) = end {
+            ranges.push(start..end);
+        }
+    }
+    ranges
 }
 
 fn kernel_release() -> String {
