@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
-                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go, curl, chromium)\n\
+                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go, curl, chromium, bpftrace)\n\
                  build   setup, then build everything (release)\n\
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
@@ -184,6 +184,11 @@ fn setup() -> Result<Env> {
         "chromium",
         &["chromium"],
         "tests drive the page of `profiler serve` in headless Chromium",
+    )?;
+    ensure_tool(
+        "bpftrace",
+        &["bpftrace"],
+        "tests compare kernel lock waits with bpftrace's on the same tracepoints",
     )?;
     step(&format!(
         "setup done in {:.1} s",
