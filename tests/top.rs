@@ -104,7 +104,7 @@ impl Drop for Tmux {
     }
 }
 
-/// A row of the functions view: self %, total %, samples, name.
+/// A row of the functions view: self %, total %, samples, module, name.
 #[derive(Debug)]
 struct Row {
     self_pct: f64,
@@ -117,13 +117,13 @@ fn function_rows(screen: &str) -> Vec<Row> {
         .lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            if cols.len() < 4 {
+            if cols.len() < 5 {
                 return None;
             }
             Some(Row {
                 self_pct: cols[0].strip_suffix('%')?.parse().ok()?,
                 total_pct: cols[1].strip_suffix('%')?.parse().ok()?,
-                name: cols[3].to_string(),
+                name: cols[4].to_string(),
             })
         })
         .collect()

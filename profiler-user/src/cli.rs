@@ -721,6 +721,7 @@ pub async fn agent(args: crate::agent::AgentArgs) -> Result<()> {
 
 /// `profiler top`: the scope is checked as `record` checks it, then `top` takes over.
 pub async fn top(args: crate::top::TopArgs) -> Result<()> {
+    crate::top::terminal::require()?;
     check_frequency(args.frequency)?;
     collect::checks::startup()?;
     let wide = wide_scope(

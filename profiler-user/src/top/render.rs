@@ -178,9 +178,11 @@ fn functions(snap: &Snapshot, sort: Sort, room: usize, lines: &mut Vec<String>) 
         Sort::SelfTime => ("*SELF", "TOTAL"),
         Sort::Total => ("SELF", "*TOTAL"),
     };
+    // The file before the name: names run long (C++, Rust generics) and are cut at the
+    // screen's edge, so they go last.
     lines.push(format!(
-        "{s:>7} {t:>7} {:>8}  {:<48} MODULE",
-        "SAMPLES", "FUNCTION"
+        "{s:>7} {t:>7} {:>8}  {:<20} FUNCTION",
+        "SAMPLES", "MODULE"
     ));
     if rows.is_empty() {
         lines.push("  no samples in the window: the targets did not run".into());
@@ -191,13 +193,17 @@ fn functions(snap: &Snapshot, sort: Sort, room: usize, lines: &mut Vec<String>) 
             Sort::SelfTime => r.self_samples,
             Sort::Total => r.total_samples,
         };
+        let module = if r.module.is_empty() {
+            "?".to_string()
+        } else {
+            fit(r.module.clone(), 20)
+        };
         lines.push(format!(
-            "{:>6.1}% {:>6.1}% {:>8}  {:<48} {}",
+            "{:>6.1}% {:>6.1}% {:>8}  {module:<20} {}",
             percent(r.self_samples, snap.samples),
             percent(r.total_samples, snap.samples),
             n,
             r.name,
-            r.module
         ));
     }
 }
@@ -329,18 +335,18 @@ mod tests {
         assert!(lines[0].contains("last 10.0 s of 10 s"));
         assert!(lines[1].contains("[s self]"));
         assert!(lines[3].contains("*SELF"));
-        assert!(
-            lines[4].starts_with("  70.0%   70.0%      700  hot_a"),
-            "{lines:?}"
+        assert_eq!(
+            lines[4],
+            "  70.0%   70.0%      700  app                  hot_a"
         );
         assert!(lines[5].contains("hot_b"));
         assert_eq!(ui.key(b't'), Action::Redraw);
         let lines = render(Some(&s), &ui, &frame());
         assert!(lines[1].contains("[t total]"));
         assert!(lines[3].contains("*TOTAL"));
-        assert!(
-            lines[4].starts_with("   0.0%  100.0%     1000  main"),
-            "{lines:?}"
+        assert_eq!(
+            lines[4],
+            "   0.0%  100.0%     1000  app                  main"
         );
         assert!(lines[5].contains("hot_a"));
     }
@@ -377,14 +383,14 @@ mod tests {
         let s = snap();
         let ui = Ui::default();
         let small = Frame {
-            width: 32,
+            width: 52,
             height: 6,
             message: Some("profiler: --span-fn hot_b in /usr/bin/app"),
             ..frame()
         };
         let lines = render(Some(&s), &ui, &small);
         assert_eq!(lines.len(), 6, "{lines:?}");
-        assert!(lines.iter().all(|l| l.chars().count() <= 32), "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 52), "{lines:?}");
         assert!(lines[5].starts_with("profiler: --span-fn"));
         assert!(
             lines[4].contains("hot_a"),

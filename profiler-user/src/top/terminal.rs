@@ -40,15 +40,20 @@ fn os_err(what: &str) -> Error {
     Error::io(what.to_string(), std::io::Error::last_os_error())
 }
 
+/// A terminal on standard input and output, or the error saying what to do instead.
+pub fn require() -> Result<()> {
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        return Ok(());
+    }
+    Err(Error::Startup(
+        "profiler top needs a terminal on standard input and output; without one, `profiler record` writes a profile instead".into(),
+    ))
+}
+
 impl Terminal {
     /// Raw keys on standard input, the alternate screen on standard output.
     pub fn enter() -> Result<Self> {
-        if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
-            return Err(Error::InvalidArgument {
-                what: "top",
-                reason: "needs a terminal on standard input and output; to profile without one, use `profiler record`".into(),
-            });
-        }
+        require()?;
         // SAFETY: termios is plain data; tcgetattr fills it in or fails.
         let mut saved: libc::termios = unsafe { std::mem::zeroed() };
         // SAFETY: fd 0 is a terminal (checked above), `saved` a valid out-pointer.
