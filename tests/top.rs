@@ -11,15 +11,17 @@ use profiler_tests::*;
 
 /// A tmux server of our own (its own socket), killed when dropped, failed test or not.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
     /// Runs `profiler top ARGS` in a new 160×50 session, through a shell that then prints the
     /// exit status and the terminal's modes, and stays, so the screen after the exit is read.
     fn start(name: &str, top_args: &[String]) -> Self {
-        let socket = format!("profiler-top-{name}-{}", std::process::id());
-        let t = Self { socket };
+        // A socket path of our own, removed with the server (kill-server leaves the file).
+        let t = Self {
+            socket: scratch(&format!("top-{name}.tmux")),
+        };
         let wrapper = scratch(&format!("top-{name}.sh"));
         // A trap with a command: the shell outlives a Ctrl-C, which reaches it too, while
         // `top` gets SIGINT with its default disposition.
@@ -41,7 +43,8 @@ impl Tmux {
 
     fn tmux(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket])
+            .arg("-S")
+            .arg(&self.socket)
             .args(args)
             .output()
             .expect("tmux runs (cargo xtask setup installs it)");
@@ -99,8 +102,11 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
             .output();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
