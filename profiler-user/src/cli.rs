@@ -43,6 +43,9 @@ pub enum Command {
     /// Profile continuously and push a window every period to Grafana Pyroscope or an OTLP
     /// profiles endpoint.
     Agent(crate::agent::AgentArgs),
+    /// Live view of the hottest functions, spans and threads, redrawn every second (keys:
+    /// 1/2/3 or Tab switch views, s/t sort by self or total, q quits).
+    Top(crate::top::TopArgs),
     /// Regenerate the outputs of a recording directory (no root, no target needed).
     Report(ReportArgs),
     /// List running processes that carry the span probe ABI (profiler-probes).
@@ -714,6 +717,29 @@ pub async fn agent(args: crate::agent::AgentArgs) -> Result<()> {
         _ => collect::preflight_scope(&scope)?,
     };
     crate::agent::run(target, scope, args).await
+}
+
+/// `profiler top`: the scope is checked as `record` checks it, then `top` takes over.
+pub async fn top(args: crate::top::TopArgs) -> Result<()> {
+    crate::top::terminal::require()?;
+    check_frequency(args.frequency)?;
+    collect::checks::startup()?;
+    let wide = wide_scope(
+        args.all,
+        args.cgroup.as_deref(),
+        args.container.as_deref(),
+        args.comm.as_deref(),
+    )?;
+    let scope = wide.unwrap_or_else(|| {
+        let mut pids = args.pid.clone();
+        pids.dedup();
+        collect::scope::Scope::Pids(pids)
+    });
+    let target = match &scope {
+        collect::scope::Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
+        _ => collect::preflight_scope(&scope)?,
+    };
+    crate::top::run(target, scope, args).await
 }
 
 /// Runs the command under the profiler; returns the command's exit code (or 128 + signal).

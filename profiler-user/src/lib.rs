@@ -19,5 +19,6 @@ pub mod outputs;
 pub mod server;
 pub mod spans;
 pub mod symbolize;
+pub mod top;
 
 pub use error::{Error, Result};

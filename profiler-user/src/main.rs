@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Agent(args) => runtime().and_then(|rt| rt.block_on(cli::agent(args))),
+        Command::Top(args) => runtime().and_then(|rt| rt.block_on(cli::top(args))),
         Command::Report(args) => cli::report(args),
         Command::Ps(args) => cli::ps(args),
         Command::Diff(args) => cli::diff(args),

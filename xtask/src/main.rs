@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
-                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go, curl, chromium, bpftrace)\n\
+                 setup   install what this machine lacks (rust-src, bpf-linker, gcc, protoc, go, curl, tmux, chromium, bpftrace)\n\
                  build   setup, then build everything (release)\n\
                  test    setup, build, then run every test (unit, integration as root, lint)\n\
                  lint    cargo fmt --check and clippy -D warnings, the eBPF crate for its target\n\
@@ -179,6 +179,11 @@ fn setup() -> Result<Env> {
         "curl",
         &["curl"],
         "tests talk to `profiler serve` with an HTTP client we did not write",
+    )?;
+    ensure_tool(
+        "tmux",
+        &["tmux"],
+        "tests drive `profiler top` in a terminal, typing keys and reading the screen",
     )?;
     ensure_tool(
         "chromium",

@@ -552,6 +552,7 @@ pub async fn run(
         window: Some(window::WindowOptions {
             period: args.period,
             tx: tx.clone(),
+            first: None,
         }),
     };
     // Owns the senders: the window channel closes, and delivery turns to its final flush,

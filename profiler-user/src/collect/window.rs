@@ -40,6 +40,10 @@ const SYMBOLIZER_MIN_WINDOWS: u32 = 4;
 pub struct WindowOptions {
     pub period: Duration,
     pub tx: tokio::sync::mpsc::UnboundedSender<Recording>,
+    /// The first window ends this long after the start instead of at the next boundary:
+    /// a live view (`profiler top`) shows something at once, without waiting up to a whole
+    /// period. The windows after it end at the boundaries again.
+    pub first: Option<Duration>,
 }
 
 /// Identity of one kernel off-CPU sum.
@@ -103,7 +107,15 @@ impl Cutter {
             symbolizer_uses: 0,
             symbolizer_stale: 0,
         };
-        c.advance();
+        match c.opts.first {
+            Some(first) => {
+                let first_ns = u64::try_from(first.as_nanos()).unwrap_or(u64::MAX);
+                c.to_ns = start_boot_ns.saturating_add(first_ns);
+                let wait = c.to_ns.saturating_sub(super::boottime_ns());
+                c.deadline = tokio::time::Instant::now() + Duration::from_nanos(wait) + CUT_MARGIN;
+            }
+            None => c.advance(),
+        }
         c
     }
 
@@ -518,7 +530,15 @@ mod tests {
         let period = Duration::from_secs(15);
         let start_boot = 1_000_000_000_000;
         let start_unix = 1_700_000_007_250_000_000;
-        let c = Cutter::new(WindowOptions { period, tx }, start_boot, start_unix);
+        let c = Cutter::new(
+            WindowOptions {
+                period,
+                tx,
+                first: None,
+            },
+            start_boot,
+            start_unix,
+        );
         assert_eq!(c.unix_of(c.to_ns) % 15_000_000_000, 0);
         assert_eq!(c.from_ns, start_boot);
         let mut c = c;
@@ -526,5 +546,25 @@ mod tests {
         c.advance();
         assert_eq!(c.from_ns, first_end);
         assert_eq!(c.to_ns - c.from_ns, 15_000_000_000);
+    }
+
+    #[test]
+    fn a_first_window_ends_early_and_the_next_at_a_boundary() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let start_boot = 1_000_000_000_000;
+        let start_unix = 1_700_000_007_250_000_000;
+        let mut c = Cutter::new(
+            WindowOptions {
+                period: Duration::from_secs(1),
+                tx,
+                first: Some(Duration::from_millis(300)),
+            },
+            start_boot,
+            start_unix,
+        );
+        assert_eq!(c.to_ns - c.from_ns, 300_000_000);
+        c.advance();
+        assert_eq!(c.unix_of(c.to_ns) % 1_000_000_000, 0);
+        assert_eq!(c.to_ns - c.from_ns, 450_000_000);
     }
 }
