@@ -180,8 +180,14 @@ impl ModuleStore {
         self.modules.get(id as usize)?.as_ref()
     }
 
-    /// Files held now (not those let go).
+    /// Ids issued so far: every id below it was a file (held, or let go), so a reader of new
+    /// files walks from where it stopped up to this.
     pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// Files held now (not those let go).
+    pub fn held(&self) -> usize {
         self.modules.iter().flatten().count()
     }
 
