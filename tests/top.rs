@@ -399,3 +399,46 @@ fn ctrl_c_and_sigterm_leave_the_terminal_and_the_kernel_clean() {
         assert_all_released(&progs, &links);
     }
 }
+
+/// The terminal going away (the tmux server killed, an ssh session dropped) ends `top` as
+/// `q` does, probes detached; it once spun on the dead terminal, at 100% of a CPU, for good.
+#[test]
+fn a_terminal_that_goes_away_ends_top() {
+    let bin = split();
+    let target = Target::start(&bin, &["120"]);
+    let tmux = Tmux::start("hangup", &args(target.pid(), &[]));
+    tmux.wait_for("hot_a shown", Duration::from_secs(10), |s| {
+        function_rows(s).iter().any(|r| r.name == "hot_a")
+    });
+    let pid = tmux.profiler_pid();
+    // Not left spinning if this test fails.
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SAFETY: plain kill(2) of the profiler this test started.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let kill = Kill(pid);
+    let (progs, links) = bpf_objects(pid);
+    assert!(!progs.is_empty(), "top holds its programs");
+    tmux.tmux(&["kill-server"]);
+    let until = Instant::now() + Duration::from_secs(10);
+    // Gone, or a zombie of a parent that is gone too (reaped by init shortly).
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
+            .is_some_and(|r| !r.starts_with('Z'))
+    };
+    while alive() {
+        assert!(
+            Instant::now() < until,
+            "profiler top still runs 10 s after its terminal went away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Gone: its pid may be someone else's soon.
+    std::mem::forget(kill);
+    assert_all_released(&progs, &links);
+}

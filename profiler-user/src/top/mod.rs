@@ -194,7 +194,12 @@ pub async fn run(
                         stop.notify_one();
                         continue;
                     };
-                    let pressed = term.keys();
+                    let Some(pressed) = term.keys() else {
+                        // The terminal is gone (hangup): nobody is left to press `q`.
+                        keys_ok = false;
+                        stop.notify_one();
+                        continue;
+                    };
                     guard.clear_ready();
                     for k in pressed {
                         if ui.key(k) == render::Action::Quit {

@@ -114,8 +114,11 @@ impl Terminal {
         self.write(&s);
     }
 
-    /// Keys waiting on standard input (none when it has nothing: VMIN and VTIME are 0).
-    pub fn keys(&self) -> Vec<u8> {
+    /// Keys waiting on standard input, once it polled readable; None when the terminal is
+    /// gone. With VMIN and VTIME at 0 a read returns 0 bytes both when nothing is waiting and
+    /// after a hangup: readable with nothing to read is the hangup (the poll then says
+    /// readable for good, and taking it for "no keys" spun a CPU forever).
+    pub fn keys(&self) -> Option<Vec<u8>> {
         let mut buf = [0u8; 64];
         let mut out = Vec::new();
         loop {
@@ -127,13 +130,19 @@ impl Terminal {
                     buf.len() as libc::size_t,
                 )
             };
-            let Ok(n) = usize::try_from(n) else { break };
-            if n == 0 {
-                break;
+            match usize::try_from(n) {
+                Ok(0) if out.is_empty() => return None,
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n.min(buf.len())]),
+                Err(_) => match std::io::Error::last_os_error().kind() {
+                    std::io::ErrorKind::Interrupted => continue,
+                    std::io::ErrorKind::WouldBlock => break,
+                    // EIO: the other side of the terminal is closed.
+                    _ => return None,
+                },
             }
-            out.extend_from_slice(&buf[..n.min(buf.len())]);
         }
-        out
+        Some(out)
     }
 
     /// The newest line the profiler wrote on stderr since the screen became ours.
