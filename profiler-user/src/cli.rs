@@ -697,18 +697,17 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     )
 }
 
-/// `profiler agent`: the scope is checked as `record` checks it, then `agent` takes over.
-pub async fn agent(args: crate::agent::AgentArgs) -> Result<()> {
-    check_frequency(args.frequency)?;
-    collect::checks::startup()?;
-    let wide = wide_scope(
-        args.all,
-        args.cgroup.as_deref(),
-        args.container.as_deref(),
-        args.comm.as_deref(),
-    )?;
-    let scope = wide.unwrap_or_else(|| {
-        let mut pids = args.pid.clone();
+/// The scope of `agent` and `top` from their flags, checked as `record` checks it, with the
+/// target it starts from.
+fn long_running_scope(
+    pid: &[u32],
+    all: bool,
+    cgroup: Option<&str>,
+    container: Option<&str>,
+    comm: Option<&str>,
+) -> Result<(collect::Target, collect::scope::Scope)> {
+    let scope = wide_scope(all, cgroup, container, comm)?.unwrap_or_else(|| {
+        let mut pids = pid.to_vec();
         pids.dedup();
         collect::scope::Scope::Pids(pids)
     });
@@ -716,6 +715,20 @@ pub async fn agent(args: crate::agent::AgentArgs) -> Result<()> {
         collect::scope::Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
         _ => collect::preflight_scope(&scope)?,
     };
+    Ok((target, scope))
+}
+
+/// `profiler agent`: the scope is checked as `record` checks it, then `agent` takes over.
+pub async fn agent(args: crate::agent::AgentArgs) -> Result<()> {
+    check_frequency(args.frequency)?;
+    collect::checks::startup()?;
+    let (target, scope) = long_running_scope(
+        &args.pid,
+        args.all,
+        args.cgroup.as_deref(),
+        args.container.as_deref(),
+        args.comm.as_deref(),
+    )?;
     crate::agent::run(target, scope, args).await
 }
 
@@ -724,21 +737,13 @@ pub async fn top(args: crate::top::TopArgs) -> Result<()> {
     crate::top::terminal::require()?;
     check_frequency(args.frequency)?;
     collect::checks::startup()?;
-    let wide = wide_scope(
+    let (target, scope) = long_running_scope(
+        &args.pid,
         args.all,
         args.cgroup.as_deref(),
         args.container.as_deref(),
         args.comm.as_deref(),
     )?;
-    let scope = wide.unwrap_or_else(|| {
-        let mut pids = args.pid.clone();
-        pids.dedup();
-        collect::scope::Scope::Pids(pids)
-    });
-    let target = match &scope {
-        collect::scope::Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
-        _ => collect::preflight_scope(&scope)?,
-    };
     crate::top::run(target, scope, args).await
 }
 
