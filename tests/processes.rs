@@ -37,13 +37,56 @@ fn unnamed(frame: &str, program: &str) -> bool {
             .any(|m| frame.starts_with(&format!("{m}+0x")))
 }
 
+/// Samples of the processes listed in `times` (short.c's SHORT_TIMES lines: pid, main's
+/// entry and exit on CLOCK_BOOTTIME) taken between those two instants, and how many of them
+/// have `main` in their stack.
+fn samples_while_main_ran(dir: &Path, times: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(times).expect("SHORT_TIMES file");
+    let mut ran = std::collections::HashMap::new();
+    for line in text.lines() {
+        let f: Vec<u64> = line
+            .split(' ')
+            .map(|x| x.parse().expect("number"))
+            .collect();
+        ran.insert(f[0] as u32, (f[1], f[2]));
+    }
+    assert!(
+        ran.len() >= 290,
+        "{} processes wrote their times",
+        ran.len()
+    );
+    let rec = profiler::outputs::recording::read(&dir.join("recording.pb")).expect("read");
+    let (mut inside, mut named) = (0, 0);
+    for s in &rec.samples {
+        let Some(&(enter, exit)) = ran.get(&s.pid) else {
+            continue;
+        };
+        if s.timestamp_ns < enter || s.timestamp_ns > exit {
+            continue;
+        }
+        inside += 1;
+        let frames = rec.frames(s.stack);
+        if frames
+            .iter()
+            .any(|f| f.name == profiler::model::FrameName::Function("main"))
+        {
+            named += 1;
+        }
+    }
+    (inside, named)
+}
+
 #[test]
 fn three_hundred_short_processes_are_all_named() {
     let bin = short("short-many", &[]);
     let dir = scratch("many-short");
-    // 300 processes of 5 to 20 ms of CPU each, fork + exec from a shell.
+    // 300 processes of 5 to 20 ms of CPU each, fork + exec from a shell; each says when its
+    // main ran.
+    let times = dir.with_extension("times");
+    let _ = std::fs::remove_file(&times);
     let script = format!(
-        "i=0; while [ $i -lt 300 ]; do {} $((5 + i % 16)); i=$((i+1)); done",
+        "export SHORT_TIMES={}; i=0; while [ $i -lt 300 ]; do {} $((5 + i % 16)); i=$((i+1)); done",
+        times.display(),
         bin.display()
     );
     // One root per process (`name [pid]`): processes are told apart by it.
@@ -117,6 +160,21 @@ fn three_hundred_short_processes_are_all_named() {
         "{:.1}% through main",
         pct(through_main)
     );
+    // While main ran (by the process's own clock), every stack must reach it: a sample that
+    // does not was misnamed or cut short, whatever the exec and the loader cost around it.
+    let (in_main, in_main_named) = samples_while_main_ran(&dir, &times);
+    let share = |n: u64, of: u64| n as f64 * 100.0 / of.max(1) as f64;
+    eprintln!(
+        "{in_main} samples ({:.1}%) taken while main ran, {:.2}% of them through main",
+        pct(in_main),
+        share(in_main_named, in_main)
+    );
+    assert!(in_main * 10 >= total * 8, "{in_main} of {total} in main");
+    assert!(
+        share(in_main_named, in_main) >= 98.0,
+        "{in_main_named} of {in_main} samples taken while main ran reach main"
+    );
+    let _ = std::fs::remove_file(&times);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
