@@ -2,6 +2,7 @@
 //! the repository. Deliberately dependency-free so it compiles in seconds on a clean clone.
 mod bench;
 mod ebpf_toolchain;
+mod testrun;
 
 use std::{
     env,
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup().map(|_| ()),
         Some("build") => setup().and_then(|env| build(&env)),
-        Some("test") => test(&args[1..]),
+        Some("test") => testrun::test(&args[1..]),
         Some("lint") => setup().and_then(|env| lint(&env)),
         Some("demo") => demo(),
         Some("static") => setup().and_then(|env| build_static(&env)),
@@ -390,102 +391,6 @@ fn build_static(env: &Env) -> Result {
 
 fn profiler_bin() -> PathBuf {
     workspace_root().join("target/release/profiler")
-}
-
-fn test(args: &[String]) -> Result {
-    let started = Instant::now();
-    let env = setup()?;
-    build(&env)?;
-    // SAFETY: geteuid cannot fail. Integration tests attach real probes and need root.
-    if unsafe { geteuid() } != 0 {
-        return Err(
-            "the integration tests attach real eBPF probes: run as root (sudo -E cargo xtask test)"
-                .into(),
-        );
-    }
-    step("unit tests");
-    let mut cmd = env.cargo();
-    // --no-fail-fast: one failing test binary must not hide the others' results.
-    cmd.args(["test", "--release", "--no-fail-fast", "--workspace"])
-        .args(["--exclude", "profiler-ebpf", "--exclude", "profiler-tests"]);
-    if !args.is_empty() {
-        cmd.arg("--").args(args);
-    }
-    let mut counts = run_tests(&mut cmd)?;
-    // One at a time: each test measures a CPU split, which concurrent targets on two cores
-    // would distort.
-    step("integration tests (real probes, one at a time)");
-    let mut cmd = env.cargo();
-    cmd.args([
-        "test",
-        "--release",
-        "--no-fail-fast",
-        "-p",
-        "profiler-tests",
-    ])
-    .args(["--", "--test-threads=1"])
-    .args(args)
-    .env("PROFILER_BIN", profiler_bin());
-    let integration = run_tests(&mut cmd);
-    if let Ok(c) = &integration {
-        counts.passed += c.passed;
-        counts.failed += c.failed;
-    }
-    let lint_result = integration.and_then(|_| lint(&env));
-    if lint_result.is_ok() {
-        step(&format!(
-            "all tests and lints passed in {:.0} s",
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    // The closing line CI reads: totals over every test binary.
-    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
-    lint_result?;
-    Ok(())
-}
-
-#[derive(Default)]
-struct TestCounts {
-    passed: u64,
-    failed: u64,
-}
-
-/// Runs `cargo test`, echoing its output, and totals its `test result:` lines.
-fn run_tests(cmd: &mut Command) -> Result<TestCounts> {
-    use std::io::{BufRead, BufReader};
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    let mut counts = TestCounts::default();
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-            println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                let number_before = |word: &str| {
-                    rest.split(';')
-                        .find_map(|part| part.trim().strip_suffix(word))
-                        .and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                counts.passed += number_before(" passed");
-                counts.failed += number_before(" failed");
-            }
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for {cmd:?}: {e}"))?;
-    if status.success() {
-        Ok(counts)
-    } else {
-        println!(
-            "tests: {} passed, {} failed",
-            counts.passed,
-            counts.failed.max(1)
-        );
-        Err(format!("{cmd:?} failed: {status}"))
-    }
 }
 
 fn lint(env: &Env) -> Result {
