@@ -34,9 +34,10 @@ static unsigned long long boot_ns(void) {
     return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
-/* With SHORT_TIMES=FILE, appends "pid enter exit cpu_before_main" (CLOCK_BOOTTIME ns, the
- * profiler's sample clock; CPU ns): tests tell the samples taken while main ran from those
- * of the exec, the loader and the exit, which no stack can reach main from. */
+/* With SHORT_TIMES=FILE, appends "pid enter exit cpu_enter cpu_exit": main's entry and exit
+ * on CLOCK_BOOTTIME (the profiler's sample clock) and on the process's CPU clock, in ns.
+ * Tests tell the samples taken while main ran from those of the exec, the loader and the
+ * exit, which no stack can reach main from. */
 int main(int argc, char **argv) {
     unsigned long long enter = boot_ns();
     double cpu_before = cpu_now();
@@ -45,8 +46,8 @@ int main(int argc, char **argv) {
     const char *times = getenv("SHORT_TIMES");
     if (times) {
         char line[128];
-        int n = snprintf(line, sizeof line, "%d %llu %llu %.0f\n", (int)getpid(), enter, boot_ns(),
-                         cpu_before * 1e9);
+        int n = snprintf(line, sizeof line, "%d %llu %llu %.0f %.0f\n", (int)getpid(), enter,
+                         boot_ns(), cpu_before * 1e9, cpu_now() * 1e9);
         int fd = open(times, O_WRONLY | O_APPEND | O_CREAT, 0644);
         /* One write to an O_APPEND file: lines of concurrent children never interleave. */
         if (fd < 0 || write(fd, line, (size_t)n) != n) return 1;
