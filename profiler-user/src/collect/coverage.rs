@@ -19,7 +19,7 @@ use crate::model::Coverage;
 /// Below this share of the expected samples the summary warns.
 pub const WARN_BELOW_PERCENT: f64 = 90.0;
 /// Fewer expected samples than this are too few to warn about.
-const MIN_EXPECTED: u64 = 100;
+pub const MIN_EXPECTED: u64 = 100;
 
 /// CPU time of every thread of some processes at one moment.
 #[derive(Clone, Debug, Default)]

@@ -101,7 +101,12 @@ impl CoverageReport {
     }
 
     fn to_text(&self) -> String {
+        // A percentage of a handful is noise (a shell that ran 300 short children reads
+        // "300%" from 3 samples for 1 expected): below the warning's floor, say so instead.
         let head = match self.percent {
+            Some(_) if self.expected < crate::collect::coverage::MIN_EXPECTED => {
+                "too few expected to judge".to_string()
+            }
             Some(p) => format!("sampled {p:.1}% of expected"),
             None => "nothing expected".to_string(),
         };
@@ -1005,6 +1010,26 @@ mod tests {
         assert_eq!(total_of("compute"), Some(90.0));
         assert_eq!(total_of("hot_a"), Some(60.0));
         assert_eq!(s.modules_without_symbols, ["/lib/libstripped.so"]);
+    }
+
+    #[test]
+    fn a_handful_of_expected_samples_is_not_given_a_percentage() {
+        let mut rec = sample_recording();
+        if let Some(m) = rec.meta.as_mut() {
+            m.coverage = Some(crate::model::Coverage {
+                cpu_ns: 20_000_000,
+                sampled: 3,
+                expected: 1,
+                threads: 1,
+                threads_left_out: 87,
+                ..Default::default()
+            });
+        }
+        let text = Summary::new(&rec).to_text();
+        assert!(
+            text.contains("coverage: too few expected to judge (3 samples, 1 expected from 0.02 s"),
+            "{text}"
+        );
     }
 
     #[test]
