@@ -120,9 +120,10 @@ pub fn ps(args: PsArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `record`, `top` and `agent` profile: exactly one of these.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container", "comm"])))]
-pub struct RecordArgs {
+#[group(id = "scope", required = true, multiple = false)]
+pub struct ScopeArgs {
     /// Process to profile; repeat (or separate with commas) for several.
     #[arg(long, short, value_delimiter = ',')]
     pub pid: Vec<u32>,
@@ -142,6 +143,35 @@ pub struct RecordArgs {
     /// matches a regular expression, including processes that take such a name by exec.
     #[arg(long, value_name = "REGEX")]
     pub comm: Option<String>,
+}
+
+impl ScopeArgs {
+    /// The scope, checked as far as it can be before anything is loaded, and the process
+    /// that names the recording.
+    pub fn resolve(&self) -> Result<(collect::Target, collect::scope::Scope)> {
+        let wide = wide_scope(
+            self.all,
+            self.cgroup.as_deref(),
+            self.container.as_deref(),
+            self.comm.as_deref(),
+        )?;
+        let scope = wide.unwrap_or_else(|| {
+            let mut pids = self.pid.clone();
+            pids.dedup();
+            collect::scope::Scope::Pids(pids)
+        });
+        let target = match &scope {
+            collect::scope::Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
+            _ => collect::preflight_scope(&scope)?,
+        };
+        Ok((target, scope))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Also profile every process the target starts from now on (followed in the kernel).
     #[arg(long)]
     pub follow_children: bool,
@@ -653,25 +683,7 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
     collect::checks::startup()?;
-    use collect::scope::Scope;
-    let wide = wide_scope(
-        args.all,
-        args.cgroup.as_deref(),
-        args.container.as_deref(),
-        args.comm.as_deref(),
-    )?;
-    let scope = match wide {
-        Some(scope) => scope,
-        None => {
-            let mut pids = args.pid.clone();
-            pids.dedup();
-            Scope::Pids(pids)
-        }
-    };
-    let target = match &scope {
-        Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
-        _ => collect::preflight_scope(&scope)?,
-    };
+    let (target, scope) = args.scope.resolve()?;
     let out_path = args
         .sampling
         .output
@@ -697,38 +709,11 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     )
 }
 
-/// The scope of `agent` and `top` from their flags, checked as `record` checks it, with the
-/// target it starts from.
-fn long_running_scope(
-    pid: &[u32],
-    all: bool,
-    cgroup: Option<&str>,
-    container: Option<&str>,
-    comm: Option<&str>,
-) -> Result<(collect::Target, collect::scope::Scope)> {
-    let scope = wide_scope(all, cgroup, container, comm)?.unwrap_or_else(|| {
-        let mut pids = pid.to_vec();
-        pids.dedup();
-        collect::scope::Scope::Pids(pids)
-    });
-    let target = match &scope {
-        collect::scope::Scope::Pids(p) if p.len() == 1 => collect::preflight(p[0])?,
-        _ => collect::preflight_scope(&scope)?,
-    };
-    Ok((target, scope))
-}
-
 /// `profiler agent`: the scope is checked as `record` checks it, then `agent` takes over.
 pub async fn agent(args: crate::agent::AgentArgs) -> Result<()> {
     check_frequency(args.frequency)?;
     collect::checks::startup()?;
-    let (target, scope) = long_running_scope(
-        &args.pid,
-        args.all,
-        args.cgroup.as_deref(),
-        args.container.as_deref(),
-        args.comm.as_deref(),
-    )?;
+    let (target, scope) = args.scope.resolve()?;
     crate::agent::run(target, scope, args).await
 }
 
@@ -737,13 +722,7 @@ pub async fn top(args: crate::top::TopArgs) -> Result<()> {
     crate::top::terminal::require()?;
     check_frequency(args.frequency)?;
     collect::checks::startup()?;
-    let (target, scope) = long_running_scope(
-        &args.pid,
-        args.all,
-        args.cgroup.as_deref(),
-        args.container.as_deref(),
-        args.comm.as_deref(),
-    )?;
+    let (target, scope) = args.scope.resolve()?;
     crate::top::run(target, scope, args).await
 }
 

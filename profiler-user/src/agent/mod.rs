@@ -25,23 +25,9 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container", "comm"])))]
 pub struct AgentArgs {
-    /// Processes to profile; repeat (or separate with commas) for several.
-    #[arg(long, short, value_delimiter = ',')]
-    pub pid: Vec<u32>,
-    /// Every process of the profiler's PID namespace (the whole machine from the host).
-    #[arg(long)]
-    pub all: bool,
-    /// Every process in a cgroup v2 directory and below it, including later ones.
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<String>,
-    /// Every process of a container, by id (at least 12 hex digits).
-    #[arg(long, value_name = "ID")]
-    pub container: Option<String>,
-    /// Every process whose command name matches a regular expression.
-    #[arg(long, value_name = "REGEX")]
-    pub comm: Option<String>,
+    #[command(flatten)]
+    pub scope: crate::cli::ScopeArgs,
     /// Window length: windows end at multiples of it in wall-clock time (`15s`, `1m`).
     #[arg(long, default_value = "15s", value_parser = parse_period, value_name = "DURATION")]
     pub period: Duration,

@@ -30,27 +30,9 @@ const PERIOD: Duration = Duration::from_secs(1);
 const FIRST: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("scope").required(true).args(["pid", "all", "cgroup", "container", "comm"])))]
 pub struct TopArgs {
-    /// Process to profile; repeat (or separate with commas) for several.
-    #[arg(long, short, value_delimiter = ',')]
-    pub pid: Vec<u32>,
-    /// Every process of the profiler's PID namespace: the whole machine from the host, the
-    /// pod's processes from a sidecar that shares its PID namespace.
-    #[arg(long)]
-    pub all: bool,
-    /// Every process in a cgroup v2 directory and below it (absolute, or relative to the
-    /// cgroup v2 root), including processes that enter it later.
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<String>,
-    /// Every process of a container, by id (at least 12 hex digits): docker, containerd,
-    /// CRI-O and podman cgroup layouts.
-    #[arg(long, value_name = "ID")]
-    pub container: Option<String>,
-    /// Every process whose command name (as `ps -o comm` shows it, 15 bytes at most)
-    /// matches a regular expression, including processes that take such a name by exec.
-    #[arg(long, value_name = "REGEX")]
-    pub comm: Option<String>,
+    #[command(flatten)]
+    pub scope: crate::cli::ScopeArgs,
     /// Also profile every process the target starts from now on (followed in the kernel).
     #[arg(long)]
     pub follow_children: bool,
