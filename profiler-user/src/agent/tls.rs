@@ -32,16 +32,23 @@ fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// The trust of https pushes: the system's CAs (`SSL_CERT_FILE` first when set, as OpenSSL
-/// reads it) and those of `ca_file`.
+/// The trust of https pushes: the system's CAs (those of `SSL_CERT_FILE` instead when set,
+/// as OpenSSL reads it) and those of `ca_file`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
-    let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
-    let system = env
-        .iter()
-        .map(|p| p.as_path())
-        .chain(SYSTEM_BUNDLES.iter().map(Path::new))
-        .find_map(|p| read_pem(p).ok());
+    let system = match std::env::var_os("SSL_CERT_FILE") {
+        // Set on purpose to narrow or replace the trust store: falling back to the system's
+        // bundle when it cannot be read would trust more than was asked.
+        Some(env) => Some(read_pem(Path::new(&env)).map_err(|e| {
+            format!(
+                "SSL_CERT_FILE={}: {e}; point it at a PEM bundle of CA certificates or unset it",
+                Path::new(&env).display()
+            )
+        })?),
+        None => SYSTEM_BUNDLES
+            .iter()
+            .find_map(|p| read_pem(Path::new(p)).ok()),
+    };
     if let Some(certs) = system {
         roots.add_parsable_certificates(certs);
     }
