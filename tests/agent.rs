@@ -1123,24 +1123,34 @@ fn a_certificate_for_another_host_name_is_refused() {
 }
 
 #[test]
-fn an_unreadable_ca_file_stops_the_agent_in_one_line() {
-    let out = profiler()
-        .args([
-            "agent",
-            "--all",
-            "--push",
-            "https://127.0.0.1:1",
-            "--ca-file",
-            "/nonexistent/ca.pem",
-            "--duration",
-            "1s",
-        ])
+fn an_unreadable_ca_file_or_ssl_cert_file_stops_the_agent_in_one_line() {
+    let https_agent = |extra: &[&str]| {
+        let mut cmd = profiler();
+        cmd.args(["agent", "--all", "--push", "https://127.0.0.1:1"])
+            .args(["--duration", "1s"])
+            .args(extra)
+            .env_remove("SSL_CERT_FILE");
+        cmd
+    };
+    let out = https_agent(&["--ca-file", "/nonexistent/ca.pem"])
         .output()
         .expect("profiler runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains("--ca-file /nonexistent/ca.pem: cannot read the CA certificate"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Set to replace the system's bundle: not read, it is not quietly replaced by it.
+    let out = https_agent(&[])
+        .env("SSL_CERT_FILE", "/nonexistent/bundle.pem")
+        .output()
+        .expect("profiler runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("SSL_CERT_FILE=/nonexistent/bundle.pem: "),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
