@@ -4,7 +4,9 @@
 //! every OTLP body decoded against the official OpenTelemetry profiles schema vendored in
 //! tests/proto/otlp; windows checked for gaps and overlaps; a receiver that is down for the
 //! first windows (nothing lost, order kept) and a spool too small for the outage (the oldest
-//! dropped and counted).
+//! dropped and counted); https and otlp+https to receivers behind rustls with a CA made by
+//! the `openssl` tool: trusted through --ca-file, refused without it (windows kept) and for a
+//! certificate of another host name.
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -41,6 +43,31 @@ impl Receiver {
     }
 
     fn start_on(port: u16) -> Self {
+        Self::start_with(port, None)
+    }
+
+    /// A receiver behind TLS with the certificate (chain) and key of these PEM files.
+    fn start_tls(cert: &Path, key: &Path) -> Self {
+        use tokio_rustls::rustls::{
+            self,
+            pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .expect("server certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate PEM");
+        let key = PrivateKeyDer::from_pem_file(key).expect("server key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server certificate and key");
+        Self::start_with(0, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(port: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("receiver binds");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("address").port();
@@ -58,8 +85,18 @@ impl Receiver {
                         continue;
                     };
                     let sink = sink.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Some(r) = serve(stream).await {
+                        let r = match tls {
+                            // A handshake the client broke off (a certificate it refused)
+                            // delivers nothing.
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) => serve(stream).await,
+                                Err(_) => None,
+                            },
+                            None => serve(stream).await,
+                        };
+                        if let Some(r) = r {
                             sink.lock().unwrap_or_else(|e| e.into_inner()).push(r);
                         }
                     });
@@ -75,7 +112,10 @@ impl Receiver {
 }
 
 /// Reads one request (headers, then Content-Length bytes of body) and answers 200.
-async fn serve(mut stream: tokio::net::TcpStream) -> Option<Received> {
+async fn serve<S>(mut stream: S) -> Option<Received>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
@@ -110,6 +150,8 @@ async fn serve(mut stream: tokio::net::TcpStream) -> Option<Received> {
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;
+    // TLS: close_notify, as servers send it.
+    let _ = stream.shutdown().await;
     let mut parts = request_line.split_whitespace();
     assert_eq!(parts.next(), Some("POST"), "{request_line}");
     Some(Received {
@@ -816,4 +858,300 @@ fn programs_that_exited_are_let_go() {
     assert!(named > 100, "{named} samples of the copies pushed");
     assert!(peak >= 10, "{peak} of 60 mapped at once while they ran");
     assert!(later <= 3, "{later} of 60 exited programs still mapped");
+}
+
+/// A CA and server certificates made with the `openssl` tool in a scratch directory.
+struct Pki {
+    dir: OutDir,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    /// A fresh CA, `ca.pem`.
+    fn new(name: &str) -> Self {
+        let dir = OutDir::new(scratch(name));
+        std::fs::create_dir_all(&*dir).expect("pki dir");
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=profiler test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        Self { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A server certificate signed by the CA for `names` (`DNS:…`, `IP:…`): (cert, key).
+    fn server(&self, file: &str, names: &str) -> (PathBuf, PathBuf) {
+        let ext = format!("{file}.ext");
+        std::fs::write(
+            self.dir.join(&ext),
+            format!(
+                "subjectAltName={names}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .expect("extensions file");
+        let (key, csr, cert) = (
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.pem"),
+        );
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=profiler test server",
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &cert,
+            ],
+        );
+        (self.dir.join(cert), self.dir.join(key))
+    }
+}
+
+/// The `.window` files waiting in a destination's spool directory.
+fn spooled_windows(spool: &Path, dest: &str) -> usize {
+    std::fs::read_dir(spool.join(dest))
+        .unwrap_or_else(|e| panic!("spool directory {dest}: {e}"))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".window"))
+        })
+        .count()
+}
+
+#[test]
+fn https_and_otlp_https_deliver_valid_profiles_to_a_ca_given_by_ca_file() {
+    let pki = Pki::new("agent-tls-ok");
+    let (cert, key) = pki.server("server", "DNS:localhost,IP:127.0.0.1");
+    let pyroscope = Receiver::start_tls(&cert, &key);
+    let otlp = Receiver::start_tls(&cert, &key);
+    let bin = build_c("agent-split", "split.c", C_FP);
+    let target = Target::start(&bin, &["60"]);
+    // One by IP address, one by name: the certificate must hold each.
+    let py_url = format!("https://127.0.0.1:{}", pyroscope.port);
+    let otlp_url = format!("otlp+https://localhost:{}", otlp.port);
+    let pid = target.pid().to_string();
+    let mut child = agent(&[
+        "--pid",
+        &pid,
+        "--period",
+        "1s",
+        "--duration",
+        "3s",
+        "--push",
+        &py_url,
+        "--push",
+        &otlp_url,
+        "--ca-file",
+        pki.ca().to_str().expect("utf-8"),
+    ]);
+    let err = wait_recording(&mut child);
+    let err = finish(child, err);
+    let (recorded, delivered, dropped, spooled) = figures(&err, &py_url);
+    assert_eq!((delivered, dropped, spooled), (recorded, 0, 0));
+    assert_eq!(figures(&err, &otlp_url), (recorded, recorded, 0, 0));
+    assert!(recorded >= 2, "{recorded} windows");
+    let windows = cpu_windows(&pyroscope.received());
+    assert_eq!(windows.len() as u64, recorded);
+    assert_contiguous(&windows);
+    for (_, p) in &windows {
+        assert_eq!(sample_types(p), ["samples/count", "cpu/nanoseconds"]);
+    }
+    let total: u64 = windows.iter().map(|(_, p)| samples(p, None)).sum();
+    assert!(total > 0, "no samples in {recorded} windows");
+    let requests = otlp.received();
+    assert_eq!(requests.len() as u64, recorded);
+    for r in &requests {
+        assert_eq!(r.path, "/v1development/profiles");
+        let m = decode_otlp(&r.body);
+        let scope = m
+            .child("resource_profiles")
+            .and_then(|r| r.child("scope_profiles"))
+            .expect("scope profiles");
+        assert!(scope.all("profiles").count() >= 1);
+    }
+}
+
+#[test]
+fn https_to_a_ca_not_trusted_fails_in_one_line_and_keeps_the_windows() {
+    let pki = Pki::new("agent-tls-untrusted");
+    let (cert, key) = pki.server("server", "DNS:localhost,IP:127.0.0.1");
+    let pyroscope = Receiver::start_tls(&cert, &key);
+    let otlp = Receiver::start_tls(&cert, &key);
+    let bin = build_c("agent-split", "split.c", C_FP);
+    let target = Target::start(&bin, &["60"]);
+    let py_url = format!("https://localhost:{}", pyroscope.port);
+    let otlp_url = format!("otlp+https://127.0.0.1:{}", otlp.port);
+    let spool = OutDir::new(scratch("agent-tls-untrusted-spool"));
+    let pid = target.pid().to_string();
+    // No --ca-file: only the system's CAs, which did not sign the test CA's certificate.
+    let mut child = agent(&[
+        "--pid",
+        &pid,
+        "--period",
+        "1s",
+        "--duration",
+        "2s",
+        "--push",
+        &py_url,
+        "--push",
+        &otlp_url,
+        "--spool",
+        spool.to_str().expect("utf-8"),
+        "--flush-timeout",
+        "1s",
+    ]);
+    let err = wait_recording(&mut child);
+    let err = finish(child, err);
+    for (url, dest) in [
+        (&py_url, format!("pyroscope-localhost-{}", pyroscope.port)),
+        (&otlp_url, format!("otlp-127.0.0.1-{}", otlp.port)),
+    ] {
+        let (recorded, delivered, dropped, spooled) = figures(&err, url);
+        assert!(recorded >= 1, "{recorded} windows");
+        // Not lost: every window waits in the spool for the day the CA is given.
+        assert_eq!((delivered, dropped, spooled), (0, 0, recorded), "{url}");
+        assert_eq!(spooled_windows(&spool, &dest) as u64, recorded, "{url}");
+        let failed = err
+            .lines()
+            .find(|l| l.starts_with(&format!("profiler: {url}: push failed")))
+            .unwrap_or_else(|| panic!("no push failure for {url} in:\n{err}"));
+        assert!(
+            failed.contains("(certificate not trusted: pass --ca-file"),
+            "{failed}"
+        );
+    }
+    assert_eq!(pyroscope.received().len(), 0);
+    assert_eq!(otlp.received().len(), 0);
+}
+
+#[test]
+fn a_certificate_for_another_host_name_is_refused() {
+    let pki = Pki::new("agent-tls-name");
+    // Signed by the CA given with --ca-file, but for a name the agent does not push to.
+    let (cert, key) = pki.server("other", "DNS:other.example");
+    let receiver = Receiver::start_tls(&cert, &key);
+    let bin = build_c("agent-split", "split.c", C_FP);
+    let target = Target::start(&bin, &["60"]);
+    let url = format!("otlp+https://localhost:{}", receiver.port);
+    let pid = target.pid().to_string();
+    let mut child = agent(&[
+        "--pid",
+        &pid,
+        "--period",
+        "1s",
+        "--duration",
+        "2s",
+        "--push",
+        &url,
+        "--ca-file",
+        pki.ca().to_str().expect("utf-8"),
+        "--flush-timeout",
+        "1s",
+    ]);
+    let err = wait_recording(&mut child);
+    let err = finish(child, err);
+    let (recorded, delivered, _, _) = figures(&err, &url);
+    assert!(recorded >= 1 && delivered == 0, "{err}");
+    assert!(
+        err.contains("push failed (the server's certificate is not for host name localhost"),
+        "{err}"
+    );
+    assert_eq!(receiver.received().len(), 0);
+}
+
+#[test]
+fn an_unreadable_ca_file_or_ssl_cert_file_stops_the_agent_in_one_line() {
+    let https_agent = |extra: &[&str]| {
+        let mut cmd = profiler();
+        cmd.args(["agent", "--all", "--push", "https://127.0.0.1:1"])
+            .args(["--duration", "1s"])
+            .args(extra)
+            .env_remove("SSL_CERT_FILE");
+        cmd
+    };
+    let out = https_agent(&["--ca-file", "/nonexistent/ca.pem"])
+        .output()
+        .expect("profiler runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--ca-file /nonexistent/ca.pem: cannot read the CA certificate"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Set to replace the system's bundle: not read, it is not quietly replaced by it.
+    let out = https_agent(&[])
+        .env("SSL_CERT_FILE", "/nonexistent/bundle.pem")
+        .output()
+        .expect("profiler runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("SSL_CERT_FILE=/nonexistent/bundle.pem: "),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

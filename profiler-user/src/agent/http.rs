@@ -1,15 +1,16 @@
 //! Just enough HTTP/1.1 to POST a body and read the status: one request per connection
 //! (`Connection: close`), so the response ends where the connection does and no chunked or
 //! keep-alive handling is needed. Written here rather than taken from a crate: the pushes are
-//! a few requests a minute to plain-http endpoints, and hyper's client (with hyper-util and
-//! http-body-util) or ureq (blocking, with its own TLS and URL stacks) would each add more
-//! code than this whole file for nothing the agent uses.
+//! a few requests a minute, and hyper's client (with hyper-util and http-body-util) or ureq
+//! (blocking, with its own TLS and URL stacks) would each add more code than this whole file
+//! for nothing the agent uses. https is the same exchange inside a rustls stream (`tls`).
 use std::time::Duration;
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_rustls::TlsConnector;
 
 /// Where pushes go: `http://HOST[:PORT][/PATH]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,15 +79,17 @@ impl std::fmt::Display for PushError {
 /// Responses are read up to this size: only the status and a short reason are used.
 const MAX_RESPONSE: usize = 64 << 10;
 
-/// POSTs `body` to `target` (path and query) and succeeds on a 2xx answer.
+/// POSTs `body` to `target` (path and query) and succeeds on a 2xx answer; over TLS when
+/// `tls` is given.
 pub async fn post(
     ep: &Endpoint,
+    tls: Option<&TlsConnector>,
     target: &str,
     content_type: &str,
     body: &[u8],
     timeout: Duration,
 ) -> Result<(), PushError> {
-    match tokio::time::timeout(timeout, exchange(ep, target, content_type, body)).await {
+    match tokio::time::timeout(timeout, exchange(ep, tls, target, content_type, body)).await {
         Ok(r) => r,
         Err(_) => Err(PushError::Io(format!(
             "no answer within {} s",
@@ -95,16 +98,48 @@ pub async fn post(
     }
 }
 
+fn io(what: &str, e: std::io::Error) -> PushError {
+    PushError::Io(format!("{what}: {e}"))
+}
+
 async fn exchange(
+    ep: &Endpoint,
+    tls: Option<&TlsConnector>,
+    target: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), PushError> {
+    let stream = TcpStream::connect((ep.host.as_str(), ep.port))
+        .await
+        .map_err(|e| io(&format!("connecting to {}:{}", ep.host, ep.port), e))?;
+    let Some(tls) = tls else {
+        return talk(stream, ep, target, content_type, body).await;
+    };
+    // The name the certificate must hold, sent as SNI too; an IP address is checked against
+    // the certificate's IP addresses.
+    let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|_| {
+        PushError::Io(format!(
+            "{} is not a host name TLS can check a certificate against",
+            ep.host
+        ))
+    })?;
+    let stream = tls.connect(name, stream).await.map_err(|e| {
+        PushError::Io(
+            super::tls::explain(&e, &ep.host)
+                .unwrap_or_else(|| format!("TLS handshake with {}:{}: {e}", ep.host, ep.port)),
+        )
+    })?;
+    talk(stream, ep, target, content_type, body).await
+}
+
+/// The request and its answer on a connected stream, plain or TLS.
+async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     ep: &Endpoint,
     target: &str,
     content_type: &str,
     body: &[u8],
 ) -> Result<(), PushError> {
-    let io = |what: &str, e: std::io::Error| PushError::Io(format!("{what}: {e}"));
-    let mut stream = TcpStream::connect((ep.host.as_str(), ep.port))
-        .await
-        .map_err(|e| io(&format!("connecting to {}:{}", ep.host, ep.port), e))?;
     let host = if ep.host.contains(':') {
         format!("[{}]:{}", ep.host, ep.port)
     } else {
@@ -124,10 +159,13 @@ async fn exchange(
     let mut response = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| io("reading the answer", e))?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS server that closes without close_notify after its answer: the answer
+            // (its status is all that is used) is in.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => 0,
+            Err(e) => return Err(io("reading the answer", e)),
+        };
         if n == 0 {
             break;
         }

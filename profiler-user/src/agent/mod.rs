@@ -8,6 +8,7 @@ pub mod http;
 pub mod otlp;
 pub mod pyroscope;
 pub mod spool;
+pub mod tls;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -34,10 +35,15 @@ pub struct AgentArgs {
     /// Samples per second per CPU (low by default: the agent runs all the time).
     #[arg(long, short = 'F', default_value_t = 19, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub frequency: u64,
-    /// Where windows go (repeatable): `http://HOST:PORT` for Grafana Pyroscope's ingest
-    /// API, `otlp+http://HOST:4318` for OTLP profiles (v1development) over HTTP.
+    /// Where windows go (repeatable): `http://HOST:PORT` or `https://…` for Grafana
+    /// Pyroscope's ingest API, `otlp+http://HOST:4318` or `otlp+https://…` for OTLP profiles
+    /// (v1development) over HTTP.
     #[arg(long, required = true, value_parser = Destination::parse, value_name = "URL")]
     pub push: Vec<Destination>,
+    /// Also trust the CA certificates of this PEM file for https destinations (a private
+    /// CA, such as an in-cluster collector's); the system's CAs stay trusted.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Keep windows a destination did not take in this directory (one subdirectory per
     /// destination), so they outlive the agent; default: in memory.
     #[arg(long, value_name = "DIR")]
@@ -99,27 +105,31 @@ pub struct Destination {
     pub url: String,
     pub kind: Kind,
     pub endpoint: http::Endpoint,
+    pub tls: bool,
 }
 
 impl Destination {
     pub fn parse(url: &str) -> std::result::Result<Self, String> {
-        let (kind, rest, port) = if let Some(rest) = url.strip_prefix("otlp+http://") {
-            (Kind::Otlp, rest, 4318)
+        // OTLP/HTTP's port is 4318 with and without TLS; Pyroscope behind TLS is usually a
+        // load balancer or Grafana Cloud on 443.
+        let (kind, tls, rest, port) = if let Some(rest) = url.strip_prefix("otlp+http://") {
+            (Kind::Otlp, false, rest, 4318)
+        } else if let Some(rest) = url.strip_prefix("otlp+https://") {
+            (Kind::Otlp, true, rest, 4318)
         } else if let Some(rest) = url.strip_prefix("http://") {
-            (Kind::Pyroscope, rest, 4040)
-        } else if url.starts_with("https://") || url.starts_with("otlp+https://") {
-            return Err(format!(
-                "{url}: https is not supported (this build has no TLS library); push over http:// to the backend or to a local TLS-terminating proxy or collector"
-            ));
+            (Kind::Pyroscope, false, rest, 4040)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (Kind::Pyroscope, true, rest, 443)
         } else {
             return Err(format!(
-                "{url}: expected http://HOST:PORT (Pyroscope) or otlp+http://HOST:PORT (OTLP profiles)"
+                "{url}: expected http[s]://HOST:PORT (Pyroscope) or otlp+http[s]://HOST:PORT (OTLP profiles)"
             ));
         };
         Ok(Self {
             url: url.to_string(),
             kind,
             endpoint: http::Endpoint::parse(url, rest, port)?,
+            tls,
         })
     }
 
@@ -356,6 +366,7 @@ fn say(line: std::fmt::Arguments) {
 /// One destination's queue and what happened to its windows.
 struct Outbox {
     dest: Destination,
+    tls: Option<tokio_rustls::TlsConnector>,
     spool: spool::Spool,
     recorded: u64,
     delivered: u64,
@@ -465,7 +476,15 @@ impl Outbox {
         let ep = &self.dest.endpoint;
         for r in entry.requests.iter().skip(self.sent_of_front) {
             let target = format!("{}{}", ep.base_path, r.target);
-            http::post(ep, &target, &r.content_type, &r.body, timeout).await?;
+            http::post(
+                ep,
+                self.tls.as_ref(),
+                &target,
+                &r.content_type,
+                &r.body,
+                timeout,
+            )
+            .await?;
             self.sent_of_front = self.sent_of_front.saturating_add(1);
         }
         Ok(())
@@ -480,6 +499,21 @@ pub async fn run(
     scope: collect::scope::Scope,
     args: AgentArgs,
 ) -> Result<()> {
+    // Read once, before recording: a CA file that cannot be read is a mistake to fix now,
+    // not a push failure to retry.
+    let tls = if args.push.iter().any(|d| d.tls) {
+        let config =
+            tls::client_config(args.ca_file.as_deref()).map_err(crate::error::Error::Startup)?;
+        Some(tokio_rustls::TlsConnector::from(config))
+    } else {
+        if let Some(path) = &args.ca_file {
+            say(format_args!(
+                "warning: --ca-file {} unused: no --push URL is https:// or otlp+https://",
+                path.display()
+            ));
+        }
+        None
+    };
     let mut outboxes = Vec::new();
     for dest in &args.push {
         let dir = match &args.spool {
@@ -499,6 +533,7 @@ pub async fn run(
         }
         outboxes.push(Outbox {
             dest: dest.clone(),
+            tls: tls.clone().filter(|_| dest.tls),
             spool,
             recorded: 0,
             delivered: 0,
@@ -625,15 +660,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn destinations_are_pyroscope_or_otlp_over_plain_http() {
+    fn destinations_are_pyroscope_or_otlp_over_http_or_https() {
         let d = Destination::parse("http://pyro:4040").unwrap();
-        assert_eq!((d.kind, d.endpoint.port), (Kind::Pyroscope, 4040));
+        assert_eq!(
+            (d.kind, d.endpoint.port, d.tls),
+            (Kind::Pyroscope, 4040, false)
+        );
         let d = Destination::parse("otlp+http://collector").unwrap();
-        assert_eq!((d.kind, d.endpoint.port), (Kind::Otlp, 4318));
-        let e = Destination::parse("https://pyro:4040").unwrap_err();
-        assert!(e.contains("https is not supported"), "{e}");
+        assert_eq!((d.kind, d.endpoint.port, d.tls), (Kind::Otlp, 4318, false));
+        let d = Destination::parse("https://profiles.example.net/prefix").unwrap();
+        assert_eq!(
+            (d.kind, d.endpoint.port, d.tls),
+            (Kind::Pyroscope, 443, true)
+        );
+        assert_eq!(d.endpoint.base_path, "/prefix");
+        let d = Destination::parse("otlp+https://collector:4319").unwrap();
+        assert_eq!((d.kind, d.endpoint.port, d.tls), (Kind::Otlp, 4319, true));
+        let e = Destination::parse("pyro:4040").unwrap_err();
+        assert!(e.contains("expected http[s]://"), "{e}");
         assert!(!e.contains('\n'));
-        assert!(Destination::parse("pyro:4040").is_err());
+        assert!(Destination::parse("ftp://pyro:4040").is_err());
     }
 
     #[test]
