@@ -230,9 +230,10 @@ pub fn klock_begin(ctx: RawTracePointContext) -> u32 {
             };
             // SAFETY: this thread's own entry; only it updates or removes it.
             unsafe {
-                // A mutex whose optimistic spin failed goes to sleep: the same wait goes on.
-                if (*w).flags & lcb::ALL == lcb::MUTEX | lcb::SPIN && flags & lcb::ALL == lcb::MUTEX
-                {
+                // One mutex wait announces its optimistic spin (MUTEX | SPIN), then its sleep
+                // (MUTEX), and again both each time it wakes as the first waiter and spins
+                // (__mutex_lock_common's wait loop): the same wait goes on.
+                if (*w).flags & lcb::MUTEX != 0 && flags & lcb::MUTEX != 0 {
                     (*w).flags = flags;
                 } else {
                     // The previous contention's end was missed: it is dropped, counted.
