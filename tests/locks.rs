@@ -327,15 +327,7 @@ fn kernel_lock_waits_match_bpftrace() {
     let s = summary(&dir);
     let l = &s["locks"];
     assert_eq!(l["kernel"], true, "{l}");
-    // KNOWN DEFECT, not explained yet: 1 of ~10 runs loses one wait of ~2,650 (counted in
-    // kernel_lost; bpftrace saw it). Losses must stay counted and rare until it is fixed;
-    // see the session note of 2026-11-29 (issue 20 stays open for it).
-    let lost = l["kernel_lost"].as_f64().expect("kernel_lost");
-    let waits = l["kernel_waits"].as_f64().expect("kernel_waits");
-    assert!(
-        lost <= (waits / 1000.0).max(1.0),
-        "{lost} kernel lock waits lost: {l}"
-    );
+    assert_eq!(l["kernel_lost"], 0, "{l}");
     within(
         l["kernel_waits"].as_f64().expect("kernel_waits"),
         bpftrace_waits,

@@ -21,6 +21,9 @@ pub mod names {
     pub const MAP_LOCK_SEQ: &str = "LOCK_SEQ";
     pub const PROGRAM_KLOCK_BEGIN: &str = "klock_begin";
     pub const PROGRAM_KLOCK_END: &str = "klock_end";
+    /// The same end program again, for the ends the kernel does not run `klock_end` for
+    /// (nested in it on the same CPU).
+    pub const PROGRAM_KLOCK_END_NESTED: &str = "klock_end_nested";
     /// Per (thread, kernel lock): the contention it is in.
     pub const MAP_KLOCK_WAITS: &str = "KLOCK_WAITS";
 }

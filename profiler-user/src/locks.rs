@@ -61,7 +61,12 @@ pub struct LocksReport {
     /// Kernel lock waits.
     pub kernel_ns: u64,
     pub kernel_waits: u64,
+    /// The sum of the four below.
     pub kernel_lost: u64,
+    pub kernel_lost_ringbuf: u64,
+    pub kernel_waits_full: u64,
+    pub kernel_ends_missed: u64,
+    pub kernel_in_flight: u64,
     pub kernel_stack_errors: u64,
     /// Kernel lock contentions inside futex waits, left out (the futex wait has them).
     pub kernel_in_futex: u64,
@@ -217,6 +222,10 @@ impl LocksReport {
             kernel_ns,
             kernel_waits,
             kernel_lost: info.kernel_lost,
+            kernel_lost_ringbuf: info.kernel_lost_ringbuf,
+            kernel_waits_full: info.kernel_waits_full,
+            kernel_ends_missed: info.kernel_ends_missed,
+            kernel_in_flight: info.kernel_in_flight,
             kernel_stack_errors: info.kernel_stack_errors,
             kernel_in_futex: info.kernel_in_futex,
             kernel_bpf_runs: info.kernel_bpf_run_count,
@@ -253,6 +262,16 @@ impl LocksReport {
                 self.kernel_stack_errors,
                 self.kernel_in_futex,
             );
+            if self.kernel_lost > 0 {
+                let _ = writeln!(
+                    t,
+                    "  lost: {} with the ring buffer full, {} with the wait map full, {} whose end was missed, {} still going on at the end",
+                    self.kernel_lost_ringbuf,
+                    self.kernel_waits_full,
+                    self.kernel_ends_missed,
+                    self.kernel_in_flight,
+                );
+            }
         }
         if let Some(ns) = self.bpf_ns_per_run {
             let _ = writeln!(
@@ -308,5 +327,56 @@ impl LocksReport {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LockInfo;
+
+    fn report(info: LockInfo) -> LocksReport {
+        let rec = Recording {
+            lock_info: Some(info),
+            ..Default::default()
+        };
+        LocksReport::new(&rec).expect("a report with lock_info")
+    }
+
+    #[test]
+    fn kernel_losses_say_their_cause() {
+        let r = report(LockInfo {
+            kernel: true,
+            kernel_lost: 10,
+            kernel_lost_ringbuf: 1,
+            kernel_waits_full: 2,
+            kernel_ends_missed: 3,
+            kernel_in_flight: 4,
+            ..Default::default()
+        });
+        let json = serde_json::to_value(&r).expect("serializes");
+        for (name, n) in [
+            ("kernel_lost", 10),
+            ("kernel_lost_ringbuf", 1),
+            ("kernel_waits_full", 2),
+            ("kernel_ends_missed", 3),
+            ("kernel_in_flight", 4),
+        ] {
+            assert_eq!(json[name], n, "{name}: {json}");
+        }
+        let mut text = String::new();
+        r.to_text(&mut text);
+        assert!(
+            text.contains("lost: 1 with the ring buffer full, 2 with the wait map full, 3 whose end was missed, 4 still going on at the end"),
+            "{text}"
+        );
+
+        let mut text = String::new();
+        report(LockInfo {
+            kernel: true,
+            ..Default::default()
+        })
+        .to_text(&mut text);
+        assert!(!text.contains("lost:"), "no split without a loss: {text}");
     }
 }

@@ -142,6 +142,17 @@ pub struct LockInfo {
     /// wait's time has them already.
     #[prost(uint64, tag = "14")]
     pub kernel_in_futex: u64,
+    /// `kernel_lost` by cause, so that a loss says which it was: not sent (ring buffer
+    /// full), not remembered (map full), its end missed (a second begin of the same thread
+    /// and lock came first), still going on when the programs were detached.
+    #[prost(uint64, tag = "15")]
+    pub kernel_lost_ringbuf: u64,
+    #[prost(uint64, tag = "16")]
+    pub kernel_waits_full: u64,
+    #[prost(uint64, tag = "17")]
+    pub kernel_ends_missed: u64,
+    #[prost(uint64, tag = "18")]
+    pub kernel_in_flight: u64,
 }
 
 /// One sampled allocation (`--alloc`). It stands for more than itself: see

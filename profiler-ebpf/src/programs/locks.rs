@@ -230,9 +230,10 @@ pub fn klock_begin(ctx: RawTracePointContext) -> u32 {
             };
             // SAFETY: this thread's own entry; only it updates or removes it.
             unsafe {
-                // A mutex whose optimistic spin failed goes to sleep: the same wait goes on.
-                if (*w).flags & lcb::ALL == lcb::MUTEX | lcb::SPIN && flags & lcb::ALL == lcb::MUTEX
-                {
+                // One mutex wait announces its optimistic spin (MUTEX | SPIN), then its sleep
+                // (MUTEX), and again both each time it wakes as the first waiter and spins
+                // (__mutex_lock_common's wait loop): the same wait goes on.
+                if (*w).flags & lcb::MUTEX != 0 && flags & lcb::MUTEX != 0 {
                     (*w).flags = flags;
                 } else {
                     // The previous contention's end was missed: it is dropped, counted.
@@ -252,8 +253,29 @@ pub fn klock_begin(ctx: RawTracePointContext) -> u32 {
 
 /// contention_end(void *lock, int ret). A thread without a remembered contention leaves after
 /// one look-up.
+///
+/// The kernel does not run a raw tracepoint program on a CPU where it is already running
+/// (it counts a recursion miss instead), and a contention can begin and end inside it: the
+/// ring buffer's wake-up in this program is an interrupt (irq_work) that wakes the reader,
+/// taking the run queue lock, on the spot when interrupts are on; a timer tick can do the
+/// same. Its begin is remembered (another program) but its end would never come, and
+/// the thread's next contention of that lock counted the wait lost while bpftrace saw it.
+/// So the end is attached twice, as two programs: when one is running, the other sees
+/// the end nested in it. Both run for every end; the one whose removal of the contention
+/// succeeds sends it.
 #[raw_tracepoint(tracepoint = "contention_end")]
 pub fn klock_end(ctx: RawTracePointContext) -> u32 {
+    klock_end_run(&ctx)
+}
+
+/// [`klock_end`]'s twin, for the ends nested in it (and its for those nested in this one).
+#[raw_tracepoint(tracepoint = "contention_end")]
+pub fn klock_end_nested(ctx: RawTracePointContext) -> u32 {
+    klock_end_run(&ctx)
+}
+
+#[inline(always)]
+fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
     let key = KernelLockKey {
         lock_addr: ctx.arg(0),
         host_tid: bpf_get_current_pid_tgid() as u32,
@@ -263,7 +285,10 @@ pub fn klock_end(ctx: RawTracePointContext) -> u32 {
     let Some(w) = (unsafe { KLOCK_WAITS.get(key) }).copied() else {
         return 0;
     };
-    let _ = KLOCK_WAITS.remove(key);
+    // The twin program took it (it ran nested in this one, between the look-up and here).
+    if KLOCK_WAITS.remove(key).is_err() {
+        return 0;
+    }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(mut entry) = EVENTS.reserve::<KernelLockEvent>(0) else {

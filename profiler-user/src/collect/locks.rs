@@ -202,9 +202,10 @@ impl LockProbes {
             );
             return Ok(probes);
         }
-        // The end first: every contention the begin remembers can end.
+        // The ends first: every contention the begin remembers can end.
         for (name, event) in [
             (names::PROGRAM_KLOCK_END, "contention_end"),
+            (names::PROGRAM_KLOCK_END_NESTED, "contention_end"),
             (names::PROGRAM_KLOCK_BEGIN, "contention_begin"),
         ] {
             let attached = raw_program(ebpf, name).and_then(|p| {

@@ -507,6 +507,10 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             kernel_bpf_run_count: l.kernel_bpf_run_count,
             kernel_bpf_run_time_ns: l.kernel_bpf_run_time_ns,
             kernel_in_futex: c.kernel_in_futex,
+            kernel_lost_ringbuf: c.kernel_lost_ringbuf,
+            kernel_waits_full: c.kernel_waits_full,
+            kernel_ends_missed: c.kernel_ends_missed,
+            kernel_in_flight: c.kernel_in_flight,
         });
     }
     drop(stacks);
