@@ -40,7 +40,7 @@ struct Type {
 }
 
 pub struct Btf {
-    data: Vec<u8>,
+    data: Box<dyn AsRef<[u8]> + Send>,
     strings: std::ops::Range<usize>,
     /// Indexed by type id; id 0 is `void`.
     types: Vec<Type>,
@@ -48,6 +48,16 @@ pub struct Btf {
 
 impl Btf {
     pub fn vmlinux() -> Result<Self> {
+        // Mapped where the kernel allows it (6.16 and later): read, the file comes 4 KiB per
+        // read() into a fresh 5 MB buffer, most of this parse's time in every start-up.
+        if let Ok(file) = std::fs::File::open(VMLINUX)
+            // SAFETY: the kernel's BTF never changes while it runs; the mapping is private and
+            // read-only (the kernel refuses shared or writable mappings of it).
+            && let Ok(map) = unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }
+            && let Ok(btf) = Self::parse(map)
+        {
+            return Ok(btf);
+        }
         let data = std::fs::read(VMLINUX).map_err(|e| {
             Error::io(
                 format!(
@@ -59,13 +69,15 @@ impl Btf {
         Self::parse(data).map_err(|what| Error::Internal(format!("{VMLINUX}: {what}")))
     }
 
-    pub fn parse(data: Vec<u8>) -> std::result::Result<Self, String> {
+    pub fn parse(data: impl AsRef<[u8]> + Send + 'static) -> std::result::Result<Self, String> {
+        let bytes = data.as_ref();
         let u32_at = |at: usize| -> std::result::Result<u32, String> {
-            data.get(at..at.checked_add(4).ok_or("offset overflows")?)
+            bytes
+                .get(at..at.checked_add(4).ok_or("offset overflows")?)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .ok_or_else(|| format!("truncated at byte {at}"))
         };
-        let magic = data.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let magic = bytes.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         if magic != Some(MAGIC) {
             return Err("not little-endian BTF".into());
         }
@@ -74,7 +86,7 @@ impl Btf {
             |off: usize, len: usize| -> std::result::Result<std::ops::Range<usize>, String> {
                 let start = hdr_len.checked_add(off).ok_or("offset overflows")?;
                 let end = start.checked_add(len).ok_or("length overflows")?;
-                if end > data.len() {
+                if end > bytes.len() {
                     return Err("a section runs past the end".into());
                 }
                 Ok(start..end)
@@ -114,20 +126,23 @@ impl Btf {
             return Err("the last type runs past its section".into());
         }
         Ok(Self {
-            data,
+            data: Box::new(data),
             strings,
             types,
         })
     }
 
     fn u32_at(&self, at: usize) -> Option<u32> {
-        let b = self.data.get(at..at.checked_add(4)?)?;
+        let b = (*self.data).as_ref().get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn name(&self, offset: u32) -> &[u8] {
         let start = self.strings.start.saturating_add(offset as usize);
-        let rest = self.data.get(start..self.strings.end).unwrap_or_default();
+        let rest = (*self.data)
+            .as_ref()
+            .get(start..self.strings.end)
+            .unwrap_or_default();
         rest.split(|&b| b == 0).next().unwrap_or_default()
     }
 
