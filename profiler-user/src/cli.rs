@@ -679,10 +679,15 @@ fn wide_scope(
 }
 
 pub async fn record(args: RecordArgs) -> Result<()> {
+    collect::phases::mark("main, arguments parsed, runtime started");
+    // Needed only once the checks below pass; read meanwhile. (Not in `run`: it forks, which
+    // is only safe while no other thread runs.)
+    collect::session::prefetch_kernel_offsets();
     let baseline = read_baseline(&args.sampling)?;
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.
     collect::checks::startup()?;
+    collect::phases::mark("start-up checks");
     let (target, scope) = args.scope.resolve()?;
     let out_path = args
         .sampling
@@ -690,6 +695,7 @@ pub async fn record(args: RecordArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_output_dir(&target.info.comm, target.info.pid));
     let dir = OutputDir::prepare(&out_path)?;
+    collect::phases::mark("output directory prepared");
     let opts = record_options(&args.sampling, args.follow_children, None, scope);
     let rec = record_into(
         target,

@@ -12,6 +12,7 @@ fn runtime() -> profiler::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    profiler::collect::phases::mark("main");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => runtime().and_then(|rt| rt.block_on(cli::record(args))),

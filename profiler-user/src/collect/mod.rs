@@ -12,6 +12,7 @@ pub mod drain;
 pub mod locks;
 pub mod modules;
 pub mod offcpu;
+pub mod phases;
 pub mod privileges;
 pub mod processes;
 pub mod procfs;
@@ -404,15 +405,18 @@ pub fn preflight(pid: u32) -> Result<Target> {
     let pidfd = open_pidfd(pid)?;
     let info = ProcessInfo::capture(pid)?;
     privileges::check_sampling()?;
+    phases::mark("preflight: pidfd, /proc/PID, capabilities");
     let mut space = AddressSpace::new(pid);
     let mut modules = modules::ModuleStore::default();
     space.refresh(&mut modules)?;
+    phases::mark("preflight: /proc/PID/maps, files opened");
     if pidfd_exited(&pidfd) || procfs::has_exited(pid) {
         return Err(Error::ExitedBeforeAttach(pid));
     }
     let exe_module = modules
         .intern_file(&format!("/proc/{pid}/exe"), &info.exe)
         .or_else(|| exe_mapping_module(&space, &info.exe));
+    phases::mark("preflight: executable opened");
     Ok(Target {
         info,
         space,
@@ -456,10 +460,12 @@ pub async fn record(
         pids.iter().flat_map(|&p| procfs::thread_names(p)).collect();
     modules::raise_nofile();
     let started = Instant::now();
+    phases::mark("thread names");
 
     let exe_fp = exe_module
         .and_then(|id| modules.get(id))
         .and_then(|m| m.frame_pointers());
+    phases::mark("frame pointers of the executable");
     // The call graph of the process the recording is named after; in a wider scope, that of
     // processes that join it (frame pointers under `auto`, until their exec decides).
     let dwarf = if pid != 0 {
@@ -477,32 +483,58 @@ pub async fn record(
     }
     let mut session =
         session::Session::load(opts, &initial, dwarf).map_err(checks::explain_refusal)?;
-    // Before anything can run in the target: every mapping from now on is reported.
-    let sideband = sideband::Sideband::open(&session.cpus)?;
-    let comm = match &opts.scope {
-        scope::Scope::Comm(c) => Some(c.clone()),
-        _ => None,
-    };
-
     let auto_call_graph = opts.call_graph == CallGraph::Auto && opts.follows();
-    let auto_targets = if auto_call_graph || comm.is_some() {
+    let auto_targets = if auto_call_graph || matches!(opts.scope, scope::Scope::Comm(_)) {
         Some(session.take_targets()?)
     } else {
         None
     };
     let ring = session.take_ring()?;
+    let cpus = session.cpus.clone();
+    // The kernel verifies the sampler (20-40 ms, the longest step of the start-up) on another
+    // thread while this one opens the side-band and reads the target's files for span
+    // probes, which need nothing of the eBPF object (issue 17).
+    let (sideband, sampler_loaded, probed, warnings) = {
+        let sampler = session.sampler_to_load()?;
+        std::thread::scope(|s| {
+            let verifying = std::thread::Builder::new()
+                .name("verify-sampler".into())
+                .spawn_scoped(s, move || sampler.load());
+            // Before anything can run in the target: every mapping from now on is reported.
+            let sideband = sideband::Sideband::open(&cpus);
+            phases::mark("side-band perf events opened");
+            let mut warnings = Vec::new();
+            if pid != 0 {
+                warnings.extend(procfs::memory_access_warning(pid));
+            }
+            let probed = (pid != 0).then(|| probe_modules(&space, &modules, exe_module));
+            phases::mark("memory access check, files for span probes opened");
+            let sampler_loaded = match verifying {
+                Ok(h) => h
+                    .join()
+                    .map_err(|_| Error::Internal("loading the sampling program panicked".into())),
+                // No thread: loaded below, on this one.
+                Err(_) => Ok(Ok(())),
+            };
+            (sideband, sampler_loaded, probed, warnings)
+        })
+    };
+    let sideband = sideband?;
+    // A refusal of the sampler is reported as before, by load_sampler below.
+    let _ = sampler_loaded?;
+    phases::mark("sampler verified (joined)");
+    let comm = match &opts.scope {
+        scope::Scope::Comm(c) => Some(c.clone()),
+        _ => None,
+    };
 
     // Span probes first: a span that begins while the sampler attaches is then not missed.
     // The process the recording is named after gets them as before (a --span-fn it cannot
     // take is an error); when processes join during the recording (a scope, followed
     // children) every file they map is looked at as it appears, and probed once.
-    let mut warnings = Vec::new();
+    let mut warnings = warnings;
     let mut live = None;
-    if pid != 0 {
-        warnings.extend(procfs::memory_access_warning(pid));
-    }
-    let spans_attached = if pid != 0 {
-        let (probes, readables) = probe_modules(&space, &modules, exe_module);
+    let spans_attached = if let Some((probes, readables)) = probed {
         let attached = session
             .attach_spans(&probes, pid, &info.exe, opts)
             .map_err(checks::explain_refusal)?;
@@ -534,6 +566,7 @@ pub async fn record(
         }
     };
     let mut meta = spans::MetaReader::default();
+    phases::mark("span probes");
     // Allocator probes before the sampler too: the processes in scope now get theirs here,
     // those that join later as they become known (the drain loop's tick).
     let mut alloc_probes = opts
@@ -566,13 +599,16 @@ pub async fn record(
     } else {
         None
     };
+    phases::mark("allocator and lock probes");
     session.load_sampler().map_err(checks::explain_refusal)?;
+    phases::mark("sampler loaded (verifier)");
     if let Some(hold) = opts.hold_before_attach {
         std::thread::sleep(hold);
     }
     session
         .attach(opts.frequency_hz, opts.off_cpu.is_some())
         .map_err(checks::explain_refusal)?;
+    phases::mark("sampler attached on every CPU (and off-CPU program)");
     let load_attach = started.elapsed();
     let start_boottime_ns = boottime_ns();
     let start_unix_ns = unix_ns();
@@ -600,10 +636,13 @@ pub async fn record(
     // What the start-up checks read of every file is not needed again before symbolization
     // (only the files samples land in are read then): with `--all` that was most of the
     // profiler's memory for the whole recording.
+    phases::mark("target re-read after attach");
     procs.modules.release_pages();
     // The first reading of the coverage check, once sampling runs.
     let cpu_start = coverage::read(pids.iter().copied(), boottime_ns());
+    phases::mark("pages released, coverage read");
     announce(&info, opts, &spans_attached, dwarf);
+    phases::mark("recording announced");
     on_attached()?;
 
     // SAFETY: each value owns its descriptor, which stays open and unchanged while the

@@ -75,13 +75,11 @@ impl Session {
     /// call graph), and the scope of `opts` adds the processes the kernel finds in it, with
     /// the call graph `dwarf` says.
     pub fn load(opts: &RecordOptions, initial: &[(u32, bool)], dwarf: bool) -> Result<Self> {
-        // Our reading of the kernel's BTF runs beside aya's own (in EbpfLoader::new, which
-        // always parses it): each takes tens of milliseconds of the start-up.
-        let offsets = std::thread::spawn(KernelOffsets::read);
+        // aya no longer parses the kernel's BTF here (third_party/aya/PATCHES.md): the object
+        // has no CO-RE relocations, these few offsets are all it needs of it.
         let mut loader = EbpfLoader::new();
-        let kernel = offsets
-            .join()
-            .map_err(|_| Error::Internal("reading the kernel's BTF panicked".into()))??;
+        let kernel = KernelOffsets::take_prefetched()?;
+        super::phases::mark("kernel BTF offsets read");
         raise_memlock();
         let wakeup_bytes = opts
             .wakeup_bytes
@@ -219,6 +217,7 @@ impl Session {
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
             .load(EBPF_OBJECT)?;
+        super::phases::mark("aya: object parsed, maps created");
         {
             let mut targets = targets_map(&mut ebpf)?;
             let follow = if opts.follows() { target::FOLLOW } else { 0 };
@@ -235,6 +234,7 @@ impl Session {
         if opts.follows() {
             attach_process_tracepoints(&mut ebpf, true)?;
         }
+        super::phases::mark("targets, allocator config, process tracepoints");
         let cpus = aya::util::online_cpus()
             .map_err(|(what, e)| Error::io(format!("reading {what}"), e))?;
         let session = Self {
@@ -311,8 +311,18 @@ impl Session {
             .map_err(prog_err)
     }
 
+    /// The sampling program, to be loaded (verified) while other start-up work goes on.
+    pub fn sampler_to_load(&mut self) -> Result<&mut PerfEvent> {
+        self.sampler()
+    }
+
+    /// Loads (verifies) the sampling program, unless it is already.
     pub fn load_sampler(&mut self) -> Result<()> {
-        self.sampler()?.load().map_err(prog_err)
+        let sampler = self.sampler()?;
+        if sampler.fd().is_ok() {
+            return Ok(());
+        }
+        sampler.load().map_err(prog_err)
     }
 
     /// The sampler on the software CPU clock of every CPU, then (so that off-CPU time is
@@ -448,7 +458,34 @@ struct KernelOffsets {
     task_prev_sum_exec: u32,
 }
 
+/// Kernel offsets being read ahead by [`prefetch_kernel_offsets`].
+static PREFETCH: std::sync::Mutex<Option<std::thread::JoinHandle<Result<KernelOffsets>>>> =
+    std::sync::Mutex::new(None);
+
+/// Starts reading the kernel's BTF on another thread, so that it overlaps the checks of the
+/// target before [`Session::load`] needs it (issue 17: start-up time).
+pub fn prefetch_kernel_offsets() {
+    let mut slot = PREFETCH.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = std::thread::Builder::new()
+            .name("kernel-btf".into())
+            .spawn(KernelOffsets::read)
+            .ok();
+    }
+}
+
 impl KernelOffsets {
+    /// The prefetched offsets when a prefetch was started, else read now.
+    fn take_prefetched() -> Result<Self> {
+        let handle = PREFETCH.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle {
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::Internal("reading the kernel's BTF panicked".into()))?,
+            None => Self::read(),
+        }
+    }
+
     fn read() -> Result<Self> {
         let btf = Btf::vmlinux()?;
         let se = btf.member_offset("task_struct", "se")?;
