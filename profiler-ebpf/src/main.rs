@@ -252,8 +252,11 @@ mod programs {
             early
         };
 
-        // SAFETY: a map value, only read.
-        let dwarf = unsafe { *flags } & target::DWARF != 0;
+        // SAFETY: a map value, only read; then a read-only global the loader fills in. It is
+        // 0 when no process of the run can take DWARF call graphs: the verifier reads frozen
+        // globals as constants and then leaves the DWARF path out of its work (issue 17).
+        let dwarf = unsafe { *flags } & target::DWARF != 0
+            && unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) } != 0;
         // A tick in user mode has no kernel stack: the helper would find none, at a cost of
         // ~1.2 µs of a ~4 µs sample here (per-CPU callchain buffer, recursion guard).
         let kernel = if interrupted_user_mode(&ctx) {
@@ -331,7 +334,8 @@ mod programs {
     #[map(name = "DWARF_SCRATCH")]
     static DWARF_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
 
-    /// Bytes of user stack to copy per DWARF sample; set by the loader.
+    /// Bytes of user stack to copy per DWARF sample; set by the loader, 0 when the run has no
+    /// DWARF call graphs.
     #[unsafe(no_mangle)]
     static DWARF_STACK_BYTES: u64 = 0;
 

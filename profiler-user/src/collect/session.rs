@@ -109,6 +109,8 @@ impl Session {
         let may_dwarf = dwarf
             || initial.iter().any(|&(_, d)| d)
             || (opts.call_graph == CallGraph::Auto && opts.follows());
+        // Without DWARF the sampler's DWARF path is dropped by the verifier (0 bytes to copy).
+        let dwarf_stack_bytes = if may_dwarf { stack_bytes } else { 0 };
         let scratch_entries = if may_dwarf {
             highest_possible_cpu().map_or(1, |c| c + 1)
         } else {
@@ -152,7 +154,7 @@ impl Session {
                 alloc::names::MAP_ALLOC_LIVE,
                 unused(alloc_on, alloc::defaults::LIVE_ENTRIES),
             )
-            .override_global(names::GLOBAL_DWARF_STACK_BYTES, &stack_bytes, true)
+            .override_global(names::GLOBAL_DWARF_STACK_BYTES, &dwarf_stack_bytes, true)
             .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
             .override_global(names::GLOBAL_TASK_PID_OFFSET, &kernel.task_pid, true)
             .override_global(names::GLOBAL_TASK_TGID_OFFSET, &kernel.task_tgid, true)
