@@ -20,8 +20,8 @@ fn quick() -> bool {
 }
 
 /// `BENCH_ONLY=post,own` runs only those parts (spans, span-fn, sampling, slowdown,
-/// slowdown-mt, attach, post, own, offcpu, callgraph, build, all, short, agent, alloc), to work on one without waiting for the
-/// others.
+/// slowdown-mt, attach, startup, post, own, offcpu, callgraph, build, all, short, agent, alloc),
+/// to work on one without waiting for the others.
 fn part(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|p| p.trim() == name))
 }
@@ -1381,6 +1381,69 @@ fn attach_latency(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// Issue 17: from the exec of `profiler record --pid N` to its "recording" line, plainly and
+/// with --off-cpu, and bpftrace's time to its probes attached, in the same rounds, on an idle
+/// target without span probes (it waits for a line on stdin, so nothing but the start-ups is
+/// measured).
+fn startup_time(dir: &Path, rows: &mut Vec<Row>) -> Result {
+    let bin = dir.join("spanfn");
+    compile(&bin, "spanfn.c", &["-lpthread"])?;
+    let rounds = rounds();
+    let target = Target::start(&bin, &[])?;
+    let pid = target.pid();
+    let out = dir.join("startup-profile");
+    let ms = |from: u64, to: u64| (to as f64 - from as f64) / 1e6;
+    let (mut plain, mut off_cpu, mut bt) = (Vec::new(), Vec::new(), Vec::new());
+    // bpftrace attaches its probes in the order of the program: the interval probe's first
+    // run (1 ms after it is attached, stamped with nsecs, CLOCK_MONOTONIC) bounds the moment
+    // the profile probe was attached from above, by 1 ms at most.
+    let prog = format!(
+        "profile:hz:99 /pid == {pid}/ {{ @n = count(); }} interval:ms:1 {{ printf(\"attached %llu\\n\", nsecs); exit(); }}"
+    );
+    for round in 0..rounds {
+        step(&format!("start-up time: round {}/{rounds}", round + 1));
+        for (args, into) in [(&[][..], &mut plain), (&["--off-cpu"][..], &mut off_cpu)] {
+            let _ = fs::remove_dir_all(&out);
+            let mut cmd = record_cmd(&pid, &out, args);
+            cmd.stdin(Stdio::null());
+            let t0 = clock_ns(sys::CLOCK_MONOTONIC);
+            let (mut child, _) = spawn_recording(cmd)?;
+            // spawn_recording returns as the line is read: the clock now is its arrival.
+            into.push(ms(t0, clock_ns(sys::CLOCK_MONOTONIC)));
+            signal(child.id(), sys::SIGINT);
+            let _ = child.wait();
+        }
+        let t0 = clock_ns(sys::CLOCK_MONOTONIC);
+        let printed = quiet_output(Command::new("bpftrace").args(["-e", &prog]))?;
+        let attached: u64 = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("attached ")?.trim().parse().ok())
+            .ok_or_else(|| format!("bpftrace printed {printed:?}"))?;
+        bt.push(ms(t0, attached));
+    }
+    target.stop();
+    let (p, o, b) = (stat(plain), stat(off_cpu), stat(bt));
+    rows.push(Row {
+        what: "start-up (command start to probes live), idle target".into(),
+        value: format!(
+            "profiler {} ms; with --off-cpu {} ms; bpftrace {} ms",
+            p.show(1),
+            o.show(1),
+            b.show(1)
+        ),
+        method: format!(
+            "target tests/targets/spanfn.c waiting on stdin (idle, frame pointers, no span ABI), pinned to CPU 1; CLOCK_MONOTONIC read just before spawning `profiler record --pid N` (default options, then --off-cpu) and again when its stderr line 'profiler: recording' is read (then SIGINT); bpftrace: `bpftrace -e 'profile:hz:99 /pid == N/ {{…}} interval:ms:1 {{ printf(nsecs); exit() }}'` from spawn to the nsecs of its interval probe's first run, attached after the profile probe (at most 1 ms late); {rounds} rounds, the three interleaved in each"
+        ),
+        json: format!(
+            "{{\"name\":\"startup_ms\",{},{},{}}}",
+            p.json("profiler"),
+            o.json("profiler_off_cpu"),
+            b.json("bpftrace")
+        ),
+    });
+    Ok(())
+}
+
 /// inferno's binaries, installed once into cargo's bin directory like the other tools.
 fn ensure_inferno() -> Result<PathBuf> {
     let home = crate::cargo_home()?;
@@ -2150,6 +2213,9 @@ pub fn bench() -> Result {
     }
     if part("attach") {
         attach_latency(&dir, &mut rows)?;
+    }
+    if part("startup") {
+        startup_time(&dir, &mut rows)?;
     }
     if part("post") {
         post_processing(&dir, &mut rows)?;
