@@ -682,7 +682,7 @@ pub async fn record(args: RecordArgs) -> Result<()> {
     collect::phases::mark("main, arguments parsed, runtime started");
     // Needed only once the checks below pass; read meanwhile. (Not in `run`: it forks, which
     // is only safe while no other thread runs.)
-    collect::session::prefetch_kernel_offsets();
+    collect::session::prefetch_kernel_btf();
     let baseline = read_baseline(&args.sampling)?;
     check_frequency(args.sampling.frequency)?;
     // Everything the user can get wrong is checked before the output directory exists.

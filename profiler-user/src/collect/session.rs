@@ -75,9 +75,7 @@ impl Session {
     /// call graph), and the scope of `opts` adds the processes the kernel finds in it, with
     /// the call graph `dwarf` says.
     pub fn load(opts: &RecordOptions, initial: &[(u32, bool)], dwarf: bool) -> Result<Self> {
-        // aya no longer parses the kernel's BTF here (third_party/aya/PATCHES.md): the object
-        // has no CO-RE relocations, these few offsets are all it needs of it.
-        let mut loader = EbpfLoader::new();
+        let mut loader = take_loader();
         let kernel = KernelOffsets::take_prefetched()?;
         super::phases::mark("kernel BTF offsets read");
         raise_memlock();
@@ -460,20 +458,35 @@ struct KernelOffsets {
     task_prev_sum_exec: u32,
 }
 
-/// Kernel offsets being read ahead by [`prefetch_kernel_offsets`].
-static PREFETCH: std::sync::Mutex<Option<std::thread::JoinHandle<Result<KernelOffsets>>>> =
-    std::sync::Mutex::new(None);
+type Pending<T> = std::sync::Mutex<Option<std::thread::JoinHandle<T>>>;
 
-/// Starts reading the kernel's BTF on another thread, so that it overlaps the checks of the
-/// target before [`Session::load`] needs it (issue 17: start-up time).
-pub fn prefetch_kernel_offsets() {
+/// Kernel offsets being read ahead by [`prefetch_kernel_btf`].
+static PREFETCH: Pending<Result<KernelOffsets>> = std::sync::Mutex::new(None);
+/// aya's loader being made ahead by [`prefetch_kernel_btf`].
+static LOADER: Pending<EbpfLoader<'static>> = std::sync::Mutex::new(None);
+
+/// Starts reading the kernel's BTF on other threads, so that it overlaps the checks of the
+/// target before [`Session::load`] needs it (issue 17: start-up time). Two readers: ours
+/// for the few offsets the programs take, and aya's `EbpfLoader::new()`, which parses all of
+/// it (30-110 ms here) even for an object without CO-RE relocations, like ours.
+pub fn prefetch_kernel_btf() {
+    let spawn = |name: &str| std::thread::Builder::new().name(name.into());
     let mut slot = PREFETCH.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
-        *slot = std::thread::Builder::new()
-            .name("kernel-btf".into())
-            .spawn(KernelOffsets::read)
-            .ok();
+        *slot = spawn("kernel-btf").spawn(KernelOffsets::read).ok();
     }
+    let mut slot = LOADER.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = spawn("aya-loader").spawn(EbpfLoader::new).ok();
+    }
+}
+
+/// The loader made ahead, else a new one.
+fn take_loader() -> EbpfLoader<'static> {
+    let handle = LOADER.lock().unwrap_or_else(|p| p.into_inner()).take();
+    handle
+        .and_then(|h| h.join().ok())
+        .unwrap_or_else(EbpfLoader::new)
 }
 
 impl KernelOffsets {
