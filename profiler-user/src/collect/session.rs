@@ -484,9 +484,7 @@ pub fn prefetch_kernel_btf() {
 /// The loader made ahead, else a new one.
 fn take_loader() -> EbpfLoader<'static> {
     let handle = LOADER.lock().unwrap_or_else(|p| p.into_inner()).take();
-    handle
-        .and_then(|h| h.join().ok())
-        .unwrap_or_else(EbpfLoader::new)
+    handle.and_then(|h| h.join().ok()).unwrap_or_default()
 }
 
 impl KernelOffsets {
