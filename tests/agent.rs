@@ -22,6 +22,8 @@ use profiler_tests::*;
 struct Received {
     path: String,
     content_type: String,
+    authorization: Option<String>,
+    tenant: Option<String>,
     body: Vec<u8>,
 }
 
@@ -157,6 +159,8 @@ where
     Some(Received {
         path: parts.next()?.to_string(),
         content_type: header("content-type").unwrap_or_default(),
+        authorization: header("authorization"),
+        tenant: header("x-scope-orgid"),
         body: buf[head_end..head_end + length].to_vec(),
     })
 }
@@ -1154,4 +1158,64 @@ fn an_unreadable_ca_file_or_ssl_cert_file_stops_the_agent_in_one_line() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn credentials_and_tenant_go_with_every_push_and_come_from_private_files() {
+    let bin = build_c("agent-split", "split.c", C_FP);
+    let target = Target::start(&bin, &["60"]);
+    let receiver = Receiver::start();
+    let url = format!("http://127.0.0.1:{}", receiver.port);
+    let pid = target.pid().to_string();
+    let dir = OutDir::new(scratch("agent-auth"));
+    std::fs::create_dir_all(&*dir).expect("scratch dir");
+    let secret = dir.join("basic");
+    std::fs::write(&secret, "123456:glc_s3cret\n").expect("write");
+    let private = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let secret_arg = secret.to_str().expect("utf-8");
+    // Readable by others: refused before anything is recorded, in one line naming the fix.
+    private(0o644);
+    let out = profiler()
+        .args(["agent", "--pid", &pid, "--push", &url, "--duration", "1s"])
+        .args(["--basic-auth-file", secret_arg])
+        .output()
+        .expect("profiler runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(receiver.received().is_empty());
+
+    private(0o600);
+    let mut child = agent(&[
+        "--pid",
+        &pid,
+        "--period",
+        "1s",
+        "--duration",
+        "2s",
+        "--push",
+        &url,
+        "--basic-auth-file",
+        secret_arg,
+        "--tenant",
+        "team-a",
+    ]);
+    let err = wait_recording(&mut child);
+    let err = finish(child, err);
+    // To 127.0.0.1 the credentials stay on the machine: no clear-text warning.
+    assert!(!err.contains("unencrypted"), "{err}");
+    let got = receiver.received();
+    assert!(got.len() >= 2, "{} pushes", got.len());
+    for r in &got {
+        // base64("123456:glc_s3cret")
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some("Basic MTIzNDU2OmdsY19zM2NyZXQ=")
+        );
+        assert_eq!(r.tenant.as_deref(), Some("team-a"));
+    }
 }

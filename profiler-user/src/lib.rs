@@ -16,6 +16,7 @@ pub mod locks;
 pub mod model;
 pub mod offcpu;
 pub mod outputs;
+pub mod secret;
 pub mod server;
 pub mod spans;
 pub mod symbolize;

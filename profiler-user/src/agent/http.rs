@@ -22,6 +22,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Whether requests stay on this machine (`localhost` or a loopback address).
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// Parses the part after the scheme; `scheme` is only for messages.
     pub fn parse(url: &str, rest: &str, default_port: u16) -> Result<Self, String> {
         let (authority, path) = match rest.find('/') {
@@ -79,17 +88,24 @@ impl std::fmt::Display for PushError {
 /// Responses are read up to this size: only the status and a short reason are used.
 const MAX_RESPONSE: usize = 64 << 10;
 
-/// POSTs `body` to `target` (path and query) and succeeds on a 2xx answer; over TLS when
+/// What one request carries.
+pub struct Payload<'a> {
+    /// Extra header lines, each ending in CRLF (credentials, tenant).
+    pub headers: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// POSTs `payload` to `target` (path and query) and succeeds on a 2xx answer; over TLS when
 /// `tls` is given.
 pub async fn post(
     ep: &Endpoint,
     tls: Option<&TlsConnector>,
     target: &str,
-    content_type: &str,
-    body: &[u8],
+    payload: &Payload<'_>,
     timeout: Duration,
 ) -> Result<(), PushError> {
-    match tokio::time::timeout(timeout, exchange(ep, tls, target, content_type, body)).await {
+    match tokio::time::timeout(timeout, exchange(ep, tls, target, payload)).await {
         Ok(r) => r,
         Err(_) => Err(PushError::Io(format!(
             "no answer within {} s",
@@ -106,14 +122,13 @@ async fn exchange(
     ep: &Endpoint,
     tls: Option<&TlsConnector>,
     target: &str,
-    content_type: &str,
-    body: &[u8],
+    payload: &Payload<'_>,
 ) -> Result<(), PushError> {
     let stream = TcpStream::connect((ep.host.as_str(), ep.port))
         .await
         .map_err(|e| io(&format!("connecting to {}:{}", ep.host, ep.port), e))?;
     let Some(tls) = tls else {
-        return talk(stream, ep, target, content_type, body).await;
+        return talk(stream, ep, target, payload).await;
     };
     // The name the certificate must hold, sent as SNI too; an IP address is checked against
     // the certificate's IP addresses.
@@ -129,7 +144,7 @@ async fn exchange(
                 .unwrap_or_else(|| format!("TLS handshake with {}:{}: {e}", ep.host, ep.port)),
         )
     })?;
-    talk(stream, ep, target, content_type, body).await
+    talk(stream, ep, target, payload).await
 }
 
 /// The request and its answer on a connected stream, plain or TLS.
@@ -137,16 +152,20 @@ async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     ep: &Endpoint,
     target: &str,
-    content_type: &str,
-    body: &[u8],
+    payload: &Payload<'_>,
 ) -> Result<(), PushError> {
+    let Payload {
+        headers,
+        content_type,
+        body,
+    } = payload;
     let host = if ep.host.contains(':') {
         format!("[{}]:{}", ep.host, ep.port)
     } else {
         format!("{}:{}", ep.host, ep.port)
     };
     let head = format!(
-        "POST {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: profiler/{}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: profiler/{}\r\n{headers}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION"),
         body.len()
     );

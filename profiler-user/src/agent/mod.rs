@@ -44,6 +44,17 @@ pub struct AgentArgs {
     /// CA, such as an in-cluster collector's); the system's CAs stay trusted.
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
+    /// Credentials for every destination: a file (mode 0600) holding USER:PASSWORD, sent as
+    /// HTTP basic authentication (Grafana Cloud: the stack's user id and an access token).
+    #[arg(long, value_name = "FILE", conflicts_with = "bearer_token_file")]
+    pub basic_auth_file: Option<PathBuf>,
+    /// Credentials for every destination: a file (mode 0600) holding a token, sent as
+    /// `Authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// The tenant of a multi-tenant Pyroscope (or gateway), sent as `X-Scope-OrgID`.
+    #[arg(long, value_name = "ID")]
+    pub tenant: Option<String>,
     /// Keep windows a destination did not take in this directory (one subdirectory per
     /// destination), so they outlive the agent; default: in memory.
     #[arg(long, value_name = "DIR")]
@@ -367,6 +378,8 @@ fn say(line: std::fmt::Arguments) {
 struct Outbox {
     dest: Destination,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// Header lines every request carries (credentials, tenant), each ending in CRLF.
+    headers: std::sync::Arc<str>,
     spool: spool::Spool,
     recorded: u64,
     delivered: u64,
@@ -480,8 +493,11 @@ impl Outbox {
                 ep,
                 self.tls.as_ref(),
                 &target,
-                &r.content_type,
-                &r.body,
+                &http::Payload {
+                    headers: &self.headers,
+                    content_type: &r.content_type,
+                    body: &r.body,
+                },
                 timeout,
             )
             .await?;
@@ -489,6 +505,62 @@ impl Outbox {
         }
         Ok(())
     }
+}
+
+/// The header lines of `--basic-auth-file`, `--bearer-token-file` and `--tenant`, read once
+/// at the start: a secret that cannot be read is a mistake to fix now, not a push to retry.
+fn push_headers(args: &AgentArgs) -> Result<String> {
+    // Anything else could end the header line and start another (header injection).
+    let header_safe = |v: &[u8]| !v.is_empty() && v.iter().all(|b| (0x20..0x7f).contains(b));
+    let mut headers = String::new();
+    if let Some(path) = &args.basic_auth_file {
+        let secret = crate::secret::read("--basic-auth-file", path)?;
+        if !header_safe(&secret) || !secret.contains(&b':') {
+            return Err(crate::error::Error::Startup(format!(
+                "--basic-auth-file {}: expected one line USER:PASSWORD of printable characters",
+                path.display()
+            )));
+        }
+        headers += &format!(
+            "Authorization: Basic {}\r\n",
+            crate::secret::base64(&secret)
+        );
+    }
+    if let Some(path) = &args.bearer_token_file {
+        let token = crate::secret::read("--bearer-token-file", path)?;
+        if !header_safe(&token) || token.contains(&b' ') {
+            return Err(crate::error::Error::Startup(format!(
+                "--bearer-token-file {}: expected one token of printable characters without spaces",
+                path.display()
+            )));
+        }
+        headers += &format!(
+            "Authorization: Bearer {}\r\n",
+            String::from_utf8_lossy(&token)
+        );
+    }
+    if let Some(tenant) = &args.tenant {
+        if !header_safe(tenant.as_bytes()) {
+            return Err(crate::error::Error::InvalidArgument {
+                what: "--tenant",
+                reason: format!("{tenant:?}: printable characters only"),
+            });
+        }
+        headers += &format!("X-Scope-OrgID: {tenant}\r\n");
+    }
+    if args.basic_auth_file.is_some() || args.bearer_token_file.is_some() {
+        for d in args
+            .push
+            .iter()
+            .filter(|d| !d.tls && !d.endpoint.is_loopback())
+        {
+            say(format_args!(
+                "warning: {}: credentials go to it unencrypted: use https:// or otlp+https://",
+                d.url
+            ));
+        }
+    }
+    Ok(headers)
 }
 
 /// Runs the agent on `target` until `--duration`, SIGTERM, SIGINT or SIGHUP; the window in
@@ -514,6 +586,7 @@ pub async fn run(
         }
         None
     };
+    let headers: std::sync::Arc<str> = push_headers(&args)?.into();
     let mut outboxes = Vec::new();
     for dest in &args.push {
         let dir = match &args.spool {
@@ -534,6 +607,7 @@ pub async fn run(
         outboxes.push(Outbox {
             dest: dest.clone(),
             tls: tls.clone().filter(|_| dest.tls),
+            headers: headers.clone(),
             spool,
             recorded: 0,
             delivered: 0,

@@ -1,11 +1,6 @@
 //! Who may talk to a root service: loopback without a token; any other address only with
 //! `--token-file`, whose token every request then carries as `Authorization: Bearer`.
-use std::{
-    io::Read,
-    net::SocketAddr,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
-    path::Path,
-};
+use std::{net::SocketAddr, path::Path};
 
 use crate::error::{Error, Result};
 
@@ -32,38 +27,7 @@ pub fn load_policy(listen: SocketAddr, token_file: Option<&Path>) -> Result<Opti
         return Ok(None);
     };
     let bad = |why: String| Error::Startup(format!("--token-file {}: {why}", path.display()));
-    // Not a link: the secret is the file named, not what another user points it at.
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| bad(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(bad(format!(
-            "mode {:04o} lets other users read the token: chmod 600 {}",
-            meta.mode() & 0o7777,
-            path.display()
-        )));
-    }
-    // SAFETY: geteuid has no failure mode.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(bad(format!(
-            "owned by uid {}, who could change the token: chown root {}",
-            meta.uid(),
-            path.display()
-        )));
-    }
-    let mut text = Vec::new();
-    file.by_ref()
-        .take(4096)
-        .read_to_end(&mut text)
-        .map_err(|e| bad(e.to_string()))?;
-    let token = text.trim_ascii().to_vec();
+    let token = crate::secret::read("--token-file", path)?;
     if token.len() < MIN_TOKEN_BYTES || token.iter().any(|b| !b.is_ascii_graphic()) {
         return Err(bad(format!(
             "the token must be at least {MIN_TOKEN_BYTES} printable characters without spaces (e.g. head -c 32 /dev/urandom | base64 > FILE)"
