@@ -1120,9 +1120,11 @@ fn probe_modules(
     ids.into_iter()
         .filter_map(|id| {
             let readable = modules.readable_path(id)?;
+            let file = modules.get(id)?;
             let probe = spans::ProbeModule {
-                path: modules.get(id)?.path.clone(),
+                path: file.path.clone(),
                 fd_path: readable.path().to_path_buf(),
+                map: file.map.clone(),
             };
             Some((probe, readable))
         })

@@ -112,24 +112,6 @@ fn probe_offset(file: &Path, offset: u64, kernel: Option<(u32, u32)>) -> u64 {
     }
 }
 
-/// Whether the file contains `name` as a NUL-terminated string. Parsing every mapped
-/// library's symbol table (libc's alone is thousands of symbols) took most of the attach
-/// time; a byte search rules almost all of them out first.
-fn mentions(path: &Path, name: &str) -> bool {
-    // Mapped, and only the string tables looked at: reading each whole file (the C library
-    // is 2 MB) and comparing at every byte was 3-11 ms of every start-up (issue 17).
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    // SAFETY: a private read-only mapping of a file the module store holds open; the files a
-    // process maps are not rewritten in place while it runs (the same premise as the
-    // store's own mappings).
-    let Ok(map) = (unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }) else {
-        return false;
-    };
-    strings_mention(&map, name)
-}
-
 fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut UProbe> {
     let prog_err = |e| Error::Program {
         program: name,
@@ -196,6 +178,8 @@ fn load(ebpf: &mut aya::Ebpf, programs: &[&'static str]) -> Result<()> {
 pub struct ProbeModule {
     pub path: String,
     pub fd_path: PathBuf,
+    /// The module store's mapping of the file: looked at for the ABI without opening it again.
+    pub map: std::sync::Arc<memmap2::Mmap>,
 }
 
 /// Attaches the span probes; the programs stay attached as long as `ebpf` lives.
@@ -213,10 +197,10 @@ pub fn attach(
         modules.sort_by(|a, b| a.path.cmp(&b.path));
         modules.dedup_by(|a, b| a.path == b.path);
         for m in modules {
-            let path = m.fd_path.clone();
-            if !mentions(&path, abi::SYM_BEGIN) {
+            if !strings_mention(&m.map, abi::SYM_BEGIN) {
                 continue;
             }
+            let path = m.fd_path.clone();
             // Files that are not ELF (or unreadable) cannot carry the ABI.
             let Ok(offsets) = symbol_offsets(&path, &abi::SYMBOLS) else {
                 continue;
