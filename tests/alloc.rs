@@ -127,11 +127,11 @@ fn shares_and_the_leak_at_the_default_sampling() {
     }
 
     // go tool pprof reads it as a heap profile: in use by default, the leak's bytes.
-    let top = pprof_text(&dir.join("alloc.pb.gz"), &["-top", "-unit=B"]);
+    let top = go_pprof(&dir.join("alloc.pb.gz"), &["-top", "-unit=B"]);
     assert!(top.contains("Type: inuse_space"), "{top}");
     let total = pprof_total(&top);
     within(total, truth["leak"], 0.15, "pprof inuse_space total");
-    let top = pprof_text(
+    let top = go_pprof(
         &dir.join("alloc.pb.gz"),
         &["-top", "-unit=B", "-sample_index=alloc_space"],
     );
@@ -145,24 +145,6 @@ fn shares_and_the_leak_at_the_default_sampling() {
         0.001,
         "pprof alloc_space total",
     );
-}
-
-/// `go tool pprof ARGS FILE`'s stdout.
-fn pprof_text(file: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-symbolize=none"])
-        .args(args)
-        .arg(file)
-        .output()
-        .expect("go runs (cargo xtask setup installs golang-go)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("go tool pprof {args:?}:\n{text}");
-    text
 }
 
 /// "Showing nodes accounting for 67108864B, 100% of 67108864B total" → the total.

@@ -616,3 +616,24 @@ pub fn check_perfetto(trace: &TextMessage) -> TraceFacts {
     facts.sample_ts = sample_ts;
     facts
 }
+
+/// `go tool pprof -symbolize=none ARGS FILE`'s stdout, printed for the test's log (go is
+/// Debian's golang-go, installed by `cargo xtask setup`). `-symbolize=none`: pprof would
+/// otherwise symbolize the mappings' files again, and tests compare with what the profiler
+/// itself resolved.
+pub fn go_pprof(file: &Path, args: &[&str]) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-symbolize=none"])
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("go runs (cargo xtask setup installs golang-go)");
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("go tool pprof {args:?}:\n{text}");
+    text
+}

@@ -103,32 +103,12 @@ fn lock_wait_matches_what_the_program_measured() {
     );
 
     // go tool pprof: a delay profile, and the same time under take_lock.
-    let out = Command::new("go")
-        .args([
-            "tool",
-            "pprof",
-            "-symbolize=none",
-            "-top",
-            "-unit=ns",
-            "-focus=^take_lock$",
-        ])
-        .arg(dir.join("locks.pb.gz"))
-        .output()
-        .expect("go runs (cargo xtask setup installs golang-go)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{text}");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = go_pprof(
+        &dir.join("locks.pb.gz"),
+        &["-top", "-unit=ns", "-focus=^take_lock$"],
     );
     assert!(text.contains("Type: delay"), "{text}");
-    let shown: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
-        .and_then(|r| r.split(',').next())
-        .and_then(|v| v.trim_end_matches("ns").parse().ok())
-        .unwrap_or_else(|| panic!("no total in {text}"));
+    let shown = shown_ns(&text);
     within(shown, measured, 0.10, "pprof delay under take_lock");
 }
 
@@ -298,30 +278,11 @@ fn kernel_lock_waits_match_bpftrace() {
     );
 
     // go tool pprof: the same kernel lock wait under remap, as delay.
-    let out = Command::new("go")
-        .args([
-            "tool",
-            "pprof",
-            "-symbolize=none",
-            "-top",
-            "-unit=ns",
-            "-focus=^remap$",
-        ])
-        .arg(dir.join("locks.pb.gz"))
-        .output()
-        .expect("go runs (cargo xtask setup installs golang-go)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = go_pprof(
+        &dir.join("locks.pb.gz"),
+        &["-top", "-unit=ns", "-focus=^remap$"],
     );
-    let shown: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
-        .and_then(|r| r.split(',').next())
-        .and_then(|v| v.trim_end_matches("ns").parse().ok())
-        .unwrap_or_else(|| panic!("no total in {text}"));
+    let shown = shown_ns(&text);
     within(shown, under_remap, 0.01, "pprof delay under remap");
 
     let s = summary(&dir);
@@ -350,4 +311,14 @@ fn kernel_lock_waits_match_bpftrace() {
             .any(|w| w["stack"].as_str().is_some_and(|s| s.contains("remap"))),
         "{l}"
     );
+}
+
+/// "Showing nodes accounting for 1234ns, 98% of …" (`-top -unit=ns`) → the nanoseconds the
+/// focused nodes account for.
+fn shown_ns(text: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Showing nodes accounting for "))
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.trim_end_matches("ns").parse().ok())
+        .unwrap_or_else(|| panic!("no total in {text}"))
 }

@@ -9,21 +9,6 @@ use std::{
 
 use profiler_tests::*;
 
-/// `go tool pprof ARGS FILE`'s stdout. Installed by `cargo xtask setup` (Debian's golang-go).
-/// `-symbolize=none`: pprof would otherwise try to symbolize the files named by the
-/// mappings again, and the comparison is with what the profiler itself resolved.
-fn pprof(args: &[&str], file: &Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof", "-symbolize=none"])
-        .args(args)
-        .arg(file)
-        .output()
-        .expect("go runs (cargo xtask setup installs golang-go)");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "go tool pprof {args:?}: {err}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// What pprof prints for a node: inlined functions carry ` (inline)`, and a function that is
 /// inlined at some call sites only ` (partial-inline)`.
 fn pprof_name(name: &str) -> String {
@@ -57,8 +42,7 @@ fn pprof_top(file: &Path, extra: &[&str]) -> Top {
         "-edgefraction=0",
     ];
     args.extend_from_slice(extra);
-    let text = pprof(&args, file);
-    eprintln!("go tool pprof {}:\n{text}", args.join(" "));
+    let text = go_pprof(file, &args);
     let mut rows = BTreeMap::new();
     let mut totals = None;
     let mut in_table = false;
@@ -144,7 +128,7 @@ fn folded_per_function(folded: &[(Vec<String>, u64)]) -> BTreeMap<String, (u64, 
 fn pprof_traces(file: &Path, extra: &[&str]) -> Vec<(Vec<String>, u64)> {
     let mut args = vec!["-traces", "-sample_index=samples"];
     args.extend_from_slice(extra);
-    let text = pprof(&args, file);
+    let text = go_pprof(file, &args);
     let mut out: Vec<(Vec<String>, u64)> = Vec::new();
     let mut current: Option<(Vec<String>, u64)> = None;
     for line in text.lines() {
