@@ -449,6 +449,7 @@ fn own_pid_namespace() -> Result<(u64, u64)> {
 }
 
 /// Where the raw tracepoint programs find the fields they read in kernel structures.
+#[derive(Clone, Copy)]
 struct KernelOffsets {
     task_pid: u32,
     task_tgid: u32,
@@ -464,6 +465,10 @@ type Pending<T> = std::sync::Mutex<Option<std::thread::JoinHandle<T>>>;
 static PREFETCH: Pending<Result<KernelOffsets>> = std::sync::Mutex::new(None);
 /// aya's loader being made ahead by [`prefetch_kernel_btf`].
 static LOADER: Pending<EbpfLoader<'static>> = std::sync::Mutex::new(None);
+/// The offsets once read: they hold until the kernel reboots, and a server records many times.
+static OFFSETS: std::sync::OnceLock<KernelOffsets> = std::sync::OnceLock::new();
+/// Set by [`keep_a_loader_ready`].
+static KEEP_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Starts reading the kernel's BTF on other threads, so that it overlaps the checks of the
 /// target before [`Session::load`] needs it (issue 17: start-up time). Two readers: ours
@@ -472,12 +477,29 @@ static LOADER: Pending<EbpfLoader<'static>> = std::sync::Mutex::new(None);
 pub fn prefetch_kernel_btf() {
     let spawn = |name: &str| std::thread::Builder::new().name(name.into());
     let mut slot = PREFETCH.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
+    if slot.is_none() && OFFSETS.get().is_none() {
         *slot = spawn("kernel-btf").spawn(KernelOffsets::read).ok();
     }
     let mut slot = LOADER.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
         *slot = spawn("aya-loader").spawn(EbpfLoader::new).ok();
+    }
+}
+
+/// For a process that records many times (`serve`): a loader is made ahead now, and again
+/// each time a recording has attached ([`ready_the_next`]), so no recording waits for aya's
+/// parse of the kernel's BTF. A loader cannot be reused: it keeps the previous recording's
+/// settings, borrowed from it. Costs one parsed BTF held while idle.
+pub fn keep_a_loader_ready() {
+    KEEP_READY.store(true, std::sync::atomic::Ordering::Relaxed);
+    prefetch_kernel_btf();
+}
+
+/// Called once a recording is attached, so the next one's loader is made while this one
+/// records rather than competing with its start.
+pub fn ready_the_next() {
+    if KEEP_READY.load(std::sync::atomic::Ordering::Relaxed) {
+        prefetch_kernel_btf();
     }
 }
 
@@ -490,13 +512,17 @@ fn take_loader() -> EbpfLoader<'static> {
 impl KernelOffsets {
     /// The prefetched offsets when a prefetch was started, else read now.
     fn take_prefetched() -> Result<Self> {
+        if let Some(&known) = OFFSETS.get() {
+            return Ok(known);
+        }
         let handle = PREFETCH.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match handle {
+        let read = match handle {
             Some(h) => h
                 .join()
                 .map_err(|_| Error::Internal("reading the kernel's BTF panicked".into()))?,
             None => Self::read(),
-        }
+        }?;
+        Ok(*OFFSETS.get_or_init(|| read))
     }
 
     fn read() -> Result<Self> {
