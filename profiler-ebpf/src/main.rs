@@ -825,24 +825,18 @@ mod programs {
         if target_flags(pid).is_none() {
             return 0;
         }
-        // SAFETY: plain helper call without arguments.
-        let now = unsafe { bpf_ktime_get_boot_ns() };
         let preempt: u64 = ctx.arg(0);
         bump(counter::OFF_CPU_SWITCHES);
         let host_tid = bpf_get_current_pid_tgid() as u32;
         let state = entry_state(host_tid);
-        let entry = if state == Some(NO_ENTRY) {
-            None
-        } else {
-            OFF_CPU_START.get_ptr_mut(host_tid)
-        };
-        if let Some(e) = entry
-            && state.is_none_or(|s| s == OPEN)
+        if state.is_none_or(|s| s == OPEN)
+            && let Some(e) = OFF_CPU_START.get_ptr_mut(host_tid)
         {
             // SAFETY: the thread's own entry; only its own switches write it.
             let open = unsafe { *e };
             if open.start_ns != 0 {
-                close_unseen_return(&open, ctx.arg(1), now);
+                // SAFETY: plain helper call without arguments.
+                close_unseen_return(&open, ctx.arg(1), unsafe { bpf_ktime_get_boot_ns() });
             }
             // Closed: an unsampled switch-out must not leave it to a later one, whose CPU
             // time since its last return would no longer date this one's.
@@ -856,6 +850,8 @@ mod programs {
         if every > 1 && unsafe { bpf_get_prandom_u32() } % every != 0 {
             return 0;
         }
+        // SAFETY: plain helper call without arguments.
+        let now = unsafe { bpf_ktime_get_boot_ns() };
         let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => id as i32,
             Err(e) => e,
@@ -875,8 +871,15 @@ mod programs {
             runnable: u32::from(preempt & 1 != 0 || prev_state & TASK_BLOCKED == 0),
             _pad: 0,
         };
+        // An unsampled switch-out looks nothing up beyond the byte; a recorded one rewrites
+        // the thread's entry where it has one.
+        let entry = if state == Some(NO_ENTRY) {
+            None
+        } else {
+            OFF_CPU_START.get_ptr_mut(host_tid)
+        };
         match entry {
-            // SAFETY: as above.
+            // SAFETY: the thread's own entry; only its own switches write it.
             Some(e) => unsafe { *e = start },
             None => {
                 if OFF_CPU_START.insert(host_tid, start, 0).is_err() {

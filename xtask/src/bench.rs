@@ -1831,7 +1831,16 @@ fn start_bpftrace_switch(
 /// given a moment to enable them).
 fn start_perf_switch(pid: u32, data: &Path) -> Result<Child> {
     let mut child = Command::new("taskset")
-        .args(["-c", "0", "perf", "record", "-q", "-e", "sched:sched_switch", "-g"])
+        .args([
+            "-c",
+            "0",
+            "perf",
+            "record",
+            "-q",
+            "-e",
+            "sched:sched_switch",
+            "-g",
+        ])
         .args(["-p", &pid.to_string(), "-o"])
         .arg(data)
         .stdout(Stdio::null())
@@ -1841,8 +1850,7 @@ fn start_perf_switch(pid: u32, data: &Path) -> Result<Child> {
     let opened = |perf: u32| {
         fs::read_dir(format!("/proc/{perf}/fd")).is_ok_and(|fds| {
             fds.flatten().any(|fd| {
-                fs::read_link(fd.path())
-                    .is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
+                fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
             })
         })
     };
@@ -1945,10 +1953,7 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                     Some(start_profiler_bin(b, pid, &out, &["--off-cpu"])?)
                 }
                 Watch::BpftraceMin | Watch::BpftraceStacks => {
-                    bpftrace = Some(start_bpftrace_switch(
-                        pid,
-                        watch == Watch::BpftraceStacks,
-                    )?);
+                    bpftrace = Some(start_bpftrace_switch(pid, watch == Watch::BpftraceStacks)?);
                     None
                 }
                 Watch::Perf => {
