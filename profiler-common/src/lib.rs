@@ -89,10 +89,11 @@ pub mod defaults {
     /// Threads whose running spans are tracked at once (LRU: dead threads age out). Each
     /// entry is 264 bytes, preallocated: 16k threads cost 4 MiB.
     pub const MAX_SPAN_THREADS: u32 = 16384;
-    /// Target threads off CPU at once whose switch-out is remembered (40 bytes each).
+    /// Live target threads whose last switch-out is remembered (40 bytes each): an entry
+    /// stays from a thread's first switch-out to its exit.
     pub const OFF_CPU_THREADS: u32 = 16384;
-    /// Distinct (thread, stacks, span, state) off-CPU sums kept in the kernel; per CPU,
-    /// 16 bytes each. Beyond it intervals travel as events (counted), so none is lost.
+    /// Distinct (thread, stacks, span, state) off-CPU sums kept in the kernel, 16 bytes
+    /// each (one map for all CPUs). Beyond it intervals travel as events (counted), so none is lost.
     pub const OFF_CPU_TOTALS: u32 = 16384;
 }
 

@@ -30,7 +30,7 @@ mod programs {
             },
         },
         macros::{map, perf_event, raw_tracepoint, uprobe, uretprobe},
-        maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+        maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
         programs::{
             PerfEventContext, ProbeContext, RawTracePointContext, RetProbeContext,
             tracing::StackIdContext,
@@ -721,38 +721,51 @@ mod programs {
         0
     }
 
-    /// Switch-outs of target threads, by global tid (the only id `next` gives cheaply).
+    /// The last switch-out of each target thread (by global tid, the only id `next` gives
+    /// cheaply), open until the thread runs again, then closed (`start_ns` 0). An entry stays
+    /// while its thread lives and is rewritten in place: an insert at each switch-out and a
+    /// delete at each switch-in cost more than the two look-ups that replace them. It goes at
+    /// the thread's last switch-out (TASK_DEAD).
     #[map(name = "OFF_CPU_START")]
     static OFF_CPU_START: HashMap<u32, OffCpuStart> =
         HashMap::with_max_entries(defaults::OFF_CPU_THREADS, 0);
 
-    /// One byte per thread id, 1 while OFF_CPU_START may hold an interval of that thread: most
-    /// switches involve no open interval, and this inlined array read spares them the hash
-    /// look-ups (~300 ns each here). Sized to kernel.pid_max by the loader.
+    /// One byte per thread id: whether OFF_CPU_START has an entry for that thread, and whether
+    /// its interval is open. Most switches involve no open interval, and this inlined array
+    /// read spares them the hash look-ups (~300 ns each here). Sized to kernel.pid_max by the
+    /// loader.
     #[map(name = "OFF_CPU_OPEN")]
     static OFF_CPU_OPEN: Array<u8> = Array::with_max_entries(1, 0);
 
-    /// False only when `tid` certainly has no open interval; ids beyond the array (pid_max
-    /// raised since the start) always ask the hash map.
+    const NO_ENTRY: u8 = 0;
+    const OPEN: u8 = 1;
+    const CLOSED: u8 = 2;
+
+    /// The byte of `tid`; None beyond the array (pid_max raised since the start), where the
+    /// hash map has to be asked.
     #[inline(always)]
-    fn maybe_open(tid: u32) -> bool {
-        OFF_CPU_OPEN.get(tid).is_none_or(|open| *open != 0)
+    fn entry_state(tid: u32) -> Option<u8> {
+        OFF_CPU_OPEN.get(tid).copied()
     }
 
     #[inline(always)]
-    fn set_open(tid: u32, open: bool) {
+    fn set_state(tid: u32, state: u8) {
         if let Some(slot) = OFF_CPU_OPEN.get_ptr_mut(tid) {
-            // SAFETY: a thread's switch-out and switch-in are ordered by the scheduler; no
+            // SAFETY: a thread's switch-outs and switch-ins are ordered by the scheduler; no
             // other thread writes this byte.
-            unsafe { *slot = u8::from(open) };
+            unsafe { *slot = state };
         }
     }
 
     /// Off-CPU time summed in the kernel, so a program that switches 100k times a second
-    /// costs map updates, not ring buffer records. Per CPU: updates need no atomics.
+    /// costs map updates, not ring buffer records. One map for all CPUs, updated without
+    /// atomics: the key holds the thread, and a thread's intervals close one at a time (at its
+    /// switch-in, or at its next switch-out), so a key never has two writers at once. A
+    /// per-CPU map would cost a per-CPU allocation per entry when it is created (22-56 ms of
+    /// start-up for 16k entries here).
     #[map(name = "OFF_CPU_TOTALS")]
-    static OFF_CPU_TOTALS: PerCpuHashMap<OffCpuKey, OffCpuTotal> =
-        PerCpuHashMap::with_max_entries(defaults::OFF_CPU_TOTALS, 0);
+    static OFF_CPU_TOTALS: HashMap<OffCpuKey, OffCpuTotal> =
+        HashMap::with_max_entries(defaults::OFF_CPU_TOTALS, 0);
 
     /// Intervals shorter than this are not counted (`--off-cpu-min`).
     #[unsafe(no_mangle)]
@@ -789,24 +802,23 @@ mod programs {
     /// Arguments: (bool preempt, task_struct *prev, task_struct *next, unsigned prev_state).
     #[raw_tracepoint(tracepoint = "sched_switch")]
     pub fn off_cpu_switch(ctx: RawTracePointContext) -> u32 {
-        // SAFETY: plain helper call without arguments.
-        let now = unsafe { bpf_ktime_get_boot_ns() };
         // SAFETY: a read-only global the loader fills in before the program runs.
         let pid_offset = unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) };
         let next: u64 = ctx.arg(2);
         if let Some(next_tid) = kernel_u32(next, pid_offset) {
-            if maybe_open(next_tid) {
-                // SAFETY: a plain copy of the value.
-                if let Some(start) = unsafe { OFF_CPU_START.get(next_tid) }.copied() {
-                    let _ = OFF_CPU_START.remove(next_tid);
-                    account_off_cpu(&start, now);
-                }
-                set_open(next_tid, false);
+            let state = entry_state(next_tid);
+            if state.is_none_or(|s| s == OPEN) {
+                close_on_return(next_tid);
             }
         } else {
             bump(counter::KERNEL_READ_FAILED);
         }
 
+        let prev_state: u64 = ctx.arg(3);
+        if prev_state & TASK_DEAD != 0 {
+            forget_thread(bpf_get_current_pid_tgid() as u32);
+            return 0;
+        }
         let Some((pid, tid)) = current_ids() else {
             return 0;
         };
@@ -814,21 +826,23 @@ mod programs {
             return 0;
         }
         let preempt: u64 = ctx.arg(0);
-        let state: u64 = ctx.arg(3);
-        if state & TASK_DEAD != 0 {
-            return 0;
-        }
         bump(counter::OFF_CPU_SWITCHES);
         let host_tid = bpf_get_current_pid_tgid() as u32;
-        if maybe_open(host_tid) {
-            // SAFETY: a plain copy of the value.
-            if let Some(open) = unsafe { OFF_CPU_START.get(host_tid) }.copied() {
-                close_unseen_return(&open, ctx.arg(1), now);
-                // Closed: an unsampled switch-out must not leave it to a later one, whose
-                // CPU time since its last return would no longer date this one's.
-                let _ = OFF_CPU_START.remove(host_tid);
+        let state = entry_state(host_tid);
+        if state.is_none_or(|s| s == OPEN)
+            && let Some(e) = OFF_CPU_START.get_ptr_mut(host_tid)
+        {
+            // SAFETY: the thread's own entry; only its own switches write it.
+            let open = unsafe { *e };
+            if open.start_ns != 0 {
+                // SAFETY: plain helper call without arguments.
+                close_unseen_return(&open, ctx.arg(1), unsafe { bpf_ktime_get_boot_ns() });
             }
-            set_open(host_tid, false);
+            // Closed: an unsampled switch-out must not leave it to a later one, whose CPU
+            // time since its last return would no longer date this one's.
+            // SAFETY: as above.
+            unsafe { (*e).start_ns = 0 };
+            set_state(host_tid, CLOSED);
         }
         // SAFETY: a read-only global the loader fills in before the program runs.
         let every = unsafe { core::ptr::read_volatile(&OFF_CPU_SAMPLE) };
@@ -836,6 +850,8 @@ mod programs {
         if every > 1 && unsafe { bpf_get_prandom_u32() } % every != 0 {
             return 0;
         }
+        // SAFETY: plain helper call without arguments.
+        let now = unsafe { bpf_ktime_get_boot_ns() };
         let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
             Ok(id) => id as i32,
             Err(e) => e,
@@ -852,15 +868,57 @@ mod programs {
             user_stack_id: user,
             kernel_stack_id: kernel,
             // Preempted, or yielded while still runnable (sched_yield, cond_resched).
-            runnable: u32::from(preempt & 1 != 0 || state & TASK_BLOCKED == 0),
+            runnable: u32::from(preempt & 1 != 0 || prev_state & TASK_BLOCKED == 0),
             _pad: 0,
         };
-        if OFF_CPU_START.insert(host_tid, start, 0).is_err() {
-            bump(counter::OFF_CPU_START_FULL);
+        // An unsampled switch-out looks nothing up beyond the byte; a recorded one rewrites
+        // the thread's entry where it has one.
+        let entry = if state == Some(NO_ENTRY) {
+            None
         } else {
-            set_open(host_tid, true);
+            OFF_CPU_START.get_ptr_mut(host_tid)
+        };
+        match entry {
+            // SAFETY: the thread's own entry; only its own switches write it.
+            Some(e) => unsafe { *e = start },
+            None => {
+                if OFF_CPU_START.insert(host_tid, start, 0).is_err() {
+                    bump(counter::OFF_CPU_START_FULL);
+                    return 0;
+                }
+            }
         }
+        set_state(host_tid, OPEN);
         0
+    }
+
+    /// `tid` is coming back on CPU: its open interval, if any, is counted and closed.
+    #[inline(always)]
+    fn close_on_return(tid: u32) {
+        let Some(e) = OFF_CPU_START.get_ptr_mut(tid) else {
+            set_state(tid, NO_ENTRY);
+            return;
+        };
+        // SAFETY: the thread's own entry; it is not running, so nothing else writes it.
+        let start = unsafe { *e };
+        if start.start_ns != 0 {
+            // SAFETY: plain helper call without arguments.
+            account_off_cpu(&start, unsafe { bpf_ktime_get_boot_ns() });
+            // SAFETY: as above.
+            unsafe { (*e).start_ns = 0 };
+        }
+        set_state(tid, CLOSED);
+    }
+
+    /// A thread's last switch-out: its entry goes, whether or not its process is still a
+    /// target (userspace may already have dropped an exiting process), so it neither leaks
+    /// nor is taken by the next thread that gets its tid.
+    #[inline(always)]
+    fn forget_thread(tid: u32) {
+        if entry_state(tid) != Some(NO_ENTRY) {
+            let _ = OFF_CPU_START.remove(tid);
+            set_state(tid, NO_ENTRY);
+        }
     }
 
     /// The thread is switching out again with its last interval still open: the kernel came

@@ -1765,82 +1765,302 @@ fn own_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     Ok(())
 }
 
+/// One way of watching the ping-pong's context switches in the off-CPU bench.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    Alone,
+    /// `profiler record` without `--off-cpu`: the reference for `--off-cpu`'s own cost.
+    Record,
+    OffCpu,
+    Sampled,
+    /// `--off-cpu` recording a sleeping process: every switch of the ping-pong is out of scope,
+    /// so the program's run time per run is what the machine's other switches pay.
+    OutOfScope,
+    /// `--off-cpu` with the binary in BENCH_OFFCPU_BEFORE (an earlier build), interleaved
+    /// with this one so that before and after share the machine's state.
+    Before,
+    /// bpftrace: switch-out time per thread, summed at switch-in, no stacks.
+    BpftraceMin,
+    /// bpftrace: the same with the kernel and user stacks at switch-out, as `--off-cpu` does.
+    BpftraceStacks,
+    /// `perf record -e sched:sched_switch -g`: a sample with both call chains at each switch-out.
+    Perf,
+}
+
+/// What one watched run of the ping-pong gave: its CPU and wall seconds, and for BPF tools
+/// the switch program's run time (ns), its runs and the target switch-outs it recorded.
+#[derive(Clone, Copy)]
+struct SwitchRun {
+    cpu_s: f64,
+    wall_s: f64,
+    bpf_ns: f64,
+    bpf_runs: f64,
+    switch_outs: f64,
+}
+
+/// bpftrace on sched_switch for the threads of `pid`; returns once attached. `stacks`: also
+/// keep the kernel and user stacks at each switch-out and sum per stack pair, as `--off-cpu`
+/// does; otherwise the minimum (a start time per thread, a sum per thread).
+fn start_bpftrace_switch(
+    pid: u32,
+    stacks: bool,
+) -> Result<(Child, std::thread::JoinHandle<String>)> {
+    let (keep, key, clear) = if stacks {
+        (
+            "@k[tid] = kstack; @u[tid] = ustack;",
+            "@k[args->next_pid], @u[args->next_pid]",
+            "clear(@k); clear(@u);",
+        )
+    } else {
+        ("", "args->next_pid", "")
+    };
+    let prog = format!(
+        "tracepoint:sched:sched_switch {{ \
+             if (pid == {pid}) {{ @s[tid] = nsecs; {keep} @n = count(); }} \
+             $t = @s[args->next_pid]; \
+             if ($t) {{ @w[{key}] = sum(nsecs - $t); delete(@s[args->next_pid]); }} \
+         }} \
+         BEGIN {{ printf(\"live\\n\"); }} \
+         END {{ clear(@s); clear(@w); {clear} }}"
+    );
+    bpftrace_live(pid, &prog)
+}
+
+/// `perf record -e sched:sched_switch -g -p PID` pinned to CPU 0, once its events are open
+/// (it says nothing when attached: its perf_event descriptors are looked for, then it is
+/// given a moment to enable them).
+fn start_perf_switch(pid: u32, data: &Path) -> Result<Child> {
+    let mut child = Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "perf",
+            "record",
+            "-q",
+            "-e",
+            "sched:sched_switch",
+            "-g",
+        ])
+        .args(["-p", &pid.to_string(), "-o"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting perf record: {e}"))?;
+    let opened = |perf: u32| {
+        fs::read_dir(format!("/proc/{perf}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
+            })
+        })
+    };
+    let started = Instant::now();
+    // taskset execs perf in the same process, so the child's descriptors become perf's.
+    while !opened(child.id()) {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("perf record opened no event in 20 s".into());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("perf record ended before attaching: {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(child)
+}
+
+/// Starts `bin record --off-cpu` (with `args`) pinned to CPU 0 on `pid`.
+fn start_profiler_bin(bin: &Path, pid: u32, out: &Path, args: &[&str]) -> Result<Child> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(bin)
+        .args(["record", "--quiet", "--pid", &pid.to_string(), "--output"])
+        .arg(out)
+        .args(args);
+    spawn_recording(cmd).map(|(child, _)| child)
+}
+
 /// `--off-cpu` on a context-switch-heavy program: two threads bouncing a byte over a pair of
-/// pipes (tests/targets/pingpong.c), alone, under `profiler record`, under `profiler record
-/// --off-cpu` (default thresholds) and under `--off-cpu --off-cpu-sample 16`, each round all
-/// four in a rotating order.
+/// pipes (tests/targets/pingpong.c, both on CPU 1), alone, under `profiler record` with and without
+/// `--off-cpu` (and `--off-cpu-sample 16`), with `--off-cpu` recording another (sleeping)
+/// process, under bpftrace (with and without stacks) and `perf record -e sched:sched_switch -g`,
+/// and, when BENCH_OFFCPU_BEFORE names an earlier build, under its `--off-cpu`; each round all
+/// of them in a rotating order.
 fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("pingpong");
     compile(&bin, "pingpong.c", &[])?;
     let _stats = BpfStats::enable()?;
     let rounds = rounds();
-    let bounces = if quick() { "5000" } else { "30000" };
+    let bounces = if quick() { "5000" } else { "100000" };
     const SAMPLE: &str = "16";
-    // [alone, record, --off-cpu, --off-cpu --off-cpu-sample] → (cpu s, wall s) per round.
-    let mut runs: [Vec<(f64, f64)>; 4] = Default::default();
-    // Per off-CPU variant: BPF ns per switch of any task, per target switch-out.
-    let mut per: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    let before = std::env::var_os("BENCH_OFFCPU_BEFORE").map(PathBuf::from);
+    let mut watches = vec![
+        Watch::Alone,
+        Watch::Record,
+        Watch::OffCpu,
+        Watch::Sampled,
+        Watch::OutOfScope,
+        Watch::BpftraceMin,
+        Watch::BpftraceStacks,
+        Watch::Perf,
+    ];
+    if before.is_some() {
+        watches.push(Watch::Before);
+    }
+    let mut runs: Vec<Vec<SwitchRun>> = vec![Vec::new(); watches.len()];
+    let data = dir.join("pingpong-perf.data");
     for round in 0..rounds {
         step(&format!("off-CPU cost: round {}/{rounds}", round + 1));
-        for k in 0..4 {
-            let variant = (round + k) % 4;
-            let mut t = Target::spawn({
-                let mut c = Command::new(&bin);
-                c.arg(bounces);
-                c
-            })?;
+        for k in 0..watches.len() {
+            let slot = (round + k) % watches.len();
+            let watch = watches[slot];
+            let mut t = Target::start(&bin, &[bounces])?;
+            let pid = t.child.id();
             let out = dir.join("pingpong-profile");
             let _ = fs::remove_dir_all(&out);
-            let profiler = match variant {
-                0 => None,
-                1 => Some(start_profiler(t.child.id(), &out, &[])?),
-                2 => Some(start_profiler(t.child.id(), &out, &["--off-cpu"])?),
-                _ => Some(start_profiler(
-                    t.child.id(),
+            // A process that only sleeps, for the out-of-scope variant to record.
+            let mut idle = None;
+            let mut bpftrace = None;
+            let mut perf = None;
+            let profiler = match watch {
+                Watch::Alone => None,
+                Watch::Record => Some(start_profiler(pid, &out, &[])?),
+                Watch::OffCpu => Some(start_profiler(pid, &out, &["--off-cpu"])?),
+                Watch::Sampled => Some(start_profiler(
+                    pid,
                     &out,
                     &["--off-cpu", "--off-cpu-sample", SAMPLE],
                 )?),
+                Watch::OutOfScope => {
+                    let sleeper = Command::new("sleep")
+                        .arg("600")
+                        .spawn()
+                        .map_err(|e| format!("starting sleep: {e}"))?;
+                    let p = start_profiler(sleeper.id(), &out, &["--off-cpu"]);
+                    idle = Some(sleeper);
+                    if p.is_err()
+                        && let Some(s) = idle.as_mut()
+                    {
+                        let _ = s.kill();
+                        let _ = s.wait();
+                    }
+                    Some(p?)
+                }
+                Watch::Before => {
+                    let b = before.as_deref().ok_or("BENCH_OFFCPU_BEFORE unset")?;
+                    Some(start_profiler_bin(b, pid, &out, &["--off-cpu"])?)
+                }
+                Watch::BpftraceMin | Watch::BpftraceStacks => {
+                    bpftrace = Some(start_bpftrace_switch(pid, watch == Watch::BpftraceStacks)?);
+                    None
+                }
+                Watch::Perf => {
+                    perf = Some(start_perf_switch(pid, &data)?);
+                    None
+                }
             };
             t.go()?;
             let printed = t.finish()?;
-            runs[variant].push((
-                printed_value(&printed, "cpu_ns")? / 1e9,
-                printed_value(&printed, "wall_ns")? / 1e9,
-            ));
+            let mut run = SwitchRun {
+                cpu_s: printed_value(&printed, "cpu_ns")? / 1e9,
+                wall_s: printed_value(&printed, "wall_ns")? / 1e9,
+                bpf_ns: f64::NAN,
+                bpf_runs: f64::NAN,
+                switch_outs: f64::NAN,
+            };
+            // The sleeper's exit ends its recording, as the ping-pong's ends the others.
+            if let Some(mut sleeper) = idle {
+                let _ = sleeper.kill();
+                let _ = sleeper.wait();
+            }
             if let Some(mut p) = profiler {
                 p.wait().map_err(|e| e.to_string())?;
-                if variant >= 2 {
+                if watch != Watch::Record {
                     let s = read_summary(&out)?;
-                    let ns = json_number(&s, "bpf_ns_per_switch").unwrap_or(f64::NAN);
-                    let runs = json_number(&s, "bpf_switch_runs").unwrap_or(f64::NAN);
-                    let switches = json_number(&s, "switches").unwrap_or(f64::NAN);
-                    per[variant - 2].0.push(ns);
-                    per[variant - 2].1.push(ns * runs / switches);
+                    let per_run = json_number(&s, "bpf_ns_per_switch").unwrap_or(f64::NAN);
+                    run.bpf_runs = json_number(&s, "bpf_switch_runs").unwrap_or(f64::NAN);
+                    run.bpf_ns = per_run * run.bpf_runs;
+                    run.switch_outs = json_number(&s, "switches").unwrap_or(f64::NAN);
                 }
             }
+            if let Some((child, rest)) = bpftrace {
+                // Read while its programs are loaded (type 5: tracepoint).
+                let stats = prog_stats_of_type(child.id(), 5);
+                signal(child.id(), sys::SIGINT);
+                let wait = wait_usage(&child);
+                let rest = rest.join().unwrap_or_default();
+                let (ns, n) = stats?;
+                wait?;
+                run.bpf_ns = ns;
+                run.bpf_runs = n;
+                run.switch_outs = rest
+                    .lines()
+                    .find_map(|l| l.strip_prefix("@n:")?.trim().parse().ok())
+                    .unwrap_or(f64::NAN);
+            }
+            if let Some(child) = perf {
+                // perf ends by itself when the ping-pong has exited, or at SIGINT by raising
+                // it again once its file is written: its status says little, its file does.
+                signal(child.id(), sys::SIGINT);
+                wait_usage(&child)?;
+                let written = fs::metadata(&data).map_or(0, |m| m.len());
+                let _ = fs::remove_file(&data);
+                if written == 0 {
+                    return Err("perf record wrote nothing".into());
+                }
+            }
+            runs[slot].push(run);
         }
     }
-    let ratio = |num: usize, den: usize, wall: bool| {
+    let of = |w: Watch| watches.iter().position(|x| *x == w).unwrap_or(0);
+    let ratio = |num: Watch, den: Watch, wall: bool| {
         stat(
-            runs[num]
+            runs[of(num)]
                 .iter()
-                .zip(&runs[den])
-                .map(|(a, b)| if wall { a.1 / b.1 } else { a.0 / b.0 })
+                .zip(&runs[of(den)])
+                .map(|(a, b)| {
+                    if wall {
+                        a.wall_s / b.wall_s
+                    } else {
+                        a.cpu_s / b.cpu_s
+                    }
+                })
                 .collect(),
         )
     };
-    let record_alone = ratio(1, 0, false);
+    let per = |w: Watch, f: &dyn Fn(&SwitchRun) -> f64| stat(runs[of(w)].iter().map(f).collect());
+    let record_alone = ratio(Watch::Record, Watch::Alone, false);
     let switches_k = 2 * bounces.parse::<u32>().unwrap_or(0) / 1000;
-    for (variant, label, key) in [
-        (2, "`--off-cpu`".to_string(), "off_cpu"),
+    let out_of_scope = per(Watch::OutOfScope, &|r| r.bpf_ns / r.bpf_runs);
+    let setup = format!(
+        "tests/targets/pingpong.c: 2 threads bounce a byte over 2 pipes {bounces} times (2 blocking reads per bounce, {switches_k}k context switches of target threads), its own CPU and wall time; both threads pinned to CPU 1, so that every switch goes straight from one to the other and each switch's program time lands on the ping-pong (unpinned, how the threads spread over the 2 CPUs changed its speed ×3 from run to run), the tool pinned to CPU 0; {rounds} rounds, every variant once per round in rotating order, ratios per round"
+    );
+    let mut ours = vec![
+        (Watch::OffCpu, "`--off-cpu`".to_string(), "off_cpu"),
         (
-            3,
+            Watch::Sampled,
             format!("`--off-cpu --off-cpu-sample {SAMPLE}`"),
             "off_cpu_sampled",
         ),
-    ] {
-        let (vs_alone, vs_record) = (ratio(variant, 0, false), ratio(variant, 1, false));
-        let (wall_alone, wall_record) = (ratio(variant, 0, true), ratio(variant, 1, true));
+    ];
+    if before.is_some() {
+        ours.push((
+            Watch::Before,
+            "`--off-cpu` of the earlier build (BENCH_OFFCPU_BEFORE)".to_string(),
+            "off_cpu_before",
+        ));
+    }
+    for (watch, label, key) in ours {
+        let (vs_alone, vs_record) = (
+            ratio(watch, Watch::Alone, false),
+            ratio(watch, Watch::Record, false),
+        );
+        let (wall_alone, wall_record) = (
+            ratio(watch, Watch::Alone, true),
+            ratio(watch, Watch::Record, true),
+        );
         rows.push(Row {
             what: format!("{label} slowdown of a context-switch-heavy program"),
             value: format!(
@@ -1852,7 +2072,8 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 record_alone.show(3)
             ),
             method: format!(
-                "tests/targets/pingpong.c: 2 threads bounce a byte over 2 pipes {bounces} times (2 blocking reads per bounce, {switches_k}k context switches of target threads), its own CPU and wall time; alone, under `profiler record`, `profiler record --off-cpu` and `--off-cpu --off-cpu-sample {SAMPLE}` (default --off-cpu-min 1us), the profiler pinned to CPU 0, the threads not pinned; {rounds} rounds, the four in rotating order, ratios per round"
+                "{setup}; alone, under `profiler record` and under `profiler record {}` (default --off-cpu-min 1us)",
+                label.trim_matches('`')
             ),
             json: format!(
                 "{{\"name\":\"{key}_slowdown\",{},{},{},{},{}}}",
@@ -1863,20 +2084,100 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 record_alone.json("record_cpu_vs_alone")
             ),
         });
-        let (any, target) = &per[variant - 2];
-        let (any, target) = (stat(any.clone()), stat(target.clone()));
+        let any = per(watch, &|r| r.bpf_ns / r.bpf_runs);
+        let target = per(watch, &|r| r.bpf_ns / r.switch_outs);
+        // What the target's switches add beyond the run every switch of the machine pays,
+        // with the out-of-scope run time of the same round.
+        let extra = stat(
+            runs[of(watch)]
+                .iter()
+                .zip(&runs[of(Watch::OutOfScope)])
+                .map(|(r, o)| (r.bpf_ns - r.bpf_runs * o.bpf_ns / o.bpf_runs) / r.switch_outs)
+                .collect(),
+        );
         rows.push(Row {
             what: format!("{label} BPF cost per context switch"),
             value: format!(
-                "{} ns per switch of any task; {} ns of BPF time per target switch-out (all switches' cost / target switch-outs)",
+                "{} ns per run (every switch of the machine); {} ns per target switch-out (all runs' time / target switch-outs); {} ns added per target switch-out and its switch-in beyond the out-of-scope run; out-of-scope run {} ns",
                 any.show(0),
-                target.show(0)
+                target.show(0),
+                extra.show(0),
+                out_of_scope.show(0)
             ),
-            method: "same rounds: kernel BPF run-time statistics of the sched_switch program over the recording / its runs (every context switch of the machine); the second figure divides the same total by the target switch-outs it saw, so it includes the cheap runs for other tasks".into(),
+            method: "same rounds: kernel BPF run-time statistics of the sched_switch program (bpf_stats_enabled) over the recording / its runs; per target switch-out: the same total / the target switch-outs it saw (so it includes the runs for other tasks); added: (total − runs × the out-of-scope ns per run of the same round) / target switch-outs; out-of-scope: `--off-cpu` recording a sleeping process while the ping-pong runs, every run out of scope".into(),
             json: format!(
-                "{{\"name\":\"{key}_bpf_ns\",{},{}}}",
-                any.json("per_switch"),
-                target.json("per_target_switch")
+                "{{\"name\":\"{key}_bpf_ns\",{},{},{},{}}}",
+                any.json("per_run"),
+                target.json("per_target_switch"),
+                extra.json("added_per_target_switch"),
+                out_of_scope.json("out_of_scope_per_run")
+            ),
+        });
+    }
+    let oos = ratio(Watch::OutOfScope, Watch::Record, false);
+    rows.push(Row {
+        what: "`--off-cpu` on another process: slowdown of a context-switch-heavy program outside the scope".into(),
+        value: format!(
+            "×{} CPU vs recording the ping-pong without --off-cpu; ×{} CPU vs alone",
+            oos.show(3),
+            ratio(Watch::OutOfScope, Watch::Alone, false).show(3)
+        ),
+        method: format!("{setup}; `profiler record --off-cpu --pid` of a `sleep`, so the ping-pong's switches all run the program out of scope"),
+        json: format!(
+            "{{\"name\":\"off_cpu_out_of_scope_slowdown\",{},{}}}",
+            oos.json("cpu_vs_record"),
+            ratio(Watch::OutOfScope, Watch::Alone, false).json("cpu_vs_alone")
+        ),
+    });
+    for (watch, label, key) in [
+        (
+            Watch::BpftraceMin,
+            "bpftrace, sched_switch: start time per thread, sum per thread (no stacks)",
+            "bpftrace_switch_min",
+        ),
+        (
+            Watch::BpftraceStacks,
+            "bpftrace, sched_switch: the same with kstack and ustack per switch-out",
+            "bpftrace_switch_stacks",
+        ),
+        (
+            Watch::Perf,
+            "`perf record -e sched:sched_switch -g -p PID`",
+            "perf_sched_switch",
+        ),
+    ] {
+        let cpu = ratio(watch, Watch::Alone, false);
+        let wall = ratio(watch, Watch::Alone, true);
+        let bpf = (watch != Watch::Perf).then(|| {
+            (
+                per(watch, &|r| r.bpf_ns / r.bpf_runs),
+                per(watch, &|r| r.bpf_ns / r.switch_outs),
+            )
+        });
+        rows.push(Row {
+            what: format!("baseline: {label}, on the same ping-pong"),
+            value: format!(
+                "×{} CPU and ×{} wall vs alone{}",
+                cpu.show(3),
+                wall.show(3),
+                bpf.as_ref().map_or(String::new(), |(any, target)| format!(
+                    "; {} ns per run, {} ns per target switch-out",
+                    any.show(0),
+                    target.show(0)
+                ))
+            ),
+            method: format!(
+                "{setup}; the same rounds as `--off-cpu`; BPF run time from the fdinfo of its tracepoint programs (a classic tracepoint: the kernel formats the record before the program runs, outside the run time)"
+            ),
+            json: format!(
+                "{{\"name\":\"{key}\",{},{}{}}}",
+                cpu.json("cpu_vs_alone"),
+                wall.json("wall_vs_alone"),
+                bpf.as_ref().map_or(String::new(), |(any, target)| format!(
+                    ",{},{}",
+                    any.json("per_run"),
+                    target.json("per_target_switch")
+                ))
             ),
         });
     }

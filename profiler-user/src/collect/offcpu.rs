@@ -2,7 +2,7 @@
 //! (thread, stacks, span, state) in the kernel; long intervals also arrive one by one.
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use profiler_common::{OffCpuEvent, OffCpuKey, OffCpuStart, OffCpuTotal, names};
 
 use super::{RawStack, map_err};
@@ -114,33 +114,26 @@ type KeyBytes = [u8; size_of::<OffCpuKey>()];
 type TotalBytes = [u8; size_of::<OffCpuTotal>()];
 type StartBytes = [u8; size_of::<OffCpuStart>()];
 
-/// The kernel's sums, per CPU added up.
+/// The kernel's sums.
 pub fn read_totals(ebpf: &aya::Ebpf) -> Result<Vec<RawOffCpu>> {
     let map = ebpf
         .map(names::MAP_OFF_CPU_TOTALS)
         .ok_or_else(|| Error::Internal("eBPF object lacks the OFF_CPU_TOTALS map".into()))?;
-    let totals: PerCpuHashMap<&MapData, KeyBytes, TotalBytes> =
-        PerCpuHashMap::try_from(map).map_err(map_err(names::MAP_OFF_CPU_TOTALS))?;
+    let totals: BpfHashMap<&MapData, KeyBytes, TotalBytes> =
+        BpfHashMap::try_from(map).map_err(map_err(names::MAP_OFF_CPU_TOTALS))?;
     let mut out = Vec::new();
     for item in totals.iter() {
-        let (key, per_cpu) = item.map_err(map_err(names::MAP_OFF_CPU_TOTALS))?;
-        let Some(k) = read_pod::<OffCpuKey>(&key) else {
+        let (key, total) = item.map_err(map_err(names::MAP_OFF_CPU_TOTALS))?;
+        let (Some(k), Some(t)) = (read_pod::<OffCpuKey>(&key), read_pod::<OffCpuTotal>(&total))
+        else {
             continue;
         };
-        let (mut total_ns, mut count) = (0u64, 0u64);
-        for v in per_cpu.iter() {
-            if let Some(t) = read_pod::<OffCpuTotal>(v) {
-                // Per-CPU values straight from a kernel map: summed without overflow.
-                total_ns = total_ns.saturating_add(t.total_ns);
-                count = count.saturating_add(t.count);
-            }
-        }
-        if count == 0 {
+        if t.count == 0 {
             continue;
         }
         out.push(RawOffCpu {
-            total_ns,
-            count,
+            total_ns: t.total_ns,
+            count: t.count,
             ..RawOffCpu::new(
                 k.pid,
                 k.tid,
