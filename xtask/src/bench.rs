@@ -5,6 +5,7 @@
 //! Results: bench/results.md (a table, each figure with its method) and bench/results.json.
 //! `BENCH_QUICK=1` runs every part once with short recordings, to check the bench itself;
 //! `BENCH_ONLY=a,b` runs only some parts. Both write to target/bench, not bench/.
+//! `BENCH_ROUNDS=N` sets the rounds of the interleaved comparisons (5).
 use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
@@ -27,9 +28,17 @@ fn part(name: &str) -> bool {
 }
 
 /// Rounds of each interleaved comparison: enough for a median and a spread on 2 cores within
-/// the bench's 15-minute budget.
+/// the bench's 15-minute budget. `BENCH_ROUNDS=N` asks for more where a part's figures
+/// overlap on a machine others use too.
 fn rounds() -> usize {
-    if quick() { 1 } else { 5 }
+    if quick() {
+        return 1;
+    }
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(5)
 }
 
 /// Median and the spread (min–max) of a set of measurements.
@@ -1057,7 +1066,10 @@ fn build_naming(dir: &Path, rows: &mut Vec<Row>) -> Result {
 
 /// Short processes (issue: every process named, however briefly it lives): 300 fork + execs
 /// of 5 to 20 ms of CPU each from a shell, the share of their samples whose stack reaches
-/// `main`, ours beside `perf record -g` at the same rate.
+/// `main`, ours beside `perf record -g` at the same rate; and what each tool costs every child
+/// before its main (issue 17: the kernel's wakeups of a tool are charged to the process that
+/// caused them), with no tool as the baseline. `BENCH_BASE_PROFILER=PATH` adds another
+/// profiler binary (a build of the base commit) to the same interleaved rounds.
 fn short_processes(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("short-bench");
     crate::compile_c(&bin, "short.c", &[])?;
@@ -1066,15 +1078,34 @@ fn short_processes(dir: &Path, rows: &mut Vec<Row>) -> Result {
     // the children: their ratio is the most any tool can find under main in that run.
     let times = dir.join("short-times");
     let children = dir.join("short-children");
+    // Written by the workload's first command: the tool's start-up is over by then.
+    let started = dir.join("short-started");
     let script = format!(
-        "export SHORT_TIMES={}; i=0; while [ $i -lt {count} ]; do {} $((5 + i % 16)); i=$((i+1)); done; times > {}",
+        ": > {}; export SHORT_TIMES={}; i=0; while [ $i -lt {count} ]; do {} $((5 + i % 16)); i=$((i+1)); done; times > {}",
+        started.display(),
         times.display(),
         bin.display(),
         children.display()
     );
     let comm = "short-bench";
     let hz = "999";
-    let rounds = rounds().min(3);
+    let rounds = rounds();
+    let base = std::env::var_os("BENCH_BASE_PROFILER")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if let Some(b) = &base
+        && !b.is_file()
+    {
+        return Err(format!(
+            "BENCH_BASE_PROFILER={}: no such file (build the base commit's profiler there, or unset it)",
+            b.display()
+        ));
+    }
+    let mut tools = vec![Tool::None, Tool::Profiler(profiler_bin())];
+    if let Some(b) = base.clone() {
+        tools.push(Tool::Base(b));
+    }
+    tools.push(Tool::Perf);
     // Of the program's samples (those its name roots), the share through main.
     let through_main = |stacks: &[(String, Vec<String>, u64)]| {
         let mine = stacks.iter().filter(|(c, _, _)| c == comm);
@@ -1087,89 +1118,237 @@ fn short_processes(dir: &Path, rows: &mut Vec<Row>) -> Result {
         }
         100.0 * main as f64 / all.max(1) as f64
     };
-    let (mut ours, mut perf) = (Vec::new(), Vec::new());
-    let (mut ours_ceiling, mut perf_ceiling) = (Vec::new(), Vec::new());
+    // Per tool (in `tools` order), one entry per round.
+    let mut shares: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let mut ceilings: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let mut before_main: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let mut tool_cpu: Vec<Vec<(f64, f64)>> = vec![Vec::new(); tools.len()];
     for round in 0..rounds {
         step(&format!("short processes: round {}/{rounds}", round + 1));
-        for tool in if round % 2 == 0 {
-            ["profiler", "perf"]
-        } else {
-            ["perf", "profiler"]
-        } {
-            let _ = fs::remove_file(&times);
-            if tool == "profiler" {
-                let out = dir.join("short-profile");
-                let _ = fs::remove_dir_all(&out);
-                run(Command::new(profiler_bin())
-                    .args(["run", "--quiet", "--frequency", hz, "--output"])
-                    .arg(&out)
-                    .args(["--", "sh", "-c", &script]))?;
-                let folded = fs::read_to_string(out.join("profile.folded"))
-                    .map_err(|e| format!("profile.folded: {e}"))?;
-                let stacks: Vec<(String, Vec<String>, u64)> = folded
-                    .lines()
-                    .filter_map(|l| {
-                        let (stack, n) = l.rsplit_once(' ')?;
-                        let mut frames = stack.split(';').map(str::to_string);
-                        let root = frames.next()?;
-                        Some((root, frames.collect(), n.parse().ok()?))
-                    })
-                    .collect();
-                ours.push(through_main(&stacks));
-                ours_ceiling.push(share_in_main(&times, &children)?);
-            } else {
-                let data = dir.join("short-perf.data");
-                run(Command::new("perf")
-                    .args(["record", "-q", "-g", "-F", hz, "-o"])
-                    .arg(&data)
-                    .args(["--", "sh", "-c", &script])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()))?;
-                let text = quiet_output(
-                    Command::new("perf")
-                        .args(["script", "-F", "comm,ip,sym", "-i"])
-                        .arg(&data),
-                )?;
-                // Blocks: a header line starting with the comm, then one `ADDR SYM` per frame.
-                let stacks: Vec<(String, Vec<String>, u64)> = text
-                    .split("\n\n")
-                    .filter_map(|block| {
-                        let mut lines = block.lines().filter(|l| !l.trim().is_empty());
-                        let comm = lines.next()?.split_whitespace().next()?.to_string();
-                        let frames = lines
-                            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
-                            .collect();
-                        Some((comm, frames, 1))
-                    })
-                    .collect();
-                perf.push(through_main(&stacks));
-                perf_ceiling.push(share_in_main(&times, &children)?);
+        // Interleaved, each tool first in turn.
+        let mut order: Vec<usize> = (0..tools.len()).collect();
+        order.rotate_left(round % tools.len());
+        for i in order {
+            let tool = &tools[i];
+            for f in [&times, &children, &started] {
+                let _ = fs::remove_file(f);
             }
+            let out = dir.join("short-profile");
+            let data = dir.join("short-perf.data");
+            let _ = fs::remove_dir_all(&out);
+            let mut cmd = match tool {
+                Tool::None => Command::new("sh"),
+                Tool::Profiler(p) | Tool::Base(p) => {
+                    let mut c = Command::new(p);
+                    c.args(["run", "--quiet", "--frequency", hz, "--output"])
+                        .arg(&out)
+                        .args(["--", "sh"]);
+                    c
+                }
+                Tool::Perf => {
+                    let mut c = Command::new("perf");
+                    c.args(["record", "-q", "-g", "-F", hz, "-o"])
+                        .arg(&data)
+                        .args(["--", "sh"]);
+                    c
+                }
+            };
+            cmd.args(["-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let cpu = watch_tool_cpu(cmd, &started, &children)?;
+            if !matches!(tool, Tool::None) {
+                tool_cpu[i].push(cpu);
+            }
+            before_main[i].push(median_cpu_before_main_us(&times)?);
+            let stacks = match tool {
+                Tool::None => continue,
+                Tool::Profiler(_) | Tool::Base(_) => {
+                    let folded = fs::read_to_string(out.join("profile.folded"))
+                        .map_err(|e| format!("profile.folded: {e}"))?;
+                    folded
+                        .lines()
+                        .filter_map(|l| {
+                            let (stack, n) = l.rsplit_once(' ')?;
+                            let mut frames = stack.split(';').map(str::to_string);
+                            let root = frames.next()?;
+                            Some((root, frames.collect(), n.parse().ok()?))
+                        })
+                        .collect::<Vec<(String, Vec<String>, u64)>>()
+                }
+                Tool::Perf => {
+                    let text = quiet_output(
+                        Command::new("perf")
+                            .args(["script", "-F", "comm,ip,sym", "-i"])
+                            .arg(&data),
+                    )?;
+                    // Blocks: a header line starting with the comm, then one `ADDR SYM` per
+                    // frame.
+                    text.split("\n\n")
+                        .filter_map(|block| {
+                            let mut lines = block.lines().filter(|l| !l.trim().is_empty());
+                            let comm = lines.next()?.split_whitespace().next()?.to_string();
+                            let frames = lines
+                                .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+                                .collect();
+                            Some((comm, frames, 1))
+                        })
+                        .collect()
+                }
+            };
+            shares[i].push(through_main(&stacks));
+            ceilings[i].push(share_in_main(&times, &children)?);
         }
     }
-    let (o, p) = (stat(ours), stat(perf));
-    let (oc, pc) = (stat(ours_ceiling), stat(perf_ceiling));
+    let index = |name: &str| tools.iter().position(|t| t.name() == name);
+    let share_of = |name: &str| {
+        index(name).map_or(String::new(), |i| {
+            format!(
+                "{} {} % (ceiling {} %)",
+                name,
+                stat(shares[i].clone()).show(1),
+                stat(ceilings[i].clone()).show(1)
+            )
+        })
+    };
+    let measured: Vec<&str> = ["ours", "base", "perf"]
+        .into_iter()
+        .filter(|&n| index(n).is_some())
+        .collect();
     rows.push(Row {
         what: format!("samples of {count} short processes (5-20 ms each, fork + exec) whose stack reaches main"),
-        value: format!(
-            "ours {} % (ceiling {} %), perf {} % (ceiling {} %)",
-            o.show(1),
-            oc.show(1),
-            p.show(1),
-            pc.show(1)
-        ),
+        value: measured.iter().map(|&n| share_of(n)).collect::<Vec<_>>().join(", "),
         method: format!(
-            "`profiler run -F {hz} -- sh -c LOOP` vs `perf record -g -F {hz} -- sh -c LOOP`, tests/targets/short.c with frame pointers, {rounds} interleaved rounds; of the samples named after the program (perf: its COMM at the sample), the share with `main` in the stack. What is not under main is the exec, the dynamic loader and exit: the ceiling is the share of the children's CPU time (the shell's `times`) spent inside main by their own CPU clocks, in the same run"
+            "`profiler run -F {hz} -- sh -c LOOP` vs `perf record -g -F {hz} -- sh -c LOOP`{}, tests/targets/short.c with frame pointers, {rounds} interleaved rounds; of the samples named after the program (perf: its COMM at the sample), the share with `main` in the stack. What is not under main is the exec, the dynamic loader and exit: the ceiling is the share of the children's CPU time (the shell's `times`) spent inside main by their own CPU clocks, in the same run",
+            if base.is_some() { " (base: BENCH_BASE_PROFILER)" } else { "" }
         ),
         json: format!(
-            "{{\"name\":\"short_processes\",{},{},{},{}}}",
-            o.json("ours_through_main_pct"),
-            p.json("perf_through_main_pct"),
-            oc.json("ours_ceiling_pct"),
-            pc.json("perf_ceiling_pct")
+            "{{\"name\":\"short_processes\",{}}}",
+            measured
+                .iter()
+                .filter_map(|&n| index(n).map(|i| format!(
+                    "{},{}",
+                    stat(shares[i].clone()).json(&format!("{n}_through_main_pct")),
+                    stat(ceilings[i].clone()).json(&format!("{n}_ceiling_pct"))
+                )))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     });
+    // The cost before main, as the ratio to no tool in the same round, and the tool's own CPU.
+    let none = index("none")
+        .map(|i| before_main[i].clone())
+        .unwrap_or_default();
+    let mut value = format!("none {} µs", stat(none.clone()).show(0));
+    let mut json = format!(
+        "{{\"name\":\"short_processes_cpu_before_main\",\"children\":{count},\"rounds\":{rounds},{}",
+        stat(none.clone()).json("none_us")
+    );
+    for &n in &measured {
+        let Some(i) = index(n) else { continue };
+        let ratios: Vec<f64> = before_main[i]
+            .iter()
+            .zip(&none)
+            .map(|(t, b)| t / b)
+            .collect();
+        let per_child: Vec<f64> = tool_cpu[i]
+            .iter()
+            .map(|(cpu, _)| cpu / count as f64 * 1e6)
+            .collect();
+        let pct: Vec<f64> = tool_cpu[i].iter().map(|(_, pct)| *pct).collect();
+        value.push_str(&format!(
+            "; {n} {} µs ({}× none; the tool's own CPU {} µs per child, {} % of a CPU)",
+            stat(before_main[i].clone()).show(0),
+            stat(ratios.clone()).show(3),
+            stat(per_child.clone()).show(0),
+            stat(pct.clone()).show(1)
+        ));
+        json.push_str(&format!(
+            ",{},{},{},{}",
+            stat(before_main[i].clone()).json(&format!("{n}_us")),
+            stat(ratios).json(&format!("{n}_ratio")),
+            stat(per_child).json(&format!("{n}_own_cpu_us_per_child")),
+            stat(pct).json(&format!("{n}_own_cpu_pct"))
+        ));
+    }
+    json.push('}');
+    rows.push(Row {
+        what: format!("CPU each of {count} short processes spends before its main"),
+        value,
+        method: format!(
+            "the same runs as the row above, plus the loop with no tool, all interleaved ({rounds} rounds, each tool first in turn): per run the median over the children of the process CPU clock at main's entry (short.c's SHORT_TIMES `cpu_enter`: fork, exec, loader, and every kernel wakeup of a tool charged to the child), then the median (spread) of the runs, and of each run's ratio to the no-tool run of its round. The tool's own CPU: run time of its threads (/proc/PID/task/*/schedstat) from the workload's first command to its last, per child and as a share of that wall time"
+        ),
+        json,
+    });
     Ok(())
+}
+
+/// A tool the short-process bench runs the workload under.
+enum Tool {
+    None,
+    Profiler(PathBuf),
+    Base(PathBuf),
+    Perf,
+}
+
+impl Tool {
+    fn name(&self) -> &'static str {
+        match self {
+            Tool::None => "none",
+            Tool::Profiler(_) => "ours",
+            Tool::Base(_) => "base",
+            Tool::Perf => "perf",
+        }
+    }
+}
+
+/// Runs `cmd` to its end; returns the CPU its own threads ran between the moments `started`
+/// and `ended` appeared (s), and that as a share of the wall time between them (%). Polled
+/// every 10 ms: the error is a few ms of a tool's CPU over seconds of workload.
+fn watch_tool_cpu(mut cmd: Command, started: &Path, ended: &Path) -> Result<(f64, f64)> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let pid = child.id();
+    let (mut from, mut to) = (None, None);
+    let status = loop {
+        if from.is_none() && started.exists() {
+            from = Some((Instant::now(), task_cpu_ns(pid)));
+        }
+        if to.is_none() && ended.exists() {
+            to = Some((Instant::now(), task_cpu_ns(pid)));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting for {cmd:?}: {e}")),
+        }
+    };
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}"));
+    }
+    Ok(match (from, to) {
+        (Some((t0, c0)), Some((t1, c1))) => {
+            let cpu = (c1 - c0) / 1e9;
+            (cpu, 100.0 * cpu / (t1 - t0).as_secs_f64().max(1e-9))
+        }
+        _ => (f64::NAN, f64::NAN),
+    })
+}
+
+/// The median over the children of their CPU before main (µs): short.c's `cpu_enter`, the
+/// fourth field of each SHORT_TIMES line.
+fn median_cpu_before_main_us(times: &Path) -> Result<f64> {
+    let lines = fs::read_to_string(times).map_err(|e| format!("{}: {e}", times.display()))?;
+    let v: Vec<f64> = lines
+        .lines()
+        .filter_map(|l| l.split(' ').nth(3)?.parse::<f64>().ok())
+        .map(|ns| ns / 1e3)
+        .collect();
+    if v.is_empty() {
+        return Err(format!("{}: no child wrote its times", times.display()));
+    }
+    Ok(stat(v).median)
 }
 
 /// The share of the children's CPU time spent in main: the sum of what each child measured

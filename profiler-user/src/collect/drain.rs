@@ -47,6 +47,8 @@ pub struct Sink<'a> {
     pub malformed: u64,
     /// Side-band records up to this time (CLOCK_BOOTTIME) have been applied.
     pub sideband_horizon_ns: u64,
+    /// When to read the side-band buffers next, the kernel no longer waking us per record.
+    pub sideband_pace: sideband::Pace,
     /// A target's exec makes it known at once (its files are then looked at as it maps
     /// them), not at its first sample.
     pub know_execs: bool,
@@ -74,6 +76,7 @@ impl<'a> Sink<'a> {
             procs,
             malformed: 0,
             sideband_horizon_ns: 0,
+            sideband_pace: sideband::Pace::default(),
             know_execs: false,
             auto_call_graph: false,
             comm: None,
@@ -87,7 +90,12 @@ impl<'a> Sink<'a> {
         let read_at = super::boottime_ns();
         let records = sideband.read();
         let lost_before = self.procs.sideband_lost;
+        let applied_before = self.procs.applied;
         self.procs.apply(records);
+        self.sideband_pace.read(
+            Instant::now(),
+            self.procs.applied.saturating_sub(applied_before),
+        );
         // With records lost, /proc is the only way left to learn the live processes' maps.
         if self.procs.sideband_lost > lost_before {
             self.procs.refresh_live();

@@ -698,6 +698,7 @@ pub async fn record(
     // From here on samples exist: a failure ends the recording early or leaves a part out,
     // and is told in the warnings, but never loses what was recorded.
     let stop_reason = loop {
+        let sideband_next = sink.sideband_pace.next();
         tokio::select! {
             guard = sideband.readable_mut() => match guard {
                 Ok(mut guard) => {
@@ -710,12 +711,27 @@ pub async fn record(
             },
             guard = ring.readable_mut() => match guard {
                 Ok(mut guard) => {
+                    // The kernel forces this wakeup at a target's exec and exit: the exec's
+                    // own mappings are in the side-band buffers by then, and the loader's
+                    // follow within a millisecond (read on the side-band pace from here).
+                    // Read before the ring, so the exec's process is known with its files.
+                    if sideband.get_ref().pending() {
+                        sink.drain_sideband(sideband.get_mut());
+                    }
                     sink.drain_ring(guard.get_inner_mut());
                     guard.clear_ready();
                     probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
                     sink.unwind_pending(Some(UNWIND_BUDGET));
                 }
                 Err(e) => break polling_failed("the ring buffer", e, &mut warnings),
+            },
+            _ = async { match sideband_next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            } } => {
+                sink.drain_sideband(sideband.get_mut());
+                probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
+                sink.unwind_pending(Some(UNWIND_BUDGET));
             },
             _ = sigint.recv() => {
                 // Under `run`, Ctrl-C reached the command too (same process group): passing

@@ -44,6 +44,9 @@ pub struct Processes {
     pending_count: usize,
     /// Side-band records the kernel dropped (buffer full).
     pub sideband_lost: u64,
+    /// Records applied to the recording's own processes, not deferred: the side-band buffers
+    /// are read fast while these arrive (records of the rest of the machine do not count).
+    pub applied: u64,
     exited: HashMap<u32, u64>,
     /// The image each exec replaced, by space index: during the exec syscall a sample's user
     /// registers still point into the old program.
@@ -170,6 +173,9 @@ impl Processes {
             self.defer(pid, time_ns, r);
             return None;
         }
+        if own.is_some() || matches!(r, Record::Lost(_)) {
+            self.applied = self.applied.saturating_add(1);
+        }
         match r {
             Record::Fork {
                 pid,
@@ -188,6 +194,7 @@ impl Processes {
                     self.defer(ppid, time_ns, r);
                     return None;
                 }
+                self.applied = self.applied.saturating_add(1);
                 // A pid seen before is a new process now (pids are reused).
                 self.exited.remove(&pid);
                 self.names_before.remove(&pid);
@@ -436,6 +443,34 @@ mod tests {
         assert!(p.spaces[after_exec].find(0x1000).is_some());
         assert!(p.spaces[before_exec].find(0x1000).is_none());
         assert_eq!(p.infos.get(&11).map(|i| i.comm.as_str()), Some("child"));
+    }
+
+    #[test]
+    fn only_the_recordings_own_records_count_as_applied() {
+        // Pids above pid_max: nothing of them is read from /proc.
+        let (root, other) = (4_000_020, 4_000_030);
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(root), ProcessInfo::default());
+        // Another process of the machine: its records wait, and do not make the loop read
+        // faster.
+        p.apply(vec![
+            mmap(other, 5, 0x1000),
+            fork(other + 1, other, 6),
+            Record::Exit {
+                pid: other,
+                tid: other,
+                time_ns: 7,
+            },
+        ]);
+        assert_eq!(p.applied, 0);
+        // A followed child's fork, and its own mapping read before the fork (another CPU).
+        p.apply(vec![mmap(root + 1, 20, 0x1000)]);
+        assert_eq!(p.applied, 0);
+        p.apply(vec![fork(root + 1, root, 10), mmap(root, 30, 0x2000)]);
+        assert_eq!(
+            p.applied, 3,
+            "the fork, the deferred mapping, the root's mapping"
+        );
     }
 
     #[test]

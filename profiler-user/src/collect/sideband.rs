@@ -126,6 +126,53 @@ impl Record {
 /// burst between two wakeups.
 const DATA_PAGES: usize = 256;
 
+/// Unread bytes of one CPU's buffer at which the kernel wakes the reader: a quarter of a
+/// 4 KiB-page buffer (larger pages only make the buffer larger).
+const WAKEUP_WATERMARK: u32 = (DATA_PAGES * 4096 / 4) as u32;
+
+/// When the recording loop looks at the side-band buffers without being woken. Records come
+/// in bursts (a fork, an exec, the loader's mappings a few hundred µs later, the exit): while
+/// the recording's own processes send them (the rest of the machine's records do not count,
+/// so a busy host with an idle target keeps the timer off), the buffers are read every
+/// [`Pace::FAST`], so a file is opened through
+/// /proc/PID/map_files while its process most likely still lives; after a read that found
+/// nothing the period doubles, and past [`Pace::SLOWEST`] only the loop's other reads remain
+/// (its 100 ms tick, the ring buffer's wakeups, which the kernel forces at every exec and exit
+/// of a target, and the watermark). An idle recording then adds no wakeups to the tick's, and
+/// a busy one at most one every `FAST` however many records arrive.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// The current period; None when quiet.
+    period: Option<std::time::Duration>,
+    next: Option<std::time::Instant>,
+}
+
+impl Pace {
+    /// The period while records arrive: the loader maps the C library 0.2-1 ms after the
+    /// exec, and the 5-ms children of a build or a test harness must still be alive to be read
+    /// through /proc; tokio's timer counts whole milliseconds anyway.
+    pub const FAST: std::time::Duration = std::time::Duration::from_millis(2);
+    /// The longest period: beyond it the loop's 100 ms tick reads as often.
+    pub const SLOWEST: std::time::Duration = std::time::Duration::from_millis(64);
+
+    /// A read at `now` found `records` records of the recording's processes.
+    pub fn read(&mut self, now: std::time::Instant, records: u64) {
+        self.period = if records > 0 {
+            Some(Self::FAST)
+        } else {
+            self.period
+                .map(|p| p.saturating_mul(2))
+                .filter(|p| *p <= Self::SLOWEST)
+        };
+        self.next = self.period.map(|p| now + p);
+    }
+
+    /// When to read next; None while quiet.
+    pub fn next(&self) -> Option<std::time::Instant> {
+        self.next
+    }
+}
+
 struct CpuBuffer {
     fd: OwnedFd,
     base: *mut u8,
@@ -227,9 +274,12 @@ impl Sideband {
                     | ATTR_SAMPLE_ID_ALL
                     | ATTR_USE_CLOCKID
                     | ATTR_WATERMARK,
-                // Wake the reader at the first byte: a new mapping must be opened while its
-                // process may still be alive.
-                wakeup_watermark: 1,
+                // Not at every record: each wakeup is an irq_work self-IPI on the CPU of the
+                // process that caused the record, a VM exit charged to that process (issue
+                // 17: 0.2-0.3 ms of every short child's start). The recording loop reads on a
+                // short timer while records arrive ([`Pace`]); this only bounds a burst it
+                // has not looked at yet, with three quarters of the buffer still free.
+                wakeup_watermark: WAKEUP_WATERMARK,
                 clockid: libc::CLOCK_BOOTTIME,
                 ..Default::default()
             };
@@ -302,6 +352,13 @@ impl Sideband {
             epoll,
             raw: Vec::new(),
         })
+    }
+
+    /// Whether any CPU's buffer holds records not read yet (no system call).
+    pub fn pending(&self) -> bool {
+        self.buffers
+            .iter()
+            .any(|b| b.head().load(Ordering::Acquire) != b.tail().load(Ordering::Relaxed))
     }
 
     /// Every record available now, in time order (records of different CPUs interleave).
@@ -529,6 +586,37 @@ mod tests {
                 time_ns: 11
             }
         );
+    }
+
+    #[test]
+    fn pace_reads_fast_during_a_burst_and_stops_when_quiet() {
+        let t0 = std::time::Instant::now();
+        let mut p = Pace::default();
+        assert_eq!(p.next(), None, "nothing to read before any record");
+        p.read(t0, 0);
+        assert_eq!(p.next(), None, "an empty read while quiet stays quiet");
+        p.read(t0, 3);
+        assert_eq!(p.next(), Some(t0 + Pace::FAST));
+        // Empty reads double the period up to SLOWEST, then the timer stops.
+        let mut period = Pace::FAST;
+        let mut empty = 0;
+        loop {
+            p.read(t0, 0);
+            empty += 1;
+            period *= 2;
+            if period > Pace::SLOWEST {
+                assert_eq!(p.next(), None);
+                break;
+            }
+            assert_eq!(p.next(), Some(t0 + period));
+        }
+        assert_eq!(
+            empty, 6,
+            "2 ms doubling to 64 ms: six empty reads before it stops"
+        );
+        // A record during the back-off, or after it, reads fast again.
+        p.read(t0, 1);
+        assert_eq!(p.next(), Some(t0 + Pace::FAST));
     }
 
     #[test]
