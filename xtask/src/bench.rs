@@ -545,8 +545,7 @@ fn bpftrace_bpf_cost(pid: u32, hz: &str, secs: f64, key: &str) -> Result<(f64, f
     std::thread::sleep(Duration::from_secs_f64(secs));
     // The run time must be read while the programs are loaded, @n only comes at the exit,
     // and bpftrace notices SIGINT only at its next poll: the target's samples in between
-    // (up to ~140 of ~4,000 here) counted in @n without their run time, in bpftrace's
-    // favour. With the target stopped first, @n stops where the run time is read; what the
+    // counted in @n without their run time, in bpftrace's favour (a few of ~400 at 99 Hz). With the target stopped first, @n stops where the run time is read; what the
     // program still runs then is cheap filtered ticks, charged to bpftrace.
     signal(pid, sys::SIGSTOP);
     let stats = prog_stats(child.id());
