@@ -221,8 +221,12 @@ impl Session {
         {
             let mut targets = targets_map(&mut ebpf)?;
             let follow = if opts.follows() { target::FOLLOW } else { 0 };
+            // Userspace has read these processes' maps already: their first samples need not
+            // wake it at once (each forced wakeup is a self-IPI, a VM exit here, inside the
+            // sampler's run time). An exec clears the count, and the new image announces.
+            let announced = target::ANNOUNCE_SAMPLES << target::ANNOUNCED_SHIFT;
             for &(pid, dwarf) in initial {
-                let flags = follow | if dwarf { target::DWARF } else { 0 };
+                let flags = follow | announced | if dwarf { target::DWARF } else { 0 };
                 targets
                     .insert(pid, flags, 0)
                     .map_err(map_err(names::MAP_TARGETS))?;
