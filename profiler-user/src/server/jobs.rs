@@ -346,6 +346,20 @@ async fn run(
         }
     }
     drop(slot);
+    give_back_freed_memory();
+}
+
+/// A recording's samples, stacks and symbol tables are freed when it is written, and so is
+/// aya's parse of the kernel's BTF each recording takes over. Those were allocated on other
+/// threads (the blocking pool, the loader's thread), in glibc arenas that keep freed memory
+/// resident: without a trim the server's RSS followed its allocation history (-11 MB, then
+/// +17 MB over two runs of the 200-recordings test), not what it holds.
+fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory to the kernel; it takes the arenas' locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Symbols and outputs, as `record --output DIR` writes them; gives the directory back (None
