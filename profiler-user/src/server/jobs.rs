@@ -349,11 +349,10 @@ async fn run(
     give_back_freed_memory();
 }
 
-/// A recording's samples, stacks and symbol tables are freed when it is written, and so is
-/// aya's parse of the kernel's BTF each recording takes over. Those were allocated on other
-/// threads (the blocking pool, the loader's thread), in glibc arenas that keep freed memory
-/// resident: without a trim the server's RSS followed its allocation history (-11 MB, then
-/// +17 MB over two runs of the 200-recordings test), not what it holds.
+/// A recording's samples, stacks and symbol tables are freed when it is written. Much of
+/// that was allocated on other threads (the blocking pool), in glibc arenas that keep freed
+/// memory resident: without a trim the server's RSS follows its allocation history rather
+/// than what it holds.
 fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free memory to the kernel; it takes the arenas' locks.
