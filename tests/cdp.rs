@@ -138,6 +138,17 @@ impl Browser {
 
     /// Sends a command to a session (a page or a frame) and waits for its answer.
     pub fn call_in(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call_in(session, method, params)
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// As [`Self::call_in`], with Chromium's error given back rather than failing the test.
+    fn try_call_in(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -154,9 +165,9 @@ impl Browser {
                 .unwrap_or_else(|_| panic!("chromium did not answer {method}"));
             if v["id"] == id {
                 if let Some(e) = v.get("error") {
-                    panic!("{method}: {e}");
+                    return Err(e.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
             if v.get("method").is_some() {
                 self.events.push(v);
@@ -180,6 +191,12 @@ impl Browser {
             .flatten()
             .map(|c| c["frame"]["id"].clone())
             .collect();
+        let destroyed: Vec<u64> = self
+            .events
+            .iter()
+            .filter(|e| e["method"] == "Runtime.executionContextDestroyed")
+            .filter_map(|e| e["params"]["executionContextId"].as_u64())
+            .collect();
         let contexts: Vec<u64> = self
             .events
             .iter()
@@ -189,6 +206,7 @@ impl Browser {
                 c["auxData"]["isDefault"] == true && children.contains(&c["auxData"]["frameId"])
             })
             .filter_map(|c| c["id"].as_u64())
+            .filter(|id| !destroyed.contains(id))
             .collect();
         let targets = self.call_in(None, "Target.getTargets", json!({}));
         let page = json!(self.target_id);
@@ -201,11 +219,19 @@ impl Browser {
             .collect();
         let mut out = Vec::new();
         for id in contexts.into_iter().rev() {
-            let r = self.call(
+            let session = self.session.clone();
+            let r = self.try_call_in(
+                session.as_deref(),
                 "Runtime.evaluate",
                 json!({"expression": expression, "contextId": id, "returnByValue": true}),
             );
-            out.push(r["result"]["value"].clone());
+            match r {
+                Ok(r) => out.push(r["result"]["value"].clone()),
+                // A frame the page replaced after the events above were read: its document
+                // is gone, and the new one is asked at the caller's next poll.
+                Err(e) if e["message"] == "Cannot find context with specified id" => {}
+                Err(e) => panic!("Runtime.evaluate: {e}"),
+            }
         }
         for t in frame_targets.into_iter().rev() {
             let attached = self.call_in(
