@@ -789,7 +789,7 @@ fn page_records_and_shows_the_flame_graph() {
     assert_eq!(list[0]["state"], "done");
 }
 
-/// 200 recordings one after the other: the server's open descriptors and resident memory
+/// 200 recordings one after the other: the server's open descriptors, resident memory and heap
 /// do not grow. The first 20 warm it up (allocator arenas, the blocking pool's threads,
 /// caches filled once); the figures before and after the next 200 are printed.
 #[test]
@@ -810,21 +810,34 @@ fn two_hundred_recordings_leave_nothing_behind() {
     };
     // Settled: the blocking pool's idle threads end after 10 s.
     let settle = || std::thread::sleep(Duration::from_secs(11));
+    // What the allocator has handed out: a leak shows there byte for byte, whatever glibc
+    // keeps resident around it.
+    let heap = || {
+        let metrics = String::from_utf8(server.call("GET", "/metrics", &[]).1).expect("text");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("profiler_heap_in_use_bytes "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no profiler_heap_in_use_bytes in {metrics}"))
+    };
     record(20);
     settle();
-    let (fds_before, rss_before) = (fds(pid), rss_kib(pid));
+    let (fds_before, rss_before, heap_before) = (fds(pid), rss_kib(pid), heap());
     let started = Instant::now();
     record(200);
     let took = started.elapsed();
     settle();
-    let (fds_after, rss_after) = (fds(pid), rss_kib(pid));
+    let (fds_after, rss_after, heap_after) = (fds(pid), rss_kib(pid), heap());
     eprintln!(
-        "200 recordings in {:.0} s: open files {} before, {} after; RSS {} KiB before, {} KiB after",
+        "200 recordings in {:.0} s: open files {} before, {} after; RSS {} KiB before, {} KiB after; \
+         heap in use {} B before, {} B after",
         took.as_secs_f64(),
         fds_before.len(),
         fds_after.len(),
         rss_before,
-        rss_after
+        rss_after,
+        heap_before,
+        heap_after
     );
     assert_eq!(
         fds_after.len(),
@@ -837,6 +850,11 @@ fn two_hundred_recordings_leave_nothing_behind() {
     assert!(
         rss_after <= rss_before + 4096,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // Under 1.3 KB per recording: one recording's samples alone are tens of KB.
+    assert!(
+        heap_after <= heap_before + 256 * 1024,
+        "heap in use grew from {heap_before} B to {heap_after} B"
     );
     let list = server.get_json("/api/recordings");
     assert_eq!(

@@ -11,6 +11,7 @@ pub mod fail_if;
 pub mod findings;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod heap;
 pub mod interrupt;
 pub mod locks;
 pub mod model;

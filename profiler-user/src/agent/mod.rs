@@ -571,6 +571,7 @@ pub async fn run(
     scope: collect::scope::Scope,
     args: AgentArgs,
 ) -> Result<()> {
+    crate::heap::for_long_running();
     // Read once, before recording: a CA file that cannot be read is a mistake to fix now,
     // not a push failure to retry.
     let tls = if args.push.iter().any(|d| d.tls) {

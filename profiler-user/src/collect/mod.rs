@@ -643,6 +643,7 @@ pub async fn record(
     phases::mark("pages released, coverage read");
     announce(&info, opts, &spans_attached, dwarf);
     phases::mark("recording announced");
+    session::ready_the_next();
     on_attached()?;
 
     // SAFETY: each value owns its descriptor, which stays open and unchanged while the

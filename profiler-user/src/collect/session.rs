@@ -471,6 +471,8 @@ static PREFETCH: Pending<Result<KernelOffsets>> = std::sync::Mutex::new(None);
 static LOADER: Pending<EbpfLoader<'static>> = std::sync::Mutex::new(None);
 /// The offsets once read: they hold until the kernel reboots, and a server records many times.
 static OFFSETS: std::sync::OnceLock<KernelOffsets> = std::sync::OnceLock::new();
+/// Set by [`keep_a_loader_ready`].
+static KEEP_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Starts reading the kernel's BTF on other threads, so that it overlaps the checks of the
 /// target before [`Session::load`] needs it (issue 17: start-up time). Two readers: ours
@@ -485,6 +487,23 @@ pub fn prefetch_kernel_btf() {
     let mut slot = LOADER.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
         *slot = spawn("aya-loader").spawn(EbpfLoader::new).ok();
+    }
+}
+
+/// For a process that records many times (`serve`): a loader is made ahead now, and again
+/// each time a recording has attached ([`ready_the_next`]), so no recording waits for aya's
+/// parse of the kernel's BTF. A loader cannot be reused: it keeps the previous recording's
+/// settings, borrowed from it. Costs one parsed BTF held while idle.
+pub fn keep_a_loader_ready() {
+    KEEP_READY.store(true, std::sync::atomic::Ordering::Relaxed);
+    prefetch_kernel_btf();
+}
+
+/// Called once a recording is attached, so the next one's loader is made while this one
+/// records rather than competing with its start.
+pub fn ready_the_next() {
+    if KEEP_READY.load(std::sync::atomic::Ordering::Relaxed) {
+        prefetch_kernel_btf();
     }
 }
 

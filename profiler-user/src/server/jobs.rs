@@ -346,19 +346,9 @@ async fn run(
         }
     }
     drop(slot);
-    give_back_freed_memory();
-}
-
-/// A recording's samples, stacks and symbol tables are freed when it is written. Much of
-/// that was allocated on other threads (the blocking pool), in glibc arenas that keep freed
-/// memory resident: without a trim the server's RSS follows its allocation history rather
-/// than what it holds.
-fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the kernel; it takes the arenas' locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // Much of what the recording freed was allocated on the blocking pool's threads, in
+    // arenas that keep freed memory resident until trimmed.
+    crate::heap::give_back_freed();
 }
 
 /// Symbols and outputs, as `record --output DIR` writes them; gives the directory back (None

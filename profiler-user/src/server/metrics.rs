@@ -84,6 +84,14 @@ impl Metrics {
             "Mean kernel time per sample (0 until kernel.bpf_stats_enabled lets it be measured).",
             &[("", format!("{per_sample:.1}"))],
         );
+        if let Some(held) = crate::heap::in_use_bytes() {
+            metric(
+                "profiler_heap_in_use_bytes",
+                "gauge",
+                "Memory the server's allocator has handed out and not had back (RSS also counts freed memory not yet returned).",
+                &[("", held.to_string())],
+            );
+        }
         s
     }
 }

@@ -104,6 +104,8 @@ const MAX_CONNECTIONS: usize = 256;
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let token = auth::load_policy(args.listen, args.token_file.as_deref())?;
     collect::checks::startup()?;
+    crate::heap::for_long_running();
+    collect::session::keep_a_loader_ready();
     let allow = Allow::resolve(&args.allow_cgroup, args.allow_pid_ns)?;
     let store = store::Store::open(&args.data, args.retain)?;
     store.close_interrupted();
