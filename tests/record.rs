@@ -175,8 +175,20 @@ fn multithreaded_program_has_both_threads_named() {
             "{name} sampled"
         );
     }
-    // Two CPU-bound threads on two CPUs: about twice the samples of one thread.
-    assert!(total(&f) > 2 * 1000, "{} samples", total(&f));
+    // Every tick the two threads took is a sample, on whichever CPU it ran: the samples
+    // match their CPU time (the kernel's schedstat) × frequency. Not wall time × 2: with the
+    // machine busy, two spinning threads get less than two CPUs (2.9 CPU-s in 3 s at a load
+    // of 3, 100.2% of it sampled, failed "> 2,000 samples").
+    let s = summary(&out_dir);
+    let c = &s["coverage"];
+    let pct = c["percent"].as_f64().unwrap_or(-1.0);
+    eprintln!("{} samples; coverage {c}", total(&f));
+    assert!(
+        (90.0..=110.0).contains(&pct),
+        "sampled {pct}% of expected: {c}"
+    );
+    assert!(c["threads"].as_u64().unwrap_or(0) >= 2, "{c}");
+    assert!(c["expected"].as_u64().unwrap_or(0) >= 300, "{c}");
 }
 
 #[test]
