@@ -129,15 +129,23 @@ pub fn mann_whitney(a: &[f64], b: &[f64]) -> (f64, f64) {
     (u_b, z)
 }
 
-/// Are durations `b` longer than `a` stretched by `margin` (0.02: 2%), or shorter than `a`
-/// shrunk by it? Two one-sided Mann-Whitney tests against the scaled base, as one p-value:
-/// timings measured to the microsecond differ "significantly" by tiny amounts between any
-/// two runs, and a change that small is not one anybody acts on.
-pub fn durations_changed(a: &[u64], b: &[u64], margin: f64) -> f64 {
-    let scaled = |k: f64| a.iter().map(|&x| x as f64 * k).collect::<Vec<f64>>();
+/// Are durations `b` longer than `a` stretched by `margin` (0.02: 2%) or by `floor_ns`,
+/// whichever is more, or shorter than `a` shrunk by as much? Two one-sided Mann-Whitney tests
+/// against the moved base, as one p-value: timings measured to the microsecond differ
+/// "significantly" by tiny amounts between any two runs, and a change that small is not one
+/// anybody acts on.
+pub fn durations_changed(a: &[u64], b: &[u64], margin: f64, floor_ns: f64) -> f64 {
+    let moved = |sign: f64| {
+        a.iter()
+            .map(|&x| {
+                let x = x as f64;
+                x + sign * (x * margin).max(floor_ns)
+            })
+            .collect::<Vec<f64>>()
+    };
     let b: Vec<f64> = b.iter().map(|&x| x as f64).collect();
-    let (_, z_up) = mann_whitney(&scaled(1.0 + margin), &b);
-    let (_, z_down) = mann_whitney(&scaled(1.0 - margin), &b);
+    let (_, z_up) = mann_whitney(&moved(1.0), &b);
+    let (_, z_down) = mann_whitney(&moved(-1.0), &b);
     either_side(normal_sf(z_up), normal_sf(-z_down))
 }
 
@@ -246,26 +254,32 @@ mod tests {
     #[test]
     fn durations_must_move_beyond_the_margin() {
         assert!(close(
-            durations_changed(&[1, 2, 3, 4, 5], &[6, 7, 8, 9, 10], 0.0),
+            durations_changed(&[1, 2, 3, 4, 5], &[6, 7, 8, 9, 10], 0.0, 0.0),
             0.012_185_780_355_344_818,
             1e-5
         ));
         // 4% longer throughout: clear at a 0% margin, weak against a 2% one.
         let a = [100, 102, 104, 106, 108, 110, 112, 114];
         let b = [104, 106, 108, 110, 112, 114, 116, 118];
-        let p0 = durations_changed(&a, &b, 0.0);
-        let p2 = durations_changed(&a, &b, 0.02);
+        let p0 = durations_changed(&a, &b, 0.0, 0.0);
+        let p2 = durations_changed(&a, &b, 0.02, 0.0);
         assert!(close(p0, 0.154_423_253_780_086_8, 1e-5), "{p0}");
         assert!(close(p2, 0.713_191_261_016_072, 1e-5), "{p2}");
         // 1000 spans 0.5% longer than 1000 others, measured exactly: significant without a
         // margin, not beyond 2%.
         let base: Vec<u64> = (0..1000).map(|i| 1_000_000 + i * 10).collect();
         let new: Vec<u64> = base.iter().map(|x| x + x / 200).collect();
-        assert!(durations_changed(&base, &new, 0.0) < 1e-6);
-        assert!(durations_changed(&base, &new, 0.02) > 0.5);
+        assert!(durations_changed(&base, &new, 0.0, 0.0) < 1e-6);
+        assert!(durations_changed(&base, &new, 0.02, 0.0) > 0.5);
         // 20% longer: far beyond it.
         let slow: Vec<u64> = base.iter().map(|x| x + x / 5).collect();
-        assert!(durations_changed(&base, &slow, 0.02) < 1e-100);
+        assert!(durations_changed(&base, &slow, 0.02, 0.0) < 1e-100);
+        // 1 ms spans 60 us longer (6%): beyond 2%, not beyond a 100 us floor; 200 us (20%)
+        // is beyond both.
+        let later: Vec<u64> = base.iter().map(|x| x + 60_000).collect();
+        assert!(durations_changed(&base, &later, 0.02, 0.0) < 1e-100);
+        assert!(durations_changed(&base, &later, 0.02, 100_000.0) > 0.5);
+        assert!(durations_changed(&base, &slow, 0.02, 100_000.0) < 1e-100);
     }
 
     #[test]

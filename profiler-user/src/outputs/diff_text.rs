@@ -44,9 +44,10 @@ pub fn to_text(d: &Diff) -> String {
         + usize::from(d.cpu.significant);
     let _ = writeln!(
         t,
-        "  {significant} significant change(s) (*): beyond {}pp of share, {}% of duration or CPU, at Holm-adjusted p < {} over {} tests (unchanged code shows any at most {}% of the time)",
+        "  {significant} significant change(s) (*): beyond {}pp of share, {}% of duration (at least {} us) or CPU, at Holm-adjusted p < {} over {} tests (unchanged code shows any at most {}% of the time)",
         d.margins.share_pp,
         d.margins.duration_pct,
+        d.margins.duration_floor_us,
         d.alpha,
         d.tests,
         d.alpha * 100.0
