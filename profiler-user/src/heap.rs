@@ -6,8 +6,9 @@
 //! threshold to that block's size (up to 32 MiB), so from then on such buffers come from the
 //! arenas instead. There they interleave with the few small blocks that outlive a recording,
 //! which pin the pages around them. The serve test's 200 recordings failed three times on
-//! that (RSS +7, +14 and +17 MB), and a server whose heap in use stayed at 14.3 MB over 100
-//! recordings resided in 24 to 44 MB along the way; with the threshold fixed, 15 MB.
+//! that (RSS +7, +14 and +17 MB), and in a server sent 100 recording requests in a row (not
+//! each awaited) the heap in use stayed at 14.3 MB while RssAnon went from 24 to 44 MB; with
+//! the threshold fixed, 15 MB.
 
 /// glibc's mmap threshold, fixed: set explicitly, glibc stops raising it. Blocks this large
 /// or larger go back to the kernel as soon as they are freed.
