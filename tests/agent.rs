@@ -89,17 +89,17 @@ impl Receiver {
                     let sink = sink.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        let r = match tls {
+                        match tls {
                             // A handshake the client broke off (a certificate it refused)
                             // delivers nothing.
-                            Some(tls) => match tls.accept(stream).await {
-                                Ok(stream) => serve(stream).await,
-                                Err(_) => None,
-                            },
-                            None => serve(stream).await,
-                        };
-                        if let Some(r) = r {
-                            sink.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                            Some(tls) => {
+                                if let Ok(stream) = tls.accept(stream).await {
+                                    serve(stream, &sink).await;
+                                }
+                            }
+                            None => {
+                                serve(stream, &sink).await;
+                            }
                         }
                     });
                 }
@@ -113,8 +113,11 @@ impl Receiver {
     }
 }
 
-/// Reads one request (headers, then Content-Length bytes of body) and answers 200.
-async fn serve<S>(mut stream: S) -> Option<Received>
+/// Reads one request (headers, then Content-Length bytes of body), keeps it, then answers
+/// 200: kept first, because the agent counts a window delivered at the answer and may exit
+/// at once, and the test reads what was received as soon as it has (a fresh clone's
+/// sigterm test once found nothing: the 200 had gone out before the push).
+async fn serve<S>(mut stream: S, sink: &Mutex<Vec<Received>>) -> Option<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -148,21 +151,23 @@ where
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    let mut parts = request_line.split_whitespace();
+    assert_eq!(parts.next(), Some("POST"), "{request_line}");
+    let got = Received {
+        path: parts.next()?.to_string(),
+        content_type: header("content-type").unwrap_or_default(),
+        authorization: header("authorization"),
+        tenant: header("x-scope-orgid"),
+        body: buf[head_end..head_end + length].to_vec(),
+    };
+    sink.lock().unwrap_or_else(|e| e.into_inner()).push(got);
     stream
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;
     // TLS: close_notify, as servers send it.
     let _ = stream.shutdown().await;
-    let mut parts = request_line.split_whitespace();
-    assert_eq!(parts.next(), Some("POST"), "{request_line}");
-    Some(Received {
-        path: parts.next()?.to_string(),
-        content_type: header("content-type").unwrap_or_default(),
-        authorization: header("authorization"),
-        tenant: header("x-scope-orgid"),
-        body: buf[head_end..head_end + length].to_vec(),
-    })
+    Some(())
 }
 
 fn query<'a>(path: &'a str, key: &str) -> Option<&'a str> {
