@@ -420,7 +420,7 @@ pub mod counter {
     pub const SPAN_DEPTH_OVERFLOW: u32 = 9;
     /// Fork/exec/exit events dropped with the ring buffer full.
     pub const PROCESS_EVENTS_LOST: u32 = 10;
-    /// Switch-outs of target threads seen by the off-CPU program.
+    /// Switch-outs of target threads recorded by the off-CPU program (1 in `--off-cpu-sample`).
     pub const OFF_CPU_SWITCHES: u32 = 11;
     /// Off-CPU intervals sent as events because the totals map was full.
     pub const OFF_CPU_TOTALS_FULL: u32 = 12;

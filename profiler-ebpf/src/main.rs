@@ -845,14 +845,7 @@ mod programs {
             forget_thread(bpf_get_current_pid_tgid() as u32);
             return 0;
         }
-        let Some((pid, tid)) = current_ids() else {
-            return 0;
-        };
-        if target_flags(pid).is_none() {
-            return 0;
-        }
-        let preempt: u64 = ctx.arg(0);
-        bump(counter::OFF_CPU_SWITCHES);
+        // Only a target thread's switch-out opens an entry, so this needs no target check.
         let host_tid = bpf_get_current_pid_tgid() as u32;
         let state = entry_state(host_tid);
         if state.is_none_or(|s| s == OPEN)
@@ -870,12 +863,22 @@ mod programs {
             unsafe { (*e).start_ns = 0 };
             set_state(host_tid, CLOSED);
         }
+        // Drawn before the target check: a switch-out left out then costs no TARGETS look-up
+        // (issue 17), and OFF_CPU_SWITCHES counts the recorded ones, 1 in `every`.
         // SAFETY: a read-only global the loader fills in before the program runs.
         let every = unsafe { core::ptr::read_volatile(&OFF_CPU_SAMPLE) };
         // SAFETY: plain helper call without arguments.
         if every > 1 && unsafe { bpf_get_prandom_u32() } % every != 0 {
             return 0;
         }
+        let Some((pid, tid)) = current_ids() else {
+            return 0;
+        };
+        if target_flags(pid).is_none() {
+            return 0;
+        }
+        let preempt: u64 = ctx.arg(0);
+        bump(counter::OFF_CPU_SWITCHES);
         // SAFETY: plain helper call without arguments.
         let now = unsafe { bpf_ktime_get_boot_ns() };
         let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {

@@ -22,7 +22,10 @@ pub struct OffCpuReport {
     pub intervals: u64,
     /// Intervals shorter than this were not counted.
     pub min_ns: u64,
+    /// Switch-outs of the target threads: those recorded, times `sample_every` (an estimate
+    /// when sampled: the kernel draws before it looks the thread up).
     pub switches: u64,
+    pub switches_recorded: u64,
     /// Intervals the kernel events dropped with the ring buffer full.
     pub lost_intervals: u64,
     /// Intervals lost because the program never saw their thread come back on CPU.
@@ -184,7 +187,10 @@ impl OffCpuReport {
             preempted_ns,
             intervals,
             min_ns: info.min_ns,
-            switches: c.off_cpu_switches,
+            switches: c
+                .off_cpu_switches
+                .saturating_mul(u64::from(info.sample_every.max(1))),
+            switches_recorded: c.off_cpu_switches,
             lost_intervals: c.off_cpu_events_lost,
             unmatched_intervals: c.off_cpu_unmatched,
             lost_ns: c.off_cpu_lost_ns,
@@ -222,8 +228,8 @@ impl OffCpuReport {
         if self.sample_every > 1 {
             let _ = writeln!(
                 t,
-                "Sampled: 1 switch-out in {} recorded at random, each counted {} times (sums and counts are estimates)",
-                self.sample_every, self.sample_every
+                "Sampled: 1 switch-out in {} recorded at random ({} of them), each counted {} times (sums and counts are estimates)",
+                self.sample_every, self.switches_recorded, self.sample_every
             );
         }
         if let Some(ns) = self.bpf_ns_per_switch {

@@ -1957,13 +1957,15 @@ enum Watch {
     /// `profiler record` without `--off-cpu`: the reference for `--off-cpu`'s own cost.
     Record,
     OffCpu,
-    Sampled,
+    /// `--off-cpu --off-cpu-sample P`.
+    Sampled(u32),
     /// `--off-cpu` recording a sleeping process: every switch of the ping-pong is out of scope,
     /// so the program's run time per run is what the machine's other switches pay.
     OutOfScope,
     /// `--off-cpu` with the binary in BENCH_OFFCPU_BEFORE (an earlier build), interleaved
     /// with this one so that before and after share the machine's state.
-    Before,
+    /// With `--off-cpu-sample P` (1: every switch-out).
+    Before(u32),
     /// bpftrace: switch-out time per thread, summed at switch-in, no stacks.
     BpftraceMin,
     /// bpftrace: the same with the kernel and user stacks at switch-out, as `--off-cpu` does.
@@ -2069,7 +2071,7 @@ fn start_profiler_bin(bin: &Path, pid: u32, out: &Path, args: &[&str]) -> Result
 
 /// `--off-cpu` on a context-switch-heavy program: two threads bouncing a byte over a pair of
 /// pipes (tests/targets/pingpong.c, both on CPU 1), alone, under `profiler record` with and without
-/// `--off-cpu` (and `--off-cpu-sample 16`), with `--off-cpu` recording another (sleeping)
+/// `--off-cpu` (and `--off-cpu-sample` 16 and 64), with `--off-cpu` recording another (sleeping)
 /// process, under bpftrace (with and without stacks) and `perf record -e sched:sched_switch -g`,
 /// and, when BENCH_OFFCPU_BEFORE names an earlier build, under its `--off-cpu`; each round all
 /// of them in a rotating order.
@@ -2079,20 +2081,23 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let _stats = BpfStats::enable()?;
     let rounds = rounds();
     let bounces = if quick() { "5000" } else { "100000" };
-    const SAMPLE: &str = "16";
+    // Two rates: how the cost falls as fewer switch-outs take stacks (issue 17).
+    const SAMPLES: [u32; 2] = [16, 64];
     let before = std::env::var_os("BENCH_OFFCPU_BEFORE").map(PathBuf::from);
     let mut watches = vec![
         Watch::Alone,
         Watch::Record,
         Watch::OffCpu,
-        Watch::Sampled,
+        Watch::Sampled(SAMPLES[0]),
+        Watch::Sampled(SAMPLES[1]),
         Watch::OutOfScope,
         Watch::BpftraceMin,
         Watch::BpftraceStacks,
         Watch::Perf,
     ];
     if before.is_some() {
-        watches.push(Watch::Before);
+        watches.push(Watch::Before(1));
+        watches.push(Watch::Before(SAMPLES[0]));
     }
     let mut runs: Vec<Vec<SwitchRun>> = vec![Vec::new(); watches.len()];
     let data = dir.join("pingpong-perf.data");
@@ -2113,10 +2118,10 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 Watch::Alone => None,
                 Watch::Record => Some(start_profiler(pid, &out, &[])?),
                 Watch::OffCpu => Some(start_profiler(pid, &out, &["--off-cpu"])?),
-                Watch::Sampled => Some(start_profiler(
+                Watch::Sampled(every) => Some(start_profiler(
                     pid,
                     &out,
-                    &["--off-cpu", "--off-cpu-sample", SAMPLE],
+                    &["--off-cpu", "--off-cpu-sample", &every.to_string()],
                 )?),
                 Watch::OutOfScope => {
                     let sleeper = Command::new("sleep")
@@ -2133,9 +2138,11 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                     }
                     Some(p?)
                 }
-                Watch::Before => {
+                Watch::Before(every) => {
                     let b = before.as_deref().ok_or("BENCH_OFFCPU_BEFORE unset")?;
-                    Some(start_profiler_bin(b, pid, &out, &["--off-cpu"])?)
+                    let every = every.to_string();
+                    let args = ["--off-cpu", "--off-cpu-sample", &every];
+                    Some(start_profiler_bin(b, pid, &out, &args)?)
                 }
                 Watch::BpftraceMin | Watch::BpftraceStacks => {
                     bpftrace = Some(start_bpftrace_switch(pid, watch == Watch::BpftraceStacks)?);
@@ -2222,19 +2229,29 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let setup = format!(
         "tests/targets/pingpong.c: 2 threads bounce a byte over 2 pipes {bounces} times (2 blocking reads per bounce, {switches_k}k context switches of target threads), its own CPU and wall time; both threads pinned to CPU 1, so that every switch goes straight from one to the other and each switch's program time lands on the ping-pong (unpinned, how the threads spread over the 2 CPUs changed its speed ×3 from run to run), the tool pinned to CPU 0; {rounds} rounds, every variant once per round in rotating order, ratios per round"
     );
-    let mut ours = vec![
-        (Watch::OffCpu, "`--off-cpu`".to_string(), "off_cpu"),
-        (
-            Watch::Sampled,
-            format!("`--off-cpu --off-cpu-sample {SAMPLE}`"),
-            "off_cpu_sampled",
-        ),
-    ];
+    let mut ours = vec![(
+        Watch::OffCpu,
+        "`--off-cpu`".to_string(),
+        "off_cpu".to_string(),
+    )];
+    for every in SAMPLES {
+        ours.push((
+            Watch::Sampled(every),
+            format!("`--off-cpu --off-cpu-sample {every}`"),
+            format!("off_cpu_sampled_{every}"),
+        ));
+    }
     if before.is_some() {
         ours.push((
-            Watch::Before,
+            Watch::Before(1),
             "`--off-cpu` of the earlier build (BENCH_OFFCPU_BEFORE)".to_string(),
-            "off_cpu_before",
+            "off_cpu_before".to_string(),
+        ));
+        let every = SAMPLES[0];
+        ours.push((
+            Watch::Before(every),
+            format!("`--off-cpu --off-cpu-sample {every}` of the earlier build"),
+            format!("off_cpu_sampled_{every}_before"),
         ));
     }
     for (watch, label, key) in ours {
