@@ -558,17 +558,34 @@ fn bpftrace_bpf_cost(pid: u32, hz: &str, secs: f64, key: &str) -> Result<(f64, f
     // program still runs then is cheap filtered ticks, charged to bpftrace.
     signal(pid, sys::SIGSTOP);
     let stats = prog_stats(child.id());
-    signal(child.id(), sys::SIGINT);
+    // With the target stopped its next poll may never come (seen: 19 minutes): asked again
+    // until it exits. Its output (@n alone) fits in the pipe meanwhile.
+    let ended = interrupt_until_exit(&mut child);
     let mut rest = String::new();
     let _ = out.read_to_string(&mut rest);
-    let _ = child.wait();
     signal(pid, sys::SIGCONT);
+    ended?;
     let (ns, runs) = stats?;
     let samples: f64 = rest
         .lines()
         .find_map(|l| l.strip_prefix("@n:")?.trim().parse().ok())
         .ok_or_else(|| format!("bpftrace printed no @n: {rest:?}"))?;
     Ok((ns / samples, ns / runs))
+}
+
+/// SIGINT every 200 ms until `child` exits (at most 10 s), for a tool that checks for it only
+/// when its poll wakes up.
+fn interrupt_until_exit(child: &mut Child) -> Result {
+    for _ in 0..50 {
+        signal(child.id(), sys::SIGINT);
+        std::thread::sleep(Duration::from_millis(200));
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            return Ok(());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!("pid {} ignored SIGINT for 10 s", child.id()))
 }
 
 /// The sampler: kernel-side cost per sample (ours and bpftrace's on the same target in the
