@@ -191,6 +191,25 @@ fn multithreaded_program_has_both_threads_named() {
     assert!(c["expected"].as_u64().unwrap_or(0) >= 300, "{c}");
 }
 
+/// The kernel sends a thread's name only when the CPU has not sent it since the last rename
+/// anywhere: a thread that renames itself on the same CPU must still end up with its new
+/// name. It exits before the recording ends, so /proc cannot name it afterwards: only the
+/// samples can.
+#[test]
+fn a_thread_renamed_while_sampled_on_one_cpu_gets_its_new_name() {
+    let bin = build_c("rename", "rename.c", C_FP);
+    let mut target = Target::start(&bin, &[]);
+    let (dir, printed) = record_run(&mut target, "rename", &["--frequency", FREQ]);
+    assert!(printed.contains("done"), "{printed}");
+    let threads = thread_samples(&summary(&dir));
+    eprintln!("threads: {threads:?}");
+    assert!(
+        threads.get("phase-two").is_some_and(|&n| n > 100),
+        "the renamed thread carries its latest name: {threads:?}"
+    );
+    assert!(!threads.contains_key("phase-one"), "{threads:?}");
+}
+
 #[test]
 fn lost_samples_are_counted_exactly() {
     let bin = build_c("threads-lost", "threads.c", C_FP);

@@ -46,6 +46,8 @@ pub mod names {
     pub const PROGRAM_PROCESS_FORK: &str = "process_fork";
     pub const PROGRAM_PROCESS_EXEC: &str = "process_exec";
     pub const PROGRAM_PROCESS_EXIT: &str = "process_exit";
+    /// `task_rename`: samples send a thread's name again after any rename.
+    pub const PROGRAM_THREAD_RENAMED: &str = "thread_renamed";
     /// The profiler's PID namespace (st_dev and st_ino of /proc/self/ns/pid): every pid the
     /// programs report or compare is as seen from there, so a profiler in a container works
     /// with the pids it can see.
@@ -287,7 +289,8 @@ pub struct SampleEvent {
     pub user_stack_id: i32,
     /// Id in the stack map, or a negative errno (`-EFAULT` when the sample hit user mode).
     pub kernel_stack_id: i32,
-    /// The thread's name at the time of the sample, NUL-padded.
+    /// The thread's name at the time of the sample, NUL-padded; all zeros when the same CPU
+    /// already sent it with an earlier sample of the thread and no task was renamed since.
     pub comm: [u8; COMM_LEN],
     /// The innermost span running on the thread, 0 for none.
     pub span_id: u64,

@@ -97,6 +97,50 @@ mod programs {
     #[map(name = "SPAN_FN_SEQ")]
     static SPAN_FN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+    /// Bumped whenever a task's name may have changed (exec, prctl, a write to its comm: the
+    /// `task_rename` tracepoint) and when a target thread exits (its tid may come back with
+    /// another name). Slot 0; an array, so the sampler's look-up is inlined.
+    #[map(name = "NAMES_GENERATION")]
+    static NAMES_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+    /// Per CPU: (generation << 32 | tid) of the last thread whose name a sample sent from this
+    /// CPU. A thread sampled again on the same CPU with no rename since sends no name: the
+    /// copy costs ~150 ns of a ~2.5 µs sample here (issue 17), and userspace keeps the name.
+    #[map(name = "NAME_SENT")]
+    static NAME_SENT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+    /// The current thread's name and the mark to remember once a sample carrying it is sent,
+    /// or no name (zeros) and 0 when this CPU already sent it.
+    #[inline(always)]
+    fn thread_name(tid: u32) -> ([u8; COMM_LEN], u64) {
+        let generation = NAMES_GENERATION.get(0).copied().unwrap_or(0);
+        let mark = (u64::from(generation) << 32) | u64::from(tid);
+        if NAME_SENT.get(0).is_some_and(|sent| *sent == mark) {
+            return ([0u8; COMM_LEN], 0);
+        }
+        (bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]), mark)
+    }
+
+    /// Called once a sample with its thread's name is in the ring buffer: a name lost with
+    /// its sample is sent again.
+    #[inline(always)]
+    fn name_sent(mark: u64) {
+        if mark != 0
+            && let Some(sent) = NAME_SENT.get_ptr_mut(0)
+        {
+            // SAFETY: per-CPU slot, and BPF programs are not preempted on their CPU.
+            unsafe { *sent = mark };
+        }
+    }
+
+    #[inline(always)]
+    fn names_changed() {
+        if let Some(generation) = NAMES_GENERATION.get_ptr_mut(0) {
+            // SAFETY: two racing bumps may count one, which still changes the value.
+            unsafe { *generation = (*generation).wrapping_add(1) };
+        }
+    }
+
     #[inline(always)]
     fn bump(index: u32) {
         add(index, 1);
@@ -274,6 +318,7 @@ mod programs {
         }
         // SAFETY: a map value, only read.
         let span_id = running_span(tid, unsafe { *flags });
+        let (comm, name_mark) = thread_name(tid);
         let mut header = SampleEvent {
             kind: EventKind::Sample as u32,
             // SAFETY: plain helper calls without arguments.
@@ -283,10 +328,10 @@ mod programs {
             tid,
             user_stack_id: -errno::EFAULT,
             kernel_stack_id: kernel as i32,
-            comm: bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]),
+            comm,
             span_id,
         };
-        if dwarf && !map_refused(kernel) && send_dwarf(&ctx, header, announce) {
+        if dwarf && !map_refused(kernel) && send_dwarf(&ctx, header, announce, name_mark) {
             return 0;
         }
 
@@ -305,7 +350,7 @@ mod programs {
             } else {
                 bump(counter::STACK_MAP_COLLISION);
             }
-            return send_inline(&ctx, header);
+            return send_inline(&ctx, header, name_mark);
         }
 
         match EVENTS.reserve::<SampleEvent>(0) {
@@ -313,6 +358,7 @@ mod programs {
                 entry.write(header);
                 entry.submit(submit_flags(announce));
                 bump(counter::EMITTED);
+                name_sent(name_mark);
             }
             None => bump(counter::LOST_RINGBUF_FULL),
         }
@@ -359,7 +405,12 @@ mod programs {
     /// Sends the user registers and the top of the user stack for unwinding in userspace.
     /// False when there is nothing to unwind from (the caller walks frame pointers instead).
     #[inline(always)]
-    fn send_dwarf(ctx: &PerfEventContext, mut header: SampleEvent, announce: bool) -> bool {
+    fn send_dwarf(
+        ctx: &PerfEventContext,
+        mut header: SampleEvent,
+        announce: bool,
+        name_mark: u64,
+    ) -> bool {
         let Some(rec) = DWARF_SCRATCH.get_ptr_mut(header.cpu) else {
             bump(counter::DWARF_NO_USER_REGS);
             return false;
@@ -452,6 +503,7 @@ mod programs {
         };
         if r == 0 {
             bump(counter::EMITTED);
+            name_sent(name_mark);
         } else {
             bump(counter::LOST_RINGBUF_FULL);
         }
@@ -462,7 +514,7 @@ mod programs {
     /// `bpf_get_stack` straight into ring buffer memory: a 2 KiB record would not fit on the
     /// 512-byte BPF stack.
     #[inline(always)]
-    fn send_inline(ctx: &PerfEventContext, mut header: SampleEvent) -> u32 {
+    fn send_inline(ctx: &PerfEventContext, mut header: SampleEvent, name_mark: u64) -> u32 {
         let Some(mut entry) = EVENTS.reserve::<SampleInlineEvent>(0) else {
             bump(counter::LOST_RINGBUF_FULL);
             return 0;
@@ -486,6 +538,7 @@ mod programs {
         }
         entry.submit(submit_flags(false));
         bump(counter::EMITTED);
+        name_sent(name_mark);
         0
     }
 
@@ -1172,6 +1225,7 @@ mod programs {
         if unsafe { TARGETS.get(pid) }.is_none() {
             return 0;
         }
+        names_changed();
         // SAFETY: read-only globals the loader fills in before the program runs.
         let (signal_offset, live_offset) = unsafe {
             (
@@ -1192,6 +1246,15 @@ mod programs {
             // Harnesses start thousands of processes over a run: free the slot.
             let _ = TARGETS.remove(pid);
         }
+        0
+    }
+
+    /// Any task renamed (exec, prctl(PR_SET_NAME), a write to /proc/…/comm, possibly from
+    /// another CPU): every CPU sends its threads' names again (`thread_name`). Arguments
+    /// (task_struct *task, const char *comm); renames are rare, so nothing is filtered.
+    #[raw_tracepoint(tracepoint = "task_rename")]
+    pub fn thread_renamed(_ctx: RawTracePointContext) -> u32 {
+        names_changed();
         0
     }
 

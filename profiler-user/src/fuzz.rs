@@ -206,13 +206,19 @@ pub fn ring_record(data: &[u8]) {
                 "{stack:?}"
             );
             assert!(stack.len() as u64 <= u64::from(regs.stack_len), "{stack:?}");
-            assert!(comm.len() <= 4 * profiler_common::COMM_LEN);
+            assert!(
+                comm.as_ref()
+                    .is_none_or(|c| !c.is_empty() && c.len() <= 4 * profiler_common::COMM_LEN)
+            );
             stack_ok(&s.kernel);
             // What the drain loop does with it.
             let _ = data.get(stack).unwrap_or(&[]).to_vec();
         }
         Some(Event::Sample(s, comm)) => {
-            assert!(comm.len() <= 4 * profiler_common::COMM_LEN);
+            assert!(
+                comm.as_ref()
+                    .is_none_or(|c| !c.is_empty() && c.len() <= 4 * profiler_common::COMM_LEN)
+            );
             stack_ok(&s.user);
             stack_ok(&s.kernel);
         }

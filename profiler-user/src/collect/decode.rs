@@ -9,10 +9,12 @@ use super::{RawSample, RawStack};
 
 /// One record from the ring buffer.
 #[derive(Clone, Debug)]
+/// A sample's thread name is None when the kernel did not send it: the same CPU sent it
+/// with an earlier sample of that thread, and the thread has not been renamed since.
 pub enum Event {
-    Sample(RawSample, String),
+    Sample(RawSample, Option<String>),
     /// A sample to unwind: its registers and where its stack bytes are in the record.
-    SampleDwarf(RawSample, String, DwarfRegs, std::ops::Range<usize>),
+    SampleDwarf(RawSample, Option<String>, DwarfRegs, std::ops::Range<usize>),
     Span(SpanEvent),
     Process(ProcessEvent),
     OffCpu(OffCpuEvent),
@@ -168,9 +170,14 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
     Some(Event::Sample(sample, comm))
 }
 
-fn raw_sample(header: &SampleEvent, user: RawStack, kernel: RawStack) -> (RawSample, String) {
+fn raw_sample(
+    header: &SampleEvent,
+    user: RawStack,
+    kernel: RawStack,
+) -> (RawSample, Option<String>) {
     let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-    let comm = String::from_utf8_lossy(&header.comm[..comm_len]).into_owned();
+    let comm =
+        (comm_len > 0).then(|| String::from_utf8_lossy(&header.comm[..comm_len]).into_owned());
     (
         RawSample {
             timestamp_ns: header.timestamp_ns,
@@ -213,7 +220,7 @@ mod tests {
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
-    fn sample(bytes: &[u8]) -> (RawSample, String) {
+    fn sample(bytes: &[u8]) -> (RawSample, Option<String>) {
         match parse_event(bytes) {
             Some(Event::Sample(s, comm)) => (s, comm),
             other => panic!("not a sample: {other:?}"),
@@ -246,7 +253,18 @@ mod tests {
         assert_eq!(s.user, RawStack::Id(5));
         assert_eq!(s.kernel, RawStack::Empty);
         assert_eq!(s.span_id, 9);
-        assert_eq!(comm, "worker");
+        assert_eq!(comm.as_deref(), Some("worker"));
+    }
+
+    /// A sample whose thread name this CPU already sent carries none: it must not rename
+    /// the thread to "".
+    #[test]
+    fn sample_without_a_name_has_none() {
+        let mut h = header(EventKind::Sample);
+        h.comm = [0; COMM_LEN];
+        let (s, comm) = sample(&bytes_of(&h));
+        assert_eq!((s.pid, s.tid), (10, 11));
+        assert_eq!(comm, None);
     }
 
     #[test]

@@ -107,14 +107,19 @@ impl<'a> Sink<'a> {
         while let Some(item) = ring.next() {
             match parse_event(&item) {
                 Some(Event::SampleDwarf(sample, comm, regs, stack)) => {
-                    self.threads.insert(sample.tid, comm);
+                    if let Some(comm) = comm {
+                        self.threads.insert(sample.tid, comm);
+                    }
                     let bytes = item.get(stack).unwrap_or(&[]).to_vec();
                     self.to_unwind.push_back((self.samples.len(), regs, bytes));
                     self.samples.push(sample);
                 }
                 Some(Event::Sample(sample, comm)) => {
                     // The latest name wins: threads rename themselves, and exec renames them.
-                    self.threads.insert(sample.tid, comm);
+                    // The kernel sends a name again after any rename (`thread_name`).
+                    if let Some(comm) = comm {
+                        self.threads.insert(sample.tid, comm);
+                    }
                     self.samples.push(sample);
                 }
                 Some(Event::Process(e)) => match EventKind::from_u32(e.kind) {

@@ -62,6 +62,7 @@ pub struct Session {
     pub ebpf: aya::Ebpf,
     sample_links: Vec<PerfEventLinkId>,
     off_cpu_link: Option<RawTracePointLinkId>,
+    renames_link: Option<RawTracePointLinkId>,
     /// Run-time statistics stay on while this descriptor lives.
     stats_fd: Option<std::os::fd::OwnedFd>,
     pub cpus: Vec<u32>,
@@ -245,6 +246,7 @@ impl Session {
             ebpf,
             sample_links: Vec::new(),
             off_cpu_link: None,
+            renames_link: None,
             stats_fd: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
             cpus,
             dwarf,
@@ -332,6 +334,15 @@ impl Session {
     /// The sampler on the software CPU clock of every CPU, then (so that off-CPU time is
     /// counted over the same window as the samples) the sched_switch program.
     pub fn attach(&mut self, frequency_hz: u64, off_cpu: bool) -> Result<()> {
+        // Before the sampler: a sample sends its thread's name only when this CPU has not
+        // sent it since the last rename, which this program is what announces.
+        if self.renames_link.is_none() {
+            self.renames_link = Some(attach_sched(
+                &mut self.ebpf,
+                names::PROGRAM_THREAD_RENAMED,
+                "task_rename",
+            )?);
+        }
         let cpus = self.cpus.clone();
         for cpu in cpus {
             let link = self
@@ -371,6 +382,11 @@ impl Session {
             program.detach(link).map_err(prog_err)?;
         }
         stats.sampler = run_stats(program.info());
+        if let Some(link) = self.renames_link.take() {
+            sched_program(&mut self.ebpf, names::PROGRAM_THREAD_RENAMED)?
+                .detach(link)
+                .map_err(tracepoint_err(names::PROGRAM_THREAD_RENAMED))?;
+        }
         self.stats_fd = None;
         Ok(stats)
     }
@@ -390,7 +406,10 @@ impl Session {
 impl Drop for Session {
     /// Every exit path detaches: an early return or a panic between attach and stop.
     fn drop(&mut self) {
-        if self.off_cpu_link.is_some() || !self.sample_links.is_empty() {
+        if self.off_cpu_link.is_some()
+            || self.renames_link.is_some()
+            || !self.sample_links.is_empty()
+        {
             let _ = self.stop();
         }
     }
