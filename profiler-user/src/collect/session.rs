@@ -334,8 +334,8 @@ impl Session {
     /// The sampler on the software CPU clock of every CPU, then (so that off-CPU time is
     /// counted over the same window as the samples) the sched_switch program.
     pub fn attach(&mut self, frequency_hz: u64, off_cpu: bool) -> Result<()> {
-        // Before the sampler: a sample sends its thread's name only when this CPU has not
-        // sent it since the last rename, which this program is what announces.
+        // Before the sampler: a sample sends its thread's name only when its CPU has not
+        // sent it since the last rename, and this program is what reports renames.
         if self.renames_link.is_none() {
             self.renames_link = Some(attach_sched(
                 &mut self.ebpf,
