@@ -121,10 +121,11 @@ mod programs {
         (bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]), mark)
     }
 
-    /// Called once a sample with its thread's name is in the ring buffer: a name lost with
-    /// its sample is sent again.
+    /// A sample is in the ring buffer: counted, and its thread's name (if it carried one)
+    /// remembered as sent. Only here, so that a name lost with its sample is sent again.
     #[inline(always)]
-    fn name_sent(mark: u64) {
+    fn sample_sent(mark: u64) {
+        bump(counter::EMITTED);
         if mark != 0
             && let Some(sent) = NAME_SENT.get_ptr_mut(0)
         {
@@ -357,8 +358,7 @@ mod programs {
             Some(mut entry) => {
                 entry.write(header);
                 entry.submit(submit_flags(announce));
-                bump(counter::EMITTED);
-                name_sent(name_mark);
+                sample_sent(name_mark);
             }
             None => bump(counter::LOST_RINGBUF_FULL),
         }
@@ -502,8 +502,7 @@ mod programs {
             )
         };
         if r == 0 {
-            bump(counter::EMITTED);
-            name_sent(name_mark);
+            sample_sent(name_mark);
         } else {
             bump(counter::LOST_RINGBUF_FULL);
         }
@@ -537,8 +536,7 @@ mod programs {
             (*rec).kernel_len = if kernel > 0 { (kernel / 8) as u32 } else { 0 };
         }
         entry.submit(submit_flags(false));
-        bump(counter::EMITTED);
-        name_sent(name_mark);
+        sample_sent(name_mark);
         0
     }
 

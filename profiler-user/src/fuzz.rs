@@ -198,6 +198,11 @@ pub fn ring_record(data: &[u8]) {
         RawStack::Id(id) => assert!(i32::try_from(*id).is_ok(), "stack id {id} was negative"),
         RawStack::Empty => {}
     };
+    // A name the kernel sent is never empty (an empty one means none was sent), and lossy
+    // UTF-8 of 16 bytes is at most 4 bytes per byte.
+    let comm_ok = |comm: Option<&str>| {
+        assert!(comm.is_none_or(|c| !c.is_empty() && c.len() <= 4 * profiler_common::COMM_LEN));
+    };
     match parse_event(data) {
         Some(Event::SampleDwarf(s, comm, regs, stack)) => {
             assert_eq!(stack.start, profiler_common::SAMPLE_DWARF_HEADER);
@@ -206,19 +211,13 @@ pub fn ring_record(data: &[u8]) {
                 "{stack:?}"
             );
             assert!(stack.len() as u64 <= u64::from(regs.stack_len), "{stack:?}");
-            assert!(
-                comm.as_ref()
-                    .is_none_or(|c| !c.is_empty() && c.len() <= 4 * profiler_common::COMM_LEN)
-            );
+            comm_ok(comm.as_deref());
             stack_ok(&s.kernel);
             // What the drain loop does with it.
             let _ = data.get(stack).unwrap_or(&[]).to_vec();
         }
         Some(Event::Sample(s, comm)) => {
-            assert!(
-                comm.as_ref()
-                    .is_none_or(|c| !c.is_empty() && c.len() <= 4 * profiler_common::COMM_LEN)
-            );
+            comm_ok(comm.as_deref());
             stack_ok(&s.user);
             stack_ok(&s.kernel);
         }

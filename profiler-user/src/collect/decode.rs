@@ -7,10 +7,10 @@ use profiler_common::{
 
 use super::{RawSample, RawStack};
 
-/// One record from the ring buffer.
+/// One record from the ring buffer. A sample's thread name is None when the kernel did not
+/// send it: the same CPU sent it with an earlier sample of that thread, and the thread has
+/// not been renamed since.
 #[derive(Clone, Debug)]
-/// A sample's thread name is None when the kernel did not send it: the same CPU sent it
-/// with an earlier sample of that thread, and the thread has not been renamed since.
 pub enum Event {
     Sample(RawSample, Option<String>),
     /// A sample to unwind: its registers and where its stack bytes are in the record.
