@@ -1973,9 +1973,8 @@ enum Watch {
     Alone,
     /// `profiler record` without `--off-cpu`: the reference for `--off-cpu`'s own cost.
     Record,
-    OffCpu,
-    /// `--off-cpu --off-cpu-sample P`.
-    Sampled(u32),
+    /// `--off-cpu --off-cpu-sample P` (1: every switch-out).
+    OffCpu(u32),
     /// `--off-cpu` recording a sleeping process: every switch of the ping-pong is out of scope,
     /// so the program's run time per run is what the machine's other switches pay.
     OutOfScope,
@@ -2090,23 +2089,24 @@ fn start_profiler_bin(bin: &Path, pid: u32, out: &Path, args: &[&str]) -> Result
 /// pipes (tests/targets/pingpong.c, both on CPU 1), alone, under `profiler record` with and without
 /// `--off-cpu` (and `--off-cpu-sample` 16 and 64), with `--off-cpu` recording another (sleeping)
 /// process, under bpftrace (with and without stacks) and `perf record -e sched:sched_switch -g`,
-/// and, when BENCH_OFFCPU_BEFORE names an earlier build, under its `--off-cpu`; each round all
-/// of them in a rotating order.
+/// and, when BENCH_OFFCPU_BEFORE names an earlier build, under its `--off-cpu` (and
+/// `--off-cpu-sample 16`); each round all of them in a rotating order.
 fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("pingpong");
     compile(&bin, "pingpong.c", &[])?;
     let _stats = BpfStats::enable()?;
     let rounds = rounds();
     let bounces = if quick() { "5000" } else { "100000" };
-    // Two rates: how the cost falls as fewer switch-outs take stacks (issue 17).
+    // Two sampling rates beside none: how the cost falls as fewer switch-outs take stacks
+    // (issue 17).
     const SAMPLES: [u32; 2] = [16, 64];
     let before = std::env::var_os("BENCH_OFFCPU_BEFORE").map(PathBuf::from);
     let mut watches = vec![
         Watch::Alone,
         Watch::Record,
-        Watch::OffCpu,
-        Watch::Sampled(SAMPLES[0]),
-        Watch::Sampled(SAMPLES[1]),
+        Watch::OffCpu(1),
+        Watch::OffCpu(SAMPLES[0]),
+        Watch::OffCpu(SAMPLES[1]),
         Watch::OutOfScope,
         Watch::BpftraceMin,
         Watch::BpftraceStacks,
@@ -2134,8 +2134,7 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
             let profiler = match watch {
                 Watch::Alone => None,
                 Watch::Record => Some(start_profiler(pid, &out, &[])?),
-                Watch::OffCpu => Some(start_profiler(pid, &out, &["--off-cpu"])?),
-                Watch::Sampled(every) => Some(start_profiler(
+                Watch::OffCpu(every) => Some(start_profiler(
                     pid,
                     &out,
                     &["--off-cpu", "--off-cpu-sample", &every.to_string()],
@@ -2246,30 +2245,30 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let setup = format!(
         "tests/targets/pingpong.c: 2 threads bounce a byte over 2 pipes {bounces} times (2 blocking reads per bounce, {switches_k}k context switches of target threads), its own CPU and wall time; both threads pinned to CPU 1, so that every switch goes straight from one to the other and each switch's program time lands on the ping-pong (unpinned, how the threads spread over the 2 CPUs changed its speed ×3 from run to run), the tool pinned to CPU 0; {rounds} rounds, every variant once per round in rotating order, ratios per round"
     );
-    let mut ours = vec![(
-        Watch::OffCpu,
-        "`--off-cpu`".to_string(),
-        "off_cpu".to_string(),
-    )];
-    for every in SAMPLES {
-        ours.push((
-            Watch::Sampled(every),
+    let flags = |every: u32| match every {
+        1 => ("`--off-cpu`".to_string(), "off_cpu".to_string()),
+        _ => (
             format!("`--off-cpu --off-cpu-sample {every}`"),
             format!("off_cpu_sampled_{every}"),
-        ));
-    }
-    if before.is_some() {
-        ours.push((
-            Watch::Before(1),
-            "`--off-cpu` of the earlier build (BENCH_OFFCPU_BEFORE)".to_string(),
-            "off_cpu_before".to_string(),
-        ));
-        let every = SAMPLES[0];
-        ours.push((
-            Watch::Before(every),
-            format!("`--off-cpu --off-cpu-sample {every}` of the earlier build"),
-            format!("off_cpu_sampled_{every}_before"),
-        ));
+        ),
+    };
+    let mut ours = Vec::new();
+    for &watch in &watches {
+        match watch {
+            Watch::OffCpu(every) => {
+                let (label, key) = flags(every);
+                ours.push((watch, label, key));
+            }
+            Watch::Before(every) => {
+                let (label, key) = flags(every);
+                ours.push((
+                    watch,
+                    format!("{label} of the earlier build (BENCH_OFFCPU_BEFORE)"),
+                    format!("{key}_before"),
+                ));
+            }
+            _ => {}
+        }
     }
     for (watch, label, key) in ours {
         let (vs_alone, vs_record) = (
