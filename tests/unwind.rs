@@ -47,6 +47,12 @@ fn check_split(bin: &std::path::Path, name: &str, main: &str) {
     assert!((25.0..=35.0).contains(&b), "hot_b {b:.1}%");
     assert!(complete >= 95.0, "{complete:.1}% complete");
     assert_eq!(s["samples"]["lost"], 0);
+    // These stacks need well under 1 KiB: once sized, each thread copies a few KiB of the
+    // 16 allowed (the first samples of each thread copy them all).
+    let copied = s["stacks"]["stack_copied_bytes_mean"]
+        .as_f64()
+        .expect("stack_copied_bytes_mean");
+    assert!(copied <= 8192.0, "{copied:.0} bytes copied per sample");
 
     let fp_reach = share(&folded(&fp), |fr| is(main, fr));
     let fp_s = summary(&fp);
@@ -163,4 +169,55 @@ fn short_stack_copies_are_marked_truncated() {
         "{warnings}"
     );
     assert!(s["stacks"]["complete_percent"].as_f64().expect("complete") < 95.0);
+}
+
+/// A thread's copy follows its depth: sized to a few KiB while its stack is shallow, it runs
+/// out when the thread goes ~10 KiB deep, and the copy grows back, so the deep stacks are
+/// whole again after a few samples.
+#[test]
+fn a_thread_going_deeper_gets_a_larger_copy() {
+    let bin = build_c("deepen", "deepen.c", C_NOFP);
+    let target = Target::start(&bin, &["2.5", "30"]);
+    let out = record_ok(
+        &target,
+        "deepen",
+        &[
+            "--duration",
+            "5",
+            "--frequency",
+            FREQ,
+            "--call-graph",
+            "dwarf",
+        ],
+    );
+    let s = summary(&out);
+    let f = folded(&out);
+    let deep: u64 = f
+        .iter()
+        .filter(|(frames, _)| frames.iter().any(|fr| is("descend", fr)))
+        .map(|(_, n)| n)
+        .sum();
+    let whole: u64 = f
+        .iter()
+        .filter(|(frames, _)| {
+            frames.iter().any(|fr| is("descend", fr)) && frames.iter().any(|fr| is("main", fr))
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let sized_short = s["stacks"]["out_of_sized_copy"]
+        .as_u64()
+        .expect("out_of_sized_copy");
+    eprintln!("{deep} deep samples, {whole} reach main; {}", s["stacks"]);
+    assert!(deep > 500, "only {deep} deep samples");
+    // The shallow phase's copy was too short for the deep stack: sizing shrank it.
+    assert!(sized_short > 0, "no stack ran off a sized copy");
+    // ... and grew it back within a drain period or two (~50 samples at this rate).
+    assert!(
+        whole * 100 >= deep * 90,
+        "only {whole} of {deep} deep samples reach main"
+    );
+    assert!(
+        sized_short * 10 <= deep,
+        "{sized_short} of {deep} cut short"
+    );
 }

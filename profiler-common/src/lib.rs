@@ -76,6 +76,9 @@ pub mod names {
     /// record they are assembled in (one entry per possible CPU).
     pub const GLOBAL_DWARF_STACK_BYTES: &str = "DWARF_STACK_BYTES";
     pub const MAP_DWARF_SCRATCH: &str = "DWARF_SCRATCH";
+    /// Bytes of user stack to copy for each thread in DWARF mode, which userspace sizes from
+    /// the thread's recent unwinds; a thread not in it gets `DWARF_STACK_BYTES`.
+    pub const MAP_DWARF_COPY: &str = "DWARF_COPY";
 }
 
 /// Default sizes, overridable at load time.
@@ -97,6 +100,9 @@ pub mod defaults {
     /// Distinct (thread, stacks, span, state) off-CPU sums kept in the kernel, 16 bytes
     /// each (one map for all CPUs). Beyond it intervals travel as events (counted), so none is lost.
     pub const OFF_CPU_TOTALS: u32 = 16384;
+    /// Threads whose DWARF stack copy is sized to their needs (LRU, 8 bytes each): a thread
+    /// evicted goes back to the full `--stack-size` copy until userspace sizes it again.
+    pub const DWARF_COPY_THREADS: u32 = 16384;
 }
 
 /// Flags, the values of the `TARGETS` map.

@@ -30,7 +30,7 @@ mod programs {
             },
         },
         macros::{map, perf_event, raw_tracepoint, uprobe, uretprobe},
-        maps::{Array, HashMap, PerCpuArray, RingBuf, StackTrace},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
         programs::{
             PerfEventContext, ProbeContext, RawTracePointContext, RetProbeContext,
             tracing::StackIdContext,
@@ -387,6 +387,14 @@ mod programs {
     #[unsafe(no_mangle)]
     static DWARF_STACK_BYTES: u64 = 0;
 
+    /// Per thread (tid), at most `DWARF_STACK_BYTES`: what its recent complete unwinds read
+    /// plus a margin, grown when one ran past its copy (`collect::stack_copy`). Most stacks
+    /// need a few KiB of the 16 KiB copied by default, and the copy is most of a DWARF
+    /// sample's cost (issue 17). LRU: a thread evicted goes back to the full copy.
+    #[map(name = "DWARF_COPY")]
+    static DWARF_COPY: LruHashMap<u32, u32> =
+        LruHashMap::with_max_entries(defaults::DWARF_COPY_THREADS, 0);
+
     const PAGE: u64 = 4096;
     const STACK_INDEX_MASK: usize = MAX_DWARF_STACK - 1;
     /// pt_regs slots (x86-64, in u64s) of the registers unwinding starts from.
@@ -447,8 +455,13 @@ mod programs {
             return false;
         }
         // SAFETY: a read-only global the loader fills in before the program runs.
-        let want =
+        let most =
             unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) }.min(MAX_DWARF_STACK as u64);
+        // SAFETY: a plain copy of the value.
+        let want = match unsafe { DWARF_COPY.get(header.tid) } {
+            Some(&bytes) => u64::from(bytes).min(most),
+            None => most,
+        };
         // Page by page: a copy that runs past the top of the stack mapping fails whole, so
         // the page that faults ends the copy and everything before it is kept.
         let mut off: u64 = 0;
@@ -1223,6 +1236,8 @@ mod programs {
         if unsafe { TARGETS.get(pid) }.is_none() {
             return 0;
         }
+        // Nor its stack size: the next thread would start from its full copy.
+        let _ = DWARF_COPY.remove(tid);
         names_changed();
         // SAFETY: read-only globals the loader fills in before the program runs.
         let (signal_offset, live_offset) = unsafe {

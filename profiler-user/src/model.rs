@@ -484,6 +484,13 @@ pub struct UnwindInfo {
     /// Of `total_ns`, reading and indexing the modules' unwind tables (once per module).
     #[prost(uint64, tag = "7")]
     pub load_ns: u64,
+    /// Stack bytes the kernel copied, all samples together: each thread's copy is sized to
+    /// its recent unwinds (`collect::stack_copy`).
+    #[prost(uint64, tag = "8")]
+    pub copied_bytes: u64,
+    /// Stacks that ran off a copy that sizing had cut short of `--stack-size`.
+    #[prost(uint64, tag = "9")]
+    pub out_of_sized_copy: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]

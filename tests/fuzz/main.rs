@@ -225,6 +225,8 @@ fn random_recording(r: &mut Rng) -> Recording {
                 stack_bytes_p99: r.num32(),
                 stack_bytes_max: r.num32(),
                 load_ns: r.num(),
+                copied_bytes: r.num(),
+                out_of_sized_copy: r.num(),
             }),
             coverage: r.chance(2).then(|| Coverage {
                 cpu_ns: r.num(),

@@ -1978,7 +1978,7 @@ enum Watch {
     /// `--off-cpu` recording a sleeping process: every switch of the ping-pong is out of scope,
     /// so the program's run time per run is what the machine's other switches pay.
     OutOfScope,
-    /// `--off-cpu` with the binary in BENCH_OFFCPU_BEFORE (an earlier build), interleaved
+    /// `--off-cpu` with the binary in BENCH_BEFORE (an earlier build), interleaved
     /// with this one so that before and after share the machine's state.
     /// With `--off-cpu-sample P` (1: every switch-out).
     Before(u32),
@@ -2074,7 +2074,13 @@ fn start_perf_switch(pid: u32, data: &Path) -> Result<Child> {
     Ok(child)
 }
 
-/// Starts `bin record --off-cpu` (with `args`) pinned to CPU 0 on `pid`.
+/// An earlier build of the profiler to measure beside this one (BENCH_BEFORE), in the parts
+/// that compare with it (offcpu, callgraph): before and after, in the same rounds.
+fn before_build() -> Option<PathBuf> {
+    std::env::var_os("BENCH_BEFORE").map(PathBuf::from)
+}
+
+/// Starts `bin record` (with `args`) pinned to CPU 0 on `pid`.
 fn start_profiler_bin(bin: &Path, pid: u32, out: &Path, args: &[&str]) -> Result<Child> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "0"])
@@ -2089,7 +2095,7 @@ fn start_profiler_bin(bin: &Path, pid: u32, out: &Path, args: &[&str]) -> Result
 /// pipes (tests/targets/pingpong.c, both on CPU 1), alone, under `profiler record` with and without
 /// `--off-cpu` (and `--off-cpu-sample` 16 and 64), with `--off-cpu` recording another (sleeping)
 /// process, under bpftrace (with and without stacks) and `perf record -e sched:sched_switch -g`,
-/// and, when BENCH_OFFCPU_BEFORE names an earlier build, under its `--off-cpu` (and
+/// and, when BENCH_BEFORE names an earlier build, under its `--off-cpu` (and
 /// `--off-cpu-sample 16`); each round all of them in a rotating order.
 fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("pingpong");
@@ -2100,7 +2106,7 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     // Two sampling rates beside none: how the cost falls as fewer switch-outs take stacks
     // (issue 17).
     const SAMPLES: [u32; 2] = [16, 64];
-    let before = std::env::var_os("BENCH_OFFCPU_BEFORE").map(PathBuf::from);
+    let before = before_build();
     let mut watches = vec![
         Watch::Alone,
         Watch::Record,
@@ -2155,7 +2161,7 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                     Some(p?)
                 }
                 Watch::Before(every) => {
-                    let b = before.as_deref().ok_or("BENCH_OFFCPU_BEFORE unset")?;
+                    let b = before.as_deref().ok_or("BENCH_BEFORE unset")?;
                     let every = every.to_string();
                     let args = ["--off-cpu", "--off-cpu-sample", &every];
                     Some(start_profiler_bin(b, pid, &out, &args)?)
@@ -2263,7 +2269,7 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 let (label, key) = flags(every);
                 ours.push((
                     watch,
-                    format!("{label} of the earlier build (BENCH_OFFCPU_BEFORE)"),
+                    format!("{label} of the earlier build (BENCH_BEFORE)"),
                     format!("{key}_before"),
                 ));
             }
@@ -2626,8 +2632,10 @@ fn bpftrace_live(pid: u32, prog: &str) -> Result<(Child, std::thread::JoinHandle
 }
 
 /// DWARF unwinding against frame pointers on the same program: split.c built without frame
-/// pointers (gcc -O2), recorded with `--call-graph fp` and `--call-graph dwarf` alternately at
-/// 99 and 999 Hz: kernel cost per sample, userspace unwinding per sample, complete stacks.
+/// pointers (gcc -O2), recorded with `--call-graph fp` and `--call-graph dwarf` (and, with
+/// BENCH_BEFORE, the earlier build's `--call-graph dwarf`) in a rotating order at 99 and
+/// 999 Hz: kernel cost per sample, userspace unwinding per sample, complete stacks, bytes
+/// of stack copied.
 fn call_graph_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("split-nofp");
     compile(
@@ -2638,21 +2646,31 @@ fn call_graph_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let _stats = BpfStats::enable()?;
     let rounds = rounds();
     let secs = if quick() { "2" } else { "4" };
+    let before = before_build();
+    // (label, binary, call graph)
+    let mut modes: Vec<(&str, PathBuf, &str)> = vec![
+        ("fp", profiler_bin(), "fp"),
+        ("dwarf", profiler_bin(), "dwarf"),
+    ];
+    if let Some(b) = &before {
+        modes.push(("dwarf, earlier build (BENCH_BEFORE)", b.clone(), "dwarf"));
+    }
     for hz in ["99", "999"] {
-        // [fp, dwarf] → (BPF ns/sample, unwind ns/sample, complete %)
-        let mut m: [Vec<(f64, f64, f64)>; 2] = Default::default();
+        // Per mode: (BPF ns/sample, unwind ns/sample, complete %, bytes copied/sample)
+        let mut m: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); modes.len()];
         for round in 0..rounds {
             step(&format!(
                 "call graphs at {hz} Hz: round {}/{rounds}",
                 round + 1
             ));
             let t = Target::start(&bin, &["30"])?;
-            for k in 0..2 {
-                let mode = (round + k) % 2;
+            for k in 0..modes.len() {
+                let mode = (round + k) % modes.len();
+                let (_, profiler, graph) = &modes[mode];
                 let out = dir.join("split-nofp-profile");
                 let _ = fs::remove_dir_all(&out);
-                let graph = if mode == 0 { "fp" } else { "dwarf" };
-                let mut p = start_profiler(
+                let mut p = start_profiler_bin(
+                    profiler,
                     t.child.id(),
                     &out,
                     &["--frequency", hz, "--duration", secs, "--call-graph", graph],
@@ -2664,33 +2682,58 @@ fn call_graph_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 let seen = json_number(&s, "seen_by_kernel").unwrap_or(f64::NAN);
                 let unwind = json_number(&s, "unwind_ns_per_sample").unwrap_or(0.0);
                 let complete = json_number(&s, "complete_percent").unwrap_or(f64::NAN);
-                m[mode].push((runs * per_run / seen, unwind, complete));
+                // An earlier build copied --stack-size whole and did not say so.
+                let copied = json_number(&s, "stack_copied_bytes_mean")
+                    .unwrap_or(if *graph == "dwarf" { 16384.0 } else { 0.0 });
+                m[mode].push((runs * per_run / seen, unwind, complete, copied));
             }
             t.stop();
         }
-        for (mode, name) in [(0, "fp"), (1, "dwarf")] {
+        let fp_bpf = stat(m[0].iter().map(|x| x.0).collect());
+        for (mode, (name, _, graph)) in modes.iter().enumerate() {
             let bpf = stat(m[mode].iter().map(|x| x.0).collect());
             let unwind = stat(m[mode].iter().map(|x| x.1).collect());
             let total = stat(m[mode].iter().map(|x| x.0 + x.1).collect());
             let complete = stat(m[mode].iter().map(|x| x.2).collect());
+            let copied = stat(m[mode].iter().map(|x| x.3).collect());
+            // Per round, against the frame-pointer walk of the same round.
+            let ratio = stat(
+                m[mode]
+                    .iter()
+                    .zip(&m[0])
+                    .map(|(x, fp)| x.0 / fp.0)
+                    .collect(),
+            );
+            let versus_fp = if mode == 0 {
+                String::new()
+            } else {
+                format!("; BPF ×{} of fp's {} ns", ratio.show(2), fp_bpf.show(0))
+            };
+            let copy = if *graph == "dwarf" {
+                format!(", {} B of stack copied per sample", copied.show(0))
+            } else {
+                String::new()
+            };
             rows.push(Row {
                 what: format!("cost per sample, --call-graph {name}, at {hz} Hz"),
                 value: format!(
-                    "{} ns (BPF {} ns + userspace unwinding {} ns); {}% of stacks complete",
+                    "{} ns (BPF {} ns + userspace unwinding {} ns); {}% of stacks complete{copy}{versus_fp}",
                     total.show(0),
                     bpf.show(0),
                     unwind.show(0),
                     complete.show(1)
                 ),
                 method: format!(
-                    "split.c built with gcc -O2 -fomit-frame-pointer, pinned to CPU 1; `profiler record --call-graph fp` and `--call-graph dwarf` (16 KiB stack copies) for {secs} s each on the same process, alternately first, the profiler on CPU 0; BPF: kernel run-time statistics / samples of the target; unwinding: the profiler's own timing of framehop per sample, loading unwind tables excluded; complete: stacks reaching a thread entry point; {rounds} rounds"
+                    "split.c built with gcc -O2 -fomit-frame-pointer, pinned to CPU 1; `profiler record --call-graph fp` and `--call-graph dwarf` (each thread's copy sized to its recent unwinds, at most 16 KiB) for {secs} s each on the same process, in a rotating order, the profiler on CPU 0; BPF: kernel run-time statistics / samples of the target; unwinding: the profiler's own timing of framehop per sample, loading unwind tables excluded; complete: stacks reaching a thread entry point; ×: per-round ratio to fp; {rounds} rounds"
                 ),
                 json: format!(
-                    "{{\"name\":\"call_graph_cost\",\"mode\":\"{name}\",\"hz\":{hz},{},{},{},{}}}",
+                    "{{\"name\":\"call_graph_cost\",\"mode\":\"{name}\",\"hz\":{hz},{},{},{},{},{},{}}}",
                     total.json("ns_per_sample"),
                     bpf.json("bpf_ns"),
                     unwind.json("unwind_ns"),
-                    complete.json("complete_percent")
+                    complete.json("complete_percent"),
+                    copied.json("copied_bytes"),
+                    ratio.json("bpf_vs_fp")
                 ),
             });
         }

@@ -9,7 +9,7 @@ use profiler_common::{DwarfRegs, EventKind, SpanEvent, target};
 use super::{
     RawSample, RawStack, alloc,
     decode::{Event, parse_event},
-    locks, offcpu, processes, sideband, spans, unwind,
+    locks, offcpu, processes, sideband, spans, stack_copy, unwind,
 };
 
 /// Side-band records are written when their event happens; this margin covers the time
@@ -28,6 +28,8 @@ pub struct Sink<'a> {
     pub lock_waits: Vec<locks::RawLockWait>,
     pub lock_ends: HashMap<u64, u64>,
     pub unwinder: unwind::Unwinder,
+    /// Per-thread DWARF copy sizes and the kernel's map of them, when DWARF may be used.
+    pub copy_sizes: Option<(stack_copy::Sizes, BpfHashMap<MapData, u32, u32>)>,
     /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
     to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
     /// The targets map, where userspace updates it at exec: the call graph (`--call-graph
@@ -69,6 +71,7 @@ impl<'a> Sink<'a> {
             lock_waits: Vec::new(),
             lock_ends: HashMap::new(),
             unwinder: unwind::Unwinder::default(),
+            copy_sizes: None,
             to_unwind: Default::default(),
             auto_targets,
             threads,
@@ -275,11 +278,20 @@ impl<'a> Sink<'a> {
                     );
                     sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
                     sample.truncated = unwound.truncated;
+                    if let Some((sizes, _)) = self.copy_sizes.as_mut() {
+                        let copied = u32::try_from(stack.len()).unwrap_or(u32::MAX);
+                        if sizes.observe(sample.tid, copied, unwound.outcome) {
+                            self.unwinder.stats.out_of_sized_copy += 1;
+                        }
+                    }
                 }
             }
             if budget.is_some_and(|b| started.elapsed() >= b) {
                 break;
             }
+        }
+        if let Some((sizes, map)) = self.copy_sizes.as_mut() {
+            sizes.flush(map);
         }
     }
 }

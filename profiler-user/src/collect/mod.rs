@@ -22,6 +22,7 @@ pub mod scope;
 pub mod session;
 pub mod sideband;
 pub mod spans;
+pub mod stack_copy;
 pub mod unwind;
 pub mod window;
 
@@ -489,6 +490,11 @@ pub async fn record(
     } else {
         None
     };
+    let copy_sizes = if session.may_dwarf {
+        Some(session.take_copy_sizes()?)
+    } else {
+        None
+    };
     let ring = session.take_ring()?;
     let cpus = session.cpus.clone();
     // The kernel verifies the sampler (20-40 ms, the longest step of the start-up) on another
@@ -670,6 +676,9 @@ pub async fn record(
     }
 
     let mut sink = drain::Sink::new(&mut procs, &mut meta, threads, auto_targets);
+    if let Some(map) = copy_sizes {
+        sink.copy_sizes = Some((stack_copy::Sizes::new(opts.stack_bytes), map));
+    }
     // A process that joins the scope by its exec is known from then on, so the files it maps
     // are looked at (for span probes) as they are mapped, not at its first sample.
     sink.know_execs = live.is_some();

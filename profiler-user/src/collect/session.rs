@@ -67,6 +67,8 @@ pub struct Session {
     stats_fd: Option<std::os::fd::OwnedFd>,
     pub cpus: Vec<u32>,
     pub dwarf: bool,
+    /// Some process of the run may take DWARF call graphs (`auto` may choose them later).
+    pub may_dwarf: bool,
     pub off_cpu_min_ns: u64,
     pub off_cpu_interval_min_ns: u64,
 }
@@ -155,6 +157,10 @@ impl Session {
             )
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &dwarf_stack_bytes, true)
             .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
+            .map_max_entries(
+                names::MAP_DWARF_COPY,
+                unused(may_dwarf, defaults::DWARF_COPY_THREADS),
+            )
             .override_global(names::GLOBAL_TASK_PID_OFFSET, &kernel.task_pid, true)
             .override_global(names::GLOBAL_TASK_TGID_OFFSET, &kernel.task_tgid, true)
             .override_global(names::GLOBAL_TASK_SIGNAL_OFFSET, &kernel.task_signal, true)
@@ -250,6 +256,7 @@ impl Session {
             stats_fd: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
             cpus,
             dwarf,
+            may_dwarf,
             off_cpu_min_ns: off_cpu_min,
             off_cpu_interval_min_ns: off_cpu_interval_min,
         };
@@ -263,6 +270,15 @@ impl Session {
             .take_map(names::MAP_TARGETS)
             .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
         BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))
+    }
+
+    /// The per-thread DWARF copy sizes, which the drain loop sets from the unwinds.
+    pub fn take_copy_sizes(&mut self) -> Result<BpfHashMap<MapData, u32, u32>> {
+        let map = self
+            .ebpf
+            .take_map(names::MAP_DWARF_COPY)
+            .ok_or_else(|| Error::Internal("eBPF object lacks the DWARF_COPY map".into()))?;
+        BpfHashMap::try_from(map).map_err(map_err(names::MAP_DWARF_COPY))
     }
 
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {

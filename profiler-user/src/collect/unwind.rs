@@ -17,6 +17,7 @@ use profiler_common::{DwarfRegs, MAX_STACK_DEPTH};
 use super::{
     modules::ModuleStore,
     procfs::{AddressSpace, Mapping},
+    stack_copy::Outcome,
 };
 
 /// Stack ids of unwound stacks: above every id of the kernel's stack map.
@@ -166,6 +167,11 @@ pub struct UnwindStats {
     pub load_ns: u64,
     /// Bytes above `sp` each complete unwind read, to choose `--stack-size` from.
     pub stack_bytes_used: Vec<u32>,
+    /// Stack bytes the kernel copied, all samples together.
+    pub copied_bytes: u64,
+    /// Of `out_of_copy`, the stacks whose copy was cut short by its thread's sizing
+    /// ([`super::stack_copy`]) rather than by `--stack-size`.
+    pub out_of_sized_copy: u64,
 }
 
 #[derive(Default)]
@@ -183,6 +189,8 @@ pub struct Unwound {
     /// Id of the stack's frames in [`Unwinder::stacks`], None for no frame at all.
     pub id: Option<u32>,
     pub truncated: bool,
+    /// What it says of the copy's size.
+    pub outcome: super::stack_copy::Outcome,
 }
 
 impl Unwinder {
@@ -291,6 +299,8 @@ impl Unwinder {
             truncated = false;
         }
         self.stats.samples += 1;
+        self.stats.copied_bytes = self.stats.copied_bytes.saturating_add(stack.len() as u64);
+        let mut outcome = Outcome::Other;
         if truncated {
             self.stats.truncated += 1;
             // The kernel copies page by page and stops at the first page it cannot read: an
@@ -303,9 +313,11 @@ impl Unwinder {
                     .is_none_or(|top| top % 4096 == 0);
             if past_copy && !hit_top {
                 self.stats.out_of_copy += 1;
+                outcome = Outcome::OutOfCopy;
             }
         } else {
             self.stats.stack_bytes_used.push(used as u32);
+            outcome = Outcome::Complete(used as u32);
         }
         let id = (!frames.is_empty()).then(|| {
             let next = UNWOUND_ID_BIT | self.next_id;
@@ -316,7 +328,11 @@ impl Unwinder {
             })
         });
         self.stats.total_ns += started.elapsed().as_nanos() as u64;
-        Unwound { id, truncated }
+        Unwound {
+            id,
+            truncated,
+            outcome,
+        }
     }
 }
 

@@ -481,6 +481,12 @@ pub struct StackQuality {
     pub unwind_stack_bytes_p50: Option<u32>,
     pub unwind_stack_bytes_p99: Option<u32>,
     pub unwind_stack_bytes_max: Option<u32>,
+    /// DWARF: stack bytes copied per sample on average, each thread's copy sized to what
+    /// its recent unwinds read (at most `stack_size_bytes`).
+    pub stack_copied_bytes_mean: Option<f64>,
+    /// DWARF stacks that ran off a copy sized short of `stack_size_bytes` (its thread's
+    /// copy then grew).
+    pub out_of_sized_copy: u64,
 }
 
 /// Outermost frames of a complete stack: process and thread entry points of glibc and musl.
@@ -529,6 +535,10 @@ fn stack_quality(rec: &Recording) -> StackQuality {
         unwind_stack_bytes_p50: u.map(|u| u.stack_bytes_p50),
         unwind_stack_bytes_p99: u.map(|u| u.stack_bytes_p99),
         unwind_stack_bytes_max: u.map(|u| u.stack_bytes_max),
+        stack_copied_bytes_mean: u
+            .filter(|u| u.samples > 0)
+            .map(|u| u.copied_bytes as f64 / u.samples as f64),
+        out_of_sized_copy: u.map_or(0, |u| u.out_of_sized_copy),
     }
 }
 
@@ -766,11 +776,20 @@ impl Summary {
             q.complete_percent, q.call_graph
         );
         if q.call_graph == "dwarf" {
-            line += &format!(
-                " ({} KiB copied per sample), {} truncated",
-                q.stack_size_bytes / 1024,
-                q.truncated
-            );
+            line += &match q.stack_copied_bytes_mean {
+                Some(mean) => format!(
+                    " ({mean:.0} B of stack copied per sample, at most {} KiB)",
+                    q.stack_size_bytes / 1024
+                ),
+                None => format!(
+                    " (at most {} KiB of stack per sample)",
+                    q.stack_size_bytes / 1024
+                ),
+            };
+            line += &format!(", {} truncated", q.truncated);
+            if q.out_of_sized_copy > 0 {
+                line += &format!(" ({} by a copy sized short)", q.out_of_sized_copy);
+            }
             if let (Some(ns), Some(load)) = (q.unwind_ns_per_sample, q.unwind_load_ms) {
                 line += &format!(
                     ", unwinding {ns:.0} ns per sample (+{load:.1} ms loading unwind tables)"

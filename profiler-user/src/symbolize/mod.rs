@@ -587,8 +587,10 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             u.truncated, u.samples
         );
         // A wild read past the copy (unwinding with the wrong rules) looks the same as a deep
-        // stack: advise a larger copy only when that is common.
-        if u.out_of_copy * 20 > u.samples {
+        // stack: advise a larger copy only when that is common. A copy its thread's sizing
+        // cut short grows by itself.
+        let at_limit = u.out_of_copy.saturating_sub(u.out_of_sized_copy);
+        if at_limit * 20 > u.samples {
             w.push_str(&format!(
                 ": {} at the end of the copied stack, raise --stack-size (now {} bytes, at most {})",
                 u.out_of_copy,
@@ -599,6 +601,12 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             w.push_str(&format!(
                 ": {} at the end of the copied stack",
                 u.out_of_copy
+            ));
+        }
+        if u.out_of_sized_copy > 0 {
+            w.push_str(&format!(
+                " ({} of them copied short by sizing, which then grew)",
+                u.out_of_sized_copy
             ));
         }
         if elsewhere > 0 {
@@ -818,6 +826,8 @@ fn unwind_info(u: &crate::collect::unwind::UnwindStats) -> crate::model::UnwindI
         stack_bytes_p99: at(99.0),
         stack_bytes_max: at(100.0),
         load_ns: u.load_ns,
+        copied_bytes: u.copied_bytes,
+        out_of_sized_copy: u.out_of_sized_copy,
     }
 }
 

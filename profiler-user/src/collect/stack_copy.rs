@@ -1,0 +1,226 @@
+//! How much user stack the kernel copies per DWARF sample, thread by thread.
+//!
+//! The copy is most of a DWARF sample's cost in the kernel, and most threads' stacks need a
+//! few KiB of the 16 KiB `--stack-size` allows (issue 17). Each thread starts with the full
+//! copy; once a few of its unwinds have completed, it gets what the deepest of them read
+//! plus a margin. An unwind that runs off the end of a copy cut short gives that thread the
+//! full copy again, and its copy never shrinks below twice the one found too short.
+use std::collections::HashMap;
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+
+/// Complete unwinds of a thread between two sizings.
+const WINDOW: u32 = 16;
+/// Room above the deepest recent unwind, at least: a call a few frames deeper than any seen
+/// still unwinds whole.
+const MARGIN_BYTES: u32 = 2048;
+/// Copies are sized in whole KiB, so that small changes in depth write nothing.
+const STEP: u32 = 1024;
+/// Threads sized at once here; beyond it, the least recently seen are forgotten (and keep
+/// their size in the kernel's LRU map until it evicts them).
+const MAX_THREADS: usize = 16384;
+
+#[derive(Clone, Copy, Debug)]
+struct Thread {
+    /// Bytes the kernel copies for it now.
+    bytes: u32,
+    /// Never less: twice a copy an unwind ran off.
+    floor: u32,
+    /// Deepest complete unwind of this window, and how many completed in it.
+    deepest: u32,
+    complete: u32,
+    last_seen: u64,
+}
+
+/// What the unwinder found in one sample's copy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    /// Complete, reading this many bytes above `sp`.
+    Complete(u32),
+    /// Ran past the end of the copy, which had not reached the top of the stack.
+    OutOfCopy,
+    /// Stopped for another reason: says nothing about the copy's size.
+    Other,
+}
+
+/// Per-thread copy sizes, and the changes the kernel's map has not been told yet.
+pub struct Sizes {
+    most: u32,
+    threads: HashMap<u32, Thread>,
+    changed: HashMap<u32, u32>,
+    seen: u64,
+}
+
+impl Sizes {
+    /// `most`: `--stack-size`, what a thread not sized yet gets.
+    pub fn new(most: u32) -> Self {
+        Self {
+            most,
+            threads: HashMap::new(),
+            changed: HashMap::new(),
+            seen: 0,
+        }
+    }
+
+    /// Learns from one unwound sample of `tid`, whose copy held `copied` bytes. True when
+    /// the unwind ran off a copy this sizing had cut short (a sample the full copy would
+    /// have unwound further).
+    pub fn observe(&mut self, tid: u32, copied: u32, outcome: Outcome) -> bool {
+        self.seen = self.seen.wrapping_add(1);
+        let most = self.most;
+        let t = self.threads.entry(tid).or_insert(Thread {
+            bytes: most,
+            floor: 0,
+            deepest: 0,
+            complete: 0,
+            last_seen: 0,
+        });
+        t.last_seen = self.seen;
+        let before = t.bytes;
+        let mut cut_short = false;
+        match outcome {
+            Outcome::Complete(used) => {
+                t.deepest = t.deepest.max(used);
+                t.complete = t.complete.saturating_add(1);
+                if t.complete >= WINDOW {
+                    let want = t
+                        .deepest
+                        .saturating_add(MARGIN_BYTES.max(t.deepest / 2))
+                        .div_ceil(STEP)
+                        .saturating_mul(STEP);
+                    t.bytes = want.max(t.floor).min(most);
+                    t.deepest = 0;
+                    t.complete = 0;
+                }
+            }
+            // The copy the kernel made, not the size asked for now: samples already in
+            // flight were copied at an older size.
+            // Back to the full copy at once: the samples taken until the kernel hears of it
+            // (a drain period, ~100 ms) are all cut short, so a doubling at a time would lose
+            // that many at each step. The next sizing starts from the complete unwinds again,
+            // never below twice the copy found short, so a thread whose depth comes and goes
+            // settles after a few misses.
+            Outcome::OutOfCopy if copied < most => {
+                cut_short = true;
+                t.floor = t.floor.max(copied.saturating_mul(2).min(most));
+                t.bytes = most;
+                t.deepest = 0;
+                t.complete = 0;
+            }
+            Outcome::OutOfCopy | Outcome::Other => {}
+        }
+        if t.bytes != before {
+            self.changed.insert(tid, t.bytes);
+        }
+        if self.threads.len() > MAX_THREADS {
+            self.forget_oldest();
+        }
+        cut_short
+    }
+
+    fn forget_oldest(&mut self) {
+        let keep_after = self.seen.saturating_sub(MAX_THREADS as u64 / 2);
+        self.threads.retain(|_, t| t.last_seen > keep_after);
+    }
+
+    /// Tells the kernel the sizes that changed. An update refused (the LRU map evicts rather
+    /// than refuse) leaves a thread at its previous size: a cost, never a sample lost.
+    pub fn flush(&mut self, map: &mut BpfHashMap<MapData, u32, u32>) {
+        for (tid, bytes) in self.changed.drain() {
+            let _ = map.insert(tid, bytes, 0);
+        }
+    }
+
+    #[cfg(test)]
+    fn bytes(&self, tid: u32) -> u32 {
+        self.threads.get(&tid).map_or(self.most, |t| t.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOST: u32 = 16384;
+
+    #[test]
+    fn a_thread_keeps_the_full_copy_until_a_window_of_unwinds_completed() {
+        let mut s = Sizes::new(MOST);
+        for _ in 0..WINDOW - 1 {
+            s.observe(7, MOST, Outcome::Complete(900));
+        }
+        assert_eq!(s.bytes(7), MOST);
+        assert!(s.changed.is_empty());
+        s.observe(7, MOST, Outcome::Complete(1500));
+        // 1500 + 2048, in whole KiB.
+        assert_eq!(s.bytes(7), 4096);
+        assert_eq!(s.changed.get(&7), Some(&4096));
+    }
+
+    #[test]
+    fn a_deep_stack_keeps_half_again_as_margin_and_never_more_than_the_limit() {
+        let mut s = Sizes::new(MOST);
+        for _ in 0..WINDOW {
+            s.observe(1, MOST, Outcome::Complete(8000));
+        }
+        assert_eq!(s.bytes(1), 12288);
+        for _ in 0..WINDOW {
+            s.observe(2, MOST, Outcome::Complete(15000));
+        }
+        assert_eq!(s.bytes(2), MOST);
+    }
+
+    #[test]
+    fn running_off_a_short_copy_restores_the_full_copy_and_sets_a_floor() {
+        let mut s = Sizes::new(MOST);
+        for _ in 0..WINDOW {
+            s.observe(3, MOST, Outcome::Complete(100));
+        }
+        assert_eq!(s.bytes(3), 3072);
+        assert!(s.observe(3, 3072, Outcome::OutOfCopy));
+        assert_eq!(s.bytes(3), MOST);
+        // Shallow unwinds again: the copy shrinks, but not below twice the one found short.
+        for _ in 0..WINDOW {
+            s.observe(3, MOST, Outcome::Complete(100));
+        }
+        assert_eq!(s.bytes(3), 6144);
+    }
+
+    #[test]
+    fn running_off_the_full_copy_is_no_sizing_miss() {
+        let mut s = Sizes::new(MOST);
+        assert!(!s.observe(4, MOST, Outcome::OutOfCopy));
+        assert!(!s.observe(4, MOST, Outcome::Other));
+        assert_eq!(s.bytes(4), MOST);
+        assert!(s.changed.is_empty());
+    }
+
+    #[test]
+    fn a_miss_in_the_middle_of_a_window_starts_the_window_again() {
+        let mut s = Sizes::new(MOST);
+        for _ in 0..WINDOW {
+            s.observe(5, MOST, Outcome::Complete(100));
+        }
+        for _ in 0..WINDOW - 1 {
+            s.observe(5, 3072, Outcome::Complete(200));
+        }
+        assert!(s.observe(5, 3072, Outcome::OutOfCopy));
+        // Samples copied at the old size are still in flight: their complete unwinds count
+        // towards the next sizing, whose result stays above the floor.
+        for _ in 0..WINDOW {
+            s.observe(5, 3072, Outcome::Complete(300));
+        }
+        assert_eq!(s.bytes(5), 6144);
+    }
+
+    #[test]
+    fn threads_are_sized_apart_and_the_oldest_forgotten_beyond_the_bound() {
+        let mut s = Sizes::new(MOST);
+        for tid in 0..(MAX_THREADS as u32 + 1) {
+            s.observe(tid, MOST, Outcome::Other);
+        }
+        assert!(s.threads.len() <= MAX_THREADS);
+        assert!(s.threads.contains_key(&(MAX_THREADS as u32)));
+        assert!(!s.threads.contains_key(&0));
+    }
+}
