@@ -145,6 +145,32 @@ pub mod dwarf_regs {
     pub const INTERRUPTED: u32 = 1;
     /// The tick interrupted the kernel: the registers saved at the thread's kernel entry.
     pub const TASK: u32 = 2;
+    /// Flag: the copy stopped at a page it could not read, the top of the stack (or a page
+    /// not present): `sp + stack_len` is where the thread's stack ends.
+    pub const STACK_END: u32 = 4;
+}
+
+/// Values of the `DWARF_COPY` map: per thread, the bytes of stack to copy, in KiB (bits
+/// 0..8), and the page of the top of its stack when known (bits 8..), so that a copy stops
+/// there instead of failing whole. One u64, which both sides read without a shared struct.
+pub mod dwarf_copy {
+    const KIB_BITS: u32 = 8;
+
+    /// `bytes` rounded up to whole KiB (at most 255 KiB); `top` rounded down to its page.
+    pub const fn pack(bytes: u32, top: u64) -> u64 {
+        let kib = bytes.div_ceil(1024);
+        let kib = if kib > 255 { 255 } else { kib };
+        ((top >> 12) << KIB_BITS) | kib as u64
+    }
+
+    pub const fn bytes(value: u64) -> u64 {
+        (value & ((1 << KIB_BITS) - 1)) << 10
+    }
+
+    /// 0 when not known.
+    pub const fn top(value: u64) -> u64 {
+        (value >> KIB_BITS) << 12
+    }
 }
 
 /// A sample for DWARF unwinding. Sent with only `stack_len` bytes of `stack`; the rest of the

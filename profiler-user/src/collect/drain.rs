@@ -4,7 +4,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use profiler_common::{DwarfRegs, EventKind, SpanEvent, target};
+use profiler_common::{DwarfRegs, EventKind, SpanEvent, dwarf_regs, target};
 
 use super::{
     RawSample, RawStack, alloc,
@@ -29,7 +29,7 @@ pub struct Sink<'a> {
     pub lock_ends: HashMap<u64, u64>,
     pub unwinder: unwind::Unwinder,
     /// Per-thread DWARF copy sizes and the kernel's map of them, when DWARF may be used.
-    pub copy_sizes: Option<(stack_copy::Sizes, BpfHashMap<MapData, u32, u32>)>,
+    pub copy_sizes: Option<(stack_copy::Sizes, BpfHashMap<MapData, u32, u64>)>,
     /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
     to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
     /// The targets map, where userspace updates it at exec: the call graph (`--call-graph
@@ -128,6 +128,12 @@ impl<'a> Sink<'a> {
                 Some(Event::Process(e)) => match EventKind::from_u32(e.kind) {
                     Some(EventKind::ProcessExec) => {
                         self.meta.forget(e.pid);
+                        // Samples of the old image still waiting to be unwound may teach it
+                        // the old stack's top again: a copy cut there is seen (`PastEnd`)
+                        // and the top dropped.
+                        if let Some((sizes, _)) = self.copy_sizes.as_mut() {
+                            sizes.forget(e.pid);
+                        }
                         if !self.judge_comm(e.pid) {
                             continue;
                         }
@@ -279,8 +285,12 @@ impl<'a> Sink<'a> {
                     sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
                     sample.truncated = unwound.truncated;
                     if let Some((sizes, _)) = self.copy_sizes.as_mut() {
-                        let copied = u32::try_from(stack.len()).unwrap_or(u32::MAX);
-                        if sizes.observe(sample.tid, copied, unwound.outcome) {
+                        let copy = stack_copy::Copy {
+                            sp: regs.sp,
+                            len: u32::try_from(stack.len()).unwrap_or(u32::MAX),
+                            at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
+                        };
+                        if sizes.observe(sample.tid, copy, unwound.outcome) {
                             self.unwinder.stats.out_of_sized_copy += 1;
                         }
                     }

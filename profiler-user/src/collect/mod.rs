@@ -529,6 +529,7 @@ pub async fn record(
     // A refusal of the sampler is reported as before, by load_sampler below.
     let _ = sampler_loaded?;
     phases::mark("sampler verified (joined)");
+    phases::detail(|| session.sampler_verified_instructions());
     let comm = match &opts.scope {
         scope::Scope::Comm(c) => Some(c.clone()),
         _ => None,

@@ -43,3 +43,11 @@ pub fn mark(name: &str) {
         super::clock_ns(libc::CLOCK_MONOTONIC),
     );
 }
+
+/// A figure about the phase just ended (the verifier's work on a program), printed under it.
+pub fn detail(what: impl FnOnce() -> String) {
+    if clock().is_none() {
+        return;
+    }
+    let _ = writeln!(std::io::stderr(), "profiler: startup   {}", what());
+}

@@ -273,7 +273,7 @@ impl Session {
     }
 
     /// The per-thread DWARF copy sizes, which the drain loop sets from the unwinds.
-    pub fn take_copy_sizes(&mut self) -> Result<BpfHashMap<MapData, u32, u32>> {
+    pub fn take_copy_sizes(&mut self) -> Result<BpfHashMap<MapData, u32, u64>> {
         let map = self
             .ebpf
             .take_map(names::MAP_DWARF_COPY)
@@ -336,6 +336,19 @@ impl Session {
     /// The sampling program, to be loaded (verified) while other start-up work goes on.
     pub fn sampler_to_load(&mut self) -> Result<&mut PerfEvent> {
         self.sampler()
+    }
+
+    /// How much the verifier did for the sampler, for the start-up times.
+    pub fn sampler_verified_instructions(&mut self) -> String {
+        let count = self
+            .sampler()
+            .ok()
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count());
+        match count {
+            Some(n) => format!("sampler: {n} instructions verified"),
+            None => "sampler: verified instruction count unknown".into(),
+        }
     }
 
     /// Loads (verifies) the sampling program, unless it is already.

@@ -5,7 +5,14 @@
 //! copy; once a few of its unwinds have completed, it gets what the deepest of them read
 //! plus a margin. An unwind that runs off the end of a copy cut short gives that thread the
 //! full copy again, and its copy never shrinks below twice the one found too short.
+//!
+//! A copy that runs past the top of the stack fails whole in the kernel, which then copies
+//! page by page up to the top and says so: the thread's top is kept beside its size, so
+//! that its next copies stop there (a main thread with a small environment has its top
+//! within a few KiB of its deepest frames).
 use std::collections::HashMap;
+
+use profiler_common::dwarf_copy;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 
@@ -26,6 +33,8 @@ struct Thread {
     bytes: u32,
     /// Never less: twice a copy an unwind ran off.
     floor: u32,
+    /// Where its stack ends, when a copy found it; 0 when not known.
+    top: u64,
     /// Deepest complete unwind of this window, and how many completed in it.
     deepest: u32,
     complete: u32,
@@ -39,15 +48,27 @@ pub enum Outcome {
     Complete(u32),
     /// Ran past the end of the copy, which had not reached the top of the stack.
     OutOfCopy,
+    /// Ran past the end of a copy that ended on a page boundary: the top of the stack, or a
+    /// top remembered wrongly.
+    PastEnd,
     /// Stopped for another reason: says nothing about the copy's size.
     Other,
+}
+
+/// One sample's copy, as the kernel made it.
+#[derive(Clone, Copy, Debug)]
+pub struct Copy {
+    pub sp: u64,
+    pub len: u32,
+    /// The kernel could not read the page after it (`dwarf_regs::STACK_END`).
+    pub at_stack_end: bool,
 }
 
 /// Per-thread copy sizes, and the changes the kernel's map has not been told yet.
 pub struct Sizes {
     most: u32,
     threads: HashMap<u32, Thread>,
-    changed: HashMap<u32, u32>,
+    changed: HashMap<u32, u64>,
     seen: u64,
 }
 
@@ -62,21 +83,25 @@ impl Sizes {
         }
     }
 
-    /// Learns from one unwound sample of `tid`, whose copy held `copied` bytes. True when
-    /// the unwind ran off a copy this sizing had cut short (a sample the full copy would
-    /// have unwound further).
-    pub fn observe(&mut self, tid: u32, copied: u32, outcome: Outcome) -> bool {
+    /// Learns from one unwound sample of `tid`. True when the unwind ran off a copy this
+    /// sizing had cut short (a sample the full copy would have unwound further).
+    pub fn observe(&mut self, tid: u32, copy: Copy, outcome: Outcome) -> bool {
         self.seen = self.seen.wrapping_add(1);
         let most = self.most;
         let t = self.threads.entry(tid).or_insert(Thread {
             bytes: most,
             floor: 0,
+            top: 0,
             deepest: 0,
             complete: 0,
             last_seen: 0,
         });
         t.last_seen = self.seen;
-        let before = t.bytes;
+        let before = (t.bytes, t.top);
+        let end = copy.sp.saturating_add(u64::from(copy.len));
+        if copy.at_stack_end && copy.len > 0 {
+            t.top = end;
+        }
         let mut cut_short = false;
         match outcome {
             Outcome::Complete(used) => {
@@ -93,29 +118,41 @@ impl Sizes {
                     t.complete = 0;
                 }
             }
-            // The copy the kernel made, not the size asked for now: samples already in
-            // flight were copied at an older size.
             // Back to the full copy at once: the samples taken until the kernel hears of it
             // (a drain period, ~100 ms) are all cut short, so a doubling at a time would lose
             // that many at each step. The next sizing starts from the complete unwinds again,
             // never below twice the copy found short, so a thread whose depth comes and goes
-            // settles after a few misses.
-            Outcome::OutOfCopy if copied < most => {
+            // settles after a few misses. The copy the kernel made counts, not the size asked
+            // for now: samples already in flight were copied at an older size.
+            Outcome::OutOfCopy if copy.len < most => {
                 cut_short = true;
-                t.floor = t.floor.max(copied.saturating_mul(2).min(most));
+                t.floor = t.floor.max(copy.len.saturating_mul(2).min(most));
                 t.bytes = most;
                 t.deepest = 0;
                 t.complete = 0;
             }
-            Outcome::OutOfCopy | Outcome::Other => {}
+            // Stopped by the remembered top, not by the kernel finding it: that top may be
+            // wrong (a tid reused), and is forgotten; a real one is found again.
+            Outcome::PastEnd if !copy.at_stack_end && t.top != 0 && end == t.top => {
+                cut_short = true;
+                t.top = 0;
+            }
+            Outcome::OutOfCopy | Outcome::PastEnd | Outcome::Other => {}
         }
-        if t.bytes != before {
-            self.changed.insert(tid, t.bytes);
+        if (t.bytes, t.top) != before {
+            self.changed.insert(tid, dwarf_copy::pack(t.bytes, t.top));
         }
         if self.threads.len() > MAX_THREADS {
             self.forget_oldest();
         }
         cut_short
+    }
+
+    /// A thread that ran `exec`: a new stack, whose size and top are learned afresh (the
+    /// kernel dropped its entry).
+    pub fn forget(&mut self, tid: u32) {
+        self.threads.remove(&tid);
+        self.changed.remove(&tid);
     }
 
     fn forget_oldest(&mut self) {
@@ -125,9 +162,9 @@ impl Sizes {
 
     /// Tells the kernel the sizes that changed. An update refused (the LRU map evicts rather
     /// than refuse) leaves a thread at its previous size: a cost, never a sample lost.
-    pub fn flush(&mut self, map: &mut BpfHashMap<MapData, u32, u32>) {
-        for (tid, bytes) in self.changed.drain() {
-            let _ = map.insert(tid, bytes, 0);
+    pub fn flush(&mut self, map: &mut BpfHashMap<MapData, u32, u64>) {
+        for (tid, value) in self.changed.drain() {
+            let _ = map.insert(tid, value, 0);
         }
     }
 
@@ -142,30 +179,40 @@ mod tests {
     use super::*;
 
     const MOST: u32 = 16384;
+    const SP: u64 = 0x7ffd_0000_1230;
+
+    /// A copy of `len` bytes that did not reach the stack's end.
+    fn c(len: u32) -> Copy {
+        Copy {
+            sp: SP,
+            len,
+            at_stack_end: false,
+        }
+    }
 
     #[test]
     fn a_thread_keeps_the_full_copy_until_a_window_of_unwinds_completed() {
         let mut s = Sizes::new(MOST);
         for _ in 0..WINDOW - 1 {
-            s.observe(7, MOST, Outcome::Complete(900));
+            s.observe(7, c(MOST), Outcome::Complete(900));
         }
         assert_eq!(s.bytes(7), MOST);
         assert!(s.changed.is_empty());
-        s.observe(7, MOST, Outcome::Complete(1500));
+        s.observe(7, c(MOST), Outcome::Complete(1500));
         // 1500 + 2048, in whole KiB.
         assert_eq!(s.bytes(7), 4096);
-        assert_eq!(s.changed.get(&7), Some(&4096));
+        assert_eq!(s.changed.get(&7), Some(&dwarf_copy::pack(4096, 0)));
     }
 
     #[test]
     fn a_deep_stack_keeps_half_again_as_margin_and_never_more_than_the_limit() {
         let mut s = Sizes::new(MOST);
         for _ in 0..WINDOW {
-            s.observe(1, MOST, Outcome::Complete(8000));
+            s.observe(1, c(MOST), Outcome::Complete(8000));
         }
         assert_eq!(s.bytes(1), 12288);
         for _ in 0..WINDOW {
-            s.observe(2, MOST, Outcome::Complete(15000));
+            s.observe(2, c(MOST), Outcome::Complete(15000));
         }
         assert_eq!(s.bytes(2), MOST);
     }
@@ -174,14 +221,14 @@ mod tests {
     fn running_off_a_short_copy_restores_the_full_copy_and_sets_a_floor() {
         let mut s = Sizes::new(MOST);
         for _ in 0..WINDOW {
-            s.observe(3, MOST, Outcome::Complete(100));
+            s.observe(3, c(MOST), Outcome::Complete(100));
         }
         assert_eq!(s.bytes(3), 3072);
-        assert!(s.observe(3, 3072, Outcome::OutOfCopy));
+        assert!(s.observe(3, c(3072), Outcome::OutOfCopy));
         assert_eq!(s.bytes(3), MOST);
         // Shallow unwinds again: the copy shrinks, but not below twice the one found short.
         for _ in 0..WINDOW {
-            s.observe(3, MOST, Outcome::Complete(100));
+            s.observe(3, c(MOST), Outcome::Complete(100));
         }
         assert_eq!(s.bytes(3), 6144);
     }
@@ -189,8 +236,8 @@ mod tests {
     #[test]
     fn running_off_the_full_copy_is_no_sizing_miss() {
         let mut s = Sizes::new(MOST);
-        assert!(!s.observe(4, MOST, Outcome::OutOfCopy));
-        assert!(!s.observe(4, MOST, Outcome::Other));
+        assert!(!s.observe(4, c(MOST), Outcome::OutOfCopy));
+        assert!(!s.observe(4, c(MOST), Outcome::Other));
         assert_eq!(s.bytes(4), MOST);
         assert!(s.changed.is_empty());
     }
@@ -199,16 +246,16 @@ mod tests {
     fn a_miss_in_the_middle_of_a_window_starts_the_window_again() {
         let mut s = Sizes::new(MOST);
         for _ in 0..WINDOW {
-            s.observe(5, MOST, Outcome::Complete(100));
+            s.observe(5, c(MOST), Outcome::Complete(100));
         }
         for _ in 0..WINDOW - 1 {
-            s.observe(5, 3072, Outcome::Complete(200));
+            s.observe(5, c(3072), Outcome::Complete(200));
         }
-        assert!(s.observe(5, 3072, Outcome::OutOfCopy));
+        assert!(s.observe(5, c(3072), Outcome::OutOfCopy));
         // Samples copied at the old size are still in flight: their complete unwinds count
         // towards the next sizing, whose result stays above the floor.
         for _ in 0..WINDOW {
-            s.observe(5, 3072, Outcome::Complete(300));
+            s.observe(5, c(3072), Outcome::Complete(300));
         }
         assert_eq!(s.bytes(5), 6144);
     }
@@ -217,10 +264,48 @@ mod tests {
     fn threads_are_sized_apart_and_the_oldest_forgotten_beyond_the_bound() {
         let mut s = Sizes::new(MOST);
         for tid in 0..(MAX_THREADS as u32 + 1) {
-            s.observe(tid, MOST, Outcome::Other);
+            s.observe(tid, c(MOST), Outcome::Other);
         }
         assert!(s.threads.len() <= MAX_THREADS);
         assert!(s.threads.contains_key(&(MAX_THREADS as u32)));
         assert!(!s.threads.contains_key(&0));
+    }
+
+    #[test]
+    fn a_copy_that_found_the_stack_end_sets_the_top_and_a_wrong_top_is_forgotten() {
+        let mut s = Sizes::new(MOST);
+        // The kernel's page-by-page copy ends on a page boundary.
+        let top = 0x7ffd_0000_2000;
+        let ended = Copy {
+            sp: SP,
+            len: (top - SP) as u32,
+            at_stack_end: true,
+        };
+        s.observe(6, ended, Outcome::Complete(400));
+        assert_eq!(s.changed.get(&6), Some(&dwarf_copy::pack(MOST, top)));
+        assert_eq!(dwarf_copy::top(dwarf_copy::pack(MOST, top)), top);
+        // A later copy stopped at that top by the kernel's own limit, and the unwinder
+        // wanted more: the top is dropped.
+        s.changed.clear();
+        let limited = Copy {
+            at_stack_end: false,
+            ..ended
+        };
+        assert!(s.observe(6, limited, Outcome::PastEnd));
+        assert_eq!(s.changed.get(&6), Some(&dwarf_copy::pack(MOST, 0)));
+        // The kernel finding the end again restores it.
+        s.observe(6, ended, Outcome::PastEnd);
+        assert_eq!(s.changed.get(&6), Some(&dwarf_copy::pack(MOST, top)));
+    }
+
+    #[test]
+    fn an_exec_forgets_the_thread() {
+        let mut s = Sizes::new(MOST);
+        for _ in 0..WINDOW {
+            s.observe(8, c(MOST), Outcome::Complete(100));
+        }
+        s.forget(8);
+        assert!(s.changed.is_empty());
+        assert_eq!(s.bytes(8), MOST);
     }
 }

@@ -314,6 +314,8 @@ impl Unwinder {
             if past_copy && !hit_top {
                 self.stats.out_of_copy += 1;
                 outcome = Outcome::OutOfCopy;
+            } else if past_copy {
+                outcome = Outcome::PastEnd;
             }
         } else {
             self.stats.stack_bytes_used.push(used as u32);
