@@ -294,7 +294,11 @@ fn spawn_recording(mut cmd: Command) -> Result<(Child, Instant)> {
 }
 
 fn record_cmd(pid: &str, out: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(profiler_bin());
+    record_cmd_bin(&profiler_bin(), pid, out, args)
+}
+
+fn record_cmd_bin(bin: &Path, pid: &str, out: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.args(["record", "--quiet", "--pid", pid, "--output"])
         .arg(out)
         .args(args);
@@ -1596,6 +1600,9 @@ fn startup_time(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let out = dir.join("startup-profile");
     let ms = |from: u64, to: u64| (to as f64 - from as f64) / 1e6;
     let (mut plain, mut off_cpu, mut bt) = (Vec::new(), Vec::new(), Vec::new());
+    // With BENCH_BEFORE, the earlier build's default start-up in the same rounds.
+    let before = before_build();
+    let mut earlier = Vec::new();
     // bpftrace attaches its probes in the order of the program: the interval probe's first
     // run (1 ms after it is attached, stamped with nsecs, CLOCK_MONOTONIC) bounds the moment
     // the profile probe was attached from above, by 1 ms at most.
@@ -1604,9 +1611,17 @@ fn startup_time(dir: &Path, rows: &mut Vec<Row>) -> Result {
     );
     for round in 0..rounds {
         step(&format!("start-up time: round {}/{rounds}", round + 1));
-        for (args, into) in [(&[][..], &mut plain), (&["--off-cpu"][..], &mut off_cpu)] {
+        let now = profiler_bin();
+        let mut runs = vec![
+            (&now, &[][..], &mut plain),
+            (&now, &["--off-cpu"][..], &mut off_cpu),
+        ];
+        if let Some(b) = &before {
+            runs.push((b, &[][..], &mut earlier));
+        }
+        for (bin, args, into) in runs {
             let _ = fs::remove_dir_all(&out);
-            let mut cmd = record_cmd(&pid, &out, args);
+            let mut cmd = record_cmd_bin(bin, &pid, &out, args);
             cmd.stdin(Stdio::null());
             let t0 = clock_ns(sys::CLOCK_MONOTONIC);
             let (mut child, _) = spawn_recording(cmd)?;
@@ -1624,14 +1639,19 @@ fn startup_time(dir: &Path, rows: &mut Vec<Row>) -> Result {
         bt.push(ms(t0, attached));
     }
     target.stop();
+    let earlier = (!earlier.is_empty()).then(|| stat(earlier));
     let (p, o, b) = (stat(plain), stat(off_cpu), stat(bt));
     rows.push(Row {
         what: "start-up (command start to probes live), idle target".into(),
         value: format!(
-            "profiler {} ms; with --off-cpu {} ms; bpftrace {} ms",
+            "profiler {} ms; with --off-cpu {} ms; bpftrace {} ms{}",
             p.show(1),
             o.show(1),
-            b.show(1)
+            b.show(1),
+            earlier
+                .as_ref()
+                .map(|e| format!("; earlier build (BENCH_BEFORE) {} ms", e.show(1)))
+                .unwrap_or_default()
         ),
         method: format!(
             "target tests/targets/spanfn.c waiting on stdin (idle, frame pointers, no span ABI), pinned to CPU 1; CLOCK_MONOTONIC read just before spawning `profiler record --pid N` (default options, then --off-cpu) and again when its stderr line 'profiler: recording' is read (then SIGINT); bpftrace: `bpftrace -e 'profile:hz:99 /pid == N/ {{…}} interval:ms:1 {{ printf(nsecs); exit() }}'` from spawn to the nsecs of its interval probe's first run, attached after the profile probe (at most 1 ms late); {rounds} rounds, the three interleaved in each"

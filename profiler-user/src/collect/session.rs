@@ -522,10 +522,9 @@ static OFFSETS: std::sync::OnceLock<KernelOffsets> = std::sync::OnceLock::new();
 /// Set by [`keep_a_loader_ready`].
 static KEEP_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Starts reading the kernel's BTF on other threads, so that it overlaps the checks of the
-/// target before [`Session::load`] needs it (issue 17: start-up time). Two readers: ours
-/// for the few offsets the programs take, and aya's `EbpfLoader::new()`, which parses all of
-/// it (30-110 ms here) even for an object without CO-RE relocations, like ours.
+/// Starts reading the kernel's BTF (ours: the few offsets the programs take) and making
+/// aya's loader on other threads, so that both overlap the checks of the target before
+/// [`Session::load`] needs them (issue 17: start-up time).
 pub fn prefetch_kernel_btf() {
     let spawn = |name: &str| std::thread::Builder::new().name(name.into());
     let mut slot = PREFETCH.lock().unwrap_or_else(|p| p.into_inner());
@@ -534,7 +533,7 @@ pub fn prefetch_kernel_btf() {
     }
     let mut slot = LOADER.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
-        *slot = spawn("aya-loader").spawn(EbpfLoader::new).ok();
+        *slot = spawn("aya-loader").spawn(loader_without_kernel_btf).ok();
     }
 }
 
@@ -558,7 +557,37 @@ pub fn ready_the_next() {
 /// The loader made ahead, else a new one.
 fn take_loader() -> EbpfLoader<'static> {
     let handle = LOADER.lock().unwrap_or_else(|p| p.into_inner()).take();
-    handle.and_then(|h| h.join().ok()).unwrap_or_default()
+    handle.and_then(|h| h.join().ok()).unwrap_or_else(|| {
+        // On a thread of its own, never this one: its root would change.
+        std::thread::Builder::new()
+            .name("aya-loader".into())
+            .spawn(loader_without_kernel_btf)
+            .ok()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    })
+}
+
+/// aya's loader, without its parse of the kernel's BTF where this thread can avoid it.
+///
+/// `EbpfLoader::new()` parses all of `/sys/kernel/btf/vmlinux` (20-35 ms here, the longest
+/// step between the command's start and "recording") and offers no way not to
+/// (aya-rs/aya#1172); aya uses it only for CO-RE relocations, which our object has none of
+/// (test `the_ebpf_object_needs_no_core_relocations`: `collect::btf` reads the few offsets
+/// it needs). Called on a thread of its own: `unshare(CLONE_FS)` gives that thread alone
+/// its own root, and rooted at `/proc` the loader finds no `/sys/kernel/btf/vmlinux`. The
+/// thread opens nothing else and writes nothing. Without the privilege to change its root
+/// the loader parses as usual. Never to be called on a thread that goes on to other work.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    // SAFETY: plain system calls; the new root affects this thread only, and only after
+    // unshare has given it a filesystem context of its own.
+    let hidden =
+        unsafe { libc::unshare(libc::CLONE_FS) == 0 && libc::chroot(c"/proc".as_ptr()) == 0 };
+    let mut loader = EbpfLoader::new();
+    if hidden {
+        loader.btf(None);
+    }
+    loader
 }
 
 impl KernelOffsets {
@@ -726,4 +755,39 @@ fn read_stacks<'a>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection};
+
+    /// The loader is made without the kernel's BTF ([`super::loader_without_kernel_btf`]),
+    /// which aya needs only to apply CO-RE relocations: the object must have none, or its
+    /// programs would load with offsets left unrelocated. `.BTF.ext` holds them (after its
+    /// function and line info: offset and length at bytes 24 and 28 of its header).
+    #[test]
+    fn the_ebpf_object_needs_no_core_relocations() {
+        let file = object::File::parse(super::EBPF_OBJECT).expect("the eBPF object parses");
+        let Some(ext) = file.section_by_name(".BTF.ext") else {
+            return;
+        };
+        let data = ext.data().expect(".BTF.ext readable");
+        let u32_at = |at: usize| {
+            data.get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        assert_eq!(data.get(..2), Some(&[0x9f, 0xeb][..]), "BTF.ext magic");
+        let header_len = u32_at(4).expect("header length");
+        assert!(header_len >= 24, "header of {header_len} bytes");
+        assert!(
+            u32_at(12).expect("func info length") > 0,
+            "func info present"
+        );
+        let core_relocations = if header_len >= 32 {
+            u32_at(28).expect("CO-RE relocations length")
+        } else {
+            0
+        };
+        assert_eq!(core_relocations, 0, "CO-RE relocations in the eBPF object");
+    }
 }
