@@ -1282,7 +1282,7 @@ mod programs {
         if unsafe { TARGETS.get(pid) }.is_none() {
             return 0;
         }
-        // Nor its stack size: the next thread would start from its full copy.
+        // Nor its stack copy's size and top: the next thread starts from the full copy.
         let _ = DWARF_COPY.remove(tid);
         names_changed();
         // SAFETY: read-only globals the loader fills in before the program runs.

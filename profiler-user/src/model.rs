@@ -488,7 +488,8 @@ pub struct UnwindInfo {
     /// its recent unwinds (`collect::stack_copy`).
     #[prost(uint64, tag = "8")]
     pub copied_bytes: u64,
-    /// Stacks that ran off a copy that sizing had cut short of `--stack-size`.
+    /// Stacks that ran off a copy that sizing had cut short of `--stack-size` (or stopped at
+    /// a stack top remembered wrongly).
     #[prost(uint64, tag = "9")]
     pub out_of_sized_copy: u64,
 }

@@ -169,8 +169,8 @@ pub struct UnwindStats {
     pub stack_bytes_used: Vec<u32>,
     /// Stack bytes the kernel copied, all samples together.
     pub copied_bytes: u64,
-    /// Of `out_of_copy`, the stacks whose copy was cut short by its thread's sizing
-    /// ([`super::stack_copy`]) rather than by `--stack-size`.
+    /// Stacks whose copy its thread's sizing cut short ([`super::stack_copy`]): most of
+    /// them also in `out_of_copy`, the rest stopped at a stack top remembered wrongly.
     pub out_of_sized_copy: u64,
 }
 
