@@ -307,13 +307,7 @@ fn record_cmd_bin(bin: &Path, pid: &str, out: &Path, args: &[&str]) -> Command {
 
 /// Starts the profiler pinned to CPU 0 on `pid` and returns once its probes are live.
 fn start_profiler(pid: u32, out: &Path, args: &[&str]) -> Result<Child> {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "0"])
-        .arg(profiler_bin())
-        .args(["record", "--quiet", "--pid", &pid.to_string(), "--output"])
-        .arg(out)
-        .args(args);
-    spawn_recording(cmd).map(|(child, _)| child)
+    start_profiler_bin(&profiler_bin(), pid, out, args)
 }
 
 /// The number after `key` in a target's "key value key value" report.
@@ -1654,7 +1648,7 @@ fn startup_time(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 .unwrap_or_default()
         ),
         method: format!(
-            "target tests/targets/spanfn.c waiting on stdin (idle, frame pointers, no span ABI), pinned to CPU 1; CLOCK_MONOTONIC read just before spawning `profiler record --pid N` (default options, then --off-cpu) and again when its stderr line 'profiler: recording' is read (then SIGINT); bpftrace: `bpftrace -e 'profile:hz:99 /pid == N/ {{…}} interval:ms:1 {{ printf(nsecs); exit() }}'` from spawn to the nsecs of its interval probe's first run, attached after the profile probe (at most 1 ms late); {rounds} rounds, the three interleaved in each"
+            "target tests/targets/spanfn.c waiting on stdin (idle, frame pointers, no span ABI), pinned to CPU 1; CLOCK_MONOTONIC read just before spawning `profiler record --pid N` (default options, then --off-cpu) and again when its stderr line 'profiler: recording' is read (then SIGINT); bpftrace: `bpftrace -e 'profile:hz:99 /pid == N/ {{…}} interval:ms:1 {{ printf(nsecs); exit() }}'` from spawn to the nsecs of its interval probe's first run, attached after the profile probe (at most 1 ms late); {rounds} rounds, all of them interleaved in each (with BENCH_BEFORE, the earlier build's default run too)"
         ),
         json: format!(
             "{{\"name\":\"startup_ms\",{},{},{}}}",
@@ -2095,7 +2089,7 @@ fn start_perf_switch(pid: u32, data: &Path) -> Result<Child> {
 }
 
 /// An earlier build of the profiler to measure beside this one (BENCH_BEFORE), in the parts
-/// that compare with it (offcpu, callgraph): before and after, in the same rounds.
+/// that compare with it (offcpu, callgraph, startup): before and after, in the same rounds.
 fn before_build() -> Option<PathBuf> {
     std::env::var_os("BENCH_BEFORE").map(PathBuf::from)
 }

@@ -265,28 +265,25 @@ impl Session {
 
     /// The targets map, taken out of the object for the drain loop (`auto` updates it).
     pub fn take_targets(&mut self) -> Result<BpfHashMap<MapData, u32, u32>> {
-        let map = self
-            .ebpf
-            .take_map(names::MAP_TARGETS)
-            .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
-        BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))
+        BpfHashMap::try_from(self.take_map(names::MAP_TARGETS)?)
+            .map_err(map_err(names::MAP_TARGETS))
     }
 
     /// The per-thread DWARF copy sizes, which the drain loop sets from the unwinds.
     pub fn take_copy_sizes(&mut self) -> Result<BpfHashMap<MapData, u32, u64>> {
-        let map = self
-            .ebpf
-            .take_map(names::MAP_DWARF_COPY)
-            .ok_or_else(|| Error::Internal("eBPF object lacks the DWARF_COPY map".into()))?;
-        BpfHashMap::try_from(map).map_err(map_err(names::MAP_DWARF_COPY))
+        BpfHashMap::try_from(self.take_map(names::MAP_DWARF_COPY)?)
+            .map_err(map_err(names::MAP_DWARF_COPY))
     }
 
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
-        let ring = self
-            .ebpf
-            .take_map(names::MAP_EVENTS)
-            .ok_or_else(|| Error::Internal("eBPF object lacks the EVENTS map".into()))?;
-        RingBuf::try_from(ring).map_err(map_err(names::MAP_EVENTS))
+        RingBuf::try_from(self.take_map(names::MAP_EVENTS)?).map_err(map_err(names::MAP_EVENTS))
+    }
+
+    /// Map `name`, out of the object for the drain loop to own.
+    fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map> {
+        self.ebpf
+            .take_map(name)
+            .ok_or_else(|| Error::Internal(format!("eBPF object lacks the {name} map")))
     }
 
     /// Span probes live as long as the object; without followed children the exit tracepoint
@@ -533,8 +530,17 @@ pub fn prefetch_kernel_btf() {
     }
     let mut slot = LOADER.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
-        *slot = spawn("aya-loader").spawn(loader_without_kernel_btf).ok();
+        *slot = spawn_loader();
     }
+}
+
+/// Makes aya's loader on a thread of its own, never the caller's: that thread's root
+/// changes ([`loader_without_kernel_btf`]).
+fn spawn_loader() -> Option<std::thread::JoinHandle<EbpfLoader<'static>>> {
+    std::thread::Builder::new()
+        .name("aya-loader".into())
+        .spawn(loader_without_kernel_btf)
+        .ok()
 }
 
 /// For a process that records many times (`serve`): a loader is made ahead now, and again
@@ -557,15 +563,10 @@ pub fn ready_the_next() {
 /// The loader made ahead, else a new one.
 fn take_loader() -> EbpfLoader<'static> {
     let handle = LOADER.lock().unwrap_or_else(|p| p.into_inner()).take();
-    handle.and_then(|h| h.join().ok()).unwrap_or_else(|| {
-        // On a thread of its own, never this one: its root would change.
-        std::thread::Builder::new()
-            .name("aya-loader".into())
-            .spawn(loader_without_kernel_btf)
-            .ok()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default()
-    })
+    handle
+        .or_else(spawn_loader)
+        .and_then(|h| h.join().ok())
+        .unwrap_or_default()
 }
 
 /// aya's loader, without its parse of the kernel's BTF where this thread can avoid it.
