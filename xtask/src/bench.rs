@@ -142,8 +142,6 @@ mod sys {
     pub const CLOCK_MONOTONIC: i32 = 1;
     pub const CLOCK_BOOTTIME: i32 = 7;
     pub const SIGINT: i32 = 2;
-    pub const SIGCONT: i32 = 18;
-    pub const SIGSTOP: i32 = 19;
 
     unsafe extern "C" {
         pub fn wait4(pid: i32, status: *mut i32, options: i32, usage: *mut Rusage) -> i32;
@@ -527,11 +525,11 @@ fn prog_stats_of_type(pid: u32, prog_type: u32) -> Result<(f64, f64)> {
     Ok((ns, runs))
 }
 
-/// bpftrace sampling `pid` with stacks for `secs`: its BPF run time per sample of the target
-/// and per run (every tick of every CPU runs it, the filter drops other processes).
-fn bpftrace_bpf_cost(pid: u32, hz: &str, secs: f64, key: &str) -> Result<(f64, f64)> {
+/// `bpftrace` sampling `pid` at `hz` with the stacks `key`, pinned to CPU 0, once its
+/// probes are live (BEGIN runs after they are attached).
+fn start_bpftrace_sampler(pid: u32, hz: &str, key: &str) -> Result<Child> {
     let prog = format!(
-        "profile:hz:{hz} /pid == {pid}/ {{ @s[{key}] = count(); @n = count(); }} END {{ clear(@s); }}"
+        "BEGIN {{ printf(\"live\\n\"); }} profile:hz:{hz} /pid == {pid}/ {{ @s[{key}] = count(); }} END {{ clear(@s); }}"
     );
     let mut child = Command::new("taskset")
         .args(["-c", "0", "bpftrace", "-e", &prog])
@@ -541,34 +539,19 @@ fn bpftrace_bpf_cost(pid: u32, hz: &str, secs: f64, key: &str) -> Result<(f64, f
         .map_err(|e| format!("starting bpftrace: {e}"))?;
     let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
     let mut line = String::new();
-    // bpftrace says "Attaching N probes..." as it attaches.
-    while !line.starts_with("Attaching") {
+    while line.trim() != "live" {
         line.clear();
         if out.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
             let _ = child.wait();
             return Err("bpftrace ended before attaching".into());
         }
     }
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    // The run time must be read while the programs are loaded, @n only comes at the exit,
-    // and bpftrace notices SIGINT only at its next poll: the target's samples in between
-    // counted in @n without their run time, in bpftrace's favour (a few of ~400 at 99 Hz). With the target stopped first, @n stops where the run time is read; what the
-    // program still runs then is cheap filtered ticks, charged to bpftrace.
-    signal(pid, sys::SIGSTOP);
-    let stats = prog_stats(child.id());
-    // With the target stopped its next poll may never come (seen: 19 minutes): asked again
-    // until it exits. Its output (@n alone) fits in the pipe meanwhile.
-    let ended = interrupt_until_exit(&mut child);
-    let mut rest = String::new();
-    let _ = out.read_to_string(&mut rest);
-    signal(pid, sys::SIGCONT);
-    ended?;
-    let (ns, runs) = stats?;
-    let samples: f64 = rest
-        .lines()
-        .find_map(|l| l.strip_prefix("@n:")?.trim().parse().ok())
-        .ok_or_else(|| format!("bpftrace printed no @n: {rest:?}"))?;
-    Ok((ns / samples, ns / runs))
+    // Nothing more is printed but the END probe's empty output; drained all the same.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = out.read_to_string(&mut rest);
+    });
+    Ok(child)
 }
 
 /// SIGINT every 200 ms until `child` exits (at most 10 s), for a tool that checks for it only
@@ -586,98 +569,166 @@ fn interrupt_until_exit(child: &mut Child) -> Result {
     Err(format!("pid {} ignored SIGINT for 10 s", child.id()))
 }
 
-/// The sampler: kernel-side cost per sample (ours and bpftrace's on the same target in the
-/// same round) and attach time at two rates.
+/// One of the samplers measured together in a round of `sampling_cost`.
+#[derive(Clone, Copy, PartialEq)]
+enum Sampler {
+    Ours,
+    Before,
+    Bpftrace,
+    BpftraceKernel,
+}
+
+impl Sampler {
+    fn start(self, pid: u32, hz: &str, out: &Path) -> Result<Child> {
+        let args = ["--frequency", hz];
+        match self {
+            Sampler::Ours => start_profiler(pid, out, &args),
+            Sampler::Before => {
+                let bin = before_build().ok_or("BENCH_BEFORE is not set")?;
+                start_profiler_bin(&bin, pid, out, &args)
+            }
+            Sampler::Bpftrace => start_bpftrace_sampler(pid, hz, "ustack"),
+            Sampler::BpftraceKernel => start_bpftrace_sampler(pid, hz, "kstack, ustack"),
+        }
+    }
+}
+
+/// The sampler: kernel-side cost per sample of the target, ours, bpftrace's (user stacks; both
+/// stacks) and, with BENCH_BEFORE, an earlier build's, all sampling the same target at the same
+/// time, so that the machine's noise (±50% between rounds here) falls on each alike and the
+/// per-round ratios hold still; and our attach time, at two rates.
 fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let bin = dir.join("split");
     compile(&bin, "split.c", &[])?;
     let _stats = BpfStats::enable()?;
     let rounds = rounds();
     const SECS: f64 = 5.0;
+    let mut tools = vec![Sampler::Ours, Sampler::Bpftrace, Sampler::BpftraceKernel];
+    if before_build().is_some() {
+        tools.push(Sampler::Before);
+    }
     for hz in ["99", "999"] {
-        let (mut ns, mut attach, mut bt_ns, mut bt_run, mut btk_ns) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let rate: f64 = hz.parse().map_err(|_| "rate")?;
+        let mut ns: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+        let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+        let mut attach = Vec::new();
         for round in 0..rounds {
             step(&format!(
                 "sampling at {hz} Hz: round {}/{rounds}",
                 round + 1
             ));
-            // Long enough for the three runs one after the other, with their start-up.
-            let t = Target::start(&bin, &["22"])?;
-            let ours = |ns: &mut Vec<f64>, attach: &mut Vec<f64>| -> Result {
-                let out = dir.join("split-profile");
-                let _ = fs::remove_dir_all(&out);
-                let mut p =
-                    start_profiler(t.child.id(), &out, &["--frequency", hz, "--duration", "5"])?;
-                p.wait().map_err(|e| e.to_string())?;
-                let s = read_summary(&out)?;
-                let runs = json_number(&s, "bpf_runs").unwrap_or(f64::NAN);
-                let per_run = json_number(&s, "bpf_ns_per_run").unwrap_or(f64::NAN);
-                let seen = json_number(&s, "seen_by_kernel").unwrap_or(f64::NAN);
-                ns.push(runs * per_run / seen);
-                attach.push(json_number(&s, "load_attach_ms").unwrap_or(f64::NAN));
-                Ok(())
-            };
-            // Rotate which tool goes first, so the target's phase favours none.
-            for k in 0..3 {
-                match (round + k) % 3 {
-                    0 => ours(&mut ns, &mut attach)?,
-                    1 => {
-                        let (a, b) = bpftrace_bpf_cost(t.child.id(), hz, SECS, "ustack")?;
-                        bt_ns.push(a);
-                        bt_run.push(b);
-                    }
-                    _ => {
-                        let (a, _) = bpftrace_bpf_cost(t.child.id(), hz, SECS, "kstack, ustack")?;
-                        btk_ns.push(a);
+            let t = Target::start(&bin, &["600"])?;
+            let pid = t.child.id();
+            let outs: Vec<PathBuf> = (0..tools.len())
+                .map(|i| dir.join(format!("split-profile-{i}")))
+                .collect();
+            let mut children: Vec<Option<Child>> = (0..tools.len()).map(|_| None).collect();
+            // Started in a rotating order: the first may find the target's caches warmer.
+            let mut started = Ok(());
+            for k in 0..tools.len() {
+                let i = (round + k) % tools.len();
+                let _ = fs::remove_dir_all(&outs[i]);
+                match tools[i].start(pid, hz, &outs[i]) {
+                    Ok(c) => children[i] = Some(c),
+                    Err(e) => {
+                        started = Err(e);
+                        break;
                     }
                 }
             }
+            let measured = started.and_then(|()| {
+                let stats = |children: &[Option<Child>]| -> Result<Vec<f64>> {
+                    children
+                        .iter()
+                        .map(|c| {
+                            let c = c.as_ref().ok_or("a sampler did not start")?;
+                            prog_stats(c.id()).map(|(ns, _)| ns)
+                        })
+                        .collect()
+                };
+                // Past every tool's first ticks (a program not yet run has no statistics).
+                std::thread::sleep(Duration::from_millis(500));
+                let (ns0, cpu0) = (stats(&children)?, task_cpu_ns(pid));
+                std::thread::sleep(Duration::from_secs_f64(SECS));
+                let (ns1, cpu1) = (stats(&children)?, task_cpu_ns(pid));
+                // Every tool's CPU clock ticks on the target's CPU at the same rate: its
+                // samples are its CPU time over the period.
+                let samples = (cpu1 - cpu0) / 1e9 * rate;
+                Ok(ns0
+                    .iter()
+                    .zip(&ns1)
+                    .map(|(a, b)| (b - a) / samples)
+                    .collect::<Vec<f64>>())
+            });
+            for (i, child) in children.iter_mut().enumerate() {
+                let Some(child) = child else { continue };
+                if interrupt_until_exit(child).is_ok()
+                    && tools[i] == Sampler::Ours
+                    && let Ok(s) = read_summary(&outs[i])
+                {
+                    attach.push(json_number(&s, "load_attach_ms").unwrap_or(f64::NAN));
+                }
+            }
             t.stop();
+            let measured = measured?;
+            for (i, v) in measured.iter().enumerate() {
+                ns[i].push(*v);
+                ratio[i].push(v / measured[0]);
+            }
         }
-        let n = stat(ns);
+        let window = format!(
+            "split.c (frame pointers, CPU-bound) pinned to CPU 1; every tool pinned to CPU 0 and sampling it at the same time, started in a rotating order; BPF run time (kernel.bpf_stats_enabled, /proc/PID/fdinfo of each tool's perf_event programs) over the same {SECS} s window / the target's samples in it (its CPU time × rate); a run on another CPU's tick counts against the tool; {rounds} rounds"
+        );
+        for (i, tool) in tools.iter().enumerate() {
+            let n = stat(ns[i].clone());
+            let r = stat(ratio[i].clone());
+            let (what, name, detail) = match tool {
+                Sampler::Ours => (
+                    format!("BPF cost per target sample at {hz} Hz"),
+                    "bpf_ns_per_sample",
+                    format!(
+                        "`profiler record --pid N --frequency {hz}`: kernel and user stacks, time, thread, span, one ring-buffer record per sample"
+                    ),
+                ),
+                Sampler::Bpftrace => (
+                    format!("bpftrace BPF cost per target sample at {hz} Hz"),
+                    "bpftrace_bpf_ns_per_sample",
+                    format!(
+                        "`bpftrace -e 'profile:hz:{hz} /pid == N/ {{ @s[ustack] = count(); }}'`: user stacks counted in a map, no time or record"
+                    ),
+                ),
+                Sampler::BpftraceKernel => (
+                    format!(
+                        "bpftrace BPF cost per target sample at {hz} Hz, kernel and user stacks"
+                    ),
+                    "bpftrace_kstack_bpf_ns_per_sample",
+                    format!(
+                        "`bpftrace -e 'profile:hz:{hz} /pid == N/ {{ @s[kstack, ustack] = count(); }}'`: both stacks, as ours"
+                    ),
+                ),
+                Sampler::Before => (
+                    format!("BPF cost per target sample at {hz} Hz, earlier build (BENCH_BEFORE)"),
+                    "before_bpf_ns_per_sample",
+                    "the earlier build, same options as ours".to_string(),
+                ),
+            };
+            let value = if *tool == Sampler::Ours {
+                format!("{} ns", n.show(0))
+            } else {
+                format!("{} ns; ×{} of ours (per-round ratio)", n.show(0), r.show(3))
+            };
+            rows.push(Row {
+                what,
+                value,
+                method: format!("{detail}; {window}"),
+                json: format!(
+                    "{{\"name\":\"{name}\",\"hz\":{hz},{},{}}}",
+                    n.json("ns_per_sample"),
+                    r.json("ratio_to_ours")
+                ),
+            });
+        }
         let a = stat(attach);
-        let b = stat(bt_ns);
-        let br = stat(bt_run);
-        let bk = stat(btk_ns);
-        rows.push(Row {
-            what: format!("BPF cost per target sample at {hz} Hz"),
-            value: format!("{:.0} ns (spread {:.0}–{:.0})", n.median, n.min, n.max),
-            method: format!(
-                "kernel BPF run-time statistics (BPF_ENABLE_STATS): run time of the sampling program over 5 s / samples of the target (CPU-bound split.c), {rounds} rounds"
-            ),
-            json: format!(
-                "{{\"name\":\"bpf_ns_per_sample\",\"hz\":{hz},\"median\":{:.1},\"min\":{:.1},\"max\":{:.1}}}",
-                n.median, n.min, n.max
-            ),
-        });
-        rows.push(Row {
-            what: format!("bpftrace BPF cost per target sample at {hz} Hz"),
-            value: format!(
-                "{} ns; {} ns per program run",
-                b.show(0),
-                br.show(0)
-            ),
-            method: format!(
-                "same rounds and target as the row above, before or after ours alternately: `bpftrace -e 'profile:hz:{hz} /pid == PID/ {{ @s[ustack] = count(); @n = count(); }}'` for 5 s pinned to CPU 0; run_time_ns and run_cnt of its perf_event program from /proc/PID/fdinfo (kernel.bpf_stats_enabled=1) / @n; a run is any CPU's tick, mostly filtered out"
-            ),
-            json: format!(
-                "{{\"name\":\"bpftrace_bpf_ns_per_sample\",\"hz\":{hz},{},{}}}",
-                b.json("ns_per_sample"),
-                br.json("ns_per_run")
-            ),
-        });
-        rows.push(Row {
-            what: format!("bpftrace BPF cost per target sample at {hz} Hz, kernel and user stacks"),
-            value: format!("{} ns", bk.show(0)),
-            method: format!(
-                "the same work as ours (both stacks of every target sample), same rounds and target: `bpftrace -e 'profile:hz:{hz} /pid == PID/ {{ @s[kstack, ustack] = count(); @n = count(); }}'` for 5 s pinned to CPU 0, measured as the row above"
-            ),
-            json: format!(
-                "{{\"name\":\"bpftrace_kstack_bpf_ns_per_sample\",\"hz\":{hz},{}}}",
-                bk.json("ns_per_sample")
-            ),
-        });
         rows.push(Row {
             what: format!("load + attach at {hz} Hz"),
             value: format!("{:.1} ms (spread {:.1}–{:.1})", a.median, a.min, a.max),
