@@ -56,6 +56,14 @@ pub mod names {
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_STACKS: &str = "STACKS";
     pub const MAP_TARGETS: &str = "TARGETS";
+    /// The process a recording is named after (`--pid`, the command of `run`) keeps its
+    /// flags in this one-slot array instead of `TARGETS`: the sampler finds them by
+    /// comparing with a constant, without hashing (issue 17).
+    pub const MAP_PRIMARY_FLAGS: &str = "PRIMARY_FLAGS";
+    pub const GLOBAL_PRIMARY_PID: &str = "PRIMARY_PID";
+    /// No process but the primary can be a target (one pid, no children followed, no
+    /// scope): every other process leaves the programs before any look-up.
+    pub const GLOBAL_PRIMARY_ONLY: &str = "PRIMARY_ONLY";
     pub const MAP_COUNTERS: &str = "COUNTERS";
     pub const GLOBAL_WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// `--off-cpu`: the sched_switch program, its maps and settings.
@@ -122,6 +130,9 @@ pub mod target {
     /// Set by the kernel when a thread of the process first enters a span: until then its
     /// samples skip the running-span look-up, whose cache lines are cold at 99 Hz.
     pub const SPANS: u32 = 4;
+    /// In `PRIMARY_FLAGS` only: the primary process is a target (cleared at its exit, so
+    /// that a later process given its pid is not taken for it).
+    pub const PRESENT: u32 = 1 << 31;
 }
 
 /// Largest user stack copy per sample (`--stack-size`); a power of two.

@@ -9,7 +9,9 @@ use profiler_common::{DwarfRegs, EventKind, SpanEvent, dwarf_regs, target};
 use super::{
     RawSample, RawStack, alloc,
     decode::{Event, parse_event},
-    locks, offcpu, processes, sideband, spans, stack_copy, unwind,
+    locks, offcpu, processes, sideband, spans, stack_copy,
+    targets::Targets,
+    unwind,
 };
 
 /// Side-band records are written when their event happens; this margin covers the time
@@ -34,7 +36,7 @@ pub struct Sink<'a> {
     to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
     /// The targets map, where userspace updates it at exec: the call graph (`--call-graph
     /// auto` with processes followed) and membership (`--comm`).
-    pub auto_targets: Option<BpfHashMap<MapData, u32, u32>>,
+    pub auto_targets: Option<Targets>,
     /// `--call-graph auto`: each exec chooses the call graph of the new program.
     pub auto_call_graph: bool,
     /// `--comm`: each exec in the PID namespace is judged by the new command name.
@@ -61,7 +63,7 @@ impl<'a> Sink<'a> {
         procs: &'a mut processes::Processes,
         meta: &'a mut spans::MetaReader,
         threads: HashMap<u32, String>,
-        auto_targets: Option<BpfHashMap<MapData, u32, u32>>,
+        auto_targets: Option<Targets>,
     ) -> Self {
         Self {
             samples: Vec::new(),
@@ -187,13 +189,13 @@ impl<'a> Sink<'a> {
             return true;
         };
         let wanted = comm.matches_pid(pid);
-        let present = targets.get(&pid, 0).is_ok();
-        if wanted && !present && targets.insert(pid, self.comm_flags, 0).is_err() {
+        let present = targets.get(pid).is_some();
+        if wanted && !present && targets.insert(pid, self.comm_flags).is_err() {
             self.targets_refused = self.targets_refused.saturating_add(1);
             return false;
         }
         if !wanted && present {
-            let _ = targets.remove(&pid);
+            targets.remove(pid);
         }
         wanted
     }
@@ -307,11 +309,7 @@ impl<'a> Sink<'a> {
 }
 
 /// Sets or clears the DWARF flag of `pid` for the program it now runs (`auto`).
-fn choose_call_graph(
-    targets: &mut BpfHashMap<MapData, u32, u32>,
-    procs: &mut processes::Processes,
-    pid: u32,
-) {
+fn choose_call_graph(targets: &mut Targets, procs: &mut processes::Processes, pid: u32) {
     // The exec event comes at the end of the exec: /proc/PID/exe is the new program.
     let exe = format!("/proc/{pid}/exe");
     let Ok(path) = std::fs::read_link(&exe) else {
@@ -322,14 +320,14 @@ fn choose_call_graph(
     };
     let fp = procs.modules.get(id).and_then(|m| m.frame_pointers());
     let dwarf = !fp.unwrap_or(false);
-    if let Ok(flags) = targets.get(&pid, 0) {
+    if let Some(flags) = targets.get(pid) {
         let updated = if dwarf {
             flags | target::DWARF
         } else {
             flags & !target::DWARF
         };
         if updated != flags {
-            let _ = targets.insert(pid, updated, 0);
+            let _ = targets.insert(pid, updated);
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod session;
 pub mod sideband;
 pub mod spans;
 pub mod stack_copy;
+pub mod targets;
 pub mod unwind;
 pub mod window;
 
@@ -482,8 +483,9 @@ pub async fn record(
     if pid != 0 {
         initial.insert(0, (pid, dwarf));
     }
+    let primary = targets::Primary::choose(pid, &initial, opts.follows());
     let mut session =
-        session::Session::load(opts, &initial, dwarf).map_err(checks::explain_refusal)?;
+        session::Session::load(opts, &initial, primary, dwarf).map_err(checks::explain_refusal)?;
     let auto_call_graph = opts.call_graph == CallGraph::Auto && opts.follows();
     let auto_targets = if auto_call_graph || matches!(opts.scope, scope::Scope::Comm(_)) {
         Some(session.take_targets()?)

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{
         PerfEvent, ProgramInfo, RawTracePoint,
         perf_event::{
@@ -16,7 +16,14 @@ use aya::{
 };
 use profiler_common::{SAMPLE_DWARF_HEADER, alloc, counter, defaults, names, target};
 
-use super::{CallGraph, RawStack, RecordOptions, btf::Btf, scope::Scope, spans, unwind};
+use super::{
+    CallGraph, RawStack, RecordOptions,
+    btf::Btf,
+    scope::Scope,
+    spans,
+    targets::{self, Primary, Targets},
+    unwind,
+};
 use crate::{
     error::{Error, Result},
     model::Counters,
@@ -71,13 +78,20 @@ pub struct Session {
     pub may_dwarf: bool,
     pub off_cpu_min_ns: u64,
     pub off_cpu_interval_min_ns: u64,
+    /// The process whose flags live in PRIMARY_FLAGS (0: none).
+    primary_pid: u32,
 }
 
 impl Session {
     /// Loads the object configured for `opts`; `initial` are its first targets (pid, DWARF
     /// call graph), and the scope of `opts` adds the processes the kernel finds in it, with
     /// the call graph `dwarf` says.
-    pub fn load(opts: &RecordOptions, initial: &[(u32, bool)], dwarf: bool) -> Result<Self> {
+    pub fn load(
+        opts: &RecordOptions,
+        initial: &[(u32, bool)],
+        primary: Primary,
+        dwarf: bool,
+    ) -> Result<Self> {
         let mut loader = take_loader();
         let kernel = KernelOffsets::take_prefetched()?;
         super::phases::mark("kernel BTF offsets read");
@@ -220,6 +234,8 @@ impl Session {
             .override_global(names::GLOBAL_SCOPE_EXEC_EVENTS, &exec_events, true)
             .override_global(names::GLOBAL_SPANS_ANY_PROCESS, &spans_any_process, true)
             .override_global(names::GLOBAL_FOLLOWS, &follows, true)
+            .override_global(names::GLOBAL_PRIMARY_PID, &primary.pid, true)
+            .override_global(names::GLOBAL_PRIMARY_ONLY, &u32::from(primary.only), true)
             .override_global(names::GLOBAL_OFF_CPU_SAMPLE, &off_cpu_sample, true)
             .map_max_entries(names::MAP_EVENTS, opts.ring_buffer_bytes)
             .map_max_entries(names::MAP_STACKS, opts.stack_map_entries)
@@ -232,11 +248,18 @@ impl Session {
             // wake it at once (each forced wakeup is a self-IPI, a VM exit here, inside the
             // sampler's run time). An exec clears the count, and the new image announces.
             let announced = target::ANNOUNCE_SAMPLES << target::ANNOUNCED_SHIFT;
-            for &(pid, dwarf) in initial {
-                let flags = follow | announced | if dwarf { target::DWARF } else { 0 };
+            let flags = |dwarf| follow | announced | if dwarf { target::DWARF } else { 0 };
+            for &(pid, dwarf) in initial.iter().filter(|(pid, _)| *pid != primary.pid) {
                 targets
-                    .insert(pid, flags, 0)
+                    .insert(pid, flags(dwarf), 0)
                     .map_err(map_err(names::MAP_TARGETS))?;
+            }
+            if let Some(&(_, dwarf)) = initial.iter().find(|(pid, _)| *pid == primary.pid) {
+                let map = ebpf.map_mut(names::MAP_PRIMARY_FLAGS).ok_or_else(|| {
+                    Error::Internal("eBPF object lacks the PRIMARY_FLAGS map".into())
+                })?;
+                let mut map = Array::try_from(map).map_err(map_err(names::MAP_PRIMARY_FLAGS))?;
+                targets::set_primary(&mut map, flags(dwarf))?;
             }
         }
         if let Some(a) = &opts.alloc {
@@ -259,14 +282,17 @@ impl Session {
             may_dwarf,
             off_cpu_min_ns: off_cpu_min,
             off_cpu_interval_min_ns: off_cpu_interval_min,
+            primary_pid: primary.pid,
         };
         Ok(session)
     }
 
-    /// The targets map, taken out of the object for the drain loop (`auto` updates it).
-    pub fn take_targets(&mut self) -> Result<BpfHashMap<MapData, u32, u32>> {
-        BpfHashMap::try_from(self.take_map(names::MAP_TARGETS)?)
-            .map_err(map_err(names::MAP_TARGETS))
+    /// The targets, taken out of the object for the drain loop (`auto` and `--comm`
+    /// change them).
+    pub fn take_targets(&mut self) -> Result<Targets> {
+        let hashed = self.take_map(names::MAP_TARGETS)?;
+        let primary = self.take_map(names::MAP_PRIMARY_FLAGS)?;
+        Targets::new(hashed, primary, self.primary_pid)
     }
 
     /// The per-thread DWARF copy sizes, which the drain loop sets from the unwinds.
