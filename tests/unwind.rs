@@ -69,6 +69,55 @@ fn gcc_o2_without_frame_pointers_gets_full_stacks() {
     check_split(&build_c("split-o2", "split.c", C_NOFP), "c-o2", "main");
 }
 
+/// `run` holds the command before its exec, and the kernel keeps the command's flags apart
+/// from other targets' (the primary target, issue 17). Here the command (with frame pointers)
+/// replaces itself with a program without: at that exec the call graph must switch to DWARF
+/// for the primary too. `--call-graph fp` shows what a missed switch looks like.
+#[test]
+fn a_command_that_execs_a_program_without_frame_pointers_switches_to_dwarf() {
+    let execer = build_c("execer", "execer.c", C_FP);
+    let bin = build_c("split-o2", "split.c", C_NOFP);
+    let run = |name: &str, args: &[&str]| -> OutDir {
+        let dir = OutDir::new(scratch(name));
+        let out = profiler()
+            .args(["run", "--quiet", "--frequency", FREQ, "--output"])
+            .arg(dir.path())
+            .args(args)
+            .arg("--")
+            .arg(&execer)
+            .arg(&bin)
+            .arg("3")
+            .output()
+            .expect("profiler runs");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        dir
+    };
+    let auto = run("exec-dwarf", &[]);
+    let f = folded(&auto);
+    let s = summary(&auto);
+    let reach = share(&f, |fr| is("main", fr));
+    eprintln!(
+        "exec: {} samples, reach main {reach:.1}%, {}",
+        total(&f),
+        s["stacks"]
+    );
+    assert!(total(&f) > 1000, "only {} samples", total(&f));
+    // The summary's call graph is the one chosen at the start (frame pointers, for the
+    // execer); the stacks copied say DWARF took over.
+    assert!(
+        s["stacks"]["stack_copied_bytes_mean"].as_f64().is_some(),
+        "no stack copied"
+    );
+    assert!(reach >= 95.0, "only {reach:.1}% reach main");
+    let fp = run("exec-dwarf-fp", &["--call-graph", "fp"]);
+    let fp_reach = share(&folded(&fp), |fr| is("main", fr));
+    eprintln!("exec with fp: reach main {fp_reach:.1}%");
+    assert!(
+        fp_reach < 50.0,
+        "the fp walk reached main in {fp_reach:.1}%"
+    );
+}
+
 #[test]
 fn rust_release_without_frame_pointers_gets_full_stacks() {
     let bin = build_rust_target_with("rust-split", false);
