@@ -56,7 +56,8 @@ mod programs {
 
     /// The primary target's flags (slot 0, with `target::PRESENT` while it is one), found by
     /// comparing the pid with the constant PRIMARY_PID: an array's look-up is inlined, where
-    /// a TARGETS hit hashes the key and walks a bucket (~5-8% of a sample here, issue 17).
+    /// a TARGETS hit hashes the key and walks a bucket (2-8% of a sample in the bench's
+    /// rounds, issue 17).
     #[map(name = "PRIMARY_FLAGS")]
     static PRIMARY_FLAGS: Array<u32> = Array::with_max_entries(1, 0);
     #[unsafe(no_mangle)]
@@ -92,7 +93,8 @@ mod programs {
         let primary = unsafe { core::ptr::read_volatile(&PRIMARY_PID) };
         if primary != 0 && pid == primary {
             if let Some(slot) = PRIMARY_FLAGS.get_ptr_mut(0) {
-                // SAFETY: a map value; only this process's own events write it.
+                // SAFETY: a map value, written by this process's own events and by userspace
+                // at its exec; a racing write at worst loses an announce count.
                 unsafe { *slot = flags | target::PRESENT };
             }
             return true;
