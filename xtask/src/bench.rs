@@ -569,6 +569,86 @@ fn interrupt_until_exit(child: &mut Child) -> Result {
     Err(format!("pid {} ignored SIGINT for 10 s", child.id()))
 }
 
+/// What `measure_together` measured over its window: each tool's BPF run time and runs,
+/// and how much `mark` moved.
+struct Together {
+    deltas: Vec<(f64, f64)>,
+    mark: f64,
+}
+
+/// Tools measured at the same time, so that the host's noise falls on each alike: `start(i)`
+/// starts tool i (its process, and the type of the BPF programs to read), in an order rotated
+/// by `round` (the first may find caches warmer); then `go`, half a second for every
+/// program's first runs, and a window of `secs` over which each tool's run time and runs are
+/// read from its fdinfo, with `mark` read at both ends. Every tool started is then stopped
+/// (SIGINT until it exits), `stopped(i)` called for those that exited.
+fn measure_together(
+    count: usize,
+    round: usize,
+    secs: f64,
+    mut start: impl FnMut(usize) -> Result<(Child, u32)>,
+    go: impl FnOnce() -> Result,
+    mark: impl Fn() -> f64,
+    mut stopped: impl FnMut(usize),
+) -> Result<Together> {
+    let mut children: Vec<Option<(Child, u32)>> = (0..count).map(|_| None).collect();
+    let mut started = Ok(());
+    for k in 0..count {
+        let i = (round + k) % count;
+        match start(i) {
+            Ok(c) => children[i] = Some(c),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
+    }
+    let measured = started.and_then(|()| {
+        go()?;
+        let stats = |children: &[Option<(Child, u32)>]| -> Result<Vec<(f64, f64)>> {
+            children
+                .iter()
+                .map(|c| {
+                    let (c, kind) = c.as_ref().ok_or("a tool did not start")?;
+                    prog_stats_of_type(c.id(), *kind)
+                })
+                .collect()
+        };
+        // A program not yet run has no statistics.
+        std::thread::sleep(Duration::from_millis(500));
+        let (before, mark0) = (stats(&children)?, mark());
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        let (after, mark1) = (stats(&children)?, mark());
+        Ok(Together {
+            deltas: before
+                .iter()
+                .zip(&after)
+                .map(|((ns0, n0), (ns1, n1))| (ns1 - ns0, n1 - n0))
+                .collect(),
+            mark: mark1 - mark0,
+        })
+    });
+    for (i, child) in children.iter_mut().enumerate() {
+        if let Some((child, _)) = child
+            && interrupt_until_exit(child).is_ok()
+        {
+            stopped(i);
+        }
+    }
+    measured
+}
+
+/// One round of tools measured together: each tool's value, and its ratio to the first's.
+fn push_round(values: &mut [Vec<f64>], ratios: &mut [Vec<f64>], measured: &[f64]) {
+    let Some(&first) = measured.first() else {
+        return;
+    };
+    for ((v, values), ratios) in measured.iter().zip(values).zip(ratios) {
+        values.push(*v);
+        ratios.push(v / first);
+    }
+}
+
 /// One of the samplers measured together in a round of `sampling_cost`.
 #[derive(Clone, Copy, PartialEq)]
 enum Sampler {
@@ -622,59 +702,35 @@ fn sampling_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
             let outs: Vec<PathBuf> = (0..tools.len())
                 .map(|i| dir.join(format!("split-profile-{i}")))
                 .collect();
-            let mut children: Vec<Option<Child>> = (0..tools.len()).map(|_| None).collect();
-            // Started in a rotating order: the first may find the target's caches warmer.
-            let mut started = Ok(());
-            for k in 0..tools.len() {
-                let i = (round + k) % tools.len();
-                let _ = fs::remove_dir_all(&outs[i]);
-                match tools[i].start(pid, hz, &outs[i]) {
-                    Ok(c) => children[i] = Some(c),
-                    Err(e) => {
-                        started = Err(e);
-                        break;
+            let measured = measure_together(
+                tools.len(),
+                round,
+                SECS,
+                |i| {
+                    let _ = fs::remove_dir_all(&outs[i]);
+                    tools[i].start(pid, hz, &outs[i]).map(|c| (c, 7))
+                },
+                || Ok(()),
+                || task_cpu_ns(pid),
+                |i| {
+                    if tools[i] == Sampler::Ours
+                        && let Ok(s) = read_summary(&outs[i])
+                    {
+                        attach.push(json_number(&s, "load_attach_ms").unwrap_or(f64::NAN));
                     }
-                }
-            }
-            let measured = started.and_then(|()| {
-                let stats = |children: &[Option<Child>]| -> Result<Vec<f64>> {
-                    children
-                        .iter()
-                        .map(|c| {
-                            let c = c.as_ref().ok_or("a sampler did not start")?;
-                            prog_stats(c.id()).map(|(ns, _)| ns)
-                        })
-                        .collect()
-                };
-                // Past every tool's first ticks (a program not yet run has no statistics).
-                std::thread::sleep(Duration::from_millis(500));
-                let (ns0, cpu0) = (stats(&children)?, task_cpu_ns(pid));
-                std::thread::sleep(Duration::from_secs_f64(SECS));
-                let (ns1, cpu1) = (stats(&children)?, task_cpu_ns(pid));
+                },
+            )
+            .map(|w| {
                 // Every tool's CPU clock ticks on the target's CPU at the same rate: its
-                // samples are its CPU time over the period.
-                let samples = (cpu1 - cpu0) / 1e9 * rate;
-                Ok(ns0
+                // samples are its CPU time in the window × the rate.
+                let samples = w.mark / 1e9 * rate;
+                w.deltas
                     .iter()
-                    .zip(&ns1)
-                    .map(|(a, b)| (b - a) / samples)
-                    .collect::<Vec<f64>>())
+                    .map(|(ns, _)| ns / samples)
+                    .collect::<Vec<f64>>()
             });
-            for (i, child) in children.iter_mut().enumerate() {
-                let Some(child) = child else { continue };
-                if interrupt_until_exit(child).is_ok()
-                    && tools[i] == Sampler::Ours
-                    && let Ok(s) = read_summary(&outs[i])
-                {
-                    attach.push(json_number(&s, "load_attach_ms").unwrap_or(f64::NAN));
-                }
-            }
             t.stop();
-            let measured = measured?;
-            for (i, v) in measured.iter().enumerate() {
-                ns[i].push(*v);
-                ratio[i].push(v / measured[0]);
-            }
+            push_round(&mut ns, &mut ratio, &measured?);
         }
         let window = format!(
             "split.c (frame pointers, CPU-bound) pinned to CPU 1; every tool pinned to CPU 0 and sampling it at the same time, started in a rotating order; BPF run time (kernel.bpf_stats_enabled, /proc/PID/fdinfo of each tool's perf_event programs) over the same {SECS} s window / the target's samples in it (its CPU time × rate); a run on another CPU's tick counts against the tool; {rounds} rounds"
@@ -2512,63 +2568,39 @@ fn off_cpu_together(dir: &Path, bin: &Path, rows: &mut Vec<Row>) -> Result {
         let pid = t.child.id();
         // Each with the type of its sched_switch program: 17 raw tracepoint (ours; its
         // rename program shares the type and runs only at renames), 5 tracepoint.
-        let mut children: Vec<Option<(Child, u32)>> = (0..tools.len()).map(|_| None).collect();
-        let mut started = Ok(());
-        for k in 0..tools.len() {
-            let i = (round + k) % tools.len();
-            let out = dir.join(format!("pingpong-together-{i}"));
-            let _ = fs::remove_dir_all(&out);
-            let child = match tools[i] {
-                SwitchTool::Ours(every) => {
-                    let every = every.to_string();
-                    start_profiler(pid, &out, &["--off-cpu", "--off-cpu-sample", &every])
-                        .map(|c| (c, 17))
+        let measured = measure_together(
+            tools.len(),
+            round,
+            SECS,
+            |i| {
+                let out = dir.join(format!("pingpong-together-{i}"));
+                let _ = fs::remove_dir_all(&out);
+                match tools[i] {
+                    SwitchTool::Ours(every) => {
+                        let every = every.to_string();
+                        start_profiler(pid, &out, &["--off-cpu", "--off-cpu-sample", &every])
+                            .map(|c| (c, 17))
+                    }
+                    SwitchTool::Before => before_build()
+                        .ok_or_else(|| "BENCH_BEFORE is not set".to_string())
+                        .and_then(|b| start_profiler_bin(&b, pid, &out, &["--off-cpu"]))
+                        .map(|c| (c, 17)),
+                    // Its output thread ends with it.
+                    SwitchTool::Bpftrace => start_bpftrace_switch(pid, true).map(|(c, _)| (c, 5)),
                 }
-                SwitchTool::Before => before_build()
-                    .ok_or_else(|| "BENCH_BEFORE is not set".to_string())
-                    .and_then(|b| start_profiler_bin(&b, pid, &out, &["--off-cpu"]))
-                    .map(|c| (c, 17)),
-                // Its output thread ends with it.
-                SwitchTool::Bpftrace => start_bpftrace_switch(pid, true).map(|(c, _)| (c, 5)),
-            };
-            match child {
-                Ok(c) => children[i] = Some(c),
-                Err(e) => {
-                    started = Err(e);
-                    break;
-                }
-            }
-        }
-        let measured = started.and_then(|()| {
-            t.go()?;
-            let stats = |children: &[Option<(Child, u32)>]| -> Result<Vec<(f64, f64)>> {
-                children
-                    .iter()
-                    .map(|c| {
-                        let (c, kind) = c.as_ref().ok_or("a tool did not start")?;
-                        prog_stats_of_type(c.id(), *kind)
-                    })
-                    .collect()
-            };
-            std::thread::sleep(Duration::from_millis(500));
-            let before = stats(&children)?;
-            std::thread::sleep(Duration::from_secs_f64(SECS));
-            let after = stats(&children)?;
-            Ok(before
+            },
+            || t.go(),
+            || 0.0,
+            |_| {},
+        )
+        .map(|w| {
+            w.deltas
                 .iter()
-                .zip(&after)
-                .map(|((ns0, n0), (ns1, n1))| (ns1 - ns0) / (n1 - n0))
-                .collect::<Vec<f64>>())
+                .map(|(ns, runs)| ns / runs)
+                .collect::<Vec<f64>>()
         });
-        for (child, _) in children.iter_mut().flatten() {
-            let _ = interrupt_until_exit(child);
-        }
         t.stop();
-        let measured = measured?;
-        for (i, v) in measured.iter().enumerate() {
-            per_run[i].push(*v);
-            ratio[i].push(v / measured[0]);
-        }
+        push_round(&mut per_run, &mut ratio, &measured?);
     }
     let setup = format!(
         "tests/targets/pingpong.c (both threads on CPU 1) recorded by every tool at the same time, each pinned to CPU 0 and started in a rotating order; BPF run time / runs of each tool's sched_switch program (kernel.bpf_stats_enabled, /proc/PID/fdinfo) over the same {SECS} s window, nearly every run a switch of the ping-pong; ×: per-round ratio to ours without sampling; {rounds} rounds"
