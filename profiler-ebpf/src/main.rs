@@ -65,22 +65,24 @@ mod programs {
     #[unsafe(no_mangle)]
     static PRIMARY_ONLY: u32 = 0;
 
+    /// Whether `pid` is the primary process, whose flags are in PRIMARY_FLAGS.
+    #[inline(always)]
+    fn is_primary(pid: u32) -> bool {
+        // SAFETY: a read-only global the loader fills in before the programs run.
+        let primary = unsafe { core::ptr::read_volatile(&PRIMARY_PID) };
+        primary != 0 && pid == primary
+    }
+
     /// The flags of `pid` if it is a target, wherever they live.
     #[inline(always)]
     fn target_entry(pid: u32) -> Option<*mut u32> {
-        // SAFETY: read-only globals the loader fills in before the programs run.
-        let (primary, only) = unsafe {
-            (
-                core::ptr::read_volatile(&PRIMARY_PID),
-                core::ptr::read_volatile(&PRIMARY_ONLY),
-            )
-        };
-        if primary != 0 && pid == primary {
+        if is_primary(pid) {
             let flags = PRIMARY_FLAGS.get_ptr_mut(0)?;
             // SAFETY: a map value, only read.
             return (unsafe { *flags } & target::PRESENT != 0).then_some(flags);
         }
-        if only != 0 {
+        // SAFETY: a read-only global the loader fills in before the programs run.
+        if unsafe { core::ptr::read_volatile(&PRIMARY_ONLY) } != 0 {
             return None;
         }
         TARGETS.get_ptr_mut(pid)
@@ -89,12 +91,12 @@ mod programs {
     /// Makes `pid` a target with `flags`; false when TARGETS is full.
     #[inline(always)]
     fn add_target(pid: u32, flags: u32) -> bool {
-        // SAFETY: a read-only global the loader fills in before the programs run.
-        let primary = unsafe { core::ptr::read_volatile(&PRIMARY_PID) };
-        if primary != 0 && pid == primary {
+        if is_primary(pid) {
             if let Some(slot) = PRIMARY_FLAGS.get_ptr_mut(0) {
-                // SAFETY: a map value, written by this process's own events and by userspace
-                // at its exec; a racing write at worst loses an announce count.
+                // SAFETY: a map value. Its writers (this process's events, userspace at its
+                // exec, its exit) do not exclude each other: a plain read-modify-write that
+                // races another write can store the older value back, a `DWARF` change or
+                // `PRESENT` itself (a known race, rare: issue 17's note).
                 unsafe { *slot = flags | target::PRESENT };
             }
             return true;
@@ -104,9 +106,7 @@ mod programs {
 
     #[inline(always)]
     fn remove_target(pid: u32) {
-        // SAFETY: a read-only global the loader fills in before the programs run.
-        let primary = unsafe { core::ptr::read_volatile(&PRIMARY_PID) };
-        if primary != 0 && pid == primary {
+        if is_primary(pid) {
             if let Some(slot) = PRIMARY_FLAGS.get_ptr_mut(0) {
                 // SAFETY: a map value.
                 unsafe { *slot = 0 };

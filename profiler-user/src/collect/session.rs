@@ -255,9 +255,7 @@ impl Session {
                     .map_err(map_err(names::MAP_TARGETS))?;
             }
             if let Some(&(_, dwarf)) = initial.iter().find(|(pid, _)| *pid == primary.pid) {
-                let map = ebpf.map_mut(names::MAP_PRIMARY_FLAGS).ok_or_else(|| {
-                    Error::Internal("eBPF object lacks the PRIMARY_FLAGS map".into())
-                })?;
+                let map = object_map(&mut ebpf, names::MAP_PRIMARY_FLAGS)?;
                 let mut map = Array::try_from(map).map_err(map_err(names::MAP_PRIMARY_FLAGS))?;
                 targets::set_primary(&mut map, flags(dwarf))?;
             }
@@ -479,10 +477,13 @@ fn thread_id_limit() -> u32 {
 }
 
 fn targets_map(ebpf: &mut aya::Ebpf) -> Result<BpfHashMap<&mut MapData, u32, u32>> {
-    let map = ebpf
-        .map_mut(names::MAP_TARGETS)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the TARGETS map".into()))?;
-    BpfHashMap::try_from(map).map_err(map_err(names::MAP_TARGETS))
+    BpfHashMap::try_from(object_map(ebpf, names::MAP_TARGETS)?).map_err(map_err(names::MAP_TARGETS))
+}
+
+/// Map `name` of the object, left in it.
+fn object_map<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| Error::Internal(format!("eBPF object lacks the {name} map")))
 }
 
 /// The call graph `pid`'s program gets: `auto` asks its executable.
