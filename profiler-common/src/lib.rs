@@ -57,9 +57,11 @@ pub mod names {
     pub const MAP_STACKS: &str = "STACKS";
     pub const MAP_TARGETS: &str = "TARGETS";
     /// The process a recording is named after (`--pid`, the command of `run`) keeps its
-    /// flags in this one-slot array instead of `TARGETS`: the sampler finds them by
-    /// comparing with a constant, without hashing (issue 17).
+    /// flags in this array (slots `target::PRIMARY_*`) instead of `TARGETS`: the sampler
+    /// finds them by comparing with a constant, without hashing (issue 17).
     pub const MAP_PRIMARY_FLAGS: &str = "PRIMARY_FLAGS";
+    /// Slot 0 becomes 1 when any thread first enters a span.
+    pub const MAP_SPANS_STARTED: &str = "SPANS_STARTED";
     pub const GLOBAL_PRIMARY_PID: &str = "PRIMARY_PID";
     /// No process but the primary can be a target (one pid, no children followed, no
     /// scope): every other process leaves the programs before any look-up.
@@ -113,26 +115,46 @@ pub mod defaults {
     pub const DWARF_COPY_THREADS: u32 = 16384;
 }
 
-/// Flags, the values of the `TARGETS` map.
+/// Flags, the values of the `TARGETS` map. After a target is added, the kernel changes its
+/// value only by atomic adds (a plain read-modify-write racing another would store a stale
+/// value back: a lost `SPANS`, or `PRESENT` set again after the exit), so the counts below
+/// are fields an add cannot carry out of.
 pub mod target {
     /// Children this process forks become targets too (in the kernel, so short-lived
     /// children are not missed).
     pub const FOLLOW: u32 = 1;
-    /// Bits 8..16 count the samples of the current image that woke userspace at once, so
-    /// it (re)reads the memory map while the process lives: the first sample may come while
-    /// the dynamic loader is still mapping libraries, so the first few do.
-    pub const ANNOUNCED_SHIFT: u32 = 8;
-    pub const ANNOUNCED_MASK: u32 = 0xff << ANNOUNCED_SHIFT;
-    pub const ANNOUNCE_SAMPLES: u32 = 4;
     /// Samples copy registers and the top of the user stack for DWARF unwinding in userspace
-    /// instead of walking frame pointers.
+    /// instead of walking frame pointers. For the primary process it is in slot
+    /// `PRIMARY_CALL_GRAPH` of `PRIMARY_FLAGS`, which only whoever sets the call graph writes.
     pub const DWARF: u32 = 2;
-    /// Set by the kernel when a thread of the process first enters a span: until then its
-    /// samples skip the running-span look-up, whose cache lines are cold at 99 Hz.
-    pub const SPANS: u32 = 4;
+    /// Bits 8..20 count the samples of the current image that woke userspace at once, so
+    /// it (re)reads the memory map while the process lives: the first sample may come while
+    /// the dynamic loader is still mapping libraries, so the first few do. Samples racing
+    /// past `ANNOUNCE_SAMPLES` add one each: the field holds 4095, one per racing CPU.
+    pub const ANNOUNCED_SHIFT: u32 = 8;
+    pub const ANNOUNCED_MASK: u32 = 0xfff << ANNOUNCED_SHIFT;
+    pub const ANNOUNCE_SAMPLES: u32 = 4;
+    /// Bits 20..31, set by the kernel when a thread of the process first enters a span: until
+    /// then its samples skip the running-span look-up, whose cache lines are cold at 99 Hz.
+    /// A count, not a bit, so that threads entering their first spans at once may each add
+    /// one: the field holds 2047 of them.
+    pub const SPANS_SHIFT: u32 = 20;
+    pub const SPANS_MASK: u32 = 0x7ff << SPANS_SHIFT;
     /// In `PRIMARY_FLAGS` only: the primary process is a target (cleared at its exit, so
     /// that a later process given its pid is not taken for it).
     pub const PRESENT: u32 = 1 << 31;
+    /// Slots of `PRIMARY_FLAGS`: the flags the kernel changes (all but `DWARF`), and the
+    /// call graph (`DWARF` or 0), which userspace sets at an exec under `auto`. Apart, so
+    /// that neither writer's store can undo the other's.
+    pub const PRIMARY_KERNEL: u32 = 0;
+    pub const PRIMARY_CALL_GRAPH: u32 = 1;
+    pub const PRIMARY_SLOTS: u32 = 2;
+
+    // The count fields are packed up to `PRESENT`, each below the next: the kernel adds to a
+    // count only while it reads a small one, so only racing CPUs take it further.
+    const _: () = assert!(ANNOUNCE_SAMPLES < ANNOUNCED_MASK >> ANNOUNCED_SHIFT);
+    const _: () = assert!(ANNOUNCED_MASK + (1 << ANNOUNCED_SHIFT) == 1 << SPANS_SHIFT);
+    const _: () = assert!(SPANS_MASK + (1 << SPANS_SHIFT) == PRESENT);
 }
 
 /// Largest user stack copy per sample (`--stack-size`); a power of two.
@@ -544,6 +566,22 @@ mod tests {
         );
         // The ring buffer hands out 8-byte aligned records.
         assert!(align_of::<SampleInlineEvent>() <= 8);
+    }
+
+    #[test]
+    fn target_flag_fields_do_not_overlap() {
+        let fields = [
+            target::FOLLOW,
+            target::DWARF,
+            target::ANNOUNCED_MASK,
+            target::SPANS_MASK,
+            target::PRESENT,
+        ];
+        for (i, a) in fields.iter().enumerate() {
+            for b in &fields[i + 1..] {
+                assert_eq!(a & b, 0, "{a:#x} and {b:#x} overlap");
+            }
+        }
     }
 
     #[test]

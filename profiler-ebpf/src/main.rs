@@ -6,6 +6,10 @@
 //! that userspace gets every sample with its time, thread and CPU rather than only counts.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `atomic_xadd`: core's atomic types are not built for bpfel (issue 17's race on target flags),
+// and the intrinsic is the one way to the XADD instruction from Rust.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod programs {
@@ -54,16 +58,38 @@ mod programs {
     #[map(name = "TARGETS")]
     static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(defaults::MAX_TARGETS, 0);
 
-    /// The primary target's flags (slot 0, with `target::PRESENT` while it is one), found by
+    /// The primary target's flags (slot `target::PRIMARY_KERNEL`, with `target::PRESENT`
+    /// while it is one) and call graph (slot `target::PRIMARY_CALL_GRAPH`), found by
     /// comparing the pid with the constant PRIMARY_PID: an array's look-up is inlined, where
     /// a TARGETS hit hashes the key and walks a bucket (2-8% of a sample in the bench's
-    /// rounds, issue 17).
+    /// rounds, issue 17). Both slots share one cache line.
     #[map(name = "PRIMARY_FLAGS")]
-    static PRIMARY_FLAGS: Array<u32> = Array::with_max_entries(1, 0);
+    static PRIMARY_FLAGS: Array<u32> = Array::with_max_entries(target::PRIMARY_SLOTS, 0);
     #[unsafe(no_mangle)]
     static PRIMARY_PID: u32 = 0;
     #[unsafe(no_mangle)]
     static PRIMARY_ONLY: u32 = 0;
+
+    /// A target process as a program found it.
+    #[derive(Clone, Copy)]
+    struct Target {
+        /// The flags the kernel changes, only through `flags_add`.
+        word: *mut u32,
+        /// The flags when looked up, `target::DWARF` included wherever it lives.
+        flags: u32,
+    }
+
+    /// Adds `n` to a target's flags in one atomic instruction. Every writer of a target
+    /// may run at once on another CPU (its samples, exec, spans and exit, and userspace), and
+    /// a plain read-modify-write would store back what it read: a lost `SPANS`, or `PRESENT`
+    /// set again after the exit cleared it. The sum is not fetched, so LLVM emits the XADD
+    /// of the first BPF instruction set (`atomic_or` would need v3).
+    #[inline(always)]
+    fn flags_add(word: *mut u32, n: u32) {
+        use core::intrinsics::AtomicOrdering;
+        // SAFETY: `word` is a map value's address, from a look-up in this program run.
+        unsafe { core::intrinsics::atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(word, n) };
+    }
 
     /// Whether `pid` is the primary process, whose flags are in PRIMARY_FLAGS.
     #[inline(always)]
@@ -73,31 +99,49 @@ mod programs {
         primary != 0 && pid == primary
     }
 
-    /// The flags of `pid` if it is a target, wherever they live.
+    /// `pid` if it is a target, wherever its flags live.
     #[inline(always)]
-    fn target_entry(pid: u32) -> Option<*mut u32> {
+    fn target_entry(pid: u32) -> Option<Target> {
         if is_primary(pid) {
-            let flags = PRIMARY_FLAGS.get_ptr_mut(0)?;
+            let word = PRIMARY_FLAGS.get_ptr_mut(target::PRIMARY_KERNEL)?;
             // SAFETY: a map value, only read.
-            return (unsafe { *flags } & target::PRESENT != 0).then_some(flags);
+            let flags = unsafe { *word };
+            if flags & target::PRESENT == 0 {
+                return None;
+            }
+            let graph = PRIMARY_FLAGS
+                .get(target::PRIMARY_CALL_GRAPH)
+                .map_or(0, |g| *g & target::DWARF);
+            return Some(Target {
+                word,
+                flags: (flags & !target::DWARF) | graph,
+            });
         }
         // SAFETY: a read-only global the loader fills in before the programs run.
         if unsafe { core::ptr::read_volatile(&PRIMARY_ONLY) } != 0 {
             return None;
         }
-        TARGETS.get_ptr_mut(pid)
+        let word = TARGETS.get_ptr_mut(pid)?;
+        // SAFETY: a map value, only read.
+        let flags = unsafe { *word };
+        Some(Target { word, flags })
     }
 
     /// Makes `pid` a target with `flags`; false when TARGETS is full.
     #[inline(always)]
     fn add_target(pid: u32, flags: u32) -> bool {
         if is_primary(pid) {
-            if let Some(slot) = PRIMARY_FLAGS.get_ptr_mut(0) {
-                // SAFETY: a map value. Its writers (this process's events, userspace at its
-                // exec, its exit) do not exclude each other: a plain read-modify-write that
-                // races another write can store the older value back, a `DWARF` change or
-                // `PRESENT` itself (a known race, rare: issue 17's note).
-                unsafe { *slot = flags | target::PRESENT };
+            let (Some(graph), Some(word)) = (
+                PRIMARY_FLAGS.get_ptr_mut(target::PRIMARY_CALL_GRAPH),
+                PRIMARY_FLAGS.get_ptr_mut(target::PRIMARY_KERNEL),
+            ) else {
+                return true;
+            };
+            // SAFETY: map values. Stores, not read-modify-writes: the call graph first, so
+            // that no program finds the process present with the old one.
+            unsafe {
+                *graph = flags & target::DWARF;
+                *word = (flags & !target::DWARF) | target::PRESENT;
             }
             return true;
         }
@@ -107,9 +151,10 @@ mod programs {
     #[inline(always)]
     fn remove_target(pid: u32) {
         if is_primary(pid) {
-            if let Some(slot) = PRIMARY_FLAGS.get_ptr_mut(0) {
-                // SAFETY: a map value.
-                unsafe { *slot = 0 };
+            if let Some(word) = PRIMARY_FLAGS.get_ptr_mut(target::PRIMARY_KERNEL) {
+                // SAFETY: a map value. A store: an add racing it, before or after, cannot
+                // carry into `PRESENT` (`target`'s fields).
+                unsafe { *word = 0 };
             }
             return;
         }
@@ -303,9 +348,9 @@ mod programs {
     /// The current task's flags if its process is a target, promoting a pending child or a
     /// process of the scope.
     #[inline(always)]
-    fn target_flags(pid: u32) -> Option<*mut u32> {
-        if let Some(flags) = target_entry(pid) {
-            return Some(flags);
+    fn target_flags(pid: u32) -> Option<Target> {
+        if let Some(found) = target_entry(pid) {
+            return Some(found);
         }
         if in_scope(pid) {
             // SAFETY: a read-only global the loader fills in before the programs run.
@@ -345,26 +390,24 @@ mod programs {
         if pid == 0 {
             return 0;
         }
-        let Some(flags) = target_flags(pid) else {
+        let Some(found) = target_flags(pid) else {
             return 0;
         };
+        let flags = found.flags;
         bump(counter::SEEN);
         // The first samples of a process image wake userspace at once, whatever the
         // threshold, so it reads the memory map while a short-lived process still lives.
-        // SAFETY: a map value; a racing update at worst wakes userspace once more.
-        let announce = unsafe {
-            let count = (*flags & target::ANNOUNCED_MASK) >> target::ANNOUNCED_SHIFT;
-            let early = count < target::ANNOUNCE_SAMPLES;
-            if early {
-                *flags += 1 << target::ANNOUNCED_SHIFT;
-            }
-            early
-        };
+        // Samples racing here on other CPUs may each add one and wake it once more.
+        let announce =
+            (flags & target::ANNOUNCED_MASK) >> target::ANNOUNCED_SHIFT < target::ANNOUNCE_SAMPLES;
+        if announce {
+            flags_add(found.word, 1 << target::ANNOUNCED_SHIFT);
+        }
 
-        // SAFETY: a map value, only read; then a read-only global the loader fills in. It is
-        // 0 when no process of the run can take DWARF call graphs: the verifier reads frozen
-        // globals as constants and then leaves the DWARF path out of its work (issue 17).
-        let dwarf = unsafe { *flags } & target::DWARF != 0
+        // SAFETY: a read-only global the loader fills in. It is 0 when no process of the run
+        // can take DWARF call graphs: the verifier reads frozen globals as constants and then
+        // leaves the DWARF path out of its work (issue 17).
+        let dwarf = flags & target::DWARF != 0
             && unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) } != 0;
         // A tick in user mode has no kernel stack: the helper would find none, at a cost of
         // ~1.2 µs of a ~4 µs sample here (per-CPU callchain buffer, recursion guard).
@@ -380,8 +423,7 @@ mod programs {
         if kernel < 0 && kernel != -(errno::EFAULT as i64) && !map_refused(kernel) {
             bump(counter::KERNEL_STACK_ERROR);
         }
-        // SAFETY: a map value, only read.
-        let span_id = running_span(tid, unsafe { *flags });
+        let span_id = running_span(tid, flags);
         let (comm, name_mark) = thread_name(tid);
         let mut header = SampleEvent {
             kind: EventKind::Sample as u32,
@@ -688,7 +730,7 @@ mod programs {
     /// processes without spans both the global flag's and the thread map's cache lines.
     #[inline(always)]
     fn running_span(tid: u32, flags: u32) -> u64 {
-        if flags & target::SPANS == 0 {
+        if flags & target::SPANS_MASK == 0 {
             return 0;
         }
         // SAFETY: read-only look-up; a racing update at worst yields a neighbouring id.
@@ -756,9 +798,10 @@ mod programs {
             }
             // Each thread's first enter, so a process that joins the targets later still
             // gets the flag from its threads' first spans.
-            if let Some(flags) = target_entry(pid) {
-                // SAFETY: a map value; a bit only ever set here, never cleared by the kernel.
-                unsafe { *flags |= target::SPANS };
+            if let Some(found) = target_entry(pid)
+                && found.flags & target::SPANS_MASK == 0
+            {
+                flags_add(found.word, 1 << target::SPANS_SHIFT);
             }
             if !ok {
                 bump(counter::SPAN_THREADS_FULL);
@@ -1274,11 +1317,10 @@ mod programs {
         };
         // A pending child that forks before any event of its own is promoted here, so its
         // own children (subshells, double forks) are followed too.
-        let Some(flags) = target_flags(parent) else {
+        let Some(found) = target_flags(parent) else {
             return 0;
         };
-        // SAFETY: a map value, only read.
-        let flags = unsafe { *flags };
+        let flags = found.flags;
         if flags & target::FOLLOW == 0 {
             return 0;
         }
@@ -1313,16 +1355,19 @@ mod programs {
         let Some((pid, tid)) = current_ids() else {
             return 0;
         };
-        let Some(flags) = target_flags(pid) else {
+        let Some(found) = target_flags(pid) else {
             // SAFETY: a read-only global the loader fills in before the program runs.
             if unsafe { core::ptr::read_volatile(&SCOPE_EXEC_EVENTS) } != 0 {
                 emit_process(EventKind::ProcessExec, pid, 0);
             }
             return 0;
         };
-        // A new image: its map must be read again at its first samples.
-        // SAFETY: a map value.
-        unsafe { *flags &= !target::ANNOUNCED_MASK };
+        // A new image: its map must be read again at its first samples. Subtracting the count
+        // read leaves what samples racing on other CPUs add since.
+        let announced = found.flags & target::ANNOUNCED_MASK;
+        if announced != 0 {
+            flags_add(found.word, announced.wrapping_neg());
+        }
         // And a new stack, whose top and depth are not the old one's.
         let _ = DWARF_COPY.remove(tid);
         emit_process(EventKind::ProcessExec, pid, 0);

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use profiler_common::{DwarfRegs, EventKind, SpanEvent, dwarf_regs, target};
+use profiler_common::{DwarfRegs, EventKind, SpanEvent, dwarf_regs};
 
 use super::{
     RawSample, RawStack, alloc,
@@ -319,15 +319,5 @@ fn choose_call_graph(targets: &mut Targets, procs: &mut processes::Processes, pi
         return;
     };
     let fp = procs.modules.get(id).and_then(|m| m.frame_pointers());
-    let dwarf = !fp.unwrap_or(false);
-    if let Some(flags) = targets.get(pid) {
-        let updated = if dwarf {
-            flags | target::DWARF
-        } else {
-            flags & !target::DWARF
-        };
-        if updated != flags {
-            let _ = targets.insert(pid, updated);
-        }
-    }
+    targets.set_call_graph(pid, !fp.unwrap_or(false));
 }

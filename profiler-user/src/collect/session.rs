@@ -290,7 +290,8 @@ impl Session {
     pub fn take_targets(&mut self) -> Result<Targets> {
         let hashed = self.take_map(names::MAP_TARGETS)?;
         let primary = self.take_map(names::MAP_PRIMARY_FLAGS)?;
-        Targets::new(hashed, primary, self.primary_pid)
+        let spans_started = self.take_map(names::MAP_SPANS_STARTED)?;
+        Targets::new(hashed, primary, self.primary_pid, spans_started)
     }
 
     /// The per-thread DWARF copy sizes, which the drain loop sets from the unwinds.
