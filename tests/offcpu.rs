@@ -278,3 +278,94 @@ fn off_cpu_sampling_keeps_totals_unbiased() {
         "{slices} off-CPU slices: expected about half of the ~1200 waits of both threads"
     );
 }
+
+/// A program built as distributions build (no frame pointers), recorded in DWARF mode: each
+/// recorded switch-out sends a copy of the user stack, unwound in userspace, so the naps and
+/// pipe waits lead back through `nap` and `wait_reply` to `main`, and the sums still match
+/// the program's own timing. Walking frame pointers instead stops in libc, which is what
+/// this test must tell apart.
+#[test]
+fn off_cpu_stacks_of_a_program_without_frame_pointers_reach_main_in_dwarf_mode() {
+    let mut flags: Vec<String> = C_NOFP.iter().map(|s| s.to_string()).collect();
+    flags.push(format!(
+        "-I{}",
+        workspace_root().join("profiler-probes/include").display()
+    ));
+    let bin = build_c("offcpu-nofp", "offcpu.c", &flags);
+    let record = |name: &str, call_graph: &str| {
+        let mut target = Target::start(&bin, &["100"]);
+        let main_tid = format!("[{}]", target.pid());
+        let (dir, out) = record_run(
+            &mut target,
+            name,
+            &[
+                "--off-cpu",
+                "--call-graph",
+                call_graph,
+                "--group-by",
+                "thread",
+            ],
+        );
+        let truth: HashMap<String, f64> = printed_values(&out);
+        let off: Vec<(Vec<String>, u64)> = folded_file(&dir, "offcpu.folded")
+            .into_iter()
+            .filter(|(f, _)| f[1].ends_with(&main_tid))
+            .collect();
+        (dir, truth, off)
+    };
+    // Of the main thread's time waiting in `kernel_fn`, the share whose user frames lead
+    // through `user_fn` to `main`; and that time in ns.
+    let reach = |off: &[(Vec<String>, u64)], kernel_fn: &str, user_fn: &str| -> (f64, f64) {
+        let waits: Vec<&(Vec<String>, u64)> = off
+            .iter()
+            .filter(|(f, _)| {
+                f.iter()
+                    .any(|x| x.contains(kernel_fn) && x.ends_with("_[k]"))
+            })
+            .collect();
+        let all: u64 = waits.iter().map(|(_, n)| n).sum();
+        let reached: u64 = waits
+            .iter()
+            .filter(|(f, _)| {
+                let at = |name: &str| f.iter().position(|x| x == name);
+                matches!((at("main"), at(user_fn)), (Some(m), Some(u)) if m < u)
+            })
+            .map(|(_, n)| n)
+            .sum();
+        (reached as f64 / all.max(1) as f64, all as f64 * 1e3)
+    };
+
+    let (dir, truth, off) = record("offcpu-nofp-dwarf", "dwarf");
+    let (naps, nap_ns) = reach(&off, "nanosleep", "nap");
+    let (reads, read_ns) = reach(&off, "pipe_read", "wait_reply");
+    eprintln!("dwarf: {naps:.3} of nap time and {reads:.3} of pipe wait time reach main");
+    assert!(naps >= 0.99, "{naps} of nap time reaches main: {off:?}");
+    assert!(
+        reads >= 0.99,
+        "{reads} of pipe wait time reaches main: {off:?}"
+    );
+    within(
+        nap_ns,
+        truth["nap_ns"],
+        0.05,
+        "nanosleep off-CPU, DWARF stacks",
+    );
+    within(
+        read_ns,
+        truth["wait_ns"],
+        0.05,
+        "pipe read off-CPU, DWARF stacks",
+    );
+    let s = summary(&dir);
+    assert_eq!(s["stacks"]["call_graph"], "dwarf");
+    assert_eq!(s["off_cpu"]["without_user_stack"], 0, "{}", s["off_cpu"]);
+
+    let (_, _, off) = record("offcpu-nofp-fp", "fp");
+    let (naps, _) = reach(&off, "nanosleep", "nap");
+    let (reads, _) = reach(&off, "pipe_read", "wait_reply");
+    eprintln!("fp: {naps:.3} of nap time and {reads:.3} of pipe wait time reach main");
+    assert!(
+        naps < 0.5 && reads < 0.5,
+        "frame pointers reached main in a program built without them: the test cannot tell"
+    );
+}

@@ -310,6 +310,10 @@ pub enum EventKind {
     LockDone = 16,
     /// A [`locks::KernelLockEvent`]: a target thread waited for a kernel lock (`--locks`).
     KernelLock = 17,
+    /// A [`SampleDwarfEvent`] taken at a recorded switch-out of a thread in DWARF mode, cut
+    /// after its copied stack bytes: the user stack of the off-CPU interval of that thread
+    /// that begins at its `timestamp_ns` (whose `user_stack_id` is [`USER_STACK_COPIED`]).
+    OffCpuStack = 18,
 }
 
 impl EventKind {
@@ -332,6 +336,7 @@ impl EventKind {
             15 => Some(Self::LockWait),
             16 => Some(Self::LockDone),
             17 => Some(Self::KernelLock),
+            18 => Some(Self::OffCpuStack),
             _ => None,
         }
     }
@@ -422,6 +427,11 @@ pub struct OffCpuStart {
     pub runnable: u32,
     pub _pad: u32,
 }
+
+/// `user_stack_id` of an off-CPU interval whose user stack went to userspace as a copy to
+/// unwind (an [`EventKind::OffCpuStack`] record): such an interval has no stack id to be
+/// summed under, so it is always sent as an [`OffCpuEvent`], with `in_totals` 0.
+pub const USER_STACK_COPIED: i32 = i32::MIN;
 
 /// What off-CPU time is summed by, in the kernel.
 #[repr(C)]
@@ -516,8 +526,13 @@ pub mod counter {
     pub const TARGETS_FULL: u32 = 21;
     /// Span enters not tracked because THREAD_SPANS was full (their samples get no span).
     pub const SPAN_THREADS_FULL: u32 = 22;
+    /// Off-CPU user stack copies (DWARF mode) the ring buffer had no room for: their
+    /// intervals are kept without a user stack.
+    pub const OFF_CPU_STACKS_LOST: u32 = 23;
+    /// Off-CPU user stack copies that failed at their first byte (sent without stack).
+    pub const OFF_CPU_STACK_ERROR: u32 = 24;
     /// Size of the array.
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 25;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).
@@ -604,6 +619,7 @@ mod tests {
             EventKind::LockWait,
             EventKind::LockDone,
             EventKind::KernelLock,
+            EventKind::OffCpuStack,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

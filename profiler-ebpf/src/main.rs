@@ -44,7 +44,7 @@ mod programs {
         COMM_LEN, DwarfRegs, EventKind, MAX_DWARF_STACK, MAX_SPAN_DEPTH, MAX_STACK_DEPTH,
         OffCpuEvent, OffCpuKey, OffCpuStart, OffCpuTotal, ProcessEvent, SAMPLE_DWARF_HEADER,
         SPAN_FN_ID_BIT, SampleDwarfEvent, SampleEvent, SampleInlineEvent, SpanEvent, ThreadSpans,
-        counter, defaults, dwarf_copy, dwarf_regs, errno, target,
+        USER_STACK_COPIED, counter, defaults, dwarf_copy, dwarf_regs, errno, target,
     };
 
     #[map(name = "EVENTS")]
@@ -525,41 +525,94 @@ mod programs {
         announce: bool,
         name_mark: u64,
     ) -> bool {
-        let Some(rec) = DWARF_SCRATCH.get_ptr_mut(header.cpu) else {
-            bump(counter::DWARF_NO_USER_REGS);
-            return false;
-        };
         let regs = ctx.as_ptr() as *const u64;
         // SAFETY: the perf_event context starts with the interrupted pt_regs.
         let cs = unsafe { *regs.add(REG_CS) };
-        let (ip, sp, bp, source) = if cs & 3 == 3 {
+        let user = if cs & 3 == 3 {
             // SAFETY: as above.
             unsafe {
-                (
-                    *regs.add(REG_IP),
-                    *regs.add(REG_SP),
-                    *regs.add(REG_BP),
-                    dwarf_regs::INTERRUPTED,
-                )
+                Some(UserRegs {
+                    ip: *regs.add(REG_IP),
+                    sp: *regs.add(REG_SP),
+                    bp: *regs.add(REG_BP),
+                    source: dwarf_regs::INTERRUPTED,
+                })
             }
         } else {
             // In the kernel (a syscall, a fault): the user registers were saved at entry.
-            // SAFETY: helpers on the current task; the pointer is only read through
-            // bpf_probe_read_kernel.
-            unsafe {
-                let task_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
-                if task_regs.is_null() {
-                    bump(counter::DWARF_NO_USER_REGS);
-                    return false;
-                }
-                let read = |slot: usize| bpf_probe_read_kernel(task_regs.add(slot)).unwrap_or(0);
-                (read(REG_IP), read(REG_SP), read(REG_BP), dwarf_regs::TASK)
-            }
+            saved_user_regs()
         };
-        if sp == 0 || ip == 0 {
+        let Some(user) = user.filter(|u| u.sp != 0 && u.ip != 0) else {
             bump(counter::DWARF_NO_USER_REGS);
             return false;
+        };
+        header.kind = EventKind::SampleDwarf as u32;
+        match send_stack_copy(
+            header,
+            user,
+            submit_flags(announce),
+            counter::DWARF_STACK_ERROR,
+        ) {
+            None => {
+                bump(counter::DWARF_NO_USER_REGS);
+                false
+            }
+            Some(true) => {
+                sample_sent(name_mark);
+                true
+            }
+            Some(false) => {
+                bump(counter::LOST_RINGBUF_FULL);
+                true
+            }
         }
+    }
+
+    /// Where user code was when the thread entered the kernel, for DWARF unwinding.
+    #[derive(Clone, Copy)]
+    struct UserRegs {
+        ip: u64,
+        sp: u64,
+        bp: u64,
+        /// `dwarf_regs::INTERRUPTED` or `dwarf_regs::TASK`.
+        source: u32,
+    }
+
+    /// The user registers the current task saved when it entered the kernel; None for a
+    /// kernel thread, or when they cannot be read.
+    #[inline(always)]
+    fn saved_user_regs() -> Option<UserRegs> {
+        // SAFETY: helpers on the current task; the pointer is only read through
+        // bpf_probe_read_kernel.
+        let regs = unsafe {
+            let task_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
+            if task_regs.is_null() {
+                return None;
+            }
+            let read = |slot: usize| bpf_probe_read_kernel(task_regs.add(slot)).unwrap_or(0);
+            UserRegs {
+                ip: read(REG_IP),
+                sp: read(REG_SP),
+                bp: read(REG_BP),
+                source: dwarf_regs::TASK,
+            }
+        };
+        (regs.sp != 0 && regs.ip != 0).then_some(regs)
+    }
+
+    /// Sends `header` (its kind set by the caller), the registers and the top of the user
+    /// stack from `user.sp` as one record, assembled in this CPU's scratch record. None when
+    /// this CPU has none; otherwise whether the ring buffer took it. A copy that failed at its
+    /// first byte is counted at `errors` and sent without stack.
+    #[inline(always)]
+    fn send_stack_copy(
+        header: SampleEvent,
+        user: UserRegs,
+        flags: u64,
+        errors: u32,
+    ) -> Option<bool> {
+        let rec = DWARF_SCRATCH.get_ptr_mut(header.cpu)?;
+        let UserRegs { ip, sp, bp, source } = user;
         // SAFETY: a read-only global the loader fills in before the program runs.
         let most =
             unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) }.min(MAX_DWARF_STACK as u64);
@@ -602,9 +655,8 @@ mod programs {
             }
         }
         if off == 0 {
-            bump(counter::DWARF_STACK_ERROR);
+            bump(errors);
         }
-        header.kind = EventKind::SampleDwarf as u32;
         // SAFETY: `rec` is this CPU's scratch record.
         unsafe {
             (*rec).header = header;
@@ -617,7 +669,6 @@ mod programs {
             };
         }
         let size = opaque(SAMPLE_DWARF_HEADER + off as usize) & (2 * MAX_DWARF_STACK - 1);
-        let flags = submit_flags(announce);
         // SAFETY: `size` is at most the record's size, and the ring buffer copies it.
         let r = unsafe {
             bpf_ringbuf_output(
@@ -627,12 +678,7 @@ mod programs {
                 flags,
             )
         };
-        if r == 0 {
-            sample_sent(name_mark);
-        } else {
-            bump(counter::LOST_RINGBUF_FULL);
-        }
-        true
+        Some(r == 0)
     }
 
     /// Copies the user stack from `sp` up into the scratch record, a page at a time, `most`
@@ -1088,24 +1134,34 @@ mod programs {
         let Some((pid, tid)) = current_ids() else {
             return 0;
         };
-        if target_flags(pid).is_none() {
+        let Some(found) = target_flags(pid) else {
             return 0;
-        }
+        };
         let preempt: u64 = ctx.arg(0);
         bump(counter::OFF_CPU_SWITCHES);
         // SAFETY: plain helper call without arguments.
         let now = unsafe { bpf_ktime_get_boot_ns() };
-        let user = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-            Ok(id) => id as i32,
-            Err(e) => e,
-        };
         let kernel = match ctx.get_stackid(&STACKS, 0) {
             Ok(id) => id as i32,
             Err(e) => e,
         };
+        let span_id = innermost_span(tid);
+        // SAFETY: a read-only global the loader fills in; 0 (and the copy then left out by
+        // the verifier) when no process of the run can take DWARF call graphs.
+        let copied = found.flags & target::DWARF != 0
+            && unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) } != 0
+            && send_off_cpu_stack(pid, tid, now, kernel, span_id);
+        let user = if copied {
+            USER_STACK_COPIED
+        } else {
+            match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+                Ok(id) => id as i32,
+                Err(e) => e,
+            }
+        };
         let start = OffCpuStart {
             start_ns: now,
-            span_id: innermost_span(tid),
+            span_id,
             pid,
             tid,
             user_stack_id: user,
@@ -1133,6 +1189,43 @@ mod programs {
         }
         set_state(host_tid, OPEN);
         0
+    }
+
+    /// A switch-out of a thread in DWARF mode: its user registers and the top of its stack go
+    /// to userspace now, to be unwound for the interval that begins (`now`), since frame
+    /// pointers would not lead through its code. False when there is nothing to copy from
+    /// (the caller walks frame pointers instead); true once the copy is sent or counted lost.
+    #[inline(always)]
+    fn send_off_cpu_stack(pid: u32, tid: u32, now: u64, kernel: i32, span_id: u64) -> bool {
+        let Some(user) = saved_user_regs() else {
+            return false;
+        };
+        let header = SampleEvent {
+            kind: EventKind::OffCpuStack as u32,
+            // SAFETY: plain helper call without arguments.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            timestamp_ns: now,
+            pid,
+            tid,
+            user_stack_id: USER_STACK_COPIED,
+            kernel_stack_id: kernel,
+            comm: [0u8; COMM_LEN],
+            span_id,
+        };
+        match send_stack_copy(
+            header,
+            user,
+            submit_flags(false),
+            counter::OFF_CPU_STACK_ERROR,
+        ) {
+            None => false,
+            Some(sent) => {
+                if !sent {
+                    bump(counter::OFF_CPU_STACKS_LOST);
+                }
+                true
+            }
+        }
     }
 
     /// `tid` is coming back on CPU: its open interval, if any, is counted and closed.
@@ -1213,27 +1306,8 @@ mod programs {
             runnable: start.runnable,
             _pad: 0,
         };
-        let in_totals = match OFF_CPU_TOTALS.get_ptr_mut(key) {
-            Some(total) => {
-                // SAFETY: this CPU's slot; BPF programs are not preempted on their CPU.
-                unsafe {
-                    (*total).total_ns += delta;
-                    (*total).count += 1;
-                }
-                true
-            }
-            None => {
-                let fresh = OffCpuTotal {
-                    total_ns: delta,
-                    count: 1,
-                };
-                let ok = OFF_CPU_TOTALS.insert(key, fresh, 0).is_ok();
-                if !ok {
-                    bump(counter::OFF_CPU_TOTALS_FULL);
-                }
-                ok
-            }
-        };
+        // A copied user stack has no id to sum under: the interval goes to userspace whole.
+        let in_totals = start.user_stack_id != USER_STACK_COPIED && add_to_totals(&key, delta);
         if in_totals && delta < interval_min {
             return;
         }
@@ -1261,6 +1335,32 @@ mod programs {
                 if !in_totals {
                     add(counter::OFF_CPU_LOST_NS, delta);
                 }
+            }
+        }
+    }
+
+    /// Adds an interval to the kernel's sums; false when they had no room for its key.
+    #[inline(always)]
+    fn add_to_totals(key: &OffCpuKey, delta: u64) -> bool {
+        match OFF_CPU_TOTALS.get_ptr_mut(key) {
+            Some(total) => {
+                // SAFETY: a key has one writer at a time (see OFF_CPU_TOTALS).
+                unsafe {
+                    (*total).total_ns += delta;
+                    (*total).count += 1;
+                }
+                true
+            }
+            None => {
+                let fresh = OffCpuTotal {
+                    total_ns: delta,
+                    count: 1,
+                };
+                let ok = OFF_CPU_TOTALS.insert(key, fresh, 0).is_ok();
+                if !ok {
+                    bump(counter::OFF_CPU_TOTALS_FULL);
+                }
+                ok
             }
         }
     }

@@ -216,6 +216,15 @@ pub fn ring_record(data: &[u8]) {
             // What the drain loop does with it.
             let _ = data.get(stack).unwrap_or(&[]).to_vec();
         }
+        Some(Event::OffCpuStack { regs, stack, .. }) => {
+            assert_eq!(stack.start, profiler_common::SAMPLE_DWARF_HEADER);
+            assert!(
+                stack.start <= stack.end && stack.end <= data.len(),
+                "{stack:?}"
+            );
+            assert!(stack.len() as u64 <= u64::from(regs.stack_len), "{stack:?}");
+            let _ = data.get(stack).unwrap_or(&[]).to_vec();
+        }
         Some(Event::Sample(s, comm)) => {
             comm_ok(comm.as_deref());
             stack_ok(&s.user);

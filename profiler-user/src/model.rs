@@ -803,6 +803,16 @@ pub struct Counters {
     /// running on that CPU (the kernel's `recursion_misses`, summed over programs).
     #[prost(uint64, tag = "30")]
     pub bpf_recursion_misses: u64,
+    /// Off-CPU user stack copies (DWARF mode) dropped with the ring buffer full.
+    #[prost(uint64, tag = "31")]
+    pub off_cpu_stacks_lost: u64,
+    /// Off-CPU user stack copies that failed at their first byte.
+    #[prost(uint64, tag = "32")]
+    pub off_cpu_stack_errors: u64,
+    /// Off-CPU intervals of threads in DWARF mode kept without user stack: its copy never
+    /// came (lost, or the interval was still open and the copy not found).
+    #[prost(uint64, tag = "33")]
+    pub off_cpu_stacks_unmatched: u64,
 }
 
 impl Counters {

@@ -2534,6 +2534,8 @@ fn off_cpu_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
 enum SwitchTool {
     /// `--off-cpu --off-cpu-sample N`.
     Ours(u32),
+    /// The same with `--call-graph dwarf`: a user stack copy per recorded switch-out.
+    OursDwarf(u32),
     /// The BENCH_BEFORE build's `--off-cpu`.
     Before,
     /// bpftrace keeping both stacks per switch-out.
@@ -2541,7 +2543,8 @@ enum SwitchTool {
 }
 
 /// The sched_switch programs' BPF cost, all recording the same ping-pong at the same time:
-/// ours (`--off-cpu`, and sampled 1 in 16), bpftrace keeping both stacks and, with
+/// ours (`--off-cpu`, and sampled 1 in 16, each with frame pointers and in DWARF mode),
+/// bpftrace keeping both stacks and, with
 /// BENCH_BEFORE, the earlier build's `--off-cpu`. The sequential rounds above swing ±40%
 /// between rounds on this VM (one showed a 45% "regression" that this found to be none);
 /// here the noise falls on every tool alike.
@@ -2550,6 +2553,8 @@ fn off_cpu_together(dir: &Path, bin: &Path, rows: &mut Vec<Row>) -> Result {
     let mut tools = vec![
         SwitchTool::Ours(1),
         SwitchTool::Ours(16),
+        SwitchTool::OursDwarf(1),
+        SwitchTool::OursDwarf(16),
         SwitchTool::Bpftrace,
     ];
     if before_build().is_some() {
@@ -2581,6 +2586,17 @@ fn off_cpu_together(dir: &Path, bin: &Path, rows: &mut Vec<Row>) -> Result {
                         start_profiler(pid, &out, &["--off-cpu", "--off-cpu-sample", &every])
                             .map(|c| (c, 17))
                     }
+                    SwitchTool::OursDwarf(every) => {
+                        let every = every.to_string();
+                        let args = [
+                            "--off-cpu",
+                            "--off-cpu-sample",
+                            &every,
+                            "--call-graph",
+                            "dwarf",
+                        ];
+                        start_profiler(pid, &out, &args).map(|c| (c, 17))
+                    }
                     SwitchTool::Before => before_build()
                         .ok_or_else(|| "BENCH_BEFORE is not set".to_string())
                         .and_then(|b| start_profiler_bin(&b, pid, &out, &["--off-cpu"]))
@@ -2611,6 +2627,14 @@ fn off_cpu_together(dir: &Path, bin: &Path, rows: &mut Vec<Row>) -> Result {
             SwitchTool::Ours(every) => (
                 format!("`--off-cpu --off-cpu-sample {every}`"),
                 format!("offcpu_sample{every}_together"),
+            ),
+            SwitchTool::OursDwarf(1) => (
+                "`--off-cpu --call-graph dwarf` (a user stack copy per switch-out)".to_string(),
+                "offcpu_dwarf_together".to_string(),
+            ),
+            SwitchTool::OursDwarf(every) => (
+                format!("`--off-cpu --off-cpu-sample {every} --call-graph dwarf`"),
+                format!("offcpu_dwarf_sample{every}_together"),
             ),
             SwitchTool::Before => (
                 "`--off-cpu` of the earlier build (BENCH_BEFORE)".to_string(),

@@ -18,6 +18,14 @@ pub enum Event {
     Span(SpanEvent),
     Process(ProcessEvent),
     OffCpu(OffCpuEvent),
+    /// The user stack of an off-CPU interval to unwind: its thread, its start (the
+    /// interval's `begin_ns`), registers and where its stack bytes are in the record.
+    OffCpuStack {
+        tid: u32,
+        begin_ns: u64,
+        regs: DwarfRegs,
+        stack: std::ops::Range<usize>,
+    },
     Alloc(profiler_common::alloc::AllocEvent),
     /// A futex wait began: the event's head, and where its stack bytes are in the record.
     LockWait(
@@ -57,7 +65,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             let e: SpanEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::Span(e));
         }
-        EventKind::SampleDwarf => {
+        EventKind::SampleDwarf | EventKind::OffCpuStack => {
             if bytes.len() < SAMPLE_DWARF_HEADER {
                 return None;
             }
@@ -72,6 +80,14 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             let end = SAMPLE_DWARF_HEADER
                 .saturating_add(usize::try_from(regs.stack_len).unwrap_or(usize::MAX))
                 .min(bytes.len());
+            if kind == EventKind::OffCpuStack {
+                return Some(Event::OffCpuStack {
+                    tid: h.tid,
+                    begin_ns: h.timestamp_ns,
+                    regs,
+                    stack: SAMPLE_DWARF_HEADER..end,
+                });
+            }
             let (sample, comm) =
                 raw_sample(&h, RawStack::Empty, RawStack::from_id(h.kernel_stack_id));
             return Some(Event::SampleDwarf(
@@ -303,6 +319,36 @@ mod tests {
             other => panic!("not a DWARF sample: {other:?}"),
         }
         // A header cut short is refused.
+        assert!(parse_event(&b[..SAMPLE_DWARF_HEADER - 1]).is_none());
+    }
+
+    #[test]
+    fn an_off_cpu_stack_names_its_interval_and_is_bounded_by_the_record() {
+        let mut h = header(EventKind::OffCpuStack);
+        h.timestamp_ns = 5_000;
+        let mut b = bytes_of(&h);
+        let regs = profiler_common::DwarfRegs {
+            ip: 1,
+            sp: 2,
+            bp: 3,
+            stack_len: 4096,
+            source: profiler_common::dwarf_regs::TASK,
+        };
+        b.extend(bytes_of(&regs));
+        b.extend([7u8; 24]);
+        match parse_event(&b) {
+            Some(Event::OffCpuStack {
+                tid,
+                begin_ns,
+                regs: r,
+                stack,
+            }) => {
+                assert_eq!((tid, begin_ns), (11, 5_000));
+                assert_eq!((r.ip, r.sp, r.bp), (1, 2, 3));
+                assert_eq!(stack, SAMPLE_DWARF_HEADER..SAMPLE_DWARF_HEADER + 24);
+            }
+            other => panic!("not an off-CPU stack: {other:?}"),
+        }
         assert!(parse_event(&b[..SAMPLE_DWARF_HEADER - 1]).is_none());
     }
 

@@ -32,8 +32,15 @@ pub struct Sink<'a> {
     pub unwinder: unwind::Unwinder,
     /// Per-thread DWARF copy sizes and the kernel's map of them, when DWARF may be used.
     pub copy_sizes: Option<(stack_copy::Sizes, BpfHashMap<MapData, u32, u64>)>,
-    /// DWARF samples not unwound yet: (index in `samples`, registers, stack bytes).
-    to_unwind: std::collections::VecDeque<(usize, DwarfRegs, Vec<u8>)>,
+    /// Stack copies not unwound yet: (whose, registers, stack bytes).
+    to_unwind: std::collections::VecDeque<(Copied, DwarfRegs, Vec<u8>)>,
+    /// Off-CPU user stack copies waiting for their interval's end, by thread: (the
+    /// interval's begin, registers, stack bytes). A thread has one interval open at a time:
+    /// a copy whose interval was too short to count (`--off-cpu-min`) is replaced by the next.
+    off_cpu_copies: HashMap<u32, (u64, DwarfRegs, Vec<u8>)>,
+    /// Off-CPU intervals whose user stack copy never came (the kernel counts copies lost):
+    /// they are kept without user stack.
+    pub off_cpu_stacks_unmatched: u64,
     /// The targets map, where userspace updates it at exec: the call graph (`--call-graph
     /// auto` with processes followed) and membership (`--comm`).
     pub auto_targets: Option<Targets>,
@@ -58,6 +65,13 @@ pub struct Sink<'a> {
     pub know_execs: bool,
 }
 
+/// What a queued stack copy belongs to: an index in `Sink::samples` or `Sink::off_cpu`.
+#[derive(Clone, Copy, Debug)]
+enum Copied {
+    Sample(usize),
+    OffCpu(usize),
+}
+
 impl<'a> Sink<'a> {
     pub fn new(
         procs: &'a mut processes::Processes,
@@ -75,6 +89,8 @@ impl<'a> Sink<'a> {
             unwinder: unwind::Unwinder::default(),
             copy_sizes: None,
             to_unwind: Default::default(),
+            off_cpu_copies: HashMap::new(),
+            off_cpu_stacks_unmatched: 0,
             auto_targets,
             threads,
             meta,
@@ -116,7 +132,8 @@ impl<'a> Sink<'a> {
                         self.threads.insert(sample.tid, comm);
                     }
                     let bytes = item.get(stack).unwrap_or(&[]).to_vec();
-                    self.to_unwind.push_back((self.samples.len(), regs, bytes));
+                    self.to_unwind
+                        .push_back((Copied::Sample(self.samples.len()), regs, bytes));
                     self.samples.push(sample);
                 }
                 Some(Event::Sample(sample, comm)) => {
@@ -151,9 +168,32 @@ impl<'a> Sink<'a> {
                     Some(EventKind::ProcessExit) => self.meta.forget(e.pid),
                     _ => {}
                 },
+                Some(Event::OffCpuStack {
+                    tid,
+                    begin_ns,
+                    regs,
+                    stack,
+                }) => {
+                    let bytes = item.get(stack).unwrap_or(&[]).to_vec();
+                    self.off_cpu_copies.insert(tid, (begin_ns, regs, bytes));
+                }
                 Some(Event::OffCpu(e)) => {
-                    self.off_cpu
-                        .push((offcpu::from_event(&e), e.in_totals != 0));
+                    let interval = offcpu::from_event(&e);
+                    // The copy was sent at the interval's begin, before this record.
+                    if interval.copied {
+                        match self.take_off_cpu_copy(e.tid, e.begin_ns) {
+                            Some((regs, bytes)) => self.to_unwind.push_back((
+                                Copied::OffCpu(self.off_cpu.len()),
+                                regs,
+                                bytes,
+                            )),
+                            None => {
+                                self.off_cpu_stacks_unmatched =
+                                    self.off_cpu_stacks_unmatched.saturating_add(1);
+                            }
+                        }
+                    }
+                    self.off_cpu.push((interval, e.in_totals != 0));
                 }
                 Some(Event::Alloc(e)) => self.allocs.push(alloc::RawAlloc::from_event(&e)),
                 Some(Event::LockWait(e, stack)) => {
@@ -258,42 +298,76 @@ impl<'a> Sink<'a> {
         (waits, unfinished)
     }
 
-    /// Unwinds queued DWARF samples whose address space is known (side-band records up to
-    /// their time applied), oldest first, for at most `budget`; at the end (None) all of them.
+    /// The copy of `tid`'s user stack taken at `begin_ns`, if it came. An older copy of the
+    /// thread's goes: its interval was too short to count, or its record was lost.
+    fn take_off_cpu_copy(&mut self, tid: u32, begin_ns: u64) -> Option<(DwarfRegs, Vec<u8>)> {
+        let (begin, _, _) = self.off_cpu_copies.get(&tid)?;
+        if *begin > begin_ns {
+            return None;
+        }
+        let (begin, regs, bytes) = self.off_cpu_copies.remove(&tid)?;
+        (begin == begin_ns).then_some((regs, bytes))
+    }
+
+    /// Unwinds the user stacks of off-CPU intervals still open at the end (`offcpu::read_open`),
+    /// from the copies taken at their begins; an interval whose copy never came is counted.
+    pub fn unwind_open_off_cpu(&mut self, open: &mut [offcpu::RawOffCpu]) {
+        for o in open.iter_mut().filter(|o| o.copied) {
+            let Some((regs, stack)) = self.take_off_cpu_copy(o.tid, o.begin_ns) else {
+                self.off_cpu_stacks_unmatched = self.off_cpu_stacks_unmatched.saturating_add(1);
+                continue;
+            };
+            o.space = self.procs.space_at(o.pid, o.begin_ns);
+            o.user = self.unwind_off_cpu(o.space, &regs, &stack);
+        }
+    }
+
+    /// An off-CPU user stack, unwound apart from the samples' statistics, which describe the
+    /// samples' copies.
+    fn unwind_off_cpu(&mut self, space: u32, regs: &DwarfRegs, stack: &[u8]) -> RawStack {
+        let Some(s) = self.procs.spaces.get(space as usize) else {
+            return RawStack::Empty;
+        };
+        let stats = std::mem::take(&mut self.unwinder.stats);
+        let unwound = self
+            .unwinder
+            .unwind(space, s, &self.procs.modules, regs, stack);
+        self.unwinder.stats = stats;
+        unwound.id.map_or(RawStack::Empty, RawStack::Id)
+    }
+
+    /// When the stack of a queued copy was taken, None when its owner is gone.
+    fn taken_at(&self, owner: Copied) -> Option<u64> {
+        match owner {
+            Copied::Sample(at) => self.samples.get(at).map(|s| s.timestamp_ns),
+            Copied::OffCpu(at) => self.off_cpu.get(at).map(|(o, _)| o.begin_ns),
+        }
+    }
+
+    /// Unwinds queued stack copies (DWARF samples, off-CPU intervals) whose address space is
+    /// known (side-band records up to their time applied), oldest first, for at most
+    /// `budget`; at the end (None) all of them.
     pub fn unwind_pending(&mut self, budget: Option<std::time::Duration>) {
         let started = Instant::now();
-        while let Some((at, _, _)) = self.to_unwind.front() {
+        while let Some(&(owner, _, _)) = self.to_unwind.front() {
             let ready = budget.is_none()
                 || self
-                    .samples
-                    .get(*at)
-                    .is_none_or(|s| s.timestamp_ns <= self.sideband_horizon_ns);
+                    .taken_at(owner)
+                    .is_none_or(|t| t <= self.sideband_horizon_ns);
             if !ready {
                 break;
             }
-            let Some((at, regs, stack)) = self.to_unwind.pop_front() else {
+            let Some((owner, regs, stack)) = self.to_unwind.pop_front() else {
                 break;
             };
-            if let Some(sample) = self.samples.get_mut(at) {
-                sample.space = self.procs.space_at(sample.pid, sample.timestamp_ns);
-                if let Some(space) = self.procs.spaces.get(sample.space as usize) {
-                    let unwound = self.unwinder.unwind(
-                        sample.space,
-                        space,
-                        &self.procs.modules,
-                        &regs,
-                        &stack,
-                    );
-                    sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
-                    sample.truncated = unwound.truncated;
-                    if let Some((sizes, _)) = self.copy_sizes.as_mut() {
-                        let copy = stack_copy::Copy {
-                            sp: regs.sp,
-                            len: u32::try_from(stack.len()).unwrap_or(u32::MAX),
-                            at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
-                        };
-                        if sizes.observe(sample.tid, copy, unwound.outcome) {
-                            self.unwinder.stats.out_of_sized_copy += 1;
+            match owner {
+                Copied::Sample(at) => self.unwind_sample(at, &regs, &stack),
+                Copied::OffCpu(at) => {
+                    if let Some((o, _)) = self.off_cpu.get(at) {
+                        let space = self.procs.space_at(o.pid, o.begin_ns);
+                        let user = self.unwind_off_cpu(space, &regs, &stack);
+                        if let Some((o, _)) = self.off_cpu.get_mut(at) {
+                            (o.space, o.user) = (space, user);
                         }
                     }
                 }
@@ -304,6 +378,31 @@ impl<'a> Sink<'a> {
         }
         if let Some((sizes, map)) = self.copy_sizes.as_mut() {
             sizes.flush(map);
+        }
+    }
+
+    fn unwind_sample(&mut self, at: usize, regs: &DwarfRegs, stack: &[u8]) {
+        let Some(sample) = self.samples.get_mut(at) else {
+            return;
+        };
+        sample.space = self.procs.space_at(sample.pid, sample.timestamp_ns);
+        let Some(space) = self.procs.spaces.get(sample.space as usize) else {
+            return;
+        };
+        let unwound = self
+            .unwinder
+            .unwind(sample.space, space, &self.procs.modules, regs, stack);
+        sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
+        sample.truncated = unwound.truncated;
+        if let Some((sizes, _)) = self.copy_sizes.as_mut() {
+            let copy = stack_copy::Copy {
+                sp: regs.sp,
+                len: u32::try_from(stack.len()).unwrap_or(u32::MAX),
+                at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
+            };
+            if sizes.observe(sample.tid, copy, unwound.outcome) {
+                self.unwinder.stats.out_of_sized_copy += 1;
+            }
         }
     }
 }

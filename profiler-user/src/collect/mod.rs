@@ -846,8 +846,18 @@ pub async fn record(
     let lock_waits = lock_probes
         .is_some()
         .then(|| sink.take_lock_waits(end_boottime_ns));
+    // Intervals still open: those of threads in DWARF mode are unwound from the copies the
+    // sink holds.
+    let off_cpu_open = opts.off_cpu.map(|_| {
+        let mut open = offcpu::read_open(&session.ebpf, end_boottime_ns, session.off_cpu_min_ns);
+        if let Ok(open) = open.as_mut() {
+            sink.unwind_open_off_cpu(open);
+        }
+        open
+    });
     let drain::Sink {
         targets_refused,
+        off_cpu_stacks_unmatched,
         mut samples,
         span_events,
         off_cpu: off_cpu_events,
@@ -887,18 +897,22 @@ pub async fn record(
     counters.sideband_lost = procs.sideband_lost;
     counters.targets_full = counters.targets_full.saturating_add(targets_refused);
     counters.modules_missed = procs.modules.missed.values().sum();
-    let off_cpu = match opts.off_cpu {
-        Some(_) => {
+    counters.off_cpu_stacks_unmatched = off_cpu_stacks_unmatched;
+    let off_cpu = match off_cpu_open {
+        Some(open) => {
             counters.off_cpu_events_received = off_cpu_events.len() as u64;
-            let data = off_cpu_data(
-                &session.ebpf,
-                &mut procs,
-                off_cpu_events,
-                end_boottime_ns,
-                session.off_cpu_min_ns,
-                session.off_cpu_interval_min_ns,
-                opts.off_cpu.map_or(1, |o| o.sample_every),
-            );
+            let data = open.and_then(|open| {
+                off_cpu_data(
+                    &session.ebpf,
+                    &mut procs,
+                    off_cpu_events,
+                    open,
+                    end_boottime_ns,
+                    session.off_cpu_min_ns,
+                    session.off_cpu_interval_min_ns,
+                    opts.off_cpu.map_or(1, |o| o.sample_every),
+                )
+            });
             match data {
                 Ok(mut data) => {
                     (data.bpf_run_count, data.bpf_run_time_ns) = run_stats.off_cpu;
@@ -1208,11 +1222,13 @@ fn forward(pid: u32, signal: libc::c_int) {
 }
 
 /// Everything off-CPU, after the program is detached: the kernel's sums, plus the intervals
-/// they had no room for and those still open at the end.
+/// they had no room for (or whose user stack was copied) and those still open at the end.
+#[allow(clippy::too_many_arguments)]
 fn off_cpu_data(
     ebpf: &aya::Ebpf,
     procs: &mut processes::Processes,
     events: Vec<(offcpu::RawOffCpu, bool)>,
+    open: Vec<offcpu::RawOffCpu>,
     end_ns: u64,
     min_ns: u64,
     interval_min_ns: u64,
@@ -1227,13 +1243,19 @@ fn off_cpu_data(
     let mut intervals = Vec::with_capacity(events.len());
     for (mut e, in_totals) in events {
         e.space = procs.space_at(e.pid, e.begin_ns);
-        if !in_totals {
-            totals.push(e.clone());
+        // Sent for the timeline, or to be summed here: the timeline takes only the long ones.
+        if e.total_ns >= interval_min_ns {
+            intervals.push(e.clone());
         }
-        intervals.push(e);
+        if !in_totals {
+            totals.push(e);
+        }
     }
-    for mut open in offcpu::read_open(ebpf, end_ns, min_ns)? {
-        open.space = procs.space_at(open.pid, end_ns);
+    for mut open in open {
+        // A copied user stack was unwound in the address space of the interval's begin.
+        if !open.copied {
+            open.space = procs.space_at(open.pid, end_ns);
+        }
         if open.total_ns >= interval_min_ns {
             intervals.push(open.clone());
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use profiler_common::{OffCpuEvent, OffCpuKey, OffCpuStart, OffCpuTotal, names};
+use profiler_common::{OffCpuEvent, OffCpuKey, OffCpuStart, OffCpuTotal, USER_STACK_COPIED, names};
 
 use super::{RawStack, map_err};
 use crate::error::{Error, Result};
@@ -25,6 +25,8 @@ pub struct RawOffCpu {
     pub tid: u32,
     pub user: RawStack,
     pub kernel: RawStack,
+    /// The user stack was sent as a copy to unwind (DWARF mode): `user` is Empty until it is.
+    pub copied: bool,
     pub span_id: u64,
     /// Preempted while runnable (waiting for a CPU) rather than blocked.
     pub runnable: bool,
@@ -68,6 +70,7 @@ impl RawOffCpu {
             tid,
             user: RawStack::from_id(user_stack_id),
             kernel: RawStack::from_id(kernel_stack_id),
+            copied: user_stack_id == USER_STACK_COPIED,
             span_id,
             runnable: runnable != 0,
             total_ns: 0,

@@ -212,10 +212,9 @@ impl Cutter {
         let waiting: std::collections::HashSet<u32> = sink
             .samples
             .iter()
-            .filter_map(|s| match s.user {
-                RawStack::Id(id) if id & unwind::UNWOUND_ID_BIT != 0 => Some(id),
-                _ => None,
-            })
+            .map(|s| &s.user)
+            .chain(sink.off_cpu.iter().map(|(o, _)| &o.user))
+            .filter_map(unwound_id)
             .collect();
         sink.unwinder.prune(&pruned.spaces, &waiting);
         sink.meta.prune(&pruned.pids);
@@ -291,10 +290,14 @@ impl Cutter {
         self.off_cpu_before = seen;
         let mut intervals = Vec::with_capacity(events.len());
         for (e, in_totals) in events {
-            if !in_totals {
-                totals.push(e.clone());
+            // Sent for the timeline, or to be summed here: the timeline takes only the long
+            // ones.
+            if e.total_ns >= interval_min_ns {
+                intervals.push(e.clone());
             }
-            intervals.push(e);
+            if !in_totals {
+                totals.push(e);
+            }
         }
         offcpu::RawOffCpuData {
             min_ns,
@@ -324,7 +327,8 @@ impl Cutter {
             s.space = sink.procs.space_at(s.pid, s.timestamp_ns);
         }
         if let Some(o) = off_cpu.as_mut() {
-            for t in &mut o.totals {
+            // A copied user stack was unwound in the address space of the interval's begin.
+            for t in o.totals.iter_mut().filter(|t| !t.copied) {
                 t.space = sink.procs.space_at(t.pid, to);
             }
             for i in &mut o.intervals {
@@ -345,10 +349,14 @@ impl Cutter {
             .unwrap_or_default();
         let unwound: std::collections::HashSet<u32> = samples
             .iter()
-            .filter_map(|s| match s.user {
-                RawStack::Id(id) if id & unwind::UNWOUND_ID_BIT != 0 => Some(id),
-                _ => None,
-            })
+            .map(|s| &s.user)
+            .chain(
+                off_cpu
+                    .iter()
+                    .flat_map(|o| o.totals.iter().chain(&o.intervals))
+                    .map(|o| &o.user),
+            )
+            .filter_map(unwound_id)
             .collect();
         if !unwound.is_empty() {
             stacks.extend(
@@ -438,6 +446,14 @@ fn still_open(before: &[SpanEvent], window: &[SpanEvent]) -> Vec<SpanEvent> {
         .collect()
 }
 
+/// The id of a stack the unwinder made (DWARF), not one of the kernel's stack map.
+fn unwound_id(s: &RawStack) -> Option<u32> {
+    match *s {
+        RawStack::Id(id) if id & unwind::UNWOUND_ID_BIT != 0 => Some(id),
+        _ => None,
+    }
+}
+
 /// `now - before`, field by field, for the counters the kernel keeps (cumulative).
 fn delta(now: &Counters, before: &Counters) -> Counters {
     let mut d = now.clone();
@@ -468,7 +484,9 @@ fn delta(now: &Counters, before: &Counters) -> Counters {
         pending_children_full,
         targets_full,
         span_threads_full,
-        bpf_recursion_misses
+        bpf_recursion_misses,
+        off_cpu_stacks_lost,
+        off_cpu_stack_errors
     );
     d
 }

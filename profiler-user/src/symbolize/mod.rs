@@ -623,6 +623,14 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             c.dwarf_stack_errors, c.dwarf_no_user_regs
         ));
     }
+    if c.off_cpu_stacks_unmatched + c.off_cpu_stack_errors > 0 {
+        warnings.push(format!(
+            "{} off-CPU intervals of DWARF-mode threads kept without user stack ({} stack copies lost with the ring buffer full, {} failed): raise --ring-buffer-size or --off-cpu-sample",
+            c.off_cpu_stacks_unmatched.saturating_add(c.off_cpu_stack_errors),
+            c.off_cpu_stacks_lost,
+            c.off_cpu_stack_errors
+        ));
+    }
     if c.off_cpu_events_lost > 0 {
         warnings.push(format!(
             "{} off-CPU intervals lost with the ring buffer full ({:.3} s of off-CPU time not counted): raise --ring-buffer-size or --off-cpu-interval-min",
