@@ -21,8 +21,8 @@ use aya::{
 use profiler_common::alloc::{AllocEvent, AllocKey, counter, defaults, func, names};
 
 use super::{
-    RawStack, map_err, modules::ModuleStore, processes::Processes, procfs::AddressSpace,
-    sideband::FileIdentity,
+    RawStack, map_err, modules::ModuleStore, object_map, object_map_ref, processes::Processes,
+    procfs::AddressSpace, sideband::FileIdentity,
 };
 use crate::error::{Error, Result};
 
@@ -124,9 +124,7 @@ pub fn exp_table(mean: u64, n: u32) -> Vec<u64> {
 
 /// Fills the sampling table; call before the programs are attached.
 pub fn configure(ebpf: &mut aya::Ebpf, opts: &AllocOptions) -> Result<()> {
-    let map = ebpf
-        .map_mut(names::MAP_ALLOC_EXP)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the ALLOC_EXP map".into()))?;
+    let map = object_map(ebpf, names::MAP_ALLOC_EXP)?;
     let mut table: Array<_, u64> = Array::try_from(map).map_err(map_err(names::MAP_ALLOC_EXP))?;
     for (i, v) in exp_table(opts.sample_bytes, defaults::EXP_ENTRIES)
         .into_iter()
@@ -452,9 +450,7 @@ pub fn own_libc() -> Option<std::path::PathBuf> {
 }
 
 pub fn read_counters(ebpf: &aya::Ebpf) -> Result<AllocCounters> {
-    let map = ebpf
-        .map(names::MAP_ALLOC_COUNTERS)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the ALLOC_COUNTERS map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_ALLOC_COUNTERS)?;
     let array: PerCpuArray<_, u64> =
         PerCpuArray::try_from(map).map_err(map_err(names::MAP_ALLOC_COUNTERS))?;
     let sum = |index: u32| -> Result<u64> {
@@ -481,9 +477,7 @@ pub fn read_counters(ebpf: &aya::Ebpf) -> Result<AllocCounters> {
 /// Marks the sampled allocations the kernel still holds as live (never freed while
 /// recorded); returns how many live entries matched no allocation received.
 pub fn mark_live(ebpf: &aya::Ebpf, allocs: &mut [RawAlloc]) -> Result<u64> {
-    let map = ebpf
-        .map(names::MAP_ALLOC_LIVE)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the ALLOC_LIVE map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_ALLOC_LIVE)?;
     // Keys as bytes: `aya::Pod` stays off the shared types (no userspace dependencies).
     let live: BpfHashMap<_, [u8; size_of::<AllocKey>()], u64> =
         BpfHashMap::try_from(map).map_err(map_err(names::MAP_ALLOC_LIVE))?;

@@ -16,7 +16,7 @@ use profiler_common::{
     locks::{KernelLockEvent, LockWaitEvent, counter, names},
 };
 
-use super::{RawStack, map_err, processes::Processes};
+use super::{RawStack, map_err, object_map_ref, processes::Processes};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -269,9 +269,7 @@ impl LockProbes {
 }
 
 pub fn read_counters(ebpf: &aya::Ebpf) -> Result<LockCounters> {
-    let map = ebpf
-        .map(names::MAP_LOCK_COUNTERS)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the LOCK_COUNTERS map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_LOCK_COUNTERS)?;
     let array: PerCpuArray<_, u64> =
         PerCpuArray::try_from(map).map_err(map_err(names::MAP_LOCK_COUNTERS))?;
     let sum = |index: u32| -> Result<u64> {
@@ -301,9 +299,7 @@ pub fn read_counters(ebpf: &aya::Ebpf) -> Result<LockCounters> {
 /// only their end sends them.
 fn in_flight(ebpf: &aya::Ebpf) -> Result<u64> {
     use profiler_common::locks::{KernelLockKey, KernelLockWaiting};
-    let map = ebpf
-        .map(names::MAP_KLOCK_WAITS)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the KLOCK_WAITS map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_KLOCK_WAITS)?;
     // As bytes: `aya::Pod` stays off the shared types (no userspace dependencies).
     let waits: aya::maps::HashMap<
         _,

@@ -46,7 +46,7 @@ use crate::{
 };
 pub use decode::{Event, parse_event};
 pub use procfs::{AddressSpace, ProcessInfo};
-pub(crate) use session::map_err;
+pub(crate) use session::{map_err, object_map, object_map_ref};
 
 #[derive(Clone, Debug)]
 pub struct RecordOptions {

@@ -5,8 +5,8 @@ use std::time::Duration;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use profiler_common::{OffCpuEvent, OffCpuKey, OffCpuStart, OffCpuTotal, USER_STACK_COPIED, names};
 
-use super::{RawStack, map_err};
-use crate::error::{Error, Result};
+use super::{RawStack, map_err, object_map_ref};
+use crate::error::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffCpuOptions {
@@ -119,9 +119,7 @@ type StartBytes = [u8; size_of::<OffCpuStart>()];
 
 /// The kernel's sums.
 pub fn read_totals(ebpf: &aya::Ebpf) -> Result<Vec<RawOffCpu>> {
-    let map = ebpf
-        .map(names::MAP_OFF_CPU_TOTALS)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the OFF_CPU_TOTALS map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_OFF_CPU_TOTALS)?;
     let totals: BpfHashMap<&MapData, KeyBytes, TotalBytes> =
         BpfHashMap::try_from(map).map_err(map_err(names::MAP_OFF_CPU_TOTALS))?;
     let mut out = Vec::new();
@@ -155,9 +153,7 @@ pub fn read_totals(ebpf: &aya::Ebpf) -> Result<Vec<RawOffCpu>> {
 /// not seen at all: the program learns of a thread at its switch-out.) Threads that no longer
 /// exist are skipped.
 pub fn read_open(ebpf: &aya::Ebpf, end_ns: u64, min_ns: u64) -> Result<Vec<RawOffCpu>> {
-    let map = ebpf
-        .map(names::MAP_OFF_CPU_START)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the OFF_CPU_START map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_OFF_CPU_START)?;
     let starts: BpfHashMap<&MapData, u32, StartBytes> =
         BpfHashMap::try_from(map).map_err(map_err(names::MAP_OFF_CPU_START))?;
     let mut out = Vec::new();

@@ -39,6 +39,25 @@ pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> 
     }
 }
 
+/// Map `name` of the loaded object. Its absence is a defect of the build, not of the run.
+pub(crate) fn object_map_ref<'a>(
+    ebpf: &'a aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a aya::maps::Map> {
+    ebpf.map(name).ok_or_else(|| missing_map(name))
+}
+
+pub(crate) fn object_map<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name).ok_or_else(|| missing_map(name))
+}
+
+fn missing_map(name: &'static str) -> Error {
+    Error::Internal(format!("eBPF object lacks the {name} map"))
+}
+
 fn prog_err(e: aya::programs::ProgramError) -> Error {
     Error::Program {
         program: names::PROGRAM_CPU_SAMPLE,
@@ -306,9 +325,7 @@ impl Session {
 
     /// Map `name`, out of the object for the drain loop to own.
     fn take_map(&mut self, name: &'static str) -> Result<aya::maps::Map> {
-        self.ebpf
-            .take_map(name)
-            .ok_or_else(|| Error::Internal(format!("eBPF object lacks the {name} map")))
+        self.ebpf.take_map(name).ok_or_else(|| missing_map(name))
     }
 
     /// Span probes live as long as the object; without followed children the exit tracepoint
@@ -482,11 +499,6 @@ fn targets_map(ebpf: &mut aya::Ebpf) -> Result<BpfHashMap<&mut MapData, u32, u32
 }
 
 /// Map `name` of the object, left in it.
-fn object_map<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name)
-        .ok_or_else(|| Error::Internal(format!("eBPF object lacks the {name} map")))
-}
-
 /// The call graph `pid`'s program gets: `auto` asks its executable.
 pub fn wants_dwarf(call_graph: CallGraph, exe_frame_pointers: Option<bool>) -> bool {
     match call_graph {
@@ -701,9 +713,7 @@ fn run_stats(info: std::result::Result<ProgramInfo, aya::programs::ProgramError>
 }
 
 fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
-    let map = ebpf
-        .map(names::MAP_COUNTERS)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the COUNTERS map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_COUNTERS)?;
     let array: PerCpuArray<_, u64> =
         PerCpuArray::try_from(map).map_err(map_err(names::MAP_COUNTERS))?;
     let sum = |index: u32| -> Result<u64> {
@@ -767,9 +777,7 @@ fn read_stacks<'a>(
     ebpf: &aya::Ebpf,
     stacks: impl Iterator<Item = &'a RawStack>,
 ) -> Result<HashMap<u32, Vec<u64>>> {
-    let map = ebpf
-        .map(names::MAP_STACKS)
-        .ok_or_else(|| Error::Internal("eBPF object lacks the STACKS map".into()))?;
+    let map = object_map_ref(ebpf, names::MAP_STACKS)?;
     let traces = StackTraceMap::try_from(map).map_err(map_err(names::MAP_STACKS))?;
     let mut out = HashMap::new();
     for stack in stacks {
