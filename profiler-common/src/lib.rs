@@ -127,13 +127,20 @@ pub mod target {
     /// instead of walking frame pointers. For the primary process it is in slot
     /// `PRIMARY_CALL_GRAPH` of `PRIMARY_FLAGS`, which only whoever sets the call graph writes.
     pub const DWARF: u32 = 2;
-    /// Bits 8..20 count the samples of the current image that woke userspace at once, so
-    /// it (re)reads the memory map while the process lives: the first sample may come while
-    /// the dynamic loader is still mapping libraries, so the first few do. Samples racing
-    /// past `ANNOUNCE_SAMPLES` add one each: the field holds 4095, one per racing CPU.
+    /// Bits 8..20 count the samples that woke userspace at once, so it (re)reads the memory
+    /// map while the process lives: the first sample of an image may come while the dynamic
+    /// loader is still mapping libraries, so the first few do. An image's samples announce
+    /// while the count modulo `ANNOUNCE_PERIOD` is below `ANNOUNCE_SAMPLES`; an exec adds up
+    /// to the next multiple of the period. Only adds, never a subtraction: one racing a
+    /// store of a smaller count would borrow from the fields above. Near the field's end the
+    /// adds stop, and the process's later images announce no more (userspace still learns
+    /// their maps from the side-band records).
     pub const ANNOUNCED_SHIFT: u32 = 8;
     pub const ANNOUNCED_MASK: u32 = 0xfff << ANNOUNCED_SHIFT;
     pub const ANNOUNCE_SAMPLES: u32 = 4;
+    pub const ANNOUNCE_PERIOD: u32 = 8;
+    /// The count the adds stop below, a period and its racing samples short of the field's end.
+    pub const ANNOUNCED_LIMIT: u32 = (ANNOUNCED_MASK >> ANNOUNCED_SHIFT) - 4 * ANNOUNCE_PERIOD;
     /// Bits 20..31, set by the kernel when a thread of the process first enters a span: until
     /// then its samples skip the running-span look-up, whose cache lines are cold at 99 Hz.
     /// A count, not a bit, so that threads entering their first spans at once may each add
@@ -152,7 +159,8 @@ pub mod target {
 
     // The count fields are packed up to `PRESENT`, each below the next: the kernel adds to a
     // count only while it reads a small one, so only racing CPUs take it further.
-    const _: () = assert!(ANNOUNCE_SAMPLES < ANNOUNCED_MASK >> ANNOUNCED_SHIFT);
+    const _: () = assert!(ANNOUNCE_SAMPLES < ANNOUNCE_PERIOD);
+    const _: () = assert!(ANNOUNCE_PERIOD.is_power_of_two());
     const _: () = assert!(ANNOUNCED_MASK + (1 << ANNOUNCED_SHIFT) == 1 << SPANS_SHIFT);
     const _: () = assert!(SPANS_MASK + (1 << SPANS_SHIFT) == PRESENT);
 }

@@ -20,14 +20,14 @@ mod programs {
     use aya_ebpf::{
         EbpfContext,
         bindings::{
-            BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-            bpf_pidns_info,
+            BPF_F_USER_STACK, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
+            BPF_RB_NO_WAKEUP, bpf_pidns_info,
         },
         helpers::{
             bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
             bpf_probe_read_kernel,
             generated::{
-                bpf_get_attach_cookie, bpf_get_current_ancestor_cgroup_id,
+                bpf_get_attach_cookie, bpf_get_current_ancestor_cgroup_id, bpf_get_current_task,
                 bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid, bpf_get_prandom_u32,
                 bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user, bpf_ringbuf_output,
                 bpf_task_pt_regs,
@@ -145,7 +145,12 @@ mod programs {
             }
             return true;
         }
-        TARGETS.insert(pid, flags, 0).is_ok()
+        // Two CPUs may promote the same process at once: the second must not replace the
+        // value the first may already have added to.
+        match TARGETS.insert(pid, flags, BPF_NOEXIST as u64) {
+            Ok(()) => true,
+            Err(e) => e == -errno::EEXIST,
+        }
     }
 
     #[inline(always)]
@@ -197,7 +202,7 @@ mod programs {
     /// Slot 0 becomes 1 when a thread first enters a span. Until then no span can be running,
     /// and the off-CPU, allocation and lock programs skip the THREAD_SPANS look-up (a hash
     /// miss). An array: the verifier inlines its look-up. The sampler asks its process's
-    /// `target::SPANS` flag instead, already in cache.
+    /// `target::SPANS_MASK` count instead, already in cache.
     #[map(name = "SPANS_STARTED")]
     static SPANS_STARTED: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -352,7 +357,9 @@ mod programs {
         if let Some(found) = target_entry(pid) {
             return Some(found);
         }
-        if in_scope(pid) {
+        // A program may run in a process's last thread after its exit took it out (a switch
+        // while closing its files, a tick): it must not come back.
+        if in_scope(pid) && !process_dying() {
             // SAFETY: a read-only global the loader fills in before the programs run.
             let flags = unsafe { core::ptr::read_volatile(&SCOPE_FLAGS) } & target::DWARF;
             if !add_target(pid, target::FOLLOW | flags) {
@@ -380,6 +387,22 @@ mod programs {
         target_entry(pid)
     }
 
+    /// Whether every thread of the current process is exiting (`signal->live` is 0).
+    #[inline(always)]
+    fn process_dying() -> bool {
+        // SAFETY: read-only globals the loader fills in before the programs run; a plain
+        // helper call.
+        let (signal_offset, live_offset, task) = unsafe {
+            (
+                core::ptr::read_volatile(&TASK_SIGNAL_OFFSET),
+                core::ptr::read_volatile(&SIGNAL_LIVE_OFFSET),
+                bpf_get_current_task(),
+            )
+        };
+        kernel_u64(task, signal_offset).and_then(|signal| kernel_u32(signal, live_offset))
+            == Some(0)
+    }
+
     #[perf_event]
     pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
         let Some((pid, tid)) = current_ids() else {
@@ -398,8 +421,9 @@ mod programs {
         // The first samples of a process image wake userspace at once, whatever the
         // threshold, so it reads the memory map while a short-lived process still lives.
         // Samples racing here on other CPUs may each add one and wake it once more.
-        let announce =
-            (flags & target::ANNOUNCED_MASK) >> target::ANNOUNCED_SHIFT < target::ANNOUNCE_SAMPLES;
+        let count = (flags & target::ANNOUNCED_MASK) >> target::ANNOUNCED_SHIFT;
+        let announce = count % target::ANNOUNCE_PERIOD < target::ANNOUNCE_SAMPLES
+            && count < target::ANNOUNCED_LIMIT;
         if announce {
             flags_add(found.word, 1 << target::ANNOUNCED_SHIFT);
         }
@@ -481,9 +505,11 @@ mod programs {
         cs & 3 == 3
     }
 
-    /// One record per CPU to assemble DWARF samples in: too large for the BPF stack, and for
-    /// a per-CPU map value (32 KiB at most). Indexed by CPU (the loader sizes it); the program
-    /// does not nest with itself on a CPU.
+    /// One record per CPU to assemble DWARF samples and off-CPU stack copies in: too large for
+    /// the BPF stack, and for a per-CPU map value (32 KiB at most). Indexed by CPU (the loader
+    /// sizes it). Its two users never overlap on a CPU: the sampler runs in the hard IRQ of
+    /// the software CPU clock's hrtimer, sched_switch with IRQs off, and neither nests with
+    /// itself. A hardware (NMI) sampling event would break this.
     #[map(name = "DWARF_SCRATCH")]
     static DWARF_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
 
@@ -1462,11 +1488,12 @@ mod programs {
             }
             return 0;
         };
-        // A new image: its map must be read again at its first samples. Subtracting the count
-        // read leaves what samples racing on other CPUs add since.
-        let announced = found.flags & target::ANNOUNCED_MASK;
-        if announced != 0 {
-            flags_add(found.word, announced.wrapping_neg());
+        // A new image: its map must be read again at its first samples. Samples racing on
+        // other CPUs may add since the read: they count among the new image's announcements.
+        let count = (found.flags & target::ANNOUNCED_MASK) >> target::ANNOUNCED_SHIFT;
+        let next = target::ANNOUNCE_PERIOD - count % target::ANNOUNCE_PERIOD;
+        if count + next < target::ANNOUNCED_LIMIT {
+            flags_add(found.word, next << target::ANNOUNCED_SHIFT);
         }
         // And a new stack, whose top and depth are not the old one's.
         let _ = DWARF_COPY.remove(tid);

@@ -31,8 +31,7 @@ pub struct OffCpuReport {
     /// Intervals lost because the program never saw their thread come back on CPU.
     pub unmatched_intervals: u64,
     pub lost_ns: u64,
-    /// Intervals of threads in DWARF mode kept without their user stack (its copy lost or
-    /// failed).
+    /// Intervals of threads in DWARF mode kept without their user stack (its copy lost).
     pub without_user_stack: u64,
     /// Runs of the sched_switch program (every context switch of the machine) and their mean
     /// run time.
@@ -197,9 +196,7 @@ impl OffCpuReport {
             lost_intervals: c.off_cpu_events_lost,
             unmatched_intervals: c.off_cpu_unmatched,
             lost_ns: c.off_cpu_lost_ns,
-            without_user_stack: c
-                .off_cpu_stacks_unmatched
-                .saturating_add(c.off_cpu_stack_errors),
+            without_user_stack: c.off_cpu_stacks_unmatched,
             bpf_switch_runs: info.bpf_run_count,
             bpf_ns_per_switch: (info.bpf_run_count > 0)
                 .then(|| info.bpf_run_time_ns as f64 / info.bpf_run_count as f64),

@@ -318,22 +318,60 @@ impl<'a> Sink<'a> {
                 continue;
             };
             o.space = self.procs.space_at(o.pid, o.begin_ns);
-            o.user = self.unwind_off_cpu(o.space, &regs, &stack);
+            (o.user, o.truncated) = self.unwind_off_cpu(o.tid, o.space, &regs, &stack);
         }
     }
 
     /// An off-CPU user stack, unwound apart from the samples' statistics, which describe the
-    /// samples' copies.
-    fn unwind_off_cpu(&mut self, space: u32, regs: &DwarfRegs, stack: &[u8]) -> RawStack {
+    /// samples' copies. What it read sizes the thread's next copies as samples do: a thread
+    /// that mostly waits has few samples to size them from.
+    fn unwind_off_cpu(
+        &mut self,
+        tid: u32,
+        space: u32,
+        regs: &DwarfRegs,
+        stack: &[u8],
+    ) -> (RawStack, bool) {
         let Some(s) = self.procs.spaces.get(space as usize) else {
-            return RawStack::Empty;
+            return (RawStack::Empty, false);
         };
         let stats = std::mem::take(&mut self.unwinder.stats);
         let unwound = self
             .unwinder
             .unwind(space, s, &self.procs.modules, regs, stack);
         self.unwinder.stats = stats;
-        unwound.id.map_or(RawStack::Empty, RawStack::Id)
+        self.observe_copy(tid, regs, stack.len(), unwound.outcome);
+        (
+            unwound.id.map_or(RawStack::Empty, RawStack::Id),
+            unwound.truncated,
+        )
+    }
+
+    /// Copies of threads that have exited: their intervals will not end (a thread's last
+    /// switch-out closes none), and a recording that runs for days must not keep them.
+    pub fn prune_off_cpu_copies(&mut self) {
+        self.off_cpu_copies
+            .retain(|&tid, _| !super::procfs::has_exited(tid));
+    }
+
+    /// Tells the thread's copy sizing what an unwind of its copy found; true when the copy,
+    /// cut short by that sizing, was too short.
+    fn observe_copy(
+        &mut self,
+        tid: u32,
+        regs: &DwarfRegs,
+        len: usize,
+        outcome: stack_copy::Outcome,
+    ) -> bool {
+        let Some((sizes, _)) = self.copy_sizes.as_mut() else {
+            return false;
+        };
+        let copy = stack_copy::Copy {
+            sp: regs.sp,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
+        };
+        sizes.observe(tid, copy, outcome)
     }
 
     /// When the stack of a queued copy was taken, None when its owner is gone.
@@ -364,10 +402,10 @@ impl<'a> Sink<'a> {
                 Copied::Sample(at) => self.unwind_sample(at, &regs, &stack),
                 Copied::OffCpu(at) => {
                     if let Some((o, _)) = self.off_cpu.get(at) {
-                        let space = self.procs.space_at(o.pid, o.begin_ns);
-                        let user = self.unwind_off_cpu(space, &regs, &stack);
+                        let (tid, space) = (o.tid, self.procs.space_at(o.pid, o.begin_ns));
+                        let (user, truncated) = self.unwind_off_cpu(tid, space, &regs, &stack);
                         if let Some((o, _)) = self.off_cpu.get_mut(at) {
-                            (o.space, o.user) = (space, user);
+                            (o.space, o.user, o.truncated) = (space, user, truncated);
                         }
                     }
                 }
@@ -394,15 +432,9 @@ impl<'a> Sink<'a> {
             .unwind(sample.space, space, &self.procs.modules, regs, stack);
         sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
         sample.truncated = unwound.truncated;
-        if let Some((sizes, _)) = self.copy_sizes.as_mut() {
-            let copy = stack_copy::Copy {
-                sp: regs.sp,
-                len: u32::try_from(stack.len()).unwrap_or(u32::MAX),
-                at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
-            };
-            if sizes.observe(sample.tid, copy, unwound.outcome) {
-                self.unwinder.stats.out_of_sized_copy += 1;
-            }
+        let tid = sample.tid;
+        if self.observe_copy(tid, regs, stack.len(), unwound.outcome) {
+            self.unwinder.stats.out_of_sized_copy += 1;
         }
     }
 }

@@ -1242,7 +1242,10 @@ fn off_cpu_data(
     }
     let mut intervals = Vec::with_capacity(events.len());
     for (mut e, in_totals) in events {
-        e.space = procs.space_at(e.pid, e.begin_ns);
+        // A copied user stack was unwound in the address space it was taken in.
+        if !e.copied {
+            e.space = procs.space_at(e.pid, e.begin_ns);
+        }
         // Sent for the timeline, or to be summed here: the timeline takes only the long ones.
         if e.total_ns >= interval_min_ns {
             intervals.push(e.clone());

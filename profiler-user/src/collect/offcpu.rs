@@ -27,6 +27,8 @@ pub struct RawOffCpu {
     pub kernel: RawStack,
     /// The user stack was sent as a copy to unwind (DWARF mode): `user` is Empty until it is.
     pub copied: bool,
+    /// Its unwinding stopped before the thread's entry point.
+    pub truncated: bool,
     pub span_id: u64,
     /// Preempted while runnable (waiting for a CPU) rather than blocked.
     pub runnable: bool,
@@ -71,6 +73,7 @@ impl RawOffCpu {
             user: RawStack::from_id(user_stack_id),
             kernel: RawStack::from_id(kernel_stack_id),
             copied: user_stack_id == USER_STACK_COPIED,
+            truncated: false,
             span_id,
             runnable: runnable != 0,
             total_ns: 0,

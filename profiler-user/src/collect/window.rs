@@ -160,6 +160,7 @@ impl Cutter {
         counters.received = drained.saturating_sub(self.drained_before);
         (self.assigned_before, self.drained_before) = (assigned, drained);
         counters.span_events_received = span_events.len() as u64;
+        counters.off_cpu_stacks_unmatched = std::mem::take(&mut sink.off_cpu_stacks_unmatched);
         let open_from_before = std::mem::take(&mut self.open_begins);
         self.open_begins = still_open(&open_from_before, &span_events);
         span_events.splice(0..0, open_from_before);
@@ -218,6 +219,7 @@ impl Cutter {
             .collect();
         sink.unwinder.prune(&pruned.spaces, &waiting);
         sink.meta.prune(&pruned.pids);
+        sink.prune_off_cpu_copies();
         // Names come again with each thread's next sample.
         sink.threads
             .retain(|&tid, _| !super::procfs::has_exited(tid));
@@ -331,7 +333,7 @@ impl Cutter {
             for t in o.totals.iter_mut().filter(|t| !t.copied) {
                 t.space = sink.procs.space_at(t.pid, to);
             }
-            for i in &mut o.intervals {
+            for i in o.intervals.iter_mut().filter(|i| !i.copied) {
                 i.space = sink.procs.space_at(i.pid, i.begin_ns);
             }
         }

@@ -202,11 +202,9 @@ impl<'a> Stacks<'a> {
     fn resolve_off_cpu(
         &mut self,
         t: &mut Interner,
-        space: u32,
-        kernel: &'a RawStack,
-        user: &'a RawStack,
+        o: &'a crate::collect::offcpu::RawOffCpu,
     ) -> u32 {
-        self.resolve_stack(t, space, kernel, user, false, Trim::Schedule)
+        self.resolve_stack(t, o.space, &o.kernel, &o.user, o.truncated, Trim::Schedule)
     }
 
     fn resolve_stack(
@@ -370,7 +368,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             off_cpu.push(OffCpu {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve_off_cpu(&mut t, x.space, &x.kernel, &x.user),
+                stack: stacks.resolve_off_cpu(&mut t, x),
                 span: x.span_id,
                 runnable: x.runnable,
                 total_ns: x.total_ns,
@@ -381,7 +379,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             off_cpu_intervals.push(OffCpuInterval {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve_off_cpu(&mut t, x.space, &x.kernel, &x.user),
+                stack: stacks.resolve_off_cpu(&mut t, x),
                 span: x.span_id,
                 runnable: x.runnable,
                 begin_ns: x.begin_ns,
@@ -623,11 +621,15 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             c.dwarf_stack_errors, c.dwarf_no_user_regs
         ));
     }
-    if c.off_cpu_stacks_unmatched + c.off_cpu_stack_errors > 0 {
+    if c.off_cpu_stacks_unmatched > 0 {
         warnings.push(format!(
-            "{} off-CPU intervals of DWARF-mode threads kept without user stack ({} stack copies lost with the ring buffer full, {} failed): raise --ring-buffer-size or --off-cpu-sample",
-            c.off_cpu_stacks_unmatched.saturating_add(c.off_cpu_stack_errors),
-            c.off_cpu_stacks_lost,
+            "{} off-CPU intervals of DWARF-mode threads kept without user stack, their copies lost ({} copies lost with the ring buffer full, some of intervals too short to count): raise --ring-buffer-size or --off-cpu-sample",
+            c.off_cpu_stacks_unmatched, c.off_cpu_stacks_lost
+        ));
+    }
+    if c.off_cpu_stack_errors > 0 {
+        warnings.push(format!(
+            "{} off-CPU user stack copies failed at their first byte: those stacks show only the function that blocked",
             c.off_cpu_stack_errors
         ));
     }
