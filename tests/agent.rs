@@ -800,6 +800,118 @@ fn off_cpu_time_over_the_windows_is_the_time_the_program_waited() {
     }
 }
 
+/// The function names of each sample carrying `key=value`, and its value `index`.
+fn stacks_with(p: &TextMessage, index: usize, key: &str, value: &str) -> Vec<(Vec<String>, u64)> {
+    let s = strings(p);
+    let name = |m: &TextMessage, field: &str| s[m.get_u64(field).unwrap_or(0) as usize].clone();
+    let functions: std::collections::HashMap<u64, String> = p
+        .all("function")
+        .map(|f| (f.get_u64("id").unwrap_or(0), name(f, "name")))
+        .collect();
+    let locations: std::collections::HashMap<u64, Vec<String>> = p
+        .all("location")
+        .map(|l| {
+            let lines = l
+                .all("line")
+                .filter_map(|line| functions.get(&line.get_u64("function_id").unwrap_or(0)))
+                .cloned()
+                .collect();
+            (l.get_u64("id").unwrap_or(0), lines)
+        })
+        .collect();
+    p.all("sample")
+        .filter(|sample| {
+            sample
+                .all("label")
+                .any(|l| name(l, "key") == key && name(l, "str") == value)
+        })
+        .map(|sample| {
+            let scalars = |k: &'static str| {
+                sample
+                    .scalars
+                    .iter()
+                    .filter(move |(name, _)| name == k)
+                    .filter_map(|(_, v)| v.parse::<u64>().ok())
+            };
+            let frames = scalars("location_id")
+                .flat_map(|id| locations.get(&id).cloned().unwrap_or_default())
+                .collect();
+            (frames, scalars("value").nth(index).unwrap_or(0))
+        })
+        .collect()
+}
+
+/// The same windows from a program built without frame pointers, in DWARF mode: its off-CPU
+/// user stacks are unwound from copies taken at its switch-outs, which the window path must
+/// match to their intervals and carry into each window's stacks. Frame pointers would stop
+/// in libc, short of `nap` and `main`.
+#[test]
+fn off_cpu_stacks_in_dwarf_mode_reach_main_in_the_windows() {
+    let mut flags: Vec<String> = C_NOFP.iter().map(|s| s.to_string()).collect();
+    flags.push(format!(
+        "-I{}",
+        workspace_root().join("profiler-probes/include").display()
+    ));
+    let bin = build_c("agent-offcpu-nofp", "offcpu.c", &flags);
+    let mut target = Target::start(&bin, &["300"]);
+    let receiver = Receiver::start();
+    let url = format!("http://127.0.0.1:{}", receiver.port);
+    let pid = target.pid().to_string();
+    let mut child = agent(&[
+        "--pid",
+        &pid,
+        "--period",
+        "1s",
+        "--off-cpu",
+        "--call-graph",
+        "dwarf",
+        "--push",
+        &url,
+    ]);
+    let err = wait_recording(&mut child);
+    target.go();
+    let printed = target.finish();
+    let err = finish(child, err);
+    let (recorded, delivered, _, _) = figures(&err, &url);
+    assert_eq!(delivered, recorded);
+    assert!(recorded >= 2, "{recorded} windows");
+    let truth: std::collections::HashMap<String, f64> = printed_values(&printed);
+    let windows: Vec<TextMessage> = receiver
+        .received()
+        .iter()
+        .filter(|r| r.content_type.starts_with("multipart/form-data"))
+        .map(|r| decode_pprof(&pprof_part(r)))
+        .collect();
+    for (span, function, key) in [
+        ("nap", "nap", "nap_ns"),
+        ("wait_reply", "wait_reply", "wait_ns"),
+    ] {
+        let stacks: Vec<(Vec<String>, u64)> = windows
+            .iter()
+            .flat_map(|p| stacks_with(p, 1, "span_name", span))
+            .collect();
+        let all: u64 = stacks.iter().map(|(_, ns)| ns).sum();
+        let reached: u64 = stacks
+            .iter()
+            .filter(|(f, _)| f.iter().any(|x| x == "main") && f.iter().any(|x| x == function))
+            .map(|(_, ns)| ns)
+            .sum();
+        let want = truth[key];
+        eprintln!(
+            "{span}: {all} ns off CPU over {recorded} windows ({:.3} through {function} to main), the program says {want}",
+            reached as f64 / all.max(1) as f64
+        );
+        assert!(
+            (all as f64 - want).abs() / want < 0.05,
+            "{span}: {all} vs {want}"
+        );
+        assert!(
+            reached as f64 >= 0.99 * all as f64,
+            "{reached} of {all} ns reach main"
+        );
+    }
+}
+
 /// An agent runs for days while processes come and go: what it keeps of each program (its
 /// file, mapped; its parsed symbols) goes once the program has exited and its samples are
 /// pushed. 60 programs, each its own file, run and exit; a few windows later the agent maps
