@@ -882,6 +882,7 @@ fn off_cpu_stacks_in_dwarf_mode_reach_main_in_the_windows() {
         .filter(|r| r.content_type.starts_with("multipart/form-data"))
         .map(|r| decode_pprof(&pprof_part(r)))
         .collect();
+    assert_eq!(windows.len() as u64, recorded);
     for (span, function, key) in [
         ("nap", "nap", "nap_ns"),
         ("wait_reply", "wait_reply", "wait_ns"),

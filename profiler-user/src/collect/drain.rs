@@ -38,6 +38,8 @@ pub struct Sink<'a> {
     /// interval's begin, registers, stack bytes). A thread has one interval open at a time:
     /// a copy whose interval was too short to count (`--off-cpu-min`) is replaced by the next.
     off_cpu_copies: HashMap<u32, (u64, DwarfRegs, Vec<u8>)>,
+    /// Threads holding a copy that had exited at the last prune.
+    copies_of_exited: std::collections::HashSet<u32>,
     /// Off-CPU intervals whose user stack copy never came (the kernel counts copies lost):
     /// they are kept without user stack.
     pub off_cpu_stacks_unmatched: u64,
@@ -90,6 +92,7 @@ impl<'a> Sink<'a> {
             copy_sizes: None,
             to_unwind: Default::default(),
             off_cpu_copies: HashMap::new(),
+            copies_of_exited: Default::default(),
             off_cpu_stacks_unmatched: 0,
             auto_targets,
             threads,
@@ -348,10 +351,19 @@ impl<'a> Sink<'a> {
     }
 
     /// Copies of threads that have exited: their intervals will not end (a thread's last
-    /// switch-out closes none), and a recording that runs for days must not keep them.
+    /// switch-out closes none), and a recording that runs for days must not keep them. A
+    /// thread may come back, close its interval and exit after the last drain, so a copy goes
+    /// only when its thread had already exited at the previous prune: its interval's record,
+    /// if any, has been drained since.
     pub fn prune_off_cpu_copies(&mut self) {
-        self.off_cpu_copies
-            .retain(|&tid, _| !super::procfs::has_exited(tid));
+        let exited: std::collections::HashSet<u32> = self
+            .off_cpu_copies
+            .keys()
+            .copied()
+            .filter(|&tid| super::procfs::has_exited(tid))
+            .collect();
+        let before = std::mem::replace(&mut self.copies_of_exited, exited);
+        self.off_cpu_copies.retain(|tid, _| !before.contains(tid));
     }
 
     /// Tells the thread's copy sizing what an unwind of its copy found; true when the copy,

@@ -265,7 +265,8 @@ impl Session {
             let follow = if opts.follows() { target::FOLLOW } else { 0 };
             // Userspace has read these processes' maps already: their first samples need not
             // wake it at once (each forced wakeup is a self-IPI, a VM exit here, inside the
-            // sampler's run time). An exec clears the count, and the new image announces.
+            // sampler's run time). An exec moves the count to the next period
+            // (`target::ANNOUNCE_PERIOD`), and the new image announces.
             let announced = target::ANNOUNCE_SAMPLES << target::ANNOUNCED_SHIFT;
             let flags = |dwarf| follow | announced | if dwarf { target::DWARF } else { 0 };
             for &(pid, dwarf) in initial.iter().filter(|(pid, _)| *pid != primary.pid) {

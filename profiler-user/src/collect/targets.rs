@@ -103,7 +103,9 @@ impl Targets {
             return;
         }
         // The update replaces the whole value: an add the kernel makes between the read
-        // and the update is lost. Lost announce counts only wake userspace again; a lost
+        // and the update is lost. A lost sample's announce count only wakes userspace again
+        // (an exec's, from a second exec racing this update, would leave its image
+        // unannounced; the side-band records still give its maps); a lost
         // span mark would hide the process's spans from its samples, so the mark is put
         // back when any span has started (at worst a needless look-up per sample).
         // BPF_EXIST: a process that exited since is not made a target again.

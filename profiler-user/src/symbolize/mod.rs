@@ -623,7 +623,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
     }
     if c.off_cpu_stacks_unmatched > 0 {
         warnings.push(format!(
-            "{} off-CPU intervals of DWARF-mode threads kept without user stack, their copies lost ({} copies lost with the ring buffer full, some of intervals too short to count): raise --ring-buffer-size or --off-cpu-sample",
+            "{} off-CPU intervals of DWARF-mode threads kept without user stack, their copies lost ({} copies lost with the ring buffer full, some of them for intervals too short to record): raise --ring-buffer-size or --off-cpu-sample",
             c.off_cpu_stacks_unmatched, c.off_cpu_stacks_lost
         ));
     }
