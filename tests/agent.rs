@@ -759,16 +759,23 @@ fn value_sum(p: &TextMessage, index: usize, key: &str, value: &str) -> u64 {
         .sum()
 }
 
-#[test]
-fn off_cpu_time_over_the_windows_is_the_time_the_program_waited() {
-    // The kernel's off-CPU sums only grow: each window must report what they grew by, or the
-    // windows together would count the same waits again and again.
-    let bin = build_c("agent-offcpu", "offcpu.c", &c_fp_probes());
-    let mut target = Target::start(&bin, &["300"]);
+/// offcpu.c (`bin`) run under the agent in 1 s windows with `--off-cpu` and `extra`: how many
+/// windows it pushed, what the program measured, and each window's off-CPU profile.
+fn off_cpu_windows(
+    bin: &Path,
+    extra: &[&str],
+) -> (
+    u64,
+    std::collections::HashMap<String, f64>,
+    Vec<TextMessage>,
+) {
+    let mut target = Target::start(bin, &["300"]);
     let receiver = Receiver::start();
     let url = format!("http://127.0.0.1:{}", receiver.port);
     let pid = target.pid().to_string();
-    let mut child = agent(&["--pid", &pid, "--period", "1s", "--off-cpu", "--push", &url]);
+    let mut args = vec!["--pid", &pid, "--period", "1s", "--off-cpu", "--push", &url];
+    args.extend_from_slice(extra);
+    let mut child = agent(&args);
     let err = wait_recording(&mut child);
     target.go();
     let printed = target.finish();
@@ -776,7 +783,6 @@ fn off_cpu_time_over_the_windows_is_the_time_the_program_waited() {
     let (recorded, delivered, _, _) = figures(&err, &url);
     assert_eq!(delivered, recorded);
     assert!(recorded >= 2, "{recorded} windows");
-    let truth: std::collections::HashMap<String, f64> = printed_values(&printed);
     let off: Vec<TextMessage> = receiver
         .received()
         .iter()
@@ -784,6 +790,15 @@ fn off_cpu_time_over_the_windows_is_the_time_the_program_waited() {
         .map(|r| decode_pprof(&pprof_part(r)))
         .collect();
     assert_eq!(off.len() as u64, recorded);
+    (recorded, printed_values(&printed), off)
+}
+
+#[test]
+fn off_cpu_time_over_the_windows_is_the_time_the_program_waited() {
+    // The kernel's off-CPU sums only grow: each window must report what they grew by, or the
+    // windows together would count the same waits again and again.
+    let bin = build_c("agent-offcpu", "offcpu.c", &c_fp_probes());
+    let (recorded, truth, off) = off_cpu_windows(&bin, &[]);
     let in_windows = |span: &str| -> f64 {
         off.iter()
             .map(|p| value_sum(p, 1, "span_name", span) as f64)
@@ -847,42 +862,8 @@ fn stacks_with(p: &TextMessage, index: usize, key: &str, value: &str) -> Vec<(Ve
 /// in libc, short of `nap` and `main`.
 #[test]
 fn off_cpu_stacks_in_dwarf_mode_reach_main_in_the_windows() {
-    let mut flags: Vec<String> = C_NOFP.iter().map(|s| s.to_string()).collect();
-    flags.push(format!(
-        "-I{}",
-        workspace_root().join("profiler-probes/include").display()
-    ));
-    let bin = build_c("agent-offcpu-nofp", "offcpu.c", &flags);
-    let mut target = Target::start(&bin, &["300"]);
-    let receiver = Receiver::start();
-    let url = format!("http://127.0.0.1:{}", receiver.port);
-    let pid = target.pid().to_string();
-    let mut child = agent(&[
-        "--pid",
-        &pid,
-        "--period",
-        "1s",
-        "--off-cpu",
-        "--call-graph",
-        "dwarf",
-        "--push",
-        &url,
-    ]);
-    let err = wait_recording(&mut child);
-    target.go();
-    let printed = target.finish();
-    let err = finish(child, err);
-    let (recorded, delivered, _, _) = figures(&err, &url);
-    assert_eq!(delivered, recorded);
-    assert!(recorded >= 2, "{recorded} windows");
-    let truth: std::collections::HashMap<String, f64> = printed_values(&printed);
-    let windows: Vec<TextMessage> = receiver
-        .received()
-        .iter()
-        .filter(|r| r.content_type.starts_with("multipart/form-data"))
-        .map(|r| decode_pprof(&pprof_part(r)))
-        .collect();
-    assert_eq!(windows.len() as u64, recorded);
+    let bin = build_c("agent-offcpu-nofp", "offcpu.c", &c_nofp_probes());
+    let (recorded, truth, windows) = off_cpu_windows(&bin, &["--call-graph", "dwarf"]);
     for (span, function, key) in [
         ("nap", "nap", "nap_ns"),
         ("wait_reply", "wait_reply", "wait_ns"),

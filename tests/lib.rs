@@ -45,16 +45,24 @@ pub const C_FP: &[&str] = &[
 ];
 /// Frame pointers and the span probe header.
 pub fn c_fp_probes() -> Vec<String> {
-    let mut flags: Vec<String> = C_FP.iter().map(|s| s.to_string()).collect();
+    with_probe_header(C_FP)
+}
+
+/// What distributions build with: no frame pointers.
+pub const C_NOFP: &[&str] = &["-O2", "-g"];
+/// No frame pointers, and the span probe header.
+pub fn c_nofp_probes() -> Vec<String> {
+    with_probe_header(C_NOFP)
+}
+
+fn with_probe_header(flags: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
     flags.push(format!(
         "-I{}",
         workspace_root().join("profiler-probes/include").display()
     ));
     flags
 }
-
-/// What distributions build with: no frame pointers.
-pub const C_NOFP: &[&str] = &["-O2", "-g"];
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 

@@ -286,12 +286,7 @@ fn off_cpu_sampling_keeps_totals_unbiased() {
 /// this test must tell apart.
 #[test]
 fn off_cpu_stacks_of_a_program_without_frame_pointers_reach_main_in_dwarf_mode() {
-    let mut flags: Vec<String> = C_NOFP.iter().map(|s| s.to_string()).collect();
-    flags.push(format!(
-        "-I{}",
-        workspace_root().join("profiler-probes/include").display()
-    ));
-    let bin = build_c("offcpu-nofp", "offcpu.c", &flags);
+    let bin = build_c("offcpu-nofp", "offcpu.c", &c_nofp_probes());
     let record = |name: &str, call_graph: &str| {
         let mut target = Target::start(&bin, &["100"]);
         let main_tid = format!("[{}]", target.pid());
