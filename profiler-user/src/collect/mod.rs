@@ -1227,7 +1227,7 @@ fn forward(pid: u32, signal: libc::c_int) {
 fn off_cpu_data(
     ebpf: &aya::Ebpf,
     procs: &mut processes::Processes,
-    events: Vec<(offcpu::RawOffCpu, bool)>,
+    mut events: Vec<(offcpu::RawOffCpu, bool)>,
     open: Vec<offcpu::RawOffCpu>,
     end_ns: u64,
     min_ns: u64,
@@ -1240,20 +1240,11 @@ fn off_cpu_data(
     for o in &mut totals {
         o.space = procs.space_at(o.pid, end_ns);
     }
-    let mut intervals = Vec::with_capacity(events.len());
-    for (mut e, in_totals) in events {
-        // A copied user stack was unwound in the address space it was taken in.
-        if !e.copied {
-            e.space = procs.space_at(e.pid, e.begin_ns);
-        }
-        // Sent for the timeline, or to be summed here: the timeline takes only the long ones.
-        if e.total_ns >= interval_min_ns {
-            intervals.push(e.clone());
-        }
-        if !in_totals {
-            totals.push(e);
-        }
+    // A copied user stack was unwound in the address space it was taken in.
+    for (e, _) in events.iter_mut().filter(|(e, _)| !e.copied) {
+        e.space = procs.space_at(e.pid, e.begin_ns);
     }
+    let mut intervals = offcpu::split_events(events, interval_min_ns, &mut totals);
     for mut open in open {
         // A copied user stack was unwound in the address space of the interval's begin.
         if !open.copied {

@@ -96,6 +96,26 @@ impl RawOffCpu {
     }
 }
 
+/// Interval events as the kernel sent them, each (interval, whether its sums hold it): those
+/// the sums do not hold go to `totals`, to be summed here; those long enough for the
+/// timeline are returned.
+pub fn split_events(
+    events: Vec<(RawOffCpu, bool)>,
+    interval_min_ns: u64,
+    totals: &mut Vec<RawOffCpu>,
+) -> Vec<RawOffCpu> {
+    let mut intervals = Vec::with_capacity(events.len());
+    for (e, in_totals) in events {
+        if e.total_ns >= interval_min_ns {
+            intervals.push(e.clone());
+        }
+        if !in_totals {
+            totals.push(e);
+        }
+    }
+    intervals
+}
+
 pub fn from_event(e: &OffCpuEvent) -> RawOffCpu {
     RawOffCpu::new(
         e.pid,

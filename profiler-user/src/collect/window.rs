@@ -290,17 +290,7 @@ impl Cutter {
             }
         }
         self.off_cpu_before = seen;
-        let mut intervals = Vec::with_capacity(events.len());
-        for (e, in_totals) in events {
-            // Sent for the timeline, or to be summed here: the timeline takes only the long
-            // ones.
-            if e.total_ns >= interval_min_ns {
-                intervals.push(e.clone());
-            }
-            if !in_totals {
-                totals.push(e);
-            }
-        }
+        let intervals = offcpu::split_events(events, interval_min_ns, &mut totals);
         offcpu::RawOffCpuData {
             min_ns,
             interval_min_ns,
