@@ -112,6 +112,69 @@ fn lock_wait_matches_what_the_program_measured() {
     within(shown, measured, 0.10, "pprof delay under take_lock");
 }
 
+/// Waits deep in a thread's stack: 30 frames of ~200 bytes (`descend`) above `worker`, more
+/// than the 2 KiB a fixed copy once took, which cut every such stack short without a mark.
+/// The copy is sized per thread: every wait reaches the thread's start. With a copy too
+/// short for them (`--stack-size 1024`) the stacks say they were cut short, and the summary
+/// counts them.
+#[test]
+fn deep_lock_wait_stacks_reach_the_thread_start_or_say_they_were_cut() {
+    let bin = build_c("locks-deep", "locks.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &["100", "30"]);
+    let (dir, printed) = record_run(&mut target, "locks-deep", &["--locks"]);
+    let truth: HashMap<String, f64> = printed_values(&printed);
+    within(
+        under_take_lock(&dir),
+        truth["lock_wait_ns"],
+        0.10,
+        "deep: locks.folded under take_lock",
+    );
+    for (frames, us) in folded_file(&dir, "locks.folded") {
+        if frames.iter().any(|f| f == "take_lock") {
+            assert!(
+                frames.iter().any(|f| f == "start_thread"),
+                "{us} µs short of the thread's start: {frames:?}"
+            );
+            let descents = frames.iter().filter(|f| *f == "descend").count();
+            assert!(descents >= 30, "{descents} descend frames: {frames:?}");
+        }
+    }
+    let l = &summary(&dir)["locks"];
+    assert_eq!(l["stacks_truncated"], 0, "{l}");
+    assert_eq!(l["stacks_lost"], 0, "{l}");
+
+    let mut target = Target::start(&bin, &["100", "30"]);
+    let (dir, _) = record_run(
+        &mut target,
+        "locks-deep-short",
+        &["--locks", "--stack-size", "1024"],
+    );
+    let (mut cut_us, mut under_us) = (0, 0);
+    for (frames, us) in folded_file(&dir, "locks.folded") {
+        if frames.iter().any(|f| f == "take_lock") {
+            under_us += us;
+            if frames.iter().any(|f| f == "[unwind: truncated]") {
+                cut_us += us;
+            }
+        }
+    }
+    assert!(
+        under_us > 0 && cut_us == under_us,
+        "{cut_us} of {under_us} µs marked cut short"
+    );
+    let l = &summary(&dir)["locks"];
+    let (cut, waits) = (
+        l["stacks_truncated"].as_u64().expect("stacks_truncated"),
+        l["waits"].as_u64().expect("waits"),
+    );
+    assert!(cut > 0 && cut * 10 >= waits * 9, "{cut} of {waits}: {l}");
+    let text = std::fs::read_to_string(dir.join("summary.txt")).expect("summary.txt");
+    assert!(
+        text.contains("lock wait user stacks were cut short") && text.contains("--stack-size"),
+        "{text}"
+    );
+}
+
 /// With `run`, allocations and off-CPU at once.
 #[test]
 fn combined_with_run_alloc_and_off_cpu() {

@@ -322,6 +322,10 @@ pub enum EventKind {
     /// after its copied stack bytes: the user stack of the off-CPU interval of that thread
     /// that begins at its `timestamp_ns` (whose `user_stack_id` is [`USER_STACK_COPIED`]).
     OffCpuStack = 18,
+    /// A [`SampleDwarfEvent`] sent right after a [`locks::LockWaitEvent`] or a
+    /// [`locks::KernelLockEvent`], cut after its copied stack bytes: the user stack of the
+    /// wait of its `tid` that began at its `timestamp_ns`.
+    LockStack = 19,
 }
 
 impl EventKind {
@@ -345,6 +349,7 @@ impl EventKind {
             16 => Some(Self::LockDone),
             17 => Some(Self::KernelLock),
             18 => Some(Self::OffCpuStack),
+            19 => Some(Self::LockStack),
             _ => None,
         }
     }
@@ -577,16 +582,10 @@ mod tests {
         assert_eq!(size_of::<alloc::AllocThread>(), 72);
         assert_eq!(size_of::<alloc::AllocKey>(), 16);
         assert_eq!(size_of::<locks::LockDoneEvent>(), 32);
-        assert_eq!(
-            size_of::<locks::LockWaitEvent>(),
-            56 + 32 + locks::LOCK_STACK_BYTES
-        );
+        assert_eq!(size_of::<locks::LockWaitEvent>(), 56);
         assert_eq!(size_of::<locks::KernelLockKey>(), 16);
         assert_eq!(size_of::<locks::KernelLockWaiting>(), 24);
-        assert_eq!(
-            size_of::<locks::KernelLockEvent>(),
-            64 + 32 + locks::LOCK_STACK_BYTES
-        );
+        assert_eq!(size_of::<locks::KernelLockEvent>(), 64);
         // The ring buffer hands out 8-byte aligned records.
         assert!(align_of::<SampleInlineEvent>() <= 8);
     }
@@ -628,6 +627,7 @@ mod tests {
             EventKind::LockDone,
             EventKind::KernelLock,
             EventKind::OffCpuStack,
+            EventKind::LockStack,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

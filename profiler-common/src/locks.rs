@@ -19,6 +19,8 @@ pub mod names {
     pub const MAP_LOCK_WAITS: &str = "LOCK_WAITS";
     pub const MAP_LOCK_COUNTERS: &str = "LOCK_COUNTERS";
     pub const MAP_LOCK_SEQ: &str = "LOCK_SEQ";
+    /// Per CPU: where a futex wait's stack copy is assembled.
+    pub const MAP_LOCK_SCRATCH: &str = "LOCK_SCRATCH";
     pub const PROGRAM_KLOCK_BEGIN: &str = "klock_begin";
     pub const PROGRAM_KLOCK_END: &str = "klock_end";
     /// The same end program again, for the ends the kernel does not run `klock_end` for
@@ -35,8 +37,9 @@ pub mod defaults {
     pub const KERNEL_WAITS: u32 = 16384;
 }
 
-/// Bytes of user stack sent per wait: the C library's lock and wait frames plus the caller's.
-pub const LOCK_STACK_BYTES: usize = 2048;
+/// `LOCK_SCRATCH` records per CPU: one for each program that copies user stacks (the futex
+/// program and the two kernel lock end programs), which may run nested in one another.
+pub const SCRATCH_PER_CPU: u32 = 3;
 
 /// futex operations that wait (`op & FUTEX_CMD_MASK`).
 pub mod futex {
@@ -49,7 +52,8 @@ pub mod futex {
     pub const CMD_MASK: u64 = 0x7f;
 }
 
-/// A target thread begins waiting on a futex.
+/// A target thread begins waiting on a futex. Its user stack follows in a
+/// [`crate::EventKind::LockStack`] record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LockWaitEvent {
@@ -65,10 +69,7 @@ pub struct LockWaitEvent {
     pub seq: u64,
     pub span_id: u64,
     pub op: u32,
-    /// Bytes of `stack` copied (0 when the copy failed).
-    pub stack_len: u32,
-    pub regs: crate::DwarfRegs,
-    pub stack: [u8; LOCK_STACK_BYTES],
+    pub _pad: u32,
 }
 
 /// The wait ended (the futex call returned).
@@ -177,7 +178,8 @@ pub struct KernelLockWaiting {
     pub _pad: u32,
 }
 
-/// A target thread waited for a kernel lock: sent at the wait's end, with all of it.
+/// A target thread waited for a kernel lock: sent at the wait's end, with all of it but its
+/// user stack, which follows in a [`crate::EventKind::LockStack`] record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct KernelLockEvent {
@@ -197,8 +199,5 @@ pub struct KernelLockEvent {
     pub ret: i32,
     /// Id in the stack map, or a negative errno.
     pub kernel_stack_id: i32,
-    /// Bytes of `stack` copied (0 when the copy failed).
-    pub stack_len: u32,
-    pub regs: crate::DwarfRegs,
-    pub stack: [u8; LOCK_STACK_BYTES],
+    pub _pad: u32,
 }

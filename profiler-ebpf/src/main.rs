@@ -509,7 +509,8 @@ mod programs {
     /// the BPF stack, and for a per-CPU map value (32 KiB at most). Indexed by CPU (the loader
     /// sizes it). Its two users never overlap on a CPU: the sampler runs in the hard IRQ of
     /// the software CPU clock's hrtimer, sched_switch with IRQs off, and neither nests with
-    /// itself. A hardware (NMI) sampling event would break this.
+    /// itself. A hardware (NMI) sampling event would break this. The lock programs, which
+    /// IRQs can interrupt, have their own (`programs::locks`).
     #[map(name = "DWARF_SCRATCH")]
     static DWARF_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
 
@@ -573,12 +574,10 @@ mod programs {
             return false;
         };
         header.kind = EventKind::SampleDwarf as u32;
-        match send_stack_copy(
-            header,
-            user,
-            submit_flags(announce),
-            counter::DWARF_STACK_ERROR,
-        ) {
+        let flags = submit_flags(announce);
+        match send_stack_copy(&DWARF_SCRATCH, header.cpu, header, user, flags, || {
+            bump(counter::DWARF_STACK_ERROR)
+        }) {
             None => {
                 bump(counter::DWARF_NO_USER_REGS);
                 false
@@ -627,17 +626,20 @@ mod programs {
     }
 
     /// Sends `header` (its kind set by the caller), the registers and the top of the user
-    /// stack from `user.sp` as one record, assembled in this CPU's scratch record. None when
-    /// this CPU has none; otherwise whether the ring buffer took it. A copy that failed at its
-    /// first byte is counted at `errors` and sent without stack.
+    /// stack from `user.sp` as one record, assembled in `scratch`'s record `slot` (the
+    /// caller's own on this CPU). None when there is no such record; otherwise whether the
+    /// ring buffer took it. A copy that failed at its first byte calls `on_empty` and is sent
+    /// without stack.
     #[inline(always)]
     fn send_stack_copy(
+        scratch: &Array<SampleDwarfEvent>,
+        slot: u32,
         header: SampleEvent,
         user: UserRegs,
         flags: u64,
-        errors: u32,
+        on_empty: impl FnOnce(),
     ) -> Option<bool> {
-        let rec = DWARF_SCRATCH.get_ptr_mut(header.cpu)?;
+        let rec = scratch.get_ptr_mut(slot)?;
         let UserRegs { ip, sp, bp, source } = user;
         // SAFETY: a read-only global the loader fills in before the program runs.
         let most =
@@ -681,7 +683,7 @@ mod programs {
             }
         }
         if off == 0 {
-            bump(errors);
+            on_empty();
         }
         // SAFETY: `rec` is this CPU's scratch record.
         unsafe {
@@ -1238,12 +1240,10 @@ mod programs {
             comm: [0u8; COMM_LEN],
             span_id,
         };
-        match send_stack_copy(
-            header,
-            user,
-            submit_flags(false),
-            counter::OFF_CPU_STACK_ERROR,
-        ) {
+        let flags = submit_flags(false);
+        match send_stack_copy(&DWARF_SCRATCH, header.cpu, header, user, flags, || {
+            bump(counter::OFF_CPU_STACK_ERROR)
+        }) {
             None => false,
             Some(sent) => {
                 if !sent {

@@ -216,7 +216,7 @@ pub fn ring_record(data: &[u8]) {
             // What the drain loop does with it.
             let _ = data.get(stack).unwrap_or(&[]).to_vec();
         }
-        Some(Event::OffCpuStack { regs, stack, .. }) => {
+        Some(Event::OffCpuStack { regs, stack, .. } | Event::LockStack { regs, stack, .. }) => {
             assert_eq!(stack.start, profiler_common::SAMPLE_DWARF_HEADER);
             assert!(
                 stack.start <= stack.end && stack.end <= data.len(),
@@ -242,15 +242,12 @@ pub fn ring_record(data: &[u8]) {
             let (n, b) = crate::alloc::scale(a.size, 1 + u64::from(e.func));
             assert!(n >= 1.0 && b >= 0.0, "{n} {b}");
         }
-        Some(Event::LockWait(e, stack)) => {
-            assert!(stack.end <= data.len(), "{stack:?}");
-            assert!(stack.len() <= profiler_common::locks::LOCK_STACK_BYTES);
-            let _ = e.uaddr;
+        Some(Event::LockWait(e)) => {
+            let w = crate::collect::locks::RawLockWait::new(&e);
+            assert!(!w.copied, "{w:?}");
         }
-        Some(Event::KernelLock(e, stack)) => {
-            assert!(stack.end <= data.len(), "{stack:?}");
-            assert!(stack.len() <= profiler_common::locks::LOCK_STACK_BYTES);
-            let w = crate::collect::locks::RawLockWait::from_kernel(&e, Vec::new());
+        Some(Event::KernelLock(e)) => {
+            let w = crate::collect::locks::RawLockWait::from_kernel(&e);
             assert!(w.end_ns >= w.begin_ns, "{w:?}");
             stack_ok(&w.kernel);
         }
@@ -282,6 +279,8 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut dwarf = bytes::<SampleEvent>(EventKind::SampleDwarf, size_of::<DwarfRegs>() + 64);
     // stack_len (after ip, sp, bp): 64 bytes follow.
     dwarf[sample + 24..sample + 28].copy_from_slice(&64u32.to_ne_bytes());
+    let mut lock_stack = dwarf.clone();
+    lock_stack[..4].copy_from_slice(&(EventKind::LockStack as u32).to_ne_bytes());
     vec![
         ("sample", bytes::<SampleEvent>(EventKind::Sample, 0)),
         ("sample-inline", inline),
@@ -305,6 +304,7 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "lock-wait",
             bytes::<profiler_common::locks::LockWaitEvent>(EventKind::LockWait, 0),
         ),
+        ("lock-stack", lock_stack),
         (
             "lock-done",
             bytes::<profiler_common::locks::LockDoneEvent>(EventKind::LockDone, 0),
@@ -323,7 +323,9 @@ pub fn ring_length_fields(kind: u32) -> Vec<usize> {
     let sample = size_of::<SampleEvent>();
     match EventKind::from_u32(kind) {
         Some(EventKind::SampleInline) => vec![sample, sample + 4],
-        Some(EventKind::SampleDwarf) => vec![sample + 24],
+        Some(EventKind::SampleDwarf | EventKind::OffCpuStack | EventKind::LockStack) => {
+            vec![sample + 24]
+        }
         _ => Vec::new(),
     }
 }

@@ -53,6 +53,9 @@ pub struct LocksReport {
     pub lost: u64,
     pub unfinished: u64,
     pub stack_errors: u64,
+    /// Waits (futex and kernel) whose user stack unwound only partly, or came not at all.
+    pub stacks_truncated: u64,
+    pub stacks_lost: u64,
     pub bpf_runs: u64,
     pub bpf_ns_per_run: Option<f64>,
     pub windowed: bool,
@@ -214,6 +217,8 @@ impl LocksReport {
             lost: info.lost,
             unfinished: info.unfinished,
             stack_errors: info.stack_errors,
+            stacks_truncated: info.stacks_truncated,
+            stacks_lost: info.stacks_lost,
             bpf_runs: info.bpf_run_count,
             bpf_ns_per_run: (info.bpf_run_count > 0)
                 .then(|| info.bpf_run_time_ns as f64 / info.bpf_run_count as f64),
@@ -252,6 +257,15 @@ impl LocksReport {
                 ""
             }
         );
+        if self.stacks_truncated > 0 || self.stacks_lost > 0 {
+            let _ = writeln!(
+                t,
+                "  user stacks: {} cut short (ending in {}), {} missing",
+                self.stacks_truncated,
+                crate::symbolize::TRUNCATED_FRAME,
+                self.stacks_lost,
+            );
+        }
         if self.kernel {
             let _ = writeln!(
                 t,

@@ -153,6 +153,13 @@ pub struct LockInfo {
     pub kernel_ends_missed: u64,
     #[prost(uint64, tag = "18")]
     pub kernel_in_flight: u64,
+    /// Waits whose user stack unwound only partly (marked `[unwind: truncated]`): the copy
+    /// was too short, or unwinding information was missing.
+    #[prost(uint64, tag = "19")]
+    pub stacks_truncated: u64,
+    /// Waits without a user stack: its copy was not sent (ring buffer full) or failed.
+    #[prost(uint64, tag = "20")]
+    pub stacks_lost: u64,
 }
 
 /// One sampled allocation (`--alloc`). It stands for more than itself: see

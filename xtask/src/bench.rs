@@ -2761,19 +2761,28 @@ fn locks_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
     let _stats = BpfStats::enable()?;
     let n = if quick() { "5000" } else { "20000" };
     let rounds = rounds();
+    // With BENCH_BEFORE, an earlier build takes its turn too.
+    let before = before_build();
+    let tools = if before.is_some() { 3 } else { 2 };
     let (mut ours, mut theirs, mut waits) = (Vec::new(), Vec::new(), Vec::new());
+    let mut earlier = Vec::new();
     for round in 0..rounds {
         step(&format!("--locks cost: round {}/{rounds}", round + 1));
-        for k in 0..2 {
+        for k in 0..tools {
             let mut t = Target::spawn({
                 let mut c = Command::new(&bin);
                 c.arg(n);
                 c
             })?;
-            if (round + k) % 2 == 0 {
+            let tool = (round + k) % tools;
+            if tool != 1 {
+                let profiler = match (&before, tool) {
+                    (Some(b), 2) => b.clone(),
+                    _ => profiler_bin(),
+                };
                 let out = dir.join("locks-profile");
                 let _ = fs::remove_dir_all(&out);
-                let mut p = start_profiler(t.child.id(), &out, &["--locks"])?;
+                let mut p = start_profiler_bin(&profiler, t.child.id(), &out, &["--locks"])?;
                 t.go()?;
                 t.finish()?;
                 p.wait().map_err(|e| e.to_string())?;
@@ -2782,8 +2791,12 @@ fn locks_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
                 let w = json_number(l, "waits").unwrap_or(f64::NAN);
                 let runs = json_number(l, "bpf_runs").unwrap_or(f64::NAN);
                 let per_run = json_number(l, "bpf_ns_per_run").unwrap_or(f64::NAN);
-                ours.push(per_run * runs / w);
-                waits.push(w);
+                if tool == 2 {
+                    earlier.push(per_run * runs / w);
+                } else {
+                    ours.push(per_run * runs / w);
+                    waits.push(w);
+                }
             } else {
                 let (mut p, printed) = start_bpftrace_locks(t.child.id())?;
                 t.go()?;
@@ -2803,13 +2816,18 @@ fn locks_cost(dir: &Path, rows: &mut Vec<Row>) -> Result {
         }
     }
     let (ours, theirs, w) = (stat(ours), stat(theirs), stat(waits));
+    let earlier = (!earlier.is_empty()).then(|| stat(earlier));
     rows.push(Row {
         what: "`--locks` cost per contended wait".into(),
         value: format!(
-            "{} ns of BPF time per futex wait (entry and return; {} waits per run); bpftrace with the same tracepoints {} ns",
+            "{} ns of BPF time per futex wait (entry and return; {} waits per run); bpftrace with the same tracepoints {} ns{}",
             ours.show(0),
             w.show(0),
-            theirs.show(0)
+            theirs.show(0),
+            earlier
+                .as_ref()
+                .map(|e| format!("; earlier build (BENCH_BEFORE) {} ns", e.show(0)))
+                .unwrap_or_default()
         ),
         method: format!(
             "tests/targets/lockloop.c: 2 threads × {n} lock/unlock of one mutex around ~2000 multiplies, ~200 between; `profiler record --locks` (pinned to CPU 0): the futex programs' kernel run time (bpf_ns_per_run × bpf_runs) / waits; `bpftrace -p PID` on tracepoint:syscalls:sys_enter_futex (wait ops: begin time by tid, @[ustack] count, @n) and sys_exit_futex (sum of the wait): run_time_ns of its tracepoint programs (fdinfo, kernel.bpf_stats_enabled=1) / @n; each includes the cheap runs for the target's other futex calls; {rounds} rounds alternating"

@@ -1,34 +1,34 @@
 //! `--locks`: futex waits of target threads, from the `syscalls` tracepoints of the futex
 //! system call (which fire only for futex calls: other system calls pay nothing). A thread
 //! outside the targets leaves at its first look-up. A wait sends its user registers and the
-//! top of the user stack at entry, and its end when the call returns.
+//! top of the user stack at entry (a copy sized per thread), and its end when the call
+//! returns.
 //!
 //! Kernel lock contention of target threads, from `lock:contention_begin`/`contention_end`
 //! (raw tracepoints: no record is formatted for them, and they fire for every contended
 //! kernel lock of the machine, so the early exit must be cheap): the begin remembers its
-//! time, the end sends the whole wait with both stacks.
+//! time, the end sends the whole wait with its kernel stack, and its user stack copied as a
+//! futex wait's is.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_probe_read_kernel,
-        generated::{
-            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_probe_read_user, bpf_task_pt_regs,
-        },
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, generated::bpf_ktime_get_boot_ns,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use profiler_common::{
-    DwarfRegs, EventKind, dwarf_regs, errno,
+    COMM_LEN, EventKind, SampleDwarfEvent, SampleEvent, USER_STACK_COPIED, errno,
     locks::{
-        KernelLockEvent, KernelLockKey, KernelLockWaiting, LOCK_STACK_BYTES, LockDoneEvent,
-        LockWaitEvent, LockWaiting, counter, defaults, futex, lcb,
+        KernelLockEvent, KernelLockKey, KernelLockWaiting, LockDoneEvent, LockWaitEvent,
+        LockWaiting, SCRATCH_PER_CPU, counter, defaults, futex, lcb,
     },
 };
 
 use super::{
-    EVENTS, REG_BP, REG_IP, REG_SP, STACKS, current_ids, innermost_span, submit_flags, target_flags,
+    EVENTS, STACKS, current_ids, innermost_span, saved_user_regs, send_stack_copy, submit_flags,
+    target_flags,
 };
 
 #[map(name = "LOCK_WAITS")]
@@ -52,38 +52,53 @@ fn bump(index: u32) {
     }
 }
 
-/// The registers the thread entered the kernel with, and the top of its user stack copied
-/// to `stack` (LOCK_STACK_BYTES of room); a failed copy is counted at `errors`.
+/// Records to assemble lock waits' stack copies in, as `DWARF_SCRATCH` is for samples:
+/// apart from it, since an IRQ may interrupt these programs and the sampler runs in one.
+/// Three per CPU (the loader sizes it), one per program that copies: the futex program and
+/// the two kernel lock end programs, which may each run nested in the others.
+#[map(name = "LOCK_SCRATCH")]
+static LOCK_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
+
+/// Each program's record of its CPU's `SCRATCH_PER_CPU`.
+const SCRATCH_FUTEX: u32 = 0;
+const SCRATCH_KLOCK_END: u32 = 1;
+const SCRATCH_KLOCK_END_NESTED: u32 = 2;
+
+/// The user registers and the top of the user stack of `tid`'s wait that began at `begin_ns`,
+/// sized per thread as DWARF samples' copies are: futex waits happen in the C library,
+/// which has no frame pointers, and a fixed copy cut deep callers' stacks short. A copy not
+/// sent leaves its wait without stack, which userspace counts; one that failed is counted
+/// at `errors`.
 #[inline(always)]
-fn user_regs_and_stack(stack: *mut core::ffi::c_void, errors: u32) -> DwarfRegs {
-    // SAFETY: helpers on the current task; the pointer is only read through
-    // bpf_probe_read_kernel; `stack` has LOCK_STACK_BYTES of room.
-    unsafe {
-        let task_regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
-        let read = |slot: usize| {
-            if task_regs.is_null() {
-                0
-            } else {
-                bpf_probe_read_kernel(task_regs.add(slot)).unwrap_or(0)
-            }
-        };
-        let (ip, sp, bp) = (read(REG_IP), read(REG_SP), read(REG_BP));
-        // The whole copy fails when it runs past the stack's mapping: then a shorter one.
-        let mut len = LOCK_STACK_BYTES as u32;
-        if sp == 0 || bpf_probe_read_user(stack, len, sp as *const core::ffi::c_void) != 0 {
-            len = 256;
-            if sp == 0 || bpf_probe_read_user(stack, len, sp as *const core::ffi::c_void) != 0 {
-                len = 0;
-                bump(errors);
-            }
-        }
-        DwarfRegs {
-            ip,
-            sp,
-            bp,
-            stack_len: len,
-            source: dwarf_regs::TASK,
-        }
+fn send_wait_stack(scratch: u32, begin_ns: u64, pid: u32, tid: u32, span_id: u64, errors: u32) {
+    let Some(user) = saved_user_regs() else {
+        bump(errors);
+        return;
+    };
+    // SAFETY: plain helper call without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let header = SampleEvent {
+        kind: EventKind::LockStack as u32,
+        cpu,
+        timestamp_ns: begin_ns,
+        pid,
+        tid,
+        user_stack_id: USER_STACK_COPIED,
+        kernel_stack_id: -errno::EFAULT,
+        comm: [0u8; COMM_LEN],
+        span_id,
+    };
+    let slot = cpu.saturating_mul(SCRATCH_PER_CPU).saturating_add(scratch);
+    let sent = send_stack_copy(
+        &LOCK_SCRATCH,
+        slot,
+        header,
+        user,
+        submit_flags(false),
+        || bump(errors),
+    );
+    if sent.is_none() {
+        bump(errors);
     }
 }
 
@@ -127,31 +142,30 @@ pub fn futex_enter(ctx: TracePointContext) -> u32 {
         },
         None => 0,
     };
-    let Some(mut entry) = EVENTS.reserve::<LockWaitEvent>(0) else {
-        bump(counter::LOST_RINGBUF);
-        return 0;
+    let span_id = innermost_span(tid);
+    let wait = LockWaitEvent {
+        kind: EventKind::LockWait as u32,
+        cpu,
+        begin_ns: now,
+        pid,
+        tid,
+        uaddr,
+        seq,
+        span_id,
+        op: op as u32,
+        _pad: 0,
     };
-    let e = entry.as_mut_ptr();
-    // SAFETY: `e` is the reserved record, written field by field.
-    unsafe {
-        let regs = user_regs_and_stack(
-            core::ptr::addr_of_mut!((*e).stack) as *mut core::ffi::c_void,
-            counter::STACK_ERRORS,
-        );
-        let len = regs.stack_len;
-        (*e).kind = EventKind::LockWait as u32;
-        (*e).cpu = cpu;
-        (*e).begin_ns = now;
-        (*e).pid = pid;
-        (*e).tid = tid;
-        (*e).uaddr = uaddr;
-        (*e).seq = seq;
-        (*e).span_id = innermost_span(tid);
-        (*e).op = op as u32;
-        (*e).stack_len = len;
-        (*e).regs = regs;
+    match EVENTS.reserve::<LockWaitEvent>(0) {
+        Some(mut entry) => {
+            entry.write(wait);
+            entry.submit(submit_flags(false));
+        }
+        None => {
+            bump(counter::LOST_RINGBUF);
+            return 0;
+        }
     }
-    entry.submit(submit_flags(false));
+    send_wait_stack(SCRATCH_FUTEX, now, pid, tid, span_id, counter::STACK_ERRORS);
     if LOCK_WAITS
         .insert(tid, LockWaiting { seq, begin_ns: now }, 0)
         .is_err()
@@ -265,17 +279,17 @@ pub fn klock_begin(ctx: RawTracePointContext) -> u32 {
 /// succeeds sends it.
 #[raw_tracepoint(tracepoint = "contention_end")]
 pub fn klock_end(ctx: RawTracePointContext) -> u32 {
-    klock_end_run(&ctx)
+    klock_end_run(&ctx, SCRATCH_KLOCK_END)
 }
 
 /// [`klock_end`]'s twin, for the ends nested in it (and its for those nested in this one).
 #[raw_tracepoint(tracepoint = "contention_end")]
 pub fn klock_end_nested(ctx: RawTracePointContext) -> u32 {
-    klock_end_run(&ctx)
+    klock_end_run(&ctx, SCRATCH_KLOCK_END_NESTED)
 }
 
 #[inline(always)]
-fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
+fn klock_end_run(ctx: &RawTracePointContext, scratch: u32) -> u32 {
     let key = KernelLockKey {
         lock_addr: ctx.arg(0),
         host_tid: bpf_get_current_pid_tgid() as u32,
@@ -291,10 +305,6 @@ fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let Some(mut entry) = EVENTS.reserve::<KernelLockEvent>(0) else {
-        bump(counter::KERNEL_LOST_RINGBUF);
-        return 0;
-    };
     let kernel = match ctx.get_stackid(&STACKS, 0) {
         Ok(id) => id as i32,
         Err(e) => e,
@@ -302,27 +312,39 @@ fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
     if kernel < 0 {
         bump(counter::KERNEL_KSTACK_ERRORS);
     }
-    let e = entry.as_mut_ptr();
-    // SAFETY: `e` is the reserved record, written field by field.
-    unsafe {
-        let regs = user_regs_and_stack(
-            core::ptr::addr_of_mut!((*e).stack) as *mut core::ffi::c_void,
-            counter::KERNEL_STACK_ERRORS,
-        );
-        (*e).kind = EventKind::KernelLock as u32;
-        (*e).cpu = bpf_get_smp_processor_id();
-        (*e).begin_ns = w.begin_ns;
-        (*e).end_ns = now;
-        (*e).pid = w.pid;
-        (*e).tid = w.tid;
-        (*e).lock_addr = key.lock_addr;
-        (*e).span_id = innermost_span(w.tid);
-        (*e).flags = w.flags;
-        (*e).ret = ctx.arg::<u64>(1) as i32;
-        (*e).kernel_stack_id = kernel;
-        (*e).stack_len = regs.stack_len;
-        (*e).regs = regs;
+    let span_id = innermost_span(w.tid);
+    let event = KernelLockEvent {
+        kind: EventKind::KernelLock as u32,
+        // SAFETY: plain helper call without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        tid: w.tid,
+        pid: w.pid,
+        begin_ns: w.begin_ns,
+        end_ns: now,
+        lock_addr: key.lock_addr,
+        span_id,
+        flags: w.flags,
+        ret: ctx.arg::<u64>(1) as i32,
+        kernel_stack_id: kernel,
+        _pad: 0,
+    };
+    match EVENTS.reserve::<KernelLockEvent>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(submit_flags(false));
+        }
+        None => {
+            bump(counter::KERNEL_LOST_RINGBUF);
+            return 0;
+        }
     }
-    entry.submit(submit_flags(false));
+    send_wait_stack(
+        scratch,
+        w.begin_ns,
+        w.pid,
+        w.tid,
+        span_id,
+        counter::KERNEL_STACK_ERRORS,
+    );
     0
 }

@@ -27,17 +27,19 @@ pub enum Event {
         stack: std::ops::Range<usize>,
     },
     Alloc(profiler_common::alloc::AllocEvent),
-    /// A futex wait began: the event's head, and where its stack bytes are in the record.
-    LockWait(
-        Box<profiler_common::locks::LockWaitEvent>,
-        std::ops::Range<usize>,
-    ),
+    /// A futex wait began; its user stack follows in a [`Event::LockStack`].
+    LockWait(profiler_common::locks::LockWaitEvent),
+    /// The user stack of a futex or kernel lock wait to unwind: its thread, its start (the
+    /// wait's `begin_ns`), registers and where its stack bytes are in the record.
+    LockStack {
+        tid: u32,
+        begin_ns: u64,
+        regs: DwarfRegs,
+        stack: std::ops::Range<usize>,
+    },
     LockDone(profiler_common::locks::LockDoneEvent),
-    /// A kernel lock wait: the event's head, and where its user stack bytes are in the record.
-    KernelLock(
-        Box<profiler_common::locks::KernelLockEvent>,
-        std::ops::Range<usize>,
-    ),
+    /// A kernel lock wait; its user stack follows in a [`Event::LockStack`].
+    KernelLock(profiler_common::locks::KernelLockEvent),
 }
 
 /// Decodes one ring buffer record; None for a record of unknown kind or size.
@@ -65,7 +67,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             let e: SpanEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::Span(e));
         }
-        EventKind::SampleDwarf | EventKind::OffCpuStack => {
+        EventKind::SampleDwarf | EventKind::OffCpuStack | EventKind::LockStack => {
             if bytes.len() < SAMPLE_DWARF_HEADER {
                 return None;
             }
@@ -80,13 +82,25 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             let end = SAMPLE_DWARF_HEADER
                 .saturating_add(usize::try_from(regs.stack_len).unwrap_or(usize::MAX))
                 .min(bytes.len());
-            if kind == EventKind::OffCpuStack {
-                return Some(Event::OffCpuStack {
-                    tid: h.tid,
-                    begin_ns: h.timestamp_ns,
-                    regs,
-                    stack: SAMPLE_DWARF_HEADER..end,
-                });
+            let (tid, begin_ns, stack) = (h.tid, h.timestamp_ns, SAMPLE_DWARF_HEADER..end);
+            match kind {
+                EventKind::OffCpuStack => {
+                    return Some(Event::OffCpuStack {
+                        tid,
+                        begin_ns,
+                        regs,
+                        stack,
+                    });
+                }
+                EventKind::LockStack => {
+                    return Some(Event::LockStack {
+                        tid,
+                        begin_ns,
+                        regs,
+                        stack,
+                    });
+                }
+                _ => {}
             }
             let (sample, comm) =
                 raw_sample(&h, RawStack::Empty, RawStack::from_id(h.kernel_stack_id));
@@ -114,32 +128,20 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             return Some(Event::Alloc(e));
         }
         EventKind::LockWait => {
-            use profiler_common::locks::LockWaitEvent;
-            if bytes.len() < size_of::<LockWaitEvent>() {
+            if bytes.len() < size_of::<profiler_common::locks::LockWaitEvent>() {
                 return None;
             }
             // SAFETY: length checked; LockWaitEvent is plain old data, read unaligned.
-            let e: LockWaitEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            let start = std::mem::offset_of!(LockWaitEvent, stack);
-            // stack_len comes from the record: bounded by the array.
-            let len = usize::try_from(e.stack_len)
-                .unwrap_or(usize::MAX)
-                .min(profiler_common::locks::LOCK_STACK_BYTES);
-            return Some(Event::LockWait(Box::new(e), start..start + len));
+            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::LockWait(e));
         }
         EventKind::KernelLock => {
-            use profiler_common::locks::KernelLockEvent;
-            if bytes.len() < size_of::<KernelLockEvent>() {
+            if bytes.len() < size_of::<profiler_common::locks::KernelLockEvent>() {
                 return None;
             }
             // SAFETY: length checked; KernelLockEvent is plain old data, read unaligned.
-            let e: KernelLockEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            let start = std::mem::offset_of!(KernelLockEvent, stack);
-            // stack_len comes from the record: bounded by the array.
-            let len = usize::try_from(e.stack_len)
-                .unwrap_or(usize::MAX)
-                .min(profiler_common::locks::LOCK_STACK_BYTES);
-            return Some(Event::KernelLock(Box::new(e), start..start + len));
+            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            return Some(Event::KernelLock(e));
         }
         EventKind::LockDone => {
             if bytes.len() < size_of::<profiler_common::locks::LockDoneEvent>() {

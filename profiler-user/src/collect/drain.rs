@@ -43,6 +43,10 @@ pub struct Sink<'a> {
     /// Off-CPU intervals whose user stack copy never came (the kernel counts copies lost):
     /// they are kept without user stack.
     pub off_cpu_stacks_unmatched: u64,
+    /// Lock waits whose user stack copy has not come yet, by (thread, begin): their index
+    /// in `lock_waits`. A copy follows its wait's record, the same program run sending both;
+    /// another program's records may come between them (one may run nested in the other).
+    lock_copy_due: HashMap<(u32, u64), usize>,
     /// The targets map, where userspace updates it at exec: the call graph (`--call-graph
     /// auto` with processes followed) and membership (`--comm`).
     pub auto_targets: Option<Targets>,
@@ -67,11 +71,13 @@ pub struct Sink<'a> {
     pub know_execs: bool,
 }
 
-/// What a queued stack copy belongs to: an index in `Sink::samples` or `Sink::off_cpu`.
+/// What a queued stack copy belongs to: an index in `Sink::samples`, `Sink::off_cpu` or
+/// `Sink::lock_waits`.
 #[derive(Clone, Copy, Debug)]
 enum Copied {
     Sample(usize),
     OffCpu(usize),
+    LockWait(usize),
 }
 
 impl<'a> Sink<'a> {
@@ -94,6 +100,7 @@ impl<'a> Sink<'a> {
             off_cpu_copies: HashMap::new(),
             copies_of_exited: Default::default(),
             off_cpu_stacks_unmatched: 0,
+            lock_copy_due: HashMap::new(),
             auto_targets,
             threads,
             meta,
@@ -199,17 +206,32 @@ impl<'a> Sink<'a> {
                     self.off_cpu.push((interval, e.in_totals != 0));
                 }
                 Some(Event::Alloc(e)) => self.allocs.push(alloc::RawAlloc::from_event(&e)),
-                Some(Event::LockWait(e, stack)) => {
-                    let bytes = item.get(stack).unwrap_or(&[]).to_vec();
-                    self.lock_waits.push(locks::RawLockWait::new(&e, bytes));
+                Some(Event::LockWait(e)) => {
+                    self.lock_copy_due
+                        .insert((e.tid, e.begin_ns), self.lock_waits.len());
+                    self.lock_waits.push(locks::RawLockWait::new(&e));
+                }
+                Some(Event::KernelLock(e)) => {
+                    self.lock_copy_due
+                        .insert((e.tid, e.begin_ns), self.lock_waits.len());
+                    self.lock_waits.push(locks::RawLockWait::from_kernel(&e));
+                }
+                Some(Event::LockStack {
+                    tid,
+                    begin_ns,
+                    regs,
+                    stack,
+                }) => {
+                    // Without its wait (lost), the copy has nothing to go with: the kernel
+                    // counted the wait.
+                    if let Some(at) = self.lock_copy_due.remove(&(tid, begin_ns)) {
+                        let bytes = item.get(stack).unwrap_or(&[]).to_vec();
+                        self.to_unwind
+                            .push_back((Copied::LockWait(at), regs, bytes));
+                    }
                 }
                 Some(Event::LockDone(e)) => {
                     self.lock_ends.insert(e.seq, e.end_ns);
-                }
-                Some(Event::KernelLock(e, stack)) => {
-                    let bytes = item.get(stack).unwrap_or(&[]).to_vec();
-                    self.lock_waits
-                        .push(locks::RawLockWait::from_kernel(&e, bytes));
                 }
                 Some(Event::Span(e)) => {
                     // Metadata is read while the target is alive, once per callsite.
@@ -273,10 +295,9 @@ impl<'a> Sink<'a> {
     /// The lock waits with their ends (a futex wait whose end never came is closed at
     /// `end_ns`, and counted), their user stacks unwound; and how many were unfinished.
     pub fn take_lock_waits(&mut self, end_ns: u64) -> (Vec<locks::RawLockWait>, u64) {
+        self.unwind_pending(None);
         let mut waits = std::mem::take(&mut self.lock_waits);
         let mut unfinished = 0u64;
-        // The samples' unwinding statistics must not count these.
-        let stats = std::mem::take(&mut self.unwinder.stats);
         for w in &mut waits {
             // A kernel lock wait arrives whole, at its end.
             if w.kernel_flags.is_none() {
@@ -288,16 +309,11 @@ impl<'a> Sink<'a> {
                     }
                 };
             }
-            w.space = self.procs.space_at(w.pid, w.begin_ns);
-            if let Some(space) = self.procs.spaces.get(w.space as usize) {
-                let unwound =
-                    self.unwinder
-                        .unwind(w.space, space, &self.procs.modules, &w.regs, &w.stack);
-                w.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
+            if !w.copied {
+                w.space = self.procs.space_at(w.pid, w.begin_ns);
             }
-            w.stack = Vec::new();
         }
-        self.unwinder.stats = stats;
+        self.lock_copy_due.clear();
         (waits, unfinished)
     }
 
@@ -321,14 +337,14 @@ impl<'a> Sink<'a> {
                 continue;
             };
             o.space = self.procs.space_at(o.pid, o.begin_ns);
-            (o.user, o.truncated) = self.unwind_off_cpu(o.tid, o.space, &regs, &stack);
+            (o.user, o.truncated) = self.unwind_waiting(o.tid, o.space, &regs, &stack);
         }
     }
 
-    /// An off-CPU user stack, unwound apart from the samples' statistics, which describe the
-    /// samples' copies. What it read sizes the thread's next copies as samples do: a thread
-    /// that mostly waits has few samples to size them from.
-    fn unwind_off_cpu(
+    /// An off-CPU or futex wait user stack, unwound apart from the samples' statistics, which
+    /// describe the samples' copies. What it read sizes the thread's next copies as samples
+    /// do: a thread that mostly waits has few samples to size them from.
+    fn unwind_waiting(
         &mut self,
         tid: u32,
         space: u32,
@@ -391,10 +407,12 @@ impl<'a> Sink<'a> {
         match owner {
             Copied::Sample(at) => self.samples.get(at).map(|s| s.timestamp_ns),
             Copied::OffCpu(at) => self.off_cpu.get(at).map(|(o, _)| o.begin_ns),
+            Copied::LockWait(at) => self.lock_waits.get(at).map(|w| w.begin_ns),
         }
     }
 
-    /// Unwinds queued stack copies (DWARF samples, off-CPU intervals) whose address space is
+    /// Unwinds queued stack copies (DWARF samples, off-CPU intervals, futex waits) whose
+    /// address space is
     /// known (side-band records up to their time applied), oldest first, for at most
     /// `budget`; at the end (None) all of them.
     pub fn unwind_pending(&mut self, budget: Option<std::time::Duration>) {
@@ -415,9 +433,19 @@ impl<'a> Sink<'a> {
                 Copied::OffCpu(at) => {
                     if let Some((o, _)) = self.off_cpu.get(at) {
                         let (tid, space) = (o.tid, self.procs.space_at(o.pid, o.begin_ns));
-                        let (user, truncated) = self.unwind_off_cpu(tid, space, &regs, &stack);
+                        let (user, truncated) = self.unwind_waiting(tid, space, &regs, &stack);
                         if let Some((o, _)) = self.off_cpu.get_mut(at) {
                             (o.space, o.user, o.truncated) = (space, user, truncated);
+                        }
+                    }
+                }
+                Copied::LockWait(at) => {
+                    if let Some(w) = self.lock_waits.get(at) {
+                        let (tid, space) = (w.tid, self.procs.space_at(w.pid, w.begin_ns));
+                        let (user, truncated) = self.unwind_waiting(tid, space, &regs, &stack);
+                        if let Some(w) = self.lock_waits.get_mut(at) {
+                            (w.space, w.user, w.truncated) = (space, user, truncated);
+                            w.copied = true;
                         }
                     }
                 }

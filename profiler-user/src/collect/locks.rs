@@ -11,10 +11,7 @@ use aya::{
         trace_point::TracePointLinkId,
     },
 };
-use profiler_common::{
-    DwarfRegs,
-    locks::{KernelLockEvent, LockWaitEvent, counter, names},
-};
+use profiler_common::locks::{KernelLockEvent, LockWaitEvent, counter, names};
 
 use super::{RawStack, map_err, object_map_ref, processes::Processes};
 use crate::error::{Error, Result};
@@ -29,9 +26,12 @@ pub struct RawLockWait {
     pub end_ns: u64,
     pub seq: u64,
     pub span_id: u64,
-    pub regs: DwarfRegs,
-    pub stack: Vec<u8>,
     pub user: RawStack,
+    /// The unwind of the user stack stopped before its end: the copy was too short, or
+    /// unwinding information was missing.
+    pub truncated: bool,
+    /// Its user stack copy came and was unwound (`Sink::drain_ring`).
+    pub copied: bool,
     pub space: u32,
     /// A kernel lock wait: `contention_begin`'s flags (its kind); None for a futex wait.
     pub kernel_flags: Option<u32>,
@@ -40,7 +40,7 @@ pub struct RawLockWait {
 }
 
 impl RawLockWait {
-    pub fn new(e: &LockWaitEvent, stack: Vec<u8>) -> Self {
+    pub fn new(e: &LockWaitEvent) -> Self {
         Self {
             pid: e.pid,
             tid: e.tid,
@@ -49,16 +49,16 @@ impl RawLockWait {
             end_ns: 0,
             seq: e.seq,
             span_id: e.span_id,
-            regs: e.regs,
-            stack,
             user: RawStack::Empty,
+            truncated: false,
+            copied: false,
             space: 0,
             kernel_flags: None,
             kernel: RawStack::Empty,
         }
     }
 
-    pub fn from_kernel(e: &KernelLockEvent, stack: Vec<u8>) -> Self {
+    pub fn from_kernel(e: &KernelLockEvent) -> Self {
         Self {
             pid: e.pid,
             tid: e.tid,
@@ -68,9 +68,9 @@ impl RawLockWait {
             end_ns: e.end_ns.max(e.begin_ns),
             seq: 0,
             span_id: e.span_id,
-            regs: e.regs,
-            stack,
             user: RawStack::Empty,
+            truncated: false,
+            copied: false,
             space: 0,
             kernel_flags: Some(e.flags),
             kernel: RawStack::from_id(e.kernel_stack_id),

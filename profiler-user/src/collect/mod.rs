@@ -492,7 +492,7 @@ pub async fn record(
     } else {
         None
     };
-    let copy_sizes = if session.may_dwarf {
+    let copy_sizes = if session.copies_stacks {
         Some(session.take_copy_sizes()?)
     } else {
         None

@@ -93,8 +93,10 @@ pub struct Session {
     stats_fd: Option<std::os::fd::OwnedFd>,
     pub cpus: Vec<u32>,
     pub dwarf: bool,
-    /// Some process of the run may take DWARF call graphs (`auto` may choose them later).
-    pub may_dwarf: bool,
+    /// The kernel copies user stacks to unwind here, sized per thread: some process of the
+    /// run may take DWARF call graphs (`auto` may choose them later), or `--locks` copies
+    /// each futex wait's.
+    pub copies_stacks: bool,
     pub off_cpu_min_ns: u64,
     pub off_cpu_interval_min_ns: u64,
     /// The process whose flags live in PRIMARY_FLAGS (0: none).
@@ -143,13 +145,10 @@ impl Session {
         let may_dwarf = dwarf
             || initial.iter().any(|&(_, d)| d)
             || (opts.call_graph == CallGraph::Auto && opts.follows());
-        // Without DWARF the sampler's DWARF path is dropped by the verifier (0 bytes to copy).
-        let dwarf_stack_bytes = if may_dwarf { stack_bytes } else { 0 };
-        let scratch_entries = if may_dwarf {
-            highest_possible_cpu().map_or(1, |c| c + 1)
-        } else {
-            1
-        };
+        let copies_stacks = may_dwarf || opts.locks;
+        // Without copies the sampler's DWARF path is dropped by the verifier (0 bytes to copy).
+        let dwarf_stack_bytes = if copies_stacks { stack_bytes } else { 0 };
+        let cpu_entries = highest_possible_cpu().map_or(1, |c| c + 1);
         let unused = |used: bool, entries: u32| if used { entries } else { 1 };
         let (scope_all, cgroup_id, cgroup_level) = match &opts.scope {
             Scope::All => (1u32, 0u64, 0u32),
@@ -189,10 +188,17 @@ impl Session {
                 unused(alloc_on, alloc::defaults::LIVE_ENTRIES),
             )
             .override_global(names::GLOBAL_DWARF_STACK_BYTES, &dwarf_stack_bytes, true)
-            .map_max_entries(names::MAP_DWARF_SCRATCH, scratch_entries)
+            .map_max_entries(names::MAP_DWARF_SCRATCH, unused(may_dwarf, cpu_entries))
+            .map_max_entries(
+                profiler_common::locks::names::MAP_LOCK_SCRATCH,
+                unused(
+                    opts.locks,
+                    cpu_entries.saturating_mul(profiler_common::locks::SCRATCH_PER_CPU),
+                ),
+            )
             .map_max_entries(
                 names::MAP_DWARF_COPY,
-                unused(may_dwarf, defaults::DWARF_COPY_THREADS),
+                unused(copies_stacks, defaults::DWARF_COPY_THREADS),
             )
             .override_global(names::GLOBAL_TASK_PID_OFFSET, &kernel.task_pid, true)
             .override_global(names::GLOBAL_TASK_TGID_OFFSET, &kernel.task_tgid, true)
@@ -297,7 +303,7 @@ impl Session {
             stats_fd: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
             cpus,
             dwarf,
-            may_dwarf,
+            copies_stacks,
             off_cpu_min_ns: off_cpu_min,
             off_cpu_interval_min_ns: off_cpu_interval_min,
             primary_pid: primary.pid,

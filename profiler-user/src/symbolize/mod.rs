@@ -192,8 +192,9 @@ impl<'a> Stacks<'a> {
         space: u32,
         kernel: &'a RawStack,
         user: &'a RawStack,
+        truncated: bool,
     ) -> u32 {
-        self.resolve_stack(t, space, kernel, user, false, Trim::LockTrace)
+        self.resolve_stack(t, space, kernel, user, truncated, Trim::LockTrace)
     }
 
     /// An off-CPU stack: taken in the sched_switch program, so its innermost kernel frames
@@ -447,9 +448,9 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         for w in &l.waits {
             thread_pids.entry(w.tid).or_insert(w.pid);
             let stack = if w.kernel_flags.is_some() {
-                stacks.resolve_kernel_lock(&mut t, w.space, &w.kernel, &w.user)
+                stacks.resolve_kernel_lock(&mut t, w.space, &w.kernel, &w.user, w.truncated)
             } else {
-                stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, false)
+                stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, w.truncated)
             };
             let e = sums
                 .entry((w.pid, w.tid, stack, w.span_id, w.uaddr, w.kernel_flags))
@@ -509,6 +510,8 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             kernel_waits_full: c.kernel_waits_full,
             kernel_ends_missed: c.kernel_ends_missed,
             kernel_in_flight: c.kernel_in_flight,
+            stacks_truncated: l.waits.iter().filter(|w| w.truncated).count() as u64,
+            stacks_lost: l.waits.iter().filter(|w| !w.copied).count() as u64,
         });
     }
     drop(stacks);
@@ -696,6 +699,19 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         if lost > 0 {
             warnings.push(format!(
                 "{lost} futex waits lost or left without their end (ring buffer or wait map full): lock wait time is missing or counted to the end of the recording; raise --ring-buffer-size"
+            ));
+        }
+        let without = l.waits.iter().filter(|w| !w.copied).count();
+        if without > 0 {
+            warnings.push(format!(
+                "{without} lock waits came without their user stack (the ring buffer was full, or the copy failed): their time shows without callers; raise --ring-buffer-size"
+            ));
+        }
+        let cut = l.waits.iter().filter(|w| w.truncated).count();
+        if cut.saturating_mul(20) > l.waits.len() {
+            warnings.push(format!(
+                "{cut} of {} lock wait user stacks were cut short (shown ending in {TRUNCATED_FRAME}): deep stacks need a larger --stack-size, or their code lacks unwinding information",
+                l.waits.len()
             ));
         }
     }
