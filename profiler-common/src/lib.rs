@@ -312,20 +312,19 @@ pub enum EventKind {
     SampleDwarf = 13,
     /// An [`alloc::AllocEvent`]: one sampled allocation (`--alloc`).
     Alloc = 14,
-    /// A [`locks::LockWaitEvent`]: a target thread began waiting on a futex (`--locks`).
+    /// A [`locks::LockWaitEvent`]: a target thread began waiting on a futex (`--locks`); sent
+    /// as the head of a [`SampleDwarfEvent`] (same size), cut after its copied stack bytes.
     LockWait = 15,
     /// A [`locks::LockDoneEvent`]: that wait ended.
     LockDone = 16,
-    /// A [`locks::KernelLockEvent`]: a target thread waited for a kernel lock (`--locks`).
+    /// A [`locks::KernelLockEvent`]: a target thread waited for a kernel lock (`--locks`);
+    /// sent as the head of a [`SampleDwarfEvent`] (same size), cut after its copied stack
+    /// bytes.
     KernelLock = 17,
     /// A [`SampleDwarfEvent`] taken at a recorded switch-out of a thread in DWARF mode, cut
     /// after its copied stack bytes: the user stack of the off-CPU interval of that thread
     /// that begins at its `timestamp_ns` (whose `user_stack_id` is [`USER_STACK_COPIED`]).
     OffCpuStack = 18,
-    /// A [`SampleDwarfEvent`] sent right after a [`locks::LockWaitEvent`] or a
-    /// [`locks::KernelLockEvent`], cut after its copied stack bytes: the user stack of the
-    /// wait of its `tid` that began at its `timestamp_ns`.
-    LockStack = 19,
 }
 
 impl EventKind {
@@ -349,7 +348,6 @@ impl EventKind {
             16 => Some(Self::LockDone),
             17 => Some(Self::KernelLock),
             18 => Some(Self::OffCpuStack),
-            19 => Some(Self::LockStack),
             _ => None,
         }
     }
@@ -585,7 +583,7 @@ mod tests {
         assert_eq!(size_of::<locks::LockWaitEvent>(), 56);
         assert_eq!(size_of::<locks::KernelLockKey>(), 16);
         assert_eq!(size_of::<locks::KernelLockWaiting>(), 24);
-        assert_eq!(size_of::<locks::KernelLockEvent>(), 64);
+        assert_eq!(size_of::<locks::KernelLockEvent>(), 56);
         // The ring buffer hands out 8-byte aligned records.
         assert!(align_of::<SampleInlineEvent>() <= 8);
     }
@@ -627,7 +625,6 @@ mod tests {
             EventKind::LockDone,
             EventKind::KernelLock,
             EventKind::OffCpuStack,
-            EventKind::LockStack,
         ] {
             assert_eq!(EventKind::from_u32(k as u32), Some(k));
         }

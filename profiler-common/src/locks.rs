@@ -19,7 +19,7 @@ pub mod names {
     pub const MAP_LOCK_WAITS: &str = "LOCK_WAITS";
     pub const MAP_LOCK_COUNTERS: &str = "LOCK_COUNTERS";
     pub const MAP_LOCK_SEQ: &str = "LOCK_SEQ";
-    /// Per CPU: where a futex wait's stack copy is assembled.
+    /// Per CPU: where a lock wait's record and stack copy are assembled.
     pub const MAP_LOCK_SCRATCH: &str = "LOCK_SCRATCH";
     pub const PROGRAM_KLOCK_BEGIN: &str = "klock_begin";
     pub const PROGRAM_KLOCK_END: &str = "klock_end";
@@ -37,10 +37,6 @@ pub mod defaults {
     pub const KERNEL_WAITS: u32 = 16384;
 }
 
-/// `LOCK_SCRATCH` records per CPU: one for each program that copies user stacks (the futex
-/// program and the two kernel lock end programs), which may run nested in one another.
-pub const SCRATCH_PER_CPU: u32 = 3;
-
 /// futex operations that wait (`op & FUTEX_CMD_MASK`).
 pub mod futex {
     pub const WAIT: u64 = 0;
@@ -52,8 +48,8 @@ pub mod futex {
     pub const CMD_MASK: u64 = 0x7f;
 }
 
-/// A target thread begins waiting on a futex. Its user stack follows in a
-/// [`crate::EventKind::LockStack`] record.
+/// A target thread begins waiting on a futex. The head of its record: its user registers
+/// and stack top follow, as in a [`crate::SampleDwarfEvent`] (the same size as its head).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LockWaitEvent {
@@ -71,6 +67,9 @@ pub struct LockWaitEvent {
     pub op: u32,
     pub _pad: u32,
 }
+
+const _: () = assert!(size_of::<LockWaitEvent>() == size_of::<crate::SampleEvent>());
+const _: () = assert!(size_of::<KernelLockEvent>() == size_of::<crate::SampleEvent>());
 
 /// The wait ended (the futex call returned).
 #[repr(C)]
@@ -178,14 +177,16 @@ pub struct KernelLockWaiting {
     pub _pad: u32,
 }
 
-/// A target thread waited for a kernel lock: sent at the wait's end, with all of it but its
-/// user stack, which follows in a [`crate::EventKind::LockStack`] record.
+/// A target thread waited for a kernel lock: sent at the wait's end, with all of it. The
+/// head of its record: its user registers and stack top follow, as in a
+/// [`crate::SampleDwarfEvent`] (the same size as its head).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct KernelLockEvent {
     /// [`crate::EventKind::KernelLock`] as u32.
     pub kind: u32,
-    pub cpu: u32,
+    /// Id in the stack map, or a negative errno.
+    pub kernel_stack_id: i32,
     pub begin_ns: u64,
     pub end_ns: u64,
     pub pid: u32,
@@ -197,7 +198,4 @@ pub struct KernelLockEvent {
     pub flags: u32,
     /// `contention_end`'s ret: 0, or the error that ended the wait (-EINTR).
     pub ret: i32,
-    /// Id in the stack map, or a negative errno.
-    pub kernel_stack_id: i32,
-    pub _pad: u32,
 }

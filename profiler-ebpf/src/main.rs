@@ -429,8 +429,8 @@ mod programs {
         }
 
         // SAFETY: a read-only global the loader fills in. It is 0 when no process of the run
-        // can take DWARF call graphs: the verifier reads frozen globals as constants and then
-        // leaves the DWARF path out of its work (issue 17).
+        // can take DWARF call graphs and `--locks` copies no stacks: the verifier reads frozen
+        // globals as constants and then leaves the DWARF path out of its work (issue 17).
         let dwarf = flags & target::DWARF != 0
             && unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) } != 0;
         // A tick in user mode has no kernel stack: the helper would find none, at a cost of
@@ -514,8 +514,8 @@ mod programs {
     #[map(name = "DWARF_SCRATCH")]
     static DWARF_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
 
-    /// Bytes of user stack to copy per DWARF sample; set by the loader, 0 when the run has no
-    /// DWARF call graphs.
+    /// Bytes of user stack to copy per DWARF sample, off-CPU stack or lock wait at most; set by
+    /// the loader, 0 when the run copies none (no DWARF call graphs, no `--locks`).
     #[unsafe(no_mangle)]
     static DWARF_STACK_BYTES: u64 = 0;
 
@@ -575,9 +575,15 @@ mod programs {
         };
         header.kind = EventKind::SampleDwarf as u32;
         let flags = submit_flags(announce);
-        match send_stack_copy(&DWARF_SCRATCH, header.cpu, header, user, flags, || {
-            bump(counter::DWARF_STACK_ERROR)
-        }) {
+        match send_stack_copy(
+            &DWARF_SCRATCH,
+            header.cpu,
+            header.tid,
+            header,
+            user,
+            flags,
+            || bump(counter::DWARF_STACK_ERROR),
+        ) {
             None => {
                 bump(counter::DWARF_NO_USER_REGS);
                 false
@@ -625,20 +631,22 @@ mod programs {
         (regs.sp != 0 && regs.ip != 0).then_some(regs)
     }
 
-    /// Sends `header` (its kind set by the caller), the registers and the top of the user
-    /// stack from `user.sp` as one record, assembled in `scratch`'s record `slot` (the
-    /// caller's own on this CPU). None when there is no such record; otherwise whether the
-    /// ring buffer took it. A copy that failed at its first byte calls `on_empty` and is sent
-    /// without stack.
+    /// Sends `header` (a record head the size of a `SampleEvent`, its kind set by the
+    /// caller), the registers and the top of `tid`'s user stack from `user.sp` as one record,
+    /// assembled in `scratch`'s record `slot` (the caller's own on this CPU). None when there
+    /// is no such record; otherwise whether the ring buffer took it. A copy that failed at its
+    /// first byte calls `on_empty` and is sent without stack.
     #[inline(always)]
-    fn send_stack_copy(
+    fn send_stack_copy<H: Copy>(
         scratch: &Array<SampleDwarfEvent>,
         slot: u32,
-        header: SampleEvent,
+        tid: u32,
+        header: H,
         user: UserRegs,
         flags: u64,
         on_empty: impl FnOnce(),
     ) -> Option<bool> {
+        const { assert!(size_of::<H>() == size_of::<SampleEvent>()) };
         let rec = scratch.get_ptr_mut(slot)?;
         let UserRegs { ip, sp, bp, source } = user;
         // SAFETY: a read-only global the loader fills in before the program runs.
@@ -649,7 +657,7 @@ mod programs {
         // by the constant `most`: with a bound the verifier does not know, it explored 240k
         // instructions instead of 22k (~130 ms more start-up).
         // SAFETY: a plain copy of the value.
-        let (mut want, top) = match unsafe { DWARF_COPY.get(header.tid) } {
+        let (mut want, top) = match unsafe { DWARF_COPY.get(tid) } {
             Some(&v) => (dwarf_copy::bytes(v).min(most), dwarf_copy::top(v)),
             None => (0, 0),
         };
@@ -685,9 +693,10 @@ mod programs {
         if off == 0 {
             on_empty();
         }
-        // SAFETY: `rec` is this CPU's scratch record.
+        // SAFETY: `rec` is this CPU's scratch record; `header` fills its head exactly (the
+        // assertion above).
         unsafe {
-            (*rec).header = header;
+            core::ptr::write_unaligned(core::ptr::addr_of_mut!((*rec).header).cast::<H>(), header);
             (*rec).regs = DwarfRegs {
                 ip,
                 sp,
@@ -1175,7 +1184,7 @@ mod programs {
         };
         let span_id = innermost_span(tid);
         // SAFETY: a read-only global the loader fills in; 0 (and the copy then left out by
-        // the verifier) when no process of the run can take DWARF call graphs.
+        // the verifier) when the run copies no stacks.
         let copied = found.flags & target::DWARF != 0
             && unsafe { core::ptr::read_volatile(&DWARF_STACK_BYTES) } != 0
             && send_off_cpu_stack(pid, tid, now, kernel, span_id);
@@ -1228,10 +1237,11 @@ mod programs {
         let Some(user) = saved_user_regs() else {
             return false;
         };
+        // SAFETY: plain helper call without arguments.
+        let cpu = unsafe { bpf_get_smp_processor_id() };
         let header = SampleEvent {
             kind: EventKind::OffCpuStack as u32,
-            // SAFETY: plain helper call without arguments.
-            cpu: unsafe { bpf_get_smp_processor_id() },
+            cpu,
             timestamp_ns: now,
             pid,
             tid,
@@ -1241,7 +1251,7 @@ mod programs {
             span_id,
         };
         let flags = submit_flags(false);
-        match send_stack_copy(&DWARF_SCRATCH, header.cpu, header, user, flags, || {
+        match send_stack_copy(&DWARF_SCRATCH, cpu, tid, header, user, flags, || {
             bump(counter::OFF_CPU_STACK_ERROR)
         }) {
             None => false,

@@ -237,8 +237,8 @@ pub struct SamplingArgs {
     /// frame pointers when the program's executable was built with them, DWARF otherwise.
     #[arg(long, value_enum, default_value_t = CallGraph::Auto)]
     pub call_graph: CallGraph,
-    /// Bytes of user stack copied per sample in DWARF mode (up to 131072); deeper frames are
-    /// cut and marked `[unwind: truncated]`.
+    /// Bytes of user stack copied per sample in DWARF mode, and per lock wait with `--locks`
+    /// (up to 131072); deeper frames are cut and marked `[unwind: truncated]`.
     #[arg(long, default_value_t = DEFAULT_STACK_BYTES, value_parser = clap::value_parser!(u32).range(512..=profiler_common::MAX_DWARF_STACK as i64))]
     pub stack_size: u32,
     /// Record off-CPU time too: where target threads block (sleep, I/O, locks) or wait for a

@@ -187,6 +187,17 @@ fn sample_diff() -> crate::diff::Diff {
 /// eBPF object) gets wrong must be refused or bounded, never read out of bounds.
 pub fn ring_record(data: &[u8]) {
     use crate::collect::{Event, RawStack, offcpu, parse_event};
+    // A record with a stack copy: the copy's bytes lie inside the record, after its head.
+    let copy_ok = |regs: &profiler_common::DwarfRegs, stack: std::ops::Range<usize>| {
+        assert_eq!(stack.start, profiler_common::SAMPLE_DWARF_HEADER);
+        assert!(
+            stack.start <= stack.end && stack.end <= data.len(),
+            "{stack:?}"
+        );
+        assert!(stack.len() as u64 <= u64::from(regs.stack_len), "{stack:?}");
+        // What the drain loop does with it.
+        let _ = data.get(stack).unwrap_or(&[]).to_vec();
+    };
     let stack_ok = |s: &RawStack| match s {
         RawStack::Inline(frames) => {
             assert!(
@@ -205,25 +216,18 @@ pub fn ring_record(data: &[u8]) {
     };
     match parse_event(data) {
         Some(Event::SampleDwarf(s, comm, regs, stack)) => {
-            assert_eq!(stack.start, profiler_common::SAMPLE_DWARF_HEADER);
-            assert!(
-                stack.start <= stack.end && stack.end <= data.len(),
-                "{stack:?}"
-            );
-            assert!(stack.len() as u64 <= u64::from(regs.stack_len), "{stack:?}");
+            copy_ok(&regs, stack);
             comm_ok(comm.as_deref());
             stack_ok(&s.kernel);
-            // What the drain loop does with it.
-            let _ = data.get(stack).unwrap_or(&[]).to_vec();
         }
-        Some(Event::OffCpuStack { regs, stack, .. } | Event::LockStack { regs, stack, .. }) => {
-            assert_eq!(stack.start, profiler_common::SAMPLE_DWARF_HEADER);
-            assert!(
-                stack.start <= stack.end && stack.end <= data.len(),
-                "{stack:?}"
-            );
-            assert!(stack.len() as u64 <= u64::from(regs.stack_len), "{stack:?}");
-            let _ = data.get(stack).unwrap_or(&[]).to_vec();
+        Some(Event::OffCpuStack { regs, stack, .. } | Event::LockWait(_, regs, stack)) => {
+            copy_ok(&regs, stack);
+        }
+        Some(Event::KernelLock(e, regs, stack)) => {
+            copy_ok(&regs, stack);
+            let w = crate::collect::locks::RawLockWait::from_kernel(&e);
+            assert!(w.end_ns >= w.begin_ns, "{w:?}");
+            stack_ok(&w.kernel);
         }
         Some(Event::Sample(s, comm)) => {
             comm_ok(comm.as_deref());
@@ -241,15 +245,6 @@ pub fn ring_record(data: &[u8]) {
             stack_ok(&a.user);
             let (n, b) = crate::alloc::scale(a.size, 1 + u64::from(e.func));
             assert!(n >= 1.0 && b >= 0.0, "{n} {b}");
-        }
-        Some(Event::LockWait(e)) => {
-            let w = crate::collect::locks::RawLockWait::new(&e);
-            assert!(!w.copied, "{w:?}");
-        }
-        Some(Event::KernelLock(e)) => {
-            let w = crate::collect::locks::RawLockWait::from_kernel(&e);
-            assert!(w.end_ns >= w.begin_ns, "{w:?}");
-            stack_ok(&w.kernel);
         }
         Some(Event::Span(_) | Event::Process(_) | Event::LockDone(_)) | None => {}
     }
@@ -279,12 +274,15 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut dwarf = bytes::<SampleEvent>(EventKind::SampleDwarf, size_of::<DwarfRegs>() + 64);
     // stack_len (after ip, sp, bp): 64 bytes follow.
     dwarf[sample + 24..sample + 28].copy_from_slice(&64u32.to_ne_bytes());
-    let mut lock_stack = dwarf.clone();
-    lock_stack[..4].copy_from_slice(&(EventKind::LockStack as u32).to_ne_bytes());
+    let with_copy = |kind: EventKind| {
+        let mut v = dwarf.clone();
+        v[..4].copy_from_slice(&(kind as u32).to_ne_bytes());
+        v
+    };
     vec![
         ("sample", bytes::<SampleEvent>(EventKind::Sample, 0)),
         ("sample-inline", inline),
-        ("sample-dwarf", dwarf),
+        ("sample-dwarf", with_copy(EventKind::SampleDwarf)),
         ("span-begin", bytes::<SpanEvent>(EventKind::SpanBegin, 0)),
         ("span-fn-call", bytes::<SpanEvent>(EventKind::SpanFnCall, 0)),
         (
@@ -300,19 +298,12 @@ pub fn ring_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "alloc",
             bytes::<profiler_common::alloc::AllocEvent>(EventKind::Alloc, 0),
         ),
-        (
-            "lock-wait",
-            bytes::<profiler_common::locks::LockWaitEvent>(EventKind::LockWait, 0),
-        ),
-        ("lock-stack", lock_stack),
+        ("lock-wait", with_copy(EventKind::LockWait)),
         (
             "lock-done",
             bytes::<profiler_common::locks::LockDoneEvent>(EventKind::LockDone, 0),
         ),
-        (
-            "kernel-lock",
-            bytes::<profiler_common::locks::KernelLockEvent>(EventKind::KernelLock, 0),
-        ),
+        ("kernel-lock", with_copy(EventKind::KernelLock)),
     ]
 }
 
@@ -323,7 +314,12 @@ pub fn ring_length_fields(kind: u32) -> Vec<usize> {
     let sample = size_of::<SampleEvent>();
     match EventKind::from_u32(kind) {
         Some(EventKind::SampleInline) => vec![sample, sample + 4],
-        Some(EventKind::SampleDwarf | EventKind::OffCpuStack | EventKind::LockStack) => {
+        Some(
+            EventKind::SampleDwarf
+            | EventKind::OffCpuStack
+            | EventKind::LockWait
+            | EventKind::KernelLock,
+        ) => {
             vec![sample + 24]
         }
         _ => Vec::new(),

@@ -19,16 +19,16 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use profiler_common::{
-    COMM_LEN, EventKind, SampleDwarfEvent, SampleEvent, USER_STACK_COPIED, errno,
+    DwarfRegs, EventKind, SampleDwarfEvent, dwarf_regs, errno,
     locks::{
         KernelLockEvent, KernelLockKey, KernelLockWaiting, LockDoneEvent, LockWaitEvent,
-        LockWaiting, SCRATCH_PER_CPU, counter, defaults, futex, lcb,
+        LockWaiting, counter, defaults, futex, lcb,
     },
 };
 
 use super::{
-    EVENTS, STACKS, current_ids, innermost_span, saved_user_regs, send_stack_copy, submit_flags,
-    target_flags,
+    EVENTS, STACKS, UserRegs, current_ids, innermost_span, saved_user_regs, send_stack_copy,
+    submit_flags, target_flags,
 };
 
 #[map(name = "LOCK_WAITS")]
@@ -52,54 +52,85 @@ fn bump(index: u32) {
     }
 }
 
-/// Records to assemble lock waits' stack copies in, as `DWARF_SCRATCH` is for samples:
-/// apart from it, since an IRQ may interrupt these programs and the sampler runs in one.
-/// Three per CPU (the loader sizes it), one per program that copies: the futex program and
-/// the two kernel lock end programs, which may each run nested in the others.
+/// One record per CPU to assemble lock waits in, with their user stack copies, as
+/// `DWARF_SCRATCH` is for samples: apart from it, since an IRQ may interrupt these programs
+/// and the sampler runs in one. Indexed by CPU (the loader sizes it).
 #[map(name = "LOCK_SCRATCH")]
 static LOCK_SCRATCH: Array<SampleDwarfEvent> = Array::with_max_entries(1, 0);
 
-/// Each program's record of its CPU's `SCRATCH_PER_CPU`.
-const SCRATCH_FUTEX: u32 = 0;
-const SCRATCH_KLOCK_END: u32 = 1;
-const SCRATCH_KLOCK_END_NESTED: u32 = 2;
+/// Per CPU: 1 while a program assembles its wait in this CPU's `LOCK_SCRATCH` record. The
+/// kernel lock end programs may run nested in the futex program or in each other (a
+/// contention ending in an interrupt): the nested one sends its wait without stack rather
+/// than overwrite the record being sent. One record per CPU, not one per program: a record
+/// holds the largest copy (~256 KiB).
+#[map(name = "LOCK_SCRATCH_BUSY")]
+static LOCK_SCRATCH_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// The user registers and the top of the user stack of `tid`'s wait that began at `begin_ns`,
-/// sized per thread as DWARF samples' copies are: futex waits happen in the C library,
-/// which has no frame pointers, and a fixed copy cut deep callers' stacks short. A copy not
-/// sent leaves its wait without stack, which userspace counts; one that failed is counted
-/// at `errors`.
+/// Sends a wait's record, `head`, followed by the user registers and the top of `tid`'s user
+/// stack, sized per thread as DWARF samples' copies are: futex waits happen in the C library,
+/// which has no frame pointers, and a fixed copy cut deep callers' stacks short. False when
+/// the ring buffer refused it. A wait sent without stack (no user registers, the copy
+/// failed, or the record busy) is counted at `errors`.
 #[inline(always)]
-fn send_wait_stack(scratch: u32, begin_ns: u64, pid: u32, tid: u32, span_id: u64, errors: u32) {
-    let Some(user) = saved_user_regs() else {
+fn send_wait<H: Copy + 'static>(tid: u32, head: H, errors: u32) -> bool {
+    let Some(busy) = LOCK_SCRATCH_BUSY.get_ptr_mut(0) else {
         bump(errors);
-        return;
+        return send_head(head);
     };
+    // SAFETY: per-CPU slot; a program nested on this CPU runs to its end before this one
+    // goes on.
+    if unsafe { *busy } != 0 {
+        bump(errors);
+        return send_head(head);
+    }
+    // A stack pointer of 0 makes the copy fail at its first byte, which counts it.
+    let user = saved_user_regs().unwrap_or(UserRegs {
+        ip: 0,
+        sp: 0,
+        bp: 0,
+        source: dwarf_regs::TASK,
+    });
     // SAFETY: plain helper call without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let header = SampleEvent {
-        kind: EventKind::LockStack as u32,
-        cpu,
-        timestamp_ns: begin_ns,
-        pid,
-        tid,
-        user_stack_id: USER_STACK_COPIED,
-        kernel_stack_id: -errno::EFAULT,
-        comm: [0u8; COMM_LEN],
-        span_id,
-    };
-    let slot = cpu.saturating_mul(SCRATCH_PER_CPU).saturating_add(scratch);
+    // SAFETY: as above.
+    unsafe { *busy = 1 };
     let sent = send_stack_copy(
         &LOCK_SCRATCH,
-        slot,
-        header,
+        cpu,
+        tid,
+        head,
         user,
         submit_flags(false),
         || bump(errors),
     );
-    if sent.is_none() {
-        bump(errors);
+    // SAFETY: as above.
+    unsafe { *busy = 0 };
+    match sent {
+        Some(sent) => sent,
+        None => {
+            bump(errors);
+            send_head(head)
+        }
     }
+}
+
+/// A wait's record without stack: its head and empty registers.
+#[inline(always)]
+fn send_head<H: Copy + 'static>(head: H) -> bool {
+    #[repr(C)]
+    struct Headed<H> {
+        head: H,
+        regs: DwarfRegs,
+    }
+    let Some(mut entry) = EVENTS.reserve::<Headed<H>>(0) else {
+        return false;
+    };
+    entry.write(Headed {
+        head,
+        regs: DwarfRegs::default(),
+    });
+    entry.submit(submit_flags(false));
+    true
 }
 
 /// sys_enter_futex: (nr, uaddr, op, val, utime, uaddr2, val3) from offset 8, 8 bytes each
@@ -142,7 +173,6 @@ pub fn futex_enter(ctx: TracePointContext) -> u32 {
         },
         None => 0,
     };
-    let span_id = innermost_span(tid);
     let wait = LockWaitEvent {
         kind: EventKind::LockWait as u32,
         cpu,
@@ -151,21 +181,14 @@ pub fn futex_enter(ctx: TracePointContext) -> u32 {
         tid,
         uaddr,
         seq,
-        span_id,
+        span_id: innermost_span(tid),
         op: op as u32,
         _pad: 0,
     };
-    match EVENTS.reserve::<LockWaitEvent>(0) {
-        Some(mut entry) => {
-            entry.write(wait);
-            entry.submit(submit_flags(false));
-        }
-        None => {
-            bump(counter::LOST_RINGBUF);
-            return 0;
-        }
+    if !send_wait(tid, wait, counter::STACK_ERRORS) {
+        bump(counter::LOST_RINGBUF);
+        return 0;
     }
-    send_wait_stack(SCRATCH_FUTEX, now, pid, tid, span_id, counter::STACK_ERRORS);
     if LOCK_WAITS
         .insert(tid, LockWaiting { seq, begin_ns: now }, 0)
         .is_err()
@@ -279,17 +302,17 @@ pub fn klock_begin(ctx: RawTracePointContext) -> u32 {
 /// succeeds sends it.
 #[raw_tracepoint(tracepoint = "contention_end")]
 pub fn klock_end(ctx: RawTracePointContext) -> u32 {
-    klock_end_run(&ctx, SCRATCH_KLOCK_END)
+    klock_end_run(&ctx)
 }
 
 /// [`klock_end`]'s twin, for the ends nested in it (and its for those nested in this one).
 #[raw_tracepoint(tracepoint = "contention_end")]
 pub fn klock_end_nested(ctx: RawTracePointContext) -> u32 {
-    klock_end_run(&ctx, SCRATCH_KLOCK_END_NESTED)
+    klock_end_run(&ctx)
 }
 
 #[inline(always)]
-fn klock_end_run(ctx: &RawTracePointContext, scratch: u32) -> u32 {
+fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
     let key = KernelLockKey {
         lock_addr: ctx.arg(0),
         host_tid: bpf_get_current_pid_tgid() as u32,
@@ -312,39 +335,20 @@ fn klock_end_run(ctx: &RawTracePointContext, scratch: u32) -> u32 {
     if kernel < 0 {
         bump(counter::KERNEL_KSTACK_ERRORS);
     }
-    let span_id = innermost_span(w.tid);
     let event = KernelLockEvent {
         kind: EventKind::KernelLock as u32,
-        // SAFETY: plain helper call without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
         tid: w.tid,
         pid: w.pid,
         begin_ns: w.begin_ns,
         end_ns: now,
         lock_addr: key.lock_addr,
-        span_id,
+        span_id: innermost_span(w.tid),
         flags: w.flags,
         ret: ctx.arg::<u64>(1) as i32,
         kernel_stack_id: kernel,
-        _pad: 0,
     };
-    match EVENTS.reserve::<KernelLockEvent>(0) {
-        Some(mut entry) => {
-            entry.write(event);
-            entry.submit(submit_flags(false));
-        }
-        None => {
-            bump(counter::KERNEL_LOST_RINGBUF);
-            return 0;
-        }
+    if !send_wait(w.tid, event, counter::KERNEL_STACK_ERRORS) {
+        bump(counter::KERNEL_LOST_RINGBUF);
     }
-    send_wait_stack(
-        scratch,
-        w.begin_ns,
-        w.pid,
-        w.tid,
-        span_id,
-        counter::KERNEL_STACK_ERRORS,
-    );
     0
 }

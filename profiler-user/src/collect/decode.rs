@@ -27,19 +27,43 @@ pub enum Event {
         stack: std::ops::Range<usize>,
     },
     Alloc(profiler_common::alloc::AllocEvent),
-    /// A futex wait began; its user stack follows in a [`Event::LockStack`].
-    LockWait(profiler_common::locks::LockWaitEvent),
-    /// The user stack of a futex or kernel lock wait to unwind: its thread, its start (the
-    /// wait's `begin_ns`), registers and where its stack bytes are in the record.
-    LockStack {
-        tid: u32,
-        begin_ns: u64,
-        regs: DwarfRegs,
-        stack: std::ops::Range<usize>,
-    },
+    /// A futex wait began: the event's head, its user registers, and where its stack bytes
+    /// are in the record.
+    LockWait(
+        profiler_common::locks::LockWaitEvent,
+        DwarfRegs,
+        std::ops::Range<usize>,
+    ),
     LockDone(profiler_common::locks::LockDoneEvent),
-    /// A kernel lock wait; its user stack follows in a [`Event::LockStack`].
-    KernelLock(profiler_common::locks::KernelLockEvent),
+    /// A kernel lock wait, as a futex wait's.
+    KernelLock(
+        profiler_common::locks::KernelLockEvent,
+        DwarfRegs,
+        std::ops::Range<usize>,
+    ),
+}
+
+/// A record sent as a [`profiler_common::SampleDwarfEvent`]: its head (a `SampleEvent`, or a
+/// record of the same size), the registers, and where its stack bytes are. None when it is
+/// shorter than its head and registers.
+fn with_stack_copy<H: Copy>(bytes: &[u8]) -> Option<(H, DwarfRegs, std::ops::Range<usize>)> {
+    const { assert!(size_of::<H>() == size_of::<SampleEvent>()) };
+    if bytes.len() < SAMPLE_DWARF_HEADER {
+        return None;
+    }
+    // SAFETY: length checked; both are plain old data (H by the callers' types, each
+    // `#[repr(C)]` without padding), read unaligned.
+    let (h, regs): (H, DwarfRegs) = unsafe {
+        (
+            std::ptr::read_unaligned(bytes.as_ptr().cast()),
+            std::ptr::read_unaligned(bytes[size_of::<SampleEvent>()..].as_ptr().cast()),
+        )
+    };
+    // stack_len comes from the record: bounded by the bytes that are really there.
+    let end = SAMPLE_DWARF_HEADER
+        .saturating_add(usize::try_from(regs.stack_len).unwrap_or(usize::MAX))
+        .min(bytes.len());
+    Some((h, regs, SAMPLE_DWARF_HEADER..end))
 }
 
 /// Decodes one ring buffer record; None for a record of unknown kind or size.
@@ -67,49 +91,19 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             let e: SpanEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             return Some(Event::Span(e));
         }
-        EventKind::SampleDwarf | EventKind::OffCpuStack | EventKind::LockStack => {
-            if bytes.len() < SAMPLE_DWARF_HEADER {
-                return None;
-            }
-            // SAFETY: length checked; both are plain old data, read unaligned.
-            let (h, regs): (SampleEvent, DwarfRegs) = unsafe {
-                (
-                    std::ptr::read_unaligned(bytes.as_ptr().cast()),
-                    std::ptr::read_unaligned(bytes[size_of::<SampleEvent>()..].as_ptr().cast()),
-                )
-            };
-            // stack_len comes from the record: bounded by the bytes that are really there.
-            let end = SAMPLE_DWARF_HEADER
-                .saturating_add(usize::try_from(regs.stack_len).unwrap_or(usize::MAX))
-                .min(bytes.len());
-            let (tid, begin_ns, stack) = (h.tid, h.timestamp_ns, SAMPLE_DWARF_HEADER..end);
-            match kind {
-                EventKind::OffCpuStack => {
-                    return Some(Event::OffCpuStack {
-                        tid,
-                        begin_ns,
-                        regs,
-                        stack,
-                    });
-                }
-                EventKind::LockStack => {
-                    return Some(Event::LockStack {
-                        tid,
-                        begin_ns,
-                        regs,
-                        stack,
-                    });
-                }
-                _ => {}
+        EventKind::SampleDwarf | EventKind::OffCpuStack => {
+            let (h, regs, stack) = with_stack_copy::<SampleEvent>(bytes)?;
+            if kind == EventKind::OffCpuStack {
+                return Some(Event::OffCpuStack {
+                    tid: h.tid,
+                    begin_ns: h.timestamp_ns,
+                    regs,
+                    stack,
+                });
             }
             let (sample, comm) =
                 raw_sample(&h, RawStack::Empty, RawStack::from_id(h.kernel_stack_id));
-            return Some(Event::SampleDwarf(
-                sample,
-                comm,
-                regs,
-                SAMPLE_DWARF_HEADER..end,
-            ));
+            return Some(Event::SampleDwarf(sample, comm, regs, stack));
         }
         EventKind::OffCpu => {
             if bytes.len() < size_of::<OffCpuEvent>() {
@@ -128,20 +122,12 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             return Some(Event::Alloc(e));
         }
         EventKind::LockWait => {
-            if bytes.len() < size_of::<profiler_common::locks::LockWaitEvent>() {
-                return None;
-            }
-            // SAFETY: length checked; LockWaitEvent is plain old data, read unaligned.
-            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            return Some(Event::LockWait(e));
+            let (e, regs, stack) = with_stack_copy(bytes)?;
+            return Some(Event::LockWait(e, regs, stack));
         }
         EventKind::KernelLock => {
-            if bytes.len() < size_of::<profiler_common::locks::KernelLockEvent>() {
-                return None;
-            }
-            // SAFETY: length checked; KernelLockEvent is plain old data, read unaligned.
-            let e = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            return Some(Event::KernelLock(e));
+            let (e, regs, stack) = with_stack_copy(bytes)?;
+            return Some(Event::KernelLock(e, regs, stack));
         }
         EventKind::LockDone => {
             if bytes.len() < size_of::<profiler_common::locks::LockDoneEvent>() {

@@ -30,7 +30,8 @@ pub struct Sink<'a> {
     pub lock_waits: Vec<locks::RawLockWait>,
     pub lock_ends: HashMap<u64, u64>,
     pub unwinder: unwind::Unwinder,
-    /// Per-thread DWARF copy sizes and the kernel's map of them, when DWARF may be used.
+    /// Per-thread stack copy sizes and the kernel's map of them, when the kernel copies stacks
+    /// (DWARF may be used, or `--locks`).
     pub copy_sizes: Option<(stack_copy::Sizes, BpfHashMap<MapData, u32, u64>)>,
     /// Stack copies not unwound yet: (whose, registers, stack bytes).
     to_unwind: std::collections::VecDeque<(Copied, DwarfRegs, Vec<u8>)>,
@@ -43,10 +44,6 @@ pub struct Sink<'a> {
     /// Off-CPU intervals whose user stack copy never came (the kernel counts copies lost):
     /// they are kept without user stack.
     pub off_cpu_stacks_unmatched: u64,
-    /// Lock waits whose user stack copy has not come yet, by (thread, begin): their index
-    /// in `lock_waits`. A copy follows its wait's record, the same program run sending both;
-    /// another program's records may come between them (one may run nested in the other).
-    lock_copy_due: HashMap<(u32, u64), usize>,
     /// The targets map, where userspace updates it at exec: the call graph (`--call-graph
     /// auto` with processes followed) and membership (`--comm`).
     pub auto_targets: Option<Targets>,
@@ -100,7 +97,6 @@ impl<'a> Sink<'a> {
             off_cpu_copies: HashMap::new(),
             copies_of_exited: Default::default(),
             off_cpu_stacks_unmatched: 0,
-            lock_copy_due: HashMap::new(),
             auto_targets,
             threads,
             meta,
@@ -206,29 +202,11 @@ impl<'a> Sink<'a> {
                     self.off_cpu.push((interval, e.in_totals != 0));
                 }
                 Some(Event::Alloc(e)) => self.allocs.push(alloc::RawAlloc::from_event(&e)),
-                Some(Event::LockWait(e)) => {
-                    self.lock_copy_due
-                        .insert((e.tid, e.begin_ns), self.lock_waits.len());
-                    self.lock_waits.push(locks::RawLockWait::new(&e));
+                Some(Event::LockWait(e, regs, stack)) => {
+                    self.push_lock_wait(locks::RawLockWait::new(&e), regs, item.get(stack));
                 }
-                Some(Event::KernelLock(e)) => {
-                    self.lock_copy_due
-                        .insert((e.tid, e.begin_ns), self.lock_waits.len());
-                    self.lock_waits.push(locks::RawLockWait::from_kernel(&e));
-                }
-                Some(Event::LockStack {
-                    tid,
-                    begin_ns,
-                    regs,
-                    stack,
-                }) => {
-                    // Without its wait (lost), the copy has nothing to go with: the kernel
-                    // counted the wait.
-                    if let Some(at) = self.lock_copy_due.remove(&(tid, begin_ns)) {
-                        let bytes = item.get(stack).unwrap_or(&[]).to_vec();
-                        self.to_unwind
-                            .push_back((Copied::LockWait(at), regs, bytes));
-                    }
+                Some(Event::KernelLock(e, regs, stack)) => {
+                    self.push_lock_wait(locks::RawLockWait::from_kernel(&e), regs, item.get(stack));
                 }
                 Some(Event::LockDone(e)) => {
                     self.lock_ends.insert(e.seq, e.end_ns);
@@ -313,8 +291,20 @@ impl<'a> Sink<'a> {
                 w.space = self.procs.space_at(w.pid, w.begin_ns);
             }
         }
-        self.lock_copy_due.clear();
         (waits, unfinished)
+    }
+
+    /// A lock wait, its user stack queued to unwind; one whose copy failed (empty) stays
+    /// without stack.
+    fn push_lock_wait(&mut self, wait: locks::RawLockWait, regs: DwarfRegs, stack: Option<&[u8]>) {
+        if let Some(bytes) = stack.filter(|b| !b.is_empty()) {
+            self.to_unwind.push_back((
+                Copied::LockWait(self.lock_waits.len()),
+                regs,
+                bytes.to_vec(),
+            ));
+        }
+        self.lock_waits.push(wait);
     }
 
     /// The copy of `tid`'s user stack taken at `begin_ns`, if it came. An older copy of the
@@ -341,7 +331,7 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// An off-CPU or futex wait user stack, unwound apart from the samples' statistics, which
+    /// An off-CPU or lock wait user stack, unwound apart from the samples' statistics, which
     /// describe the samples' copies. What it read sizes the thread's next copies as samples
     /// do: a thread that mostly waits has few samples to size them from.
     fn unwind_waiting(

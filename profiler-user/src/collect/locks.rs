@@ -30,7 +30,7 @@ pub struct RawLockWait {
     /// The unwind of the user stack stopped before its end: the copy was too short, or
     /// unwinding information was missing.
     pub truncated: bool,
-    /// Its user stack copy came and was unwound (`Sink::drain_ring`).
+    /// Its user stack copy came and was unwound (`Sink::unwind_pending`).
     pub copied: bool,
     pub space: u32,
     /// A kernel lock wait: `contention_begin`'s flags (its kind); None for a futex wait.

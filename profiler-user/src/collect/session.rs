@@ -126,13 +126,14 @@ impl Session {
             .off_cpu
             .map_or((0, u64::MAX), |o| (nanos(o.min), nanos(o.interval_min)));
         let stack_bytes = u64::from(opts.stack_bytes);
-        // A few DWARF records must fit in the ring buffer, or every sample would be "lost".
+        // A few stack copies must fit in the ring buffer, or every DWARF sample (or lock wait)
+        // would be "lost".
         let dwarf_record = (SAMPLE_DWARF_HEADER as u64 + stack_bytes) * 4;
-        if dwarf && u64::from(opts.ring_buffer_bytes) < dwarf_record {
+        if (dwarf || opts.locks) && u64::from(opts.ring_buffer_bytes) < dwarf_record {
             return Err(Error::InvalidArgument {
                 what: "--ring-buffer-size",
                 reason: format!(
-                    "{} bytes holds fewer than 4 DWARF samples of --stack-size {}: use at least {} (a power of two)",
+                    "{} bytes holds fewer than 4 stack copies of --stack-size {}: use at least {} (a power of two)",
                     opts.ring_buffer_bytes,
                     opts.stack_bytes,
                     dwarf_record.next_power_of_two()
@@ -140,8 +141,9 @@ impl Session {
             });
         }
         // One DWARF scratch record per possible CPU, indexed by CPU number, when DWARF can be
-        // used at all (`auto` may switch a child to it later). Maps a run does not use get one
-        // entry: a 4,096-CPU machine would otherwise pin 64 MiB of scratch for nothing.
+        // used at all (`auto` may switch a child to it later), and one lock scratch record
+        // with `--locks`. Maps a run does not use get one entry: each record holds the largest
+        // copy (~256 KiB), so a 4,096-CPU machine would pin 1 GiB per map for nothing.
         let may_dwarf = dwarf
             || initial.iter().any(|&(_, d)| d)
             || (opts.call_graph == CallGraph::Auto && opts.follows());
@@ -191,10 +193,7 @@ impl Session {
             .map_max_entries(names::MAP_DWARF_SCRATCH, unused(may_dwarf, cpu_entries))
             .map_max_entries(
                 profiler_common::locks::names::MAP_LOCK_SCRATCH,
-                unused(
-                    opts.locks,
-                    cpu_entries.saturating_mul(profiler_common::locks::SCRATCH_PER_CPU),
-                ),
+                unused(opts.locks, cpu_entries),
             )
             .map_max_entries(
                 names::MAP_DWARF_COPY,

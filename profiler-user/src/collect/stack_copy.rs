@@ -1,4 +1,5 @@
-//! How much user stack the kernel copies per DWARF sample, thread by thread.
+//! How much user stack the kernel copies per DWARF sample, thread by thread (and per
+//! off-CPU interval or lock wait of that thread, whose unwinds size it too).
 //!
 //! The copy is most of a DWARF sample's cost in the kernel, and most threads' stacks need a
 //! few KiB of the 16 KiB `--stack-size` allows (issue 17). Each thread starts with the full

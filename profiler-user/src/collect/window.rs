@@ -215,6 +215,7 @@ impl Cutter {
             .iter()
             .map(|s| &s.user)
             .chain(sink.off_cpu.iter().map(|(o, _)| &o.user))
+            .chain(sink.lock_waits.iter().map(|w| &w.user))
             .filter_map(unwound_id)
             .collect();
         sink.unwinder.prune(&pruned.spaces, &waiting);
