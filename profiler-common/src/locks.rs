@@ -101,7 +101,7 @@ pub mod counter {
     pub const DONE_LOST: u32 = 2;
     /// Waits not remembered: LOCK_WAITS full.
     pub const WAITS_FULL: u32 = 3;
-    /// Waits whose user stack could not be copied.
+    /// Waits sent without their user stack: no user registers, or the copy failed.
     pub const STACK_ERRORS: u32 = 4;
     /// Kernel lock contentions of target threads seen (`contention_begin`).
     pub const KERNEL_WAITS: u32 = 5;
@@ -109,7 +109,8 @@ pub mod counter {
     pub const KERNEL_LOST_RINGBUF: u32 = 6;
     /// Kernel lock contentions not remembered: KLOCK_WAITS full.
     pub const KERNEL_WAITS_FULL: u32 = 7;
-    /// Kernel lock waits whose user stack could not be copied.
+    /// Kernel lock waits sent without their user stack: no user registers, the copy failed,
+    /// or the wait's end ran nested in another lock program (the scratch record was busy).
     pub const KERNEL_STACK_ERRORS: u32 = 8;
     /// Kernel lock waits without a kernel stack (the stack map refused it).
     pub const KERNEL_KSTACK_ERRORS: u32 = 9;

@@ -53,9 +53,12 @@ pub struct LocksReport {
     pub lost: u64,
     pub unfinished: u64,
     pub stack_errors: u64,
-    /// Waits (futex and kernel) whose user stack unwound only partly, or came not at all.
+    /// Futex waits whose user stack unwound only partly, or came not at all; the same for
+    /// kernel lock waits.
     pub stacks_truncated: u64,
     pub stacks_lost: u64,
+    pub kernel_stacks_truncated: u64,
+    pub kernel_stacks_lost: u64,
     pub bpf_runs: u64,
     pub bpf_ns_per_run: Option<f64>,
     pub windowed: bool,
@@ -219,6 +222,8 @@ impl LocksReport {
             stack_errors: info.stack_errors,
             stacks_truncated: info.stacks_truncated,
             stacks_lost: info.stacks_lost,
+            kernel_stacks_truncated: info.kernel_stacks_truncated,
+            kernel_stacks_lost: info.kernel_stacks_lost,
             bpf_runs: info.bpf_run_count,
             bpf_ns_per_run: (info.bpf_run_count > 0)
                 .then(|| info.bpf_run_time_ns as f64 / info.bpf_run_count as f64),
@@ -257,15 +262,7 @@ impl LocksReport {
                 ""
             }
         );
-        if self.stacks_truncated > 0 || self.stacks_lost > 0 {
-            let _ = writeln!(
-                t,
-                "  user stacks: {} cut short (ending in {}), {} missing",
-                self.stacks_truncated,
-                crate::symbolize::TRUNCATED_FRAME,
-                self.stacks_lost,
-            );
-        }
+        user_stacks(t, self.stacks_truncated, self.stacks_lost);
         if self.kernel {
             let _ = writeln!(
                 t,
@@ -276,6 +273,7 @@ impl LocksReport {
                 self.kernel_stack_errors,
                 self.kernel_in_futex,
             );
+            user_stacks(t, self.kernel_stacks_truncated, self.kernel_stacks_lost);
             if self.kernel_lost > 0 {
                 let _ = writeln!(
                     t,
@@ -341,6 +339,18 @@ impl LocksReport {
                 );
             }
         }
+    }
+}
+
+/// The line on waits' user stacks cut short or missing, when there are any.
+fn user_stacks(t: &mut String, truncated: u64, lost: u64) {
+    use std::fmt::Write as _;
+    if truncated > 0 || lost > 0 {
+        let _ = writeln!(
+            t,
+            "  user stacks: {truncated} cut short (ending in {}), {lost} missing",
+            crate::symbolize::TRUNCATED_FRAME,
+        );
     }
 }
 

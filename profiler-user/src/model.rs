@@ -153,13 +153,19 @@ pub struct LockInfo {
     pub kernel_ends_missed: u64,
     #[prost(uint64, tag = "18")]
     pub kernel_in_flight: u64,
-    /// Waits whose user stack unwound only partly (marked `[unwind: truncated]`): the copy
-    /// was too short, or unwinding information was missing.
+    /// Futex waits whose user stack unwound only partly (marked `[unwind: truncated]`): the
+    /// copy was too short, or unwinding information was missing.
     #[prost(uint64, tag = "19")]
     pub stacks_truncated: u64,
-    /// Waits without a user stack: its copy was not sent (ring buffer full) or failed.
+    /// Futex waits without a user stack: no user registers, or the copy failed.
     #[prost(uint64, tag = "20")]
     pub stacks_lost: u64,
+    /// The same for kernel lock waits; `kernel_stacks_lost` also counts those whose end ran
+    /// nested in another lock program (the copy's record was busy).
+    #[prost(uint64, tag = "21")]
+    pub kernel_stacks_truncated: u64,
+    #[prost(uint64, tag = "22")]
+    pub kernel_stacks_lost: u64,
 }
 
 /// One sampled allocation (`--alloc`). It stands for more than itself: see

@@ -69,21 +69,26 @@ static LOCK_SCRATCH_BUSY: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0)
 /// Sends a wait's record, `head`, followed by the user registers and the top of `tid`'s user
 /// stack, sized per thread as DWARF samples' copies are: futex waits happen in the C library,
 /// which has no frame pointers, and a fixed copy cut deep callers' stacks short. False when
-/// the ring buffer refused it. A wait sent without stack (no user registers, the copy
-/// failed, or the record busy) is counted at `errors`.
+/// the ring buffer refused it (the caller counts the wait lost). A wait sent without stack
+/// (no user registers, the copy failed, or the record busy) is counted at `errors`.
 #[inline(always)]
 fn send_wait<H: Copy + 'static>(tid: u32, head: H, errors: u32) -> bool {
+    let without_stack = |head: H| {
+        let sent = send_head(head);
+        if sent {
+            bump(errors);
+        }
+        sent
+    };
     let Some(busy) = LOCK_SCRATCH_BUSY.get_ptr_mut(0) else {
-        bump(errors);
-        return send_head(head);
+        return without_stack(head);
     };
     // SAFETY: per-CPU slot; a program nested on this CPU runs to its end before this one
     // goes on.
     if unsafe { *busy } != 0 {
-        bump(errors);
-        return send_head(head);
+        return without_stack(head);
     }
-    // A stack pointer of 0 makes the copy fail at its first byte, which counts it.
+    // A stack pointer of 0 makes the copy fail at its first byte.
     let user = saved_user_regs().unwrap_or(UserRegs {
         ip: 0,
         sp: 0,
@@ -92,6 +97,7 @@ fn send_wait<H: Copy + 'static>(tid: u32, head: H, errors: u32) -> bool {
     });
     // SAFETY: plain helper call without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
+    let mut empty = false;
     // SAFETY: as above.
     unsafe { *busy = 1 };
     let sent = send_stack_copy(
@@ -101,16 +107,19 @@ fn send_wait<H: Copy + 'static>(tid: u32, head: H, errors: u32) -> bool {
         head,
         user,
         submit_flags(false),
-        || bump(errors),
+        || empty = true,
     );
     // SAFETY: as above.
     unsafe { *busy = 0 };
     match sent {
-        Some(sent) => sent,
-        None => {
-            bump(errors);
-            send_head(head)
+        Some(true) => {
+            if empty {
+                bump(errors);
+            }
+            true
         }
+        Some(false) => false,
+        None => without_stack(head),
     }
 }
 
@@ -185,14 +194,19 @@ pub fn futex_enter(ctx: TracePointContext) -> u32 {
         op: op as u32,
         _pad: 0,
     };
+    // Remembered before it is sent: a kernel lock contended while it is sent (the ring
+    // buffer's wake-up takes a run queue lock) is then inside this wait (`klock_begin`), and
+    // is not counted apart, without its user stack (the scratch record is busy).
+    let remembered = LOCK_WAITS
+        .insert(tid, LockWaiting { seq, begin_ns: now }, 0)
+        .is_ok();
+    // One loss, one count: a wait not sent is not also one not remembered.
     if !send_wait(tid, wait, counter::STACK_ERRORS) {
         bump(counter::LOST_RINGBUF);
-        return 0;
-    }
-    if LOCK_WAITS
-        .insert(tid, LockWaiting { seq, begin_ns: now }, 0)
-        .is_err()
-    {
+        if remembered {
+            let _ = LOCK_WAITS.remove(tid);
+        }
+    } else if !remembered {
         bump(counter::WAITS_FULL);
     }
     0

@@ -484,6 +484,12 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             )
             .collect();
         let c = &l.counters;
+        let count = |kernel: bool, what: fn(&crate::collect::locks::RawLockWait) -> bool| {
+            l.waits
+                .iter()
+                .filter(|w| w.kernel_flags.is_some() == kernel && what(w))
+                .count() as u64
+        };
         lock_info = Some(crate::model::LockInfo {
             waits: c.waits,
             lost: c
@@ -510,8 +516,10 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             kernel_waits_full: c.kernel_waits_full,
             kernel_ends_missed: c.kernel_ends_missed,
             kernel_in_flight: c.kernel_in_flight,
-            stacks_truncated: l.waits.iter().filter(|w| w.truncated).count() as u64,
-            stacks_lost: l.waits.iter().filter(|w| !w.copied).count() as u64,
+            stacks_truncated: count(false, |w| w.truncated),
+            stacks_lost: count(false, |w| !w.copied),
+            kernel_stacks_truncated: count(true, |w| w.truncated),
+            kernel_stacks_lost: count(true, |w| !w.copied),
         });
     }
     drop(stacks);
@@ -704,7 +712,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         let without = l.waits.iter().filter(|w| !w.copied).count();
         if without > 0 {
             warnings.push(format!(
-                "{without} lock waits came without their user stack (the ring buffer was full, or the copy failed): their time shows without callers; raise --ring-buffer-size"
+                "{without} lock waits came without their user stack (no user registers, the copy failed, or a kernel lock wait ended inside another lock program, whose copy was being sent): their time shows without callers"
             ));
         }
         let cut = l.waits.iter().filter(|w| w.truncated).count();
