@@ -101,7 +101,8 @@ pub mod counter {
     pub const DONE_LOST: u32 = 2;
     /// Waits not remembered: LOCK_WAITS full.
     pub const WAITS_FULL: u32 = 3;
-    /// Waits sent without their user stack: no user registers, or the copy failed.
+    /// Waits sent without their user stack: no user registers, the copy failed, or (never
+    /// seen: a futex wait does not begin inside another lock program) the record was busy.
     pub const STACK_ERRORS: u32 = 4;
     /// Kernel lock contentions of target threads seen (`contention_begin`).
     pub const KERNEL_WAITS: u32 = 5;

@@ -346,9 +346,6 @@ fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
         Ok(id) => id as i32,
         Err(e) => e,
     };
-    if kernel < 0 {
-        bump(counter::KERNEL_KSTACK_ERRORS);
-    }
     let event = KernelLockEvent {
         kind: EventKind::KernelLock as u32,
         tid: w.tid,
@@ -361,8 +358,11 @@ fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
         ret: ctx.arg::<u64>(1) as i32,
         kernel_stack_id: kernel,
     };
+    // A wait not sent is counted lost, and only that.
     if !send_wait(w.tid, event, counter::KERNEL_STACK_ERRORS) {
         bump(counter::KERNEL_LOST_RINGBUF);
+    } else if kernel < 0 {
+        bump(counter::KERNEL_KSTACK_ERRORS);
     }
     0
 }
