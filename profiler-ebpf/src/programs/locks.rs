@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
 };
 use profiler_common::{
-    DwarfRegs, EventKind, SampleDwarfEvent, dwarf_regs, errno,
+    DwarfRegs, EventKind, SampleDwarfEvent, errno,
     locks::{
         KernelLockEvent, KernelLockKey, KernelLockWaiting, LockDoneEvent, LockWaitEvent,
         LockWaiting, counter, defaults, futex, lcb,
@@ -27,8 +27,8 @@ use profiler_common::{
 };
 
 use super::{
-    EVENTS, STACKS, UserRegs, current_ids, innermost_span, saved_user_regs, send_stack_copy,
-    submit_flags, target_flags,
+    EVENTS, STACKS, current_ids, innermost_span, saved_user_regs, send_stack_copy, submit_flags,
+    target_flags,
 };
 
 #[map(name = "LOCK_WAITS")]
@@ -80,7 +80,7 @@ fn send_wait<H: Copy + 'static>(tid: u32, head: H, errors: u32) -> bool {
         }
         sent
     };
-    let Some(busy) = LOCK_SCRATCH_BUSY.get_ptr_mut(0) else {
+    let (Some(busy), Some(user)) = (LOCK_SCRATCH_BUSY.get_ptr_mut(0), saved_user_regs()) else {
         return without_stack(head);
     };
     // SAFETY: per-CPU slot; a program nested on this CPU runs to its end before this one
@@ -88,13 +88,6 @@ fn send_wait<H: Copy + 'static>(tid: u32, head: H, errors: u32) -> bool {
     if unsafe { *busy } != 0 {
         return without_stack(head);
     }
-    // A stack pointer of 0 makes the copy fail at its first byte.
-    let user = saved_user_regs().unwrap_or(UserRegs {
-        ip: 0,
-        sp: 0,
-        bp: 0,
-        source: dwarf_regs::TASK,
-    });
     // SAFETY: plain helper call without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let mut empty = false;

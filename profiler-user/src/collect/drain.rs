@@ -401,10 +401,9 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Unwinds queued stack copies (DWARF samples, off-CPU intervals, futex waits) whose
-    /// address space is
-    /// known (side-band records up to their time applied), oldest first, for at most
-    /// `budget`; at the end (None) all of them.
+    /// Unwinds queued stack copies (DWARF samples, off-CPU intervals, lock waits) whose
+    /// address space is known (side-band records up to their time applied), oldest first,
+    /// for at most `budget`; at the end (None) all of them.
     pub fn unwind_pending(&mut self, budget: Option<std::time::Duration>) {
         let started = Instant::now();
         while let Some(&(owner, _, _)) = self.to_unwind.front() {

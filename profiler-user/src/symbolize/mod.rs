@@ -709,14 +709,19 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
                 "{lost} futex waits lost or left without their end (ring buffer or wait map full): lock wait time is missing or counted to the end of the recording; raise --ring-buffer-size"
             ));
         }
-        let without = l.waits.iter().filter(|w| !w.copied).count();
+        // The lock summary above has counted them.
+        let (without, cut) = lock_info.as_ref().map_or((0, 0), |i| {
+            (
+                i.stacks_lost.saturating_add(i.kernel_stacks_lost),
+                i.stacks_truncated.saturating_add(i.kernel_stacks_truncated),
+            )
+        });
         if without > 0 {
             warnings.push(format!(
                 "{without} lock waits came without their user stack (no user registers, the copy failed, or a kernel lock wait ended inside another lock program, whose copy was being sent): their time shows without callers"
             ));
         }
-        let cut = l.waits.iter().filter(|w| w.truncated).count();
-        if cut.saturating_mul(20) > l.waits.len() {
+        if cut.saturating_mul(20) > l.waits.len() as u64 {
             warnings.push(format!(
                 "{cut} of {} lock wait user stacks were cut short (shown ending in {TRUNCATED_FRAME}): deep stacks need a larger --stack-size, or their code lacks unwinding information",
                 l.waits.len()
