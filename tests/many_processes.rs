@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use profiler_tests::*;
 
 const NAMES: [&str; 3] = ["alpha", "bravo", "charlie"];
+/// The program whose forked shell burns CPU before it execs (~130 ms in dash here), and
+/// which is later flagged as a kernel thread.
+const PRE_EXEC: usize = 1;
+const PRE_EXEC_SPIN: &str = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; ";
 
 /// Samples per root frame.
 fn by_root(f: &[(Vec<String>, u64)]) -> BTreeMap<String, u64> {
@@ -55,10 +59,16 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
         assert!(comm.len() <= 15, "{comm} would be cut in comm");
         programs.push((comm, hot, bin));
     }
-    // The three at once; each prints its pid so `[pid]` roots can be checked.
+    // The three at once; each prints its pid so `[pid]` roots can be checked. The second
+    // spins in its forked shell before its exec, so some of its process's samples are
+    // always rooted under `sh`, not under its name: per-process counts must take them in.
     let script: String = programs
         .iter()
-        .map(|(comm, _, bin)| format!("{} 1.5 & echo \"{comm} $!\"; ", bin.display()))
+        .enumerate()
+        .map(|(i, (comm, _, bin))| {
+            let spin = if i == PRE_EXEC { PRE_EXEC_SPIN } else { "" };
+            format!("({spin}exec {} 1.5) & echo \"{comm} $!\"; ", bin.display())
+        })
         .chain(std::iter::once("wait".to_string()))
         .collect();
     let dir = OutDir::new(scratch("many"));
@@ -108,6 +118,18 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
         assert_eq!(p.get(&key), roots.get(comm), "{key} in {p:?}");
     }
     assert!(p.keys().all(|r| r.ends_with(']')), "{p:?}");
+    let of_pid = |pid: u32| -> u64 {
+        let suffix = format!(" [{pid}]");
+        p.iter()
+            .filter(|(k, _)| k.ends_with(&suffix))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let pre_exec = format!("sh [{}]", pids[&programs[PRE_EXEC].0]);
+    assert!(
+        p.get(&pre_exec).is_some_and(|&n| n > 0),
+        "{pre_exec}: its samples before its exec in {p:?}"
+    );
     // `--group-by none`: no grouping frame. Its stacks are the default's with the root
     // dropped, the same samples each.
     let n = report_folded(&dir, "none");
@@ -146,13 +168,11 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
         assert_eq!(row["comm"].as_str(), Some(comm.as_str()));
         // The table is per process: a sample taken between its fork and its exec is the
         // process's too, though folded stacks root it under the name it had then (`sh`).
-        let pid_suffix = format!(" [{}]", pids[comm]);
-        let of_pid: u64 = p
-            .iter()
-            .filter(|(k, _)| k.ends_with(&pid_suffix))
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(row["samples"].as_u64(), Some(of_pid), "{comm}: {p:?}");
+        assert_eq!(
+            row["samples"].as_u64(),
+            Some(of_pid(pids[comm])),
+            "{comm}: {p:?}"
+        );
         assert_eq!(row["top_self"][0]["name"].as_str(), Some(hot.as_str()));
         let top = row["top_self"].as_array().map_or(0, Vec::len);
         assert!((1..=3).contains(&top), "{comm}: {top} top functions");
@@ -248,7 +268,7 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
 
     // Kernel threads are left out unless asked. None can be in scope yet, so one program is
     // flagged the way /proc flags a kernel thread, in a copy of the recording.
-    let (hidden_comm, _, _) = &programs[1];
+    let (hidden_comm, _, _) = &programs[PRE_EXEC];
     let hidden_pid = pids[hidden_comm];
     let mut rec = profiler::outputs::recording::read(&dir.join("recording.pb")).expect("read");
     let p = rec
@@ -288,7 +308,8 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
             })
             .collect()
     };
-    let hidden_samples = roots[hidden_comm];
+    // Hidden per process: its samples under `sh` before its exec go with it.
+    let hidden_samples = of_pid(hidden_pid);
     let without = report("default", &[]);
     assert!(!by_root(&folded(&without)).contains_key(hidden_comm));
     assert_eq!(total(&folded(&without)), all - hidden_samples);
@@ -303,8 +324,9 @@ fn several_processes_are_grouped_tabled_and_tracked_per_process() {
     let with = report("with", &["--kernel-threads"]);
     assert_eq!(
         by_root(&folded(&with)).get(hidden_comm),
-        Some(&hidden_samples)
+        roots.get(hidden_comm)
     );
+    assert_eq!(total(&folded(&with)), all);
     assert_eq!(summary(&with)["kernel_tasks_hidden"]["samples"], 0);
     assert!(tracked(&with).contains(&u64::from(hidden_pid)));
 }
