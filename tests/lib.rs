@@ -343,6 +343,34 @@ pub fn printed_values<T: std::str::FromStr>(line: &str) -> HashMap<String, T> {
         .collect()
 }
 
+/// Asserts that a CPU-bound target was sampled as often as the CPU time it got says, and that
+/// it got enough for `min_expected` samples; returns the summary's coverage.
+///
+/// Wall time × frequency is what a target gets only on an idle machine: with a build running
+/// beside it, a spinning thread gets ~60% of a CPU, and a "> 1,000 samples in 3 s" check
+/// fails though every tick it ran through was sampled. The coverage (`collect::coverage`)
+/// compares the samples with the threads' schedstat CPU time instead. On an idle CPU the
+/// clock's ticks fall on the target every time; on a shared one they fall on it at random,
+/// so the bound is 10% or four standard deviations of that count, whichever is wider.
+pub fn assert_sampled_its_cpu_time(dir: &Path, min_expected: u64) -> serde_json::Value {
+    let s = summary(dir);
+    let c = s["coverage"].clone();
+    let (Some(sampled), Some(expected)) = (c["sampled"].as_u64(), c["expected"].as_u64()) else {
+        panic!("no coverage in the summary: {c}");
+    };
+    eprintln!("coverage: {c}");
+    assert!(
+        expected >= min_expected,
+        "CPU time for {expected} samples, {min_expected} needed: {c}"
+    );
+    let slack = (expected as f64 * 0.1).max(4.0 * (expected as f64).sqrt());
+    assert!(
+        (sampled as f64 - expected as f64).abs() <= slack,
+        "{sampled} samples where the CPU time gives {expected} (± {slack:.0}): {c}"
+    );
+    c
+}
+
 pub fn total(folded: &[(Vec<String>, u64)]) -> u64 {
     folded.iter().map(|(_, n)| n).sum()
 }
