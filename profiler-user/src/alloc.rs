@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::{
-    model::{Alloc, FrameKind, ProcessIndex, Recording},
+    model::{Alloc, ProcessIndex, Recording},
     outputs::folded::{GroupBy, stack_line_in_span},
 };
 
@@ -116,14 +116,7 @@ pub struct SpanBytes {
 
 /// "site_60 ← main ← … [malloc]": the allocation site first.
 pub fn describe(rec: &Recording, a: &Alloc) -> String {
-    let frames = rec.frames(a.stack);
-    let user: Vec<String> = frames
-        .iter()
-        .filter(|f| f.kind != FrameKind::Kernel)
-        .skip(1)
-        .take(4)
-        .map(|f| f.name.to_string())
-        .collect();
+    let user = rec.user_frame_names(a.stack, 1, 4);
     let mut s = if user.is_empty() {
         "[no stack]".to_string()
     } else {

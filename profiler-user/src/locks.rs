@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use crate::{
-    model::{CURRENT, FrameKind, LockWait, Recording},
+    model::{CURRENT, LockWait, Recording},
     outputs::folded::{GroupBy, stack_line_in_span},
 };
 
@@ -113,13 +113,7 @@ pub struct SpanWait {
 }
 
 fn describe(rec: &Recording, stack: u32) -> String {
-    let names: Vec<String> = rec
-        .frames(stack)
-        .iter()
-        .filter(|f| f.kind != FrameKind::Kernel)
-        .take(5)
-        .map(|f| f.name.to_string())
-        .collect();
+    let names = rec.user_frame_names(stack, 0, 5);
     if names.is_empty() {
         "[no stack]".into()
     } else {

@@ -996,6 +996,28 @@ impl Recording {
         out
     }
 
+    /// Names of a stack's user frames, leaf first, for one-line descriptions ("read ←
+    /// wait_reply ← main"): `skip` frames left out, then `take` at most. An inlined frame
+    /// named like the function it is inlined into (glibc's `__GI___libc_read` inside
+    /// `__GI___libc_read`) reads as that function once: without the `[i]` mark the folded
+    /// stacks carry, the pair would read as a recursion.
+    pub fn user_frame_names(&self, stack: u32, skip: usize, take: usize) -> Vec<String> {
+        let frames: Vec<Frame<'_>> = self
+            .frames(stack)
+            .into_iter()
+            .filter(|f| f.kind != FrameKind::Kernel)
+            .collect();
+        let mut names: Vec<String> = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let repeats_its_container = f.kind == FrameKind::Inlined
+                && frames.get(i + 1).is_some_and(|outer| outer.name == f.name);
+            if !repeats_its_container {
+                names.push(f.name.to_string());
+            }
+        }
+        names.into_iter().skip(skip).take(take).collect()
+    }
+
     /// Name shown as the root frame of a process's stacks. A process with no entry of its
     /// own (gone before it could be read) is named by its main thread, whose tid is its pid:
     /// in a recording of many processes the recorded process's name would be wrong for it.
@@ -1357,6 +1379,52 @@ pub(crate) mod tests {
                 "main"
             ]
         );
+    }
+
+    #[test]
+    fn descriptions_read_an_inlined_namesake_once_and_keep_recursion() {
+        let mut r = sample_recording();
+        // hot_b with a copy of itself inlined (as glibc's aliases are), and hot_b calling
+        // itself.
+        let namesake = r.locations.len() as u32;
+        r.locations.push(Location {
+            module: 1,
+            offset: 0x500,
+            address: 0x500,
+            lines: vec![
+                Line {
+                    function: 3,
+                    line: 0,
+                },
+                Line {
+                    function: 3,
+                    line: 0,
+                },
+            ],
+        });
+        r.stacks.push(Stack {
+            locations: vec![namesake, 1, 0],
+        });
+        r.stacks.push(Stack {
+            locations: vec![3, 3, 1, 0],
+        });
+        let names: Vec<String> = r.frames(3).iter().map(|f| f.to_string()).collect();
+        assert_eq!(names, ["hot_b_[i]", "hot_b", "compute", "main"]);
+        assert_eq!(r.user_frame_names(3, 0, 9), ["hot_b", "compute", "main"]);
+        assert_eq!(
+            r.user_frame_names(4, 0, 9),
+            ["hot_b", "hot_b", "compute", "main"]
+        );
+        // Another function inlined stays, kernel frames go, skip and take count what is named.
+        assert_eq!(
+            r.user_frame_names(0, 0, 9),
+            ["inlined_helper", "hot_a", "compute", "main"]
+        );
+        assert_eq!(
+            r.user_frame_names(2, 0, 9),
+            ["libstripped.so+0x1234", "main"]
+        );
+        assert_eq!(r.user_frame_names(3, 1, 1), ["compute"]);
     }
 
     #[test]

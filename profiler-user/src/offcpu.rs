@@ -95,12 +95,7 @@ fn is_scheduler_frame(name: &str) -> bool {
 /// "read ← wait_reply ← main (in pipe_read)": where a thread left the CPU.
 pub fn describe_stack(rec: &Recording, stack: u32) -> String {
     let frames = rec.frames(stack);
-    let user: Vec<String> = frames
-        .iter()
-        .filter(|f| f.kind != FrameKind::Kernel)
-        .take(DESCRIBED_FRAMES)
-        .map(|f| f.name.to_string())
-        .collect();
+    let user = rec.user_frame_names(stack, 0, DESCRIBED_FRAMES);
     // Leaf first: the first non-scheduler kernel frame is the wait's own code (pipe_read,
     // do_nanosleep, futex_wait, …).
     let kernel = frames
