@@ -279,6 +279,62 @@ fn burst_of_100k_spans_loses_none_with_default_settings() {
     assert_eq!(s["spans"]["unmatched_ends"], 0);
 }
 
+/// Samples taken while a span probe's program runs show that program by its kallsyms name,
+/// as perf does, though it is unloaded before the recording is symbolized; without it the
+/// address took the name of the kernel's last symbol (`__stop_runtime_ptr_USER_PTR_MAX`).
+#[test]
+fn the_profilers_own_programs_are_named_in_kernel_stacks() {
+    let bin = build_c("burst-named", "burst.c", &c_fp_probes());
+    let mut target = Target::start(&bin, &[]);
+    let (dir, _) = record_run(&mut target, "burst-named", &["--frequency", "999"]);
+    let f = folded(&dir);
+    // The frame the uprobe handler calls is the program it runs.
+    let mut called: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (frames, n) in &f {
+        if let Some(i) = frames.iter().position(|x| x == "__uprobe_perf_func_[k]")
+            && let Some(next) = frames.get(i + 1)
+        {
+            *called.entry(next.as_str()).or_default() += n;
+        }
+    }
+    eprintln!("called by __uprobe_perf_func: {called:?}");
+    // A leaf helper interrupted before it saved the frame pointer hides the program's frame
+    // (`sched_clock` right under the handler): those are not counted either way.
+    let in_programs: u64 = called
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("bpf_prog_")
+                && ["span_begin", "span_enter", "span_exit", "span_end"]
+                    .iter()
+                    .any(|p| name.ends_with(&format!("_{p}_[k]")))
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        in_programs >= 10,
+        "{in_programs} samples in the span programs"
+    );
+    // No address past the kernel image takes its last symbol's name.
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").expect("kallsyms");
+    let last = kallsyms
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+            let name = f.nth(1)?;
+            f.next().is_none().then_some((addr, name))
+        })
+        .max()
+        .map(|(_, name)| format!("{name}_[k]"))
+        .expect("kallsyms has addresses (root)");
+    let misnamed: u64 = f
+        .iter()
+        .filter(|(frames, _)| frames.contains(&last))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(misnamed, 0, "samples named {last}");
+}
+
 #[test]
 fn tokio_tasks_migrating_between_workers_are_counted_exactly() {
     let bin = build_rust_target("tokio-spans");

@@ -206,6 +206,8 @@ pub struct RawRecording {
     pub cpus: u32,
     /// Failures after attach: the recording was kept without the part they concern.
     pub warnings: Vec<String>,
+    /// The eBPF programs' code, read from kallsyms before they were unloaded.
+    pub bpf_programs: crate::symbolize::kallsyms::BpfPrograms,
 }
 
 /// Progress shown while recording.
@@ -828,6 +830,8 @@ pub async fn record(
     {
         cpu_end = cpu_recent;
     }
+    // Our programs' code in kernel stacks is named only while they are loaded.
+    let bpf_programs = crate::symbolize::kallsyms::BpfPrograms::read();
     // Detach first so the counters are final, then take what is still in the buffers.
     let alloc_runs = alloc_probes
         .as_mut()
@@ -1062,6 +1066,7 @@ pub async fn record(
         bpf_run_time_ns,
         cpus: session.cpus.len() as u32,
         warnings,
+        bpf_programs,
     };
     if let Some(w) = windows {
         w.finish(&mut raw);

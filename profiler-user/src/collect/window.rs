@@ -9,6 +9,7 @@
 //! window. The kernel's off-CPU sums have no times: each window gets what they grew by
 //! since the previous cut, so an interval counts in the window where the thread came back
 //! on CPU (or up to [`CUT_MARGIN`] later), once.
+use crate::symbolize::kallsyms::BpfPrograms;
 use std::{collections::HashMap, time::Duration};
 
 use profiler_common::{EventKind, SpanEvent};
@@ -76,6 +77,9 @@ pub(super) struct Cutter {
     /// into windows: the kernel's `emitted` counts up to the cut, not up to the boundary.
     drained_before: u64,
     assigned_before: u64,
+    /// Our programs' kallsyms entries, read at the first cut (they are all loaded by then
+    /// and stay so): reading kallsyms takes ~40 ms.
+    bpf_programs: Option<BpfPrograms>,
 }
 
 /// What a window's recording shares with the whole recording.
@@ -106,6 +110,7 @@ impl Cutter {
             symbolizer: crate::symbolize::symbolizer(),
             symbolizer_uses: 0,
             symbolizer_stale: 0,
+            bpf_programs: None,
         };
         match c.opts.first {
             Some(first) => {
@@ -303,7 +308,7 @@ impl Cutter {
 
     #[allow(clippy::too_many_arguments)]
     fn raw(
-        &self,
+        &mut self,
         sink: &mut Sink,
         session: &session::Session,
         base: &Base,
@@ -391,6 +396,10 @@ impl Cutter {
             bpf_run_time_ns: 0,
             cpus: base.cpus,
             warnings: Vec::new(),
+            bpf_programs: self
+                .bpf_programs
+                .get_or_insert_with(BpfPrograms::read)
+                .clone(),
             alloc: None,
             locks: None,
         }

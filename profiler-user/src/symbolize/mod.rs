@@ -2,6 +2,7 @@
 //! while the target was alive (so a target that has exited still symbolizes), kernel
 //! addresses through kallsyms.
 pub mod elf;
+pub mod kallsyms;
 
 use std::collections::HashMap;
 
@@ -925,6 +926,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
     }
     for (module_id, locs) in by_module {
         let module = &t.modules[module_id as usize - 1];
+        let kernel = module.kind == ModuleKind::Kernel as i32;
         let offsets: Vec<u64> = locs.iter().map(|&i| t.locations[i].offset).collect();
         let results = match ModuleKind::try_from(module.kind) {
             Ok(ModuleKind::Kernel) => {
@@ -969,6 +971,20 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
         // A module blazesym cannot read keeps its frames as module+offset.
         let Ok(results) = results else { continue };
         for (&loc, sym) in locs.iter().zip(results) {
+            // Our programs' code, gone from kallsyms since: its name from when it was loaded,
+            // unless a kernel symbol starts nearer (a module loaded after it).
+            let nearest_kernel = match &sym {
+                Symbolized::Sym(s) => Some(s.addr),
+                Symbolized::Unknown(_) => None,
+            };
+            if kernel
+                && let Some((start, name)) = raw.bpf_programs.find(t.locations[loc].offset)
+                && nearest_kernel.is_none_or(|k| k < start)
+            {
+                let function = t.function(name, "");
+                t.locations[loc].lines = vec![Line { function, line: 0 }];
+                continue;
+            }
             let Symbolized::Sym(sym) = sym else { continue };
             let file_of = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| {
                 ci.map(|c| c.to_path().to_string_lossy().into_owned())
@@ -1078,6 +1094,32 @@ mod tests {
             bpf_run_time_ns: 0,
             cpus: 1,
             warnings: Vec::new(),
+            bpf_programs: Default::default(),
+        }
+    }
+
+    /// A kernel address in a program gone from kallsyms is named from the entries read while
+    /// it was loaded; one the programs do not cover keeps the kernel's own name.
+    #[test]
+    fn kernel_addresses_in_unloaded_programs_are_named_by_the_program() {
+        let start = 0xffff_ffff_c000_1000_u64;
+        let mut raw = raw_with(vec![]);
+        raw.bpf_programs = kallsyms::BpfPrograms::parse(&format!(
+            "{start:x} t bpf_prog_0123456789abcdef_cpu_sample\t[bpf]\n"
+        ));
+        let schedule = kernel_function_range("schedule").map(|r| r.start + 0x10);
+        let mut kernel = vec![start + 0x40];
+        kernel.extend(schedule);
+        raw.samples[0].kernel = RawStack::Inline(kernel);
+        let rec = symbolize(&raw);
+        let names: Vec<String> = rec.frames(0).iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            names[0], "bpf_prog_0123456789abcdef_cpu_sample_[k]",
+            "{names:?}"
+        );
+        // Where kallsyms shows addresses (root), kernel text keeps its own name.
+        if schedule.is_some() {
+            assert_eq!(names[1], "schedule_[k]", "{names:?}");
         }
     }
 
