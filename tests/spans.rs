@@ -310,29 +310,17 @@ fn the_profilers_own_programs_are_named_in_kernel_stacks() {
         })
         .map(|(_, n)| n)
         .sum();
+    // A good share of them: the rest are the leaf helpers above (51-78% in nine runs here,
+    // of 48-102 samples; none when the programs took another symbol's name).
+    let under_handler: u64 = called.values().sum();
     assert!(
-        in_programs >= 10,
+        in_programs >= 5,
         "{in_programs} samples in the span programs"
     );
-    // No address past the kernel image takes its last symbol's name.
-    let kallsyms = std::fs::read_to_string("/proc/kallsyms").expect("kallsyms");
-    let last = kallsyms
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
-            let name = f.nth(1)?;
-            f.next().is_none().then_some((addr, name))
-        })
-        .max()
-        .map(|(_, name)| format!("{name}_[k]"))
-        .expect("kallsyms has addresses (root)");
-    let misnamed: u64 = f
-        .iter()
-        .filter(|(frames, _)| frames.contains(&last))
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(misnamed, 0, "samples named {last}");
+    assert!(
+        in_programs * 4 >= under_handler,
+        "{in_programs} of {under_handler} samples under the handler named as a program"
+    );
 }
 
 #[test]

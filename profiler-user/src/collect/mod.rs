@@ -830,8 +830,6 @@ pub async fn record(
     {
         cpu_end = cpu_recent;
     }
-    // Our programs' code in kernel stacks is named only while they are loaded.
-    let bpf_programs = crate::symbolize::kallsyms::BpfPrograms::read();
     // Detach first so the counters are final, then take what is still in the buffers.
     let alloc_runs = alloc_probes
         .as_mut()
@@ -844,6 +842,9 @@ pub async fn record(
         .unwrap_or_default();
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
+    // kallsyms names our programs' code in kernel stacks only while they are loaded: they
+    // are detached, not yet unloaded (the session holds them until it drops).
+    let bpf_programs = crate::symbolize::kallsyms::BpfPrograms::read();
     sink.drain_ring(ring.get_mut());
     sink.drain_sideband(sideband.get_mut());
     sink.unwind_pending(None);

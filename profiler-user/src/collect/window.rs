@@ -77,8 +77,11 @@ pub(super) struct Cutter {
     /// into windows: the kernel's `emitted` counts up to the cut, not up to the boundary.
     drained_before: u64,
     assigned_before: u64,
-    /// Our programs' kallsyms entries, read at the first cut (they are all loaded by then
-    /// and stay so): reading kallsyms takes ~40 ms.
+    /// The eBPF programs' kallsyms entries (ours and others'), read with each new symbolizer,
+    /// whose own copy of kallsyms is as old: reading it takes ~40 ms. A window symbolizes
+    /// while our programs are loaded, so this only matters to the last window, cut after the
+    /// programs were unloaded; a program loaded since the reading (a span probe's, at its
+    /// first attach) goes unnamed in both until the next symbolizer.
     bpf_programs: Option<BpfPrograms>,
 }
 
@@ -196,6 +199,7 @@ impl Cutter {
                 && self.symbolizer_uses >= SYMBOLIZER_MIN_WINDOWS
         {
             self.symbolizer = crate::symbolize::symbolizer();
+            self.bpf_programs = None;
             self.symbolizer_uses = 0;
             self.symbolizer_stale = 0;
         }

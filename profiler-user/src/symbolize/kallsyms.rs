@@ -5,15 +5,16 @@
 //! such code as `bpf_prog_<tag>_<name> [bpf]` only while the program is loaded, and the
 //! recording is symbolized after the programs are gone: the address then falls past the
 //! kernel's last symbol and took its name (`__stop_runtime_ptr_USER_PTR_MAX` on 6.18).
-//! So the entries are read before detaching and consulted first.
+//! So the entries are read before the programs are unloaded, and an address inside one
+//! takes its name.
 
-/// `[bpf]` entries of kallsyms, by address.
+/// `[bpf]` entries of kallsyms, by address: (start, end, name).
 #[derive(Clone, Debug, Default)]
-pub struct BpfPrograms(Vec<(u64, String)>);
+pub struct BpfPrograms(Vec<(u64, u64, String)>);
 
-/// A JIT image is a few KiB to a few hundred: an address further than this past the last
-/// program's start is not taken as its code.
-const MAX_IMAGE: u64 = 1 << 20;
+/// kallsyms gives no sizes: a program's code ends where the next entry of any kind begins,
+/// and the last entry of all is given this much (a JIT image is a few KiB to a few hundred).
+const LAST_IMAGE: u64 = 1 << 20;
 
 impl BpfPrograms {
     /// Reads the loaded programs' entries; none where kallsyms cannot be read or hides its
@@ -24,28 +25,39 @@ impl BpfPrograms {
             .unwrap_or_default()
     }
 
-    /// `ADDRESS TYPE NAME [bpf]` lines of a kallsyms text.
+    /// The `ADDRESS TYPE NAME [bpf]` lines of a kallsyms text, each ending at the next
+    /// greater address of any line (kernel text, module or program).
     pub fn parse(text: &str) -> Self {
-        let mut programs: Vec<(u64, String)> = text
+        let mut entries: Vec<(u64, Option<&str>)> = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
                 let addr = u64::from_str_radix(f.next()?, 16).ok()?;
                 let name = f.nth(1)?;
-                (f.next() == Some("[bpf]") && addr != 0).then(|| (addr, name.to_string()))
+                let bpf = f.next() == Some("[bpf]");
+                (addr != 0).then_some((addr, bpf.then_some(name)))
             })
             .collect();
-        programs.sort_unstable();
+        entries.sort_unstable();
+        let mut programs = Vec::new();
+        for (i, &(start, name)) in entries.iter().enumerate() {
+            let Some(name) = name else { continue };
+            let end = entries[i + 1..]
+                .iter()
+                .map(|e| e.0)
+                .find(|&a| a > start)
+                .unwrap_or(start.saturating_add(LAST_IMAGE));
+            programs.push((start, end, name.to_string()));
+        }
         programs.dedup_by_key(|p| p.0);
         Self(programs)
     }
 
-    /// The program whose code `addr` is in, with its start: the last one starting at or
-    /// below it. The caller still prefers a kernel symbol that starts nearer.
-    pub fn find(&self, addr: u64) -> Option<(u64, &str)> {
+    /// The program whose code `addr` is in.
+    pub fn find(&self, addr: u64) -> Option<&str> {
         let i = self.0.partition_point(|p| p.0 <= addr).checked_sub(1)?;
-        let (start, name) = self.0.get(i)?;
-        (addr - start < MAX_IMAGE).then_some((*start, name.as_str()))
+        let (_, end, name) = self.0.get(i)?;
+        (addr < *end).then_some(name.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,30 +74,29 @@ ffffffff81000000 T _stext
 ffffffff83b266f4 R __stop_runtime_ptr_USER_PTR_MAX
 ffffffffa0002000 t bpf_prog_6deef7357e7b4530_sd_fw_egress\t[bpf]
 ffffffffa0001000 t bpf_prog_0123456789abcdef_cpu_sample\t[bpf]
-ffffffffa0100000 t some_module_fn\t[ext4]
+ffffffffa0001800 t some_module_fn\t[ext4]
 0000000000000000 t bpf_prog_hidden\t[bpf]
 ";
 
     #[test]
-    fn only_bpf_entries_are_kept_in_address_order_and_found_by_range() {
+    fn a_program_runs_from_its_entry_to_the_next_entry_of_any_kind() {
         let p = BpfPrograms::parse(TEXT);
         assert_eq!(p.0.len(), 2);
         assert_eq!(p.find(0xffff_ffff_a000_0fff), None);
         assert_eq!(
-            p.find(0xffff_ffff_a000_1abc),
-            Some((
-                0xffff_ffff_a000_1000,
-                "bpf_prog_0123456789abcdef_cpu_sample"
-            ))
+            p.find(0xffff_ffff_a000_1abc - 0x300),
+            Some("bpf_prog_0123456789abcdef_cpu_sample")
         );
+        // A module's function after the program is not the program's.
+        assert_eq!(p.find(0xffff_ffff_a000_1800), None);
+        assert_eq!(p.find(0xffff_ffff_a000_1fff), None);
         assert_eq!(
             p.find(0xffff_ffff_a000_2000),
-            Some((
-                0xffff_ffff_a000_2000,
-                "bpf_prog_6deef7357e7b4530_sd_fw_egress"
-            ))
+            Some("bpf_prog_6deef7357e7b4530_sd_fw_egress")
         );
-        assert_eq!(p.find(0xffff_ffff_a000_2000 + MAX_IMAGE), None);
+        assert!(p.find(0xffff_ffff_a000_2000 + LAST_IMAGE - 1).is_some());
+        assert_eq!(p.find(0xffff_ffff_a000_2000 + LAST_IMAGE), None);
+        assert_eq!(p.find(0xffff_ffff_8100_0010), None);
         assert!(BpfPrograms::parse("garbage\n\n1 2\n").is_empty());
     }
 }

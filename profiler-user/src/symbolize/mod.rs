@@ -971,16 +971,10 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
         // A module blazesym cannot read keeps its frames as module+offset.
         let Ok(results) = results else { continue };
         for (&loc, sym) in locs.iter().zip(results) {
-            // Our programs' code, gone from kallsyms since: its name from when it was loaded,
-            // unless a kernel symbol starts nearer (a module loaded after it).
-            let nearest_kernel = match &sym {
-                Symbolized::Sym(s) => Some(s.addr),
-                Symbolized::Unknown(_) => None,
-            };
-            if kernel
-                && let Some((start, name)) = raw.bpf_programs.find(t.locations[loc].offset)
-                && nearest_kernel.is_none_or(|k| k < start)
-            {
+            // Our programs' code, gone from kallsyms since: its name from when it was loaded.
+            // blazesym's own answer cannot judge it: its addresses are in vmlinux's or a
+            // module file's space when it reads those instead of kallsyms.
+            if kernel && let Some(name) = raw.bpf_programs.find(t.locations[loc].offset) {
                 let function = t.function(name, "");
                 t.locations[loc].lines = vec![Line { function, line: 0 }];
                 continue;
@@ -1099,17 +1093,21 @@ mod tests {
     }
 
     /// A kernel address in a program gone from kallsyms is named from the entries read while
-    /// it was loaded; one the programs do not cover keeps the kernel's own name.
+    /// it was loaded, up to the next entry: kernel text after a program keeps its own name.
     #[test]
     fn kernel_addresses_in_unloaded_programs_are_named_by_the_program() {
         let start = 0xffff_ffff_c000_1000_u64;
+        let schedule = kernel_function_range("schedule").map(|r| r.start);
+        let mut kallsyms = format!("{start:x} t bpf_prog_0123456789abcdef_cpu_sample\t[bpf]\n");
+        if let Some(s) = schedule {
+            // A program listed just before `schedule`, which ends it.
+            kallsyms += &format!("{:x} t bpf_prog_fedcba9876543210_near\t[bpf]\n", s - 0x10);
+            kallsyms += &format!("{s:x} T schedule\n");
+        }
         let mut raw = raw_with(vec![]);
-        raw.bpf_programs = kallsyms::BpfPrograms::parse(&format!(
-            "{start:x} t bpf_prog_0123456789abcdef_cpu_sample\t[bpf]\n"
-        ));
-        let schedule = kernel_function_range("schedule").map(|r| r.start + 0x10);
+        raw.bpf_programs = kallsyms::BpfPrograms::parse(&kallsyms);
         let mut kernel = vec![start + 0x40];
-        kernel.extend(schedule);
+        kernel.extend(schedule.map(|s| s + 0x10));
         raw.samples[0].kernel = RawStack::Inline(kernel);
         let rec = symbolize(&raw);
         let names: Vec<String> = rec.frames(0).iter().map(|f| f.to_string()).collect();
