@@ -351,7 +351,9 @@ pub fn printed_values<T: std::str::FromStr>(line: &str) -> HashMap<String, T> {
 /// fails though every tick it ran through was sampled. The coverage (`collect::coverage`)
 /// compares the samples with the threads' schedstat CPU time instead. On an idle CPU the
 /// clock's ticks fall on the target every time; on a shared one they fall on it at random,
-/// so the bound is 10% or four standard deviations of that count, whichever is wider.
+/// so the bound is 10% or four standard deviations of that count, whichever is wider: 10%
+/// from 1,600 expected samples on, 12.6% at 1,000, so callers ask for about 1,000 or more.
+/// Every sample compared must reach `profile.folded` too.
 pub fn assert_sampled_its_cpu_time(dir: &Path, min_expected: u64) -> serde_json::Value {
     let s = summary(dir);
     let c = s["coverage"].clone();
@@ -359,6 +361,11 @@ pub fn assert_sampled_its_cpu_time(dir: &Path, min_expected: u64) -> serde_json:
         panic!("no coverage in the summary: {c}");
     };
     eprintln!("coverage: {c}");
+    let written = total(&folded(dir));
+    assert!(
+        written >= sampled,
+        "{written} samples in profile.folded: {c}"
+    );
     assert!(
         expected >= min_expected,
         "CPU time for {expected} samples, {min_expected} needed: {c}"
