@@ -14,7 +14,10 @@ use aya::{
 use profiler_common::locks::{KernelLockEvent, LockWaitEvent, counter, names};
 
 use super::{RawStack, map_err, object_map_ref, processes::Processes};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    symbolize::kallsyms::Kallsyms,
+};
 
 #[derive(Clone, Debug)]
 pub struct RawLockWait {
@@ -372,28 +375,18 @@ const KERNEL_SYMBOL_REACH: u64 = 4096;
 
 impl KernelSymbols {
     /// Empty where kallsyms cannot be read or hides its addresses (kptr_restrict).
-    pub fn read() -> Self {
-        std::fs::read_to_string("/proc/kallsyms")
-            .map(|t| Self::parse(&t))
-            .unwrap_or_default()
-    }
-
-    pub fn parse(text: &str) -> Self {
-        let mut symbols: Vec<(u64, bool, String)> = text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let addr = u64::from_str_radix(f.next()?, 16).ok()?;
-                let kind = f.next()?.chars().next()?;
-                let name = f.next()?;
+    pub fn new(kallsyms: &Kallsyms) -> Self {
+        let symbols = kallsyms
+            .entries()
+            .iter()
+            .map(|e| {
                 // Section bounds (`__start_rodata`) mark where objects begin, not one.
-                let data = matches!(kind, 'd' | 'D' | 'b' | 'B' | 'r' | 'R')
-                    && !name.starts_with("__start_")
-                    && !name.starts_with("__stop_");
-                (addr != 0).then(|| (addr, data, name.to_string()))
+                let data = matches!(e.kind, 'd' | 'D' | 'b' | 'B' | 'r' | 'R')
+                    && !e.name.starts_with("__start_")
+                    && !e.name.starts_with("__stop_");
+                (e.addr, data, e.name.clone())
             })
             .collect();
-        symbols.sort_by_key(|s| s.0);
         Self { symbols }
     }
 
@@ -419,14 +412,14 @@ mod tests {
 
     #[test]
     fn kernel_locks_are_named_only_inside_a_data_symbol() {
-        let k = KernelSymbols::parse(
+        let k = KernelSymbols::new(&Kallsyms::parse(
             "ffffffff81000000 T _text\n\
              ffffffff82000000 D __start_rodata\n\
              ffffffff83000100 D cgroup_mutex\n\
              ffffffff83000140 d other_lock\n\
              ffffffff83100000 t some_function\n\
              0000000000000000 b hidden\n",
-        );
+        ));
         assert_eq!(
             k.data_at(0xffffffff83000100).as_deref(),
             Some("cgroup_mutex")
@@ -445,7 +438,7 @@ mod tests {
         assert_eq!(k.data_at(0xffffffff82000010), None);
         assert_eq!(k.data_at(0x1000), None);
         // kptr_restrict: every address 0, nothing named.
-        let hidden = KernelSymbols::parse("0000000000000000 D cgroup_mutex\n");
+        let hidden = KernelSymbols::new(&Kallsyms::parse("0000000000000000 D cgroup_mutex\n"));
         assert_eq!(hidden.data_at(0), None);
     }
 }

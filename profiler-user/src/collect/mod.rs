@@ -843,8 +843,13 @@ pub async fn record(
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
     // kallsyms names our programs' code in kernel stacks only while they are loaded: they
-    // are detached, not yet unloaded (the session holds them until it drops).
-    let bpf_programs = crate::symbolize::kallsyms::BpfPrograms::read();
+    // are detached, not yet unloaded (the session holds them until it drops). One reading
+    // serves the kernel locks' names too.
+    let (bpf_programs, kernel_data) = {
+        let kallsyms = crate::symbolize::kallsyms::Kallsyms::read();
+        let data = lock_kernel.then(|| locks::KernelSymbols::new(&kallsyms));
+        (kallsyms.bpf_programs(), data)
+    };
     sink.drain_ring(ring.get_mut());
     sink.drain_sideband(sideband.get_mut());
     sink.unwind_pending(None);
@@ -986,14 +991,11 @@ pub async fn record(
         Some((waits, unfinished)) => {
             // Each address looked up once, named or not.
             let mut looked: HashMap<(u32, u64), Option<String>> = HashMap::new();
-            let kallsyms = waits
-                .iter()
-                .any(|w| w.kernel_flags.is_some())
-                .then(locks::KernelSymbols::read);
+            let kallsyms = kernel_data.as_ref();
             for w in &waits {
                 looked.entry((w.pid, w.uaddr)).or_insert_with(|| {
                     if w.kernel_flags.is_some() {
-                        kallsyms.as_ref().and_then(|k| k.data_at(w.uaddr))
+                        kallsyms.and_then(|k| k.data_at(w.uaddr))
                     } else {
                         locks::symbol_at(&mut procs, w.pid, w.begin_ns, w.uaddr)
                     }

@@ -9,7 +9,7 @@
 //! window. The kernel's off-CPU sums have no times: each window gets what they grew by
 //! since the previous cut, so an interval counts in the window where the thread came back
 //! on CPU (or up to [`CUT_MARGIN`] later), once.
-use crate::symbolize::kallsyms::BpfPrograms;
+use crate::symbolize::kallsyms::{BpfPrograms, Kallsyms};
 use std::{collections::HashMap, time::Duration};
 
 use profiler_common::{EventKind, SpanEvent};
@@ -402,7 +402,7 @@ impl Cutter {
             warnings: Vec::new(),
             bpf_programs: self
                 .bpf_programs
-                .get_or_insert_with(BpfPrograms::read)
+                .get_or_insert_with(|| Kallsyms::read().bpf_programs())
                 .clone(),
             alloc: None,
             locks: None,

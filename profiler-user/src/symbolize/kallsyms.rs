@@ -1,4 +1,5 @@
-//! The eBPF programs' entries of `/proc/kallsyms`, read while the programs are loaded.
+//! `/proc/kallsyms`, parsed once for every reader: the ranges of the kernel functions the
+//! off-CPU and lock stacks are trimmed at, the kernel locks' names, and the eBPF programs.
 //!
 //! A sample taken while one of our programs runs in a target's context (a span uprobe, the
 //! off-CPU or lock programs) has the program's JIT code in its kernel stack. kallsyms lists
@@ -8,49 +9,100 @@
 //! So the entries are read before the programs are unloaded, and an address inside one
 //! takes its name.
 
-/// `[bpf]` entries of kallsyms, by address: (start, end, name).
-#[derive(Clone, Debug, Default)]
-pub struct BpfPrograms(Vec<(u64, u64, String)>);
+/// One line of kallsyms.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub addr: u64,
+    /// `T`, `t`, `D`, `b`…: text, data, bss, read-only; upper case when global.
+    pub kind: char,
+    pub name: String,
+    /// Listed as `[bpf]`: an eBPF program's JIT code, or one of its functions.
+    pub bpf: bool,
+}
 
-/// kallsyms gives no sizes: a program's code ends where the next entry of any kind begins,
-/// and the last entry of all is given this much (a JIT image is a few KiB to a few hundred).
-const LAST_IMAGE: u64 = 1 << 20;
+/// `/proc/kallsyms` as read once: the kernel's, its modules' and the loaded programs' symbols,
+/// by address, without those it hides (kptr_restrict shows addresses as 0).
+#[derive(Debug, Default)]
+pub struct Kallsyms(Vec<Entry>);
 
-impl BpfPrograms {
-    /// Reads the loaded programs' entries; none where kallsyms cannot be read or hides its
-    /// addresses (kptr_restrict shows them as 0).
+impl Kallsyms {
+    /// Empty where kallsyms cannot be read; ~40 ms for its ~120k lines.
     pub fn read() -> Self {
         std::fs::read_to_string("/proc/kallsyms")
             .map(|t| Self::parse(&t))
             .unwrap_or_default()
     }
 
-    /// The `ADDRESS TYPE NAME [bpf]` lines of a kallsyms text, each ending at the next
-    /// greater address of any line (kernel text, module or program).
+    /// `ADDRESS TYPE NAME [MODULE]` lines.
     pub fn parse(text: &str) -> Self {
-        let mut entries: Vec<(u64, Option<&str>)> = text
+        let mut entries: Vec<Entry> = text
             .lines()
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
                 let addr = u64::from_str_radix(f.next()?, 16).ok()?;
-                let name = f.nth(1)?;
+                let kind = f.next()?.chars().next()?;
+                let name = f.next()?.to_string();
                 let bpf = f.next() == Some("[bpf]");
-                (addr != 0).then_some((addr, bpf.then_some(name)))
+                (addr != 0).then_some(Entry {
+                    addr,
+                    kind,
+                    name,
+                    bpf,
+                })
             })
             .collect();
-        entries.sort_unstable();
-        let mut programs = Vec::new();
-        for (i, &(start, name)) in entries.iter().enumerate() {
-            let Some(name) = name else { continue };
-            let end = entries[i + 1..]
-                .iter()
-                .map(|e| e.0)
-                .find(|&a| a > start)
-                .unwrap_or(start.saturating_add(LAST_IMAGE));
-            programs.push((start, end, name.to_string()));
-        }
+        entries.sort_by_key(|e| e.addr);
+        Self(entries)
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.0
+    }
+
+    /// kallsyms gives no sizes: an entry ends where the next greater address begins.
+    fn end_of(&self, i: usize) -> Option<u64> {
+        let start = self.0.get(i)?.addr;
+        self.0
+            .get(i + 1..)?
+            .iter()
+            .map(|e| e.addr)
+            .find(|&a| a > start)
+    }
+
+    /// Addresses of each of `names` kallsyms has: from its address to the next entry's.
+    pub fn function_ranges(&self, names: &[&str]) -> Vec<std::ops::Range<u64>> {
+        (0..self.0.len())
+            .filter(|&i| names.contains(&self.0[i].name.as_str()))
+            .filter_map(|i| Some(self.0[i].addr..self.end_of(i)?))
+            .collect()
+    }
+
+    /// The loaded programs' entries, each ending at the next entry of any kind.
+    pub fn bpf_programs(&self) -> BpfPrograms {
+        let mut programs: Vec<(u64, u64, String)> = (0..self.0.len())
+            .filter(|&i| self.0[i].bpf)
+            .map(|i| {
+                let start = self.0[i].addr;
+                let end = self.end_of(i).unwrap_or(start.saturating_add(LAST_IMAGE));
+                (start, end, self.0[i].name.clone())
+            })
+            .collect();
         programs.dedup_by_key(|p| p.0);
-        Self(programs)
+        BpfPrograms(programs)
+    }
+}
+
+/// `[bpf]` entries of kallsyms, by address: (start, end, name).
+#[derive(Clone, Debug, Default)]
+pub struct BpfPrograms(Vec<(u64, u64, String)>);
+
+/// The last entry of all is given this much (a JIT image is a few KiB to a few hundred).
+const LAST_IMAGE: u64 = 1 << 20;
+
+impl BpfPrograms {
+    /// The `[bpf]` lines of a kallsyms text.
+    pub fn parse(text: &str) -> Self {
+        Kallsyms::parse(text).bpf_programs()
     }
 
     /// The program whose code `addr` is in.
@@ -98,5 +150,26 @@ ffffffffa0001800 t some_module_fn\t[ext4]
         assert_eq!(p.find(0xffff_ffff_a000_2000 + LAST_IMAGE), None);
         assert_eq!(p.find(0xffff_ffff_8100_0010), None);
         assert!(BpfPrograms::parse("garbage\n\n1 2\n").is_empty());
+    }
+
+    #[test]
+    fn a_function_ends_at_the_next_greater_address_whatever_the_line_order() {
+        let k = Kallsyms::parse(
+            "ffffffff81000200 T schedule\n\
+             ffffffff81000100 t __schedule\n\
+             ffffffff81000200 T schedule_alias\n\
+             ffffffff81000300 T last\n\
+             0000000000000000 T hidden\n",
+        );
+        assert_eq!(k.entries().len(), 4);
+        assert_eq!(
+            k.function_ranges(&["__schedule"]),
+            vec![0xffff_ffff_8100_0100..0xffff_ffff_8100_0200]
+        );
+        // The last entry has no end: left out rather than guessed.
+        assert_eq!(
+            k.function_ranges(&["schedule", "last", "hidden"]),
+            vec![0xffff_ffff_8100_0200..0xffff_ffff_8100_0300]
+        );
     }
 }

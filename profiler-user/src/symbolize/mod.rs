@@ -879,35 +879,7 @@ fn kernel_function_range(name: &str) -> Option<std::ops::Range<u64>> {
 
 /// [`kernel_function_range`] of each of `names` kallsyms has, in one reading.
 fn kernel_function_ranges(names: &[&str]) -> Vec<std::ops::Range<u64>> {
-    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
-        return Vec::new();
-    };
-    let lines: Vec<(Option<u64>, Option<&str>)> = text
-        .lines()
-        .map(|l| {
-            let mut f = l.split_whitespace();
-            let addr = f.next().and_then(|a| u64::from_str_radix(a, 16).ok());
-            (addr, f.nth(1))
-        })
-        .collect();
-    let mut ranges = Vec::new();
-    for (i, (addr, sym)) in lines.iter().enumerate() {
-        let (Some(start), Some(sym)) = (*addr, *sym) else {
-            continue;
-        };
-        if start == 0 || !names.contains(&sym) {
-            continue;
-        }
-        // kallsyms lists text in address order: the next greater address ends the function.
-        let end = lines
-            .iter()
-            .skip(i + 1)
-            .find_map(|(a, _)| a.filter(|&a| a > start));
-        if let Some(end) = end {
-            ranges.push(start..end);
-        }
-    }
-    ranges
+    kallsyms::Kallsyms::read().function_ranges(names)
 }
 
 fn kernel_release() -> String {
