@@ -1007,15 +1007,17 @@ impl Recording {
             .into_iter()
             .filter(|f| f.kind != FrameKind::Kernel)
             .collect();
-        let mut names: Vec<String> = Vec::new();
-        for (i, f) in frames.iter().enumerate() {
-            let repeats_its_container = f.kind == FrameKind::Inlined
-                && frames.get(i + 1).is_some_and(|outer| outer.name == f.name);
-            if !repeats_its_container {
-                names.push(f.name.to_string());
-            }
-        }
-        names.into_iter().skip(skip).take(take).collect()
+        frames
+            .iter()
+            .enumerate()
+            .filter(|&(i, f)| {
+                f.kind != FrameKind::Inlined
+                    || frames.get(i + 1).is_none_or(|outer| outer.name != f.name)
+            })
+            .skip(skip)
+            .take(take)
+            .map(|(_, f)| f.name.to_string())
+            .collect()
     }
 
     /// Name shown as the root frame of a process's stacks. A process with no entry of its
