@@ -9,7 +9,6 @@
 //! window. The kernel's off-CPU sums have no times: each window gets what they grew by
 //! since the previous cut, so an interval counts in the window where the thread came back
 //! on CPU (or up to [`CUT_MARGIN`] later), once.
-use crate::symbolize::kallsyms::{BpfPrograms, Kallsyms};
 use std::{collections::HashMap, time::Duration};
 
 use profiler_common::{EventKind, SpanEvent};
@@ -18,7 +17,10 @@ use super::{
     RawRecording, RawStack, StopReason, drain::Sink, offcpu, processes::Processes, session,
     spans::Attached, unwind,
 };
-use crate::model::{Counters, Recording};
+use crate::{
+    model::{Counters, Recording},
+    symbolize::kallsyms::{BpfPrograms, Kallsyms},
+};
 
 /// How long after a boundary its window is cut: covers a record's trip from the tick that
 /// took it to the ring buffer.
@@ -79,9 +81,11 @@ pub(super) struct Cutter {
     assigned_before: u64,
     /// The eBPF programs' kallsyms entries (ours and others'), read with each new symbolizer,
     /// whose own copy of kallsyms is as old: reading it takes ~40 ms. A window symbolizes
-    /// while our programs are loaded, so this only matters to the last window, cut after the
-    /// programs were unloaded; a program loaded since the reading (a span probe's, at its
-    /// first attach) goes unnamed in both until the next symbolizer.
+    /// while our programs are loaded, but blazesym names kernel addresses from vmlinux
+    /// instead of kallsyms where one is installed (`/boot/vmlinux-*`), and vmlinux has no
+    /// programs. A program loaded since the reading (a span probe's, at its first attach)
+    /// goes unnamed until the next symbolizer. The last window is `record`'s own recording,
+    /// which read the entries at the stop.
     bpf_programs: Option<BpfPrograms>,
 }
 
