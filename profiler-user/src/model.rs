@@ -1120,11 +1120,22 @@ impl Recording {
         (out, hidden)
     }
 
+    /// A thread's name: its own, else for a main thread its process's. A short-lived child
+    /// seen only off CPU was never sampled nor alive at the end to be read, but its fork or
+    /// exec named its process, and a process's name is its main thread's.
     pub fn thread_name(&self, tid: u32) -> Option<&str> {
         self.threads
             .iter()
             .find(|t| t.tid == tid)
             .map(|t| t.name.as_str())
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                self.processes
+                    .iter()
+                    .find(|p| p.pid == tid)
+                    .map(|p| p.comm.as_str())
+                    .filter(|c| !c.is_empty())
+            })
     }
 
     /// The command line as one string, for titles.
@@ -1643,6 +1654,33 @@ pub(crate) mod tests {
             ..Default::default()
         });
         r
+    }
+
+    #[test]
+    fn a_main_thread_never_sampled_is_named_as_its_process() {
+        let mut r = sample_recording();
+        r.threads = vec![
+            Thread {
+                tid: 44,
+                pid: 42,
+                name: "worker".into(),
+            },
+            Thread {
+                tid: 45,
+                pid: 42,
+                name: String::new(),
+            },
+        ];
+        r.processes = vec![Process {
+            pid: 42,
+            comm: "server".into(),
+            ..Default::default()
+        }];
+        assert_eq!(r.thread_name(44), Some("worker"));
+        assert_eq!(r.thread_name(42), Some("server"));
+        // Another thread's name is its own (it may have renamed itself): none is known.
+        assert_eq!(r.thread_name(45), None);
+        assert_eq!(r.thread_name(46), None);
     }
 
     #[test]

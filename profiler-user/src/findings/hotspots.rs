@@ -508,33 +508,132 @@ pub fn cpu_findings(rec: &Recording) -> Vec<Finding> {
     out
 }
 
-/// What kind of wait a blocking stack is, from where in the kernel and user code it waited.
+const IDLE_POOL: &str =
+    "an idle thread waiting for work (a pool's park): only a problem if work queues meanwhile";
+const EVENT_LOOP: &str = "an event loop waiting for I/O: idle unless requests queue meanwhile";
+const LOCK: &str = "waiting on a lock or condition: --locks names the lock and its holders' stacks";
+const SLEEP: &str = "sleeping: a deliberate wait (retry, poll interval, rate limit); is it needed?";
+const DISK: &str = "waiting for the disk: fewer syncs, larger writes, or a cache";
+const PEER: &str = "waiting for a peer (pipe, socket, child): the time is the other side's";
+
+/// What kind of wait a blocking stack is ("f ← g ← main (in pipe_read)", from
+/// `offcpu::describe_stack`). Names are matched by whole words: `clock_nanosleep` holds
+/// "lock", `zread` holds "read".
 fn blocking_hint(stack: &str) -> &'static str {
-    let s = stack.to_ascii_lowercase();
-    if s.contains("park") || s.contains("cond_wait") || s.contains("condvar") {
-        "an idle thread waiting for work (a pool's park): only a problem if work queues meanwhile"
-    } else if s.contains("epoll")
-        || s.contains("ep_poll")
-        || s.contains("select")
-        || s.contains("poll")
+    let lower = stack.to_ascii_lowercase();
+    let (user, kernel) = match lower.rsplit_once(" (in ") {
+        Some((user, kernel)) => (user, kernel.trim_end_matches(')')),
+        None => (lower.as_str(), ""),
+    };
+    let words: Vec<&str> = user
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |w: &str| words.contains(&w);
+    let has_pair = |a: &str, b: &str| words.windows(2).any(|p| p[0] == a && p[1] == b);
+    // A pool's idle wait goes through a futex or an epoll like any other: its user frames
+    // say it is idle.
+    if has("park") || has("condvar") || has_pair("cond", "wait") || has_pair("cond", "timedwait") {
+        return IDLE_POOL;
+    }
+    // Where the kernel held the thread says what it waited for; the user frames only say who
+    // asked (and are often unnamed).
+    if let Some(hint) = kernel_wait(kernel) {
+        return hint;
+    }
+    if ["epoll", "select", "pselect", "poll", "ppoll"]
+        .iter()
+        .any(|w| has(w))
     {
-        "an event loop waiting for I/O: idle unless requests queue meanwhile"
-    } else if s.contains("futex") || s.contains("lock") {
-        "waiting on a lock or condition: --locks names the lock and its holders' stacks"
-    } else if s.contains("nanosleep") || s.contains("sleep") {
-        "sleeping: a deliberate wait (retry, poll interval, rate limit); is it needed?"
-    } else if s.contains("io_schedule")
-        || s.contains("blk")
-        || s.contains("fsync")
-        || s.contains("folio")
+        EVENT_LOOP
+    } else if ["futex", "lock", "mutex", "rwlock", "sem", "trylock"]
+        .iter()
+        .any(|w| has(w))
     {
-        "waiting for the disk: fewer syncs, larger writes, or a cache"
-    } else if s.contains("read") || s.contains("recv") || s.contains("accept") || s.contains("wait")
+        LOCK
+    } else if ["nanosleep", "sleep", "usleep"].iter().any(|w| has(w)) {
+        SLEEP
+    } else if ["fsync", "fdatasync", "sync"].iter().any(|w| has(w)) {
+        DISK
+    } else if [
+        "read", "recv", "recvmsg", "recvfrom", "accept", "accept4", "wait", "wait4", "waitpid",
+    ]
+    .iter()
+    .any(|w| has(w))
     {
-        "waiting for a peer (pipe, socket, child): the time is the other side's"
+        PEER
     } else {
         "blocked off CPU: look at what it waits for"
     }
+}
+
+/// The wait's kind from the kernel function it slept in, when that one says.
+fn kernel_wait(f: &str) -> Option<&'static str> {
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| f.starts_with(p));
+    Some(
+        if starts(&[
+            "ep_poll",
+            "do_epoll",
+            "do_select",
+            "core_sys_select",
+            "do_poll",
+            "do_sys_poll",
+        ]) {
+            EVENT_LOOP
+        } else if starts(&[
+            "futex",
+            "rwsem_down",
+            "__mutex_lock",
+            "mutex_lock",
+            "rt_mutex",
+            "__rt_mutex",
+            "down_read",
+            "down_write",
+        ]) {
+            LOCK
+        } else if starts(&[
+            "do_nanosleep",
+            "hrtimer_nanosleep",
+            "common_nsleep",
+            "clock_nanosleep",
+            "msleep",
+        ]) {
+            SLEEP
+        } else if starts(&[
+            "io_schedule",
+            "folio_wait",
+            "wait_on_page",
+            "bit_wait_io",
+            "blk",
+            "jbd2",
+            "filemap",
+            "wait_on_buffer",
+            "__wait_on_buffer",
+        ]) {
+            DISK
+        } else if starts(&[
+            "pipe_read",
+            "anon_pipe_read",
+            "pipe_write",
+            "anon_pipe_write",
+            "wait_for_partner",
+            "unix_stream",
+            "unix_dgram",
+            "sk_wait",
+            "sk_stream_wait",
+            "inet_csk_accept",
+            "tcp_",
+            "udp_",
+            "do_wait",
+            "__do_wait",
+            "kernel_wait",
+            "wait_woken",
+        ]) {
+            PEER
+        } else {
+            return None;
+        },
+    )
 }
 
 /// With `--off-cpu`: one stack holding most of the blocked time.
@@ -644,5 +743,50 @@ mod tests {
         assert_eq!(syscall_name(&stack(&["asm_exc_page_fault"])), None);
         // Who asked: past the C library's wrapper.
         assert_eq!(asker(&stack(&[])).as_deref(), Some("flush"));
+    }
+
+    #[test]
+    fn a_wait_is_told_by_where_the_kernel_held_it_and_whole_words() {
+        let cases = [
+            // `clock_nanosleep` holds "lock": a sleep was once called a lock wait.
+            (
+                "__GI___clock_nanosleep ← pysleep ← time_sleep ← main (in do_nanosleep)",
+                SLEEP,
+            ),
+            ("__GI___clock_nanosleep ← pysleep ← main", SLEEP),
+            (
+                "__futex_abstimed_wait_common ← ___pthread_mutex_lock ← work (in futex_do_wait)",
+                LOCK,
+            ),
+            (
+                "__futex_abstimed_wait_common64 ← __pthread_cond_wait_common ← worker (in futex_do_wait)",
+                IDLE_POOL,
+            ),
+            (
+                "std::thread::park ← worker (in futex_wait_queue)",
+                IDLE_POOL,
+            ),
+            (
+                "epoll_wait ← mio::poll::Poll::poll ← run (in ep_poll)",
+                EVENT_LOOP,
+            ),
+            // `zread` holds "read", `bash+0x6478a` nothing: the kernel says it is a pipe.
+            (
+                "__GI___libc_read ← zread ← bash+0x6478a (in anon_pipe_read)",
+                PEER,
+            ),
+            ("zreadc ← bash+0x1 (in anon_pipe_read)", PEER),
+            ("fdatasync ← commit (in folio_wait_bit_common)", DISK),
+            ("__GI___wait4 ← wait_for ← main (in do_wait)", PEER),
+            ("accept4 ← serve", PEER),
+            ("[no user stack] (in rwsem_down_read_slowpath)", LOCK),
+            (
+                "unlocked_loop ← main (in some_driver_wait)",
+                "blocked off CPU: look at what it waits for",
+            ),
+        ];
+        for (stack, hint) in cases {
+            assert_eq!(blocking_hint(stack), hint, "{stack}");
+        }
     }
 }
