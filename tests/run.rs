@@ -209,6 +209,52 @@ fn ctrl_c_goes_to_the_command_and_outputs_are_still_written() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--duration` ends the recording, not the command: a SIGTERM to the profiler while it waits
+/// for the command still goes on to it (a container's stop), as it does while recording.
+#[test]
+fn sigterm_after_the_recording_still_reaches_the_command() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("run-term-after");
+    let script = "trap 'exit 42' TERM; while :; do sleep 0.05; done";
+    let mut child = profiler()
+        .args(["run", "--quiet", "--duration", "1", "--output"])
+        .arg(&dir)
+        .args(["--", "sh", "-c", script])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    let group = -(child.id() as i32);
+    // The outputs are written once the recording stops: the profiler then waits for the
+    // command.
+    let waited = std::time::Instant::now();
+    while !dir.join("summary.json").exists() && waited.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        dir.join("summary.json").exists(),
+        "outputs written after 1 s"
+    );
+    // SAFETY: signalling the profiler we started, not its group.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = std::time::Instant::now();
+    let mut status = None;
+    while status.is_none() && signalled.elapsed().as_secs() < 30 {
+        status = child.try_wait().expect("profiler waited for");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if status.is_none() {
+        // SAFETY: the process group we created (profiler and command).
+        unsafe { libc::kill(group, libc::SIGKILL) };
+    }
+    let out = child.wait_with_output().expect("profiler exits");
+    eprintln!("{}", stderr_of(&out));
+    assert!(status.is_some(), "the command never got the SIGTERM");
+    assert_eq!(out.status.code(), Some(42), "the command's trap ran");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn spans_of_the_command_itself_are_recorded_under_run() {
     use std::io::Write;

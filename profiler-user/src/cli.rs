@@ -581,6 +581,7 @@ fn record_options(
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
         stop: None,
         window: None,
+        signals_after_stop: true,
     }
 }
 
@@ -607,12 +608,8 @@ async fn record_into(
         }
     };
     // Samples exist from here on: every failure becomes a warning, and nothing is removed.
-    let mut warnings = std::mem::take(&mut raw.warnings);
-    if let Err(e) = interrupt::install(Phase::Symbolizing) {
-        warnings.push(format!(
-            "signals during symbolization could not be caught ({e}): a Ctrl-C now kills the profiler"
-        ));
-    }
+    // Signals went to `interrupt` when the recording stopped (`signals_after_stop`).
+    let warnings = std::mem::take(&mut raw.warnings);
     if let Some(ms) = s.test_hold_after_stop_ms {
         std::thread::sleep(Duration::from_millis(ms));
     }
@@ -792,7 +789,10 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         &mut std::io::stderr(),
     )
     .await;
-    // Reap the command whatever happened to the recording, so its status is known.
+    // Reap the command whatever happened to the recording, so its status is known. SIGTERM
+    // and SIGHUP go on to it until it has exited, not after: its pid is free once reaped.
+    collect::run::wait_exited(pid)?;
+    interrupt::forward_to(None);
     let code = collect::run::wait_exit_code(pid)?;
     let rec = recorded?;
     judge(

@@ -12,6 +12,8 @@ use std::{
 };
 
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
+/// `run`'s command while it has not been reaped (0: none), which SIGTERM and SIGHUP go on to.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static PHASE: AtomicU8 = AtomicU8::new(Phase::Recording as u8);
 
@@ -31,6 +33,16 @@ const QUIT: &[u8] =
     b"\nprofiler: quit before recording.pb was written: nothing of this recording was kept\n";
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    // Under `run` these stop nothing of ours, as while recording: the command gets them, and
+    // the profiler writes its outputs and ends when the command ends. Ctrl-C reached the
+    // command already (its process group) and stops the outputs as for `record`.
+    let child = FORWARD_TO.load(Ordering::SeqCst);
+    if child > 0 && sig != libc::SIGINT {
+        // SAFETY: kill(2) is async-signal-safe; the command is not reaped while this is set,
+        // so its pid cannot have been reused.
+        unsafe { libc::kill(child, sig) };
+        return;
+    }
     let n = SIGNALS.fetch_add(1, Ordering::SeqCst).saturating_add(1);
     LAST_SIGNAL.store(sig, Ordering::SeqCst);
     let quit = n >= 2 && PHASE.load(Ordering::SeqCst) == Phase::Symbolizing as u8;
@@ -67,6 +79,13 @@ pub fn install(phase: Phase) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `run`: SIGTERM and SIGHUP go on to `pid` (the command) rather than cutting the outputs
+/// short, until `forward_to(None)`, which must come before the command is reaped.
+pub fn forward_to(pid: Option<u32>) {
+    let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    FORWARD_TO.store(pid, Ordering::SeqCst);
 }
 
 pub fn set_phase(phase: Phase) {

@@ -650,6 +650,7 @@ pub async fn run(
             tx: tx.clone(),
             first: None,
         }),
+        signals_after_stop: false,
     };
     // Owns the senders: the window channel closes, and delivery turns to its final flush,
     // once the recording has handed over its last window.

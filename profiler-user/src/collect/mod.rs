@@ -86,6 +86,10 @@ pub struct RecordOptions {
     /// Cut the recording into windows at period boundaries, each sent symbolized as it ends
     /// (`profiler agent`); the recording returned is then the last window only.
     pub window: Option<window::WindowOptions>,
+    /// The command line's: once recording stops, SIGINT, SIGTERM and SIGHUP go to
+    /// [`crate::interrupt`] (and on to `forward_signals_to`), no longer to this loop's streams,
+    /// which nothing reads after it. A server or agent keeps its own signals.
+    pub signals_after_stop: bool,
 }
 
 impl RecordOptions {
@@ -802,6 +806,15 @@ pub async fn record(
             }
         }
     };
+
+    if opts.signals_after_stop {
+        crate::interrupt::forward_to(opts.forward_signals_to);
+        if let Err(e) = crate::interrupt::install(crate::interrupt::Phase::Symbolizing) {
+            warnings.push(format!(
+                "signals after the recording could not be caught ({e}): a Ctrl-C now kills the profiler"
+            ));
+        }
+    }
 
     // A stop that came after a boundary, before its cut (the cut waits for the records
     // taken before the boundary to arrive; a busy machine delays it more): the windows

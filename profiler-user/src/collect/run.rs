@@ -156,6 +156,31 @@ impl Held {
 }
 
 /// Waits for the child and turns its end into an exit code: its own, or 128 + the signal.
+/// Waits until the command has exited, leaving it unreaped: its pid stays its own (a zombie)
+/// for as long as signals may still be forwarded to it.
+pub fn wait_exited(pid: u32) -> Result<()> {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid out-buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is a valid out-pointer.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::io(format!("waiting for pid {pid}"), e));
+        }
+    }
+}
+
 pub fn wait_exit_code(pid: u32) -> Result<u8> {
     let mut status = 0;
     loop {

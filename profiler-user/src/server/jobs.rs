@@ -170,6 +170,7 @@ fn plan(state: &State, req: Request) -> Result<Plan, Refused> {
         alloc: None,
         locks: false,
         window: None,
+        signals_after_stop: false,
     };
     let meta = Meta {
         id: String::new(),

@@ -132,6 +132,7 @@ pub async fn run(
             tx,
             first: Some(FIRST),
         }),
+        signals_after_stop: false,
     };
     // Owns the window sender: the channel closes, and the screen loop ends, once the
     // recording is over and its probes detached.
