@@ -464,6 +464,43 @@ fn truncated_and_corrupted_recordings_are_refused() {
     report_refuses(b"profiler-recording\n\x08\x01", &["record it again"]);
 }
 
+/// `report DIR --from/--to` writes the window's outputs beside the recording but never over
+/// it, however `-o` names that same directory.
+#[test]
+fn a_window_reported_into_its_own_directory_keeps_the_full_recording() {
+    let (_target, dir) = recording_dir();
+    let full = std::fs::read(dir.join("recording.pb")).expect("recording.pb");
+    let samples = summary(&dir)["samples"]["recorded"].as_u64().unwrap_or(0);
+    assert!(samples > 20, "{samples} samples in 1 s at 99 Hz");
+    let dot = dir.join(".");
+    for out in [&*dir, dot.as_path()] {
+        let o = profiler()
+            .arg("report")
+            .arg(&*dir)
+            .args(["--from", "0.2", "--to", "0.6", "--output"])
+            .arg(out)
+            .output()
+            .expect("report runs");
+        assert_eq!(code(&o), Some(0), "report: {}", stderr_of(&o));
+        assert!(
+            std::fs::read(dir.join("recording.pb")).expect("recording.pb") == full,
+            "-o {}: the window replaced the full recording",
+            out.display()
+        );
+        let window = summary(&dir)["samples"]["recorded"].as_u64().unwrap_or(0);
+        assert!(
+            window < samples,
+            "the window's summary: {window} of {samples}"
+        );
+    }
+    // The full recording still regenerates every sample.
+    let again = report_ok(&dir);
+    assert_eq!(
+        summary(&again)["samples"]["recorded"].as_u64(),
+        Some(samples)
+    );
+}
+
 #[test]
 fn sighup_ends_the_recording_like_sigterm() {
     let target = split_target("split-hup");

@@ -876,6 +876,16 @@ fn finish(
     Ok(())
 }
 
+/// Whether two paths name one directory (device and inode); unknown counts as the same, the
+/// safe answer for a caller about to replace what is in it.
+fn same_directory(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => true,
+    }
+}
+
 pub fn report(args: ReportArgs) -> Result<()> {
     refuse_diff_rules(&args.outputs.fail_if)?;
     if let (Some(from), Some(to)) = (args.from, args.to)
@@ -905,9 +915,11 @@ pub fn report(args: ReportArgs) -> Result<()> {
     }
     let out = args.output.as_deref().unwrap_or(Path::new(&args.dir));
     let dir = OutputDir::prepare(out)?;
-    // A window's outputs must not replace the full recording they were cut from.
+    // A window's outputs must not replace the full recording they were cut from, wherever
+    // `-o` names its directory (`-o DIR`, `-o DIR/.`, a link to it).
+    let elsewhere = args.output.is_some() && !same_directory(&args.dir, dir.path());
     let mut parts = Parts {
-        recording: !windowed || args.output.is_some(),
+        recording: !windowed || elsewhere,
         perfetto_spans: args.outputs.perfetto_spans,
         group_by: args.outputs.group_by,
         kernel_threads: args.outputs.kernel_threads,
