@@ -627,6 +627,66 @@ fn outage_at_the_start_loses_nothing_and_keeps_the_order() {
     assert_eq!(remaining, 0, "delivered windows stay in the spool");
 }
 
+/// Two destinations on one server under different paths: each has its own spool directory,
+/// so neither sends or deletes the other's windows; one given twice is refused.
+#[test]
+fn two_paths_on_one_server_each_get_every_window() {
+    let receiver = Receiver::start();
+    let bin = build_c("agent-split", "split.c", C_FP);
+    let target = Target::start(&bin, &["60"]);
+    let urls = [
+        format!("http://127.0.0.1:{}/a", receiver.port),
+        format!("http://127.0.0.1:{}/b", receiver.port),
+    ];
+    let spool = OutDir::new(scratch("agent-two-paths-spool"));
+    let pid = target.pid().to_string();
+    let spool_arg = spool.to_str().expect("utf-8");
+    let mut args = vec!["--pid", &pid, "--period", "1s", "--duration", "3s"];
+    args.extend(["--spool", spool_arg]);
+    for url in &urls {
+        args.extend(["--push", url.as_str()]);
+    }
+    let mut child = agent(&args);
+    let err = wait_recording(&mut child);
+    let err = finish(child, err);
+    let got = receiver.received();
+    for (url, path) in urls.iter().zip(["/a/", "/b/"]) {
+        let (recorded, delivered, dropped, spooled) = figures(&err, url);
+        assert!(recorded >= 2, "{recorded} windows");
+        assert_eq!((delivered, dropped, spooled), (recorded, 0, 0), "{url}");
+        // As a server at the root would see them.
+        let here: Vec<Received> = got
+            .iter()
+            .filter_map(|r| {
+                let rest = r.path.strip_prefix(path)?;
+                Some(Received {
+                    path: format!("/{rest}"),
+                    ..r.clone()
+                })
+            })
+            .collect();
+        assert_eq!(cpu_windows(&here).len() as u64, recorded, "{url}");
+    }
+
+    let twice = profiler()
+        .args([
+            "agent",
+            "--pid",
+            &pid,
+            "--duration",
+            "1s",
+            "--push",
+            &urls[0],
+        ])
+        .args(["--push", &format!("{}/", urls[0])])
+        .output()
+        .expect("agent runs");
+    assert_eq!(twice.status.code(), Some(1));
+    let e = stderr_of(&twice);
+    assert!(e.contains("give each destination once"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
+
 #[test]
 fn a_full_spool_drops_the_oldest_windows_and_counts_them() {
     let bin = build_c("agent-split", "split.c", C_FP);

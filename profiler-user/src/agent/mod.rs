@@ -144,7 +144,10 @@ impl Destination {
         })
     }
 
-    /// The destination's spool subdirectory: its kind, host and port.
+    /// The destination's spool subdirectory: its kind, host and port, and a digest of its
+    /// path when it has one. Two destinations on one server under different
+    /// paths each keep their own windows: in one directory their sequence numbers collided
+    /// and one outbox sent and deleted the other's files.
     fn spool_name(&self) -> String {
         let kind = match self.kind {
             Kind::Pyroscope => "pyroscope",
@@ -162,7 +165,20 @@ impl Destination {
                 }
             })
             .collect();
-        format!("{kind}-{host}-{}", self.endpoint.port)
+        let name = format!("{kind}-{host}-{}", self.endpoint.port);
+        if self.endpoint.base_path.is_empty() {
+            return name;
+        }
+        // FNV-1a: a digest that stays the same from one build to the next, so a restarted
+        // agent finds its spool.
+        let digest = self
+            .endpoint
+            .base_path
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("{name}-{digest:016x}")
     }
 }
 
@@ -588,6 +604,13 @@ pub async fn run(
         None
     };
     let headers: std::sync::Arc<str> = push_headers(&args)?.into();
+    let mut names = std::collections::HashSet::new();
+    if let Some(dup) = args.push.iter().find(|d| !names.insert(d.spool_name())) {
+        return Err(crate::error::Error::Startup(format!(
+            "--push {}: another --push goes to the same kind of server, host, port and path: give each destination once",
+            dup.url
+        )));
+    }
     let mut outboxes = Vec::new();
     for dest in &args.push {
         let dir = match &args.spool {
@@ -756,6 +779,28 @@ mod tests {
         assert!(e.contains("expected http[s]://"), "{e}");
         assert!(!e.contains('\n'));
         assert!(Destination::parse("ftp://pyro:4040").is_err());
+    }
+
+    #[test]
+    fn each_destination_has_its_own_spool_directory() {
+        let name = |url| Destination::parse(url).unwrap().spool_name();
+        // The name an earlier build gave stays for a plain destination.
+        assert_eq!(name("http://gw:80"), "pyroscope-gw-80");
+        let all = [
+            name("http://gw:80"),
+            name("http://gw:80/a"),
+            name("http://gw:80/b"),
+            name("otlp+http://gw:80/a"),
+        ];
+        let distinct: std::collections::HashSet<&String> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        assert_eq!(name("http://gw:80/a"), name("http://gw:80/a/"));
+        // A server speaks one protocol on a port: these are one destination, refused twice.
+        assert_eq!(name("https://gw:80/a"), name("http://gw:80/a"));
+        assert!(all.iter().all(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        }));
     }
 
     #[test]
