@@ -658,16 +658,23 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             c.bpf_recursion_misses, c.kernel_read_failed
         ));
     }
-    if c.pending_children_full + c.targets_full > 0 {
+    let not_followed = c.pending_children_full.saturating_add(c.targets_full);
+    if not_followed > 0 {
         warnings.push(format!(
-            "{} child processes not followed (the kernel's target maps were full): their samples are missing",
-            c.pending_children_full + c.targets_full
+            "{not_followed} child processes not followed (the kernel's target maps were full): their samples are missing",
         ));
     }
     if c.span_threads_full > 0 {
         warnings.push(format!(
             "{} span enters not tracked (more threads inside spans at once than the kernel map holds): their samples carry no span",
             c.span_threads_full
+        ));
+    }
+    if c.span_depth_overflow > 0 {
+        warnings.push(format!(
+            "{} span enters past {} spans running at once on a thread: their samples carry the span they are nested in",
+            c.span_depth_overflow,
+            profiler_common::MAX_SPAN_DEPTH
         ));
     }
     if c.off_cpu_start_full > 0 {
@@ -1091,6 +1098,18 @@ mod tests {
         if schedule.is_some() {
             assert_eq!(names[1], "schedule_[k]", "{names:?}");
         }
+    }
+
+    #[test]
+    fn spans_nested_past_the_kernels_depth_are_told() {
+        let mut raw = raw_with(vec![]);
+        raw.counters.span_depth_overflow = 3;
+        let rec = symbolize(&raw);
+        let w = rec.meta().warnings.join("\n");
+        assert!(
+            w.contains("3 span enters past 32 spans running at once on a thread"),
+            "{w}"
+        );
     }
 
     #[test]
