@@ -279,6 +279,38 @@ fn burst_of_100k_spans_loses_none_with_default_settings() {
     assert_eq!(s["spans"]["unmatched_ends"], 0);
 }
 
+/// Spans go on in the target after the recording stops: nothing they send then is counted,
+/// so none is reported lost (a pause between the final drain and the counters' reading
+/// leaves time for hundreds), and the stop is one instant for begins and ends alike.
+#[test]
+fn spans_after_the_stop_are_neither_lost_nor_stray() {
+    let bin = build_c("demo-spans", "demo.c", &c_fp_probes());
+    let mut demo = std::process::Command::new(&bin)
+        .arg("60")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dir = OutDir::new(scratch("spans-stop"));
+    let out = record(
+        demo.id(),
+        &dir,
+        &["--duration", "1", "--test-hold-after-drain-ms", "300"],
+    );
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let s = summary(&dir)["spans"].clone();
+    eprintln!("{s}");
+    assert!(s["total"].as_u64().unwrap_or(0) > 200, "{s}");
+    assert_eq!(s["lost_events"], 0, "{s}");
+    // Two workers, each in a request and one of its parts: at most four spans open at
+    // either end of the recording.
+    for key in ["incomplete", "unmatched_ends", "unmatched_exits"] {
+        assert!(s[key].as_u64().unwrap_or(99) <= 4, "{key}: {s}");
+    }
+}
+
 /// Samples taken while a span probe's program runs show that program by its kallsyms name,
 /// as perf does, though it is unloaded before the recording is symbolized; without it the
 /// address took the name of the kernel's last symbol (`__stop_runtime_ptr_USER_PTR_MAX`).

@@ -62,6 +62,7 @@ pub mod names {
     pub const MAP_PRIMARY_FLAGS: &str = "PRIMARY_FLAGS";
     /// Slot 0 becomes 1 when any thread first enters a span.
     pub const MAP_SPANS_STARTED: &str = "SPANS_STARTED";
+    pub const MAP_SPANS_STOPPED: &str = "SPANS_STOPPED";
     pub const GLOBAL_PRIMARY_PID: &str = "PRIMARY_PID";
     /// No process but the primary can be a target (one pid, no children followed, no
     /// scope): every other process leaves the programs before any look-up.

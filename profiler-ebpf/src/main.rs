@@ -946,10 +946,20 @@ mod programs {
     #[unsafe(no_mangle)]
     static SPANS_ANY_PROCESS: u32 = 0;
 
+    /// Set by userspace at the stop, the same instant for every span program: taking the
+    /// probes out waits for the kernel probe by probe, and an event sent after the final
+    /// drain would be counted and never received (reported lost), while begins without ends
+    /// (or the reverse) from a probe-by-probe stop would read as incomplete or stray spans.
+    #[map(name = "SPANS_STOPPED")]
+    static SPANS_STOPPED: Array<u32> = Array::with_max_entries(1, 0);
+
     /// Span probes go on a file for every process that maps it when the scope is wider
     /// than one pid (a file is probed once, not per process): only targets' hits count.
     #[inline(always)]
     fn span_target() -> bool {
+        if SPANS_STOPPED.get(0).is_some_and(|stopped| *stopped != 0) {
+            return false;
+        }
         // SAFETY: a read-only global the loader fills in before the programs run.
         if unsafe { core::ptr::read_volatile(&SPANS_ANY_PROCESS) } == 0 {
             return true;

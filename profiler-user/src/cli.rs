@@ -295,6 +295,10 @@ pub struct SamplingArgs {
     /// (milliseconds), to send signals during post-processing.
     #[arg(long, hide = true)]
     pub test_hold_after_stop_ms: Option<u64>,
+    /// Test hook: pause between the final drain of the ring buffer and the reading of the
+    /// kernel's counters (milliseconds): whatever is sent then is counted and never read.
+    #[arg(long, hide = true)]
+    pub test_hold_after_drain_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -579,6 +583,7 @@ fn record_options(
         locks: s.locks,
         hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
+        hold_after_drain: s.test_hold_after_drain_ms.map(Duration::from_millis),
         stop: None,
         window: None,
         signals_after_stop: true,

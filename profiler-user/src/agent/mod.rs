@@ -665,6 +665,7 @@ pub async fn run(
         }),
         hold_before_attach: None,
         stall_consumer: None,
+        hold_after_drain: None,
         stop: None,
         alloc: None,
         locks: false,

@@ -80,6 +80,8 @@ pub struct RecordOptions {
     pub hold_before_attach: Option<Duration>,
     /// Test hook: leave the ring buffer unread this long after attaching.
     pub stall_consumer: Option<Duration>,
+    /// Test hook: wait this long between the final drain and reading the counters.
+    pub hold_after_drain: Option<Duration>,
     /// Ends the recording when notified (a server or agent stopping it, not a signal); use
     /// `notify_one`, whose permit is kept if the drain loop is not waiting at that moment.
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
@@ -865,6 +867,9 @@ pub async fn record(
     };
     sink.drain_ring(ring.get_mut());
     sink.drain_sideband(sideband.get_mut());
+    if let Some(hold) = opts.hold_after_drain {
+        std::thread::sleep(hold);
+    }
     sink.unwind_pending(None);
     let lock_waits = lock_probes
         .is_some()

@@ -444,6 +444,10 @@ impl Session {
     /// counters are final; returns the programs' run-time statistics.
     pub fn stop(&mut self) -> Result<RunStats> {
         let mut stats = RunStats::default();
+        // Span probes stay attached until the session drops (kallsyms then still names their
+        // code), but record nothing from here on. A failure here must not keep the rest
+        // attached: it is returned last.
+        let spans = self.stop_spans();
         if let Some(link) = self.off_cpu_link.take() {
             let p = sched_program(&mut self.ebpf, names::PROGRAM_OFF_CPU)?;
             p.detach(link)
@@ -462,7 +466,17 @@ impl Session {
                 .map_err(tracepoint_err(names::PROGRAM_THREAD_RENAMED))?;
         }
         self.stats_fd = None;
+        spans?;
         Ok(stats)
+    }
+
+    fn stop_spans(&mut self) -> Result<()> {
+        let mut stopped: Array<&mut MapData, u32> =
+            Array::try_from(object_map(&mut self.ebpf, names::MAP_SPANS_STOPPED)?)
+                .map_err(map_err(names::MAP_SPANS_STOPPED))?;
+        stopped
+            .set(0, 1, 0)
+            .map_err(map_err(names::MAP_SPANS_STOPPED))
     }
 
     pub fn counters(&self) -> Result<Counters> {

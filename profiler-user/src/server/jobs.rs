@@ -166,6 +166,7 @@ fn plan(state: &State, req: Request) -> Result<Plan, Refused> {
         }),
         hold_before_attach: None,
         stall_consumer: None,
+        hold_after_drain: None,
         stop: None,
         alloc: None,
         locks: false,

@@ -124,6 +124,7 @@ pub async fn run(
         off_cpu: None,
         hold_before_attach: None,
         stall_consumer: None,
+        hold_after_drain: None,
         stop: Some(stop.clone()),
         alloc: None,
         locks: false,
