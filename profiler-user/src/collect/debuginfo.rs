@@ -3,7 +3,6 @@
 //! the binary, in its `.debug/` directory or under `/usr/lib/debug/`. A candidate counts only
 //! when it is the module's: the same build id, or the CRC the link records.
 use std::{
-    fs::File,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -16,7 +15,7 @@ use super::modules::{DebugFile, ModuleFile};
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
 fn map(path: &Path) -> Option<Arc<Mmap>> {
-    let f = File::open(path).ok()?;
+    let f = super::modules::open_regular(path).ok()?;
     // SAFETY: a read-only view of a debug file nobody writes while we read it.
     unsafe { Mmap::map(&f) }.ok().map(Arc::new)
 }

@@ -264,7 +264,7 @@ impl ModuleStore {
 
     /// The file `open` reaches (such as `/proc/PID/exe`), known as `path`.
     pub fn intern_file(&mut self, open: &str, path: &str) -> Option<ModuleId> {
-        let file = File::open(open).ok()?;
+        let file = open_regular(open).ok()?;
         let identity = identity_of(&file)?;
         if let Some(&id) = self.by_identity.get(&identity) {
             return Some(id);
@@ -319,7 +319,7 @@ impl ModuleStore {
                 _file: None,
             });
         }
-        let file = File::open(&m.path)
+        let file = open_regular(&m.path)
             .ok()
             .filter(|f| identity_of(f) == Some(m.identity))
             .or_else(|| memfd_copy(&m.map))?;
@@ -392,6 +392,21 @@ impl Refusal {
     }
 }
 
+/// Opens a file a target named (a mapped path, a debug link beside it) for reading, only if
+/// it is a regular file. Without O_NONBLOCK a FIFO planted at that path would block the open
+/// forever, and with it the recording; a device would be read as a module.
+pub(crate) fn open_regular(path: impl AsRef<Path>) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 fn is_denied(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
 }
@@ -401,7 +416,7 @@ fn is_denied(e: &std::io::Error) -> bool {
 /// file the kernel mapped.
 fn open_mapped(pid: u32, m: &Mapping) -> Result<File, Refusal> {
     let by_range = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-    if let Ok(f) = File::open(by_range) {
+    if let Ok(f) = open_regular(by_range) {
         return Ok(f);
     }
     let path = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
@@ -410,7 +425,7 @@ fn open_mapped(pid: u32, m: &Mapping) -> Result<File, Refusal> {
         (true, format!("/proc/{pid}/root{path}")),
         (false, path.to_string()),
     ] {
-        match File::open(&p) {
+        match open_regular(&p) {
             Ok(f) if m.identity.is_none() || identity_of(&f) == m.identity => return Ok(f),
             Ok(_) => {}
             Err(e) if is_denied(&e) && in_root => refusal.root_denied = true,
@@ -427,6 +442,42 @@ fn open_mapped(pid: u32, m: &Mapping) -> Result<File, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A target can put a FIFO where its mapped file was: opening it must fail at once,
+    /// not wait for a writer with the recording stuck behind it.
+    #[test]
+    fn a_fifo_or_device_at_a_mapped_path_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("profiler-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("scratch directory");
+        let fifo = dir.join("lib.so");
+        let c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.to_str().expect("utf-8").to_string();
+        std::thread::spawn(move || {
+            let m = Mapping {
+                // No such range in our map_files: the path is what is left to open.
+                start: 0x1000,
+                end: 0x2000,
+                offset: 0,
+                path,
+                identity: None,
+                module: None,
+            };
+            let _ = tx.send(open_mapped(std::process::id(), &m).is_err());
+        });
+        let refused = rx.recv_timeout(std::time::Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            refused,
+            Ok(true),
+            "the FIFO was opened, or the open blocked"
+        );
+        assert!(open_regular("/dev/null").is_err());
+        assert!(open_regular("/proc/self/exe").is_ok());
+    }
 
     fn own_exe_mapping() -> Mapping {
         let pid = std::process::id();
