@@ -68,6 +68,18 @@ pub fn every_output(rec: &Recording) {
     for tracks in [SpanTracks::Thread, SpanTracks::Async, SpanTracks::Both] {
         let _ = outputs::perfetto::write(rec, tracks, &mut io::sink());
     }
+    {
+        use outputs::pprof;
+        let profiles = [
+            Some(pprof::cpu_profile(rec)),
+            pprof::off_cpu_profile(rec),
+            pprof::alloc_profile(rec),
+            pprof::locks_profile(rec),
+        ];
+        for p in profiles.iter().flatten() {
+            let _ = pprof::write(p, &mut io::sink());
+        }
+    }
     let by_name = crate::spans::stats_by_name(&rec.spans);
     let _ = crate::spans::concurrency_peak(&rec.spans);
     let _ = outputs::recording::encode(rec);

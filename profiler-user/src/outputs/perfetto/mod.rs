@@ -335,6 +335,11 @@ fn nest<'a>(
     lifetime: bool,
     out: &mut Vec<(u64, Item<'a>)>,
 ) {
+    // A file can hold an interval that ends before it begins: as it is, its end would sort
+    // before its begin and close whatever slice was open on the track.
+    for i in &mut intervals {
+        i.1 = i.1.max(i.0);
+    }
     intervals.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut open: Vec<u64> = Vec::new();
     for (begin, end, slice) in intervals {
@@ -680,6 +685,31 @@ mod tests {
             .map(|t| t.0)
             .collect();
         assert_eq!(pids, [0, 2, 42, 900, 901, 902, 903]);
+    }
+
+    /// An interval that ends before it begins (a damaged file) is empty where it begins; the
+    /// slice it sits in still ends at its own end.
+    #[test]
+    fn an_interval_ending_before_it_begins_closes_nothing_else() {
+        let (outer, inner) = (Span::default(), Span::default());
+        let mut out = Vec::new();
+        nest(
+            vec![
+                (1000, 1050, Slice::Span(&outer)),
+                (1030, 1020, Slice::Span(&inner)),
+            ],
+            7,
+            false,
+            &mut out,
+        );
+        let order: Vec<(u64, bool)> = out
+            .iter()
+            .map(|(t, item)| (*t, matches!(item, Item::Begin { .. })))
+            .collect();
+        assert_eq!(
+            order,
+            [(1000, true), (1030, true), (1030, false), (1050, false)]
+        );
     }
 
     #[test]

@@ -162,7 +162,9 @@ impl<'a> Builder<'a> {
                 // The model's offset is where the address was looked up: one byte before a
                 // return address. An address and its file offset agree modulo the page
                 // size, which recovers the offset of the address itself.
-                let offset = loc.offset + (loc.address.wrapping_sub(loc.offset) % PAGE);
+                let offset = loc
+                    .offset
+                    .saturating_add(loc.address.wrapping_sub(loc.offset) % PAGE);
                 let k = MappingKey {
                     module,
                     bias: loc.address.wrapping_sub(offset),
@@ -357,8 +359,8 @@ pub fn off_cpu_profile(rec: &Recording) -> Option<proto::Profile> {
         let e = sums
             .entry((o.pid, o.tid, o.stack, o.span, o.runnable))
             .or_default();
-        e.0 += o.total_ns;
-        e.1 += o.count;
+        e.0 = e.0.saturating_add(o.total_ns);
+        e.1 = e.1.saturating_add(o.count);
     }
     for ((pid, tid, stack, span, runnable), (ns, count)) in sums {
         // Summed in the kernel without times: the process's current name.
