@@ -141,9 +141,17 @@ pub fn fchown(fd: &impl AsRawFd, uid: u32, gid: u32) -> io::Result<()> {
 pub struct Created {
     parent: OwnedFd,
     name: CString,
+    /// Device and inode, to tell it from the directory a path ends in (`NEW/..` creates NEW
+    /// and ends in its parent).
+    id: (u64, u64),
 }
 
 impl Created {
+    /// Whether `st` (an fstat) is this directory.
+    pub fn is(&self, st: &libc::stat) -> bool {
+        self.id == (st.st_dev, st.st_ino)
+    }
+
     /// Removes the directory if it is still empty: never anything written into it.
     pub fn remove_if_empty(&self) {
         // SAFETY: valid descriptor and NUL-terminated name; failure (not empty) is fine.
@@ -228,6 +236,7 @@ fn walk(
                         created.push(Created {
                             parent: dir.try_clone()?,
                             name: c_name.clone(),
+                            id: (st.st_dev, st.st_ino),
                         });
                     }
                     break next;

@@ -215,8 +215,9 @@ impl Store {
         }
         // Profiles name other users' functions and command lines: for the server's eyes
         // only. A directory made now is closed to others; an existing one is never changed
-        // (`--data /tmp` must not lock everyone out of /tmp), but refused if others can read it.
-        if !opened.created.is_empty() {
+        // (`--data /tmp`, or `--data /tmp/new/..`, must not lock everyone out of /tmp), but
+        // refused if others can read it.
+        if opened.created.last().is_some_and(|c| c.is(&st)) {
             // SAFETY: plain syscall on a descriptor we own.
             if unsafe { libc::fchmod(opened.dir.as_raw_fd(), 0o700) } != 0 {
                 return Err(err(io::Error::last_os_error()));
@@ -404,6 +405,23 @@ mod tests {
         for bad in ["0", "", "x", "5Q", "-1", "99999999999999999999T"] {
             assert!(parse_retain(bad).is_err(), "{bad}");
         }
+    }
+
+    /// `--data BASE/NEW/..` makes NEW but names BASE, which exists: BASE keeps its mode
+    /// (made private, `--data /tmp/x/..` took /tmp from everyone and its sticky bit).
+    #[test]
+    fn a_path_ending_in_an_existing_directory_leaves_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("profiler-store-up-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let opened = Store::open(&base.join("new").join(".."), Retain::Count(2));
+        let mode = std::fs::metadata(&base).unwrap().permissions().mode() & 0o7777;
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(mode, 0o1777, "the existing directory's mode changed");
+        // It is refused for letting others read it, as `--data BASE` is.
+        assert!(opened.is_err());
     }
 
     #[test]
