@@ -226,16 +226,26 @@ fn sigterm_after_the_recording_still_reaches_the_command() {
         .spawn()
         .expect("profiler starts");
     let group = -(child.id() as i32);
-    // The outputs are written once the recording stops: the profiler then waits for the
-    // command.
-    let waited = std::time::Instant::now();
-    while !dir.join("summary.json").exists() && waited.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(
-        dir.join("summary.json").exists(),
-        "outputs written after 1 s"
-    );
+    // The outputs are written once the recording stops ("wrote DIR:"): the profiler then
+    // waits for the command.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("wrote ") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let written = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
     // SAFETY: signalling the profiler we started, not its group.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let signalled = std::time::Instant::now();
@@ -249,9 +259,51 @@ fn sigterm_after_the_recording_still_reaches_the_command() {
         unsafe { libc::kill(group, libc::SIGKILL) };
     }
     let out = child.wait_with_output().expect("profiler exits");
-    eprintln!("{}", stderr_of(&out));
+    let stderr = reader.join().unwrap_or_default();
+    eprintln!("{stderr}");
+    assert!(written, "outputs written after 1 s");
     assert!(status.is_some(), "the command never got the SIGTERM");
     assert_eq!(out.status.code(), Some(42), "the command's trap ran");
+    assert!(
+        !stderr.contains("stopping"),
+        "nothing was left to stop: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Once the command has exited, a SIGTERM stops the profiler's own work as under `record`:
+/// recording.pb is kept and the rest skipped (a container's stop, with SIGKILL to follow).
+#[test]
+fn sigterm_after_the_command_exited_keeps_the_recording() {
+    let dir = scratch("run-term-exited");
+    let child = profiler()
+        .args([
+            "run",
+            "--quiet",
+            "--test-hold-after-stop-ms",
+            "4000",
+            "--output",
+        ])
+        .arg(&dir)
+        .args(["--", "sh", "-c", "sleep 0.3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    // The command ends after 0.3 s; the profiler then holds for 4 s before resolving symbols.
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    // SAFETY: signalling the profiler we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("profiler exits");
+    let stderr = stderr_of(&out);
+    eprintln!("{stderr}");
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{stderr}");
+    assert!(stderr.contains("recording.pb kept"), "{stderr}");
+    assert!(dir.join("recording.pb").exists());
+    assert!(
+        !dir.join("summary.json").exists(),
+        "the other outputs skipped"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

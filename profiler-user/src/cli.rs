@@ -796,6 +796,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     .await;
     // Reap the command whatever happened to the recording, so its status is known. SIGTERM
     // and SIGHUP go on to it until it has exited, not after: its pid is free once reaped.
+    interrupt::set_phase(Phase::Written);
     collect::run::wait_exited(pid)?;
     interrupt::forward_to(None);
     let code = collect::run::wait_exit_code(pid)?;

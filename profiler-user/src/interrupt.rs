@@ -1,7 +1,8 @@
 //! Signals once the recording has stopped: the first SIGINT, SIGTERM or SIGHUP cuts the
 //! outputs short but keeps `recording.pb` (the rest can be regenerated from it with `profiler
 //! report`); a second one while symbols are still being resolved, before there is any
-//! recording to keep, quits at once.
+//! recording to keep, quits at once. Under `run`, SIGTERM and SIGHUP also go on to the
+//! command while it has not been reaped, as they do while recording.
 //!
 //! Symbolization is synchronous work on the one runtime thread, so tokio's signal streams
 //! would not be polled during it: a plain handler that only touches atomics (and, to quit,
@@ -14,6 +15,9 @@ use std::{
 static SIGNALS: AtomicU32 = AtomicU32::new(0);
 /// `run`'s command while it has not been reaped (0: none), which SIGTERM and SIGHUP go on to.
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// Handlers between reading FORWARD_TO and their kill: the command is reaped only once none
+/// is, so a kill never reaches a process that took its pid.
+static FORWARDING: AtomicU32 = AtomicU32::new(0);
 static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static PHASE: AtomicU8 = AtomicU8::new(Phase::Recording as u8);
 
@@ -26,6 +30,8 @@ pub enum Phase {
     Symbolizing = 1,
     /// Writing outputs.
     Writing = 2,
+    /// Every output written; `run` waits for its command, which gets SIGTERM and SIGHUP.
+    Written = 3,
 }
 
 const FIRST: &[u8] = b"\nprofiler: stopping: recording.pb is kept, the other outputs are skipped (signal again to quit at once)\n";
@@ -33,19 +39,28 @@ const QUIT: &[u8] =
     b"\nprofiler: quit before recording.pb was written: nothing of this recording was kept\n";
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    // Under `run` these stop nothing of ours, as while recording: the command gets them, and
-    // the profiler writes its outputs and ends when the command ends. Ctrl-C reached the
-    // command already (its process group) and stops the outputs as for `record`.
-    let child = FORWARD_TO.load(Ordering::SeqCst);
-    if child > 0 && sig != libc::SIGINT {
-        // SAFETY: kill(2) is async-signal-safe; the command is not reaped while this is set,
-        // so its pid cannot have been reused.
-        unsafe { libc::kill(child, sig) };
+    // Under `run` the command gets SIGTERM and SIGHUP too (a container's stop reaches only
+    // the profiler), and they still stop the profiler's own work as for `record`: the
+    // command may have exited long ago. Ctrl-C reached the command already (its process
+    // group).
+    if sig != libc::SIGINT {
+        FORWARDING.fetch_add(1, Ordering::SeqCst);
+        let child = FORWARD_TO.load(Ordering::SeqCst);
+        if child > 0 {
+            // SAFETY: kill(2) is async-signal-safe; `forward_to(None)` waits for this
+            // handler before the command is reaped, so its pid is still its own.
+            unsafe { libc::kill(child, sig) };
+        }
+        FORWARDING.fetch_sub(1, Ordering::SeqCst);
+    }
+    let phase = PHASE.load(Ordering::SeqCst);
+    if phase == Phase::Written as u8 {
+        // Nothing is left to cut short.
         return;
     }
     let n = SIGNALS.fetch_add(1, Ordering::SeqCst).saturating_add(1);
     LAST_SIGNAL.store(sig, Ordering::SeqCst);
-    let quit = n >= 2 && PHASE.load(Ordering::SeqCst) == Phase::Symbolizing as u8;
+    let quit = n >= 2 && phase == Phase::Symbolizing as u8;
     let msg = if quit {
         QUIT
     } else if n == 1 {
@@ -81,11 +96,19 @@ pub fn install(phase: Phase) -> io::Result<()> {
     Ok(())
 }
 
-/// `run`: SIGTERM and SIGHUP go on to `pid` (the command) rather than cutting the outputs
-/// short, until `forward_to(None)`, which must come before the command is reaped.
+/// `run`: SIGTERM and SIGHUP go on to `pid` (the command) too, until `forward_to(None)`,
+/// which must come before the command is reaped: it returns once no handler can still be
+/// about to signal that pid.
 pub fn forward_to(pid: Option<u32>) {
     let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     FORWARD_TO.store(pid, Ordering::SeqCst);
+    if pid == 0 {
+        // A handler that read the old pid has incremented FORWARDING first; one that starts
+        // now reads 0. Handlers only make a system call: the wait is microseconds.
+        while FORWARDING.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+    }
 }
 
 pub fn set_phase(phase: Phase) {

@@ -815,6 +815,20 @@ pub async fn record(
             warnings.push(format!(
                 "signals after the recording could not be caught ({e}): a Ctrl-C now kills the profiler"
             ));
+        } else {
+            // One that came since the loop's last poll waits in tokio's stream, which nothing
+            // reads any more: it goes to the new handler.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            for (stream, sig) in [
+                (&mut sigint, libc::SIGINT),
+                (&mut sigterm, libc::SIGTERM),
+                (&mut sighup, libc::SIGHUP),
+            ] {
+                if let std::task::Poll::Ready(Some(())) = stream.poll_recv(&mut cx) {
+                    // SAFETY: raise(3) with a signal whose handler was just installed.
+                    unsafe { libc::raise(sig) };
+                }
+            }
         }
     }
 

@@ -155,7 +155,6 @@ impl Held {
     }
 }
 
-/// Waits for the child and turns its end into an exit code: its own, or 128 + the signal.
 /// Waits until the command has exited, leaving it unreaped: its pid stays its own (a zombie)
 /// for as long as signals may still be forwarded to it.
 pub fn wait_exited(pid: u32) -> Result<()> {
@@ -181,6 +180,7 @@ pub fn wait_exited(pid: u32) -> Result<()> {
     }
 }
 
+/// Waits for the child and turns its end into an exit code: its own, or 128 + the signal.
 pub fn wait_exit_code(pid: u32) -> Result<u8> {
     let mut status = 0;
     loop {
