@@ -520,16 +520,12 @@ const PEER: &str = "waiting for a peer (pipe, socket, child): the time is the ot
 /// `offcpu::describe_stack`). Names are matched by whole words: `clock_nanosleep` holds
 /// "lock", `zread` holds "read".
 fn blocking_hint(stack: &str) -> &'static str {
-    let lower = stack.to_ascii_lowercase();
-    let (user, kernel) = match lower.rsplit_once(" (in ") {
+    let (user, kernel) = match stack.rsplit_once(" (in ") {
         Some((user, kernel)) => (user, kernel.trim_end_matches(')')),
-        None => (lower.as_str(), ""),
+        None => (stack, ""),
     };
-    let words: Vec<&str> = user
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    let has = |w: &str| words.contains(&w);
+    let words = words(user);
+    let has = |w: &str| words.iter().any(|x| x == w);
     let has_pair = |a: &str, b: &str| words.windows(2).any(|p| p[0] == a && p[1] == b);
     // A pool's idle wait goes through a futex or an epoll like any other: its user frames
     // say it is idle.
@@ -553,7 +549,10 @@ fn blocking_hint(stack: &str) -> &'static str {
         LOCK
     } else if ["nanosleep", "sleep", "usleep"].iter().any(|w| has(w)) {
         SLEEP
-    } else if ["fsync", "fdatasync", "sync"].iter().any(|w| has(w)) {
+    } else if ["fsync", "fdatasync", "msync", "syncfs"]
+        .iter()
+        .any(|w| has(w))
+    {
         DISK
     } else if [
         "read", "recv", "recvmsg", "recvfrom", "accept", "accept4", "wait", "wait4", "waitpid",
@@ -565,6 +564,30 @@ fn blocking_hint(stack: &str) -> &'static str {
     } else {
         "blocked off CPU: look at what it waits for"
     }
+}
+
+/// The words of function names, lower case: split at anything but letters and digits and
+/// where a lower-case letter meets an upper-case one (Go's `runtime.mPark`, Java's
+/// `parkNanos`).
+fn words(names: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut lower_before = false;
+    for c in names.chars() {
+        if (!c.is_ascii_alphanumeric() || (lower_before && c.is_ascii_uppercase()))
+            && !word.is_empty()
+        {
+            out.push(std::mem::take(&mut word));
+        }
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_lowercase());
+        }
+        lower_before = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
 }
 
 /// The wait's kind from the kernel function it slept in, when that one says.
@@ -600,7 +623,7 @@ fn kernel_wait(f: &str) -> Option<&'static str> {
         ]) {
             SLEEP
         } else if starts(&[
-            "io_schedule",
+            // `io_schedule` itself is a scheduler frame, skipped in the description.
             "folio_wait",
             "wait_on_page",
             "bit_wait_io",
@@ -621,7 +644,7 @@ fn kernel_wait(f: &str) -> Option<&'static str> {
             "unix_dgram",
             "sk_wait",
             "sk_stream_wait",
-            "inet_csk_accept",
+            "inet_csk",
             "tcp_",
             "udp_",
             "do_wait",
@@ -780,6 +803,18 @@ mod tests {
             ("__GI___wait4 ← wait_for ← main (in do_wait)", PEER),
             ("accept4 ← serve", PEER),
             ("[no user stack] (in rwsem_down_read_slowpath)", LOCK),
+            // Go's idle M: the park is in a camelCase name, under a futex.
+            (
+                "runtime.futex ← runtime.futexsleep ← runtime.notesleep ← runtime.mPark (in futex_wait_queue)",
+                IDLE_POOL,
+            ),
+            ("Unsafe.park ← LockSupport.parkNanos ← take", IDLE_POOL),
+            // `sync` is a module name as often as a system call.
+            (
+                "std::sync::Once::call_once_force ← init",
+                "blocked off CPU: look at what it waits for",
+            ),
+            ("accept ← serve (in inet_csk_wait_for_connect)", PEER),
             (
                 "unlocked_loop ← main (in some_driver_wait)",
                 "blocked off CPU: look at what it waits for",
