@@ -3,6 +3,7 @@
 //! the binary, in its `.debug/` directory or under `/usr/lib/debug/`. A candidate counts only
 //! when it is the module's: the same build id, or the CRC the link records.
 use std::{
+    fs::File,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -14,10 +15,13 @@ use super::modules::{DebugFile, ModuleFile};
 
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
-fn map(path: &Path) -> Option<Arc<Mmap>> {
+/// The open file and a view of it: the file checked is the file read, whoever later
+/// replaces the path (a debuglink candidate sits in the module's own directory).
+fn map(path: &Path) -> Option<(File, Arc<Mmap>)> {
     let f = super::modules::open_regular(path).ok()?;
     // SAFETY: a read-only view of a debug file nobody writes while we read it.
-    unsafe { Mmap::map(&f) }.ok().map(Arc::new)
+    let map = unsafe { Mmap::map(&f) }.ok().map(Arc::new)?;
+    Some((f, map))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -41,7 +45,7 @@ fn has_debug_info(bytes: &[u8]) -> bool {
 pub fn find(module: &ModuleFile) -> Option<DebugFile> {
     let build_id = module.build_id();
     if let Some(path) = build_id_path(build_id)
-        && let Some(map) = map(&path)
+        && let Some((file, map)) = map(&path)
     {
         let same = object::File::parse(&map[..])
             .ok()
@@ -50,6 +54,7 @@ pub fn find(module: &ModuleFile) -> Option<DebugFile> {
         if same && has_debug_info(&map) {
             return Some(DebugFile {
                 path,
+                file,
                 map,
                 how: "build-id",
             });
@@ -71,9 +76,10 @@ pub fn find(module: &ModuleFile) -> Option<DebugFile> {
     ]
     .into_iter()
     .find_map(|path| {
-        let map = map(&path)?;
+        let (file, map) = map(&path)?;
         (crc32fast::hash(&map) == crc && has_debug_info(&map)).then_some(DebugFile {
             path,
+            file,
             map,
             how: "debuglink",
         })

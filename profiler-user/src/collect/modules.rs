@@ -29,10 +29,21 @@ const MAX_OPEN: usize = 128;
 /// A separate debug file that names a stripped module.
 #[derive(Debug)]
 pub struct DebugFile {
+    /// Where it was found, for people.
     pub path: PathBuf,
+    /// The file that was checked, open: readers go through it ([`DebugFile::readable_path`]),
+    /// never through `path` again.
+    pub file: File,
     pub map: Arc<Mmap>,
     /// How it was found: `build-id` or `debuglink`.
     pub how: &'static str,
+}
+
+impl DebugFile {
+    /// A path to the checked file's own descriptor.
+    pub fn readable_path(&self) -> PathBuf {
+        fd_path(&self.file)
+    }
 }
 
 #[derive(Debug)]
@@ -393,18 +404,23 @@ impl Refusal {
 }
 
 /// Opens a file a target named (a mapped path, a debug link beside it) for reading, only if
-/// it is a regular file. Without O_NONBLOCK a FIFO planted at that path would block the open
-/// forever, and with it the recording; a device would be read as a module.
+/// it is a regular file. It is looked at first through an O_PATH descriptor, which opens
+/// nothing: a FIFO planted at that path would block a plain open forever (and the recording
+/// with it), and a device's open runs its driver (`/dev/watchdog` arms the watchdog). The
+/// file is then opened through that descriptor, so it is the inode that was looked at.
 pub(crate) fn open_regular(path: impl AsRef<Path>) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
+    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    let handle = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_PATH)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    if !handle.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    Ok(file)
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
 }
 
 fn is_denied(e: &std::io::Error) -> bool {

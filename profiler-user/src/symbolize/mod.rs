@@ -929,7 +929,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                     Some(debug) => {
                         m.debug_file = debug.path.to_string_lossy().into_owned();
                         let vaddrs = file.vaddrs_of(&offsets);
-                        let src = Source::Elf(Elf::new(&debug.path));
+                        let src = Source::Elf(Elf::new(debug.readable_path()));
                         symbolizer.symbolize(&src, Input::VirtOffset(&vaddrs))
                     }
                     None => {
