@@ -157,9 +157,10 @@ impl Destination {
             .endpoint
             .host
             .chars()
+            // Host names are not case-sensitive: `GW` and `gw` are one destination.
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
+                    c.to_ascii_lowercase()
                 } else {
                     '_'
                 }
@@ -796,6 +797,7 @@ mod tests {
         let distinct: std::collections::HashSet<&String> = all.iter().collect();
         assert_eq!(distinct.len(), all.len(), "{all:?}");
         assert_eq!(name("http://gw:80/a"), name("http://gw:80/a/"));
+        assert_eq!(name("http://GW:80/a"), name("http://gw:80/a"));
         // A server speaks one protocol on a port: these are one destination, refused twice.
         assert_eq!(name("https://gw:80/a"), name("http://gw:80/a"));
         assert!(all.iter().all(|n| {

@@ -217,7 +217,7 @@ impl Store {
         // only. A directory made now is closed to others; an existing one is never changed
         // (`--data /tmp`, or `--data /tmp/new/..`, must not lock everyone out of /tmp), but
         // refused if others can read it.
-        if opened.created.last().is_some_and(|c| c.is(&st)) {
+        if opened.created.iter().any(|c| c.is(&st)) {
             // SAFETY: plain syscall on a descriptor we own.
             if unsafe { libc::fchmod(opened.dir.as_raw_fd(), 0o700) } != 0 {
                 return Err(err(io::Error::last_os_error()));
@@ -417,9 +417,16 @@ mod tests {
         std::fs::create_dir(&base).unwrap();
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let opened = Store::open(&base.join("new").join(".."), Retain::Count(2));
+        // NEW/SUB/.. makes two and ends in the first: that one is the server's, made private.
+        let made = Store::open(&base.join("made").join("sub").join(".."), Retain::Count(2));
+        let made_mode = std::fs::metadata(base.join("made"))
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok();
         let mode = std::fs::metadata(&base).unwrap().permissions().mode() & 0o7777;
         let _ = std::fs::remove_dir_all(&base);
         assert_eq!(mode, 0o1777, "the existing directory's mode changed");
+        assert!(made.is_ok(), "{:?}", made.err());
+        assert_eq!(made_mode, Some(0o700));
         // It is refused for letting others read it, as `--data BASE` is.
         assert!(opened.is_err());
     }
