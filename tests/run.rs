@@ -275,8 +275,9 @@ fn sigterm_after_the_recording_still_reaches_the_command() {
 /// recording.pb is kept and the rest skipped (a container's stop, with SIGKILL to follow).
 #[test]
 fn sigterm_after_the_command_exited_keeps_the_recording() {
+    use std::io::{BufRead, Read};
     let dir = scratch("run-term-exited");
-    let child = profiler()
+    let mut child = profiler()
         .args([
             "run",
             "--quiet",
@@ -290,14 +291,24 @@ fn sigterm_after_the_command_exited_keeps_the_recording() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("profiler starts");
-    // The command ends after 0.3 s; the profiler then holds for 4 s before resolving symbols.
+    // From "recording", the command ends after 0.3 s and the profiler then holds for 4 s
+    // before resolving symbols: 2 s is in the hold however slow the start was.
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut stderr = String::new();
+    while !stderr.contains("profiler: recording") {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        stderr.push_str(&line);
+    }
     std::thread::sleep(std::time::Duration::from_millis(2000));
     // SAFETY: signalling the profiler we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().expect("profiler exits");
-    let stderr = stderr_of(&out);
+    let _ = err.read_to_string(&mut stderr);
+    let status = child.wait().expect("profiler exits");
     eprintln!("{stderr}");
-    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{stderr}");
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{stderr}");
     assert!(stderr.contains("recording.pb kept"), "{stderr}");
     assert!(dir.join("recording.pb").exists());
     assert!(

@@ -823,6 +823,8 @@ fn finish(
     report: &mut dyn Write,
 ) -> Result<()> {
     let w = outputs::write_outputs(rec, dir, parts);
+    // A signal from here on has nothing left to cut short (and must not say it did).
+    interrupt::set_phase(Phase::Written);
     let complete = w.failed.is_empty() && w.skipped.is_empty();
     if !quiet && complete {
         let shown = outputs::Shown::new(rec, parts.kernel_threads);

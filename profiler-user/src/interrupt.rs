@@ -30,7 +30,8 @@ pub enum Phase {
     Symbolizing = 1,
     /// Writing outputs.
     Writing = 2,
-    /// Every output written; `run` waits for its command, which gets SIGTERM and SIGHUP.
+    /// Every output written (or failed): nothing is left to cut short. `run` then waits for
+    /// its command, which still gets SIGTERM and SIGHUP.
     Written = 3,
 }
 
