@@ -409,7 +409,7 @@ impl Refusal {
 /// with it), and a device's open runs its driver (`/dev/watchdog` arms the watchdog). The
 /// file is then opened through that descriptor, so it is the inode that was looked at.
 pub(crate) fn open_regular(path: impl AsRef<Path>) -> std::io::Result<File> {
-    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let handle = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH)
@@ -420,7 +420,7 @@ pub(crate) fn open_regular(path: impl AsRef<Path>) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .open(fd_path(&handle))
 }
 
 fn is_denied(e: &std::io::Error) -> bool {
