@@ -909,6 +909,15 @@ impl std::fmt::Display for Frame<'_> {
     }
 }
 
+/// A stack copy's size as `--stack-size` takes it: whole KiB, else bytes (512 is not 0 KiB).
+pub fn stack_size_text(bytes: u32) -> String {
+    if bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 impl Recording {
     pub fn meta(&self) -> &Meta {
         static EMPTY: std::sync::OnceLock<Meta> = std::sync::OnceLock::new();
@@ -1261,6 +1270,13 @@ impl Recording {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn stack_sizes_below_a_kib_are_not_zero() {
+        assert_eq!(stack_size_text(512), "512 bytes");
+        assert_eq!(stack_size_text(16 << 10), "16 KiB");
+        assert_eq!(stack_size_text(1536), "1536 bytes");
+    }
 
     /// A small recording: main → compute → {hot_a, hot_b} plus a kernel frame and an
     /// unsymbolized frame of a stripped library.

@@ -1225,8 +1225,8 @@ fn announce(info: &ProcessInfo, opts: &RecordOptions, spans: &spans::Attached, d
     }
     if dwarf {
         what += &format!(
-            ", DWARF call graph ({} KiB of stack)",
-            opts.stack_bytes / 1024
+            ", DWARF call graph ({} of stack)",
+            crate::model::stack_size_text(opts.stack_bytes)
         );
     }
     if opts.off_cpu.is_some() {

@@ -778,12 +778,12 @@ impl Summary {
         if q.call_graph == "dwarf" {
             line += &match q.stack_copied_bytes_mean {
                 Some(mean) => format!(
-                    " ({mean:.0} B of stack copied per sample, at most {} KiB)",
-                    q.stack_size_bytes / 1024
+                    " ({mean:.0} B of stack copied per sample, at most {})",
+                    crate::model::stack_size_text(q.stack_size_bytes)
                 ),
                 None => format!(
-                    " (at most {} KiB of stack per sample)",
-                    q.stack_size_bytes / 1024
+                    " (at most {} of stack per sample)",
+                    crate::model::stack_size_text(q.stack_size_bytes)
                 ),
             };
             line += &format!(", {} truncated", q.truncated);

@@ -602,10 +602,10 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         let at_limit = u.out_of_copy.saturating_sub(u.out_of_sized_copy);
         if at_limit * 20 > u.samples {
             w.push_str(&format!(
-                ": {} at the end of the copied stack, raise --stack-size (now {} bytes, at most {})",
+                ": {} at the end of the copied stack, raise --stack-size (now {}, at most {})",
                 u.out_of_copy,
-                raw.stack_bytes,
-                profiler_common::MAX_DWARF_STACK
+                crate::model::stack_size_text(raw.stack_bytes),
+                crate::model::stack_size_text(profiler_common::MAX_DWARF_STACK as u32)
             ));
         } else if u.out_of_copy > 0 {
             w.push_str(&format!(
