@@ -344,12 +344,13 @@ impl<'a> Sink<'a> {
         let Some(s) = self.procs.spaces.get(space as usize) else {
             return (RawStack::Empty, false);
         };
+        let (copy, reached_top) = copy_of(&self.copy_sizes, tid, regs, stack.len());
         let stats = std::mem::take(&mut self.unwinder.stats);
         let unwound = self
             .unwinder
-            .unwind(space, s, &self.procs.modules, regs, stack);
+            .unwind(space, s, &self.procs.modules, regs, stack, reached_top);
         self.unwinder.stats = stats;
-        self.observe_copy(tid, regs, stack.len(), unwound.outcome);
+        self.observe_copy(tid, copy, unwound.outcome);
         (
             unwound.id.map_or(RawStack::Empty, RawStack::Id),
             unwound.truncated,
@@ -377,17 +378,11 @@ impl<'a> Sink<'a> {
     fn observe_copy(
         &mut self,
         tid: u32,
-        regs: &DwarfRegs,
-        len: usize,
+        copy: stack_copy::Copy,
         outcome: stack_copy::Outcome,
     ) -> bool {
         let Some((sizes, _)) = self.copy_sizes.as_mut() else {
             return false;
-        };
-        let copy = stack_copy::Copy {
-            sp: regs.sp,
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-            at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
         };
         sizes.observe(tid, copy, outcome)
     }
@@ -456,16 +451,41 @@ impl<'a> Sink<'a> {
         let Some(space) = self.procs.spaces.get(sample.space as usize) else {
             return;
         };
-        let unwound = self
-            .unwinder
-            .unwind(sample.space, space, &self.procs.modules, regs, stack);
+        let tid = sample.tid;
+        let (copy, reached_top) = copy_of(&self.copy_sizes, tid, regs, stack.len());
+        let unwound = self.unwinder.unwind(
+            sample.space,
+            space,
+            &self.procs.modules,
+            regs,
+            stack,
+            reached_top,
+        );
         sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
         sample.truncated = unwound.truncated;
-        let tid = sample.tid;
-        if self.observe_copy(tid, regs, stack.len(), unwound.outcome) {
+        if self.observe_copy(tid, copy, unwound.outcome) {
             self.unwinder.stats.out_of_sized_copy += 1;
         }
     }
+}
+
+/// One copy of `tid`'s stack as the kernel made it, and whether it reached the stack's top.
+fn copy_of(
+    sizes: &Option<(stack_copy::Sizes, BpfHashMap<MapData, u32, u64>)>,
+    tid: u32,
+    regs: &DwarfRegs,
+    len: usize,
+) -> (stack_copy::Copy, bool) {
+    let copy = stack_copy::Copy {
+        sp: regs.sp,
+        len: u32::try_from(len).unwrap_or(u32::MAX),
+        at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
+    };
+    let reached_top = match sizes {
+        Some((sizes, _)) => sizes.reached_top(tid, copy),
+        None => copy.len == 0 || copy.at_stack_end,
+    };
+    (copy, reached_top)
 }
 
 /// Sets or clears the DWARF flag of `pid` for the program it now runs (`auto`).

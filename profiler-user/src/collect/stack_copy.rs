@@ -49,8 +49,8 @@ pub enum Outcome {
     Complete(u32),
     /// Ran past the end of the copy, which had not reached the top of the stack.
     OutOfCopy,
-    /// Ran past the end of a copy that ended on a page boundary: the top of the stack, or a
-    /// top remembered wrongly.
+    /// Ran past the end of a copy that reached the top of the stack ([`Sizes::reached_top`]):
+    /// the unwind information led past it, or the top was remembered wrongly.
     PastEnd,
     /// Stopped for another reason: says nothing about the copy's size.
     Other,
@@ -147,6 +147,20 @@ impl Sizes {
             self.forget_oldest();
         }
         cut_short
+    }
+
+    /// Whether `copy` of `tid`'s stack ended at the top of the stack: the kernel found the
+    /// next page unreadable (and said so), or stopped at the top remembered for the thread.
+    /// A copy ending on a page boundary by itself says nothing: where `sp` lies in its page
+    /// is chance, and a thread looping at one depth puts every copy there in one run of 256.
+    pub fn reached_top(&self, tid: u32, copy: Copy) -> bool {
+        let end = copy.sp.saturating_add(u64::from(copy.len));
+        copy.len == 0
+            || copy.at_stack_end
+            || self
+                .threads
+                .get(&tid)
+                .is_some_and(|t| t.top != 0 && end == t.top)
     }
 
     /// A thread that ran `exec`: a new stack, whose size and top are learned afresh (the
@@ -270,6 +284,38 @@ mod tests {
         assert!(s.threads.len() <= MAX_THREADS);
         assert!(s.threads.contains_key(&(MAX_THREADS as u32)));
         assert!(!s.threads.contains_key(&0));
+    }
+
+    #[test]
+    fn only_the_kernel_or_a_remembered_top_says_a_copy_reached_the_top() {
+        let mut s = Sizes::new(MOST);
+        // The full copy, from an `sp` whose page offset makes it end on a page boundary: the
+        // size asked for ended it, not the stack.
+        let sp = 0x7ffd_0000_2000 - u64::from(MOST);
+        let full = Copy {
+            sp,
+            len: MOST,
+            at_stack_end: false,
+        };
+        assert_eq!((full.sp + u64::from(full.len)) % 4096, 0);
+        assert!(!s.reached_top(8, full));
+        // A 512-byte --stack-size likewise.
+        let small = Copy {
+            sp: 0x7ffd_0000_2000 - 512,
+            len: 512,
+            at_stack_end: false,
+        };
+        assert!(!s.reached_top(8, small));
+        let ended = Copy {
+            at_stack_end: true,
+            ..small
+        };
+        assert!(s.reached_top(8, ended));
+        assert!(s.reached_top(8, c(0)));
+        // Once the kernel found it, copies the remembered top stopped reached it too.
+        s.observe(8, ended, Outcome::Complete(400));
+        assert!(s.reached_top(8, small));
+        assert!(!s.reached_top(9, small));
     }
 
     #[test]

@@ -245,7 +245,9 @@ impl Unwinder {
         }
     }
 
-    /// Unwinds one sample of address space `index`; `stack` holds the bytes from `regs.sp` up.
+    /// Unwinds one sample of address space `index`; `stack` holds the bytes from `regs.sp` up,
+    /// and `reached_top` says whether they end at the top of the stack
+    /// ([`super::stack_copy::Sizes::reached_top`]).
     pub fn unwind(
         &mut self,
         index: u32,
@@ -253,6 +255,7 @@ impl Unwinder {
         modules: &ModuleStore,
         regs: &DwarfRegs,
         stack: &[u8],
+        reached_top: bool,
     ) -> Unwound {
         let started = Instant::now();
         self.sync(index, space, modules);
@@ -303,15 +306,7 @@ impl Unwinder {
         let mut outcome = Outcome::Other;
         if truncated {
             self.stats.truncated += 1;
-            // The kernel copies page by page and stops at the first page it cannot read: an
-            // empty copy read nothing (a sample in the exec of a new program), and one ending
-            // on a page boundary hit the top of the stack (or, when the stack pointer happens
-            // to be page-aligned, its size: rare, and then undercounted).
-            let hit_top = stack.is_empty()
-                || sp
-                    .checked_add(stack.len() as u64)
-                    .is_none_or(|top| top % 4096 == 0);
-            if past_copy && !hit_top {
+            if past_copy && !reached_top {
                 self.stats.out_of_copy += 1;
                 outcome = Outcome::OutOfCopy;
             } else if past_copy {
