@@ -216,6 +216,42 @@ pub struct RawRecording {
     pub bpf_programs: crate::symbolize::kallsyms::BpfPrograms,
 }
 
+#[cfg(test)]
+impl RawRecording {
+    /// Nothing recorded, for tests to fill in.
+    pub(crate) fn empty_for_tests() -> Self {
+        Self {
+            info: ProcessInfo::default(),
+            processes: processes::Processes::new(Default::default(), false),
+            samples: Vec::new(),
+            span_events: Vec::new(),
+            span_meta: HashMap::new(),
+            spans_attached: Default::default(),
+            stacks: HashMap::new(),
+            counters: Counters::default(),
+            call_graph: CallGraph::Fp,
+            stack_bytes: 0,
+            unwind: Default::default(),
+            off_cpu: None,
+            alloc: None,
+            locks: None,
+            coverage: None,
+            threads: HashMap::new(),
+            start_boottime_ns: 0,
+            end_boottime_ns: 1,
+            start_unix_ns: 0,
+            frequency_hz: 99,
+            stop_reason: StopReason::Duration,
+            load_attach: Duration::ZERO,
+            bpf_run_count: 0,
+            bpf_run_time_ns: 0,
+            cpus: 1,
+            warnings: Vec::new(),
+            bpf_programs: Default::default(),
+        }
+    }
+}
+
 /// Progress shown while recording.
 #[derive(Clone, Copy, Debug)]
 pub struct Status {
@@ -787,8 +823,11 @@ pub async fn record(
                 sink.drain_sideband(sideband.get_mut());
                 sink.drain_ring(ring.get_mut());
                 probe_new_files(&mut live, &mut session, sink.procs, &mut warnings);
+                // Read before the last drain: every record they count is read by the cut.
+                let kernel = session.counters().ok();
+                sink.drain_ring(ring.get_mut());
                 let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
-                w.cut(&mut sink, &session, &window_base(&info, attached, opts, &session, dwarf));
+                w.cut(&mut sink, kernel, &session, &window_base(&info, attached, opts, &session, dwarf));
             },
             _ = tick.tick() => {
                 sink.drain_sideband(sideband.get_mut());
@@ -839,10 +878,12 @@ pub async fn record(
         while w.passed() {
             tokio::time::sleep_until(w.deadline()).await;
             sink.drain_sideband(sideband.get_mut());
+            let kernel = session.counters().ok();
             sink.drain_ring(ring.get_mut());
             let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
             w.cut(
                 &mut sink,
+                kernel,
                 &session,
                 &window_base(&info, attached, opts, &session, dwarf),
             );

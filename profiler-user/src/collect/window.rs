@@ -68,6 +68,8 @@ pub(super) struct Cutter {
     off_cpu_before: HashMap<OffKey, (u64, u64)>,
     /// The kernel's counters at the last cut.
     counters_before: Counters,
+    /// The losses userspace counts, at the last cut.
+    user_before: UserCounts,
     /// Kept from window to window: parsing kallsyms and the modules' symbols again for each
     /// window was most of the agent's CPU time. Replaced every [`SYMBOLIZER_WINDOWS`]
     /// windows, since it keeps every file it ever parsed.
@@ -75,10 +77,9 @@ pub(super) struct Cutter {
     symbolizer_uses: u32,
     /// Files let go since the symbolizer was made: it may still hold them.
     symbolizer_stale: usize,
-    /// Samples read from the ring buffer up to the last cut, and those of them that went
-    /// into windows: the kernel's `emitted` counts up to the cut, not up to the boundary.
-    drained_before: u64,
-    assigned_before: u64,
+    /// Samples and span events read from the ring buffer against what the kernel counted.
+    samples_read: Delivered,
+    span_events_read: Delivered,
     /// The eBPF programs' kallsyms entries (ours and others'), read with each new symbolizer,
     /// whose own copy of kallsyms is as old: reading it takes ~40 ms. A window symbolizes
     /// while our programs are loaded, but blazesym names kernel addresses from vmlinux
@@ -112,8 +113,9 @@ impl Cutter {
             open_begins: Vec::new(),
             off_cpu_before: HashMap::new(),
             counters_before: Counters::default(),
-            drained_before: 0,
-            assigned_before: 0,
+            user_before: UserCounts::default(),
+            samples_read: Delivered::default(),
+            span_events_read: Delivered::default(),
             symbolizer: crate::symbolize::symbolizer(),
             symbolizer_uses: 0,
             symbolizer_stale: 0,
@@ -161,18 +163,40 @@ impl Cutter {
             .saturating_add(boot_ns.saturating_sub(self.start_boot_ns))
     }
 
-    /// Cuts the window ending at the current boundary from what `sink` holds (drained just
-    /// before), symbolizes it and sends it.
-    pub fn cut(&mut self, sink: &mut Sink, session: &session::Session, base: &Base) {
+    /// Cuts the window ending at the current boundary from what `sink` holds, symbolizes it
+    /// and sends it. `kernel`: the kernel's counters, read before the ring buffer was drained
+    /// for this cut, so that every record they count has been read (see [`Delivered`]).
+    pub fn cut(
+        &mut self,
+        sink: &mut Sink,
+        kernel: Option<Counters>,
+        session: &session::Session,
+        base: &Base,
+    ) {
         let to = self.to_ns;
         let (samples, mut span_events, off_events) = sink.take_before(to);
-        let assigned = self.assigned_before.saturating_add(samples.len() as u64);
-        let drained = assigned.saturating_add(sink.samples.len() as u64);
-        let mut counters = self.counters(session.counters().ok());
-        counters.received = drained.saturating_sub(self.drained_before);
-        (self.assigned_before, self.drained_before) = (assigned, drained);
-        counters.span_events_received = span_events.len() as u64;
+        let mut counters = self.counters(kernel);
+        counters.received = self.samples_read.cut(
+            samples.len() as u64,
+            sink.samples.len() as u64,
+            counters.emitted,
+        );
+        counters.span_events_received = self.span_events_read.cut(
+            span_events.len() as u64,
+            sink.span_events.len() as u64,
+            counters.span_events,
+        );
         counters.off_cpu_stacks_unmatched = std::mem::take(&mut sink.off_cpu_stacks_unmatched);
+        let user = self.user_delta(UserCounts {
+            sideband_lost: sink.procs.sideband_lost,
+            malformed: sink.malformed,
+            targets_refused: sink.targets_refused,
+            modules_missed: sink.procs.modules.missed.values().sum(),
+        });
+        counters.sideband_lost = user.sideband_lost;
+        counters.malformed_events = user.malformed;
+        counters.targets_full = counters.targets_full.saturating_add(user.targets_refused);
+        counters.modules_missed = user.modules_missed;
         let open_from_before = std::mem::take(&mut self.open_begins);
         self.open_begins = still_open(&open_from_before, &span_events);
         span_events.splice(0..0, open_from_before);
@@ -245,20 +269,34 @@ impl Cutter {
     /// Turns the recording `record` is about to return into the last window: what is left
     /// after the last cut, with the spans still open then and only the off-CPU time since.
     pub fn finish(mut self, raw: &mut RawRecording) {
+        let mut counters = delta(&raw.counters, &self.counters_before);
+        // The kernel's counters were read after the final drain, with sampling stopped.
+        counters.received = self
+            .samples_read
+            .cut(raw.samples.len() as u64, 0, counters.emitted);
+        counters.span_events_received =
+            self.span_events_read
+                .cut(raw.span_events.len() as u64, 0, counters.span_events);
+        // `record` counted these over the whole recording; `targets_full` holds the refused
+        // targets beside the kernel's count, whose part before the cut `delta` took off.
+        let user = self.user_delta(UserCounts {
+            sideband_lost: raw.counters.sideband_lost,
+            malformed: raw.counters.malformed_events,
+            targets_refused: 0,
+            modules_missed: raw.counters.modules_missed,
+        });
+        counters.sideband_lost = user.sideband_lost;
+        counters.malformed_events = user.malformed;
+        counters.modules_missed = user.modules_missed;
+        counters.targets_full = counters
+            .targets_full
+            .saturating_sub(self.user_before.targets_refused);
+        raw.counters = counters;
         let mut events = std::mem::take(&mut self.open_begins);
         events.append(&mut raw.span_events);
         raw.span_events = events;
         raw.start_boottime_ns = self.from_ns;
         raw.start_unix_ns = self.unix_of(self.from_ns);
-        let drained = self
-            .assigned_before
-            .saturating_add(raw.samples.len() as u64);
-        let received = drained.saturating_sub(self.drained_before);
-        let mut counters = delta(&raw.counters, &self.counters_before);
-        counters.received = received;
-        counters.span_events_received = raw.span_events.len() as u64;
-        counters.malformed_events = raw.counters.malformed_events;
-        raw.counters = counters;
         if let Some(o) = raw.off_cpu.as_mut() {
             // The kernel's sums come first, before the intervals that were in none and those
             // still open, which may share their key: each sum is reduced once.
@@ -271,6 +309,23 @@ impl Cutter {
             }
             o.totals.retain(|t| t.count > 0);
         }
+    }
+
+    /// What the user-side losses grew by since the last cut. `targets_refused` of 0 keeps
+    /// the previous reading (the last window reads it from `targets_full`).
+    fn user_delta(&mut self, now: UserCounts) -> UserCounts {
+        let b = &mut self.user_before;
+        let d = UserCounts {
+            sideband_lost: now.sideband_lost.saturating_sub(b.sideband_lost),
+            malformed: now.malformed.saturating_sub(b.malformed),
+            targets_refused: now.targets_refused.saturating_sub(b.targets_refused),
+            modules_missed: now.modules_missed.saturating_sub(b.modules_missed),
+        };
+        b.sideband_lost = now.sideband_lost;
+        b.malformed = now.malformed;
+        b.targets_refused = b.targets_refused.max(now.targets_refused);
+        b.modules_missed = now.modules_missed;
+        d
     }
 
     fn counters(&mut self, now: Option<Counters>) -> Counters {
@@ -414,6 +469,45 @@ impl Cutter {
     }
 }
 
+/// Losses userspace counts over the whole recording (the kernel's are in [`Counters`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct UserCounts {
+    sideband_lost: u64,
+    malformed: u64,
+    targets_refused: u64,
+    modules_missed: u64,
+}
+
+/// Records of one kind read from the ring buffer, against the kernel's count of those it
+/// wrote, window by window. The kernel's count is read before the drain, so every record it
+/// counts has been read by the cut; records written in between are read too, beyond the
+/// count, and carried over to the next window, whose count has them. A window then never
+/// shows a loss that is not one; a real loss hidden by that surplus shows a window later,
+/// and the total is exact.
+#[derive(Debug, Default)]
+struct Delivered {
+    /// Records read up to the last cut, and those of them that went into windows.
+    read: u64,
+    assigned: u64,
+    /// Read beyond what the kernel had counted at the last cut.
+    surplus: u64,
+}
+
+impl Delivered {
+    /// `assigned`: records that went into this window; `waiting`: read, but of later
+    /// windows; `written`: the kernel's count since the last cut. Returns the records of
+    /// that count received.
+    fn cut(&mut self, assigned: u64, waiting: u64, written: u64) -> u64 {
+        self.assigned = self.assigned.saturating_add(assigned);
+        let read = self.assigned.saturating_add(waiting);
+        let available = read.saturating_sub(self.read).saturating_add(self.surplus);
+        self.read = read;
+        let received = available.min(written);
+        self.surplus = available - received;
+        received
+    }
+}
+
 fn off_key(t: &offcpu::RawOffCpu) -> OffKey {
     (
         t.pid,
@@ -534,6 +628,76 @@ mod tests {
         // A process that is gone takes its open spans with it.
         let gone = [event(EventKind::SpanBegin, u32::MAX - 1, 3, 30)];
         assert!(still_open(&[], &gone).is_empty());
+    }
+
+    #[test]
+    fn records_read_beyond_the_kernels_count_are_no_loss_and_a_real_loss_shows() {
+        let mut d = Delivered::default();
+        // 100 written and counted; the drain after the count read 3 more, of which 2 belong
+        // to the next window's time and wait in the sink.
+        assert_eq!(d.cut(101, 2, 100), 100);
+        // Those 3 are in the next count: 50 written, of which 47 are new and all read.
+        assert_eq!(d.cut(49, 0, 50), 50);
+        // 10 lost in the ring buffer: 40 written, 30 read.
+        assert_eq!(d.cut(30, 0, 40), 30);
+        // A loss hidden by records read early shows a window later, and the total is exact:
+        // of 100 counted, 2 were lost, and 5 written after the count were read.
+        let mut d = Delivered::default();
+        assert_eq!(d.cut(103, 0, 100), 100);
+        assert_eq!(d.cut(45, 0, 50), 48);
+    }
+
+    #[test]
+    fn user_side_losses_count_in_the_window_they_happened_in() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut c = Cutter::new(
+            WindowOptions {
+                period: Duration::from_secs(1),
+                tx,
+                first: None,
+            },
+            1,
+            1,
+        );
+        let first = c.user_delta(UserCounts {
+            sideband_lost: 4,
+            malformed: 1,
+            targets_refused: 2,
+            modules_missed: 3,
+        });
+        assert_eq!(
+            first,
+            UserCounts {
+                sideband_lost: 4,
+                malformed: 1,
+                targets_refused: 2,
+                modules_missed: 3,
+            }
+        );
+        let second = c.user_delta(UserCounts {
+            sideband_lost: 6,
+            malformed: 1,
+            targets_refused: 2,
+            modules_missed: 3,
+        });
+        assert_eq!(
+            second,
+            UserCounts {
+                sideband_lost: 2,
+                ..Default::default()
+            }
+        );
+        // The last window: `record`'s totals, its refused targets inside `targets_full`.
+        let mut raw = RawRecording::empty_for_tests();
+        raw.counters.sideband_lost = 7;
+        raw.counters.malformed_events = 1;
+        raw.counters.modules_missed = 5;
+        raw.counters.targets_full = 2 + 1;
+        c.finish(&mut raw);
+        assert_eq!(raw.counters.sideband_lost, 1);
+        assert_eq!(raw.counters.malformed_events, 0);
+        assert_eq!(raw.counters.modules_missed, 2);
+        assert_eq!(raw.counters.targets_full, 1);
     }
 
     #[test]

@@ -1015,8 +1015,7 @@ fn denied_warnings(denied: &[(String, &'static str)]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{AddressSpace, ProcessInfo, RawSample, StopReason};
-    use crate::model::Counters;
+    use crate::collect::{AddressSpace, ProcessInfo, RawSample};
 
     #[inline(never)]
     fn marker_function_for_symbolization() -> u64 {
@@ -1044,30 +1043,7 @@ mod tests {
                 space: 0,
                 truncated: false,
             }],
-            span_events: Vec::new(),
-            span_meta: HashMap::new(),
-            spans_attached: Default::default(),
-            stacks: HashMap::new(),
-            off_cpu: None,
-            alloc: None,
-            locks: None,
-            coverage: None,
-            counters: Counters::default(),
-            threads: HashMap::new(),
-            start_boottime_ns: 0,
-            end_boottime_ns: 1,
-            start_unix_ns: 0,
-            frequency_hz: 99,
-            stop_reason: StopReason::Duration,
-            load_attach: Default::default(),
-            call_graph: crate::collect::CallGraph::Fp,
-            stack_bytes: 0,
-            unwind: Default::default(),
-            bpf_run_count: 0,
-            bpf_run_time_ns: 0,
-            cpus: 1,
-            warnings: Vec::new(),
-            bpf_programs: Default::default(),
+            ..RawRecording::empty_for_tests()
         }
     }
 
