@@ -55,6 +55,7 @@ pub mod names {
     pub const GLOBAL_PIDNS_INO: &str = "PIDNS_INO";
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_STACKS: &str = "STACKS";
+    pub const MAP_WAIT_STACKS: &str = "WAIT_STACKS";
     pub const MAP_TARGETS: &str = "TARGETS";
     /// The process a recording is named after (`--pid`, the command of `run`) keeps its
     /// flags in this array (slots `target::PRIMARY_*`) instead of `TARGETS`: the sampler
@@ -100,6 +101,9 @@ pub mod defaults {
     pub const EVENTS_BYTES: u32 = 8 << 20;
     /// Distinct stacks. Each entry preallocates 8 * 127 bytes: 16k entries cost 16 MiB.
     pub const STACK_ENTRIES: u32 = 16 << 10;
+    /// Distinct off-CPU, lock wait and allocation stacks whose bucket in the stack map another
+    /// stack held (see [`crate::WAIT_STACK_BIT`]): 4 MiB, made only when a run has such stacks.
+    pub const WAIT_STACK_ENTRIES: u32 = 4 << 10;
     /// Processes that may be sampled at once.
     pub const MAX_TARGETS: u32 = 4096;
     /// Threads whose running spans are tracked at once (LRU: dead threads age out). Each
@@ -445,6 +449,13 @@ pub struct OffCpuStart {
 /// summed under, so it is always sent as an [`OffCpuEvent`], with `in_totals` 0.
 pub const USER_STACK_COPIED: i32 = i32::MIN;
 
+/// Marks a stack id of the `WAIT_STACKS` map. The stack map hashes a stack's frames without
+/// a seed to one bucket, which the first stack to come keeps: after a few thousand distinct
+/// sampled stacks, a wait's stack (off-CPU, lock, allocation) finds its bucket taken one
+/// time in four, and that site would have no stack for the whole recording. It goes to a
+/// map of its own kind instead, where the samples' stacks are not.
+pub const WAIT_STACK_BIT: u32 = 1 << 30;
+
 /// What off-CPU time is summed by, in the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -543,8 +554,11 @@ pub mod counter {
     pub const OFF_CPU_STACKS_LOST: u32 = 23;
     /// Off-CPU user stack copies that failed at their first byte (sent without stack).
     pub const OFF_CPU_STACK_ERROR: u32 = 24;
+    /// Off-CPU, lock wait and allocation stacks that neither stack map took (their buckets
+    /// held by other stacks, or the maps full): kept without that stack.
+    pub const WAIT_STACKS_REFUSED: u32 = 25;
     /// Size of the array.
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 26;
 }
 
 /// Errno values the program distinguishes (the kernel returns them negated).

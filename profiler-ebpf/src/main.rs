@@ -44,7 +44,8 @@ mod programs {
         COMM_LEN, DwarfRegs, EventKind, MAX_DWARF_STACK, MAX_SPAN_DEPTH, MAX_STACK_DEPTH,
         OffCpuEvent, OffCpuKey, OffCpuStart, OffCpuTotal, ProcessEvent, SAMPLE_DWARF_HEADER,
         SPAN_FN_ID_BIT, SampleDwarfEvent, SampleEvent, SampleInlineEvent, SpanEvent, ThreadSpans,
-        USER_STACK_COPIED, counter, defaults, dwarf_copy, dwarf_regs, errno, target,
+        USER_STACK_COPIED, WAIT_STACK_BIT, counter, defaults, dwarf_copy, dwarf_regs, errno,
+        target,
     };
 
     #[map(name = "EVENTS")]
@@ -52,6 +53,10 @@ mod programs {
 
     #[map(name = "STACKS")]
     static STACKS: StackTrace = StackTrace::with_max_entries(defaults::STACK_ENTRIES, 0);
+
+    /// Wait stacks whose bucket in STACKS another stack held ([`wait_stack_id`]).
+    #[map(name = "WAIT_STACKS")]
+    static WAIT_STACKS: StackTrace = StackTrace::with_max_entries(defaults::WAIT_STACK_ENTRIES, 0);
 
     /// Process ids (tgid) to sample, with their flags (`target`); the primary process is in
     /// PRIMARY_FLAGS instead.
@@ -273,6 +278,27 @@ mod programs {
     #[inline(always)]
     fn map_refused(ret: i64) -> bool {
         ret == -(errno::EEXIST as i64) || ret == -(errno::ENOMEM as i64)
+    }
+
+    /// The stack id of an off-CPU interval, a lock wait or an allocation: from STACKS, else
+    /// (its bucket held by another stack, or the map full) from WAIT_STACKS, marked with
+    /// `WAIT_STACK_BIT`. A sample's stack refused goes inline instead; these are summed or
+    /// matched by id, and a site whose stack is refused once is refused every time.
+    #[inline(always)]
+    fn wait_stack_id<C: StackIdContext>(ctx: &C, flags: u64) -> i32 {
+        match ctx.get_stackid(&STACKS, flags) {
+            Ok(id) => id as i32,
+            Err(e) if map_refused(e as i64) => match ctx.get_stackid(&WAIT_STACKS, flags) {
+                Ok(id) => (id as u32 | WAIT_STACK_BIT) as i32,
+                Err(e) => {
+                    if map_refused(e as i64) {
+                        bump(counter::WAIT_STACKS_REFUSED);
+                    }
+                    e
+                }
+            },
+            Err(e) => e,
+        }
     }
 
     #[unsafe(no_mangle)]
@@ -1188,10 +1214,7 @@ mod programs {
         bump(counter::OFF_CPU_SWITCHES);
         // SAFETY: plain helper call without arguments.
         let now = unsafe { bpf_ktime_get_boot_ns() };
-        let kernel = match ctx.get_stackid(&STACKS, 0) {
-            Ok(id) => id as i32,
-            Err(e) => e,
-        };
+        let kernel = wait_stack_id(&ctx, 0);
         let span_id = innermost_span(tid);
         // SAFETY: a read-only global the loader fills in; 0 (and the copy then left out by
         // the verifier) when the run copies no stacks.
@@ -1201,10 +1224,7 @@ mod programs {
         let user = if copied {
             USER_STACK_COPIED
         } else {
-            match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-                Ok(id) => id as i32,
-                Err(e) => e,
-            }
+            wait_stack_id(&ctx, BPF_F_USER_STACK as u64)
         };
         let start = OffCpuStart {
             start_ns: now,

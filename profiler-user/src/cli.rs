@@ -223,7 +223,8 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = defaults::EVENTS_BYTES, value_parser = parse_ring_size)]
     pub ring_buffer_size: u32,
     /// Distinct stacks the kernel keeps; stacks beyond it travel inline (slower, not lost).
-    #[arg(long, default_value_t = defaults::STACK_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
+    /// At most 2^24 (16 GiB of kernel memory): the ids' high bits mark their map.
+    #[arg(long, default_value_t = defaults::STACK_ENTRIES, value_parser = clap::value_parser!(u32).range(1..=1 << 24))]
     pub stack_map_entries: u32,
     /// Trace the span probe ABI (profiler-probes) when the target has it.
     #[arg(long, value_enum, default_value_t = SpansMode::Auto)]

@@ -826,6 +826,9 @@ pub struct Counters {
     /// came (lost, or the interval was still open and the copy not found).
     #[prost(uint64, tag = "33")]
     pub off_cpu_stacks_unmatched: u64,
+    /// Off-CPU, lock wait and allocation stacks neither stack map took: kept without them.
+    #[prost(uint64, tag = "34")]
+    pub wait_stacks_refused: u64,
 }
 
 impl Counters {

@@ -16,14 +16,14 @@ use aya_ebpf::{
     },
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray},
-    programs::{ProbeContext, RetProbeContext, tracing::StackIdContext},
+    programs::{ProbeContext, RetProbeContext},
 };
 use profiler_common::{
     EventKind,
     alloc::{AllocCountdown, AllocEvent, AllocKey, AllocThread, counter, defaults, func},
 };
 
-use super::{EVENTS, STACKS, current_ids, innermost_span, submit_flags, target_flags};
+use super::{EVENTS, current_ids, innermost_span, submit_flags, target_flags, wait_stack_id};
 use aya_ebpf::bindings::BPF_F_USER_STACK;
 
 #[map(name = "ALLOC_THREADS")]
@@ -178,10 +178,7 @@ pub fn alloc_entry(ctx: ProbeContext) -> u32 {
         bump(counter::SAMPLED);
     }
     let user_stack_id = if sampled {
-        match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-            Ok(id) => id as i32,
-            Err(e) => e,
-        }
+        wait_stack_id(&ctx, BPF_F_USER_STACK as u64)
     } else {
         -1
     };

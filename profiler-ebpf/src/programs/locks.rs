@@ -16,7 +16,7 @@ use aya_ebpf::{
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray},
-    programs::{RawTracePointContext, TracePointContext, tracing::StackIdContext},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use profiler_common::{
     DwarfRegs, EventKind, SampleDwarfEvent, errno,
@@ -27,8 +27,8 @@ use profiler_common::{
 };
 
 use super::{
-    EVENTS, STACKS, current_ids, innermost_span, saved_user_regs, send_stack_copy, submit_flags,
-    target_flags,
+    EVENTS, current_ids, innermost_span, saved_user_regs, send_stack_copy, submit_flags,
+    target_flags, wait_stack_id,
 };
 
 #[map(name = "LOCK_WAITS")]
@@ -335,10 +335,7 @@ fn klock_end_run(ctx: &RawTracePointContext) -> u32 {
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let kernel = match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(e) => e,
-    };
+    let kernel = wait_stack_id(ctx, 0);
     let event = KernelLockEvent {
         kind: EventKind::KernelLock as u32,
         tid: w.tid,

@@ -14,7 +14,9 @@ use aya::{
         raw_trace_point::RawTracePointLinkId,
     },
 };
-use profiler_common::{SAMPLE_DWARF_HEADER, alloc, counter, defaults, names, target};
+use profiler_common::{
+    SAMPLE_DWARF_HEADER, WAIT_STACK_BIT, alloc, counter, defaults, names, target,
+};
 
 use super::{
     CallGraph, RawStack, RecordOptions,
@@ -198,6 +200,13 @@ impl Session {
             .map_max_entries(
                 names::MAP_DWARF_COPY,
                 unused(copies_stacks, defaults::DWARF_COPY_THREADS),
+            )
+            .map_max_entries(
+                names::MAP_WAIT_STACKS,
+                unused(
+                    off_cpu || opts.locks || alloc_on,
+                    defaults::WAIT_STACK_ENTRIES,
+                ),
             )
             .override_global(names::GLOBAL_TASK_PID_OFFSET, &kernel.task_pid, true)
             .override_global(names::GLOBAL_TASK_TGID_OFFSET, &kernel.task_tgid, true)
@@ -769,6 +778,7 @@ fn read_counters(ebpf: &aya::Ebpf) -> Result<Counters> {
         span_threads_full: sum(counter::SPAN_THREADS_FULL)?,
         off_cpu_stacks_lost: sum(counter::OFF_CPU_STACKS_LOST)?,
         off_cpu_stack_errors: sum(counter::OFF_CPU_STACK_ERROR)?,
+        wait_stacks_refused: sum(counter::WAIT_STACKS_REFUSED)?,
         off_cpu_stacks_unmatched: 0,
         sideband_lost: 0,
         modules_missed: 0,
@@ -799,6 +809,10 @@ fn read_stacks<'a>(
 ) -> Result<HashMap<u32, Vec<u64>>> {
     let map = object_map_ref(ebpf, names::MAP_STACKS)?;
     let traces = StackTraceMap::try_from(map).map_err(map_err(names::MAP_STACKS))?;
+    // Absent from an object without it, and then no id is marked.
+    let waits = object_map_ref(ebpf, names::MAP_WAIT_STACKS)
+        .ok()
+        .and_then(|m| StackTraceMap::try_from(m).ok());
     let mut out = HashMap::new();
     for stack in stacks {
         if let RawStack::Id(id) = stack {
@@ -807,8 +821,14 @@ fn read_stacks<'a>(
                 continue;
             }
             // An id the map no longer holds yields an empty stack, shown as such.
-            let frames = traces
-                .get(id, 0)
+            let trace = if id & WAIT_STACK_BIT != 0 {
+                waits
+                    .as_ref()
+                    .and_then(|w| w.get(&(id & !WAIT_STACK_BIT), 0).ok())
+            } else {
+                traces.get(id, 0).ok()
+            };
+            let frames = trace
                 .map(|t| t.frames().iter().map(|f| f.ip).collect())
                 .unwrap_or_default();
             out.insert(*id, frames);

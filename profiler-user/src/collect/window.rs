@@ -590,7 +590,8 @@ fn delta(now: &Counters, before: &Counters) -> Counters {
         span_threads_full,
         bpf_recursion_misses,
         off_cpu_stacks_lost,
-        off_cpu_stack_errors
+        off_cpu_stack_errors,
+        wait_stacks_refused
     );
     d
 }

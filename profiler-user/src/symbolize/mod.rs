@@ -633,6 +633,12 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             c.dwarf_stack_errors, c.dwarf_no_user_regs
         ));
     }
+    if c.wait_stacks_refused > 0 {
+        warnings.push(format!(
+            "{} off-CPU, lock wait or allocation stacks refused by both stack maps (their buckets held by other stacks): kept without that stack; raise --stack-map-entries",
+            c.wait_stacks_refused
+        ));
+    }
     if c.off_cpu_stacks_unmatched > 0 {
         warnings.push(format!(
             "{} off-CPU intervals of DWARF-mode threads kept without user stack, their copies lost ({} copies lost with the ring buffer full, some of them for intervals too short to record): raise --ring-buffer-size or --off-cpu-sample",
