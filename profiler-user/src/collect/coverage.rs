@@ -16,8 +16,13 @@ use std::collections::HashMap;
 use super::RawSample;
 use crate::model::Coverage;
 
-/// Below this share of the expected samples the summary warns.
+/// Below this share of the expected samples the summary warns, when the shortfall is also
+/// beyond chance ([`NOISE_SIGMAS`]).
 pub const WARN_BELOW_PERCENT: f64 = 90.0;
+/// A thread that runs in slices shorter than the sampling period (a shared CPU) gets each
+/// tick by chance: its count varies by about the square root of the expected count, 10% of
+/// 100. A shortfall within this many of those is not the sampler missing ticks.
+const NOISE_SIGMAS: f64 = 4.0;
 /// Fewer expected samples than this are too few to warn about.
 pub const MIN_EXPECTED: u64 = 100;
 
@@ -201,7 +206,9 @@ pub fn warning(c: &Coverage) -> Option<String> {
     } else {
         return None;
     };
-    (p < WARN_BELOW_PERCENT).then(|| {
+    let noise = NOISE_SIGMAS * (expected as f64).sqrt();
+    let short = (expected as f64 - sampled as f64).max(0.0);
+    (p < WARN_BELOW_PERCENT && short > noise).then(|| {
         format!(
             "sampled {p:.0}% of expected: {sampled} samples for {:.2} s on CPU of {whose}, {expected} expected; the sampling clock missed ticks that no loss counter shows: check `dmesg` for perf interrupt throttling (kernel.perf_cpu_time_max_percent), or a hypervisor delaying timers",
             cpu_ns as f64 / 1e9,
@@ -319,6 +326,14 @@ mod tests {
         assert_eq!(c.expected, 199);
         let w = warning(&c).expect("50 of 199 warns");
         assert!(w.starts_with("sampled 25% of expected"), "{w}");
+        // 160 of 199 (80%) is within chance of a thread on a shared CPU (4 × √199 = 56);
+        // 8,500 of 10,000 (85%) is not (4 × √10000 = 400).
+        let shared: Vec<RawSample> = (0..160).map(|i| sample(10, i % 100)).collect();
+        assert_eq!(warning(&compare(&start, &end, &shared, 199)), None);
+        let long = times(100, &[(10, 1, 10_000_000_000)]);
+        let many: Vec<RawSample> = (0..8_500).map(|i| sample(10, i % 100)).collect();
+        let w = warning(&compare(&start, &long, &many, 1000)).expect("85% of 10,000 warns");
+        assert!(w.starts_with("sampled 85% of expected"), "{w}");
         // An idle target: no percentage, no warning.
         let c = compare(&start, &start, &[], 99);
         assert_eq!((percent(&c), warning(&c)), (None, None));
