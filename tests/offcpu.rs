@@ -185,8 +185,6 @@ fn off_cpu_totals_match_known_sleep_and_pipe_waits() {
     assert!(nested >= 2 * 150, "{nested} nested in their spans");
 }
 
-/// Threads that exit must not leave their last switch-out behind in the kernel: 20000
-/// short-lived threads (more than its table holds) each nap once, and every nap is counted.
 /// The heaviest off-CPU stacks given, and the recording's warnings.
 fn show_heaviest(lines: &[&(Vec<String>, u64)], dir: &std::path::Path) {
     let mut heaviest: Vec<_> = lines.to_vec();
@@ -199,7 +197,9 @@ fn show_heaviest(lines: &[&(Vec<String>, u64)], dir: &std::path::Path) {
 
 /// A stack map with one bucket: every off-CPU stack but the first finds its bucket held (what
 /// the sampler's thousands of distinct stacks do to some of them in a long recording). Each
-/// wait keeps its own kernel stack all the same, from the map of wait stacks.
+/// wait keeps its own kernel stack all the same, from the map of wait stacks. (Whether user
+/// stacks collide there too, each preemption of `compute` being a new one, is chance: those
+/// are counted. The kernel stacks checked here are a handful, the same in every run.)
 #[test]
 fn off_cpu_stacks_whose_bucket_is_taken_keep_their_stacks() {
     let bin = build_c("offcpu-buckets", "offcpu.c", &c_fp_probes());
@@ -243,16 +243,10 @@ fn off_cpu_stacks_whose_bucket_is_taken_keep_their_stacks() {
         0.05,
         "pipe read off-CPU",
     );
-    let s = summary(&dir);
-    assert!(
-        !s["warnings"]
-            .to_string()
-            .contains("refused by both stack maps"),
-        "{}",
-        s["warnings"]
-    );
 }
 
+/// Threads that exit must not leave their last switch-out behind in the kernel: 20000
+/// short-lived threads (more than its table holds) each nap once, and every nap is counted.
 #[test]
 fn thread_churn_keeps_every_switch_tracked() {
     let bin = build_c("churn", "churn.c", C_FP);

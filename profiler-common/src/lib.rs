@@ -194,6 +194,9 @@ pub mod dwarf_regs {
     /// Flag: the copy stopped at a page it could not read, the top of the stack (or a page
     /// not present): `sp + stack_len` is where the thread's stack ends.
     pub const STACK_END: u32 = 4;
+    /// Flag: the copy stopped at the top of the stack userspace told the kernel for the
+    /// thread (`dwarf_copy::top`), which may be wrong (a thread id reused).
+    pub const AT_TOP: u32 = 8;
 }
 
 /// Values of the `DWARF_COPY` map: per thread, the bytes of stack to copy, in KiB (bits

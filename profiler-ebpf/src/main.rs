@@ -687,8 +687,10 @@ mod programs {
             Some(&v) => (dwarf_copy::bytes(v).min(most), dwarf_copy::top(v)),
             None => (0, 0),
         };
+        let mut at_top = false;
         if top > sp && top - sp < want {
             want = top - sp;
+            at_top = true;
         }
         let mut off: u64 = 0;
         if want != 0 {
@@ -709,6 +711,9 @@ mod programs {
         // A thread not sized yet, or whose sized copy failed (it ran past the top, or into a
         // page not present): page by page, up to the page that cannot be read.
         let mut source = source;
+        if at_top && off != 0 && off == want {
+            source |= dwarf_regs::AT_TOP;
+        }
         if off == 0 {
             let (copied, ended) = copy_pages(rec, sp, most);
             off = copied;

@@ -344,11 +344,16 @@ impl<'a> Sink<'a> {
         let Some(s) = self.procs.spaces.get(space as usize) else {
             return (RawStack::Empty, false);
         };
-        let (copy, reached_top) = copy_of(&self.copy_sizes, tid, regs, stack.len());
+        let copy = copy_of(regs, stack.len());
         let stats = std::mem::take(&mut self.unwinder.stats);
-        let unwound = self
-            .unwinder
-            .unwind(space, s, &self.procs.modules, regs, stack, reached_top);
+        let unwound = self.unwinder.unwind(
+            space,
+            s,
+            &self.procs.modules,
+            regs,
+            stack,
+            copy.reached_top(),
+        );
         self.unwinder.stats = stats;
         self.observe_copy(tid, copy, unwound.outcome);
         (
@@ -452,14 +457,14 @@ impl<'a> Sink<'a> {
             return;
         };
         let tid = sample.tid;
-        let (copy, reached_top) = copy_of(&self.copy_sizes, tid, regs, stack.len());
+        let copy = copy_of(regs, stack.len());
         let unwound = self.unwinder.unwind(
             sample.space,
             space,
             &self.procs.modules,
             regs,
             stack,
-            reached_top,
+            copy.reached_top(),
         );
         sample.user = unwound.id.map_or(RawStack::Empty, RawStack::Id);
         sample.truncated = unwound.truncated;
@@ -469,23 +474,14 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// One copy of `tid`'s stack as the kernel made it, and whether it reached the stack's top.
-fn copy_of(
-    sizes: &Option<(stack_copy::Sizes, BpfHashMap<MapData, u32, u64>)>,
-    tid: u32,
-    regs: &DwarfRegs,
-    len: usize,
-) -> (stack_copy::Copy, bool) {
-    let copy = stack_copy::Copy {
+/// One copy of a thread's stack, as the kernel made it.
+fn copy_of(regs: &DwarfRegs, len: usize) -> stack_copy::Copy {
+    stack_copy::Copy {
         sp: regs.sp,
         len: u32::try_from(len).unwrap_or(u32::MAX),
         at_stack_end: regs.source & dwarf_regs::STACK_END != 0,
-    };
-    let reached_top = match sizes {
-        Some((sizes, _)) => sizes.reached_top(tid, copy),
-        None => copy.len == 0 || copy.at_stack_end,
-    };
-    (copy, reached_top)
+        at_top: regs.source & dwarf_regs::AT_TOP != 0,
+    }
 }
 
 /// Sets or clears the DWARF flag of `pid` for the program it now runs (`auto`).

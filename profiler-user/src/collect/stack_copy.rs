@@ -49,7 +49,7 @@ pub enum Outcome {
     Complete(u32),
     /// Ran past the end of the copy, which had not reached the top of the stack.
     OutOfCopy,
-    /// Ran past the end of a copy that reached the top of the stack ([`Sizes::reached_top`]):
+    /// Ran past the end of a copy that reached the top of the stack ([`Copy::reached_top`]):
     /// the unwind information led past it, or the top was remembered wrongly.
     PastEnd,
     /// Stopped for another reason: says nothing about the copy's size.
@@ -63,6 +63,19 @@ pub struct Copy {
     pub len: u32,
     /// The kernel could not read the page after it (`dwarf_regs::STACK_END`).
     pub at_stack_end: bool,
+    /// The kernel stopped it at the top userspace had told it (`dwarf_regs::AT_TOP`).
+    pub at_top: bool,
+}
+
+impl Copy {
+    /// Whether the copy ended at the top of the stack, as the kernel says: it found the next
+    /// page unreadable, or stopped at the thread's known top. Ending on a page boundary says
+    /// nothing by itself: where `sp` lies in its page is chance, and a thread looping at one
+    /// depth puts every copy there in one run of 256. Nor does what userspace remembers now:
+    /// the kernel may have cut the copy at a top since forgotten (a thread evicted, an exec).
+    pub fn reached_top(&self) -> bool {
+        self.len == 0 || self.at_stack_end || self.at_top
+    }
 }
 
 /// Per-thread copy sizes, and the changes the kernel's map has not been told yet.
@@ -104,6 +117,7 @@ impl Sizes {
             t.top = end;
         }
         let mut cut_short = false;
+        let mut tell = false;
         match outcome {
             Outcome::Complete(used) => {
                 t.deepest = t.deepest.max(used);
@@ -132,35 +146,24 @@ impl Sizes {
                 t.deepest = 0;
                 t.complete = 0;
             }
-            // Stopped by the remembered top, not by the kernel finding it: that top may be
-            // wrong (a tid reused), and is forgotten; a real one is found again.
-            Outcome::PastEnd if !copy.at_stack_end && t.top != 0 && end == t.top => {
+            // Stopped by the top the kernel was told, not by the kernel finding it: that top
+            // may be wrong (a tid reused), and is forgotten; a real one is found again. The
+            // kernel is told even when this side had forgotten it already (the thread evicted
+            // here but not from the kernel's map).
+            Outcome::PastEnd if copy.at_top => {
                 cut_short = true;
                 t.top = 0;
+                tell = true;
             }
             Outcome::OutOfCopy | Outcome::PastEnd | Outcome::Other => {}
         }
-        if (t.bytes, t.top) != before {
+        if tell || (t.bytes, t.top) != before {
             self.changed.insert(tid, dwarf_copy::pack(t.bytes, t.top));
         }
         if self.threads.len() > MAX_THREADS {
             self.forget_oldest();
         }
         cut_short
-    }
-
-    /// Whether `copy` of `tid`'s stack ended at the top of the stack: the kernel found the
-    /// next page unreadable (and said so), or stopped at the top remembered for the thread.
-    /// A copy ending on a page boundary by itself says nothing: where `sp` lies in its page
-    /// is chance, and a thread looping at one depth puts every copy there in one run of 256.
-    pub fn reached_top(&self, tid: u32, copy: Copy) -> bool {
-        let end = copy.sp.saturating_add(u64::from(copy.len));
-        copy.len == 0
-            || copy.at_stack_end
-            || self
-                .threads
-                .get(&tid)
-                .is_some_and(|t| t.top != 0 && end == t.top)
     }
 
     /// A thread that ran `exec`: a new stack, whose size and top are learned afresh (the
@@ -202,6 +205,7 @@ mod tests {
             sp: SP,
             len,
             at_stack_end: false,
+            at_top: false,
         }
     }
 
@@ -287,8 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_kernel_or_a_remembered_top_says_a_copy_reached_the_top() {
-        let mut s = Sizes::new(MOST);
+    fn only_the_kernel_says_a_copy_reached_the_top() {
         // The full copy, from an `sp` whose page offset makes it end on a page boundary: the
         // size asked for ended it, not the stack.
         let sp = 0x7ffd_0000_2000 - u64::from(MOST);
@@ -296,26 +299,45 @@ mod tests {
             sp,
             len: MOST,
             at_stack_end: false,
+            at_top: false,
         };
         assert_eq!((full.sp + u64::from(full.len)) % 4096, 0);
-        assert!(!s.reached_top(8, full));
+        assert!(!full.reached_top());
         // A 512-byte --stack-size likewise.
         let small = Copy {
             sp: 0x7ffd_0000_2000 - 512,
             len: 512,
-            at_stack_end: false,
+            ..full
         };
-        assert!(!s.reached_top(8, small));
-        let ended = Copy {
-            at_stack_end: true,
-            ..small
+        assert!(!small.reached_top());
+        assert!(
+            Copy {
+                at_stack_end: true,
+                ..small
+            }
+            .reached_top()
+        );
+        assert!(
+            Copy {
+                at_top: true,
+                ..small
+            }
+            .reached_top()
+        );
+        assert!(c(0).reached_top());
+    }
+
+    #[test]
+    fn a_wrong_top_this_side_forgot_is_still_taken_back_from_the_kernel() {
+        let mut s = Sizes::new(MOST);
+        // Evicted here, its entry still in the kernel's map: a copy cut at that top, which
+        // the unwinder wanted past, tells the kernel to drop it though nothing changed here.
+        let cut = Copy {
+            at_top: true,
+            ..c(2048)
         };
-        assert!(s.reached_top(8, ended));
-        assert!(s.reached_top(8, c(0)));
-        // Once the kernel found it, copies the remembered top stopped reached it too.
-        s.observe(8, ended, Outcome::Complete(400));
-        assert!(s.reached_top(8, small));
-        assert!(!s.reached_top(9, small));
+        assert!(s.observe(9, cut, Outcome::PastEnd));
+        assert_eq!(s.changed.get(&9), Some(&dwarf_copy::pack(MOST, 0)));
     }
 
     #[test]
@@ -327,6 +349,7 @@ mod tests {
             sp: SP,
             len: (top - SP) as u32,
             at_stack_end: true,
+            at_top: false,
         };
         s.observe(6, ended, Outcome::Complete(400));
         assert_eq!(s.changed.get(&6), Some(&dwarf_copy::pack(MOST, top)));
@@ -336,6 +359,7 @@ mod tests {
         s.changed.clear();
         let limited = Copy {
             at_stack_end: false,
+            at_top: true,
             ..ended
         };
         assert!(s.observe(6, limited, Outcome::PastEnd));

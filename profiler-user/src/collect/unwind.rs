@@ -247,7 +247,7 @@ impl Unwinder {
 
     /// Unwinds one sample of address space `index`; `stack` holds the bytes from `regs.sp` up,
     /// and `reached_top` says whether they end at the top of the stack
-    /// ([`super::stack_copy::Sizes::reached_top`]).
+    /// ([`super::stack_copy::Copy::reached_top`]).
     pub fn unwind(
         &mut self,
         index: u32,

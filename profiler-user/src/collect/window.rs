@@ -479,11 +479,12 @@ struct UserCounts {
 }
 
 /// Records of one kind read from the ring buffer, against the kernel's count of those it
-/// wrote, window by window. The kernel's count is read before the drain, so every record it
-/// counts has been read by the cut; records written in between are read too, beyond the
-/// count, and carried over to the next window, whose count has them. A window then never
-/// shows a loss that is not one; a real loss hidden by that surplus shows a window later,
-/// and the total is exact.
+/// wrote, window by window. The kernel's count is read before the drain, so the records it
+/// counts have been read by the cut; records written in between are read too, beyond the
+/// count, and carried over to the next window, whose count has them. A real loss hidden by
+/// that surplus shows a window later. One exception: a record behind another still being
+/// written (reserved on another CPU, not yet submitted) waits for the next drain, and shows
+/// as lost in its window and as surplus in the next, which can hide a later loss of one.
 #[derive(Debug, Default)]
 struct Delivered {
     /// Records read up to the last cut, and those of them that went into windows.

@@ -635,7 +635,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
     }
     if c.wait_stacks_refused > 0 {
         warnings.push(format!(
-            "{} off-CPU, lock wait or allocation stacks refused by both stack maps (their buckets held by other stacks): kept without that stack; raise --stack-map-entries",
+            "{} off-CPU, lock wait or allocation stacks refused by both stack maps (a hash collision in each, or the maps full): kept without that stack; a larger --stack-map-entries keeps more of them in the first",
             c.wait_stacks_refused
         ));
     }
