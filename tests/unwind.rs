@@ -190,14 +190,11 @@ fn glibc_leaves_keep_their_callers() {
     assert!(s["stacks"]["complete_percent"].as_f64().expect("complete") >= 95.0);
 }
 
-/// A copy too small for the stack ends early, and the stack says so at its root.
-#[test]
-fn short_stack_copies_are_marked_truncated() {
-    let bin = build_rust_target_with("rust-split", false);
-    let target = Target::start(&bin, &["30"]);
-    let out = record_ok(
-        &target,
-        "truncated",
+/// One second of `target` with 512 bytes of stack copied per sample: too few for any stack.
+fn record_with_512_byte_copies(target: &Target, name: &str) -> OutDir {
+    record_ok(
+        target,
+        name,
         &[
             "--duration",
             "1",
@@ -206,7 +203,15 @@ fn short_stack_copies_are_marked_truncated() {
             "--stack-size",
             "512",
         ],
-    );
+    )
+}
+
+/// A copy too small for the stack ends early, and the stack says so at its root.
+#[test]
+fn short_stack_copies_are_marked_truncated() {
+    let bin = build_rust_target_with("rust-split", false);
+    let target = Target::start(&bin, &["30"]);
+    let out = record_with_512_byte_copies(&target, "truncated");
     let s = summary(&out);
     let truncated = s["stacks"]["truncated"].as_u64().expect("truncated");
     let f = folded(&out);
@@ -234,18 +239,7 @@ fn short_stack_copies_are_marked_truncated() {
 fn a_short_copy_ending_on_a_page_boundary_is_not_the_top_of_the_stack() {
     let bin = build_c("pagealigned", "pagealigned.c", C_NOFP);
     let target = Target::start(&bin, &["30"]);
-    let out = record_ok(
-        &target,
-        "pagealigned",
-        &[
-            "--duration",
-            "1",
-            "--frequency",
-            FREQ,
-            "--stack-size",
-            "512",
-        ],
-    );
+    let out = record_with_512_byte_copies(&target, "pagealigned");
     let s = summary(&out);
     let warnings = s["warnings"].to_string();
     eprintln!("{warnings}");
