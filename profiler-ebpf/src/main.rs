@@ -687,8 +687,9 @@ mod programs {
             Some(&v) => (dwarf_copy::bytes(v).min(most), dwarf_copy::top(v)),
             None => (0, 0),
         };
+        // A copy that ends there exactly stopped at the top too.
         let mut at_top = false;
-        if top > sp && top - sp < want {
+        if top > sp && top - sp <= want {
             want = top - sp;
             at_top = true;
         }
@@ -708,12 +709,12 @@ mod programs {
                 off = u64::from(n);
             }
         }
-        // A thread not sized yet, or whose sized copy failed (it ran past the top, or into a
-        // page not present): page by page, up to the page that cannot be read.
         let mut source = source;
         if at_top && off != 0 && off == want {
             source |= dwarf_regs::AT_TOP;
         }
+        // A thread not sized yet, or whose sized copy failed (it ran past the top, or into a
+        // page not present): page by page, up to the page that cannot be read.
         if off == 0 {
             let (copied, ended) = copy_pages(rec, sp, most);
             off = copied;

@@ -149,8 +149,11 @@ impl Sizes {
             // Stopped by the top the kernel was told, not by the kernel finding it: that top
             // may be wrong (a tid reused), and is forgotten; a real one is found again. The
             // kernel is told even when this side had forgotten it already (the thread evicted
-            // here but not from the kernel's map).
-            Outcome::PastEnd if copy.at_top => {
+            // here but not from the kernel's map). A late copy (an off-CPU one waits for its
+            // interval's end) cut at an older top leaves a newer one alone.
+            Outcome::PastEnd
+                if copy.at_top && !copy.at_stack_end && (t.top == 0 || t.top == end) =>
+            {
                 cut_short = true;
                 t.top = 0;
                 tell = true;
@@ -338,6 +341,20 @@ mod tests {
         };
         assert!(s.observe(9, cut, Outcome::PastEnd));
         assert_eq!(s.changed.get(&9), Some(&dwarf_copy::pack(MOST, 0)));
+        // A newer top found since, then a late copy cut at the old one: the new top stays.
+        let top = SP + 8192;
+        let found = Copy {
+            at_stack_end: true,
+            ..c(8192)
+        };
+        s.observe(9, found, Outcome::Complete(100));
+        s.changed.clear();
+        assert!(!s.observe(9, cut, Outcome::PastEnd));
+        assert!(s.changed.is_empty());
+        // Nor does a copy the kernel did not cut at a top.
+        assert!(!s.observe(9, c(2048), Outcome::PastEnd));
+        assert!(s.changed.is_empty());
+        assert_eq!(s.threads[&9].top, top);
     }
 
     #[test]
