@@ -252,6 +252,19 @@ impl RawRecording {
     }
 }
 
+/// Adds the losses userspace counts over the whole recording to the kernel's `counters`.
+fn add_user_losses(
+    counters: &mut Counters,
+    procs: &processes::Processes,
+    malformed: u64,
+    targets_refused: u64,
+) {
+    counters.malformed_events = malformed;
+    counters.sideband_lost = procs.sideband_lost;
+    counters.targets_full = counters.targets_full.saturating_add(targets_refused);
+    counters.modules_missed = procs.modules.missed.values().sum();
+}
+
 /// Progress shown while recording.
 #[derive(Clone, Copy, Debug)]
 pub struct Status {
@@ -975,11 +988,8 @@ pub async fn record(
         &mut warnings,
     );
     counters.received = samples.len() as u64;
-    counters.malformed_events = malformed;
     counters.span_events_received = span_events.len() as u64;
-    counters.sideband_lost = procs.sideband_lost;
-    counters.targets_full = counters.targets_full.saturating_add(targets_refused);
-    counters.modules_missed = procs.modules.missed.values().sum();
+    add_user_losses(&mut counters, &procs, malformed, targets_refused);
     counters.off_cpu_stacks_unmatched = off_cpu_stacks_unmatched;
     let off_cpu = match off_cpu_open {
         Some(open) => {

@@ -66,10 +66,8 @@ pub(super) struct Cutter {
     open_begins: Vec<SpanEvent>,
     /// The kernel's off-CPU sums at the last cut.
     off_cpu_before: HashMap<OffKey, (u64, u64)>,
-    /// The kernel's counters at the last cut.
+    /// The kernel's counters at the last cut, with the losses userspace counts.
     counters_before: Counters,
-    /// The losses userspace counts, at the last cut.
-    user_before: UserCounts,
     /// Kept from window to window: parsing kallsyms and the modules' symbols again for each
     /// window was most of the agent's CPU time. Replaced every [`SYMBOLIZER_WINDOWS`]
     /// windows, since it keeps every file it ever parsed.
@@ -113,7 +111,6 @@ impl Cutter {
             open_begins: Vec::new(),
             off_cpu_before: HashMap::new(),
             counters_before: Counters::default(),
-            user_before: UserCounts::default(),
             samples_read: Delivered::default(),
             span_events_read: Delivered::default(),
             symbolizer: crate::symbolize::symbolizer(),
@@ -175,7 +172,12 @@ impl Cutter {
     ) {
         let to = self.to_ns;
         let (samples, mut span_events, off_events) = sink.take_before(to);
-        let mut counters = self.counters(kernel);
+        // Userspace's losses so far, beside the kernel's, as `record` counts them at the end:
+        // the window gets what both grew by.
+        let mut counters = self.counters(kernel.map(|mut c| {
+            super::add_user_losses(&mut c, sink.procs, sink.malformed, sink.targets_refused);
+            c
+        }));
         counters.received = self.samples_read.cut(
             samples.len() as u64,
             sink.samples.len() as u64,
@@ -187,16 +189,6 @@ impl Cutter {
             counters.span_events,
         );
         counters.off_cpu_stacks_unmatched = std::mem::take(&mut sink.off_cpu_stacks_unmatched);
-        let user = self.user_delta(UserCounts {
-            sideband_lost: sink.procs.sideband_lost,
-            malformed: sink.malformed,
-            targets_refused: sink.targets_refused,
-            modules_missed: sink.procs.modules.missed.values().sum(),
-        });
-        counters.sideband_lost = user.sideband_lost;
-        counters.malformed_events = user.malformed;
-        counters.targets_full = counters.targets_full.saturating_add(user.targets_refused);
-        counters.modules_missed = user.modules_missed;
         let open_from_before = std::mem::take(&mut self.open_begins);
         self.open_begins = still_open(&open_from_before, &span_events);
         span_events.splice(0..0, open_from_before);
@@ -277,20 +269,6 @@ impl Cutter {
         counters.span_events_received =
             self.span_events_read
                 .cut(raw.span_events.len() as u64, 0, counters.span_events);
-        // `record` counted these over the whole recording; `targets_full` holds the refused
-        // targets beside the kernel's count, whose part before the cut `delta` took off.
-        let user = self.user_delta(UserCounts {
-            sideband_lost: raw.counters.sideband_lost,
-            malformed: raw.counters.malformed_events,
-            targets_refused: 0,
-            modules_missed: raw.counters.modules_missed,
-        });
-        counters.sideband_lost = user.sideband_lost;
-        counters.malformed_events = user.malformed;
-        counters.modules_missed = user.modules_missed;
-        counters.targets_full = counters
-            .targets_full
-            .saturating_sub(self.user_before.targets_refused);
         raw.counters = counters;
         let mut events = std::mem::take(&mut self.open_begins);
         events.append(&mut raw.span_events);
@@ -309,23 +287,6 @@ impl Cutter {
             }
             o.totals.retain(|t| t.count > 0);
         }
-    }
-
-    /// What the user-side losses grew by since the last cut. `targets_refused` of 0 keeps
-    /// the previous reading (the last window reads it from `targets_full`).
-    fn user_delta(&mut self, now: UserCounts) -> UserCounts {
-        let b = &mut self.user_before;
-        let d = UserCounts {
-            sideband_lost: now.sideband_lost.saturating_sub(b.sideband_lost),
-            malformed: now.malformed.saturating_sub(b.malformed),
-            targets_refused: now.targets_refused.saturating_sub(b.targets_refused),
-            modules_missed: now.modules_missed.saturating_sub(b.modules_missed),
-        };
-        b.sideband_lost = now.sideband_lost;
-        b.malformed = now.malformed;
-        b.targets_refused = b.targets_refused.max(now.targets_refused);
-        b.modules_missed = now.modules_missed;
-        d
     }
 
     fn counters(&mut self, now: Option<Counters>) -> Counters {
@@ -469,15 +430,6 @@ impl Cutter {
     }
 }
 
-/// Losses userspace counts over the whole recording (the kernel's are in [`Counters`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct UserCounts {
-    sideband_lost: u64,
-    malformed: u64,
-    targets_refused: u64,
-    modules_missed: u64,
-}
-
 /// Records of one kind read from the ring buffer, against the kernel's count of those it
 /// wrote, window by window. The kernel's count is read before the drain, so the records it
 /// counts have been read by the cut; records written in between are read too, beyond the
@@ -559,7 +511,8 @@ fn unwound_id(s: &RawStack) -> Option<u32> {
     }
 }
 
-/// `now - before`, field by field, for the counters the kernel keeps (cumulative).
+/// `now - before`, field by field, for the counters kept over the whole recording (the
+/// kernel's, and the losses userspace counts).
 fn delta(now: &Counters, before: &Counters) -> Counters {
     let mut d = now.clone();
     macro_rules! sub {
@@ -592,7 +545,10 @@ fn delta(now: &Counters, before: &Counters) -> Counters {
         bpf_recursion_misses,
         off_cpu_stacks_lost,
         off_cpu_stack_errors,
-        wait_stacks_refused
+        wait_stacks_refused,
+        malformed_events,
+        sideband_lost,
+        modules_missed
     );
     d
 }
@@ -661,33 +617,39 @@ mod tests {
             1,
             1,
         );
-        let first = c.user_delta(UserCounts {
+        // What a cut reads: the kernel's counters with userspace's losses so far, its
+        // refused targets inside `targets_full` (`add_user_losses`).
+        let first = c.counters(Some(Counters {
             sideband_lost: 4,
-            malformed: 1,
-            targets_refused: 2,
+            malformed_events: 1,
+            targets_full: 2,
             modules_missed: 3,
-        });
+            ..Default::default()
+        }));
         assert_eq!(
-            first,
-            UserCounts {
-                sideband_lost: 4,
-                malformed: 1,
-                targets_refused: 2,
-                modules_missed: 3,
-            }
+            (
+                first.sideband_lost,
+                first.malformed_events,
+                first.targets_full,
+                first.modules_missed
+            ),
+            (4, 1, 2, 3)
         );
-        let second = c.user_delta(UserCounts {
+        let second = c.counters(Some(Counters {
             sideband_lost: 6,
-            malformed: 1,
-            targets_refused: 2,
+            malformed_events: 1,
+            targets_full: 2,
             modules_missed: 3,
-        });
+            ..Default::default()
+        }));
         assert_eq!(
-            second,
-            UserCounts {
-                sideband_lost: 2,
-                ..Default::default()
-            }
+            (
+                second.sideband_lost,
+                second.malformed_events,
+                second.targets_full,
+                second.modules_missed
+            ),
+            (2, 0, 0, 0)
         );
         // The last window: `record`'s totals, its refused targets inside `targets_full`.
         let mut raw = RawRecording::empty_for_tests();
