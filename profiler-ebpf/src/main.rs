@@ -710,7 +710,7 @@ mod programs {
             }
         }
         let mut source = source;
-        if at_top && off != 0 && off == want {
+        if at_top && off == want {
             source |= dwarf_regs::AT_TOP;
         }
         // A thread not sized yet, or whose sized copy failed (it ran past the top, or into a

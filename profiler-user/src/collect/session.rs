@@ -809,10 +809,8 @@ fn read_stacks<'a>(
 ) -> Result<HashMap<u32, Vec<u64>>> {
     let map = object_map_ref(ebpf, names::MAP_STACKS)?;
     let traces = StackTraceMap::try_from(map).map_err(map_err(names::MAP_STACKS))?;
-    // Absent from an object without it, and then no id is marked.
-    let waits = object_map_ref(ebpf, names::MAP_WAIT_STACKS)
-        .ok()
-        .and_then(|m| StackTraceMap::try_from(m).ok());
+    let waits = object_map_ref(ebpf, names::MAP_WAIT_STACKS)?;
+    let waits = StackTraceMap::try_from(waits).map_err(map_err(names::MAP_WAIT_STACKS))?;
     let mut out = HashMap::new();
     for stack in stacks {
         if let RawStack::Id(id) = stack {
@@ -822,13 +820,12 @@ fn read_stacks<'a>(
             }
             // An id the map no longer holds yields an empty stack, shown as such.
             let trace = if id & WAIT_STACK_BIT != 0 {
-                waits
-                    .as_ref()
-                    .and_then(|w| w.get(&(id & !WAIT_STACK_BIT), 0).ok())
+                waits.get(&(id & !WAIT_STACK_BIT), 0)
             } else {
-                traces.get(id, 0).ok()
+                traces.get(id, 0)
             };
             let frames = trace
+                .ok()
                 .map(|t| t.frames().iter().map(|f| f.ip).collect())
                 .unwrap_or_default();
             out.insert(*id, frames);
