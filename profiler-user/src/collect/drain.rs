@@ -15,7 +15,8 @@ use super::{
 };
 
 /// Side-band records are written when their event happens; this margin covers the time
-/// between taking a record's timestamp and its bytes reaching the buffer.
+/// between taking a record's timestamp and its bytes reaching the buffer. A read that began
+/// at T holds every record of every CPU up to T minus this margin.
 const SIDEBAND_MARGIN_NS: u64 = 1_000_000;
 
 /// Where drained records go.
@@ -112,22 +113,35 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Applies every side-band record available now.
+    /// Reads the side-band records available now, and applies those every CPU's buffer is
+    /// complete up to (the newer ones wait for the next read).
     pub fn drain_sideband(&mut self, sideband: &mut sideband::Sideband) {
         let read_at = super::boottime_ns();
+        self.apply_sideband(sideband, read_at.saturating_sub(SIDEBAND_MARGIN_NS));
+    }
+
+    /// Applies every side-band record, once the programs are detached.
+    pub fn finish_sideband(&mut self, sideband: &mut sideband::Sideband) {
+        self.apply_sideband(sideband, u64::MAX);
+    }
+
+    fn apply_sideband(&mut self, sideband: &mut sideband::Sideband, horizon_ns: u64) {
         let records = sideband.read();
         let lost_before = self.procs.sideband_lost;
         let applied_before = self.procs.applied;
-        self.procs.apply(records);
+        let held = self.procs.receive(records, horizon_ns);
         self.sideband_pace.read(
             Instant::now(),
-            self.procs.applied.saturating_sub(applied_before),
+            self.procs
+                .applied
+                .saturating_sub(applied_before)
+                .saturating_add(held),
         );
         // With records lost, /proc is the only way left to learn the live processes' maps.
         if self.procs.sideband_lost > lost_before {
             self.procs.refresh_live();
         }
-        self.sideband_horizon_ns = read_at.saturating_sub(SIDEBAND_MARGIN_NS);
+        self.sideband_horizon_ns = horizon_ns;
     }
 
     pub fn drain_ring(&mut self, ring: &mut RingBuf<MapData>) {
@@ -167,7 +181,10 @@ impl<'a> Sink<'a> {
                         {
                             choose_call_graph(targets, self.procs, e.pid);
                         }
-                        if self.know_execs && !self.procs.is_known(e.pid) {
+                        if self.know_execs
+                            && !self.procs.is_known(e.pid)
+                            && !self.procs.is_joining(e.pid)
+                        {
                             self.procs.space_at(e.pid, e.timestamp_ns);
                         }
                     }

@@ -934,7 +934,7 @@ pub async fn record(
         (kallsyms.bpf_programs(), data)
     };
     sink.drain_ring(ring.get_mut());
-    sink.drain_sideband(sideband.get_mut());
+    sink.finish_sideband(sideband.get_mut());
     if let Some(hold) = opts.hold_after_drain {
         std::thread::sleep(hold);
     }

@@ -51,6 +51,13 @@ pub struct Processes {
     /// The image each exec replaced, by space index: during the exec syscall a sample's user
     /// registers still point into the old program.
     replaced: HashMap<usize, usize>,
+    /// Records newer than the last read's horizon ([`Processes::receive`]).
+    held: Vec<Record>,
+    /// Files of held mappings, opened while their process most likely lived: by (pid, start,
+    /// time) of the mapping.
+    opened_early: HashMap<(u32, u64, u64), Option<ModuleId>>,
+    /// Children whose held forks make them known at the next read.
+    joining: HashSet<u32>,
 }
 
 impl Processes {
@@ -88,6 +95,11 @@ impl Processes {
         self.timelines.contains_key(&pid)
     }
 
+    /// Whether a held fork makes `pid` known at the next read (its files are open already).
+    pub fn is_joining(&self, pid: u32) -> bool {
+        self.joining.contains(&pid)
+    }
+
     /// The space `pid` had at `time_ns`: the newest begun by then, or its first one for a
     /// time before it was known.
     fn index_at(&self, pid: u32, time_ns: u64) -> Option<usize> {
@@ -107,7 +119,9 @@ impl Processes {
             // A process the kernel made a target by itself (a scope, or a fork whose record
             // is lost or not read yet) has its own records waiting: it is known from now on,
             // with what they say (its exec and mappings).
-            None if self.pending.contains_key(&pid) => {
+            None if self.pending.contains_key(&pid)
+                || self.held.iter().any(|r| r.pid() == Some(pid)) =>
+            {
                 let index = self.push_space(AddressSpace::new(pid));
                 self.timelines.insert(pid, vec![(0, index)]);
                 self.replay(pid);
@@ -126,6 +140,58 @@ impl Processes {
             }
         };
         index as u32
+    }
+
+    /// Applies the records of one read of the side-band buffers, up to `horizon_ns`: a time
+    /// by which every CPU's buffer had been read. Newer records wait for the next read: one
+    /// written on another CPU just before them may not have been read yet, and applied late
+    /// it would land in the wrong place (an exec read after the loader's mappings of the new
+    /// image leaves them in the old one). The files those held records map are opened now,
+    /// while their process most likely lives. Returns how many held records are of the
+    /// recording's processes.
+    pub fn receive(&mut self, records: Vec<Record>, horizon_ns: u64) -> u64 {
+        let (ready, held): (Vec<Record>, Vec<Record>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .chain(records)
+            .partition(|r| r.time_ns() <= horizon_ns);
+        self.apply(ready);
+        self.held = held;
+        self.open_held_files()
+    }
+
+    /// Opens the files of held mappings of known processes, and of the children whose held
+    /// forks make them known; returns how many held records are of such processes.
+    fn open_held_files(&mut self) -> u64 {
+        self.held.sort_by_key(Record::time_ns);
+        let mut joining = std::mem::take(&mut self.joining);
+        joining.clear();
+        let mut ours = 0u64;
+        for r in &self.held {
+            if let Record::Fork { pid, ppid, tid, .. } = r {
+                if pid == tid
+                    && pid != ppid
+                    && self.follow
+                    && (self.is_known(*ppid) || joining.contains(ppid))
+                {
+                    joining.insert(*pid);
+                    ours = ours.saturating_add(1);
+                }
+                continue;
+            }
+            let Some(pid) = r.pid() else { continue };
+            if !self.is_known(pid) && !joining.contains(&pid) {
+                continue;
+            }
+            ours = ours.saturating_add(1);
+            if let Some((key, m)) = mapping_of(r)
+                && !self.opened_early.contains_key(&key)
+            {
+                let module = self.modules.intern(pid, &m);
+                self.opened_early.insert(key, module);
+            }
+        }
+        self.joining = joining;
+        ours
     }
 
     /// Applies side-band records in time order; the records deferred for a process that
@@ -242,24 +308,12 @@ impl Processes {
                         });
                 }
             }
-            Record::Mmap {
-                pid,
-                time_ns,
-                start,
-                len,
-                offset,
-                identity,
-                path,
-            } => {
-                let mut m = Mapping {
-                    start,
-                    end: start.saturating_add(len),
-                    offset,
-                    path,
-                    identity,
-                    module: None,
+            Record::Mmap { pid, time_ns, .. } => {
+                let (key, mut m) = mapping_of(&r)?;
+                m.module = match self.opened_early.remove(&key) {
+                    Some(early) => early,
+                    None => self.modules.intern(pid, &m),
                 };
-                m.module = self.modules.intern(pid, &m);
                 if let Some(space) = self
                     .index_at(pid, time_ns)
                     .and_then(|i| self.spaces.get_mut(i))
@@ -327,10 +381,14 @@ impl Processes {
         }
         self.replaced
             .retain(|_, before| !pruned.spaces.contains(&(*before as u32)));
+        self.opened_early
+            .retain(|(pid, _, _), _| !pruned.pids.contains(pid));
+        // Files of held mappings are in no space yet.
         let mapped: HashSet<ModuleId> = self
             .spaces
             .iter()
             .flat_map(|s| s.mappings.iter().filter_map(|m| m.module))
+            .chain(self.opened_early.values().flatten().copied())
             .collect();
         pruned.modules = self.modules.retain(|id| mapped.contains(&id));
         pruned
@@ -391,6 +449,31 @@ impl Processes {
         v.sort();
         v
     }
+}
+
+/// The mapping a record describes, with the key of its early opening.
+fn mapping_of(r: &Record) -> Option<((u32, u64, u64), Mapping)> {
+    let Record::Mmap {
+        pid,
+        time_ns,
+        start,
+        len,
+        offset,
+        identity,
+        path,
+    } = r
+    else {
+        return None;
+    };
+    let m = Mapping {
+        start: *start,
+        end: start.saturating_add(*len),
+        offset: *offset,
+        path: path.clone(),
+        identity: *identity,
+        module: None,
+    };
+    Some(((*pid, *start, *time_ns), m))
 }
 
 #[cfg(test)]
@@ -533,6 +616,77 @@ mod tests {
         assert_eq!(p.modules.held(), 2);
         // Ids are never reused: readers of new files go on from the last id they saw.
         assert_eq!(p.modules.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_exec_read_after_the_loaders_mappings_still_gets_them() {
+        let root = 4_000_040;
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(root), ProcessInfo::default());
+        // One read: the loader's mapping of the new image (one CPU's buffer), written just
+        // after the exec, whose record sits in another CPU's buffer not read yet.
+        assert_eq!(p.receive(vec![mmap(root, 150, 0x5000)], 100), 1);
+        p.receive(
+            vec![Record::Exec {
+                pid: root,
+                time_ns: 120,
+                comm: "new".into(),
+            }],
+            200,
+        );
+        let (old, new) = (
+            p.space_at(root, 110) as usize,
+            p.space_at(root, 160) as usize,
+        );
+        assert_ne!(old, new);
+        assert!(p.spaces[new].find(0x5000).is_some(), "in the new image");
+        assert!(p.spaces[old].find(0x5000).is_none(), "not in the old one");
+    }
+
+    #[test]
+    fn held_mappings_are_opened_at_once_and_once() {
+        let dir = std::env::temp_dir().join(format!("profiler-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let lib = dir.join("lib.so");
+        std::fs::write(&lib, b"mapped by a child").expect("write");
+        let lib = lib.to_str().expect("utf-8");
+        // Pids above pid_max: files are opened by path.
+        let (root, child, gone, other) = (4_000_050, 4_000_051, 4_000_052, 4_000_060);
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(root), ProcessInfo::default());
+        let ours = p.receive(
+            vec![
+                fork(gone, root, 50),
+                Record::Exit {
+                    pid: gone,
+                    tid: gone,
+                    time_ns: 60,
+                },
+                fork(child, root, 150),
+                mmap_of(child, 160, 0x1000, lib),
+                mmap_of(other, 160, 0x1000, lib),
+            ],
+            100,
+        );
+        assert_eq!(
+            ours, 2,
+            "the fork and the child's mapping, not the other process's"
+        );
+        assert!(!p.is_known(child) && p.is_joining(child));
+        assert_eq!(p.modules.held(), 1, "opened while held");
+        // A window's pruning keeps it, though no space maps it yet.
+        assert_eq!(p.prune_exited(u64::MAX).pids, HashSet::from([gone]));
+        assert_eq!(p.modules.held(), 1, "kept by the pruning");
+        p.receive(Vec::new(), 200);
+        assert!(p.is_known(child) && !p.is_joining(child));
+        let at = p.space_at(child, 170) as usize;
+        assert!(
+            p.spaces[at]
+                .find(0x1000)
+                .is_some_and(|m| m.module.is_some())
+        );
+        assert_eq!(p.modules.len(), 1, "not opened twice");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -120,6 +120,16 @@ impl Record {
             Self::Lost(_) => 0,
         }
     }
+
+    /// The process whose image it changes: none for a fork (it makes a process), a thread's
+    /// exit or a loss report.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Mmap { pid, .. } | Self::Exec { pid, .. } => Some(*pid),
+            Self::Exit { pid, tid, .. } if pid == tid => Some(*pid),
+            Self::Exit { .. } | Self::Fork { .. } | Self::Lost(_) => None,
+        }
+    }
 }
 
 /// Data pages per CPU buffer: 1 MiB holds about 8000 mapping records, a whole `make -j`
