@@ -137,8 +137,11 @@ impl<'a> Sink<'a> {
                 .saturating_sub(applied_before)
                 .saturating_add(held),
         );
-        // With records lost, /proc is the only way left to learn the live processes' maps.
+        // With records lost, /proc is the only way left to learn the live processes' maps;
+        // what is held goes first, or an exec not applied yet would get the new image's maps
+        // into the old one. Order matters little with records missing anyway.
         if self.procs.sideband_lost > lost_before {
+            self.procs.receive(Vec::new(), u64::MAX);
             self.procs.refresh_live();
         }
         self.sideband_horizon_ns = horizon_ns;
@@ -186,6 +189,11 @@ impl<'a> Sink<'a> {
                             && !self.procs.is_joining(e.pid)
                         {
                             self.procs.space_at(e.pid, e.timestamp_ns);
+                            // The exec's own records, still held, name the files it maps.
+                            let held = self.procs.open_held_files();
+                            if held > 0 {
+                                self.sideband_pace.read(Instant::now(), held);
+                            }
                         }
                     }
                     Some(EventKind::ProcessExit) => self.meta.forget(e.pid),

@@ -58,6 +58,10 @@ pub struct Processes {
     opened_early: HashMap<(u32, u64, u64), Option<ModuleId>>,
     /// Children whose held forks make them known at the next read.
     joining: HashSet<u32>,
+    /// Processes a sample made known before any fork of theirs was applied (a scope, a
+    /// window's cut unwinding a copy newer than the horizon): a fork read later still gives
+    /// them their parent and its mappings.
+    stand_ins: HashSet<u32>,
 }
 
 impl Processes {
@@ -124,6 +128,7 @@ impl Processes {
             {
                 let index = self.push_space(AddressSpace::new(pid));
                 self.timelines.insert(pid, vec![(0, index)]);
+                self.stand_ins.insert(pid);
                 self.replay(pid);
                 self.index_at(pid, time_ns).unwrap_or(index)
             }
@@ -136,6 +141,7 @@ impl Processes {
                 }
                 let index = self.push_space(space);
                 self.timelines.entry(pid).or_default().push((0, index));
+                self.stand_ins.insert(pid);
                 index
             }
         };
@@ -161,7 +167,7 @@ impl Processes {
 
     /// Opens the files of held mappings of known processes, and of the children whose held
     /// forks make them known; returns how many held records are of such processes.
-    fn open_held_files(&mut self) -> u64 {
+    pub fn open_held_files(&mut self) -> u64 {
         self.held.sort_by_key(Record::time_ns);
         let mut joining = std::mem::take(&mut self.joining);
         joining.clear();
@@ -250,10 +256,12 @@ impl Processes {
                 time_ns,
             } => {
                 // Threads share their process's space.
-                if pid != tid
-                    || pid == ppid
-                    || self.is_known(pid) && !self.exited.contains_key(&pid)
-                {
+                if pid != tid || pid == ppid {
+                    return None;
+                }
+                let live = self.is_known(pid) && !self.exited.contains_key(&pid);
+                let stand_in = live && self.stand_ins.contains(&pid);
+                if live && !stand_in {
                     return None;
                 }
                 if !(self.follow && self.is_known(ppid)) {
@@ -261,6 +269,11 @@ impl Processes {
                     return None;
                 }
                 self.applied = self.applied.saturating_add(1);
+                self.stand_ins.remove(&pid);
+                if stand_in {
+                    self.adopt(pid, ppid, time_ns);
+                    return Some(pid);
+                }
                 // A pid seen before is a new process now (pids are reused).
                 self.exited.remove(&pid);
                 self.names_before.remove(&pid);
@@ -329,6 +342,32 @@ impl Processes {
         None
     }
 
+    /// A fork read after a sample made its child known: the child's first space takes the
+    /// parent's mappings of the fork's time, behind what it learnt since.
+    fn adopt(&mut self, pid: u32, ppid: u32, time_ns: u64) {
+        let parent = self
+            .index_at(ppid, time_ns)
+            .and_then(|i| self.spaces.get(i))
+            .map(|s| s.mappings.clone())
+            .unwrap_or_default();
+        let first = self
+            .timelines
+            .get(&pid)
+            .and_then(|line| line.first())
+            .map(|&(_, i)| i);
+        if let Some(space) = first.and_then(|i| self.spaces.get_mut(i)) {
+            for m in parent {
+                space.add_older(m);
+            }
+        }
+        self.parents.insert(pid, ppid);
+        if !self.infos.contains_key(&pid)
+            && let Some(info) = self.infos.get(&ppid).cloned()
+        {
+            self.infos.insert(pid, ProcessInfo { pid, ..info });
+        }
+    }
+
     fn defer(&mut self, key: u32, time_ns: u64, r: Record) {
         let entry = self.pending.entry(key).or_default();
         entry.0 = entry.0.max(time_ns);
@@ -364,6 +403,7 @@ impl Processes {
         let mut pruned = Pruned::default();
         for pid in pids {
             self.exited.remove(&pid);
+            self.stand_ins.remove(&pid);
             self.infos.remove(&pid);
             self.names_before.remove(&pid);
             self.parents.remove(&pid);
@@ -648,9 +688,10 @@ mod tests {
     fn held_mappings_are_opened_at_once_and_once() {
         let dir = std::env::temp_dir().join(format!("profiler-held-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let lib = dir.join("lib.so");
-        std::fs::write(&lib, b"mapped by a child").expect("write");
-        let lib = lib.to_str().expect("utf-8");
+        let (lib_path, elsewhere) = (dir.join("lib.so"), dir.join("other.so"));
+        std::fs::write(&lib_path, b"mapped by a child").expect("write");
+        std::fs::write(&elsewhere, b"mapped by another process").expect("write");
+        let lib = lib_path.to_str().expect("utf-8");
         // Pids above pid_max: files are opened by path.
         let (root, child, gone, other) = (4_000_050, 4_000_051, 4_000_052, 4_000_060);
         let mut p = Processes::new(ModuleStore::default(), true);
@@ -665,7 +706,7 @@ mod tests {
                 },
                 fork(child, root, 150),
                 mmap_of(child, 160, 0x1000, lib),
-                mmap_of(other, 160, 0x1000, lib),
+                mmap_of(other, 160, 0x1000, elsewhere.to_str().expect("utf-8")),
             ],
             100,
         );
@@ -678,6 +719,8 @@ mod tests {
         // A window's pruning keeps it, though no space maps it yet.
         assert_eq!(p.prune_exited(u64::MAX).pids, HashSet::from([gone]));
         assert_eq!(p.modules.held(), 1, "kept by the pruning");
+        // Gone from disk by the time its record is applied: what was opened early names it.
+        std::fs::remove_file(&lib_path).expect("remove");
         p.receive(Vec::new(), 200);
         assert!(p.is_known(child) && !p.is_joining(child));
         let at = p.space_at(child, 170) as usize;
@@ -686,8 +729,26 @@ mod tests {
                 .find(0x1000)
                 .is_some_and(|m| m.module.is_some())
         );
-        assert_eq!(p.modules.len(), 1, "not opened twice");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_fork_read_after_its_child_was_made_known_still_gives_it_its_parent() {
+        // Pids above pid_max: nothing of them is read from /proc.
+        let (root, child) = (4_000_070, 4_000_071);
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(root), ProcessInfo::default());
+        p.receive(vec![mmap(root, 50, 0x7000)], 100);
+        p.receive(vec![fork(child, root, 150)], 100);
+        // A window's cut unwinds a copy of the child newer than the horizon.
+        let early = p.space_at(child, 160) as usize;
+        assert!(p.spaces[early].find(0x7000).is_none());
+        p.receive(vec![mmap(child, 170, 0x8000)], 200);
+        assert_eq!(p.parents.get(&child), Some(&root));
+        let at = p.space_at(child, 180) as usize;
+        assert_eq!(at, early, "samples already placed keep their space");
+        assert!(p.spaces[at].find(0x7000).is_some(), "the parent's mapping");
+        assert!(p.spaces[at].find(0x8000).is_some(), "its own");
     }
 
     #[test]

@@ -201,12 +201,22 @@ impl AddressSpace {
     /// Adds a mapping not seen before. Mappings are never removed: a library unloaded during
     /// the recording still symbolizes the samples taken while it was there.
     pub fn add(&mut self, m: Mapping) {
-        let same = |o: &Mapping| {
-            o.start == m.start && o.end == m.end && o.offset == m.offset && o.path == m.path
-        };
-        if !self.mappings.iter().any(same) {
+        if !self.has(&m) {
             self.mappings.insert(0, m);
         }
+    }
+
+    /// Adds a mapping older than every one held: where they overlap, theirs win.
+    pub fn add_older(&mut self, m: Mapping) {
+        if !self.has(&m) {
+            self.mappings.push(m);
+        }
+    }
+
+    fn has(&self, m: &Mapping) -> bool {
+        self.mappings.iter().any(|o| {
+            o.start == m.start && o.end == m.end && o.offset == m.offset && o.path == m.path
+        })
     }
 
     /// Reads /proc/PID/maps, opening the files it names into `modules`.
