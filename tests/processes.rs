@@ -224,6 +224,47 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
 }
 
 #[test]
+fn a_binary_rewritten_in_place_lends_no_names_and_is_told() {
+    let first = short("rewrite-first", &["-DSPIN=first_version"]);
+    let second = short("rewrite-second", &["-DSPIN=second_version"]);
+    let dir = scratch("rewritten");
+    let bin = dir.with_extension("bin");
+    // `cp` onto an existing file truncates and writes it: the same inode, other bytes. The
+    // two builds differ only in a name, so the second's symbols sit at the first's addresses.
+    let script = format!(
+        "cp {first} {bin}; {bin} 150; cp {second} {bin}",
+        first = first.display(),
+        second = second.display(),
+        bin = bin.display()
+    );
+    run(&dir, &["--frequency", "999"], &script);
+    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
+    let (mut child, mut wrong) = (0u64, 0u64);
+    for (s, n) in folded(&dir)
+        .iter()
+        .filter(|(s, _)| s[0].starts_with(&name[..name.len().min(15)]))
+    {
+        child += n;
+        if s.iter().any(|fr| fr == "second_version") {
+            wrong += n;
+        }
+    }
+    let warnings = summary(&dir)["warnings"].to_string();
+    eprintln!("child samples {child}, named second_version {wrong}; warnings: {warnings}");
+    assert!(child >= 50, "the child was sampled: {child}");
+    assert_eq!(
+        wrong, 0,
+        "the first child's samples took the rewritten file's names"
+    );
+    assert!(
+        warnings.contains(&format!("{} rewritten in place", bin.display())),
+        "told: {warnings}"
+    );
+    let _ = std::fs::remove_file(&bin);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_stripped_binary_is_named_from_its_build_id_debug_file() {
     let full = short("debuglink-full", &["-Wl,--build-id"]);
     let dir = scratch("debug-file");

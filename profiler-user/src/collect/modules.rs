@@ -3,7 +3,8 @@
 //! unwinding, the frame-pointer check, the stripped check, separate debug files).
 //!
 //! The mapping, not a descriptor, is what keeps a file's bytes: it pins the inode, so a file
-//! deleted or replaced on disk still reads as it was when the target mapped it, and the
+//! deleted or replaced on disk (a new inode renamed over it) still reads as it was when the
+//! target mapped it (one rewritten in place does not: [`ModuleFile::rewritten`]), and the
 //! (device, inode) pair cannot be reused for another file while the store lives. Descriptors
 //! are only a convenience for blazesym, which opens paths; they are bounded and reopened on
 //! demand.
@@ -46,12 +47,30 @@ impl DebugFile {
     }
 }
 
+/// What a write to a file changes: its size and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ModuleFile {
     /// The path the target mapped it under (in its own mount namespace).
     pub path: String,
     pub identity: FileIdentity,
     pub map: Arc<Mmap>,
+    /// As it was when opened.
+    stamp: Stamp,
     /// Open while within the descriptor budget.
     file: Option<File>,
     build_id: OnceLock<Vec<u8>>,
@@ -109,6 +128,36 @@ impl ModuleFile {
             self.map
                 .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
         };
+    }
+
+    /// Whether the file was written to since it was opened. A rewrite in place (`cp` over
+    /// it, a shell's `>`) keeps the inode, so neither the mapping nor the descriptor keeps
+    /// the bytes the target ran: what reads as the file now is another program's code, and
+    /// reading past a shrunk end would fault. A new modification time with the same size and
+    /// the same build id is a `touch`, not a rewrite. False when the file can no longer be
+    /// looked at (its path leads elsewhere now and no descriptor is held).
+    pub fn rewritten(&self) -> bool {
+        let now = match &self.file {
+            Some(f) => f.metadata().ok(),
+            None => open_regular(&self.path)
+                .ok()
+                .filter(|f| identity_of(f) == Some(self.identity))
+                .and_then(|f| f.metadata().ok()),
+        };
+        let Some(now) = now.map(|m| Stamp::of(&m)) else {
+            return false;
+        };
+        if now == self.stamp {
+            return false;
+        }
+        if now.size != self.stamp.size || self.build_id().is_empty() {
+            return true;
+        }
+        // Same size: the mapping can be read through without faulting.
+        let current = object::File::parse(self.bytes())
+            .ok()
+            .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec));
+        current.as_deref() != Some(self.build_id())
     }
 
     /// Unwind tables, parsed once.
@@ -284,6 +333,7 @@ impl ModuleStore {
     }
 
     fn insert(&mut self, path: String, identity: FileIdentity, file: File) -> Option<ModuleId> {
+        let stamp = Stamp::of(&file.metadata().ok()?);
         // SAFETY: a read-only private view; a file truncated under us would fault on access,
         // which executables mapped by a live process are not.
         let map = Arc::new(unsafe { Mmap::map(&file) }.ok()?);
@@ -291,6 +341,7 @@ impl ModuleStore {
             path,
             identity,
             map,
+            stamp,
             file: None,
             build_id: OnceLock::new(),
             debug: OnceLock::new(),
@@ -458,6 +509,33 @@ fn open_mapped(pid: u32, m: &Mapping) -> Result<File, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_touch_is_not_a_rewrite_and_new_bytes_are() {
+        let dir = std::env::temp_dir().join(format!("profiler-rewrite-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("scratch directory");
+        let copy = dir.join("prog");
+        let exe = std::env::current_exe().expect("own path");
+        std::fs::copy(&exe, &copy).expect("copy");
+        let path = copy.to_str().expect("utf-8");
+        let mut store = ModuleStore::default();
+        let id = store.intern_path(path).expect("opened");
+        let m = store.get(id).expect("held");
+        assert!(!m.build_id().is_empty(), "the test binary has a build id");
+        assert!(!m.rewritten());
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .expect("open");
+        file.set_modified(later).expect("touch");
+        assert!(!m.rewritten(), "a new time over the same bytes");
+        // In place, as `cp` does: truncated, then other bytes.
+        std::fs::write(&copy, b"another program").expect("rewrite");
+        assert!(m.rewritten());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A target can put a FIFO where its mapped file was: opening it must fail at once,
     /// not wait for a writer with the recording stuck behind it.

@@ -525,7 +525,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
     }
     drop(stacks);
 
-    resolve_names(&mut t, raw, symbolizer);
+    let rewritten = resolve_names(&mut t, raw, symbolizer);
 
     let mut threads: Vec<Thread> = raw
         .threads
@@ -572,12 +572,17 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         .filter(|(p, _)| !denied.iter().any(|(d, _)| d == p))
         .collect();
     if !missed.is_empty() {
-        let names: Vec<String> = missed.iter().take(5).map(|(p, _)| p.clone()).collect();
+        let paths: Vec<String> = missed.into_iter().map(|(p, _)| p).collect();
         warnings.push(format!(
-            "{} mapped files could not be opened (gone or replaced before they were read): {}{}",
-            missed.len(),
-            names.join(", "),
-            if missed.len() > 5 { ", …" } else { "" }
+            "{} mapped files could not be opened (gone or replaced before they were read): {}",
+            paths.len(),
+            list_of(&paths)
+        ));
+    }
+    if !rewritten.is_empty() {
+        warnings.push(format!(
+            "{} rewritten in place after it ran, its old code gone: its frames are left as module+0xOFFSET (replace a program with a new file, by mv or install, not cp over it)",
+            list_of(&rewritten)
         ));
     }
     if c.process_events_lost > 0 {
@@ -901,8 +906,24 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// Fills `lines` of every location, one blazesym batch per module.
-fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) {
+/// The first five paths, and an ellipsis for more.
+fn list_of(paths: &[String]) -> String {
+    let mut s = paths
+        .iter()
+        .take(5)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if paths.len() > 5 {
+        s.push_str(", …");
+    }
+    s
+}
+
+/// Fills `lines` of every location, one blazesym batch per module. Returns the files left
+/// unnamed because they were rewritten in place since they were opened.
+fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) -> Vec<String> {
+    let mut rewritten = Vec::new();
     let mut by_module: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, loc) in t.locations.iter().enumerate() {
         if loc.module != 0 {
@@ -926,6 +947,11 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                 let Some(file) = t.store_ids.get(&module_id).and_then(|&id| store.get(id)) else {
                     continue;
                 };
+                // Its names now would be another program's.
+                if file.rewritten() {
+                    rewritten.push(file.path.clone());
+                    continue;
+                }
                 let m = &mut t.modules[module_id as usize - 1];
                 m.has_symbols = file.has_symbols();
                 m.build_id = file.build_id().to_vec();
@@ -989,6 +1015,8 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
             t.locations[loc].lines = lines;
         }
     }
+    rewritten.sort();
+    rewritten
 }
 
 /// One line per missing capability that kept mapped files unread: which files, and the fix.
