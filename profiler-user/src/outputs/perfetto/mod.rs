@@ -31,8 +31,11 @@ pub fn thread_uuid(tid: u32) -> u64 {
 }
 
 /// Tracks that hold span lifetimes; concurrent spans that do not nest need separate lanes.
+/// The kind takes the top byte and the lane the 24 bits under it: an async server with
+/// 65,536 requests in flight has that many lanes, and 16 bits wrapped lane 65,536 onto lane
+/// 0. 2^24 lanes would take more spans open at once than a recording holds in memory.
 pub fn span_lane_uuid(pid: u32, lane: u32) -> u64 {
-    (3 << 48) | (u64::from(lane) << 32) | u64::from(pid)
+    (3 << 56) | (u64::from(lane & 0xff_ffff) << 32) | u64::from(pid)
 }
 
 /// `--perfetto-spans`: where spans appear in the trace.
@@ -542,6 +545,20 @@ pub fn write(rec: &Recording, span_tracks: SpanTracks, out: &mut dyn Write) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lanes_past_65536_keep_their_own_tracks() {
+        let pid = 4_194_303;
+        let uuids = [
+            span_lane_uuid(pid, 0),
+            span_lane_uuid(pid, 65_536),
+            span_lane_uuid(pid, 0xff_ffff),
+            process_uuid(pid),
+            thread_uuid(pid),
+        ];
+        let distinct: std::collections::HashSet<u64> = uuids.iter().copied().collect();
+        assert_eq!(distinct.len(), uuids.len(), "{uuids:x?}");
+    }
     use crate::model::tests::sample_recording;
 
     /// Splits a trace into its packets (field 1, length-delimited).
