@@ -137,11 +137,8 @@ impl<'a> Sink<'a> {
                 .saturating_sub(applied_before)
                 .saturating_add(held),
         );
-        // With records lost, /proc is the only way left to learn the live processes' maps;
-        // what is held goes first, or an exec not applied yet would get the new image's maps
-        // into the old one. Order matters little with records missing anyway.
+        // With records lost, /proc is the only way left to learn the live processes' maps.
         if self.procs.sideband_lost > lost_before {
-            self.procs.receive(Vec::new(), u64::MAX);
             self.procs.refresh_live();
         }
         self.sideband_horizon_ns = horizon_ns;
@@ -269,8 +266,8 @@ impl<'a> Sink<'a> {
     }
 
     /// Takes out what happened before `boundary_ns` (CLOCK_BOOTTIME): samples, span events
-    /// and off-CPU intervals that ended before it, for a window (`collect::window`). Every
-    /// queued DWARF sample is unwound first: the queue refers to samples by index.
+    /// and off-CPU intervals that ended before it, for a window (`collect::window`), their
+    /// stack copies unwound.
     pub fn take_before(
         &mut self,
         boundary_ns: u64,
@@ -279,19 +276,24 @@ impl<'a> Sink<'a> {
         Vec<SpanEvent>,
         Vec<(offcpu::RawOffCpu, bool)>,
     ) {
-        self.unwind_pending(None);
-        let (before, after) = std::mem::take(&mut self.samples)
-            .into_iter()
-            .partition(|s| s.timestamp_ns < boundary_ns);
-        self.samples = after;
+        // Copies taken after the horizon wait for the side-band records of their time (a
+        // child's fork, its loader's mappings): they stay queued, renumbered to where their
+        // samples and intervals are after the cut.
+        self.unwind_until(self.sideband_horizon_ns.max(boundary_ns));
+        let (before, sample_at) = split_off(&mut self.samples, |s| s.timestamp_ns < boundary_ns);
         let (spans, later) = std::mem::take(&mut self.span_events)
             .into_iter()
             .partition(|e| e.timestamp_ns < boundary_ns);
         self.span_events = later;
-        let (off_cpu, later) = std::mem::take(&mut self.off_cpu)
-            .into_iter()
-            .partition(|(o, _)| o.end_ns < boundary_ns);
-        self.off_cpu = later;
+        let (off_cpu, off_cpu_at) = split_off(&mut self.off_cpu, |(o, _)| o.end_ns < boundary_ns);
+        self.to_unwind.retain_mut(|(owner, _, _)| {
+            let moved = match owner {
+                Copied::Sample(at) => sample_at.get(*at).copied().flatten().map(|n| *at = n),
+                Copied::OffCpu(at) => off_cpu_at.get(*at).copied().flatten().map(|n| *at = n),
+                Copied::LockWait(_) => Some(()),
+            };
+            moved.is_some()
+        });
         (before, spans, off_cpu)
     }
 
@@ -442,34 +444,53 @@ impl<'a> Sink<'a> {
             let Some((owner, regs, stack)) = self.to_unwind.pop_front() else {
                 break;
             };
-            match owner {
-                Copied::Sample(at) => self.unwind_sample(at, &regs, &stack),
-                Copied::OffCpu(at) => {
-                    if let Some((o, _)) = self.off_cpu.get(at) {
-                        let (tid, space) = (o.tid, self.procs.space_at(o.pid, o.begin_ns));
-                        let (user, truncated) = self.unwind_waiting(tid, space, &regs, &stack);
-                        if let Some((o, _)) = self.off_cpu.get_mut(at) {
-                            (o.space, o.user, o.truncated) = (space, user, truncated);
-                        }
-                    }
-                }
-                Copied::LockWait(at) => {
-                    if let Some(w) = self.lock_waits.get(at) {
-                        let (tid, space) = (w.tid, self.procs.space_at(w.pid, w.begin_ns));
-                        let (user, truncated) = self.unwind_waiting(tid, space, &regs, &stack);
-                        if let Some(w) = self.lock_waits.get_mut(at) {
-                            (w.space, w.user, w.truncated) = (space, user, truncated);
-                            w.copied = true;
-                        }
-                    }
-                }
-            }
+            self.unwind_one(owner, &regs, &stack);
             if budget.is_some_and(|b| started.elapsed() >= b) {
                 break;
             }
         }
         if let Some((sizes, map)) = self.copy_sizes.as_mut() {
             sizes.flush(map);
+        }
+    }
+
+    /// Unwinds every queued copy taken by `until_ns`, wherever it is in the queue; the others
+    /// stay queued, in order.
+    fn unwind_until(&mut self, until_ns: u64) {
+        for (owner, regs, stack) in std::mem::take(&mut self.to_unwind) {
+            if self.taken_at(owner).is_none_or(|t| t <= until_ns) {
+                self.unwind_one(owner, &regs, &stack);
+            } else {
+                self.to_unwind.push_back((owner, regs, stack));
+            }
+        }
+        if let Some((sizes, map)) = self.copy_sizes.as_mut() {
+            sizes.flush(map);
+        }
+    }
+
+    fn unwind_one(&mut self, owner: Copied, regs: &DwarfRegs, stack: &[u8]) {
+        match owner {
+            Copied::Sample(at) => self.unwind_sample(at, regs, stack),
+            Copied::OffCpu(at) => {
+                if let Some((o, _)) = self.off_cpu.get(at) {
+                    let (tid, space) = (o.tid, self.procs.space_at(o.pid, o.begin_ns));
+                    let (user, truncated) = self.unwind_waiting(tid, space, regs, stack);
+                    if let Some((o, _)) = self.off_cpu.get_mut(at) {
+                        (o.space, o.user, o.truncated) = (space, user, truncated);
+                    }
+                }
+            }
+            Copied::LockWait(at) => {
+                if let Some(w) = self.lock_waits.get(at) {
+                    let (tid, space) = (w.tid, self.procs.space_at(w.pid, w.begin_ns));
+                    let (user, truncated) = self.unwind_waiting(tid, space, regs, stack);
+                    if let Some(w) = self.lock_waits.get_mut(at) {
+                        (w.space, w.user, w.truncated) = (space, user, truncated);
+                        w.copied = true;
+                    }
+                }
+            }
         }
     }
 
@@ -510,6 +531,23 @@ fn copy_of(regs: &DwarfRegs, len: usize) -> stack_copy::Copy {
 }
 
 /// Sets or clears the DWARF flag of `pid` for the program it now runs (`auto`).
+/// Takes out of `items` those `leaves`; returns them, and where each item that stayed was
+/// before (its new index, by old index; None for those taken).
+fn split_off<T>(items: &mut Vec<T>, leaves: impl Fn(&T) -> bool) -> (Vec<T>, Vec<Option<usize>>) {
+    let mut gone = Vec::new();
+    let mut at = Vec::with_capacity(items.len());
+    for item in std::mem::take(items) {
+        if leaves(&item) {
+            at.push(None);
+            gone.push(item);
+        } else {
+            at.push(Some(items.len()));
+            items.push(item);
+        }
+    }
+    (gone, at)
+}
+
 fn choose_call_graph(targets: &mut Targets, procs: &mut processes::Processes, pid: u32) {
     // The exec event comes at the end of the exec: /proc/PID/exe is the new program.
     let exe = format!("/proc/{pid}/exe");
@@ -521,4 +559,79 @@ fn choose_call_graph(targets: &mut Targets, procs: &mut processes::Processes, pi
     };
     let fp = procs.modules.get(id).and_then(|m| m.frame_pointers());
     targets.set_call_graph(pid, !fp.unwrap_or(false));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(timestamp_ns: u64, pid: u32) -> RawSample {
+        RawSample {
+            timestamp_ns,
+            pid,
+            tid: pid,
+            cpu: 0,
+            user: RawStack::Empty,
+            kernel: RawStack::Empty,
+            span_id: 0,
+            space: u32::MAX,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_cut_leaves_copies_newer_than_the_horizon_queued_for_their_records() {
+        // Pids above pid_max: nothing is read from /proc.
+        let (root, child) = (4_000_100, 4_000_101);
+        let mut procs = processes::Processes::new(Default::default(), true);
+        procs.add_root(
+            super::super::procfs::AddressSpace::new(root),
+            Default::default(),
+        );
+        let mut meta = spans::MetaReader::default();
+        let mut sink = Sink::new(&mut procs, &mut meta, HashMap::new(), None);
+        sink.sideband_horizon_ns = 100;
+        for (at, s) in [sample(10, root), sample(500, child)]
+            .into_iter()
+            .enumerate()
+        {
+            sink.samples.push(s);
+            sink.to_unwind
+                .push_back((Copied::Sample(at), DwarfRegs::default(), Vec::new()));
+        }
+        let (before, _, _) = sink.take_before(50);
+        assert_eq!(before.len(), 1);
+        assert_ne!(before[0].space, u32::MAX, "unwound in its space");
+        // The child's fork (at 400) is read after the cut: its sample waits for it.
+        assert!(matches!(
+            sink.to_unwind.front(),
+            Some((Copied::Sample(0), _, _))
+        ));
+        assert!(!sink.procs.is_known(child));
+        sink.procs.receive(
+            vec![sideband::Record::Fork {
+                pid: child,
+                ppid: root,
+                tid: child,
+                time_ns: 400,
+            }],
+            1000,
+        );
+        sink.sideband_horizon_ns = 1000;
+        sink.unwind_pending(Some(std::time::Duration::from_secs(1)));
+        assert_eq!(sink.procs.parents.get(&child), Some(&root));
+        assert_eq!(
+            sink.samples[0].space,
+            sink.procs.space_at(child, 500),
+            "in the space its fork made"
+        );
+    }
+
+    #[test]
+    fn split_off_tells_where_each_kept_item_went() {
+        let mut v = vec![1, 20, 3, 40, 50];
+        let (gone, at) = split_off(&mut v, |&x| x < 10);
+        assert_eq!((gone, v), (vec![1, 3], vec![20, 40, 50]));
+        assert_eq!(at, vec![None, Some(0), None, Some(1), Some(2)]);
+    }
 }

@@ -58,10 +58,10 @@ pub struct Processes {
     opened_early: HashMap<(u32, u64, u64), Option<ModuleId>>,
     /// Children whose held forks make them known at the next read.
     joining: HashSet<u32>,
-    /// Processes a sample made known before any fork of theirs was applied (a scope, a
-    /// window's cut unwinding a copy newer than the horizon): a fork read later still gives
-    /// them their parent and its mappings.
-    stand_ins: HashSet<u32>,
+    /// Processes a sample made known before any fork of theirs was applied (a scope, a fork
+    /// held or lost), with that sample's time: a fork read later, older than that sample,
+    /// still gives them their parent and its mappings.
+    stand_ins: HashMap<u32, u64>,
 }
 
 impl Processes {
@@ -128,7 +128,7 @@ impl Processes {
             {
                 let index = self.push_space(AddressSpace::new(pid));
                 self.timelines.insert(pid, vec![(0, index)]);
-                self.stand_ins.insert(pid);
+                self.stand_ins.insert(pid, time_ns);
                 self.replay(pid);
                 self.index_at(pid, time_ns).unwrap_or(index)
             }
@@ -141,7 +141,7 @@ impl Processes {
                 }
                 let index = self.push_space(space);
                 self.timelines.entry(pid).or_default().push((0, index));
-                self.stand_ins.insert(pid);
+                self.stand_ins.insert(pid, time_ns);
                 index
             }
         };
@@ -259,9 +259,14 @@ impl Processes {
                 if pid != tid || pid == ppid {
                     return None;
                 }
-                let live = self.is_known(pid) && !self.exited.contains_key(&pid);
-                let stand_in = live && self.stand_ins.contains(&pid);
-                if live && !stand_in {
+                // Known, and not gone before this fork: the fork's own process (its exit can
+                // be read first, from another CPU's buffer).
+                let same =
+                    self.is_known(pid) && self.exited.get(&pid).is_none_or(|&at| at >= time_ns);
+                // Made known by a sample taken after this fork, not by an older process of
+                // the same pid.
+                let stand_in = same && self.stand_ins.get(&pid).is_some_and(|&at| at >= time_ns);
+                if same && !stand_in {
                     return None;
                 }
                 if !(self.follow && self.is_known(ppid)) {
@@ -444,7 +449,9 @@ impl Processes {
             .filter_map(|(&pid, line)| Some((pid, line.last()?.1)))
             .collect();
         for (pid, index) in live {
-            if procfs::has_exited(pid) {
+            // Its held records (an exec, say) come at the next read: /proc now would describe
+            // the image after them.
+            if procfs::has_exited(pid) || self.held.iter().any(|r| r.pid() == Some(pid)) {
                 continue;
             }
             if let Some(space) = self.spaces.get_mut(index) {
@@ -749,6 +756,53 @@ mod tests {
         assert_eq!(at, early, "samples already placed keep their space");
         assert!(p.spaces[at].find(0x7000).is_some(), "the parent's mapping");
         assert!(p.spaces[at].find(0x8000).is_some(), "its own");
+    }
+
+    #[test]
+    fn a_late_fork_keeps_what_its_child_did_and_its_exit() {
+        let (root, child) = (4_000_080, 4_000_081);
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(root), ProcessInfo::default());
+        // The child's exec, mapping and exit wait for its fork, which is late.
+        p.receive(
+            vec![
+                Record::Exec {
+                    pid: child,
+                    time_ns: 155,
+                    comm: "child".into(),
+                },
+                mmap(child, 170, 0x8000),
+                Record::Exit {
+                    pid: child,
+                    tid: child,
+                    time_ns: 300,
+                },
+            ],
+            400,
+        );
+        p.space_at(child, 160);
+        p.receive(vec![fork(child, root, 150)], 500);
+        assert_eq!(p.parents.get(&child), Some(&root));
+        let at = p.space_at(child, 200) as usize;
+        assert!(p.spaces[at].find(0x8000).is_some(), "its exec's image kept");
+        assert!(
+            p.prune_exited(u64::MAX).pids.contains(&child),
+            "its exit kept"
+        );
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_adopted_by_the_old_processs_stand_in() {
+        let (root, child) = (4_000_090, 4_000_091);
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(root), ProcessInfo::default());
+        p.receive(vec![mmap(root, 50, 0x7000)], 100);
+        // Known from a sample at 120, its fork never read; its exit lost. The fork at 900
+        // is another process's: it lends the old one nothing.
+        let old = p.space_at(child, 120) as usize;
+        p.receive(vec![fork(child, root, 900)], 1000);
+        assert!(p.spaces[old].find(0x7000).is_none());
+        assert_eq!(p.parents.get(&child), None);
     }
 
     #[test]
