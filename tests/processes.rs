@@ -232,32 +232,45 @@ fn a_binary_rewritten_in_place_lends_no_names_and_is_told() {
     // `cp` onto an existing file truncates and writes it: the same inode, other bytes. The
     // two builds differ only in a name, so the second's symbols sit at the first's addresses.
     let script = format!(
-        "cp {first} {bin}; {bin} 150; cp {second} {bin}",
+        "cp {first} {bin}; {bin} 150; cp {second} {bin}; {bin} 150",
         first = first.display(),
         second = second.display(),
         bin = bin.display()
     );
-    run(&dir, &["--frequency", "999"], &script);
+    run(
+        &dir,
+        &["--frequency", "999", "--group-by", "process"],
+        &script,
+    );
     let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
-    let (mut child, mut wrong) = (0u64, 0u64);
-    for (s, n) in folded(&dir)
+    let f = folded(&dir);
+    let mut by_process: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for (s, n) in f
         .iter()
         .filter(|(s, _)| s[0].starts_with(&name[..name.len().min(15)]))
     {
-        child += n;
+        let e = by_process.entry(s[0].as_str()).or_default();
+        e.0 += n;
         if s.iter().any(|fr| fr == "second_version") {
-            wrong += n;
+            e.1 += n;
         }
     }
     let warnings = summary(&dir)["warnings"].to_string();
-    eprintln!("child samples {child}, named second_version {wrong}; warnings: {warnings}");
-    assert!(child >= 50, "the child was sampled: {child}");
-    assert_eq!(
-        wrong, 0,
-        "the first child's samples took the rewritten file's names"
+    eprintln!("samples / named second_version per process: {by_process:?}; warnings: {warnings}");
+    let counts: Vec<(u64, u64)> = by_process.values().copied().collect();
+    assert_eq!(counts.len(), 2, "two children: {by_process:?}");
+    // Pids grow: the first child ran the first bytes, the second the second.
+    let (a, b) = (counts[0], counts[1]);
+    assert!(
+        a.0 >= 50 && a.1 == 0,
+        "first child took the rewritten file's names: {a:?}"
     );
     assert!(
-        warnings.contains(&format!("{} rewritten in place", bin.display())),
+        b.1 >= 50,
+        "second child named from the file as it is now: {b:?}"
+    );
+    assert!(
+        warnings.contains("rewritten in place") && warnings.contains(&*bin.to_string_lossy()),
         "told: {warnings}"
     );
     let _ = std::fs::remove_file(&bin);

@@ -71,6 +71,8 @@ pub struct ModuleFile {
     pub map: Arc<Mmap>,
     /// As it was when opened.
     stamp: Stamp,
+    /// For a file without a build id: a hash of its first and last 64 KiB when opened.
+    fingerprint: u64,
     /// Open while within the descriptor budget.
     file: Option<File>,
     build_id: OnceLock<Vec<u8>>,
@@ -134,8 +136,9 @@ impl ModuleFile {
     /// it, a shell's `>`) keeps the inode, so neither the mapping nor the descriptor keeps
     /// the bytes the target ran: what reads as the file now is another program's code, and
     /// reading past a shrunk end would fault. A new modification time with the same size and
-    /// the same build id is a `touch`, not a rewrite. False when the file can no longer be
-    /// looked at (its path leads elsewhere now and no descriptor is held).
+    /// the same build id (or, without one, the same first and last 64 KiB) is a `touch`, not a
+    /// rewrite. False when the file can no longer be looked at (no descriptor held, and its
+    /// path leads elsewhere from here: another mount namespace, or replaced since).
     pub fn rewritten(&self) -> bool {
         let now = match &self.file {
             Some(f) => f.metadata().ok(),
@@ -150,10 +153,13 @@ impl ModuleFile {
         if now == self.stamp {
             return false;
         }
-        if now.size != self.stamp.size || self.build_id().is_empty() {
+        if now.size != self.stamp.size {
             return true;
         }
         // Same size: the mapping can be read through without faulting.
+        if self.build_id().is_empty() {
+            return fingerprint(self.bytes()) != self.fingerprint;
+        }
         let current = object::File::parse(self.bytes())
             .ok()
             .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec));
@@ -296,7 +302,7 @@ impl ModuleStore {
             return None;
         }
         if let Some(identity) = m.identity
-            && let Some(&id) = self.by_identity.get(&identity)
+            && let Some(id) = self.current(identity)
         {
             return Some(id);
         }
@@ -311,7 +317,7 @@ impl ModuleStore {
             }
         };
         let identity = identity_of(&file)?;
-        if let Some(&id) = self.by_identity.get(&identity) {
+        if let Some(id) = self.current(identity) {
             return Some(id);
         }
         self.insert(m.path.clone(), identity, file)
@@ -326,10 +332,23 @@ impl ModuleStore {
     pub fn intern_file(&mut self, open: &str, path: &str) -> Option<ModuleId> {
         let file = open_regular(open).ok()?;
         let identity = identity_of(&file)?;
-        if let Some(&id) = self.by_identity.get(&identity) {
+        if let Some(id) = self.current(identity) {
             return Some(id);
         }
         self.insert(path.to_string(), identity, file)
+    }
+
+    /// The module of the file `identity` names, unless it was rewritten in place since it
+    /// was opened: that one keeps its id for what mapped it before, and is no longer found
+    /// by identity or build id, so the file is opened again as it is now.
+    fn current(&mut self, identity: FileIdentity) -> Option<ModuleId> {
+        let id = *self.by_identity.get(&identity)?;
+        if !self.get(id).is_some_and(ModuleFile::rewritten) {
+            return Some(id);
+        }
+        self.by_identity.retain(|_, i| *i != id);
+        self.by_build_id.retain(|_, i| *i != id);
+        None
     }
 
     fn insert(&mut self, path: String, identity: FileIdentity, file: File) -> Option<ModuleId> {
@@ -340,16 +359,21 @@ impl ModuleStore {
         let module = ModuleFile {
             path,
             identity,
-            map,
             stamp,
+            fingerprint: 0,
             file: None,
             build_id: OnceLock::new(),
             debug: OnceLock::new(),
             frame_pointers: OnceLock::new(),
             has_symbols: OnceLock::new(),
             sections: OnceLock::new(),
+            map,
         };
         let build_id = module.build_id().to_vec();
+        let mut module = module;
+        if build_id.is_empty() {
+            module.fingerprint = fingerprint(module.bytes());
+        }
         if !build_id.is_empty()
             && let Some(&id) = self.by_build_id.get(&build_id)
         {
@@ -357,7 +381,6 @@ impl ModuleStore {
             return Some(id);
         }
         let id = ModuleId::try_from(self.modules.len()).ok()?;
-        let mut module = module;
         if self.open < MAX_OPEN {
             module.file = Some(file);
             self.open += 1;
@@ -407,6 +430,20 @@ impl Readable {
 fn fd_path(f: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+}
+
+/// A hash of a file's first and last 64 KiB (ELF and program headers, section headers and
+/// most symbol tables): what tells a rewrite of the same size from a `touch`.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    const PART: usize = 64 * 1024;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.get(..PART).unwrap_or(bytes).hash(&mut h);
+    bytes
+        .get(bytes.len().saturating_sub(PART)..)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
 }
 
 fn memfd_copy(bytes: &[u8]) -> Option<File> {
@@ -534,6 +571,47 @@ mod tests {
         // In place, as `cp` does: truncated, then other bytes.
         std::fs::write(&copy, b"another program").expect("rewrite");
         assert!(m.rewritten());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn without_a_build_id_the_bytes_tell_a_touch_from_a_rewrite() {
+        let dir = std::env::temp_dir().join(format!("profiler-rewrite-nb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("scratch directory");
+        let path = dir.join("prog");
+        std::fs::write(&path, vec![7u8; 200_000]).expect("write");
+        let mut store = ModuleStore::default();
+        let id = store
+            .intern_path(path.to_str().expect("utf-8"))
+            .expect("opened");
+        let touch = |secs| {
+            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            f.set_modified(later).expect("touch");
+        };
+        touch(5);
+        assert!(!store.get(id).expect("held").rewritten(), "a touch");
+        // The same size, other bytes in place (the file's end), another time.
+        let mut bytes = vec![7u8; 200_000];
+        bytes[199_999] = 8;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes[199_999..], 199_999).expect("write");
+        drop(f);
+        touch(10);
+        assert!(store.get(id).expect("held").rewritten());
+        // Mapped again, it is the file as it is now: a new module; the old id stays.
+        let again = store
+            .intern_path(path.to_str().expect("utf-8"))
+            .expect("opened");
+        assert_ne!(again, id);
+        assert!(store.get(id).is_some() && !store.get(again).expect("held").rewritten());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

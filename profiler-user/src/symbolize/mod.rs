@@ -581,7 +581,8 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
     }
     if !rewritten.is_empty() {
         warnings.push(format!(
-            "{} rewritten in place after it ran, its old code gone: its frames are left as module+0xOFFSET (replace a program with a new file, by mv or install, not cp over it)",
+            "{} files rewritten in place while the recording held them (same inode, other bytes: the code that ran is gone): their frames from before are left as module+0xOFFSET; replace a program with a new file (mv, install), not cp over it: {}",
+            rewritten.len(),
             list_of(&rewritten)
         ));
     }
@@ -947,14 +948,15 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                 let Some(file) = t.store_ids.get(&module_id).and_then(|&id| store.get(id)) else {
                     continue;
                 };
-                // Its names now would be another program's.
+                let m = &mut t.modules[module_id as usize - 1];
+                m.build_id = file.build_id().to_vec();
+                // Its names now would be another program's; its build id, read when it was
+                // opened, can still name it elsewhere.
                 if file.rewritten() {
                     rewritten.push(file.path.clone());
                     continue;
                 }
-                let m = &mut t.modules[module_id as usize - 1];
                 m.has_symbols = file.has_symbols();
-                m.build_id = file.build_id().to_vec();
                 match file.debug_file() {
                     // A debug file has no code, only the program's addresses: offsets in the
                     // module become its virtual addresses first.
@@ -1016,6 +1018,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
         }
     }
     rewritten.sort();
+    rewritten.dedup();
     rewritten
 }
 
