@@ -414,3 +414,93 @@ fn spans_of_a_child_program_are_recorded_under_run() {
     assert!(all.iter().all(|sp| sp["pid"] != s["pid"]), "{}", s["pid"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A probed program rewritten in place (`cp` over it) between two children is a new module
+/// of the same inode: its probes at unchanged offsets are there already, and a second set
+/// would run each probe twice per call.
+#[test]
+fn a_probed_program_rewritten_in_place_is_probed_once() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut flags = c_fp_probes();
+    flags.push("-DREQUESTS=50".into());
+    let first = build_c("probes-rewrite-50", "probes_c.c", &flags);
+    flags.pop();
+    flags.push("-DREQUESTS=60".into());
+    let second = build_c("probes-rewrite-60", "probes_c.c", &flags);
+    // The premise: the two builds differ only in a constant, the probes' functions sit at
+    // the same offsets.
+    let probe_symbols = |bin: &std::path::Path| -> Vec<String> {
+        let out = std::process::Command::new("nm")
+            .arg(bin)
+            .output()
+            .expect("nm runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("profiler_"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        probe_symbols(&first),
+        probe_symbols(&second),
+        "same offsets"
+    );
+    let dir = scratch("run-rewrite-spans");
+    let bin = dir.with_extension("bin");
+    // Each child waits for a line: sent once its file is probed. `timeout`: an old build
+    // that never probes the second child must not hang the test.
+    let script = format!(
+        "cp {first} {bin}; timeout 20 {bin}; cp {second} {bin}; timeout 20 {bin}",
+        first = first.display(),
+        second = second.display(),
+        bin = bin.display()
+    );
+    let mut child = profiler()
+        .args(["run", "--quiet", "--frequency", "999", "--output"])
+        .arg(&dir)
+        .args(["--", "sh", "-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("profiler starts");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut seen = String::new();
+    let want = format!("profiler: span probes in {}", bin.display());
+    for _ in 0..2 {
+        loop {
+            let mut line = String::new();
+            let n = err.read_line(&mut line).expect("profiler stderr");
+            seen.push_str(&line);
+            assert!(n > 0, "profiler ended before probing a child: {seen}");
+            if line.starts_with(&want) {
+                break;
+            }
+        }
+        stdin.write_all(b"go\n").expect("write");
+        stdin.flush().expect("flush");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("exits");
+    err.read_to_string(&mut seen).expect("stderr");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{seen}");
+    assert!(out.status.success(), "{seen}");
+    assert!(stdout.contains("request 100 db_query 100"), "{stdout}");
+    assert!(stdout.contains("request 120 db_query 120"), "{stdout}");
+    let spans: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("spans.json")).expect("spans.json"))
+            .expect("json");
+    let all = spans["spans"].as_array().expect("array");
+    let named = |n: &str| all.iter().filter(|s| s["name"] == n).count();
+    assert_eq!((named("request"), named("db_query")), (220, 220));
+    // Probes twice at one place show as each span begun twice and ended twice.
+    let s = summary(&dir);
+    eprintln!("spans: {}", s["spans"]);
+    assert_eq!(s["spans"]["duplicate_begins"], 0);
+    assert_eq!(s["spans"]["unmatched_ends"], 0);
+    assert_eq!(spans["lost_events"], 0);
+    let _ = std::fs::remove_file(&bin);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -269,6 +269,11 @@ pub struct LiveProbes {
     fn_attached: Vec<bool>,
     /// Files probed after the recording began are told on stderr (scripts wait for them).
     pub tell: bool,
+    /// Where each program went, by file: a file rewritten in place comes back as a new
+    /// module of the same inode, whose probes at unchanged offsets are there already (a
+    /// second would run the program twice per call).
+    /// Keyed by (file, program, offset, `--span-fn` index or `u64::MAX`).
+    probed: std::collections::HashSet<(super::sideband::FileIdentity, &'static str, u64, u64)>,
 }
 
 impl LiveProbes {
@@ -282,6 +287,7 @@ impl LiveProbes {
             checked: already,
             fn_attached: vec![!attached.span_fns.is_empty(); span_fns.len()],
             tell: false,
+            probed: Default::default(),
             attached: Attached {
                 // The events name `--span-fn` probes by index: all of them, in order.
                 span_fns: span_fns.iter().map(ToString::to_string).collect(),
@@ -337,7 +343,10 @@ impl LiveProbes {
                 load(ebpf, &ABI_PROGRAMS).map_err(|e| in_file(e, &m.path))?;
                 for (prog, off) in ABI_PROGRAMS.into_iter().zip([end, exit, begin, enter]) {
                     let at = probe_offset(path, off, self.kernel);
-                    attach_at(ebpf, prog, path, at, 0, None).map_err(|e| in_file(e, &m.path))?;
+                    if self.probed.insert((m.identity, prog, at, u64::MAX)) {
+                        attach_at(ebpf, prog, path, at, 0, None)
+                            .map_err(|e| in_file(e, &m.path))?;
+                    }
                 }
                 self.attached.abi_modules.push(m.path.clone());
                 if self.tell {
@@ -357,8 +366,10 @@ impl LiveProbes {
                 let cookie = Some(index as u64);
                 load(ebpf, &FN_PROGRAMS).map_err(|e| in_file(e, &m.path))?;
                 for prog in FN_PROGRAMS {
-                    attach_at(ebpf, prog, path, offset, 0, cookie)
-                        .map_err(|e| in_file(e, &m.path))?;
+                    if self.probed.insert((m.identity, prog, offset, index as u64)) {
+                        attach_at(ebpf, prog, path, offset, 0, cookie)
+                            .map_err(|e| in_file(e, &m.path))?;
+                    }
                 }
                 if let Some(done) = self.fn_attached.get_mut(index) {
                     *done = true;
