@@ -178,6 +178,20 @@ fn three_hundred_short_processes_are_all_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The values of a map keyed by `name [pid]`, in the order of the pids: the keys' own order
+/// puts `[100000]` before `[99999]`.
+fn in_pid_order<T: Copy>(by_process: &std::collections::BTreeMap<&str, T>) -> Vec<T> {
+    let pid = |k: &str| {
+        k.rsplit('[')
+            .next()
+            .and_then(|r| r.trim_end_matches(']').parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let mut v: Vec<(u32, T)> = by_process.iter().map(|(k, &c)| (pid(k), c)).collect();
+    v.sort_by_key(|&(p, _)| p);
+    v.into_iter().map(|(_, c)| c).collect()
+}
+
 #[test]
 fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
     let first = short("replace-first", &["-DSPIN=first_version"]);
@@ -213,7 +227,7 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
         }
     }
     eprintln!("samples of first_version / second_version per process: {by_process:?}");
-    let counts: Vec<(u64, u64)> = by_process.values().copied().collect();
+    let counts = in_pid_order(&by_process);
     assert_eq!(counts.len(), 2, "two children: {by_process:?}");
     // Pids grow: the first child ran the first file.
     let (a, b) = (counts[0], counts[1]);
@@ -257,7 +271,7 @@ fn a_binary_rewritten_in_place_lends_no_names_and_is_told() {
     }
     let warnings = summary(&dir)["warnings"].to_string();
     eprintln!("samples / named second_version per process: {by_process:?}; warnings: {warnings}");
-    let counts: Vec<(u64, u64)> = by_process.values().copied().collect();
+    let counts = in_pid_order(&by_process);
     assert_eq!(counts.len(), 2, "two children: {by_process:?}");
     // Pids grow: the first child ran the first bytes, the second the second.
     let (a, b) = (counts[0], counts[1]);

@@ -69,8 +69,8 @@ pub struct ModuleFile {
     pub path: String,
     pub identity: FileIdentity,
     pub map: Arc<Mmap>,
-    /// As it was when opened.
-    stamp: Stamp,
+    /// As it was when opened, or at the last `touch` seen since.
+    stamp: std::sync::Mutex<Stamp>,
     /// For a file without a build id: a hash of its first and last 64 KiB when opened.
     fingerprint: u64,
     /// Open while within the descriptor budget.
@@ -150,20 +150,28 @@ impl ModuleFile {
         let Some(now) = now.map(|m| Stamp::of(&m)) else {
             return false;
         };
-        if now == self.stamp {
+        let mut stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if now == *stamp {
             return false;
         }
-        if now.size != self.stamp.size {
+        if now.size != stamp.size {
             return true;
         }
         // Same size: the mapping can be read through without faulting.
-        if self.build_id().is_empty() {
-            return fingerprint(self.bytes()) != self.fingerprint;
+        let same = if self.build_id().is_empty() {
+            fingerprint(self.bytes()) == self.fingerprint
+        } else {
+            object::File::parse(self.bytes())
+                .ok()
+                .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec))
+                .as_deref()
+                == Some(self.build_id())
+        };
+        // A touch: the next look compares with it, without reading the file again.
+        if same {
+            *stamp = now;
         }
-        let current = object::File::parse(self.bytes())
-            .ok()
-            .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec));
-        current.as_deref() != Some(self.build_id())
+        !same
     }
 
     /// Unwind tables, parsed once.
@@ -359,7 +367,7 @@ impl ModuleStore {
         let module = ModuleFile {
             path,
             identity,
-            stamp,
+            stamp: std::sync::Mutex::new(stamp),
             fingerprint: 0,
             file: None,
             build_id: OnceLock::new(),

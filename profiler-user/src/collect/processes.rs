@@ -58,6 +58,9 @@ pub struct Processes {
     opened_early: HashMap<(u32, u64, u64), Option<ModuleId>>,
     /// Children whose held forks make them known at the next read.
     joining: HashSet<u32>,
+    /// Processes to read from /proc after a side-band loss, once their held records are
+    /// applied.
+    refresh_later: HashSet<u32>,
     /// Processes a sample made known before any fork of theirs was applied (a scope, a fork
     /// held or lost), with that sample's time: a fork read later, older than that sample,
     /// still gives them their parent and its mappings.
@@ -162,6 +165,10 @@ impl Processes {
             .partition(|r| r.time_ns() <= horizon_ns);
         self.apply(ready);
         self.held = held;
+        if !self.refresh_later.is_empty() {
+            let pids: Vec<u32> = self.refresh_later.iter().copied().collect();
+            self.refresh(pids);
+        }
         self.open_held_files()
     }
 
@@ -442,16 +449,35 @@ impl Processes {
     /// Reads /proc/PID/maps again for processes still alive: only needed when side-band
     /// records were lost.
     pub fn refresh_live(&mut self) {
-        let live: Vec<(u32, usize)> = self
+        let pids: Vec<u32> = self
             .timelines
-            .iter()
-            .filter(|(pid, _)| !self.exited.contains_key(pid))
-            .filter_map(|(&pid, line)| Some((pid, line.last()?.1)))
+            .keys()
+            .filter(|pid| !self.exited.contains_key(pid))
+            .copied()
             .collect();
-        for (pid, index) in live {
-            // Its held records (an exec, say) come at the next read: /proc now would describe
-            // the image after them.
-            if procfs::has_exited(pid) || self.held.iter().any(|r| r.pid() == Some(pid)) {
+        self.refresh(pids);
+    }
+
+    /// Reads /proc/PID/maps into the newest space of each of `pids` still alive. One with
+    /// held records (an exec, say) waits until they are applied ([`Processes::receive`]):
+    /// /proc now describes the image after them.
+    fn refresh(&mut self, pids: impl IntoIterator<Item = u32>) {
+        let held: HashSet<u32> = self.held.iter().filter_map(Record::pid).collect();
+        for pid in pids {
+            if held.contains(&pid) {
+                self.refresh_later.insert(pid);
+                continue;
+            }
+            self.refresh_later.remove(&pid);
+            let Some(index) = self
+                .timelines
+                .get(&pid)
+                .and_then(|l| l.last())
+                .map(|&(_, i)| i)
+            else {
+                continue;
+            };
+            if procfs::has_exited(pid) {
                 continue;
             }
             if let Some(space) = self.spaces.get_mut(index) {
@@ -803,6 +829,26 @@ mod tests {
         p.receive(vec![fork(child, root, 900)], 1000);
         assert!(p.spaces[old].find(0x7000).is_none());
         assert_eq!(p.parents.get(&child), None);
+    }
+
+    #[test]
+    fn after_a_loss_a_process_with_held_records_is_read_once_they_are_applied() {
+        let me = std::process::id();
+        let mut p = Processes::new(ModuleStore::default(), true);
+        p.add_root(AddressSpace::new(me), ProcessInfo::default());
+        p.receive(vec![mmap(me, 150, 0x1000)], 100);
+        // A loss: /proc would describe the image after the held records; not yet.
+        p.refresh_live();
+        let at = p.space_at(me, 200) as usize;
+        assert!(p.spaces[at].mappings.is_empty());
+        p.receive(Vec::new(), 200);
+        let exe = std::env::current_exe().expect("own path");
+        let exe = exe.to_str().expect("utf-8");
+        assert!(
+            p.spaces[at].mappings.iter().any(|m| m.path == exe),
+            "read from /proc once applied"
+        );
+        assert!(p.spaces[at].find(0x1000).is_some());
     }
 
     #[test]
