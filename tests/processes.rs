@@ -192,17 +192,21 @@ fn in_pid_order<T: Copy>(by_process: &std::collections::BTreeMap<&str, T>) -> Ve
     v.into_iter().map(|(_, c)| c).collect()
 }
 
-#[test]
-fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
-    let first = short("replace-first", &["-DSPIN=first_version"]);
-    let second = short("replace-second", &["-DSPIN=second_version"]);
-    let dir = scratch("replaced");
+/// Samples of one file's children per child, in pid order: (in `first_version`, in
+/// `second_version`, all). Two builds that differ only in their spin function's name run in
+/// turn from one path; `replace` puts the second build at `{bin}` between the two runs.
+/// Returns the counts, the recording's directory and the path.
+fn two_builds_in_turn(tag: &str, replace: &str) -> (Vec<(u64, u64, u64)>, PathBuf, PathBuf) {
+    let first = short(&format!("{tag}-first"), &["-DSPIN=first_version"]);
+    let second = short(&format!("{tag}-second"), &["-DSPIN=second_version"]);
+    let dir = scratch(tag);
     let bin = dir.with_extension("bin");
-    // Replaced the way a rebuild does it: a new file renamed over the path (a new inode).
+    let replace = replace
+        .replace("{second}", &second.display().to_string())
+        .replace("{bin}", &bin.display().to_string());
     let script = format!(
-        "cp {first} {bin}; {bin} 150; cp {second} {bin}.new; mv {bin}.new {bin}; {bin} 150",
+        "cp {first} {bin}; {bin} 150; {replace}; {bin} 150",
         first = first.display(),
-        second = second.display(),
         bin = bin.display()
     );
     // One root per process (`name [pid]`): processes are told apart by it.
@@ -213,7 +217,7 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
     );
     let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
     let f = folded(&dir);
-    let mut by_process: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    let mut by_process: std::collections::BTreeMap<&str, (u64, u64, u64)> = Default::default();
     for (s, n) in f
         .iter()
         .filter(|(s, _)| s[0].starts_with(&name[..name.len().min(15)]))
@@ -225,10 +229,19 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
         if s.iter().any(|fr| fr == "second_version") {
             e.1 += n;
         }
+        e.2 += n;
     }
-    eprintln!("samples of first_version / second_version per process: {by_process:?}");
+    eprintln!("first_version / second_version / all samples per process: {by_process:?}");
     let counts = in_pid_order(&by_process);
     assert_eq!(counts.len(), 2, "two children: {by_process:?}");
+    (counts, dir, bin)
+}
+
+#[test]
+fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
+    // Replaced the way a rebuild does it: a new file renamed over the path (a new inode).
+    let (counts, dir, bin) =
+        two_builds_in_turn("replaced", "cp {second} {bin}.new; mv {bin}.new {bin}");
     // Pids grow: the first child ran the first file.
     let (a, b) = (counts[0], counts[1]);
     assert!(a.0 >= 50 && a.1 == 0, "first child: {a:?}");
@@ -239,44 +252,15 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
 
 #[test]
 fn a_binary_rewritten_in_place_lends_no_names_and_is_told() {
-    let first = short("rewrite-first", &["-DSPIN=first_version"]);
-    let second = short("rewrite-second", &["-DSPIN=second_version"]);
-    let dir = scratch("rewritten");
-    let bin = dir.with_extension("bin");
     // `cp` onto an existing file truncates and writes it: the same inode, other bytes. The
     // two builds differ only in a name, so the second's symbols sit at the first's addresses.
-    let script = format!(
-        "cp {first} {bin}; {bin} 150; cp {second} {bin}; {bin} 150",
-        first = first.display(),
-        second = second.display(),
-        bin = bin.display()
-    );
-    run(
-        &dir,
-        &["--frequency", "999", "--group-by", "process"],
-        &script,
-    );
-    let name = bin.file_name().and_then(|n| n.to_str()).expect("name");
-    let f = folded(&dir);
-    let mut by_process: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-    for (s, n) in f
-        .iter()
-        .filter(|(s, _)| s[0].starts_with(&name[..name.len().min(15)]))
-    {
-        let e = by_process.entry(s[0].as_str()).or_default();
-        e.0 += n;
-        if s.iter().any(|fr| fr == "second_version") {
-            e.1 += n;
-        }
-    }
+    let (counts, dir, bin) = two_builds_in_turn("rewritten", "cp {second} {bin}");
     let warnings = summary(&dir)["warnings"].to_string();
-    eprintln!("samples / named second_version per process: {by_process:?}; warnings: {warnings}");
-    let counts = in_pid_order(&by_process);
-    assert_eq!(counts.len(), 2, "two children: {by_process:?}");
-    // Pids grow: the first child ran the first bytes, the second the second.
+    eprintln!("warnings: {warnings}");
+    // The first child ran bytes that are gone: nameless, never the second build's names.
     let (a, b) = (counts[0], counts[1]);
     assert!(
-        a.0 >= 50 && a.1 == 0,
+        a.2 >= 50 && a.1 == 0,
         "first child took the rewritten file's names: {a:?}"
     );
     assert!(

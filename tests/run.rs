@@ -360,11 +360,25 @@ fn spans_of_the_command_itself_are_recorded_under_run() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reads the profiler's stderr into `seen` until it says it probed `bin`.
+fn await_probes_in(err: &mut impl std::io::BufRead, bin: &std::path::Path, seen: &mut String) {
+    let want = format!("profiler: span probes in {}", bin.display());
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).expect("profiler stderr");
+        seen.push_str(&line);
+        assert!(n > 0, "profiler ended before probing a child: {seen}");
+        if line.starts_with(&want) {
+            return;
+        }
+    }
+}
+
 /// A child the command starts runs another instrumented program: its file is probed when the
 /// child maps it, and its spans are recorded under its own pid.
 #[test]
 fn spans_of_a_child_program_are_recorded_under_run() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let bin = build_c("probes-run-child", "probes_c.c", &c_fp_probes());
     let dir = scratch("run-child-spans");
     // `; true`: the shell forks the program instead of exec'ing it.
@@ -380,16 +394,7 @@ fn spans_of_a_child_program_are_recorded_under_run() {
         .expect("profiler starts");
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut seen = String::new();
-    let want = format!("profiler: span probes in {}", bin.display());
-    loop {
-        let mut line = String::new();
-        let n = err.read_line(&mut line).expect("profiler stderr");
-        seen.push_str(&line);
-        assert!(n > 0, "profiler ended before probing the child: {seen}");
-        if line.starts_with(&want) {
-            break;
-        }
-    }
+    await_probes_in(&mut err, &bin, &mut seen);
     child
         .stdin
         .take()
@@ -420,7 +425,7 @@ fn spans_of_a_child_program_are_recorded_under_run() {
 /// would run each probe twice per call.
 #[test]
 fn a_probed_program_rewritten_in_place_is_probed_once() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let mut flags = c_fp_probes();
     flags.push("-DREQUESTS=50".into());
     let first = build_c("probes-rewrite-50", "probes_c.c", &flags);
@@ -467,17 +472,8 @@ fn a_probed_program_rewritten_in_place_is_probed_once() {
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut stdin = child.stdin.take().expect("stdin");
     let mut seen = String::new();
-    let want = format!("profiler: span probes in {}", bin.display());
     for _ in 0..2 {
-        loop {
-            let mut line = String::new();
-            let n = err.read_line(&mut line).expect("profiler stderr");
-            seen.push_str(&line);
-            assert!(n > 0, "profiler ended before probing a child: {seen}");
-            if line.starts_with(&want) {
-                break;
-            }
-        }
+        await_probes_in(&mut err, &bin, &mut seen);
         stdin.write_all(b"go\n").expect("write");
         stdin.flush().expect("flush");
     }
