@@ -142,10 +142,7 @@ impl ModuleFile {
     pub fn rewritten(&self) -> bool {
         let now = match &self.file {
             Some(f) => f.metadata().ok(),
-            None => open_regular(&self.path)
-                .ok()
-                .filter(|f| identity_of(f) == Some(self.identity))
-                .and_then(|f| f.metadata().ok()),
+            None => self.reopen().and_then(|f| f.metadata().ok()),
         };
         let Some(now) = now.map(|m| Stamp::of(&m)) else {
             return false;
@@ -172,6 +169,13 @@ impl ModuleFile {
             *stamp = now;
         }
         !same
+    }
+
+    /// Its path opened again, if that still leads to this file.
+    fn reopen(&self) -> Option<File> {
+        open_regular(&self.path)
+            .ok()
+            .filter(|f| identity_of(f) == Some(self.identity))
     }
 
     /// Unwind tables, parsed once.
@@ -412,10 +416,7 @@ impl ModuleStore {
                 _file: None,
             });
         }
-        let file = open_regular(&m.path)
-            .ok()
-            .filter(|f| identity_of(f) == Some(m.identity))
-            .or_else(|| memfd_copy(&m.map))?;
+        let file = m.reopen().or_else(|| memfd_copy(&m.map))?;
         Some(Readable {
             path: fd_path(&file),
             _file: Some(file),
