@@ -570,6 +570,54 @@ fn sigterm_pushes_the_window_in_progress() {
     );
 }
 
+/// A stop that crosses a window boundary while the programs are being detached (slow on a
+/// busy machine; held 1.5 s here by a test hook, sampling on) still cuts at the boundary: no
+/// window is longer than the period, and none is missing or overlaps. Before, the last window
+/// ran from the boundary before the stop to the detach.
+#[test]
+fn a_stop_that_crosses_a_boundary_is_cut_there_first() {
+    let bin = build_c("agent-split", "split.c", C_FP);
+    let target = Target::start(&bin, &["60"]);
+    let receiver = Receiver::start();
+    let url = format!("http://127.0.0.1:{}", receiver.port);
+    let pid = target.pid().to_string();
+    let mut child = agent(&[
+        "--pid",
+        &pid,
+        "--period",
+        "1s",
+        "--push",
+        &url,
+        "--test-hold-before-detach-ms",
+        "1500",
+    ]);
+    let err = wait_recording(&mut child);
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let err = finish(child, err);
+    let (recorded, delivered, dropped, spooled) = figures(&err, &url);
+    assert_eq!((delivered, dropped, spooled), (recorded, 0, 0));
+    let windows = cpu_windows(&receiver.received());
+    assert_eq!(windows.len() as u64, recorded);
+    for (r, p) in &windows {
+        eprintln!(
+            "window {}: {} ns, {} samples",
+            r.path,
+            p.get_u64("duration_nanos").unwrap_or(0),
+            samples(p, None)
+        );
+    }
+    // 1.5 s before the stop and 1.5 s after it: at least two boundaries, one in the hold.
+    assert!(windows.len() >= 3, "{} windows", windows.len());
+    assert_contiguous(&windows);
+    let (_, last) = windows.last().expect("windows");
+    assert!(
+        samples(last, None) > 0,
+        "the last window has the hold's samples"
+    );
+}
+
 #[test]
 fn outage_at_the_start_loses_nothing_and_keeps_the_order() {
     let bin = build_c("agent-split", "split.c", C_FP);

@@ -585,6 +585,7 @@ fn record_options(
         hold_before_attach: s.test_hold_before_attach_ms.map(Duration::from_millis),
         stall_consumer: s.test_stall_consumer_ms.map(Duration::from_millis),
         hold_after_drain: s.test_hold_after_drain_ms.map(Duration::from_millis),
+        hold_before_detach: None,
         stop: None,
         window: None,
         signals_after_stop: true,

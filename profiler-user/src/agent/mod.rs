@@ -97,6 +97,10 @@ pub struct AgentArgs {
     /// Longest wait between two attempts at a failing destination.
     #[arg(long, default_value = "60s", value_parser = parse_period, value_name = "DURATION")]
     pub retry_max: Duration,
+    /// Test hook: keep sampling this long after the stop before detaching (milliseconds), so
+    /// that the stop crosses a window boundary.
+    #[arg(long, hide = true)]
+    pub test_hold_before_detach_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -667,6 +671,7 @@ pub async fn run(
         hold_before_attach: None,
         stall_consumer: None,
         hold_after_drain: None,
+        hold_before_detach: args.test_hold_before_detach_ms.map(Duration::from_millis),
         stop: None,
         alloc: None,
         locks: false,

@@ -82,6 +82,8 @@ pub struct RecordOptions {
     pub stall_consumer: Option<Duration>,
     /// Test hook: wait this long between the final drain and reading the counters.
     pub hold_after_drain: Option<Duration>,
+    /// Test hook: wait this long, still sampling, between the stop and detaching.
+    pub hold_before_detach: Option<Duration>,
     /// Ends the recording when notified (a server or agent stopping it, not a signal); use
     /// `notify_one`, whose permit is kept if the drain loop is not waiting at that moment.
     pub stop: Option<std::sync::Arc<tokio::sync::Notify>>,
@@ -884,25 +886,6 @@ pub async fn record(
         }
     }
 
-    // A stop that came after a boundary, before its cut (the cut waits for the records
-    // taken before the boundary to arrive; a busy machine delays it more): the windows
-    // before the stop are cut first, so none spans more than one period.
-    if let Some(w) = windows.as_mut() {
-        while w.passed() {
-            tokio::time::sleep_until(w.deadline()).await;
-            sink.drain_sideband(sideband.get_mut());
-            let kernel = session.counters().ok();
-            sink.drain_ring(ring.get_mut());
-            let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
-            w.cut(
-                &mut sink,
-                kernel,
-                &session,
-                &window_base(&info, attached, opts, &session, dwarf),
-            );
-        }
-    }
-
     // The second reading, while sampling still runs: samples after it are not compared. When
     // the targets are already gone, the last reading taken while they ran stands in.
     let mut cpu_end = coverage::read_end(sink.procs.pids().collect::<Vec<_>>());
@@ -923,8 +906,29 @@ pub async fn record(
         .as_mut()
         .map(|p| p.stop(&mut session.ebpf))
         .unwrap_or_default();
+    if let Some(hold) = opts.hold_before_detach {
+        tokio::time::sleep(hold).await;
+    }
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
+    // Boundaries passed before the recording ended, during the stop itself (detaching takes
+    // a while, longer on a busy machine) or before it (the cut waits for records taken
+    // before the boundary to arrive): their windows are cut first, so none spans more than
+    // one period. Detached, the programs write nothing more: no margin to wait for.
+    if let Some(w) = windows.as_mut() {
+        while w.ends_by(end_boottime_ns) {
+            sink.drain_sideband(sideband.get_mut());
+            let kernel = session.counters().ok();
+            sink.drain_ring(ring.get_mut());
+            let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
+            w.cut(
+                &mut sink,
+                kernel,
+                &session,
+                &window_base(&info, attached, opts, &session, dwarf),
+            );
+        }
+    }
     // kallsyms names our programs' code in kernel stacks only while they are loaded: they
     // are detached, not yet unloaded (the session holds them until it drops). One reading
     // serves the kernel locks' names too.

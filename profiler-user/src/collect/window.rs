@@ -134,9 +134,9 @@ impl Cutter {
         self.deadline
     }
 
-    /// Whether the current window's end has passed.
-    pub fn passed(&self) -> bool {
-        super::boottime_ns() >= self.to_ns
+    /// Whether the current window ends by `boot_ns` (CLOCK_BOOTTIME).
+    pub fn ends_by(&self, boot_ns: u64) -> bool {
+        boot_ns >= self.to_ns
     }
 
     /// The next boundary after the current one: the next multiple of the period in

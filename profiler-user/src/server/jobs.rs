@@ -167,6 +167,7 @@ fn plan(state: &State, req: Request) -> Result<Plan, Refused> {
         hold_before_attach: None,
         stall_consumer: None,
         hold_after_drain: None,
+        hold_before_detach: None,
         stop: None,
         alloc: None,
         locks: false,

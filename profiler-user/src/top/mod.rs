@@ -125,6 +125,7 @@ pub async fn run(
         hold_before_attach: None,
         stall_consumer: None,
         hold_after_drain: None,
+        hold_before_detach: None,
         stop: Some(stop.clone()),
         alloc: None,
         locks: false,
