@@ -619,12 +619,57 @@ fn decoders_survive_a_bounded_fuzz_run() {
         out.status.success(),
         "the fuzzer found crashes (inputs in target/fuzz-crashes)"
     );
-    for t in ["recording", "maps", "fail_if", "ring"] {
+    for t in ["recording", "maps", "fail_if", "ring", "module"] {
         assert!(
             text.contains(&format!("profiler-fuzz: {t}: ")) && text.contains(" 0 crashes"),
             "{t}"
         );
     }
+}
+
+/// A program whose own debug information is malformed is recorded all the same. The fuzzer
+/// found that a `.debug_line` setting a file index its header does not list (one byte of a
+/// `gcc -g` build of split.c, kept in the fuzz corpus) makes blazesym panic, which took
+/// the whole recording with it: a target chooses its own ELF. Now its frames keep their
+/// names from the symbol table, without source lines, and a warning names the file and the fix.
+#[test]
+fn a_program_with_malformed_debug_information_is_still_recorded() {
+    let dir = OutDir::new(scratch("badline-bin"));
+    std::fs::create_dir_all(&*dir).expect("scratch dir");
+    let bin = dir.join("badline");
+    std::fs::copy(
+        workspace_root().join("tests/fuzz/corpus/module/crash-debug-line-file-index"),
+        &bin,
+    )
+    .expect("corpus file");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let target = Target::start(&bin, &["60"]);
+    let out_dir = OutDir::new(scratch("badline"));
+    let out = record(
+        target.pid(),
+        &out_dir,
+        &["--duration", "2", "--frequency", "199"],
+    );
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "profiler failed: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let s = summary(&out_dir);
+    let warning = s["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str())
+        .find(|w| w.contains("badline: its symbols or debug information are malformed"))
+        .unwrap_or_else(|| panic!("no warning naming the file: {}", s["warnings"]));
+    eprintln!("{warning}");
+    assert!(warning.contains("named without source lines"), "{warning}");
+    assert!(warning.contains("strip -g"), "{warning}");
+    let folded = folded(&out_dir);
+    let total = total(&folded);
+    let hot = share(&folded, |f| f == "hot_a" || f == "hot_b");
+    eprintln!("{total} samples, {hot:.1}% in hot_a or hot_b");
+    assert!(total >= 100, "{total} samples");
+    assert!(hot > 80.0, "hot_a and hot_b named in {hot:.1}%");
 }
 
 /// The coverage check on CPU-bound targets: the samples match the threads' own CPU time

@@ -194,6 +194,124 @@ fn sample_diff() -> crate::diff::Diff {
     crate::diff::compare(&base, "base", &new, "new")
 }
 
+/// A file a target maps, as any bytes: a program chooses its own ELF, and a sidecar running
+/// as root reads the files of every process in a container it does not trust. Every reader
+/// of a module's bytes runs on it as a recording and its symbolization would: the module
+/// store's checks (build id, frame pointers, symbols, separate debug file, a rewrite), the
+/// unwind tables and a DWARF unwind from its own functions over a made-up stack, offsets
+/// to virtual addresses, and blazesym on the file.
+pub fn module(data: &[u8]) {
+    use crate::collect::{
+        modules::{self, ModuleStore},
+        procfs::{AddressSpace, Mapping},
+        unwind::Unwinder,
+    };
+    use blazesym::symbolize::{
+        Input,
+        source::{Elf, Source},
+    };
+    let Some(file) = modules::memfd_copy(data) else {
+        return;
+    };
+    let mut store = ModuleStore::default();
+    let Some(id) = store.intern_file(&modules::fd_path(&file).to_string_lossy(), "/fuzz/module")
+    else {
+        return;
+    };
+    let Some(m) = store.get(id) else {
+        return;
+    };
+    let _ = (
+        m.build_id(),
+        m.frame_pointers(),
+        m.has_symbols(),
+        m.rewritten(),
+    );
+    let offsets = function_offsets(data);
+    let _ = m.vaddrs_of(&offsets);
+
+    // The whole file mapped once, as a loader maps a small program's segments.
+    const BASE: u64 = 0x5555_0000_0000;
+    let len = (data.len() as u64).max(1).next_multiple_of(4096);
+    let mut space = AddressSpace::new(1);
+    space.mappings.push(Mapping {
+        start: BASE,
+        end: BASE + len,
+        offset: 0,
+        path: "/fuzz/module".into(),
+        identity: None,
+        module: Some(id),
+    });
+    let mut unwinder = Unwinder::default();
+    let sp = 0x7ffd_0000_0000u64;
+    for (i, &offset) in offsets.iter().enumerate() {
+        // Return addresses into the module's functions, stack addresses above sp and junk.
+        let stack: Vec<u8> = (0..64u64)
+            .flat_map(|k| {
+                let word = match (k + i as u64) % 4 {
+                    0 => BASE.wrapping_add(offsets[(k as usize + i) % offsets.len()]) + 5,
+                    1 => sp + 8 * (k + 2),
+                    2 => 0,
+                    _ => k.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                };
+                word.to_le_bytes()
+            })
+            .collect();
+        let regs = profiler_common::DwarfRegs {
+            ip: BASE.wrapping_add(offset).wrapping_add(i as u64 % 7),
+            sp,
+            bp: sp + 16,
+            stack_len: stack.len() as u32,
+            source: profiler_common::dwarf_regs::INTERRUPTED,
+        };
+        let _ = unwinder.unwind(1, &space, &store, &regs, &stack, i % 2 == 0);
+    }
+
+    let Some(readable) = store.readable_path(id) else {
+        return;
+    };
+    // Through what a recording's symbolization calls, which contains blazesym's panics: a
+    // panic that gets out is a crash here.
+    let symbolizer = crate::symbolize::symbolizer();
+    let src = Source::Elf(Elf::new(readable.path()));
+    let mut unnamed = crate::symbolize::Unnamed::default();
+    use crate::symbolize::names_of;
+    let _ = names_of(
+        &symbolizer,
+        &src,
+        |a| Input::FileOffset(a),
+        &offsets,
+        "",
+        &mut unnamed,
+    );
+    let _ = names_of(
+        &symbolizer,
+        &src,
+        |a| Input::VirtOffset(a),
+        &offsets,
+        "",
+        &mut unnamed,
+    );
+}
+
+/// Where a file's functions start by its own symbol table (any values, from the file), and
+/// offsets around its start and end: at most 16, never none.
+fn function_offsets(data: &[u8]) -> Vec<u64> {
+    use object::{Object, ObjectSymbol};
+    let mut offsets: Vec<u64> = object::File::parse(data)
+        .map(|f| {
+            f.symbols()
+                .filter(|s| s.kind() == object::SymbolKind::Text)
+                .map(|s| s.address())
+                .take(12)
+                .collect()
+        })
+        .unwrap_or_default();
+    let len = data.len() as u64;
+    offsets.extend([0, 0x40, len / 2, len.saturating_sub(1)]);
+    offsets
+}
+
 /// A ring buffer record as the kernel programs write it (`collect::decode::parse_event`),
 /// then what the drain loop does with the event: a record the kernel (or a mismatched
 /// eBPF object) gets wrong must be refused or bounded, never read out of bounds.

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod alloc;
 pub mod cli;
 pub mod collect;
+pub mod contain;
 pub mod diff;
 pub mod error;
 pub mod fail_if;

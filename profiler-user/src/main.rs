@@ -13,6 +13,7 @@ fn runtime() -> profiler::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     profiler::collect::phases::mark("main");
+    profiler::contain::install_hook();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => runtime().and_then(|rt| rt.block_on(cli::record(args))),

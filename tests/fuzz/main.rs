@@ -10,7 +10,7 @@
 //! they reach the protobuf decoder and every output; maps lines and rules are built from
 //! their grammar's tokens. Runs are reproducible from the printed seed.
 //!
-//! Usage: profiler-fuzz [recording|maps|fail_if|ring]... [--secs N] [--seed S] [--corpus DIR]
+//! Usage: profiler-fuzz [recording|maps|fail_if|ring|module]... [--secs N] [--seed S] [--corpus DIR]
 //!        profiler-fuzz --write-ring-seeds DIR   (the seeds of tests/fuzz/corpus/ring)
 //! Crashing inputs are saved to target/fuzz-crashes/; the exit status is 1 if any.
 use std::{
@@ -501,7 +501,94 @@ const TARGETS: &[Target] = &[
         name: "ring",
         run: profiler::fuzz::ring_record,
     },
+    Target {
+        name: "module",
+        run: profiler::fuzz::module,
+    },
 ];
+
+/// An ELF file from the corpus with its structure bent: header counts and offsets, section
+/// and program header fields set to edge numbers, bytes changed inside one section's contents
+/// (where the symbol, unwind and DWARF parsers look), or cut short.
+fn module_input(r: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    let Some(seed) = corpus.get(r.below(corpus.len())) else {
+        return Vec::new();
+    };
+    let mut data = seed.clone();
+    let u16_at = |d: &[u8], at: usize| {
+        d.get(at..at + 2)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u16::from_le_bytes) as usize
+    };
+    let u64_at = |d: &[u8], at: usize| {
+        d.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes) as usize
+    };
+    let (shoff, shnum) = (u64_at(&data, 0x28), u16_at(&data, 0x3c));
+    let (phoff, phnum) = (u64_at(&data, 0x20), u16_at(&data, 0x38));
+    for _ in 0..1 + r.below(3) {
+        match r.below(6) {
+            // ELF header: table offsets, entry sizes and counts, the string table's index.
+            0 => {
+                let at = [0x18, 0x20, 0x28, 0x36, 0x38, 0x3a, 0x3c, 0x3e][r.below(8)];
+                let width = if at < 0x30 { 8 } else { 2 };
+                let v = r.num().to_le_bytes();
+                if let Some(field) = data.get_mut(at..at + width) {
+                    field.copy_from_slice(&v[..width]);
+                }
+            }
+            // A section header's address, offset, size, link, alignment or entry size.
+            1 if shnum > 0 => {
+                let base = shoff.saturating_add(64 * r.below(shnum));
+                let (at, width) = [
+                    (4, 4),
+                    (0x10, 8),
+                    (0x18, 8),
+                    (0x20, 8),
+                    (0x28, 4),
+                    (0x30, 8),
+                    (0x38, 8),
+                ][r.below(7)];
+                let v = r.num().to_le_bytes();
+                if let Some(field) =
+                    data.get_mut(base.saturating_add(at)..base.saturating_add(at + width))
+                {
+                    field.copy_from_slice(&v[..width]);
+                }
+            }
+            // A program header's offset, addresses or sizes.
+            2 if phnum > 0 => {
+                let base = phoff.saturating_add(56 * r.below(phnum));
+                let at = [0, 8, 0x10, 0x20, 0x28, 0x30][r.below(6)];
+                let width = if at == 0 { 4 } else { 8 };
+                let v = r.num().to_le_bytes();
+                if let Some(field) =
+                    data.get_mut(base.saturating_add(at)..base.saturating_add(at + width))
+                {
+                    field.copy_from_slice(&v[..width]);
+                }
+            }
+            // Bytes inside one section's contents.
+            3 | 4 if shnum > 0 => {
+                let base = shoff.saturating_add(64 * r.below(shnum));
+                let (offset, size) = (u64_at(&data, base + 0x18), u64_at(&data, base + 0x20));
+                if size > 0 && offset < data.len() {
+                    for _ in 0..1 + r.below(8) {
+                        let at = offset.saturating_add(r.below(size)).min(data.len() - 1);
+                        data[at] = match r.below(3) {
+                            0 => data[at] ^ (1 << r.below(8)),
+                            1 => [0, 0xff, 0x7f, 0x80, 1][r.below(5)],
+                            _ => r.next() as u8,
+                        };
+                    }
+                }
+            }
+            _ => mutate(r, &mut data, &[], &[]),
+        }
+    }
+    data
+}
 
 /// A ring buffer record: a well-formed one of a random kind (or a kind that does not exist),
 /// its fields filled with edge numbers, its length fields set to edges (0, the bound, just
@@ -580,6 +667,7 @@ fn next_input(r: &mut Rng, target: &str, corpus: &[Vec<u8>]) -> Vec<u8> {
             input
         }
         "ring" => ring_input(r, corpus),
+        "module" => module_input(r, corpus),
         "maps" => {
             let mut data = if corpus.is_empty() || r.chance(3) {
                 grammar(r, MAPS_TOKENS, 40)
@@ -640,6 +728,10 @@ fn main() -> std::process::ExitCode {
     {
         let seen = seen_messages.clone();
         std::panic::set_hook(Box::new(move |info| {
+            // Caught where it happened and turned into the profiler's own error.
+            if profiler::contain::containing() {
+                return;
+            }
             let msg = format!(
                 "{} at {}",
                 info.payload_as_str().unwrap_or("panic"),
@@ -656,7 +748,9 @@ fn main() -> std::process::ExitCode {
     let mut any_crash = false;
     for name in &names {
         let Some(target) = TARGETS.iter().find(|t| t.name == name) else {
-            eprintln!("profiler-fuzz: unknown target {name} (recording, maps, fail_if, ring)");
+            eprintln!(
+                "profiler-fuzz: unknown target {name} (recording, maps, fail_if, ring, module)"
+            );
             return std::process::ExitCode::from(2);
         };
         let corpus = load_corpus(&corpus_root.join(target.name));

@@ -436,7 +436,7 @@ impl Readable {
     }
 }
 
-fn fd_path(f: &File) -> PathBuf {
+pub(crate) fn fd_path(f: &File) -> PathBuf {
     use std::os::fd::AsRawFd;
     PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
 }
@@ -455,7 +455,7 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn memfd_copy(bytes: &[u8]) -> Option<File> {
+pub(crate) fn memfd_copy(bytes: &[u8]) -> Option<File> {
     use std::{io::Write, os::fd::FromRawFd};
     // SAFETY: a valid NUL-terminated name; the result is checked.
     let fd = unsafe { libc::memfd_create(c"profiler-module".as_ptr(), libc::MFD_CLOEXEC) };

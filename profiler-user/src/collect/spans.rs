@@ -77,8 +77,10 @@ pub struct Attached {
 pub(crate) fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>> {
     let src = InspectSource::Elf(InspectElf::new(path));
     let inspector = Inspector::new();
-    let found = inspector
-        .lookup(&src, names)
+    // The file is the target's choice: a panic of the reader on a malformed one is its error.
+    let found = crate::contain::contained(|| inspector.lookup(&src, names))
+        .map_err(|panic| format!("malformed ({panic})"))
+        .and_then(|r| r.map_err(|e| e.to_string()))
         .map_err(|e| Error::Internal(format!("reading symbols of {}: {e}", path.display())))?;
     Ok(found
         .into_iter()

@@ -116,10 +116,17 @@ impl Sections {
         let &(offset, _, vaddr) = self
             .segments
             .iter()
-            .filter(|&&(off, size, _)| off & PAGE_MASK <= m.offset && m.offset < off + size.max(1))
+            .filter(|&&(off, size, _)| {
+                off & PAGE_MASK <= m.offset
+                    && off
+                        .checked_add(size.max(1))
+                        .is_some_and(|end| m.offset < end)
+            })
             .max_by_key(|&&(off, _, _)| off)?;
-        m.start
-            .checked_sub((vaddr & PAGE_MASK) + (m.offset - (offset & PAGE_MASK)))
+        // Segment fields come from the file: any value.
+        m.start.checked_sub(
+            (vaddr & PAGE_MASK).checked_add(m.offset.checked_sub(offset & PAGE_MASK)?)?,
+        )
     }
 
     fn module_info(&self) -> ExplicitModuleSectionInfo<Data> {

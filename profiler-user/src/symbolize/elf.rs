@@ -7,9 +7,11 @@ pub fn section_names(bytes: &[u8]) -> Option<Vec<String>> {
     if bytes.get(..4)? != b"\x7fELF" || *bytes.get(4)? != 2 || *bytes.get(5)? != 1 {
         return None;
     }
-    let u16_at = |o: usize| Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?));
+    // Offsets come from the file: any value, so no overflow on the way.
+    let field = |o: usize, n: usize| bytes.get(o..o.checked_add(n)?);
+    let u16_at = |o: usize| Some(u16::from_le_bytes(field(o, 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(field(o, 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(field(o, 8)?.try_into().ok()?));
     let shoff = usize::try_from(u64_at(0x28)?).ok()?;
     let shentsize = usize::from(u16_at(0x3a)?);
     let shnum = usize::from(u16_at(0x3c)?);
@@ -19,8 +21,8 @@ pub fn section_names(bytes: &[u8]) -> Option<Vec<String>> {
     }
     let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
     let strtab = section(shstrndx)?;
-    let str_off = usize::try_from(u64_at(strtab + 0x18)?).ok()?;
-    let str_size = usize::try_from(u64_at(strtab + 0x20)?).ok()?;
+    let str_off = usize::try_from(u64_at(strtab.checked_add(0x18)?)?).ok()?;
+    let str_size = usize::try_from(u64_at(strtab.checked_add(0x20)?)?).ok()?;
     let strings = bytes.get(str_off..str_off.checked_add(str_size)?)?;
     let mut names = Vec::with_capacity(shnum);
     for i in 0..shnum {

@@ -525,7 +525,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
     }
     drop(stacks);
 
-    let rewritten = resolve_names(&mut t, raw, symbolizer);
+    let unnamed = resolve_names(&mut t, raw, symbolizer);
 
     let mut threads: Vec<Thread> = raw
         .threads
@@ -579,11 +579,17 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             list_of(&paths)
         ));
     }
-    if !rewritten.is_empty() {
+    if !unnamed.rewritten.is_empty() {
         warnings.push(format!(
             "{} files rewritten in place while the recording held them (same inode, other bytes: the code that ran is gone): their frames from before are left as module+0xOFFSET; replace a program with a new file (mv, install), not cp over it: {}",
-            rewritten.len(),
-            list_of(&rewritten)
+            unnamed.rewritten.len(),
+            list_of(&unnamed.rewritten)
+        ));
+    }
+    for u in &unnamed.unreadable {
+        warnings.push(format!(
+            "{}: its symbols or debug information are malformed (the symbolizer failed: {}): of its {} addresses, {} are named without source lines and {} left as module+0xOFFSET; rebuild it, or strip its debug information (strip -g)",
+            u.path, u.panic, u.addresses, u.without_lines, u.unnamed
         ));
     }
     if c.process_events_lost > 0 {
@@ -922,9 +928,10 @@ fn list_of(paths: &[String]) -> String {
 }
 
 /// Fills `lines` of every location, one blazesym batch per module. Returns the files left
-/// unnamed because they were rewritten in place since they were opened.
-fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) -> Vec<String> {
-    let mut rewritten = Vec::new();
+/// unnamed because they were rewritten in place since they were opened, and those blazesym
+/// failed on.
+fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) -> Unnamed {
+    let mut unnamed = Unnamed::default();
     let mut by_module: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, loc) in t.locations.iter().enumerate() {
         if loc.module != 0 {
@@ -934,6 +941,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
     for (module_id, locs) in by_module {
         let module = &t.modules[module_id as usize - 1];
         let kernel = module.kind == ModuleKind::Kernel as i32;
+        let name = module.path.clone();
         let offsets: Vec<u64> = locs.iter().map(|&i| t.locations[i].offset).collect();
         let results = match ModuleKind::try_from(module.kind) {
             Ok(ModuleKind::Kernel) => {
@@ -941,7 +949,14 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                     debug_syms: false,
                     ..Default::default()
                 });
-                symbolizer.symbolize(&src, Input::AbsAddr(&offsets))
+                names_of(
+                    symbolizer,
+                    &src,
+                    |a| Input::AbsAddr(a),
+                    &offsets,
+                    &name,
+                    &mut unnamed,
+                )
             }
             Ok(ModuleKind::File) => {
                 let store = &raw.processes.modules;
@@ -953,7 +968,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                 // Its names now would be another program's; its build id, read when it was
                 // opened, can still name it elsewhere.
                 if file.rewritten() {
-                    rewritten.push(file.path.clone());
+                    unnamed.rewritten.push(file.path.clone());
                     continue;
                 }
                 m.has_symbols = file.has_symbols();
@@ -964,7 +979,15 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                         m.debug_file = debug.path.to_string_lossy().into_owned();
                         let vaddrs = file.vaddrs_of(&offsets);
                         let src = Source::Elf(Elf::new(debug.readable_path()));
-                        symbolizer.symbolize(&src, Input::VirtOffset(&vaddrs))
+                        let what = debug.path.to_string_lossy();
+                        names_of(
+                            symbolizer,
+                            &src,
+                            |a| Input::VirtOffset(a),
+                            &vaddrs,
+                            &what,
+                            &mut unnamed,
+                        )
                     }
                     None => {
                         let Some(readable) = t
@@ -975,14 +998,19 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                             continue;
                         };
                         let src = Source::Elf(Elf::new(readable.path()));
-                        symbolizer.symbolize(&src, Input::FileOffset(&offsets))
+                        names_of(
+                            symbolizer,
+                            &src,
+                            |a| Input::FileOffset(a),
+                            &offsets,
+                            &name,
+                            &mut unnamed,
+                        )
                     }
                 }
             }
             _ => continue,
         };
-        // A module blazesym cannot read keeps its frames as module+offset.
-        let Ok(results) = results else { continue };
         for (&loc, sym) in locs.iter().zip(results) {
             // Our programs' code, gone from kallsyms since: its name from when it was loaded.
             // blazesym's own answer cannot judge it: its addresses are in vmlinux's or a
@@ -992,7 +1020,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                 t.locations[loc].lines = vec![Line { function, line: 0 }];
                 continue;
             }
-            let Symbolized::Sym(sym) = sym else { continue };
+            let Some(sym) = sym else { continue };
             let file_of = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| {
                 ci.map(|c| c.to_path().to_string_lossy().into_owned())
                     .unwrap_or_default()
@@ -1017,9 +1045,99 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
             t.locations[loc].lines = lines;
         }
     }
-    rewritten.sort();
-    rewritten.dedup();
-    rewritten
+    unnamed.rewritten.sort();
+    unnamed.rewritten.dedup();
+    unnamed
+}
+
+/// Files whose frames `resolve_names` left without names, or with fewer.
+#[derive(Debug, Default)]
+pub(crate) struct Unnamed {
+    /// Rewritten in place since they were opened.
+    pub rewritten: Vec<String>,
+    /// blazesym panicked reading them.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A file blazesym panicked on, and what its addresses kept.
+#[derive(Debug)]
+pub(crate) struct Unreadable {
+    pub path: String,
+    /// The first panic's message and place.
+    pub panic: String,
+    pub addresses: usize,
+    /// Named from the symbol table alone: their source lines are what failed.
+    pub without_lines: usize,
+    /// Left as module+0xOFFSET.
+    pub unnamed: usize,
+}
+
+/// What blazesym makes of one file's addresses, `None` where it found no symbol; empty when
+/// it cannot read the file at all (its frames keep module+0xOFFSET). blazesym reads a file
+/// the target chose, and panics on some malformed ones: a panic costs that file only. Its
+/// addresses are then read one at a time, and one that fails again is read once more without
+/// source lines (the symbol table alone), so each keeps what can still be read.
+pub(crate) fn names_of(
+    symbolizer: &Symbolizer,
+    src: &Source<'_>,
+    input: for<'a> fn(&'a [u64]) -> Input<&'a [u64]>,
+    addrs: &[u64],
+    path: &str,
+    unnamed: &mut Unnamed,
+) -> Vec<Option<blazesym::symbolize::Sym<'static>>> {
+    fn owned(r: Vec<Symbolized<'_>>) -> Vec<Option<blazesym::symbolize::Sym<'static>>> {
+        r.into_iter()
+            .map(|s| match s {
+                Symbolized::Sym(s) => Some(s.into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+    let first = match crate::contain::contained(|| symbolizer.symbolize(src, input(addrs))) {
+        Ok(Ok(r)) => return owned(r),
+        Ok(Err(_)) => return Vec::new(),
+        Err(panic) => panic,
+    };
+    let plain = std::cell::OnceCell::new();
+    let mut failed = Unreadable {
+        path: path.to_string(),
+        panic: first,
+        addresses: addrs.len(),
+        without_lines: 0,
+        unnamed: 0,
+    };
+    let names = addrs
+        .iter()
+        .map(|addr| {
+            let one = std::slice::from_ref(addr);
+            if let Ok(Ok(r)) = crate::contain::contained(|| symbolizer.symbolize(src, input(one))) {
+                return owned(r).pop().flatten();
+            }
+            let plain: &Symbolizer = plain.get_or_init(|| {
+                Symbolizer::builder()
+                    .enable_code_info(false)
+                    .enable_inlined_fns(false)
+                    .enable_demangling(true)
+                    .build()
+            });
+            match crate::contain::contained(|| plain.symbolize(src, input(one))) {
+                Ok(Ok(r)) => {
+                    let sym = owned(r).pop().flatten();
+                    match sym {
+                        Some(_) => failed.without_lines += 1,
+                        None => failed.unnamed += 1,
+                    }
+                    sym
+                }
+                _ => {
+                    failed.unnamed += 1;
+                    None
+                }
+            }
+        })
+        .collect();
+    unnamed.unreadable.push(failed);
+    names
 }
 
 /// One line per missing capability that kept mapped files unread: which files, and the fix.
