@@ -886,6 +886,25 @@ pub async fn record(
         }
     }
 
+    // A stop that came after a boundary, before its cut (the cut waits for the records
+    // taken before the boundary to arrive; a busy machine delays it more): the windows
+    // before the stop are cut first, so none spans more than one period.
+    if let Some(w) = windows.as_mut() {
+        while w.ends_by(boottime_ns()) {
+            tokio::time::sleep_until(w.deadline()).await;
+            sink.drain_sideband(sideband.get_mut());
+            let kernel = session.counters().ok();
+            sink.drain_ring(ring.get_mut());
+            let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
+            w.cut(
+                &mut sink,
+                kernel,
+                &session,
+                &window_base(&info, attached, opts, &session, dwarf),
+            );
+        }
+    }
+
     // The second reading, while sampling still runs: samples after it are not compared. When
     // the targets are already gone, the last reading taken while they ran stands in.
     let mut cpu_end = coverage::read_end(sink.procs.pids().collect::<Vec<_>>());
@@ -911,24 +930,6 @@ pub async fn record(
     }
     let run_stats = kept(session.stop(), "detaching the programs", &mut warnings);
     let end_boottime_ns = boottime_ns();
-    // Boundaries passed before the recording ended, during the stop itself (detaching takes
-    // a while, longer on a busy machine) or before it (the cut waits for records taken
-    // before the boundary to arrive): their windows are cut first, so none spans more than
-    // one period. Detached, the programs write nothing more: no margin to wait for.
-    if let Some(w) = windows.as_mut() {
-        while w.ends_by(end_boottime_ns) {
-            sink.drain_sideband(sideband.get_mut());
-            let kernel = session.counters().ok();
-            sink.drain_ring(ring.get_mut());
-            let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
-            w.cut(
-                &mut sink,
-                kernel,
-                &session,
-                &window_base(&info, attached, opts, &session, dwarf),
-            );
-        }
-    }
     // kallsyms names our programs' code in kernel stacks only while they are loaded: they
     // are detached, not yet unloaded (the session holds them until it drops). One reading
     // serves the kernel locks' names too.
@@ -939,6 +940,22 @@ pub async fn record(
     };
     sink.drain_ring(ring.get_mut());
     sink.finish_sideband(sideband.get_mut());
+    // A boundary the stop crossed while detaching (which takes a while, longer on a busy
+    // machine): its window is cut now, so none spans more than one period. Every record is
+    // read and every side-band record applied by now: nothing to wait for. Its counters are
+    // the final ones, so the last window, from that boundary to the end, counts none.
+    if let Some(w) = windows.as_mut() {
+        while w.ends_by(end_boottime_ns) {
+            let kernel = session.counters().ok();
+            let attached = live.as_ref().map_or(&spans_attached, |l| &l.attached);
+            w.cut(
+                &mut sink,
+                kernel,
+                &session,
+                &window_base(&info, attached, opts, &session, dwarf),
+            );
+        }
+    }
     if let Some(hold) = opts.hold_after_drain {
         std::thread::sleep(hold);
     }

@@ -8,7 +8,8 @@
 //! taken just before it have reached the buffers; records taken after it stay for the next
 //! window. The kernel's off-CPU sums have no times: each window gets what they grew by
 //! since the previous cut, so an interval counts in the window where the thread came back
-//! on CPU (or up to [`CUT_MARGIN`] later), once.
+//! on CPU (or up to [`CUT_MARGIN`] later; for a boundary that a stop crossed while detaching,
+//! up to the end), once. The kernel's counters are cut the same way.
 use std::{collections::HashMap, time::Duration};
 
 use profiler_common::{EventKind, SpanEvent};
