@@ -249,7 +249,9 @@ pub fn module(data: &[u8]) {
         let stack: Vec<u8> = (0..64u64)
             .flat_map(|k| {
                 let word = match (k + i as u64) % 4 {
-                    0 => BASE.wrapping_add(offsets[(k as usize + i) % offsets.len()]) + 5,
+                    0 => BASE
+                        .wrapping_add(offsets[(k as usize + i) % offsets.len()])
+                        .wrapping_add(5),
                     1 => sp + 8 * (k + 2),
                     2 => 0,
                     _ => k.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -281,7 +283,7 @@ pub fn module(data: &[u8]) {
         &src,
         |a| Input::FileOffset(a),
         &offsets,
-        "",
+        ("", ""),
         &mut unnamed,
     );
     let _ = names_of(
@@ -289,7 +291,7 @@ pub fn module(data: &[u8]) {
         &src,
         |a| Input::VirtOffset(a),
         &offsets,
-        "",
+        ("", ""),
         &mut unnamed,
     );
 }

@@ -516,12 +516,12 @@ fn module_input(r: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
     };
     let mut data = seed.clone();
     let u16_at = |d: &[u8], at: usize| {
-        d.get(at..at + 2)
+        d.get(at..at.saturating_add(2))
             .and_then(|b| b.try_into().ok())
             .map_or(0, u16::from_le_bytes) as usize
     };
     let u64_at = |d: &[u8], at: usize| {
-        d.get(at..at + 8)
+        d.get(at..at.saturating_add(8))
             .and_then(|b| b.try_into().ok())
             .map_or(0, u64::from_le_bytes) as usize
     };
@@ -572,7 +572,10 @@ fn module_input(r: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
             // Bytes inside one section's contents.
             3 | 4 if shnum > 0 => {
                 let base = shoff.saturating_add(64 * r.below(shnum));
-                let (offset, size) = (u64_at(&data, base + 0x18), u64_at(&data, base + 0x20));
+                let (offset, size) = (
+                    u64_at(&data, base.saturating_add(0x18)),
+                    u64_at(&data, base.saturating_add(0x20)),
+                );
                 if size > 0 && offset < data.len() {
                     for _ in 0..1 + r.below(8) {
                         let at = offset.saturating_add(r.below(size)).min(data.len() - 1);

@@ -73,15 +73,18 @@ pub struct Attached {
     pub span_fns: Vec<String>,
 }
 
-/// File offsets of `names` in the ELF file at `path` (None for a name it lacks).
-pub(crate) fn symbol_offsets(path: &Path, names: &[&str]) -> Result<Vec<Option<u64>>> {
+/// File offsets of `names` in the ELF file at `path` (None for a name it lacks); Err says
+/// why the file's symbols could not be read.
+pub(crate) fn symbol_offsets(
+    path: &Path,
+    names: &[&str],
+) -> std::result::Result<Vec<Option<u64>>, String> {
     let src = InspectSource::Elf(InspectElf::new(path));
     let inspector = Inspector::new();
     // The file is the target's choice: a panic of the reader on a malformed one is its error.
     let found = crate::contain::contained(|| inspector.lookup(&src, names))
-        .map_err(|panic| format!("malformed ({panic})"))
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| Error::Internal(format!("reading symbols of {}: {e}", path.display())))?;
+        .map_err(|panic| format!("its symbols are malformed ({panic})"))?
+        .map_err(|e| e.to_string())?;
     Ok(found
         .into_iter()
         .map(|syms| syms.into_iter().find_map(|s| s.file_offset))
@@ -234,7 +237,11 @@ pub fn attach(
             ),
         })?;
         let path: PathBuf = module.fd_path.clone();
-        let offset = symbol_offsets(&path, &[f.symbol.as_str()])?
+        let offset = symbol_offsets(&path, &[f.symbol.as_str()])
+            .map_err(|reason| Error::InvalidArgument {
+                what: "--span-fn",
+                reason: format!("{f}: reading the symbols of {}: {reason}", module.path),
+            })?
             .first()
             .copied()
             .flatten()

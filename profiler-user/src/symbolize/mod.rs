@@ -587,9 +587,13 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         ));
     }
     for u in &unnamed.unreadable {
+        let whole = u
+            .addresses
+            .saturating_sub(u.without_lines)
+            .saturating_sub(u.unnamed);
         warnings.push(format!(
-            "{}: its symbols or debug information are malformed (the symbolizer failed: {}): of its {} addresses, {} are named without source lines and {} left as module+0xOFFSET; rebuild it, or strip its debug information (strip -g)",
-            u.path, u.panic, u.addresses, u.without_lines, u.unnamed
+            "{}: its symbols or debug information are malformed (the symbolizer failed: {}): of its {} addresses, {whole} are named in full, {} from the symbol table alone (no source lines or inlined frames) and {} left as module+0xOFFSET; {}",
+            u.path, u.panic, u.addresses, u.without_lines, u.unnamed, u.fix
         ));
     }
     if c.process_events_lost > 0 {
@@ -949,12 +953,13 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                     debug_syms: false,
                     ..Default::default()
                 });
+                let what = (name.as_str(), "report it: reading kallsyms should not fail");
                 names_of(
                     symbolizer,
                     &src,
                     |a| Input::AbsAddr(a),
                     &offsets,
-                    &name,
+                    what,
                     &mut unnamed,
                 )
             }
@@ -979,13 +984,14 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                         m.debug_file = debug.path.to_string_lossy().into_owned();
                         let vaddrs = file.vaddrs_of(&offsets);
                         let src = Source::Elf(Elf::new(debug.readable_path()));
-                        let what = debug.path.to_string_lossy();
+                        let path = debug.path.to_string_lossy();
+                        let what = (&*path, "reinstall or remove that debug file");
                         names_of(
                             symbolizer,
                             &src,
                             |a| Input::VirtOffset(a),
                             &vaddrs,
-                            &what,
+                            what,
                             &mut unnamed,
                         )
                     }
@@ -998,12 +1004,16 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                             continue;
                         };
                         let src = Source::Elf(Elf::new(readable.path()));
+                        let what = (
+                            name.as_str(),
+                            "rebuild it, or strip its debug information (strip -g)",
+                        );
                         names_of(
                             symbolizer,
                             &src,
                             |a| Input::FileOffset(a),
                             &offsets,
-                            &name,
+                            what,
                             &mut unnamed,
                         )
                     }
@@ -1065,6 +1075,8 @@ pub(crate) struct Unreadable {
     pub path: String,
     /// The first panic's message and place.
     pub panic: String,
+    /// What the user can do about it.
+    pub fix: &'static str,
     pub addresses: usize,
     /// Named from the symbol table alone: their source lines are what failed.
     pub without_lines: usize,
@@ -1075,16 +1087,22 @@ pub(crate) struct Unreadable {
 /// What blazesym makes of one file's addresses, `None` where it found no symbol; empty when
 /// it cannot read the file at all (its frames keep module+0xOFFSET). blazesym reads a file
 /// the target chose, and panics on some malformed ones: a panic costs that file only. Its
-/// addresses are then read one at a time, and one that fails again is read once more without
-/// source lines (the symbol table alone), so each keeps what can still be read.
+/// addresses are then read one at a time, and one that fails again is read once more from
+/// the ELF symbol table alone (no DWARF: no source lines, no inlined frames), so each keeps
+/// what can still be read. Always one entry per address unless blazesym cannot read the
+/// file at all. `fix` ends the warning: what the user can do about the file.
 pub(crate) fn names_of(
     symbolizer: &Symbolizer,
     src: &Source<'_>,
     input: for<'a> fn(&'a [u64]) -> Input<&'a [u64]>,
     addrs: &[u64],
-    path: &str,
+    (path, fix): (&str, &'static str),
     unnamed: &mut Unnamed,
 ) -> Vec<Option<blazesym::symbolize::Sym<'static>>> {
+    // A file whose every address fails would be parsed again for each, in every window of
+    // an agent: past this many failures, the rest go straight to the next way, or unnamed.
+    const RETRIES_WITH_DWARF: usize = 256;
+    const RETRIES_SYMBOL_TABLE: usize = 16;
     fn owned(r: Vec<Symbolized<'_>>) -> Vec<Option<blazesym::symbolize::Sym<'static>>> {
         r.into_iter()
             .map(|s| match s {
@@ -1098,42 +1116,61 @@ pub(crate) fn names_of(
         Ok(Err(_)) => return Vec::new(),
         Err(panic) => panic,
     };
+    // The kernel's names come from kallsyms alone: there is nothing less to fall back to.
+    let table_only = match src {
+        Source::Elf(elf) => {
+            let mut elf = elf.clone();
+            elf.debug_syms = false;
+            Some(Source::Elf(elf))
+        }
+        _ => None,
+    };
     let plain = std::cell::OnceCell::new();
     let mut failed = Unreadable {
         path: path.to_string(),
         panic: first,
+        fix,
         addresses: addrs.len(),
         without_lines: 0,
         unnamed: 0,
     };
+    let (mut dwarf_failures, mut table_failures) = (0usize, 0usize);
     let names = addrs
         .iter()
         .map(|addr| {
             let one = std::slice::from_ref(addr);
-            if let Ok(Ok(r)) = crate::contain::contained(|| symbolizer.symbolize(src, input(one))) {
-                return owned(r).pop().flatten();
+            if dwarf_failures < RETRIES_WITH_DWARF {
+                if let Ok(Ok(r)) =
+                    crate::contain::contained(|| symbolizer.symbolize(src, input(one)))
+                {
+                    return owned(r).pop().flatten();
+                }
+                dwarf_failures += 1;
             }
-            let plain: &Symbolizer = plain.get_or_init(|| {
-                Symbolizer::builder()
-                    .enable_code_info(false)
-                    .enable_inlined_fns(false)
-                    .enable_demangling(true)
-                    .build()
-            });
-            match crate::contain::contained(|| plain.symbolize(src, input(one))) {
-                Ok(Ok(r)) => {
-                    let sym = owned(r).pop().flatten();
-                    match sym {
-                        Some(_) => failed.without_lines += 1,
-                        None => failed.unnamed += 1,
+            let sym = match &table_only {
+                Some(table_only) if table_failures < RETRIES_SYMBOL_TABLE => {
+                    let plain: &Symbolizer = plain.get_or_init(|| {
+                        Symbolizer::builder()
+                            .enable_code_info(false)
+                            .enable_inlined_fns(false)
+                            .enable_demangling(true)
+                            .build()
+                    });
+                    match crate::contain::contained(|| plain.symbolize(table_only, input(one))) {
+                        Ok(Ok(r)) => owned(r).pop().flatten(),
+                        _ => {
+                            table_failures += 1;
+                            None
+                        }
                     }
-                    sym
                 }
-                _ => {
-                    failed.unnamed += 1;
-                    None
-                }
+                _ => None,
+            };
+            match sym {
+                Some(_) => failed.without_lines += 1,
+                None => failed.unnamed += 1,
             }
+            sym
         })
         .collect();
     unnamed.unreadable.push(failed);
@@ -1171,6 +1208,49 @@ fn denied_warnings(denied: &[(String, &'static str)]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::collect::{AddressSpace, ProcessInfo, RawSample};
+
+    /// The fuzz corpus's split.c build whose `.debug_line` sets a file index its header does
+    /// not list, for the rows from 0x120b (end of hot_a) to 0x12b0 (in main): blazesym
+    /// panics on those, and only their source lines are lost.
+    #[test]
+    fn a_panic_of_blazesym_costs_only_the_source_lines_it_failed_on() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fuzz/corpus/module/crash-debug-line-file-index"
+        );
+        let src = Source::Elf(Elf::new(path));
+        let addrs = [0x11c0, 0x1240, 0x1300, 0x1];
+        let mut unnamed = Unnamed::default();
+        let names = names_of(
+            &symbolizer(),
+            &src,
+            |a| Input::FileOffset(a),
+            &addrs,
+            ("badline", "fix"),
+            &mut unnamed,
+        );
+        let got: Vec<(Option<&str>, bool)> = names
+            .iter()
+            .map(|s| {
+                let name = s.as_ref().map(|s| &*s.name);
+                (name, s.as_ref().is_some_and(|s| s.code_info.is_some()))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("hot_a"), true),
+                (Some("hot_b"), false),
+                (Some("main"), true),
+                (None, false)
+            ]
+        );
+        let [u] = &unnamed.unreadable[..] else {
+            panic!("{unnamed:?}");
+        };
+        assert_eq!((u.addresses, u.without_lines, u.unnamed), (4, 1, 0));
+        assert!(u.panic.contains("unwrap"), "{}", u.panic);
+    }
 
     #[inline(never)]
     fn marker_function_for_symbolization() -> u64 {
