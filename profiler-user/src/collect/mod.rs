@@ -889,8 +889,11 @@ pub async fn record(
     // A stop that came after a boundary, before its cut (the cut waits for the records
     // taken before the boundary to arrive; a busy machine delays it more): the windows
     // before the stop are cut first, so none spans more than one period.
+    // The stop's time is taken once: cuts slower than a period on a loaded machine must not
+    // keep the stop from ever reaching the detach (the cut after it takes what is left).
+    let stop_ns = boottime_ns();
     if let Some(w) = windows.as_mut() {
-        while w.ends_by(boottime_ns()) {
+        while w.ends_by(stop_ns) {
             tokio::time::sleep_until(w.deadline()).await;
             sink.drain_sideband(sideband.get_mut());
             let kernel = session.counters().ok();

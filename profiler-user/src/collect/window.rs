@@ -191,7 +191,8 @@ impl Cutter {
         );
         counters.off_cpu_stacks_unmatched = std::mem::take(&mut sink.off_cpu_stacks_unmatched);
         let open_from_before = std::mem::take(&mut self.open_begins);
-        self.open_begins = still_open(&open_from_before, &span_events);
+        let queued = queued_pids(sink);
+        self.open_begins = still_open(&open_from_before, &span_events, &queued);
         span_events.splice(0..0, open_from_before);
 
         let off_cpu = base.off_cpu.map(|(min_ns, interval_min_ns)| {
@@ -251,9 +252,16 @@ impl Cutter {
         sink.unwinder.prune(&pruned.spaces, &waiting);
         sink.meta.prune(&pruned.pids);
         sink.prune_off_cpu_copies();
-        // Names come again with each thread's next sample.
+        // Names come again with each thread's next sample; a thread that has exited keeps
+        // its name while records of its wait in the sink for a later window.
+        let queued: std::collections::HashSet<u32> = sink
+            .samples
+            .iter()
+            .map(|s| s.tid)
+            .chain(sink.off_cpu.iter().map(|(o, _)| o.tid))
+            .collect();
         sink.threads
-            .retain(|&tid, _| !super::procfs::has_exited(tid));
+            .retain(|&tid, _| queued.contains(&tid) || !super::procfs::has_exited(tid));
         // Pages of files read for this window: they stay in the page cache, not in the
         // agent's memory.
         sink.procs.modules.release_pages();
@@ -483,7 +491,23 @@ fn is_begin(e: &SpanEvent) -> bool {
 /// Begins (carried and new) whose span did not end by the boundary, of processes still
 /// alive: the span goes on in the next window. Spans of exited processes are let go so a
 /// program that never ends its spans cannot grow this without bound.
-fn still_open(before: &[SpanEvent], window: &[SpanEvent]) -> Vec<SpanEvent> {
+/// Processes with records still in the sink, for a later window.
+fn queued_pids(sink: &Sink) -> std::collections::HashSet<u32> {
+    sink.samples
+        .iter()
+        .map(|s| s.pid)
+        .chain(sink.off_cpu.iter().map(|(o, _)| o.pid))
+        .collect()
+}
+
+/// The span begins of `before` and `window` not ended in `window`: they name the samples of
+/// the next window too. A process that has exited takes its open spans with it, unless it
+/// still has records waiting (`queued`) for that window.
+fn still_open(
+    before: &[SpanEvent],
+    window: &[SpanEvent],
+    queued: &std::collections::HashSet<u32>,
+) -> Vec<SpanEvent> {
     let ended: std::collections::HashSet<(u32, u64)> = window
         .iter()
         .filter(|e| {
@@ -499,7 +523,7 @@ fn still_open(before: &[SpanEvent], window: &[SpanEvent]) -> Vec<SpanEvent> {
         .chain(window)
         .filter(|e| is_begin(e))
         .filter(|e| !ended.contains(&(e.pid, e.span_id)))
-        .filter(|e| !super::procfs::has_exited(e.pid))
+        .filter(|e| queued.contains(&e.pid) || !super::procfs::has_exited(e.pid))
         .copied()
         .collect()
 }
@@ -579,14 +603,18 @@ mod tests {
             event(EventKind::SpanBegin, me, 2, 11),
             event(EventKind::SpanEnd, me, 1, 12),
         ];
-        let open = still_open(&[], &w1);
+        let none = std::collections::HashSet::new();
+        let open = still_open(&[], &w1, &none);
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].span_id, 2);
         let w2 = [event(EventKind::SpanEnd, me, 2, 20)];
-        assert!(still_open(&open, &w2).is_empty());
-        // A process that is gone takes its open spans with it.
+        assert!(still_open(&open, &w2, &none).is_empty());
+        // A process that is gone takes its open spans with it, once none of its records
+        // wait for the next window.
         let gone = [event(EventKind::SpanBegin, u32::MAX - 1, 3, 30)];
-        assert!(still_open(&[], &gone).is_empty());
+        assert!(still_open(&[], &gone, &none).is_empty());
+        let waiting = std::collections::HashSet::from([u32::MAX - 1]);
+        assert_eq!(still_open(&[], &gone, &waiting).len(), 1);
     }
 
     #[test]
