@@ -587,13 +587,9 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         ));
     }
     for u in &unnamed.unreadable {
-        let whole = u
-            .addresses
-            .saturating_sub(u.without_lines)
-            .saturating_sub(u.unnamed);
         warnings.push(format!(
-            "{}: its symbols or debug information are malformed (the symbolizer failed: {}): of its {} addresses, {whole} are named in full, {} from the symbol table alone (no source lines or inlined frames) and {} left as module+0xOFFSET; {}",
-            u.path, u.panic, u.addresses, u.without_lines, u.unnamed, u.fix
+            "{}: its symbols or debug information are malformed (the symbolizer failed: {}): of its {} addresses, {} are named in full, {} from the symbol table alone (no source lines or inlined frames) and {} could not be named because of it; {}",
+            u.path, u.panic, u.addresses, u.in_full, u.without_lines, u.unnamed, u.fix
         ));
     }
     if c.process_events_lost > 0 {
@@ -953,7 +949,10 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                     debug_syms: false,
                     ..Default::default()
                 });
-                let what = (name.as_str(), "report it: reading kallsyms should not fail");
+                let what = (
+                    name.as_str(),
+                    "check /proc/kallsyms and the kernel's vmlinux",
+                );
                 names_of(
                     symbolizer,
                     &src,
@@ -1078,6 +1077,8 @@ pub(crate) struct Unreadable {
     /// What the user can do about it.
     pub fix: &'static str,
     pub addresses: usize,
+    /// Named with source lines all the same, on their own.
+    pub in_full: usize,
     /// Named from the symbol table alone: their source lines are what failed.
     pub without_lines: usize,
     /// Left as module+0xOFFSET.
@@ -1116,12 +1117,18 @@ pub(crate) fn names_of(
         Ok(Err(_)) => return Vec::new(),
         Err(panic) => panic,
     };
-    // The kernel's names come from kallsyms alone: there is nothing less to fall back to.
+    // The ELF symbol table without DWARF; for the kernel, kallsyms without vmlinux.
     let table_only = match src {
         Source::Elf(elf) => {
             let mut elf = elf.clone();
             elf.debug_syms = false;
             Some(Source::Elf(elf))
+        }
+        Source::Kernel(kernel) => {
+            let mut kernel = kernel.clone();
+            kernel.vmlinux = blazesym::MaybeDefault::None;
+            kernel.debug_syms = false;
+            Some(Source::Kernel(kernel))
         }
         _ => None,
     };
@@ -1131,6 +1138,7 @@ pub(crate) fn names_of(
         panic: first,
         fix,
         addresses: addrs.len(),
+        in_full: 0,
         without_lines: 0,
         unnamed: 0,
     };
@@ -1143,7 +1151,11 @@ pub(crate) fn names_of(
                 if let Ok(Ok(r)) =
                     crate::contain::contained(|| symbolizer.symbolize(src, input(one)))
                 {
-                    return owned(r).pop().flatten();
+                    let sym = owned(r).pop().flatten();
+                    if sym.is_some() {
+                        failed.in_full += 1;
+                    }
+                    return sym;
                 }
                 dwarf_failures += 1;
             }
@@ -1248,7 +1260,11 @@ mod tests {
         let [u] = &unnamed.unreadable[..] else {
             panic!("{unnamed:?}");
         };
-        assert_eq!((u.addresses, u.without_lines, u.unnamed), (4, 1, 0));
+        // The address without a symbol is neither named nor a failure.
+        assert_eq!(
+            (u.addresses, u.in_full, u.without_lines, u.unnamed),
+            (4, 2, 1, 0)
+        );
         assert!(u.panic.contains("unwrap"), "{}", u.panic);
     }
 
