@@ -634,6 +634,47 @@ mod tests {
         assert_eq!(d.cut(45, 0, 50), 48);
     }
 
+    /// Thread names are sent once per thread: a cut must not drop the name of a thread that
+    /// has exited while samples of its wait in the sink for the next window.
+    #[test]
+    fn an_exited_threads_name_stays_while_its_samples_wait() {
+        use crate::collect::RawSample;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut c = Cutter::new(
+            WindowOptions {
+                period: Duration::from_secs(1),
+                tx,
+                first: None,
+            },
+            1,
+            1,
+        );
+        let mut procs = Processes::new(Default::default(), true);
+        let mut meta = super::super::spans::MetaReader::default();
+        // Beyond pid_max: threads that are gone.
+        let (waiting, done, me) = (u32::MAX - 1, u32::MAX - 2, std::process::id());
+        let names = [(waiting, "waiting"), (done, "done"), (me, "me")]
+            .map(|(tid, name)| (tid, name.to_string()));
+        let mut sink = Sink::new(&mut procs, &mut meta, HashMap::from(names), None);
+        sink.samples.push(RawSample {
+            timestamp_ns: 5,
+            pid: waiting,
+            tid: waiting,
+            cpu: 0,
+            user: RawStack::Empty,
+            kernel: RawStack::Empty,
+            span_id: 0,
+            space: u32::MAX,
+            truncated: false,
+        });
+        c.prune(&mut sink);
+        let mut kept: Vec<u32> = sink.threads.keys().copied().collect();
+        kept.sort_unstable();
+        let mut want = vec![waiting, me];
+        want.sort_unstable();
+        assert_eq!(kept, want);
+    }
+
     #[test]
     fn user_side_losses_count_in_the_window_they_happened_in() {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
