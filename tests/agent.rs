@@ -384,6 +384,18 @@ fn finish(mut child: Child, err: std::thread::JoinHandle<String>) -> String {
     err
 }
 
+/// Sends SIGTERM to the agent and waits for its exit: when it was sent (ns since the epoch)
+/// and the agent's stderr.
+fn terminate(child: Child, err: std::thread::JoinHandle<String>) -> (u64, String) {
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64;
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    (sent, finish(child, err))
+}
+
 /// The CPU bodies Pyroscope got (not the off-CPU forms), decoded, in arrival order.
 fn cpu_windows(got: &[Received]) -> Vec<(Received, TextMessage)> {
     got.iter()
@@ -550,13 +562,7 @@ fn sigterm_pushes_the_window_in_progress() {
     let err = wait_recording(&mut child);
     std::thread::sleep(Duration::from_secs(2));
     let before = receiver.received().len() as u64;
-    let killed_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos() as u64;
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let err = finish(child, err);
+    let (killed_at, err) = terminate(child, err);
     assert!(err.contains("stopping (SIGTERM received)"), "{err}");
     assert_eq!(figures(&err, &url), (before + 1, before + 1, 0, 0));
     let windows = cpu_windows(&receiver.received());
@@ -595,13 +601,7 @@ fn a_stop_that_crosses_a_boundary_is_cut_there_first() {
     ]);
     let err = wait_recording(&mut child);
     std::thread::sleep(Duration::from_millis(1500));
-    let killed_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos() as u64;
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let err = finish(child, err);
+    let (killed_at, err) = terminate(child, err);
     let (recorded, delivered, dropped, spooled) = figures(&err, &url);
     assert_eq!((delivered, dropped, spooled), (recorded, 0, 0));
     let windows = cpu_windows(&receiver.received());

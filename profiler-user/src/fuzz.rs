@@ -278,22 +278,11 @@ pub fn module(data: &[u8]) {
     let src = Source::Elf(Elf::new(readable.path()));
     let mut unnamed = crate::symbolize::Unnamed::default();
     use crate::symbolize::names_of;
-    let _ = names_of(
-        &symbolizer,
-        &src,
-        |a| Input::FileOffset(a),
-        &offsets,
-        ("", ""),
-        &mut unnamed,
-    );
-    let _ = names_of(
-        &symbolizer,
-        &src,
-        |a| Input::VirtOffset(a),
-        &offsets,
-        ("", ""),
-        &mut unnamed,
-    );
+    let inputs: [crate::symbolize::InputKind; 2] =
+        [|a| Input::FileOffset(a), |a| Input::VirtOffset(a)];
+    for input in inputs {
+        let _ = names_of(&symbolizer, &src, input, &offsets, ("", ""), &mut unnamed);
+    }
 }
 
 /// Where a file's functions start by its own symbol table (any values, from the file), and

@@ -1085,6 +1085,9 @@ pub(crate) struct Unreadable {
     pub unnamed: usize,
 }
 
+/// How addresses are handed to blazesym (`Input::FileOffset`, …).
+pub(crate) type InputKind = for<'a> fn(&'a [u64]) -> Input<&'a [u64]>;
+
 /// What blazesym makes of one file's addresses, `None` where it found no symbol; empty when
 /// it cannot read the file at all (its frames keep module+0xOFFSET). blazesym reads a file
 /// the target chose, and panics on some malformed ones: a panic costs that file only. Its
@@ -1095,7 +1098,7 @@ pub(crate) struct Unreadable {
 pub(crate) fn names_of(
     symbolizer: &Symbolizer,
     src: &Source<'_>,
-    input: for<'a> fn(&'a [u64]) -> Input<&'a [u64]>,
+    input: InputKind,
     addrs: &[u64],
     (path, fix): (&str, &'static str),
     unnamed: &mut Unnamed,
