@@ -488,9 +488,6 @@ fn is_begin(e: &SpanEvent) -> bool {
     )
 }
 
-/// Begins (carried and new) whose span did not end by the boundary, of processes still
-/// alive: the span goes on in the next window. Spans of exited processes are let go so a
-/// program that never ends its spans cannot grow this without bound.
 /// Processes with records still in the sink, for a later window.
 fn queued_pids(sink: &Sink) -> std::collections::HashSet<u32> {
     sink.samples
@@ -500,9 +497,10 @@ fn queued_pids(sink: &Sink) -> std::collections::HashSet<u32> {
         .collect()
 }
 
-/// The span begins of `before` and `window` not ended in `window`: they name the samples of
-/// the next window too. A process that has exited takes its open spans with it, unless it
-/// still has records waiting (`queued`) for that window.
+/// Begins (carried and new) whose span did not end by the boundary: the span goes on in the
+/// next window. Spans of exited processes are let go, once none of their records wait in
+/// the sink (`queued`), so a program that never ends its spans cannot grow this without
+/// bound.
 fn still_open(
     before: &[SpanEvent],
     window: &[SpanEvent],
