@@ -87,6 +87,10 @@ pub(super) struct Cutter {
     /// goes unnamed until the next symbolizer. The last window is `record`'s own recording,
     /// which read the entries at the stop.
     bpf_programs: Option<BpfPrograms>,
+    /// Threads found exited at the last cut: their names go at this one unless records of
+    /// theirs wait in the sink. One window's grace covers records still in the ring buffer
+    /// when a thread exits during a cut.
+    exited_at_last_cut: std::collections::HashSet<u32>,
 }
 
 /// What a window's recording shares with the whole recording.
@@ -118,6 +122,7 @@ impl Cutter {
             symbolizer_uses: 0,
             symbolizer_stale: 0,
             bpf_programs: None,
+            exited_at_last_cut: std::collections::HashSet::new(),
         };
         match c.opts.first {
             Some(first) => {
@@ -252,16 +257,24 @@ impl Cutter {
         sink.unwinder.prune(&pruned.spaces, &waiting);
         sink.meta.prune(&pruned.pids);
         sink.prune_off_cpu_copies();
-        // Names come again with each thread's next sample; a thread that has exited keeps
-        // its name while records of its wait in the sink for a later window.
+        // Names come again with each thread's next sample. A thread that has exited keeps
+        // its name while records of its wait in the sink for a later window, and for one cut
+        // after it was found gone, for records still in the ring buffer then.
         let queued: std::collections::HashSet<u32> = sink
             .samples
             .iter()
             .map(|s| s.tid)
             .chain(sink.off_cpu.iter().map(|(o, _)| o.tid))
             .collect();
-        sink.threads
-            .retain(|&tid, _| queued.contains(&tid) || !super::procfs::has_exited(tid));
+        let mut exited = std::collections::HashSet::new();
+        sink.threads.retain(|&tid, _| {
+            if queued.contains(&tid) || !super::procfs::has_exited(tid) {
+                return true;
+            }
+            exited.insert(tid);
+            !self.exited_at_last_cut.contains(&tid)
+        });
+        self.exited_at_last_cut = exited;
         // Pages of files read for this window: they stay in the page cache, not in the
         // agent's memory.
         sink.procs.modules.release_pages();
@@ -633,7 +646,8 @@ mod tests {
     }
 
     /// Thread names are sent once per thread: a cut must not drop the name of a thread that
-    /// has exited while samples of its wait in the sink for the next window.
+    /// has exited while samples of its wait in the sink for the next window, or may still be
+    /// in the ring buffer (one cut's grace).
     #[test]
     fn an_exited_threads_name_stays_while_its_samples_wait() {
         use crate::collect::RawSample;
@@ -665,12 +679,24 @@ mod tests {
             space: u32::MAX,
             truncated: false,
         });
+        let kept = |sink: &Sink| {
+            let mut kept: Vec<u32> = sink.threads.keys().copied().collect();
+            kept.sort_unstable();
+            kept
+        };
+        let sorted = |mut v: Vec<u32>| {
+            v.sort_unstable();
+            v
+        };
+        // Found gone: kept one cut more, for records still in the ring buffer.
         c.prune(&mut sink);
-        let mut kept: Vec<u32> = sink.threads.keys().copied().collect();
-        kept.sort_unstable();
-        let mut want = vec![waiting, me];
-        want.sort_unstable();
-        assert_eq!(kept, want);
+        assert_eq!(kept(&sink), sorted(vec![waiting, done, me]));
+        c.prune(&mut sink);
+        assert_eq!(kept(&sink), sorted(vec![waiting, me]));
+        sink.samples.clear();
+        c.prune(&mut sink);
+        c.prune(&mut sink);
+        assert_eq!(kept(&sink), vec![me]);
     }
 
     #[test]

@@ -951,7 +951,7 @@ fn resolve_names(t: &mut Interner, raw: &RawRecording, symbolizer: &Symbolizer) 
                 });
                 let what = (
                     name.as_str(),
-                    "check /proc/kallsyms and the kernel's vmlinux",
+                    "check the kernel's vmlinux and its modules under /lib/modules",
                 );
                 names_of(
                     symbolizer,
@@ -1077,7 +1077,7 @@ pub(crate) struct Unreadable {
     /// What the user can do about it.
     pub fix: &'static str,
     pub addresses: usize,
-    /// Named with source lines all the same, on their own.
+    /// Named as blazesym names them normally, read on their own.
     pub in_full: usize,
     /// Named from the symbol table alone: their source lines are what failed.
     pub without_lines: usize,
@@ -1092,8 +1092,9 @@ pub(crate) type InputKind = for<'a> fn(&'a [u64]) -> Input<&'a [u64]>;
 /// it cannot read the file at all (its frames keep module+0xOFFSET). blazesym reads a file
 /// the target chose, and panics on some malformed ones: a panic costs that file only. Its
 /// addresses are then read one at a time, and one that fails again is read once more from
-/// the ELF symbol table alone (no DWARF: no source lines, no inlined frames), so each keeps
-/// what can still be read. Always one entry per address unless blazesym cannot read the
+/// the ELF symbol table alone (no DWARF: no source lines, no inlined frames), or for the
+/// kernel from kallsyms alone (no vmlinux or module files), so each keeps what can still be
+/// read. Always one entry per address unless blazesym cannot read the
 /// file at all. `fix` ends the warning: what the user can do about the file.
 pub(crate) fn names_of(
     symbolizer: &Symbolizer,
