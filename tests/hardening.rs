@@ -673,6 +673,91 @@ fn a_program_with_malformed_debug_information_is_still_recorded() {
     assert!(hot > 80.0, "hot_a and hot_b named in {hot:.1}%");
 }
 
+/// The end of an ELF64 file's executable segments, rounded up to a page: what the file can be
+/// cut to while a process still runs the code it mapped from it.
+fn end_of_code(elf: &[u8]) -> u64 {
+    let bytes = |at: usize, n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&elf[at..at + n]);
+        u64::from_le_bytes(b)
+    };
+    let (phoff, phentsize, phnum) = (bytes(0x20, 8), bytes(0x36, 2), bytes(0x38, 2));
+    (0..phnum)
+        .map(|i| (phoff + i * phentsize) as usize)
+        // PT_LOAD with PF_X: its file offset plus its size in the file.
+        .filter(|&p| bytes(p, 4) == 1 && bytes(p + 4, 4) & 1 != 0)
+        .map(|p| bytes(p + 8, 8) + bytes(p + 0x20, 8))
+        .max()
+        .expect("an executable segment")
+        .next_multiple_of(4096)
+}
+
+/// A file a target maps that shrinks on disk while recorded (`cp` over a loaded library, or a
+/// target cutting its own file to stop a sidecar): the profiler's reads of the pages cut off
+/// faulted with SIGBUS, which killed it and lost the recording. Here every stack passes
+/// through a library cut to its code pages after the profiler mapped it, and the first stacks
+/// through it come after the cut, so DWARF unwinding reads its unwind tables from pages that
+/// are gone. Now those pages read as zeros, and a warning counts them and names the file.
+#[test]
+fn a_library_cut_short_on_disk_while_recorded_loses_no_recording() {
+    let dir = OutDir::new(scratch("shrink-lib"));
+    std::fs::create_dir_all(&*dir).expect("scratch dir");
+    let built = build_c(
+        "libshrink.so",
+        "shrinklib.c",
+        &["-O2", "-g", "-fPIC", "-shared"],
+    );
+    let lib = dir.join("libshrink.so");
+    std::fs::copy(&built, &lib).expect("copy the library");
+    let keep = end_of_code(&std::fs::read(&lib).expect("read the library"));
+    let bin = build_c("shrink", "shrink.c", C_NOFP);
+    let mut target = Target::start(&bin, &[lib.to_str().expect("utf-8 path"), "30"]);
+    let out_dir = OutDir::new(scratch("shrink"));
+    let (child, err, seen) = spawn_record(
+        target.pid(),
+        &out_dir,
+        &[
+            "--duration",
+            "3",
+            "--frequency",
+            "199",
+            "--call-graph",
+            "dwarf",
+        ],
+    );
+    let before = std::fs::metadata(&lib).expect("library").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lib)
+        .and_then(|f| f.set_len(keep))
+        .expect("cut the library");
+    eprintln!("libshrink.so cut from {before} to {keep} bytes");
+    target.go();
+    let (code, err) = finish_child(child, err, seen);
+    assert_eq!(code, Some(0), "the profiler did not finish: {err}");
+    let s = summary(&out_dir);
+    let warnings: Vec<&str> = s["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str())
+        .collect();
+    let shrunk = warnings
+        .iter()
+        .find(|w| w.contains("of mapped files read as zeros"))
+        .unwrap_or_else(|| panic!("no warning of the pages cut off: {warnings:?}"));
+    assert!(
+        shrunk.ends_with(lib.to_str().expect("utf-8 path")),
+        "{shrunk}"
+    );
+    let folded = folded(&out_dir);
+    let total = total(&folded);
+    let spin = share(&folded, |f| f == "spin" || f == "burn");
+    eprintln!("{total} samples, {spin:.1}% in spin or burn; {shrunk}");
+    assert!(total >= 200, "{total} samples");
+    assert!(spin > 90.0, "spin or burn named in {spin:.1}%");
+}
+
 /// The coverage check on CPU-bound targets: the samples match the threads' own CPU time
 /// (schedstat) × frequency, whatever else the machine runs, and the summary says so.
 #[test]

@@ -20,6 +20,7 @@ pub mod offcpu;
 pub mod outputs;
 pub mod secret;
 pub mod server;
+pub mod sigbus;
 pub mod spans;
 pub mod symbolize;
 pub mod top;

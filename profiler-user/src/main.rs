@@ -14,6 +14,8 @@ fn runtime() -> profiler::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     profiler::collect::phases::mark("main");
     profiler::contain::install_hook();
+    // Without it a file shrinking under the profiler kills it; nothing else depends on it.
+    let _ = profiler::sigbus::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(args) => runtime().and_then(|rt| rt.block_on(cli::record(args))),

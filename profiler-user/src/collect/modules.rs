@@ -269,6 +269,22 @@ impl ModuleStore {
         self.modules.iter().flatten().count()
     }
 
+    /// The file (a held module or its debug file) whose mapping holds `address` of the
+    /// profiler's own memory: where a page cut off a file (`crate::sigbus`) was read.
+    pub fn path_mapped_at(&self, address: usize) -> Option<String> {
+        let holds = |map: &Mmap| {
+            let start = map.as_ptr() as usize;
+            start <= address && address - start < map.len()
+        };
+        self.modules.iter().flatten().find_map(|m| {
+            if holds(&m.map) {
+                return Some(m.path.clone());
+            }
+            let debug = m.debug.get()?.as_ref()?;
+            holds(&debug.map).then(|| debug.path.display().to_string())
+        })
+    }
+
     /// [`ModuleFile::release_pages`] for every file.
     pub fn release_pages(&self) {
         for m in self.modules.iter().flatten() {

@@ -586,6 +586,9 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             list_of(&unnamed.rewritten)
         ));
     }
+    warnings.extend(shrunk_warning(&crate::sigbus::take(), |a| {
+        raw.processes.modules.path_mapped_at(a)
+    }));
     for u in &unnamed.unreadable {
         warnings.push(format!(
             "{}: its symbols or debug information are malformed (the symbolizer failed: {}): of its {} addresses, {} are named in full, {} from the symbol table alone (no source lines or inlined frames) and {} could not be named because of it; {}",
@@ -1193,6 +1196,37 @@ pub(crate) fn names_of(
     names
 }
 
+/// The pages of mapped files read as zeros because the file shrank under the profiler
+/// (`crate::sigbus`), by file where `path_at` knows the address; taken after every file was
+/// read, so unwinding and symbolizing this recording are both counted.
+fn shrunk_warning(
+    faults: &crate::sigbus::Faults,
+    path_at: impl Fn(usize) -> Option<String>,
+) -> Option<String> {
+    if faults.pages == 0 {
+        return None;
+    }
+    let mut paths: Vec<String> = faults
+        .addresses
+        .iter()
+        .filter_map(|&a| path_at(a))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let files = if paths.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", list_of(&paths))
+    };
+    let pages = match faults.pages {
+        1 => "1 page".to_string(),
+        n => format!("{n} pages"),
+    };
+    Some(format!(
+        "{pages} of mapped files read as zeros: the files shrank on disk while the profiler read them (cut, or rewritten in place), so stacks through them may end early and their frames stay unnamed; replace a file in use with a new one (mv, install), never write into it{files}"
+    ))
+}
+
 /// One line per missing capability that kept mapped files unread: which files, and the fix.
 fn denied_warnings(denied: &[(String, &'static str)]) -> Vec<String> {
     let mut caps: Vec<&'static str> = denied.iter().map(|(_, c)| *c).collect();
@@ -1376,5 +1410,32 @@ mod tests {
             !tail.contains('+') || tail.starts_with(&format!("{exe_name}+0x")),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn pages_cut_off_files_are_counted_and_named_by_file_where_known() {
+        use crate::sigbus::Faults;
+        assert_eq!(shrunk_warning(&Faults::default(), |_| None), None);
+        let at = |a: usize| (a < 0x2000).then(|| format!("/lib/{}.so", a >> 12));
+        let faults = Faults {
+            pages: 70,
+            addresses: vec![0x1010, 0x5000, 0x1020, 0x0100],
+        };
+        let w = shrunk_warning(&faults, at).expect("a warning");
+        assert!(
+            w.starts_with("70 pages of mapped files read as zeros"),
+            "{w}"
+        );
+        assert!(
+            w.ends_with("never write into it: /lib/0.so, /lib/1.so"),
+            "{w}"
+        );
+        let unknown = Faults {
+            pages: 1,
+            addresses: vec![0x5000],
+        };
+        let w = shrunk_warning(&unknown, at).expect("a warning");
+        assert!(w.starts_with("1 page of mapped files"), "{w}");
+        assert!(w.ends_with("never write into it"), "{w}");
     }
 }
