@@ -250,6 +250,51 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A plugin reloaded: a library unloaded and another loaded at its very addresses, with its
+/// own function at the offset of the first one's. An address means the first library's code
+/// until the second was mapped, and the second's after: each sample is named from the
+/// library mapped when it was taken. Before, every sample was named from the newest mapping:
+/// all of them `hot_in_b`. In both call graph modes: DWARF unwinding swaps the module too.
+#[test]
+fn a_library_loaded_where_another_was_unloaded_names_each_ones_samples() {
+    let flags = |hot: &str| {
+        let mut f: Vec<String> = C_FP.iter().map(|s| s.to_string()).collect();
+        f.extend(["-fPIC", "-shared", hot].map(String::from));
+        f
+    };
+    let lib_a = build_c("libreload-a.so", "reloadlib.c", &flags("-DHOT=hot_in_a"));
+    let lib_b = build_c("libreload-b.so", "reloadlib.c", &flags("-DHOT=hot_in_b"));
+    let bin = build_c("reload", "reload.c", C_FP);
+    for mode in ["fp", "dwarf"] {
+        let dir = OutDir::new(scratch(&format!("reload-{mode}")));
+        let said = scratch(&format!("reload-{mode}-said"));
+        let script = format!(
+            "{} {} {} 0.8 > {}",
+            bin.display(),
+            lib_a.display(),
+            lib_b.display(),
+            said.display()
+        );
+        run(&dir, &["--frequency", "499", "--call-graph", mode], &script);
+        let where_b = std::fs::read_to_string(&said).expect("the target's answer");
+        let _ = std::fs::remove_file(&said);
+        assert_eq!(where_b.trim(), "same", "the second library came elsewhere");
+        let f = folded(&dir);
+        let (a, b) = (
+            share(&f, |fr| fr == "hot_in_a"),
+            share(&f, |fr| fr == "hot_in_b"),
+        );
+        eprintln!(
+            "{mode}: {} samples, {a:.1}% hot_in_a, {b:.1}% hot_in_b",
+            total(&f)
+        );
+        assert!(
+            a > 35.0 && b > 35.0,
+            "{mode}: hot_in_a {a:.1}%, hot_in_b {b:.1}%"
+        );
+    }
+}
+
 #[test]
 fn a_binary_rewritten_in_place_lends_no_names_and_is_told() {
     // `cp` onto an existing file truncates and writes it: the same inode, other bytes. The

@@ -241,6 +241,7 @@ pub fn module(data: &[u8]) {
         path: "/fuzz/module".into(),
         identity: None,
         module: Some(id),
+        since_ns: 0,
     });
     let mut unwinder = Unwinder::default();
     let sp = 0x7ffd_0000_0000u64;
@@ -266,7 +267,7 @@ pub fn module(data: &[u8]) {
             stack_len: stack.len() as u32,
             source: profiler_common::dwarf_regs::INTERRUPTED,
         };
-        let _ = unwinder.unwind(1, &space, &store, &regs, &stack, i % 2 == 0);
+        let _ = unwinder.unwind((1, 0), &space, &store, &regs, &stack, i % 2 == 0);
     }
 
     let Some(readable) = store.readable_path(id) else {

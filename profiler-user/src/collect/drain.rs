@@ -354,7 +354,8 @@ impl<'a> Sink<'a> {
                 continue;
             };
             o.space = self.procs.space_at(o.pid, o.begin_ns);
-            (o.user, o.truncated) = self.unwind_waiting(o.tid, o.space, &regs, &stack);
+            let at = (o.space, o.begin_ns);
+            (o.user, o.truncated) = self.unwind_waiting(o.tid, at, &regs, &stack);
         }
     }
 
@@ -364,7 +365,7 @@ impl<'a> Sink<'a> {
     fn unwind_waiting(
         &mut self,
         tid: u32,
-        space: u32,
+        (space, time_ns): (u32, u64),
         regs: &DwarfRegs,
         stack: &[u8],
     ) -> (RawStack, bool) {
@@ -374,7 +375,7 @@ impl<'a> Sink<'a> {
         let copy = copy_of(regs, stack.len());
         let stats = std::mem::take(&mut self.unwinder.stats);
         let unwound = self.unwinder.unwind(
-            space,
+            (space, time_ns),
             s,
             &self.procs.modules,
             regs,
@@ -475,7 +476,8 @@ impl<'a> Sink<'a> {
             Copied::OffCpu(at) => {
                 if let Some((o, _)) = self.off_cpu.get(at) {
                     let (tid, space) = (o.tid, self.procs.space_at(o.pid, o.begin_ns));
-                    let (user, truncated) = self.unwind_waiting(tid, space, regs, stack);
+                    let when = (space, o.begin_ns);
+                    let (user, truncated) = self.unwind_waiting(tid, when, regs, stack);
                     if let Some((o, _)) = self.off_cpu.get_mut(at) {
                         (o.space, o.user, o.truncated) = (space, user, truncated);
                     }
@@ -484,7 +486,8 @@ impl<'a> Sink<'a> {
             Copied::LockWait(at) => {
                 if let Some(w) = self.lock_waits.get(at) {
                     let (tid, space) = (w.tid, self.procs.space_at(w.pid, w.begin_ns));
-                    let (user, truncated) = self.unwind_waiting(tid, space, regs, stack);
+                    let when = (space, w.begin_ns);
+                    let (user, truncated) = self.unwind_waiting(tid, when, regs, stack);
                     if let Some(w) = self.lock_waits.get_mut(at) {
                         (w.space, w.user, w.truncated) = (space, user, truncated);
                         w.copied = true;
@@ -505,7 +508,7 @@ impl<'a> Sink<'a> {
         let tid = sample.tid;
         let copy = copy_of(regs, stack.len());
         let unwound = self.unwinder.unwind(
-            sample.space,
+            (sample.space, sample.timestamp_ns),
             space,
             &self.procs.modules,
             regs,

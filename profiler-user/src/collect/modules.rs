@@ -662,6 +662,7 @@ mod tests {
                 path,
                 identity: None,
                 module: None,
+                since_ns: 0,
             };
             let _ = tx.send(open_mapped(std::process::id(), &m).is_err());
         });

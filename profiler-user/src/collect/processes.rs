@@ -289,15 +289,11 @@ impl Processes {
                 // A pid seen before is a new process now (pids are reused).
                 self.exited.remove(&pid);
                 self.names_before.remove(&pid);
-                let parent = self
+                let space = self
                     .index_at(ppid, time_ns)
                     .and_then(|i| self.spaces.get(i))
-                    .map(|s| s.mappings.clone())
-                    .unwrap_or_default();
-                let index = self.push_space(AddressSpace {
-                    pid,
-                    mappings: parent,
-                });
+                    .map_or_else(|| AddressSpace::new(pid), |parent| parent.forked(pid));
+                let index = self.push_space(space);
                 self.timelines.insert(pid, vec![(time_ns, index)]);
                 self.parents.insert(pid, ppid);
                 if let Some(info) = self.infos.get(&ppid).cloned() {
@@ -421,7 +417,7 @@ impl Processes {
             self.parents.remove(&pid);
             for (_, index) in self.timelines.remove(&pid).unwrap_or_default() {
                 if let Some(space) = self.spaces.get_mut(index) {
-                    space.mappings = Vec::new();
+                    *space = AddressSpace::new(space.pid);
                 }
                 self.replaced.remove(&index);
                 pruned.spaces.insert(index as u32);
@@ -545,6 +541,7 @@ fn mapping_of(r: &Record) -> Option<((u32, u64, u64), Mapping)> {
         path: path.clone(),
         identity: *identity,
         module: None,
+        since_ns: *time_ns,
     };
     Some(((*pid, *start, *time_ns), m))
 }

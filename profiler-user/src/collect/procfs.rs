@@ -22,6 +22,9 @@ pub struct Mapping {
     pub identity: Option<FileIdentity>,
     /// The file in the recording's module store, once opened.
     pub module: Option<ModuleId>,
+    /// When it was mapped (the side-band record's time); 0 for what was there before the
+    /// recording looked (`/proc/PID/maps` at attach).
+    pub since_ns: u64,
 }
 
 impl Mapping {
@@ -75,6 +78,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             path,
             identity,
             module: None,
+            since_ns: 0,
         });
     }
     out
@@ -188,6 +192,12 @@ pub struct AddressSpace {
     pub pid: u32,
     /// Newest first, so a range that was remapped resolves to its latest file.
     pub mappings: Vec<Mapping>,
+    /// When a mapping went over part of an older one (a library unloaded and another loaded
+    /// at its addresses), in order: what an address means changed then, and only then.
+    remapped_at: Vec<u64>,
+    /// Whether any two mappings overlap (remapped, or adopted from a parent under what the
+    /// child had already seen).
+    overlapping: bool,
 }
 
 impl AddressSpace {
@@ -198,25 +208,93 @@ impl AddressSpace {
         }
     }
 
+    /// The space of a child `pid` forked: its parent's mappings, and when they changed.
+    pub fn forked(&self, pid: u32) -> Self {
+        Self {
+            pid,
+            ..self.clone()
+        }
+    }
+
     /// Adds a mapping not seen before. Mappings are never removed: a library unloaded during
     /// the recording still symbolizes the samples taken while it was there.
     pub fn add(&mut self, m: Mapping) {
-        if !self.has(&m) {
-            self.mappings.insert(0, m);
+        if self.has(&m) {
+            return;
         }
+        if self.overlaps(&m) {
+            self.overlapping = true;
+            let at = self.remapped_at.partition_point(|&t| t <= m.since_ns);
+            self.remapped_at.insert(at, m.since_ns);
+        }
+        self.mappings.insert(0, m);
     }
 
     /// Adds a mapping older than every one held: where they overlap, theirs win.
     pub fn add_older(&mut self, m: Mapping) {
         if !self.has(&m) {
+            self.overlapping |= self.overlaps(&m);
             self.mappings.push(m);
         }
     }
 
+    /// Whether `m` goes over a mapping held where a file is involved: anonymous code
+    /// remapped over anonymous code (a JIT's, many times a second) names nothing differently
+    /// and is left out, so it costs no lookups by time.
+    fn overlaps(&self, m: &Mapping) -> bool {
+        self.mappings
+            .iter()
+            .any(|o| o.start < m.end && m.start < o.end && (o.is_file() || m.is_file()))
+    }
+
     fn has(&self, m: &Mapping) -> bool {
         self.mappings.iter().any(|o| {
-            o.start == m.start && o.end == m.end && o.offset == m.offset && o.path == m.path
+            o.start == m.start
+                && o.end == m.end
+                && o.offset == m.offset
+                && o.path == m.path
+                && (o.identity == m.identity || o.identity.is_none() || m.identity.is_none())
         })
+    }
+
+    /// How many times the meaning of some address changed up to `time_ns`: two times with
+    /// the same count see the same mapping at every address ([`AddressSpace::find_at`]).
+    pub fn era_at(&self, time_ns: u64) -> u32 {
+        let n = self.remapped_at.partition_point(|&t| t <= time_ns);
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// The mappings in effect at `time_ns`: each the one [`AddressSpace::find_at`] gives for
+    /// its own start, so no two share a start.
+    pub fn in_effect_at(&self, time_ns: u64) -> impl Iterator<Item = &Mapping> {
+        self.mappings.iter().filter(move |m| {
+            !self.overlapping
+                || self
+                    .find_at(m.start, time_ns)
+                    .is_some_and(|found| std::ptr::eq(found, *m))
+        })
+    }
+
+    /// The mapping that held `addr` at `time_ns`: the newest mapped by then. An address no
+    /// mapping held yet (a record read late, or clocks a little apart) takes the oldest that
+    /// holds it since.
+    pub fn find_at(&self, addr: u64, time_ns: u64) -> Option<&Mapping> {
+        let mut holding = self
+            .mappings
+            .iter()
+            .filter(|m| m.start <= addr && addr < m.end);
+        let newest = holding.next()?;
+        if newest.since_ns <= time_ns {
+            return Some(newest);
+        }
+        let mut oldest = newest;
+        for m in holding {
+            if m.since_ns <= time_ns {
+                return Some(m);
+            }
+            oldest = m;
+        }
+        Some(oldest)
     }
 
     /// Reads /proc/PID/maps, opening the files it names into `modules`.
@@ -400,5 +478,57 @@ mod tests {
             Err(Error::ExitedBeforeAttach(0))
         ));
         assert!(has_exited(0));
+    }
+
+    fn file(path: &str, start: u64, len: u64, since_ns: u64) -> Mapping {
+        Mapping {
+            start,
+            end: start + len,
+            offset: 0,
+            path: path.into(),
+            identity: None,
+            module: None,
+            since_ns,
+        }
+    }
+
+    #[test]
+    fn an_address_means_the_mapping_of_its_time() {
+        let mut space = AddressSpace::new(1);
+        space.add(file("/exe", 0x1000, 0x1000, 0));
+        space.add(file("/lib/a.so", 0x10000, 0x4000, 100));
+        assert_eq!((space.era_at(0), space.era_at(u64::MAX)), (0, 0));
+        // Unloaded, and another loaded over part of it.
+        space.add(file("/lib/b.so", 0x12000, 0x4000, 300));
+        let at = |addr, t| space.find_at(addr, t).map(|m| m.path.as_str());
+        assert_eq!(at(0x12000, 200), Some("/lib/a.so"));
+        assert_eq!(at(0x12000, 300), Some("/lib/b.so"));
+        assert_eq!(at(0x10000, 400), Some("/lib/a.so"), "what b did not cover");
+        // Before either: the oldest that holds it since, as a sample read early would be.
+        assert_eq!(at(0x12000, 50), Some("/lib/a.so"));
+        assert_eq!(at(0x15000, 50), Some("/lib/b.so"));
+        assert_eq!(at(0x1000, 0), Some("/exe"));
+        assert_eq!(at(0x20000, 400), None);
+        assert_eq!((space.era_at(299), space.era_at(300)), (0, 1));
+        fn effect(space: &AddressSpace, t: u64) -> Vec<&str> {
+            space.in_effect_at(t).map(|m| m.path.as_str()).collect()
+        }
+        assert_eq!(effect(&space, 200), ["/lib/a.so", "/exe"]);
+        assert_eq!(effect(&space, 300), ["/lib/b.so", "/lib/a.so", "/exe"]);
+        // The same file again is no change; another file at the same place is one.
+        space.add(file("/lib/b.so", 0x12000, 0x4000, 500));
+        assert_eq!(space.era_at(u64::MAX), 1);
+        space.add(file("/lib/c.so", 0x12000, 0x4000, 600));
+        assert_eq!(space.era_at(u64::MAX), 2);
+        assert_eq!(effect(&space, 700), ["/lib/c.so", "/lib/a.so", "/exe"]);
+        space.add(file("[anon:jit]", 0x30000, 0x1000, 800));
+        space.add(file("[anon:jit]", 0x30000, 0x2000, 900));
+        assert_eq!(
+            space.era_at(u64::MAX),
+            2,
+            "code of no file over code of no file"
+        );
+        let child = space.forked(2);
+        assert_eq!((child.pid, child.era_at(u64::MAX)), (2, 2));
     }
 }

@@ -152,12 +152,34 @@ impl Sections {
     }
 }
 
-/// One process image's unwinder: the modules of its address space as far as seen.
+/// One process image's unwinder: the modules of its address space as far as seen, as they
+/// were at the time of the last sample unwound.
 #[derive(Default)]
 struct SpaceUnwinder {
     unwinder: UnwinderX86_64<Data>,
     cache: CacheX86_64,
-    added: HashSet<(u64, u64)>,
+    /// What the unwinder holds, by start address (framehop's key for a module): each
+    /// mapping in effect, with or without unwind tables.
+    added: HashMap<u64, MappingKey>,
+    /// The space's mapping count and era ([`AddressSpace::era_at`]) `added` was made for.
+    seen: (usize, u32),
+}
+
+/// What tells two mappings at one start apart: where they end, and the file (and offset) or
+/// pseudo-file they map. Two with the same key have the same code.
+type MappingKey = (u64, u64, Option<super::modules::ModuleId>, String);
+
+fn key_of(m: &Mapping) -> MappingKey {
+    (
+        m.end,
+        m.offset,
+        m.module,
+        if m.module.is_some() {
+            String::new()
+        } else {
+            m.path.clone()
+        },
+    )
 }
 
 /// What unwinding cost and found, for the summary.
@@ -210,20 +232,31 @@ impl Unwinder {
         self.stats.stack_bytes_used = Vec::new();
     }
 
-    /// Adds the modules of `space` this unwinder has not seen yet; their tables are parsed
-    /// once per file, in the module store, whatever the number of processes mapping them.
-    fn sync(&mut self, index: u32, space: &AddressSpace, modules: &ModuleStore) {
-        let known = self.spaces.entry(index).or_default().added.len();
-        if known == space.mappings.len() {
+    /// Brings the unwinder of `space` to its modules at `time_ns`: the ones it has not seen
+    /// yet are added, and those another mapping went over by then (a library unloaded and
+    /// another loaded at its addresses) are swapped. Tables are parsed once per file, in the
+    /// module store, whatever the number of processes mapping them.
+    fn sync(&mut self, index: u32, space: &AddressSpace, time_ns: u64, modules: &ModuleStore) {
+        let seen = (space.mappings.len(), space.era_at(time_ns));
+        let s = self.spaces.entry(index).or_default();
+        if s.seen == seen {
             return;
         }
-        for m in &space.mappings {
-            let key = (m.start, m.end);
-            if self
-                .spaces
-                .get(&index)
-                .is_some_and(|s| s.added.contains(&key))
-            {
+        s.seen = seen;
+        let in_effect: HashMap<u64, &Mapping> =
+            space.in_effect_at(time_ns).map(|m| (m.start, m)).collect();
+        let stale: Vec<u64> = s
+            .added
+            .iter()
+            .filter(|&(start, key)| in_effect.get(start).is_none_or(|m| key_of(m) != *key))
+            .map(|(&start, _)| start)
+            .collect();
+        for start in stale {
+            s.unwinder.remove_module(start);
+            s.added.remove(&start);
+        }
+        for m in in_effect.into_values() {
+            if s.added.contains_key(&m.start) {
                 continue;
             }
             let sections = if m.path == "[vdso]" {
@@ -244,20 +277,19 @@ impl Unwinder {
                     sections.module_info(),
                 ))
             });
-            let s = self.spaces.entry(index).or_default();
-            s.added.insert(key);
+            s.added.insert(m.start, key_of(m));
             if let Some(module) = module {
                 s.unwinder.add_module(module);
             }
         }
     }
 
-    /// Unwinds one sample of address space `index`; `stack` holds the bytes from `regs.sp` up,
-    /// and `reached_top` says whether they end at the top of the stack
+    /// Unwinds one sample taken at `time_ns` in address space `index`; `stack` holds the bytes
+    /// from `regs.sp` up, and `reached_top` says whether they end at the top of the stack
     /// ([`super::stack_copy::Copy::reached_top`]).
     pub fn unwind(
         &mut self,
-        index: u32,
+        (index, time_ns): (u32, u64),
         space: &AddressSpace,
         modules: &ModuleStore,
         regs: &DwarfRegs,
@@ -265,7 +297,7 @@ impl Unwinder {
         reached_top: bool,
     ) -> Unwound {
         let started = Instant::now();
-        self.sync(index, space, modules);
+        self.sync(index, space, time_ns, modules);
         self.stats.load_ns += started.elapsed().as_nanos() as u64;
         let mut frames = Vec::with_capacity(32);
         let mut used = 0usize;
@@ -304,7 +336,7 @@ impl Unwinder {
         if truncated
             && frames
                 .last()
-                .is_some_and(|&a| returns_into_entry(space, modules, a))
+                .is_some_and(|&a| returns_into_entry(space, time_ns, modules, a))
         {
             truncated = false;
         }
@@ -344,9 +376,14 @@ impl Unwinder {
 /// an executable's, which marks its return address undefined: a stack whose outermost frame
 /// returns into the first instructions of an entry point ended where the kernel started the
 /// process, and is complete though the unwinder could not step past it.
-fn returns_into_entry(space: &AddressSpace, modules: &ModuleStore, addr: u64) -> bool {
+fn returns_into_entry(
+    space: &AddressSpace,
+    time_ns: u64,
+    modules: &ModuleStore,
+    addr: u64,
+) -> bool {
     const CALL_WITHIN: u64 = 16;
-    let Some(m) = space.find(addr) else {
+    let Some(m) = space.find_at(addr, time_ns) else {
         return false;
     };
     let Some(sections) = m
@@ -470,6 +507,7 @@ mod tests {
             path: "/bin/x".into(),
             identity: None,
             module: None,
+            since_ns: 0,
         }
     }
 
@@ -501,5 +539,30 @@ mod tests {
         let exe = std::fs::read("/proc/self/exe").expect("own executable");
         let (with, total) = frame_pointer_share(&exe).expect("symbols");
         assert!(total > 0 && with <= total);
+    }
+
+    #[test]
+    fn a_library_loaded_over_another_swaps_its_module_by_the_samples_time() {
+        let lib = |path: &str, since_ns| Mapping {
+            path: path.into(),
+            since_ns,
+            ..mapping(0x7000_0000, 0)
+        };
+        let mut space = AddressSpace::new(1);
+        space.add(lib("/lib/a.so", 100));
+        space.add(lib("/lib/b.so", 300));
+        let store = ModuleStore::default();
+        let mut u = Unwinder::default();
+        let held = |u: &Unwinder| -> Vec<String> {
+            u.spaces[&0].added.values().map(|k| k.3.clone()).collect()
+        };
+        u.sync(0, &space, 200, &store);
+        assert_eq!(held(&u), ["/lib/a.so"]);
+        u.sync(0, &space, 400, &store);
+        assert_eq!(held(&u), ["/lib/b.so"]);
+        // A sample read late, from before the reload.
+        u.sync(0, &space, 250, &store);
+        assert_eq!(held(&u), ["/lib/a.so"]);
+        assert_eq!(u.spaces[&0].seen, (2, 0));
     }
 }

@@ -141,7 +141,9 @@ struct Stacks<'a> {
     /// Keyed by address space too: the same addresses mean other code in another process.
     /// Also keyed by truncation.
     /// And by whether the kernel stack is an off-CPU one, trimmed to `__schedule`.
-    resolved: HashMap<(u32, &'a RawStack, &'a RawStack, bool, Trim), u32>,
+    /// And by the space's era ([`crate::collect::AddressSpace::era_at`]): the same address is
+    /// other code once a library was unloaded and another loaded over it.
+    resolved: HashMap<(u32, u32, &'a RawStack, &'a RawStack, bool, Trim), u32>,
     empty: crate::collect::AddressSpace,
     /// Where `__schedule` lies in kernel text, when kallsyms says.
     schedule: Option<std::ops::Range<u64>>,
@@ -173,15 +175,16 @@ const LOCK_TRACE_FUNCTIONS: &[&str] = &[
 const LOCK_TRACE_DEPTH: usize = 8;
 
 impl<'a> Stacks<'a> {
+    /// The stack of something that happened at `time_ns` in `space`.
     fn resolve(
         &mut self,
         t: &mut Interner,
-        space: u32,
+        (space, time_ns): (u32, u64),
         kernel: &'a RawStack,
         user: &'a RawStack,
         truncated: bool,
     ) -> u32 {
-        self.resolve_stack(t, space, kernel, user, truncated, Trim::None)
+        self.resolve_stack(t, (space, time_ns), kernel, user, truncated, Trim::None)
     }
 
     /// A kernel lock wait's stack: taken in the contention_end program, its innermost kernel
@@ -190,12 +193,12 @@ impl<'a> Stacks<'a> {
     fn resolve_kernel_lock(
         &mut self,
         t: &mut Interner,
-        space: u32,
+        at: (u32, u64),
         kernel: &'a RawStack,
         user: &'a RawStack,
         truncated: bool,
     ) -> u32 {
-        self.resolve_stack(t, space, kernel, user, truncated, Trim::LockTrace)
+        self.resolve_stack(t, at, kernel, user, truncated, Trim::LockTrace)
     }
 
     /// An off-CPU stack: taken in the sched_switch program, so its innermost kernel frames
@@ -206,28 +209,43 @@ impl<'a> Stacks<'a> {
         t: &mut Interner,
         o: &'a crate::collect::offcpu::RawOffCpu,
     ) -> u32 {
-        self.resolve_stack(t, o.space, &o.kernel, &o.user, o.truncated, Trim::Schedule)
+        // A sum's stacks were taken all through the recording: they are read as the space
+        // ended, an interval's as it began.
+        let time_ns = if o.begin_ns == 0 {
+            u64::MAX
+        } else {
+            o.begin_ns
+        };
+        let at = (o.space, time_ns);
+        self.resolve_stack(t, at, &o.kernel, &o.user, o.truncated, Trim::Schedule)
     }
 
     fn resolve_stack(
         &mut self,
         t: &mut Interner,
-        space: u32,
+        (space, time_ns): (u32, u64),
         kernel: &'a RawStack,
         user: &'a RawStack,
         truncated: bool,
         trim: Trim,
     ) -> u32 {
-        let key = (space, kernel, user, truncated, trim);
-        if let Some(&id) = self.resolved.get(&key) {
-            return id;
-        }
         let addr_space = self
             .raw
             .processes
             .spaces
             .get(space as usize)
             .unwrap_or(&self.empty);
+        let key = (
+            space,
+            addr_space.era_at(time_ns),
+            kernel,
+            user,
+            truncated,
+            trim,
+        );
+        if let Some(&id) = self.resolved.get(&key) {
+            return id;
+        }
         let mut locs = Vec::new();
         let kernel_frames = frames(kernel, &self.raw.stacks);
         let first = match (&self.schedule, trim) {
@@ -255,11 +273,11 @@ impl<'a> Stacks<'a> {
             let a = lookup_addr(addr, i == 0);
             // An address the new image does not map, in a sample taken during the exec that
             // made it, is the old program's (the syscall's caller).
-            let mapping = addr_space.find(a).or_else(|| {
+            let mapping = addr_space.find_at(a, time_ns).or_else(|| {
                 self.raw
                     .processes
                     .replaced(space)
-                    .and_then(|old| old.find(a))
+                    .and_then(|old| old.find_at(a, time_ns))
             });
             let (module, offset) = match mapping {
                 Some(m) if m.is_file() => {
@@ -350,7 +368,8 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
 
     for s in &raw.samples {
         thread_pids.entry(s.tid).or_insert(s.pid);
-        let stack = stacks.resolve(&mut t, s.space, &s.kernel, &s.user, s.truncated);
+        let at = (s.space, s.timestamp_ns);
+        let stack = stacks.resolve(&mut t, at, &s.kernel, &s.user, s.truncated);
         samples.push(Sample {
             timestamp_ns: s.timestamp_ns,
             pid: s.pid,
@@ -406,7 +425,7 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
             allocs.push(crate::model::Alloc {
                 pid: x.pid,
                 tid: x.tid,
-                stack: stacks.resolve(&mut t, x.space, &NO_STACK, &x.user, false),
+                stack: stacks.resolve(&mut t, (x.space, x.timestamp_ns), &NO_STACK, &x.user, false),
                 span: x.span_id,
                 timestamp_ns: x.timestamp_ns,
                 size: x.size,
@@ -448,10 +467,11 @@ pub fn symbolize_with(raw: &RawRecording, symbolizer: &Symbolizer) -> Recording 
         let mut sums: std::collections::BTreeMap<Key, (u64, u64, u64, u64)> = Default::default();
         for w in &l.waits {
             thread_pids.entry(w.tid).or_insert(w.pid);
+            let at = (w.space, w.begin_ns);
             let stack = if w.kernel_flags.is_some() {
-                stacks.resolve_kernel_lock(&mut t, w.space, &w.kernel, &w.user, w.truncated)
+                stacks.resolve_kernel_lock(&mut t, at, &w.kernel, &w.user, w.truncated)
             } else {
-                stacks.resolve(&mut t, w.space, &NO_STACK, &w.user, w.truncated)
+                stacks.resolve(&mut t, at, &NO_STACK, &w.user, w.truncated)
             };
             let e = sums
                 .entry((w.pid, w.tid, stack, w.span_id, w.uaddr, w.kernel_flags))
