@@ -654,13 +654,10 @@ fn a_program_with_malformed_debug_information_is_still_recorded() {
     assert!(out.status.success(), "profiler failed: {err}");
     assert!(!err.contains("panicked"), "{err}");
     let s = summary(&out_dir);
-    let warning = s["warnings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w.as_str())
-        .find(|w| w.contains("badline: its symbols or debug information are malformed"))
-        .unwrap_or_else(|| panic!("no warning naming the file: {}", s["warnings"]));
+    let warning = warning_with(
+        &s,
+        "badline: its symbols or debug information are malformed",
+    );
     eprintln!("{warning}");
     assert!(warning.contains("from the symbol table alone"), "{warning}");
     assert!(!warning.contains(" 0 are named in full"), "{warning}");
@@ -671,6 +668,17 @@ fn a_program_with_malformed_debug_information_is_still_recorded() {
     eprintln!("{total} samples, {hot:.1}% in hot_a or hot_b");
     assert!(total >= 100, "{total} samples");
     assert!(hot > 80.0, "hot_a and hot_b named in {hot:.1}%");
+}
+
+/// The summary's warning that contains `needle`.
+fn warning_with<'a>(summary: &'a serde_json::Value, needle: &str) -> &'a str {
+    summary["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str())
+        .find(|w| w.contains(needle))
+        .unwrap_or_else(|| panic!("no warning with {needle:?}: {}", summary["warnings"]))
 }
 
 /// The end of an ELF64 file's executable segments, rounded up to a page: what the file can be
@@ -736,16 +744,7 @@ fn a_library_cut_short_on_disk_while_recorded_loses_no_recording() {
     let (code, err) = finish_child(child, err, seen);
     assert_eq!(code, Some(0), "the profiler did not finish: {err}");
     let s = summary(&out_dir);
-    let warnings: Vec<&str> = s["warnings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w.as_str())
-        .collect();
-    let shrunk = warnings
-        .iter()
-        .find(|w| w.contains("of mapped files read as zeros"))
-        .unwrap_or_else(|| panic!("no warning of the pages cut off: {warnings:?}"));
+    let shrunk = warning_with(&s, "of mapped files read as zeros");
     assert!(
         shrunk.ends_with(lib.to_str().expect("utf-8 path")),
         "{shrunk}"
