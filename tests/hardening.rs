@@ -710,10 +710,11 @@ fn end_of_code(elf: &[u8]) -> u64 {
 fn a_library_cut_short_on_disk_while_recorded_loses_no_recording() {
     let dir = OutDir::new(scratch("shrink-lib"));
     std::fs::create_dir_all(&*dir).expect("scratch dir");
+    // The unwind tables after the code, in pages of their own, whatever the linker's default.
     let built = build_c(
         "libshrink.so",
         "shrinklib.c",
-        &["-O2", "-g", "-fPIC", "-shared"],
+        &["-O2", "-g", "-fPIC", "-shared", "-Wl,-z,separate-code"],
     );
     let lib = dir.join("libshrink.so");
     std::fs::copy(&built, &lib).expect("copy the library");

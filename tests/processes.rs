@@ -250,20 +250,29 @@ fn a_binary_replaced_between_two_children_names_each_from_its_own_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A plugin reloaded: a library unloaded and another loaded at its very addresses, with its
-/// own function at the offset of the first one's. An address means the first library's code
-/// until the second was mapped, and the second's after: each sample is named from the
-/// library mapped when it was taken. Before, every sample was named from the newest mapping:
-/// all of them `hot_in_b`. In both call graph modes: DWARF unwinding swaps the module too.
+/// A plugin reloaded: a library unloaded and another loaded at its very addresses, where the
+/// first had other code (`pad`, with a frame 4 KiB larger). An address means the first
+/// library's code until the second was mapped, and the second's after: each sample is named,
+/// and in DWARF mode unwound, from the library mapped when it was taken. Before, every
+/// sample was named from the newest mapping, and the unwinder kept the first library's
+/// tables for the second.
 #[test]
 fn a_library_loaded_where_another_was_unloaded_names_each_ones_samples() {
-    let flags = |hot: &str| {
-        let mut f: Vec<String> = C_FP.iter().map(|s| s.to_string()).collect();
-        f.extend(["-fPIC", "-shared", hot].map(String::from));
-        f
+    let flags = |extra: &[&str]| -> Vec<String> {
+        let shared = ["-fPIC", "-shared"];
+        C_NOFP
+            .iter()
+            .chain(&shared)
+            .chain(extra)
+            .map(|f| f.to_string())
+            .collect()
     };
-    let lib_a = build_c("libreload-a.so", "reloadlib.c", &flags("-DHOT=hot_in_a"));
-    let lib_b = build_c("libreload-b.so", "reloadlib.c", &flags("-DHOT=hot_in_b"));
+    let lib_a = build_c(
+        "libreload-a.so",
+        "reloadlib.c",
+        &flags(&["-DHOT=hot_in_a", "-DPAD_FIRST"]),
+    );
+    let lib_b = build_c("libreload-b.so", "reloadlib.c", &flags(&["-DHOT=hot_in_b"]));
     let bin = build_c("reload", "reload.c", C_FP);
     for mode in ["fp", "dwarf"] {
         let dir = OutDir::new(scratch(&format!("reload-{mode}")));
@@ -292,6 +301,19 @@ fn a_library_loaded_where_another_was_unloaded_names_each_ones_samples() {
             a > 35.0 && b > 35.0,
             "{mode}: hot_in_a {a:.1}%, hot_in_b {b:.1}%"
         );
+        if mode == "dwarf" {
+            // The libraries have no frame pointers: only their own tables lead to main.
+            for hot in ["hot_in_a", "hot_in_b"] {
+                let under: Vec<_> = f
+                    .iter()
+                    .filter(|(s, _)| s.iter().any(|fr| fr == hot))
+                    .cloned()
+                    .collect();
+                let reach = share(&under, |fr| fr == "main");
+                eprintln!("dwarf: {reach:.1}% of {hot}'s samples reach main");
+                assert!(reach > 90.0, "{hot}: {reach:.1}% reach main");
+            }
+        }
     }
 }
 

@@ -10,36 +10,59 @@
 //! it and the read is retried. Readers of these files already take any bytes (the fuzzer's
 //! `module` target), so zeros cost what the cut-off part of the file would have given, and
 //! every page is counted and reported ([`take`]), by file where the address is one of ours.
-//! Only `BUS_ADRERR` (an address past the end of the object mapped there) is handled; every
-//! other SIGBUS goes to the handler installed before.
+//! Only a read of data is handled, at a `BUS_ADRERR` fault (past the end of the file mapped
+//! there; an I/O error reading a file page is the same to the kernel), outside the files the
+//! profiler itself runs from. A write, an instruction fetch, a fault in the profiler's own
+//! image or a SIGBUS another process sent goes where it went before: the handler installed
+//! before (std's), or the default action.
 use std::sync::{
-    OnceLock,
+    Once, OnceLock,
     atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 
 /// Fault addresses kept between two [`take`]s; beyond it only the count is exact.
 const KEPT: usize = 64;
+/// File mappings of the profiler's own image kept out of the handler's reach.
+const OWN: usize = 64;
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+/// Faults claimed (a slot each) and faults whose address is stored: [`take`] reads up to the
+/// second, so it never reads a slot still being written.
+static CLAIMED: AtomicU64 = AtomicU64::new(0);
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static TAKEN: AtomicU64 = AtomicU64::new(0);
+/// Each slot's address, and the number of the fault that wrote it (plus one).
 static ADDRESSES: [AtomicUsize; KEPT] = [const { AtomicUsize::new(0) }; KEPT];
+static WRITTEN_BY: [AtomicU64; KEPT] = [const { AtomicU64::new(0) }; KEPT];
+static OWN_RANGES: [(AtomicUsize, AtomicUsize); OWN] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; OWN];
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+static INSTALL: Once = Once::new();
 
 /// Installs the handler (once; later calls do nothing). Returns whether it is in place.
 pub fn install() -> bool {
-    if PREVIOUS.get().is_some() {
-        return true;
-    }
+    INSTALL.call_once(|| {
+        let _ = install_once();
+    });
+    PREVIOUS.get().is_some()
+}
+
+fn install_once() -> Option<()> {
     // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let Ok(page) = usize::try_from(page) else {
-        return false;
-    };
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
     if !page.is_power_of_two() {
-        return false;
+        return None;
     }
     PAGE_SIZE.store(page, Ordering::Relaxed);
+    // The files code runs from now are the profiler's own (its executable, libc, the
+    // loader): a fault there is no target's doing, and zeros in our own code or constants
+    // would be a lie.
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let own = crate::collect::procfs::code_file_ranges(&maps);
+    for (slot, (start, end)) in OWN_RANGES.iter().zip(own) {
+        slot.0.store(start, Ordering::Relaxed);
+        slot.1.store(end, Ordering::Relaxed);
+    }
     // SAFETY: zeroed is a valid sigaction (no handler, empty mask) before the fields are set;
     // sigaction gets valid pointers, and the handler has the SA_SIGINFO signature.
     unsafe {
@@ -51,14 +74,13 @@ pub fn install() -> bool {
         libc::sigemptyset(&mut action.sa_mask);
         let mut previous: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(libc::SIGBUS, &action, &mut previous) != 0 {
-            return false;
+            return None;
         }
-        // Set before any fault can reach the handler's fall-back path: only this thread
-        // installs, and a SIGBUS before the line below would find it unset and take the
-        // default action, as it would have without us.
+        // A SIGBUS before this line finds it unset and takes the default action, as it would
+        // have without us.
         let _ = PREVIOUS.set(previous);
     }
-    true
+    Some(())
 }
 
 extern "C" fn on_sigbus(
@@ -69,8 +91,18 @@ extern "C" fn on_sigbus(
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; si_addr is the
     // faulting address for SIGBUS.
     let (code, address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code <= 0 {
+        // Sent (kill, sigqueue), not a fault: returning would drop it, as std's handler does.
+        default_and_raise(signal);
+        return;
+    }
     let page = PAGE_SIZE.load(Ordering::Relaxed);
-    if code == libc::BUS_ADRERR && address != 0 && page != 0 {
+    if code == libc::BUS_ADRERR
+        && address != 0
+        && page != 0
+        && reading_data(context)
+        && !is_own(address)
+    {
         let start = address & !(page - 1);
         // SAFETY: replaces one page that can no longer be read (past the end of its file) with
         // a zero page, read-only as every mapping of ours that reads files is; the mapping that
@@ -86,20 +118,61 @@ extern "C" fn on_sigbus(
             )
         };
         if zero != libc::MAP_FAILED {
-            let n = FAULTS.fetch_add(1, Ordering::Relaxed);
+            let n = CLAIMED.fetch_add(1, Ordering::Relaxed);
             ADDRESSES[slot(n)].store(address, Ordering::Relaxed);
+            WRITTEN_BY[slot(n)].store(n.wrapping_add(1), Ordering::Release);
+            FAULTS.fetch_add(1, Ordering::Release);
             return;
         }
     }
     chain(signal, info, context);
 }
 
-/// Hands a SIGBUS this module does not handle to the handler installed before, or to the
+/// Whether the fault was a read of data: the page-fault error code the kernel saves in the
+/// signal frame has a bit for a write (1) and one for an instruction fetch (16).
+#[cfg(target_arch = "x86_64")]
+fn reading_data(context: *mut libc::c_void) -> bool {
+    if context.is_null() {
+        return false;
+    }
+    // SAFETY: an SA_SIGINFO handler's third argument is the interrupted ucontext.
+    let error =
+        unsafe { (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_ERR as usize] };
+    error & (2 | 16) == 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn reading_data(_context: *mut libc::c_void) -> bool {
+    true
+}
+
+fn is_own(address: usize) -> bool {
+    OWN_RANGES.iter().any(|(start, end)| {
+        let (start, end) = (start.load(Ordering::Relaxed), end.load(Ordering::Relaxed));
+        start <= address && address < end
+    })
+}
+
+fn default_and_raise(signal: libc::c_int) {
+    // SAFETY: restores the default action with a zeroed (valid, empty) sigaction, then sends
+    // the signal again to this thread; both are async-signal-safe.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signal, &default, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+}
+
+/// Hands a fault this module does not handle to the handler installed before, or to the
 /// default action: restored, it takes effect when the faulting instruction runs again.
 fn chain(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let previous = PREVIOUS.get();
     let handler = previous.map_or(libc::SIG_DFL, |p| p.sa_sigaction);
-    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+    if handler == libc::SIG_DFL
+        || handler == libc::SIG_IGN
+        || handler == on_sigbus as *const () as libc::sighandler_t
+    {
         // SAFETY: restores the default action with a zeroed (valid, empty) sigaction; a
         // SIGBUS ignored here would fault forever, so it gets the default too.
         unsafe {
@@ -135,11 +208,17 @@ pub struct Faults {
 /// Faults since the last call: each is reported once, whichever recording (or agent window)
 /// asks first.
 pub fn take() -> Faults {
-    let now = FAULTS.load(Ordering::Relaxed);
-    let before = TAKEN.swap(now, Ordering::Relaxed);
+    let now = FAULTS.load(Ordering::Acquire);
+    // Never backwards: of two takes at once, the later count wins, and what it covers is
+    // told by one of them only.
+    let before = TAKEN.fetch_max(now, Ordering::Relaxed);
+    if before >= now {
+        return Faults::default();
+    }
     Faults {
-        pages: now.saturating_sub(before),
+        pages: now - before,
         addresses: kept_between(before, now)
+            .filter(|&n| WRITTEN_BY[slot(n)].load(Ordering::Acquire) == n.wrapping_add(1))
             .map(|n| ADDRESSES[slot(n)].load(Ordering::Relaxed))
             .collect(),
     }

@@ -381,8 +381,9 @@ impl ModuleStore {
 
     fn insert(&mut self, path: String, identity: FileIdentity, file: File) -> Option<ModuleId> {
         let stamp = Stamp::of(&file.metadata().ok()?);
-        // SAFETY: a read-only private view; a file truncated under us would fault on access,
-        // which executables mapped by a live process are not.
+        // SAFETY: a read-only view, never written. A file cut short under us would fault on
+        // access past its new end: `crate::sigbus` turns those pages into zeros, which every
+        // reader of a module's bytes takes (they are fuzzed with any bytes).
         let map = Arc::new(unsafe { Mmap::map(&file) }.ok()?);
         let module = ModuleFile {
             path,

@@ -28,9 +28,48 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// A path, not a pseudo name: `[vdso]`, empty for anonymous memory in /proc, and the
+    /// kernel's side-band names that begin with two slashes (`//anon` for a JIT's code).
     pub fn is_file(&self) -> bool {
-        self.path.starts_with('/')
+        self.path.starts_with('/') && !self.path.starts_with("//")
     }
+}
+
+/// The address ranges of the files a `/proc/PID/maps` text runs code from (executables and
+/// libraries, each segment whatever its permissions), adjacent ones merged. Files only read
+/// (data a thread maps for a while) are left out: their addresses are reused once unmapped.
+pub fn code_file_ranges(text: &str) -> Vec<(usize, usize)> {
+    let lines: Vec<(&str, &str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_ascii_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            let path = fields.nth(3).filter(|p| p.starts_with('/'))?;
+            Some((range, perms, path))
+        })
+        .collect();
+    let code: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter(|(_, perms, _)| perms.contains('x'))
+        .map(|&(_, _, path)| path)
+        .collect();
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (range, _, path) in lines {
+        if !code.contains(path) {
+            continue;
+        }
+        let Some((Ok(start), Ok(end))) = range
+            .split_once('-')
+            .map(|(a, b)| (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)))
+        else {
+            continue;
+        };
+        match out.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => out.push((start, end)),
+        }
+    }
+    out
 }
 
 /// Parses the executable mappings of a `/proc/PID/maps` text.
@@ -186,6 +225,22 @@ pub fn thread_names(pid: u32) -> Vec<(u32, String)> {
     .collect()
 }
 
+/// Whether two mappings overlap where a file is involved (see [`AddressSpace::overlaps`]).
+fn overlap(a: &Mapping, b: &Mapping) -> bool {
+    a.start < b.end && b.start < a.end && (a.is_file() || b.is_file())
+}
+
+impl Mapping {
+    /// The same file at the same place (the identity where both have one).
+    fn same(&self, m: &Mapping) -> bool {
+        self.start == m.start
+            && self.end == m.end
+            && self.offset == m.offset
+            && self.path == m.path
+            && (self.identity == m.identity || self.identity.is_none() || m.identity.is_none())
+    }
+}
+
 /// Every executable mapping seen in a process image during the recording.
 #[derive(Clone, Debug, Default)]
 pub struct AddressSpace {
@@ -219,7 +274,9 @@ impl AddressSpace {
     /// Adds a mapping not seen before. Mappings are never removed: a library unloaded during
     /// the recording still symbolizes the samples taken while it was there.
     pub fn add(&mut self, m: Mapping) {
-        if self.has(&m) {
+        // Only what holds its place now: a library loaded back where it was before, after
+        // another, is a change again.
+        if self.newest_at(m.start).is_some_and(|o| o.same(&m)) {
             return;
         }
         if self.overlaps(&m) {
@@ -232,29 +289,35 @@ impl AddressSpace {
 
     /// Adds a mapping older than every one held: where they overlap, theirs win.
     pub fn add_older(&mut self, m: Mapping) {
-        if !self.has(&m) {
-            self.overlapping |= self.overlaps(&m);
-            self.mappings.push(m);
+        if self.mappings.iter().any(|o| o.same(&m)) {
+            return;
         }
+        // The mappings it goes under took their place when they were mapped: a change then.
+        let over: Vec<u64> = self
+            .mappings
+            .iter()
+            .filter(|o| overlap(o, &m))
+            .map(|o| o.since_ns)
+            .collect();
+        for t in over {
+            self.overlapping = true;
+            let at = self.remapped_at.partition_point(|&r| r <= t);
+            self.remapped_at.insert(at, t);
+        }
+        self.mappings.push(m);
     }
 
     /// Whether `m` goes over a mapping held where a file is involved: anonymous code
     /// remapped over anonymous code (a JIT's, many times a second) names nothing differently
     /// and is left out, so it costs no lookups by time.
     fn overlaps(&self, m: &Mapping) -> bool {
-        self.mappings
-            .iter()
-            .any(|o| o.start < m.end && m.start < o.end && (o.is_file() || m.is_file()))
+        self.mappings.iter().any(|o| overlap(o, m))
     }
 
-    fn has(&self, m: &Mapping) -> bool {
-        self.mappings.iter().any(|o| {
-            o.start == m.start
-                && o.end == m.end
-                && o.offset == m.offset
-                && o.path == m.path
-                && (o.identity == m.identity || o.identity.is_none() || m.identity.is_none())
-        })
+    fn newest_at(&self, addr: u64) -> Option<&Mapping> {
+        self.mappings
+            .iter()
+            .find(|m| m.start <= addr && addr < m.end)
     }
 
     /// How many times the meaning of some address changed up to `time_ns`: two times with
@@ -480,6 +543,28 @@ mod tests {
         assert!(has_exited(0));
     }
 
+    #[test]
+    fn code_file_ranges_merge_a_programs_segments_and_skip_data_files() {
+        let maps = "\
+55d0c0000000-55d0c0001000 r--p 00000000 fd:01 1234 /usr/bin/profiler
+55d0c0001000-55d0c0005000 r-xp 00001000 fd:01 1234 /usr/bin/profiler
+55d0c0006000-55d0c0007000 rw-p 00005000 fd:01 1234 /usr/bin/profiler
+55d0c0007000-55d0c0008000 rw-p 00000000 00:00 0 
+7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [vdso]
+7f0000002000-7f0000003000 r--p 00000000 fd:01 99 /usr/lib/libc.so.6
+7f0000003000-7f0000004000 r-xp 00001000 fd:01 99 /usr/lib/libc.so.6
+7f0000005000-7f0000006000 r--p 00000000 fd:01 77 /tmp/data.bin
+";
+        assert_eq!(
+            code_file_ranges(maps),
+            [
+                (0x55d0c0000000, 0x55d0c0005000),
+                (0x55d0c0006000, 0x55d0c0007000),
+                (0x7f0000002000, 0x7f0000004000)
+            ]
+        );
+    }
+
     fn file(path: &str, start: u64, len: u64, since_ns: u64) -> Mapping {
         Mapping {
             start,
@@ -521,14 +606,40 @@ mod tests {
         space.add(file("/lib/c.so", 0x12000, 0x4000, 600));
         assert_eq!(space.era_at(u64::MAX), 2);
         assert_eq!(effect(&space, 700), ["/lib/c.so", "/lib/a.so", "/exe"]);
-        space.add(file("[anon:jit]", 0x30000, 0x1000, 800));
-        space.add(file("[anon:jit]", 0x30000, 0x2000, 900));
+        // A JIT's code, as the kernel's records name it.
+        space.add(file("//anon", 0x30000, 0x1000, 800));
+        space.add(file("//anon", 0x30000, 0x2000, 900));
         assert_eq!(
             space.era_at(u64::MAX),
             2,
             "code of no file over code of no file"
         );
+        assert!(!space.mappings[0].is_file());
+        // The first library loaded back: a change again, not a duplicate.
+        space.add(file("/lib/b.so", 0x12000, 0x4000, 1000));
+        assert_eq!(space.era_at(u64::MAX), 3);
+        assert_eq!(
+            space.find_at(0x12000, 1100).map(|m| m.path.as_str()),
+            Some("/lib/b.so")
+        );
+        assert_eq!(
+            space.find_at(0x12000, 700).map(|m| m.path.as_str()),
+            Some("/lib/c.so")
+        );
         let child = space.forked(2);
-        assert_eq!((child.pid, child.era_at(u64::MAX)), (2, 2));
+        assert_eq!((child.pid, child.era_at(u64::MAX)), (2, 3));
+    }
+
+    #[test]
+    fn a_parents_mapping_adopted_under_a_childs_own_is_a_change_at_the_childs() {
+        // The child's records were read before its fork's: it mapped c.so at 450 over what
+        // it had from its parent, b.so (mapped at 300).
+        let mut child = AddressSpace::new(2);
+        child.add(file("/lib/c.so", 0x12000, 0x4000, 450));
+        assert_eq!(child.era_at(u64::MAX), 0);
+        child.add_older(file("/lib/b.so", 0x12000, 0x4000, 300));
+        assert_eq!((child.era_at(420), child.era_at(450)), (0, 1));
+        let at = |t| child.find_at(0x12000, t).map(|m| m.path.as_str());
+        assert_eq!((at(420), at(500)), (Some("/lib/b.so"), Some("/lib/c.so")));
     }
 }

@@ -1243,7 +1243,7 @@ fn shrunk_warning(
         n => format!("{n} pages"),
     };
     Some(format!(
-        "{pages} of mapped files read as zeros: the files shrank on disk while the profiler read them (cut, or rewritten in place), so stacks through them may end early and their frames stay unnamed; replace a file in use with a new one (mv, install), never write into it{files}"
+        "{pages} of mapped files read as zeros: the files shrank on disk while the profiler read them (cut, or rewritten in place) or could not be read (an I/O error), so stacks through them may end early and their frames stay unnamed; replace a file in use with a new one (mv, install), never write into it{files}"
     ))
 }
 
