@@ -119,6 +119,9 @@ extern "C" fn on_sigbus(
         };
         if zero != libc::MAP_FAILED {
             let n = CLAIMED.fetch_add(1, Ordering::Relaxed);
+            // A sequence lock per slot: unstamped while the address changes.
+            WRITTEN_BY[slot(n)].store(0, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::Release);
             ADDRESSES[slot(n)].store(address, Ordering::Relaxed);
             WRITTEN_BY[slot(n)].store(n.wrapping_add(1), Ordering::Release);
             FAULTS.fetch_add(1, Ordering::Release);
@@ -129,7 +132,7 @@ extern "C" fn on_sigbus(
 }
 
 /// Whether the fault was a read of data: the page-fault error code the kernel saves in the
-/// signal frame has a bit for a write (1) and one for an instruction fetch (16).
+/// signal frame has a bit for a write (2) and one for an instruction fetch (16).
 #[cfg(target_arch = "x86_64")]
 fn reading_data(context: *mut libc::c_void) -> bool {
     if context.is_null() {
@@ -141,6 +144,8 @@ fn reading_data(context: *mut libc::c_void) -> bool {
     error & (2 | 16) == 0
 }
 
+// Elsewhere every fault counts as a read: nothing of ours writes to or runs from a target's
+// file, and a write would then fault again on the read-only zero page (SIGSEGV).
 #[cfg(not(target_arch = "x86_64"))]
 fn reading_data(_context: *mut libc::c_void) -> bool {
     true
@@ -217,9 +222,18 @@ pub fn take() -> Faults {
     }
     Faults {
         pages: now - before,
+        // Best effort: a slot still being written, or written again by a fault 64 later while
+        // it was read, gives no address; the count is exact.
         addresses: kept_between(before, now)
-            .filter(|&n| WRITTEN_BY[slot(n)].load(Ordering::Acquire) == n.wrapping_add(1))
-            .map(|n| ADDRESSES[slot(n)].load(Ordering::Relaxed))
+            .filter_map(|n| {
+                let stamp = n.wrapping_add(1);
+                if WRITTEN_BY[slot(n)].load(Ordering::Acquire) != stamp {
+                    return None;
+                }
+                let address = ADDRESSES[slot(n)].load(Ordering::Relaxed);
+                std::sync::atomic::fence(Ordering::Acquire);
+                (WRITTEN_BY[slot(n)].load(Ordering::Relaxed) == stamp).then_some(address)
+            })
             .collect(),
     }
 }

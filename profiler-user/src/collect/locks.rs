@@ -326,24 +326,13 @@ pub fn symbol_at(procs: &mut Processes, pid: u32, time_ns: u64, addr: u64) -> Op
     // Only executable mappings are kept: the file's code mapping closest below the address
     // gives the load bias, and the address must fall in one of the file's segments (its data
     // and .bss lie above its code).
-    // Of those mapped by then, the newest (a plugin reloaded at one place): mappings are
-    // newest first, and `max_by_key` keeps the last of equals.
+    // Of those in place at the wait's time (a plugin unloaded is not; one reloaded at one
+    // place is the newest).
     let below = |m: &&super::procfs::Mapping| m.is_file() && m.start <= addr && m.module.is_some();
     let m = space
-        .mappings
-        .iter()
-        .rev()
+        .in_effect_at(time_ns)
         .filter(below)
-        .filter(|m| m.since_ns <= time_ns)
-        .max_by_key(|m| m.start)
-        .or_else(|| {
-            space
-                .mappings
-                .iter()
-                .rev()
-                .filter(below)
-                .max_by_key(|m| m.start)
-        })?;
+        .max_by_key(|m| m.start)?;
     let module = procs.modules.get(m.module?)?;
     let file = object::File::parse(module.bytes()).ok()?;
     let code_vaddr = *module.vaddrs_of(&[m.offset]).first()?;

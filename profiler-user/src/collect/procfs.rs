@@ -274,9 +274,12 @@ impl AddressSpace {
     /// Adds a mapping not seen before. Mappings are never removed: a library unloaded during
     /// the recording still symbolizes the samples taken while it was there.
     pub fn add(&mut self, m: Mapping) {
-        // Only what holds its place now: a library loaded back where it was before, after
-        // another, is a change again.
-        if self.newest_at(m.start).is_some_and(|o| o.same(&m)) {
+        // For a file, only what holds its place now: a library loaded back where it was
+        // before, after another, is a change again. Code of no file (a JIT's, whose records
+        // come again at each mprotect) names nothing differently: once is enough.
+        if self.newest_at(m.start).is_some_and(|o| o.same(&m))
+            || !m.is_file() && self.mappings.iter().any(|o| o.same(&m))
+        {
             return;
         }
         if self.overlaps(&m) {
@@ -328,7 +331,8 @@ impl AddressSpace {
     }
 
     /// The mappings in effect at `time_ns`: each the one [`AddressSpace::find_at`] gives for
-    /// its own start, so no two share a start.
+    /// its own start, so no two files share a start (code of no file may: its remaps are not
+    /// counted, and nothing is read from it).
     pub fn in_effect_at(&self, time_ns: u64) -> impl Iterator<Item = &Mapping> {
         self.mappings.iter().filter(move |m| {
             !self.overlapping

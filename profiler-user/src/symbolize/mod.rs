@@ -291,7 +291,12 @@ impl<'a> Stacks<'a> {
                     }
                 }
                 Some(m) => {
-                    let name = if m.path.is_empty() { "[anon]" } else { &m.path };
+                    // The side-band's name for it (`//anon`) read as /proc shows it.
+                    let name = if m.path.is_empty() || m.path == "//anon" {
+                        "[anon]"
+                    } else {
+                        &m.path
+                    };
                     (t.module(name, ModuleKind::Special), a - m.start)
                 }
                 // A caller outside every mapping is no code: the walk read something that is
