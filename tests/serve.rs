@@ -802,7 +802,7 @@ fn two_hundred_recordings_leave_nothing_behind() {
     let record = |n: usize| {
         for _ in 0..n {
             let id = server.start_recording(serde_json::json!({
-                "pid": target.pid(), "seconds": 0.2, "call_graph": "fp"
+                "pid": target.pid(), "seconds": 0.1, "call_graph": "fp"
             }));
             let done = server.wait_done(&id);
             assert!(done["samples"].as_u64() > Some(0), "{done}");
