@@ -158,15 +158,20 @@ fn is_own(address: usize) -> bool {
     })
 }
 
-fn default_and_raise(signal: libc::c_int) {
-    // SAFETY: restores the default action with a zeroed (valid, empty) sigaction, then sends
-    // the signal again to this thread; both are async-signal-safe.
+fn restore_default(signal: libc::c_int) {
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); sigaction is
+    // async-signal-safe.
     unsafe {
         let mut default: libc::sigaction = std::mem::zeroed();
         default.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(signal, &default, std::ptr::null_mut());
-        libc::raise(signal);
     }
+}
+
+fn default_and_raise(signal: libc::c_int) {
+    restore_default(signal);
+    // SAFETY: sends the signal again to this thread; async-signal-safe.
+    unsafe { libc::raise(signal) };
 }
 
 /// Hands a fault this module does not handle to the handler installed before, or to the
@@ -178,13 +183,8 @@ fn chain(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_
         || handler == libc::SIG_IGN
         || handler == on_sigbus as *const () as libc::sighandler_t
     {
-        // SAFETY: restores the default action with a zeroed (valid, empty) sigaction; a
-        // SIGBUS ignored here would fault forever, so it gets the default too.
-        unsafe {
-            let mut default: libc::sigaction = std::mem::zeroed();
-            default.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(signal, &default, std::ptr::null_mut());
-        }
+        // A SIGBUS ignored here would fault forever, so it gets the default too.
+        restore_default(signal);
         return;
     }
     let siginfo = previous.is_some_and(|p| p.sa_flags & libc::SA_SIGINFO != 0);

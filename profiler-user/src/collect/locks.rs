@@ -323,11 +323,10 @@ pub fn symbol_at(procs: &mut Processes, pid: u32, time_ns: u64, addr: u64) -> Op
     use object::{Object, ObjectSymbol, SymbolKind};
     let index = procs.space_at(pid, time_ns);
     let space = procs.spaces.get(index as usize)?;
-    // Only executable mappings are kept: the file's code mapping closest below the address
-    // gives the load bias, and the address must fall in one of the file's segments (its data
-    // and .bss lie above its code).
-    // Of those in place at the wait's time (a plugin unloaded is not; one reloaded at one
-    // place is the newest).
+    // Only executable mappings are kept: of those in place at the wait's time (a plugin
+    // unloaded is not), the file's code mapping closest below the address gives the load
+    // bias, and the address must fall in one of the file's segments (its data and .bss lie
+    // above its code).
     let below = |m: &&super::procfs::Mapping| m.is_file() && m.start <= addr && m.module.is_some();
     let m = space
         .in_effect_at(time_ns)

@@ -248,11 +248,9 @@ pub struct AddressSpace {
     /// Newest first, so a range that was remapped resolves to its latest file.
     pub mappings: Vec<Mapping>,
     /// When a mapping went over part of an older one (a library unloaded and another loaded
-    /// at its addresses), in order: what an address means changed then, and only then.
+    /// at its addresses, or a parent's adopted under a child's own), in order: what an
+    /// address means changed then, and only then. Empty while no two mappings overlap.
     remapped_at: Vec<u64>,
-    /// Whether any two mappings overlap (remapped, or adopted from a parent under what the
-    /// child had already seen).
-    overlapping: bool,
 }
 
 impl AddressSpace {
@@ -277,15 +275,13 @@ impl AddressSpace {
         // For a file, only what holds its place now: a library loaded back where it was
         // before, after another, is a change again. Code of no file (a JIT's, whose records
         // come again at each mprotect) names nothing differently: once is enough.
-        if self.newest_at(m.start).is_some_and(|o| o.same(&m))
+        if self.find(m.start).is_some_and(|o| o.same(&m))
             || !m.is_file() && self.mappings.iter().any(|o| o.same(&m))
         {
             return;
         }
         if self.overlaps(&m) {
-            self.overlapping = true;
-            let at = self.remapped_at.partition_point(|&t| t <= m.since_ns);
-            self.remapped_at.insert(at, m.since_ns);
+            self.remapped(m.since_ns);
         }
         self.mappings.insert(0, m);
     }
@@ -303,11 +299,14 @@ impl AddressSpace {
             .map(|o| o.since_ns)
             .collect();
         for t in over {
-            self.overlapping = true;
-            let at = self.remapped_at.partition_point(|&r| r <= t);
-            self.remapped_at.insert(at, t);
+            self.remapped(t);
         }
         self.mappings.push(m);
+    }
+
+    fn remapped(&mut self, time_ns: u64) {
+        let at = self.remapped_at.partition_point(|&t| t <= time_ns);
+        self.remapped_at.insert(at, time_ns);
     }
 
     /// Whether `m` goes over a mapping held where a file is involved: anonymous code
@@ -315,12 +314,6 @@ impl AddressSpace {
     /// and is left out, so it costs no lookups by time.
     fn overlaps(&self, m: &Mapping) -> bool {
         self.mappings.iter().any(|o| overlap(o, m))
-    }
-
-    fn newest_at(&self, addr: u64) -> Option<&Mapping> {
-        self.mappings
-            .iter()
-            .find(|m| m.start <= addr && addr < m.end)
     }
 
     /// How many times the meaning of some address changed up to `time_ns`: two times with
@@ -335,7 +328,7 @@ impl AddressSpace {
     /// counted, and nothing is read from it).
     pub fn in_effect_at(&self, time_ns: u64) -> impl Iterator<Item = &Mapping> {
         self.mappings.iter().filter(move |m| {
-            !self.overlapping
+            self.remapped_at.is_empty()
                 || self
                     .find_at(m.start, time_ns)
                     .is_some_and(|found| std::ptr::eq(found, *m))
